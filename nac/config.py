@@ -1,0 +1,790 @@
+"""nac's configuration: an INI file (``etc/nac.conf``) plus command-line overrides.
+
+Every section and key is declared in :data:`SCHEMA` with a parser and a
+default, so a typo or a bad value stops the server at start-up with a message
+that names where it came from, the section, the key, the offending value and
+what is expected::
+
+    etc/nac.conf: [pt-tls] port: '70000' is not a port number (1-65535)
+
+Secrets (``secret``, ``password`` …) are never echoed, neither in errors nor
+in ``repr(config)``; a password inside a database URL is masked.
+
+``[imv:NAME]`` sections are kept as raw strings: an IMV declares its own
+options and validates them through :meth:`NacConfig.imv_options` when it is
+loaded.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import ipaddress
+import math
+import os
+import re
+import ssl
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+__all__ = [
+    "COMMAND_LINE",
+    "ConfigError",
+    "NacConfig",
+    "Option",
+    "SCHEMA",
+    "address",
+    "boolean",
+    "byte_size",
+    "choice",
+    "cidr",
+    "comma_list",
+    "comma_list_of",
+    "db_url",
+    "declare_section",
+    "default_state_dir",
+    "int_range",
+    "load",
+    "non_negative_int",
+    "optional",
+    "path",
+    "port",
+    "positive_int",
+    "seconds",
+    "secret_text",
+    "text",
+    "tls_version",
+]
+
+#: Where overrides come from, as named in error messages.
+COMMAND_LINE = "command line"
+#: Where values come from when no file is given, as named in error messages.
+DEFAULTS = "defaults"
+
+IMV_SECTION_PREFIX = "imv:"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used.
+
+    Each problem is one line naming its origin (the file or ``command line``),
+    the section and the key; all problems found are reported at once.
+    """
+
+    def __init__(self, *problems: str):
+        super().__init__("\n".join(problems))
+        self.problems: tuple[str, ...] = problems
+
+
+@dataclass(frozen=True)
+class Option:
+    """One key of a section.
+
+    ``kind`` turns the raw string into the typed value or raises
+    :class:`ValueError` with a short reason that reads after the value
+    (``"is not a port number (1-65535)"``).  ``secret`` hides the value in
+    messages and ``repr``; keys named like ``secret`` or ``password`` are
+    hidden anyway.
+    """
+
+    name: str
+    kind: Callable[[str], Any]
+    default: Any = None
+    help: str = ""
+    secret: bool = False
+
+
+# -- parsers ---------------------------------------------------------------
+#
+# Each takes the raw string (already stripped by configparser) and returns the
+# typed value, or raises ValueError whose text completes "<value> ...".
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _integer(raw: str, what: str) -> int:
+    value = raw.strip()
+    # int() would also take "+5", "1_000" and non-ASCII digits
+    if not _DIGITS.fullmatch(value):
+        raise ValueError(f"is not {what}")
+    return int(value)
+
+
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An integer in ``[low, high]`` (no upper bound when ``high`` is None)."""
+    bounds = f"{low}-{high}" if high is not None else f">= {low}"
+
+    def parse(raw: str) -> int:
+        value = _integer(raw, f"a whole number ({bounds})")
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"is out of range ({bounds})")
+        return value
+
+    parse.__name__ = f"int_range_{low}_{high}"
+    return parse
+
+
+def port(raw: str) -> int:
+    """A TCP/UDP port number, 1-65535."""
+    value = raw.strip()
+    if not _DIGITS.fullmatch(value) or not 1 <= int(value) <= 65535:
+        raise ValueError("is not a port number (1-65535)")
+    return int(value)
+
+
+def positive_int(raw: str) -> int:
+    """A whole number greater than zero."""
+    value = _integer(raw, "a positive whole number")
+    if value == 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
+def non_negative_int(raw: str) -> int:
+    """A whole number, zero or more."""
+    return _integer(raw, "a whole number (0 or more)")
+
+
+_BYTE_SIZE = re.compile(r"([0-9]+)\s*(k|kib|m|mib)?", re.IGNORECASE)
+_BYTE_UNITS = {None: 1, "k": 1024, "kib": 1024, "m": 1024 * 1024, "mib": 1024 * 1024}
+
+
+def byte_size(low: int, high: int) -> Callable[[str], int]:
+    """A size in bytes in ``[low, high]``: ``65536``, ``64K``, ``2M`` (binary units)."""
+
+    def parse(raw: str) -> int:
+        m = _BYTE_SIZE.fullmatch(raw.strip())
+        if not m:
+            raise ValueError("is not a size in bytes (e.g. 65536, 64K, 2M)")
+        unit = m.group(2).lower() if m.group(2) else None
+        value = int(m.group(1)) * _BYTE_UNITS[unit]
+        if not low <= value <= high:
+            raise ValueError(f"is out of range ({low}-{high} bytes)")
+        return value
+
+    parse.__name__ = "byte_size"
+    return parse
+
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h)?", re.IGNORECASE)
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(raw: str) -> float:
+    """A duration greater than zero: ``30``, ``1.5``, ``30s``, ``2m``, ``500ms``, ``1h``."""
+    m = _DURATION.fullmatch(raw.strip())
+    if not m:
+        raise ValueError("is not a duration (e.g. 30, 1.5, 30s, 2m)")
+    unit = m.group(2).lower() if m.group(2) else None
+    value = float(m.group(1)) * _DURATION_UNITS[unit]
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a duration greater than zero")
+    return value
+
+
+_TRUE = frozenset({"yes", "true", "on", "1"})
+_FALSE = frozenset({"no", "false", "off", "0"})
+
+
+def boolean(raw: str) -> bool:
+    """yes/no, true/false, on/off, 1/0 (any case)."""
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError("is not a boolean (yes/no, true/false, on/off, 1/0)")
+
+
+def comma_list(raw: str) -> list[str]:
+    """Comma-separated strings, surrounding blanks and empty items dropped."""
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def comma_list_of(item: Callable[[str], Any], *, allow_empty: bool = True,
+                  unique: bool = False) -> Callable[[str], list]:
+    """A comma-separated list whose items are each parsed by ``item``."""
+
+    def parse(raw: str) -> list:
+        items = comma_list(raw)
+        if not items and not allow_empty:
+            raise ValueError("is empty: give at least one value")
+        out, seen = [], set()
+        for entry in items:
+            try:
+                value = item(entry)
+            except ValueError as exc:
+                raise ValueError(f"has item {entry!r}, which {exc}") from None
+            if unique:
+                if value in seen:
+                    raise ValueError(f"lists {entry!r} more than once")
+                seen.add(value)
+            out.append(value)
+        return out
+
+    parse.__name__ = f"comma_list_of_{getattr(item, '__name__', 'item')}"
+    return parse
+
+
+def choice(*values: str) -> Callable[[str], str]:
+    """One of ``values`` (compared case-insensitively, returned as declared)."""
+    by_lower = {v.lower(): v for v in values}
+
+    def parse(raw: str) -> str:
+        try:
+            return by_lower[raw.strip().lower()]
+        except KeyError:
+            raise ValueError(f"is not one of: {', '.join(values)}") from None
+
+    parse.__name__ = "choice"
+    parse.choices = values  # for documentation and tests
+    return parse
+
+
+def optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``kind``, except that an empty value means "not set" (None)."""
+
+    def parse(raw: str) -> Any:
+        return None if not raw.strip() else kind(raw)
+
+    parse.__name__ = f"optional_{getattr(kind, '__name__', 'value')}"
+    return parse
+
+
+def text(raw: str) -> str:
+    """A non-empty string."""
+    value = raw.strip()
+    if not value:
+        raise ValueError("is empty")
+    return value
+
+
+def secret_text(raw: str) -> str:
+    """A non-empty secret; whatever it contains, it is never echoed."""
+    if not raw:
+        raise ValueError("is empty")
+    return raw
+
+
+def path(raw: str) -> str:
+    """A filesystem path; ``~`` is expanded."""
+    value = raw.strip()
+    if not value:
+        raise ValueError("is empty: give a path")
+    if "\0" in value:
+        raise ValueError("is not a valid path (contains a NUL character)")
+    return os.path.expanduser(value)
+
+
+def _absolute_path(raw: str) -> str:
+    return os.path.abspath(path(raw))
+
+
+_DB_URL = re.compile(r"(?P<dialect>[A-Za-z][A-Za-z0-9_]*)(?:\+(?P<driver>[A-Za-z0-9_]+))?://.*", re.DOTALL)
+
+
+def db_url(raw: str) -> str:
+    """A SQLAlchemy database URL, ``dialect[+driver]://...``."""
+    value = raw.strip()
+    if not _DB_URL.fullmatch(value):
+        raise ValueError(
+            "is not a database URL of the form dialect[+driver]://... "
+            "(e.g. sqlite:////var/lib/nac/nac.db, postgresql+psycopg://nac@localhost/nac)")
+    return value
+
+
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
+
+
+def address(raw: str) -> str:
+    """An IPv4/IPv6 literal (``0.0.0.0`` and ``::`` included) or a hostname."""
+    value = raw.strip()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]  # "[::1]" as written in URLs
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    last_label = value.rstrip(".").rsplit(".", 1)[-1]
+    # an all-numeric last label is a mistyped IPv4 address, not a host name
+    if len(value) > 253 or not _HOSTNAME.fullmatch(value) or last_label.isdigit():
+        raise ValueError("is not an IP address or host name")
+    return value
+
+
+def cidr(raw: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IP network ``address/prefix``; a bare address is a host network (/32, /128)."""
+    value = raw.strip()
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        if "has host bits set" in str(exc):
+            net = ipaddress.ip_network(value, strict=False)
+            raise ValueError(f"has host bits set (the network is {net})") from None
+        raise ValueError("is not an IP network (address/prefix, e.g. 10.10.0.0/24)") from None
+
+
+def tls_version(raw: str) -> str:
+    """``1.2`` or ``1.3`` (``TLSv1.2`` and ``TLS1.3`` are accepted too)."""
+    value = raw.strip().lower()
+    for prefix in ("tlsv", "tls"):
+        if value.startswith(prefix):
+            value = value[len(prefix):]
+            break
+    if value not in ("1.2", "1.3"):
+        raise ValueError("is not a supported TLS version (1.2 or 1.3)")
+    return value
+
+
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
+
+
+def _language_tag(raw: str) -> str:
+    if not _LANGUAGE_TAG.fullmatch(raw):
+        raise ValueError("is not a language tag (RFC 5646, e.g. en, de-CH)")
+    return raw
+
+
+_IMV_SPEC = re.compile(r"[A-Za-z_][\w-]*(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?")
+
+
+def _imv_spec(raw: str) -> str:
+    if not _IMV_SPEC.fullmatch(raw):
+        raise ValueError("is not an IMV name or dotted path (e.g. os, package.module:Class)")
+    return raw
+
+
+_PROPOSAL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def _proposal(raw: str) -> str:
+    value = raw.lower()
+    if not _PROPOSAL.fullmatch(value):
+        raise ValueError("is not a proposal of '-'-separated algorithm names (e.g. aes256-sha256-x25519)")
+    return value
+
+
+def _cipher_string(raw: str) -> str:
+    value = raw.strip()
+    if value:
+        # ask OpenSSL now rather than fail obscurely when the listener starts
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(value)
+        except ssl.SSLError:
+            raise ValueError("selects no cipher OpenSSL knows (see 'openssl ciphers')") from None
+    return value
+
+
+def _vlan(raw: str) -> str:
+    # RADIUS Tunnel-Private-Group-Id (RFC 2868 §3.6): usually the VLAN number,
+    # but switches also accept VLAN names; one attribute holds at most 253 bytes
+    value = raw.strip()
+    if value.isdigit() and not 1 <= int(value) <= 4094:
+        raise ValueError("is not a VLAN id (1-4094) or name")
+    if len(value.encode()) > 250:
+        raise ValueError("is too long for a RADIUS attribute")
+    return value
+
+
+def _radius_text(raw: str) -> str:
+    value = text(raw)
+    if len(value.encode()) > 253:
+        raise ValueError("is too long for a RADIUS attribute (at most 253 bytes)")
+    return value
+
+
+# -- schema ----------------------------------------------------------------
+
+#: Declared sections: section name -> key -> Option.
+SCHEMA: dict[str, dict[str, Option]] = {}
+
+
+def declare_section(name: str, options: Iterable[Option]) -> None:
+    """Declare a section (or add keys to an already declared one).
+
+    A key declared again replaces the earlier declaration.  Declare before
+    :func:`load` runs: sections unknown at load time are rejected.
+    """
+    if name.startswith(IMV_SECTION_PREFIX):
+        raise ValueError(f"[{name}]: IMV sections are validated with NacConfig.imv_options")
+    section = SCHEMA.setdefault(name, {})
+    for option in options:
+        section[option.name.lower()] = option
+
+
+TRANSPORT_NAMES = ("pt-tls", "radius", "ikev2")
+
+
+def default_state_dir() -> str:
+    """``/var/lib/nac`` for root, else ``$XDG_STATE_HOME/nac`` or ``~/.local/state/nac``."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return "/var/lib/nac"
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    # the XDG spec says relative values are to be ignored
+    if xdg and os.path.isabs(xdg):
+        return os.path.join(xdg, "nac")
+    return os.path.join(os.path.expanduser("~"), ".local", "state", "nac")
+
+
+def _tls_paths(demo: str) -> list[Option]:
+    return [
+        Option("cert", optional(path), None,
+               f"Server certificate (PEM). Empty: the demo certificate {demo}.pem in state_dir, "
+               "generated on first start."),
+        Option("key", optional(path), None,
+               f"Private key of the server certificate (PEM). Empty: the demo key {demo}.key."),
+    ]
+
+
+declare_section("nac", [
+    Option("state_dir", optional(_absolute_path), None,
+           "Directory for the embedded database and the generated demo certificates. "
+           "Default: /var/lib/nac as root, else $XDG_STATE_HOME/nac or ~/.local/state/nac."),
+    Option("db", optional(db_url), None,
+           "SQLAlchemy database URL. Empty: sqlite:///<state_dir>/nac.db."),
+    Option("transports", comma_list_of(choice(*TRANSPORT_NAMES), allow_empty=False, unique=True),
+           ["pt-tls"], "Transports to enable: pt-tls, radius, ikev2."),
+    Option("imvs", comma_list_of(_imv_spec, unique=True), [],
+           "IMVs to load, by registered name or dotted path (package.module:Class)."),
+    Option("recommendation_policy", choice("default", "any", "all"), "default",
+           "How the IMVs' recommendations combine: default (most restrictive wins), "
+           "any (one allow is enough), all (all must agree)."),
+    Option("language", comma_list_of(_language_tag, allow_empty=False), ["en"],
+           "Language tags the server prefers for reason strings and remediation, best first."),
+    Option("log_level", choice("debug", "info", "warn", "error"), "info", "Least severe level logged."),
+    Option("max_connections", positive_int, 10000,
+           "Most TNCCS connections (assessments) open at once over all transports."),
+    Option("max_rounds", positive_int, 10,
+           "Most PB-TNC round trips before the server decides with the recommendations it has."),
+])
+
+declare_section("pt-tls", [
+    Option("listen", address, "0.0.0.0", "Address to listen on (:: for IPv6 and IPv4)."),
+    Option("port", port, 271, "TCP port (IANA-assigned 271 for PT-TLS, RFC 6876)."),
+    *_tls_paths("server"),
+    Option("ca", optional(path), None,
+           "CA certificates (PEM) that client certificates must chain to. Empty: the demo CA ca.pem."),
+    Option("client_cert", choice("none", "optional", "required"), "optional",
+           "Whether clients present a certificate: none, optional (else SASL), required."),
+    Option("min_tls_version", tls_version, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."),
+    Option("ciphers", _cipher_string, "",
+           "OpenSSL cipher string for TLS 1.2. Empty: OpenSSL's default."),
+    # strongSwan sizes its PT-TLS receive buffer at 128 TLS records (2 MiB,
+    # header included) and its PB-TNC batches to fit, so accept as much.
+    Option("max_message_size", byte_size(4096, 2**32 - 1), 2 * 1024 * 1024,
+           "Largest PT-TLS message accepted, 16-byte header included (K/M suffixes allowed)."),
+    Option("handshake_timeout", seconds, 10.0, "Time allowed for the TLS handshake."),
+    Option("negotiation_timeout", seconds, 30.0,
+           "Time allowed for version negotiation and client authentication."),
+    Option("idle_timeout", seconds, 300.0, "Connection closed after this long without a message."),
+    Option("max_connections", positive_int, 1000, "Most PT-TLS connections open at once."),
+    Option("sasl", optional(choice("plain")), "plain",
+           "SASL mechanism offered to clients without a certificate: plain; empty disables SASL."),
+])
+
+declare_section("radius", [
+    Option("listen", address, "0.0.0.0", "Address to listen on."),
+    Option("port", port, 1812, "UDP authentication port."),
+    Option("secret", optional(secret_text), None,
+           "Shared secret with the RADIUS clients (NAS). Required when radius is enabled.", secret=True),
+    Option("clients", comma_list_of(cidr), [ipaddress.ip_network("127.0.0.1/32")],
+           "Addresses or networks (CIDR) of the RADIUS clients allowed to send requests."),
+    Option("filter_id_allow", optional(_radius_text), "allow",
+           "Filter-Id sent with Access Allowed. Empty: none."),
+    Option("filter_id_isolate", optional(_radius_text), "isolate",
+           "Filter-Id sent with Isolate. Empty: none."),
+    Option("vlan_allow", optional(_vlan), None,
+           "VLAN (Tunnel-Private-Group-Id) for Access Allowed. Empty: no VLAN attributes."),
+    Option("vlan_isolate", optional(_vlan), None,
+           "VLAN for Isolate. Empty: no VLAN attributes."),
+    Option("session_timeout", non_negative_int, 0, "Session-Timeout in seconds sent with Access-Accept; 0: none."),
+    Option("fragment_size", int_range(64, 4000), 1024,
+           "Largest EAP-TTLS/PT-EAP fragment per EAP message (must fit one RADIUS packet)."),
+    Option("conversation_timeout", seconds, 30.0,
+           "An EAP conversation with no request for this long is forgotten."),
+    Option("max_conversations", positive_int, 4096, "Most EAP conversations in progress at once."),
+])
+
+declare_section("ikev2", [
+    Option("listen", address, "0.0.0.0", "Address to listen on."),
+    Option("port", port, 500, "UDP port for IKE."),
+    Option("nat_port", port, 4500, "UDP port for IKE with NAT traversal (RFC 3948)."),
+    Option("ike_proposals", comma_list_of(_proposal, allow_empty=False),
+           ["aes256-sha256-x25519", "aes128-sha256-modp3072", "aes256gcm16-prfsha384-ecp384"],
+           "IKE SA proposals in strongSwan syntax, most preferred first."),
+    Option("esp_proposals", comma_list_of(_proposal, allow_empty=False),
+           ["aes256gcm16", "aes128-sha256"], "ESP (CHILD_SA) proposals in strongSwan syntax."),
+    Option("pool", cidr, ipaddress.ip_network("10.10.0.0/24"),
+           "Virtual IP addresses handed out in configuration payloads."),
+    Option("allow_ts", comma_list_of(cidr, allow_empty=False), [ipaddress.ip_network("10.1.0.0/16")],
+           "Traffic selectors (networks) for Access Allowed."),
+    Option("isolate_ts", comma_list_of(cidr, allow_empty=False), [ipaddress.ip_network("10.2.0.0/16")],
+           "Traffic selectors (networks) for Isolate (remediation network)."),
+    Option("kernel", choice("none", "xfrm"), "none",
+           "Install CHILD_SAs in the kernel (xfrm) or only negotiate them (none)."),
+    *_tls_paths("server"),
+    Option("eap_only", boolean, False,
+           "Authenticate the server with EAP only (RFC 5998), without a certificate AUTH."),
+    Option("cookie_threshold", positive_int, 50,
+           "Half-open IKE SAs from which IKE_SA_INIT requires a cookie."),
+])
+
+
+# -- loading ---------------------------------------------------------------
+
+_SECRET_NAME = re.compile(r"(?:^|[_-])(?:secret|password|passphrase|psk)$", re.IGNORECASE)
+# "user:password@" in a URL, well-formed or not
+_URL_PASSWORD = re.compile(r"([^\s:/@]*:)[^\s:/@]+@")
+HIDDEN = "***"
+
+
+def _is_secret(option: Option | None, key: str) -> bool:
+    return (option is not None and option.secret) or bool(_SECRET_NAME.search(key))
+
+
+def _mask_url(url: str) -> str:
+    return _URL_PASSWORD.sub(rf"\1{HIDDEN}@", url)
+
+
+def _shown(option: Option | None, key: str, raw: str) -> str:
+    if _is_secret(option, key):
+        return "the value (not shown)"
+    # a database URL may carry a password
+    return repr(_mask_url(raw))
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# raw value as written, and where it came from (the file or COMMAND_LINE)
+_Raw = dict[str, tuple[str, str]]
+
+
+def _read_file(path: str) -> dict[str, _Raw]:
+    parser = configparser.ConfigParser(
+        interpolation=None, strict=True, empty_lines_in_values=False,
+        # no DEFAULT section whose keys leak into every other section
+        default_section="\0no default section")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh, source=path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte offset {exc.start})") from None
+    except configparser.MissingSectionHeaderError as exc:
+        raise ConfigError(f"{path}: line {exc.lineno}: a setting before any [section] header") from None
+    except configparser.DuplicateSectionError as exc:
+        raise ConfigError(f"{path}: line {exc.lineno}: section [{exc.section}] appears twice") from None
+    except configparser.DuplicateOptionError as exc:
+        raise ConfigError(
+            f"{path}: line {exc.lineno}: [{exc.section}] {exc.option}: key set twice in the section") from None
+    except configparser.ParsingError as exc:
+        # the offending lines may hold a secret: point at them by number only
+        lines = ", ".join(str(lineno) for lineno, _ in exc.errors)
+        raise ConfigError(f"{path}: line {lines}: not a 'key = value' setting") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: {exc.message}") from None
+    return {section: {key: (value, path) for key, value in parser.items(section)}
+            for section in parser.sections()}
+
+
+def load(path: str | None, overrides: Mapping[tuple[str, str], str] | None = None) -> NacConfig:
+    """Read ``path`` (None: built-in defaults only), apply ``overrides`` and validate.
+
+    ``overrides`` maps ``(section, key)`` to the raw string given on the
+    command line; it wins over the file.  Raises :class:`ConfigError`
+    listing every problem found.
+    """
+    raw = _read_file(path) if path is not None else {}
+    file_sections = set(raw)
+    for (section, key), value in (overrides or {}).items():
+        raw.setdefault(section, {})[key.strip().lower()] = (str(value), COMMAND_LINE)
+
+    problems: list[str] = []
+    values: dict[str, dict[str, Any]] = {}
+    origins: dict[tuple[str, str], str] = {}
+    imv_raw: dict[str, _Raw] = {}
+    for section, entries in raw.items():
+        if section.startswith(IMV_SECTION_PREFIX):
+            name = section[len(IMV_SECTION_PREFIX):].strip()
+            if not name:
+                where = path if section in file_sections else COMMAND_LINE
+                problems.append(f"{where}: [{section}]: an IMV section needs a name, like [imv:os]")
+            imv_raw[name] = entries
+            continue
+        options = SCHEMA.get(section)
+        if options is None:
+            known = ", ".join([*sorted(SCHEMA), IMV_SECTION_PREFIX + "NAME"])
+            hint = _suggest(section, SCHEMA)
+            if section in file_sections:
+                problems.append(f"{path}: [{section}]: unknown section{hint} (known sections: {known})")
+            for key, (_, origin) in entries.items():
+                if origin == COMMAND_LINE:
+                    problems.append(f"{origin}: [{section}] {key}: unknown section{hint} (known sections: {known})")
+            continue
+        parsed = values.setdefault(section, {})
+        for key, (value, origin) in entries.items():
+            option = options.get(key)
+            if option is None:
+                problems.append(f"{origin}: [{section}] {key}: unknown key{_suggest(key, options)} "
+                                f"(valid keys: {', '.join(options)})")
+                continue
+            try:
+                parsed[key] = option.kind(value)
+            except ValueError as exc:
+                problems.append(f"{origin}: [{section}] {key}: {_shown(option, key, value)} {exc}")
+            else:
+                origins[(section, key)] = origin
+    if problems:
+        raise ConfigError(*problems)
+
+    cfg = NacConfig(values, imv_raw, origins, path)
+    _derive_defaults(cfg)
+    problems = _cross_check(cfg)
+    if problems:
+        raise ConfigError(*problems)
+    return cfg
+
+
+def _derive_defaults(cfg: NacConfig) -> None:
+    nac = cfg._values.setdefault("nac", {})
+    if nac.get("state_dir") is None:
+        nac["state_dir"] = default_state_dir()
+    if nac.get("db") is None:
+        nac["db"] = f"sqlite:///{nac['state_dir']}/nac.db"
+
+
+def _cross_check(cfg: NacConfig) -> list[str]:
+    """Rules that span keys; each problem is named on the key to fix."""
+    problems = []
+
+    def where(section, key):
+        return cfg.origin(section, key)
+
+    if "radius" in cfg.transports:
+        if cfg.get("radius", "secret") is None:
+            problems.append(f"{where('radius', 'secret')}: [radius] secret: required because 'radius' is "
+                            "in [nac] transports (the shared secret also configured on the NAS)")
+        if not cfg.get("radius", "clients"):
+            problems.append(f"{where('radius', 'clients')}: [radius] clients: is empty; 'radius' in "
+                            "[nac] transports needs at least one client address or network")
+    for section in ("pt-tls", "ikev2"):
+        cert, key = cfg.get(section, "cert"), cfg.get(section, "key")
+        if (cert is None) != (key is None):
+            missing, given = ("key", "cert") if key is None else ("cert", "key")
+            problems.append(f"{where(section, given)}: [{section}] {missing}: required because "
+                            f"[{section}] {given} is set (set both, or neither to use the demo certificate)")
+    if cfg.get("ikev2", "port") == cfg.get("ikev2", "nat_port"):
+        problems.append(f"{where('ikev2', 'nat_port')}: [ikev2] nat_port: "
+                        f"'{cfg.get('ikev2', 'nat_port')}' is the same as [ikev2] port; it must differ")
+    return problems
+
+
+def _copy(value: Any) -> Any:
+    # typed values are immutable except lists: hand out copies
+    return list(value) if isinstance(value, list) else value
+
+
+class NacConfig:
+    """A validated configuration: typed values with defaults filled in."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], imv_raw: dict[str, _Raw],
+                 origins: dict[tuple[str, str], str], source: str | None):
+        self._values = values
+        self._imv_raw = imv_raw
+        self._origins = origins
+        self._imvs_validated: set[str] = set()
+        #: The configuration file read, or None.
+        self.source = source
+
+    def get(self, section: str, key: str) -> Any:
+        """The typed value of ``[section] key``, or its default.  KeyError if undeclared."""
+        given = self._values.get(section, {})
+        if key in given:
+            return _copy(given[key])
+        try:
+            return _copy(SCHEMA[section][key].default)
+        except KeyError:
+            raise KeyError(f"[{section}] {key} is not a declared configuration key") from None
+
+    def section(self, name: str) -> dict[str, Any]:
+        """All keys of a declared section, defaults filled in."""
+        if name not in SCHEMA:
+            raise KeyError(f"[{name}] is not a declared configuration section")
+        return {key: self.get(name, key) for key in SCHEMA[name]}
+
+    def origin(self, section: str, key: str) -> str:
+        """Where ``[section] key`` came from: the file, ``command line``, or the file/defaults."""
+        return self._origins.get((section, key), self.source or DEFAULTS)
+
+    @property
+    def state_dir(self) -> str:
+        return self.get("nac", "state_dir")
+
+    @property
+    def db_url(self) -> str:
+        return self.get("nac", "db")
+
+    @property
+    def transports(self) -> list[str]:
+        return self.get("nac", "transports")
+
+    @property
+    def imvs(self) -> list[str]:
+        return self.get("nac", "imvs")
+
+    @property
+    def imv_section_names(self) -> list[str]:
+        """Names of the ``[imv:NAME]`` sections present."""
+        return list(self._imv_raw)
+
+    def unused_imv_sections(self) -> list[str]:
+        """``[imv:NAME]`` sections no loaded IMV asked for (likely a misspelled name)."""
+        return [name for name in self._imv_raw if name not in self._imvs_validated]
+
+    def imv_options(self, name: str, options: Iterable[Option]) -> dict[str, Any]:
+        """Validate ``[imv:NAME]`` against the IMV's declared options; defaults filled in.
+
+        Option names are matched in lower case, as the INI reader folds keys.
+        """
+        declared = {option.name.lower(): option for option in options}
+        section = IMV_SECTION_PREFIX + name
+        self._imvs_validated.add(name)
+        out = {key: _copy(option.default) for key, option in declared.items()}
+        problems = []
+        for key, (value, origin) in self._imv_raw.get(name, {}).items():
+            option = declared.get(key)
+            if option is None:
+                valid = ", ".join(declared) if declared else "none, this IMV has no options"
+                problems.append(f"{origin}: [{section}] {key}: unknown key{_suggest(key, declared)} "
+                                f"(valid keys: {valid})")
+                continue
+            try:
+                out[key] = option.kind(value)
+            except ValueError as exc:
+                problems.append(f"{origin}: [{section}] {key}: {_shown(option, key, value)} {exc}")
+        if problems:
+            raise ConfigError(*problems)
+        return out
+
+    def __repr__(self) -> str:
+        sections = {}
+        for name in SCHEMA:
+            shown = {}
+            for key, value in self.section(name).items():
+                option = SCHEMA[name][key]
+                if value is not None and _is_secret(option, key):
+                    value = HIDDEN
+                elif isinstance(value, str):
+                    value = _mask_url(value)
+                shown[key] = value
+            sections[name] = shown
+        for name, entries in self._imv_raw.items():
+            sections[IMV_SECTION_PREFIX + name] = {
+                key: HIDDEN if _is_secret(None, key) else _mask_url(value)
+                for key, (value, _) in entries.items()}
+        return f"NacConfig(source={self.source!r}, sections={sections!r})"

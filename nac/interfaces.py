@@ -1,0 +1,134 @@
+"""The contracts between nac's parts (zope.interface).
+
+Transports know nothing about IMVs and IMVs know nothing about transports;
+they meet in the TNCS core through these interfaces.  Tests check the real
+implementations with ``zope.interface.verify.verifyObject``.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class ITnccsCore(Interface):
+    """The one TNC Server of a nac process, shared by every transport."""
+
+    def open_connection(peer, limits):
+        """Start a TNCCS connection for one endpoint.
+
+        :param peer: a :class:`nac.tnccs.core.PeerInfo` (transport name,
+            address, authenticated identity).
+        :param limits: a :class:`nac.tnccs.core.TransportLimits` (maximum
+            batch and PA message size the transport can carry).
+        :returns: an :class:`ITnccsConnection`.
+        """
+
+
+class ITnccsConnection(Interface):
+    """One posture assessment, fed batches by exactly one transport session.
+
+    The transport hands every batch it receives to :meth:`receive_batch` and
+    sends what comes back; it never looks inside the batches.
+    """
+
+    connection_id = Attribute("Connection ID, unique within the process")
+    decision = Attribute("The nac.tnccs.core.Decision once reached, else None")
+    finished = Attribute("True once nothing more may be sent or received")
+
+    def receive_batch(data):
+        """Process one whole batch from the endpoint.
+
+        :returns: a Deferred firing with a
+            :class:`nac.tnccs.core.BatchOutcome` (batches to send, decision
+            if one was reached, whether the transport should close).  Batches
+            passed while an earlier one is still being processed are queued.
+        """
+
+    def abort(reason):
+        """The transport lost the endpoint (timeout, disconnect): release all
+        state, notify the IMVs, and never reply again."""
+
+
+class IImvConnection(Interface):
+    """The TNCS seen by one IMV for one connection (IF-IMV's TNC_TNCS_*
+    functions, bound to an IMV id and a connection id)."""
+
+    connection_id = Attribute("Connection ID")
+    imv_id = Attribute("The IMV's id (PB-PA Posture Validator Identifier)")
+    peer = Attribute("nac.tnccs.core.PeerInfo of the endpoint")
+    preferred_language = Attribute("Accept-Language value of the client, or ''")
+    max_message_size = Attribute("Largest PA message the transport carries")
+    state = Attribute("Free slot for the IMV's own per-connection state")
+
+    def send_message(vendor_id, subtype, body, collector_id=0xFFFF, exclusive=False):
+        """Queue a PA-TNC message (bytes) for the endpoint's collectors."""
+
+    def provide_recommendation(recommendation, evaluation):
+        """TNC_TNCS_ProvideRecommendation."""
+
+    def set_reason(reason, language="en"):
+        """A human-readable reason for the recommendation (PB-Reason-String)."""
+
+    def add_remediation(instructions, language="en", uri=None):
+        """Remediation instructions or a URI for the endpoint's user."""
+
+    def request_handshake_retry(reason):
+        """TNC_TNCS_RequestHandshakeRetry."""
+
+
+class IImv(Interface):
+    """An Integrity Measurement Verifier (IF-IMV in Python form).
+
+    Every method may return a Deferred (for example when it reads the
+    database off the reactor); the core waits for it before going on.
+    """
+
+    name = Attribute("Short name used in configuration and logs, e.g. 'os'")
+    subscriptions = Attribute(
+        "Sequence of (vendor_id, subtype) PA message types the IMV receives; "
+        "nac.ifimv.ANY_VENDOR / ANY_SUBTYPE_LONG are wildcards")
+
+    def notify_connection_change(connection, state):
+        """TNC_IMV_NotifyConnectionChange with a nac.ifimv.ConnectionState."""
+
+    def receive_message(connection, message):
+        """TNC_IMV_ReceiveMessageLong: ``message`` is a
+        nac.tnccs.imv_manager.ReceivedPaMessage."""
+
+    def batch_ending(connection):
+        """TNC_IMV_BatchEnding: the last message of a client batch was
+        delivered; a good moment to send requests or decide."""
+
+    def solicit_recommendation(connection):
+        """TNC_IMV_SolicitRecommendation: the IMV must provide a recommendation
+        now, with whatever it has (its no-result recommendation if nothing)."""
+
+
+class IEnforcement(Interface):
+    """Turns a decision into a transport's own action (RADIUS attributes,
+    IKEv2 CHILD_SA traffic selectors, or nothing for PT-TLS)."""
+
+    def enforce(peer, decision):
+        """Return the transport-specific enforcement for ``decision``."""
+
+
+class IPostureTransport(Interface):
+    """A transport service (PT-TLS, RADIUS, IKEv2) enabled per deployment.
+
+    Providers are also twisted.application.service.IService."""
+
+    transport_name = Attribute("'pt-tls', 'radius' or 'ikev2'")
+    core = Attribute("The ITnccsCore the transport feeds")
+
+
+class IPolicyStore(Interface):
+    """Where sessions, devices, measurements and results are kept.
+
+    Every method returns a Deferred: implementations run their queries off
+    the reactor."""
+
+    def session_started(peer, connection_id):
+        """Record the start of an assessment; fires with a session id."""
+
+    def session_decided(session_id, decision):
+        """Record the final decision and the per-IMV results."""

@@ -1,0 +1,136 @@
+"""``twistd nac``: command-line options and the service tree.
+
+One :class:`~twisted.application.service.MultiService` holds the TNCS core
+service and one service per enabled transport.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+from twisted.application import service
+from twisted.logger import Logger
+from twisted.python import usage
+
+from nac import config as nac_config
+from nac.ifimv import RecommendationPolicy
+from nac.tnccs.core import TnccsCore
+from nac.tnccs.imv_manager import ImvLoadError, ImvManager, load_imv
+
+log = Logger(namespace="nac")
+
+# transport name -> "module:factory"; factory(config, core) returns an IService
+TRANSPORTS = {
+    "pt-tls": "transports.pt_tls.service:make_service",
+    "radius": "transports.radius.service:make_service",
+    "ikev2": "transports.ikev2.service:make_service",
+}
+
+
+class Options(usage.Options):
+    synopsis = "[nac options]"
+    longdesc = (
+        "Run nac, a Trusted Network Connect server (TNCS with IMVs) reachable over "
+        "PT-TLS (RFC 6876), RADIUS (EAP-TTLS with PT-EAP / EAP-TNC) and IKEv2. "
+        "Options given here override the configuration file. Without any "
+        "configuration nac starts PT-TLS on port 271 with an SQLite database and "
+        "generated demo certificates in the state directory.")
+    optParameters = [
+        ["config", "c", None, "Configuration file (INI). See etc/nac.conf for every setting."],
+        ["transports", "t", None,
+         "Comma-separated transports to enable: pt-tls, radius, ikev2 ([nac] transports)."],
+        ["db", None, None, "SQLAlchemy database URL, e.g. sqlite:////var/lib/nac/nac.db or "
+                           "postgresql+psycopg://nac@localhost/nac ([nac] db)."],
+        ["state-dir", None, None,
+         "Directory for the embedded database and generated demo certificates ([nac] state_dir)."],
+        ["imvs", None, None, "Comma-separated IMVs to load, by name or dotted path ([nac] imvs)."],
+        ["recommendation-policy", None, None,
+         "How IMV recommendations combine: default, any or all ([nac] recommendation_policy)."],
+    ]
+
+    def postOptions(self):
+        overrides = {}
+        for opt, key in (("transports", "transports"), ("db", "db"), ("state-dir", "state_dir"),
+                         ("imvs", "imvs"), ("recommendation-policy", "recommendation_policy")):
+            if self[opt] is not None:
+                overrides[("nac", key)] = self[opt]
+        try:
+            self.nac_config = nac_config.load(self["config"], overrides)
+        except nac_config.ConfigError as exc:
+            raise usage.UsageError(str(exc))
+
+
+class CoreService(service.Service):
+    """Owns the TNCS core; aborts open assessments when the server stops."""
+
+    name = "tnccs"
+
+    def __init__(self, core: TnccsCore):
+        self.core = core
+
+    def startService(self):
+        super().startService()
+        names = ", ".join(imv.name for imv in self.core.imvs) or "none"
+        log.info("TNCS core ready: IMVs {imvs}, recommendation policy '{policy}'",
+                 imvs=names, policy=self.core.policy.value)
+        if not len(self.core.imvs):
+            log.warn("no IMVs are configured ([nac] imvs): every assessment ends in "
+                     "'no recommendation', which is Access Denied")
+
+    def stopService(self):
+        for conn in list(self.core.connections.values()):
+            conn.abort("server shutting down")
+        return super().stopService()
+
+
+def build_core(cfg) -> TnccsCore:
+    manager = ImvManager()
+    for spec in cfg.imvs:
+        try:
+            manager.add(load_imv(spec, cfg.imv_options))
+        except ImvLoadError as exc:
+            raise nac_config.ConfigError(f"{cfg.source or 'defaults'}: [nac] imvs: {exc}") from exc
+    languages = tuple(x for x in cfg.get("nac", "language")) if isinstance(
+        cfg.get("nac", "language"), (list, tuple)) else (cfg.get("nac", "language"),)
+    return TnccsCore(manager, policy=RecommendationPolicy(cfg.get("nac", "recommendation_policy")),
+                     languages=languages, max_rounds=cfg.get("nac", "max_rounds"))
+
+
+def prepare_state_dir(cfg) -> Path:
+    state = Path(cfg.state_dir)
+    try:
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise nac_config.ConfigError(
+            f"{cfg.source or 'defaults'}: [nac] state_dir: cannot create {state}: {exc.strerror}")
+    if not os.access(state, os.W_OK):
+        raise nac_config.ConfigError(
+            f"{cfg.source or 'defaults'}: [nac] state_dir: {state} is not writable")
+    return state
+
+
+def transport_factory(name: str):
+    module_name, _, attr = TRANSPORTS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise nac_config.ConfigError(f"transport {name!r} is not available in this build: {exc}")
+    return getattr(module, attr)
+
+
+def makeService(options) -> service.MultiService:
+    cfg = options.nac_config
+    try:
+        prepare_state_dir(cfg)
+        core = build_core(cfg)
+        top = service.MultiService()
+        CoreService(core).setServiceParent(top)
+        for name in cfg.transports:
+            transport_factory(name)(cfg, core).setServiceParent(top)
+    except nac_config.ConfigError as exc:
+        raise usage.UsageError(str(exc))
+    log.info("nac configured from {source}; state in {state}",
+             source=cfg.source or "built-in defaults", state=cfg.state_dir)
+    return top

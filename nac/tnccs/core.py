@@ -1,0 +1,93 @@
+"""The TNCS core: one per process, shared by every transport."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from nac.ifimv import ActionRecommendation, EvaluationResult, RecommendationPolicy
+from nac.interfaces import ITnccsCore
+from nac.tnccs.imv_manager import ImvManager, Remediation
+from nac.tnccs.recommendations import ImvVerdict
+
+log = Logger(namespace="nac.tnccs")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """Who is being assessed, as the transport authenticated it."""
+
+    transport: str
+    address: str
+    port: int = 0
+    identity: str | None = None
+    auth_method: str = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class TransportLimits:
+    """What the transport can carry (RFC 5793 §3.4 leaves this to the PT).
+
+    The defaults are PT-TLS's; PT-EAP passes 32754 / 32722 as strongSwan does.
+    """
+
+    max_batch_size: int = 128 * 16384 - 16
+    max_message_size: int = 128 * 16384 - 16 - 8 - 12 - 12
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one assessment."""
+
+    recommendation: ActionRecommendation
+    evaluation: EvaluationResult
+    access: str
+    """'allowed', 'isolate' or 'denied': what the transport enforces."""
+    reasons: tuple[tuple[str, str], ...] = ()
+    remediation: tuple[Remediation, ...] = ()
+    imv_results: tuple[ImvVerdict, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.access == "allowed"
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What the transport must do after handing a batch to the core."""
+
+    batches: list[bytes] = field(default_factory=list)
+    decision: Decision | None = None
+    close: bool = False
+    """True when the connection is over (CLOSE sent or received): send
+    ``batches`` and then end the transport session."""
+
+
+@implementer(ITnccsCore)
+class TnccsCore:
+    """Holds the IMVs and the assessment policy; opens connections."""
+
+    def __init__(self, imvs: ImvManager | None = None, *,
+                 policy: RecommendationPolicy = RecommendationPolicy.DEFAULT,
+                 languages: tuple[str, ...] = ("en",), max_rounds: int = 10,
+                 store=None):
+        self.imvs = imvs if imvs is not None else ImvManager()
+        self.policy = policy
+        self.languages = tuple(languages) or ("en",)
+        self.max_rounds = max_rounds
+        self.store = store
+        self._ids = itertools.count(1)
+        self.connections: dict[int, object] = {}
+
+    def open_connection(self, peer: PeerInfo, limits: TransportLimits | None = None):
+        from nac.tnccs.pb_server import PbTncServerConnection
+        connection_id = next(self._ids)
+        conn = PbTncServerConnection(self, connection_id, peer, limits or TransportLimits())
+        self.connections[connection_id] = conn
+        return conn
+
+    def connection_closed(self, connection_id: int) -> None:
+        self.connections.pop(connection_id, None)

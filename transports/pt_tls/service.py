@@ -1,0 +1,275 @@
+"""The PT-TLS listener: TCP + TLS + the sans-IO PT-TLS server + the TNCS core.
+
+This module only moves bytes, runs timers and calls the cores: PT-TLS rules
+live in :mod:`transports.pt_tls.negotiation`, PB-TNC rules in
+:mod:`nac.tnccs`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from twisted.application import internet, service
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from nac.interfaces import IPostureTransport
+from nac.tnccs.core import PeerInfo, TransportLimits
+from transports.pt_tls import negotiation as ptn
+from transports.pt_tls.tls import certificate_identity, server_context
+
+log = Logger(namespace="nac.pt-tls")
+
+_ids = itertools.count(1)
+
+
+@implementer(IHandshakeListener)
+class PtTlsServerProtocol(protocol.Protocol):
+    """One PT-TLS session (RFC 6876) over an established TLS connection."""
+
+    def __init__(self, factory: "PtTlsFactory", peer):
+        self.factory = factory
+        self.peer_addr = peer
+        self.session_id = next(_ids)
+        self.pt: ptn.PtTlsServer | None = None
+        self.tnccs = None
+        self._timer = None
+        self._closing = False
+        self._batch_pending = False
+
+    # -- connection life ---------------------------------------------------------
+
+    def connectionMade(self):
+        f = self.factory
+        if f.active >= f.max_connections:
+            log.warn("refusing PT-TLS connection from {peer}: {n} connections is the limit "
+                     "([pt-tls] max_connections)", peer=self._peer_str(), n=f.max_connections)
+            self.transport.abortConnection()
+            self._closing = True
+            return
+        f.active += 1
+        self._counted = True
+        self._arm(f.handshake_timeout, "TLS handshake")
+
+    def handshakeCompleted(self):
+        if self._closing:
+            return
+        identity = None
+        try:
+            identity = certificate_identity(self.transport.getPeerCertificate())
+        except Exception:  # no certificate, or one we cannot read
+            identity = None
+        self.pt = ptn.PtTlsServer(client_authenticated_identity=identity,
+                                  max_message_size=self.factory.max_message_size,
+                                  sasl_enabled=self.factory.sasl_enabled)
+        log.info("accepting PT-TLS stream from {peer}", peer=self._peer_str())
+        if identity:
+            log.info("client authenticated by TLS certificate as '{identity}'", identity=identity)
+        self._arm(self.factory.negotiation_timeout, "PT-TLS negotiation")
+
+    def dataReceived(self, data: bytes):
+        if self.pt is None or self._closing:
+            return
+        self._handle(self.pt.receive_data(data))
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        self._cancel_timer()
+        if getattr(self, "_counted", False):
+            self.factory.active -= 1
+            self._counted = False
+        if self.tnccs is not None and not self.tnccs.finished:
+            self.tnccs.abort("PT-TLS connection from {} closed".format(self._peer_str()))
+        self.tnccs = None
+
+    # -- events from the PT-TLS core -------------------------------------------------
+
+    def _handle(self, events) -> None:
+        for event in events:
+            if isinstance(event, ptn.SaslPlainCredentials):
+                self._check_password(event)
+            elif isinstance(event, ptn.Authenticated):
+                self._authenticated(event)
+            elif isinstance(event, ptn.AuthenticationFailed):
+                log.warn("SASL PLAIN authentication of '{identity}' from {peer} failed",
+                         identity=event.identity, peer=self._peer_str())
+            elif isinstance(event, ptn.PbBatchReceived):
+                self._batch(event.data)
+            elif isinstance(event, ptn.ProtocolError):
+                log.warn("PT-TLS error from {peer}: {reason} (sending {code})",
+                         peer=self._peer_str(), reason=event.reason, code=getattr(event.code, "name", event.code))
+            elif isinstance(event, ptn.ClientError):
+                log.warn("received PT-TLS Error {code} from {peer}",
+                         code=event.code_name, peer=self._peer_str())
+            elif isinstance(event, ptn.Closed):
+                self._close(event.reason)
+                return
+        self._flush()
+
+    def _check_password(self, creds: ptn.SaslPlainCredentials) -> None:
+        d = self.factory.check_password(creds.authcid, creds.password)
+
+        def done(ok):
+            if self.pt is None or self._closing:
+                return
+            if ok:
+                log.info("SASL PLAIN authentication successful")
+            self._handle(self.pt.sasl_result(bool(ok)))
+
+        def failed(f):
+            log.failure("checking the SASL password failed", f)
+            return False
+
+        d.addErrback(failed).addCallback(done)
+
+    def _authenticated(self, event: ptn.Authenticated) -> None:
+        self._arm(self.factory.idle_timeout, "idle")
+        peer = PeerInfo(transport="pt-tls", address=self.peer_addr.host, port=self.peer_addr.port,
+                        identity=event.identity, auth_method=event.method)
+        limits = TransportLimits(max_batch_size=self.pt.max_batch_size,
+                                 max_message_size=self.pt.max_batch_size - 8 - 12 - 12)
+        self.tnccs = self.factory.core.open_connection(peer, limits)
+        log.info("PT-TLS session {sid} from {peer} is Connection ID {cid} for '{identity}'",
+                 sid=self.session_id, peer=self._peer_str(), cid=self.tnccs.connection_id,
+                 identity=event.identity or "")
+
+    def _batch(self, data: bytes) -> None:
+        self._arm(self.factory.idle_timeout, "idle")
+        if self.tnccs is None:
+            return
+        d = self.tnccs.receive_batch(data)
+        d.addCallback(self._outcome)
+        d.addErrback(self._core_failed)
+
+    def _outcome(self, outcome) -> None:
+        if self.pt is None or self.pt.closed:
+            return
+        for batch in outcome.batches:
+            self.pt.send_batch(batch)
+        self._flush()
+        if outcome.close:
+            self._close("PB-TNC connection closed")
+
+    def _core_failed(self, failure) -> None:
+        log.failure("TNCS core failed on PT-TLS session from {peer}", failure, peer=self._peer_str())
+        self._close("internal error")
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if self.pt is not None:
+            data = self.pt.data_to_send()
+            if data:
+                self.transport.write(data)
+
+    def _close(self, reason: str) -> None:
+        if self._closing:
+            return
+        self._flush()
+        self._closing = True
+        self._cancel_timer()
+        log.info("closing PT-TLS session with {peer}: {reason}", peer=self._peer_str(), reason=reason)
+        self.transport.loseConnection()
+
+    def _arm(self, seconds: float, what: str) -> None:
+        self._cancel_timer()
+        self._timer = self.factory.clock.callLater(seconds, self._timed_out, what, seconds)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self, what: str, seconds: float) -> None:
+        self._timer = None
+        log.warn("{what} timeout ({s:g} s) for PT-TLS connection from {peer}; closing",
+                 what=what, s=seconds, peer=self._peer_str())
+        if self.tnccs is not None and not self.tnccs.finished:
+            self.tnccs.abort(f"{what} timeout")
+        self._closing = True
+        self.transport.abortConnection()
+
+    def _peer_str(self) -> str:
+        return f"{self.peer_addr.host}[{self.peer_addr.port}]" if hasattr(self.peer_addr, "host") \
+            else str(self.peer_addr)
+
+
+class PtTlsFactory(protocol.Factory):
+    def __init__(self, core, *, check_password, max_message_size: int, max_connections: int,
+                 handshake_timeout: float, negotiation_timeout: float, idle_timeout: float,
+                 sasl_enabled: bool = True, clock=None):
+        from twisted.internet import reactor
+        self.core = core
+        self.check_password = check_password
+        self.max_message_size = max_message_size
+        self.max_connections = max_connections
+        self.handshake_timeout = handshake_timeout
+        self.negotiation_timeout = negotiation_timeout
+        self.idle_timeout = idle_timeout
+        self.sasl_enabled = sasl_enabled
+        self.clock = clock or reactor
+        self.active = 0
+
+    def buildProtocol(self, addr):
+        return PtTlsServerProtocol(self, addr)
+
+
+@implementer(IPostureTransport)
+class PtTlsService(service.MultiService):
+    transport_name = "pt-tls"
+
+    def __init__(self, core, factory: PtTlsFactory, context, port: int, interface: str):
+        super().__init__()
+        self.core = core
+        self.factory = factory
+        self.name = "pt-tls"
+        tls_factory = TLSMemoryBIOFactory(context, False, factory)
+        self.server = internet.TCPServer(port, tls_factory, interface=interface)
+        self.server.setServiceParent(self)
+        self._where = f"{interface}[{port}]"
+
+    def startService(self):
+        super().startService()
+        log.info("PT-TLS listening on {where}", where=self._where)
+
+
+def _no_password_database(authcid: str, password: str):
+    log.warn("SASL PLAIN from '{authcid}' refused: no user database is configured", authcid=authcid)
+    return defer.succeed(False)
+
+
+def make_service(cfg, core, *, check_password=None, pki=None) -> PtTlsService:
+    """Build the PT-TLS service from the ``[pt-tls]`` section."""
+    from nac.certs import ensure_demo_pki
+
+    sec = cfg.section("pt-tls")
+    origin = cfg.source or "defaults"
+    cert, key, ca = sec["cert"], sec["key"], sec["ca"]
+    if cert is None:
+        pki = pki or ensure_demo_pki(Path(cfg.state_dir))
+        if pki.created:
+            log.info("generated demo CA {ca} and server certificate {cert} (key {key})",
+                     ca=pki.ca_cert, cert=pki.server_cert, key=pki.server_key)
+        else:
+            log.info("using demo CA {ca} and server certificate {cert}",
+                     ca=pki.ca_cert, cert=pki.server_cert)
+        cert, key = pki.server_cert, pki.server_key
+        ca = ca or pki.ca_cert
+    context = server_context(cert=Path(cert), key=Path(key), ca=Path(ca) if ca else None,
+                             client_cert=sec["client_cert"] if ca else "none",
+                             min_tls_version=sec["min_tls_version"], ciphers=sec["ciphers"],
+                             origin=origin)
+    if check_password is None:
+        store = getattr(core, "store", None)
+        check_password = store.check_password if store is not None else _no_password_database
+    factory = PtTlsFactory(core, check_password=check_password,
+                           max_message_size=sec["max_message_size"],
+                           max_connections=sec["max_connections"],
+                           handshake_timeout=sec["handshake_timeout"],
+                           negotiation_timeout=sec["negotiation_timeout"],
+                           idle_timeout=sec["idle_timeout"],
+                           sasl_enabled=bool(sec["sasl"]))
+    return PtTlsService(core, factory, context, sec["port"], sec["listen"])

@@ -1,0 +1,83 @@
+"""TLS settings of the PT-TLS listener (pyOpenSSL through twisted.internet.ssl)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from OpenSSL import crypto
+from twisted.internet import ssl
+
+from nac.config import ConfigError
+
+_TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def _read(path: Path, what: str, section: str, key: str, origin: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{origin}: [{section}] {key}: cannot read {what} {path}: {exc.strerror}")
+
+
+def server_context(*, cert: Path, key: Path, ca: Path | None, client_cert: str,
+                   min_tls_version: str, ciphers: str | None, origin: str = "config",
+                   section: str = "pt-tls") -> ssl.CertificateOptions:
+    """CertificateOptions for a TLS server with an RSA or ECDSA certificate.
+
+    ``client_cert``: ``none`` (no certificate requested), ``optional`` (asked
+    for, verified against ``ca`` when sent) or ``required``.
+    """
+    cert_pem = _read(cert, "certificate", section, "cert", origin)
+    key_pem = _read(key, "private key", section, "key", origin)
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+        certificate = crypto.X509.from_cryptography(chain[0])
+        extra = [crypto.X509.from_cryptography(c) for c in chain[1:]]
+        private_key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
+    except Exception as exc:
+        raise ConfigError(f"{origin}: [{section}] cert/key: cannot load {cert} / {key}: {exc}")
+    ca_certs = []
+    if client_cert != "none":
+        if ca is None:
+            raise ConfigError(f"{origin}: [{section}] ca: client_cert = {client_cert} needs a CA "
+                              "to verify client certificates")
+        try:
+            ca_certs = [crypto.X509.from_cryptography(c)
+                        for c in x509.load_pem_x509_certificates(_read(ca, "CA", section, "ca", origin))]
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"{origin}: [{section}] ca: cannot load {ca}: {exc}")
+    kwargs = {}
+    if ciphers:
+        kwargs["acceptableCiphers"] = ssl.AcceptableCiphers.fromOpenSSLCipherString(ciphers)
+    options = ssl.CertificateOptions(
+        privateKey=private_key, certificate=certificate, extraCertChain=extra,
+        verify=bool(ca_certs), caCerts=ca_certs or None,
+        requireCertificate=client_cert == "required",
+        raiseMinimumTo=_TLS_VERSIONS[min_tls_version],
+        enableSessions=False, **kwargs)
+    return options
+
+
+def certificate_identity(peer_certificate) -> str | None:
+    """The identity a client certificate proves: its first subjectAltName
+    (DNS, e-mail, URI) or else its subject common name, as strongSwan uses."""
+    if peer_certificate is None:
+        return None
+    cert = peer_certificate.to_cryptography() if hasattr(peer_certificate, "to_cryptography") \
+        else peer_certificate
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        for kind in (x509.RFC822Name, x509.DNSName, x509.UniformResourceIdentifier):
+            values = san.get_values_for_type(kind)
+            if values:
+                return values[0]
+    except x509.ExtensionNotFound:
+        pass
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if cns:
+        return str(cns[0].value)
+    return cert.subject.rfc4514_string() or None

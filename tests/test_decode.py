@@ -8,12 +8,18 @@ import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import tempfile
+import types
+from dataclasses import dataclass
 from pathlib import Path
 
 from twisted.trial import unittest
 
+from nac import decode as decode_module
+from nac.pb import BatchType, Direction, PbBatch, PbPa
 from nac.decode import main
 
 
@@ -41,6 +47,54 @@ def pa_available() -> bool:
     return True
 
 
+class _StandInPaError(Exception):
+    def __init__(self, reason: str, offset: int):
+        super().__init__(reason)
+        self.offset = offset
+
+
+@dataclass(frozen=True)
+class _StandInAttribute:
+    vendor: int
+    type: int
+    value: bytes
+    noskip: bool
+
+    @property
+    def full_name(self) -> str:
+        return f"0x{self.vendor:06x}/0x{self.type:08x}"
+
+    def describe(self) -> str:
+        return f"'{self.full_name}' 0x{self.vendor:06x}/0x{self.type:08x}"
+
+
+class _StandInPaMessage:
+    """Just enough of RFC 5792 framing to exercise nac-decode's PA path."""
+
+    def __init__(self, version, message_id, attributes):
+        self.version, self.message_id, self.attributes = version, message_id, attributes
+
+    @classmethod
+    def parse(cls, data: bytes):
+        if len(data) < 8:
+            raise _StandInPaError("short PA-TNC header", 0)
+        attributes, pos = [], 8
+        while pos < len(data):
+            flags_vendor, attr_type, length = struct.unpack_from(">III", data, pos)
+            attributes.append(_StandInAttribute(flags_vendor & 0xFFFFFF, attr_type, data[pos + 12:pos + length],
+                                                bool(flags_vendor >> 31)))
+            pos += length
+        return cls(data[0], struct.unpack_from(">I", data, 4)[0], attributes)
+
+    def build(self) -> bytes:
+        return bytes((self.version, 0, 0, 0)) + struct.pack(">I", self.message_id) + b"".join(
+            struct.pack(">III", (a.noskip << 31) | a.vendor, a.type, 12 + len(a.value)) + a.value
+            for a in self.attributes)
+
+
+STAND_IN_PA = types.SimpleNamespace(PaMessage=_StandInPaMessage, PaTncError=_StandInPaError)
+
+
 def run(argv: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -51,8 +105,10 @@ def run(argv: list[str]) -> tuple[int, str, str]:
 class DecodeTests(unittest.TestCase):
     def setUp(self):
         self.cdata, self.sdata, self.big, self.result, self.close = pb_batches()
-        self.tmp = Path(self.mktemp())
-        self.tmp.mkdir()
+        # not self.mktemp(): under pytest that would create folders in the checkout
+        tmp = tempfile.TemporaryDirectory(prefix="nac-decode-")
+        self.addCleanup(tmp.cleanup)
+        self.tmp = Path(tmp.name)
 
     def write(self, name: str, content: bytes) -> str:
         path = self.tmp / name
@@ -89,6 +145,23 @@ class DecodeTests(unittest.TestCase):
             for key in ("vendor", "type", "name", "noskip"):
                 self.assertIn(key, attr)
         self.assertIn("IETF/Product Information", [a["name"] for a in pa["attributes"]])
+
+    def test_pa_path_with_a_stand_in_codec(self):
+        # independent of nac.pa's progress: the PA-TNC layer through a minimal stand-in
+        self.patch(decode_module, "_pa_module", lambda: STAND_IN_PA)
+        code, out, _ = run(["--json", "--hex", self.cdata.hex()])
+        self.assertEqual(code, 0)
+        result = json.loads(out)
+        self.assertIs(result["roundtrip"], True)
+        pa = result["messages"][1]
+        self.assertEqual((pa["message_id"], pa["pa_version"]), (0xD1F44CE6, 1))
+        self.assertEqual(pa["attributes"][0]["description"], "'0x000000/0x00000002' 0x000000/0x00000002")
+        self.assertLessEqual({"vendor", "type", "name", "noskip"}, set(pa["attributes"][0]))
+        # a PA-TNC error is reported with its offset inside the batch
+        short = PbBatch(BatchType.CDATA, Direction.TO_SERVER, (PbPa(0, 1, 1, 0xFFFF, b"\x01\x00\x00"),)).build()
+        code, _, err = run(["--hex", short.hex()])
+        self.assertEqual(code, 1)
+        self.assertIn("batch offset 32", err)
 
     def test_big_batch_round_trips(self):
         code, out, _ = run(["--json", self.write("big.bin", self.big)])

@@ -24,7 +24,7 @@ from zope.interface import implementer
 from nac.ifimv import ActionRecommendation, ConnectionState, EvaluationResult
 from nac.interfaces import ITnccsConnection
 from nac.pa import PaMessage, PaTncError, pa_error_reply
-from nac.pb.batch import BatchType, Direction, PbBatch, PbTncError
+from nac.pb.batch import BatchType, Direction, PbBatch
 from nac.pb.messages import (
     AccessRecommendation,
     AssessmentResult,
@@ -32,13 +32,11 @@ from nac.pb.messages import (
     PbAccessRecommendation,
     PbAssessmentResult,
     PbError,
-    PbErrorCode,
-    PbExperimental,
     PbLanguagePreference,
     PbPa,
     PbReasonString,
     PbRemediationParameters,
-    UnknownPbMessage,
+    PbTncError,
 )
 from nac.tnccs.core import BatchOutcome, Decision
 from nac.tnccs.imv_manager import ImvConnection, OutgoingPaMessage, ReceivedPaMessage
@@ -80,8 +78,6 @@ _SEND = {
     S.END: {B.CLOSE: S.END},
 }
 
-# Messages only a PB-TNC server sends, inside a RESULT batch (RFC 5793 §4.6-4.8, 4.10).
-_RESULT_ONLY = (PbAssessmentResult, PbAccessRecommendation, PbRemediationParameters, PbReasonString)
 
 _PB_ACCESS = {
     A.ALLOW: (AccessRecommendation.ALLOWED, ConnectionState.ACCESS_ALLOWED, "allowed"),
@@ -183,7 +179,7 @@ class PbTncServerConnection:
         if batch.direction is not Direction.TO_SERVER:
             log.warn("wrong Directionality: batch is from a PB-TNC server (Connection ID {cid})",
                      cid=self.connection_id)
-            raise _Fatal(PbError.invalid_parameter(1))
+            raise _Fatal(PbTncError.invalid_parameter(1).to_message())
 
         log.info("processing PB-TNC {type} batch for Connection ID {cid}",
                  type=batch.batch_type.name, cid=self.connection_id)
@@ -193,7 +189,7 @@ class PbTncServerConnection:
         if nxt is None:
             log.warn("unexpected PB-TNC batch type: {type} in state '{state}'",
                      type=batch.batch_type.name, state=self.state.value)
-            raise _Fatal(PbError.unexpected_batch_type())
+            raise _Fatal(PbTncError.unexpected_batch_type().to_message())
         self._transition(nxt)
 
         if not self._started:
@@ -223,27 +219,26 @@ class PbTncServerConnection:
 
     async def _handle_messages(self, batch: PbBatch) -> bool:
         """Dispatch the messages of a batch; True if the client reported a fatal error."""
+        unsupported = batch.unsupported_noskip_error()
+        if unsupported is not None:
+            log.warn("reject PB-TNC message with NOSKIP flag on Connection ID {cid}: {err}",
+                     cid=self.connection_id, err=str(unsupported))
+            raise _Fatal(unsupported.to_message())
+        misplaced = batch.misplaced_result_messages()
+        if misplaced:
+            offset, msg = misplaced[0]
+            log.warn("reject {name} message received from a PB-TNC client", name=msg.NAME)
+            raise _Fatal(PbTncError.invalid_parameter(offset).to_message())
         fatal = False
-        for offset, msg in zip(batch.message_offsets, batch.messages):
-            if isinstance(msg, UnknownPbMessage) or (isinstance(msg, PbExperimental) and msg.noskip):
-                if msg.noskip:
-                    log.warn("reject PB-TNC message 0x{vendor:06x}/0x{type:08x} with NOSKIP flag",
-                             vendor=msg.VENDOR if not isinstance(msg, UnknownPbMessage) else msg.vendor,
-                             type=msg.TYPE if not isinstance(msg, UnknownPbMessage) else msg.type)
-                    raise _Fatal(PbError.unsupported_mandatory_message(offset))
-                log.debug("ignore PB-TNC message 0x{vendor:06x}/0x{type:08x}",
-                          vendor=msg.vendor, type=msg.type)
-            elif isinstance(msg, _RESULT_ONLY):
-                log.warn("reject {name} message received from a PB-TNC client", name=msg.NAME)
-                raise _Fatal(PbError.invalid_parameter(offset))
-            elif isinstance(msg, PbPa):
+        for msg in batch.messages:
+            if isinstance(msg, PbPa):
                 await self._deliver_pa(msg)
             elif isinstance(msg, PbLanguagePreference):
                 log.debug("setting language preference to '{lang}'", lang=msg.language)
                 self.preferred_language = msg.language
             elif isinstance(msg, PbError):
                 log.warn("received PB-TNC error from client (Connection ID {cid}): {err}",
-                         cid=self.connection_id, err=msg.describe())
+                         cid=self.connection_id, err=str(msg.to_exception()))
                 fatal = fatal or msg.fatal
             elif isinstance(msg, ItaMutualCapability):
                 log.debug("client supports mutual PB-TNC protocol 0x{p:08x}; not mutual here",
@@ -341,9 +336,9 @@ class PbTncServerConnection:
             for r in v.remediation:
                 remediation.append(r)
                 if r.uri:
-                    result_msgs.append(PbRemediationParameters.uri(r.uri))
+                    result_msgs.append(PbRemediationParameters.for_uri(r.uri))
                 else:
-                    result_msgs.append(PbRemediationParameters.string(r.instructions, r.language))
+                    result_msgs.append(PbRemediationParameters.for_string(r.instructions, r.language))
         result_size = sum(m.size for m in result_msgs)
         pending_pa = self._take_fitting(self._queue, reserve=result_size)
         if self._queue:

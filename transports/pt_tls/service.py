@@ -74,7 +74,13 @@ class PtTlsServerProtocol(protocol.Protocol):
     def dataReceived(self, data: bytes):
         if self.pt is None or self._closing:
             return
-        self._handle(self.pt.receive_data(data))
+        try:
+            self._handle(self.pt.receive_data(data))
+        except Exception:
+            # a bug of ours must cost this session only, never the listener
+            log.failure("internal error on PT-TLS session from {peer}", peer=self._peer_str())
+            self._closing = True
+            self.transport.abortConnection()
 
     def connectionLost(self, reason=protocol.connectionDone):
         self._cancel_timer()
@@ -198,6 +204,8 @@ class PtTlsServerProtocol(protocol.Protocol):
 
 
 class PtTlsFactory(protocol.Factory):
+    noisy = False
+
     def __init__(self, core, *, check_password, max_message_size: int, max_connections: int,
                  handshake_timeout: float, negotiation_timeout: float, idle_timeout: float,
                  sasl_enabled: bool = True, clock=None):

@@ -1,0 +1,96 @@
+"""``twistd nac``: options, configuration overrides and the service tree."""
+
+from __future__ import annotations
+
+import subprocess
+
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from nac import tap
+from nac.interfaces import IPostureTransport, ITnccsCore
+from tests.nacserver import TWISTD, free_port, repo_env
+
+
+class OptionsTests(unittest.TestCase):
+    def options(self, *argv, conf: str | None = None):
+        state = self.mktemp()
+        args = ["--state-dir", state]
+        if conf is not None:
+            path = self.mktemp()
+            with open(path, "w") as f:
+                f.write(conf)
+            args += ["--config", path]
+        opts = tap.Options()
+        opts.parseOptions(args + list(argv))
+        return opts
+
+    def test_defaults_enable_pt_tls_only(self):
+        opts = self.options()
+        self.assertEqual(opts.nac_config.transports, ["pt-tls"])
+
+    def test_command_line_overrides_file(self):
+        opts = self.options("--recommendation-policy", "any",
+                            conf="[nac]\nrecommendation_policy = all\n")
+        self.assertEqual(opts.nac_config.get("nac", "recommendation_policy"), "any")
+
+    def test_bad_value_names_file_section_and_key(self):
+        with self.assertRaises(usage.UsageError) as cm:
+            self.options(conf="[pt-tls]\nport = 99999\n")
+        self.assertIn("[pt-tls] port", str(cm.exception))
+
+    def test_unknown_key_is_refused(self):
+        with self.assertRaises(usage.UsageError) as cm:
+            self.options(conf="[nac]\nimsv = os\n")
+        self.assertIn("imsv", str(cm.exception))
+
+    def test_unknown_imv_is_refused_at_start(self):
+        opts = self.options("--imvs", "no.such.module:Imv")
+        with self.assertRaises(usage.UsageError) as cm:
+            tap.makeService(opts)
+        self.assertIn("no.such.module:Imv", str(cm.exception))
+
+
+class ServiceTreeTests(unittest.TestCase):
+    def test_one_core_and_the_enabled_transports(self):
+        state = self.mktemp()
+        port = free_port()
+        opts = tap.Options()
+        opts.parseOptions(["--state-dir", state, "--config", self._conf(port)])
+        top = tap.makeService(opts)
+        self.assertIsInstance(top, MultiService)
+        names = [s.name for s in top]
+        self.assertEqual(names, ["tnccs", "pt-tls"])
+        core = top.getServiceNamed("tnccs").core
+        verifyObject(ITnccsCore, core)
+        pt = top.getServiceNamed("pt-tls")
+        verifyObject(IService, pt)
+        verifyObject(IPostureTransport, pt)
+        self.assertIs(pt.core, core)
+
+    def _conf(self, port):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"[pt-tls]\nlisten = 127.0.0.1\nport = {port}\n")
+        return path
+
+
+class TwistdTests(unittest.TestCase):
+    def test_help_documents_every_option(self):
+        out = subprocess.run(TWISTD + ["nac", "--help"], env=repo_env(), capture_output=True,
+                             text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        for opt in ("--config", "--transports", "--db", "--state-dir", "--imvs",
+                    "--recommendation-policy"):
+            self.assertIn(opt, out.stdout)
+
+    def test_bad_config_stops_start_up_with_a_clear_message(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("[radius]\nport = 1812\n[nac]\ntransports = radius\n")
+        out = subprocess.run(TWISTD + ["-n", "--pidfile=", "nac", "--config", path],
+                             env=repo_env(), capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("secret", out.stdout + out.stderr)

@@ -288,20 +288,26 @@ class PbTncServerConnection:
             if self.rounds > self.core.max_rounds:
                 log.warn("no decision after {n} rounds on Connection ID {cid}; "
                          "soliciting recommendations", n=self.core.max_rounds, cid=self.connection_id)
-                if self._queue:
-                    log.info("dropping {n} queued PB-PA message(s)", n=len(self._queue))
-                    self._queue.clear()
                 verdict = await self._solicit()
-            elif not self._queue and (empty or silent):
-                if silent:
-                    log.info("collectors sent no PA message in reply on Connection ID {cid}; "
-                             "soliciting recommendations", cid=self.connection_id)
+            elif silent:
+                # The IMVs asked and the endpoint answered with no PA message:
+                # it has no collector for them, asking again cannot help.
+                log.info("collectors sent no PA message in reply on Connection ID {cid}; "
+                         "soliciting recommendations", cid=self.connection_id)
+                verdict = await self._solicit()
+            elif empty and not self._queue:
                 verdict = await self._solicit()
         if verdict is not None:
             return self._send_result(*verdict)
         return self._send_sdata()
 
     async def _solicit(self):
+        if self._queue:
+            # requests that would go unanswered; what the IMVs queue while
+            # deciding (assessment results for their collectors) still goes out
+            log.info("dropping {n} queued PB-PA message(s) on Connection ID {cid}",
+                     n=len(self._queue), cid=self.connection_id)
+            self._queue.clear()
         for c in self._imv_conns:
             if not c.verdict.provided:
                 await self._call(c.imv_id, "solicit_recommendation")

@@ -250,24 +250,38 @@ class InstalledPackages(_Ietf):
     reserved: int = 0
 
     def encode_value(self) -> bytes:
-        parts = [struct.pack(">HH", self.reserved, len(self.packages))]
+        out = bytearray(struct.pack(">HH", self.reserved, len(self.packages)))
         for name, version in self.packages:
             n, v = name.encode(), version.encode()
             if len(n) > 255 or len(v) > 255:
                 raise ValueError(f"package name or version longer than 255 bytes: {name[:30]!r}")
-            parts.append(bytes([len(n)]) + n + bytes([len(v)]) + v)
-        return b"".join(parts)
+            out.append(len(n))
+            out += n
+            out.append(len(v))
+            out += v
+        return bytes(out)
 
     @classmethod
     def parse_value(cls, value, *, noskip):
-        r = Reader(value)
-        reserved, count = r.u16("Reserved"), r.u16("Package Count")
-        packages = []
-        for _ in range(count):
-            name = r.text(r.u8("Package Name Length"), "Package Name")
-            version = r.text(r.u8("Package Version Length"), "Package Version")
-            packages.append((name, version))
-        r.end()
+        # thousands of entries per endpoint: a tight loop instead of Reader calls
+        if len(value) < 4:
+            raise ValueError_("insufficient bytes for the Installed Packages header")
+        reserved, count = struct.unpack_from(">HH", value)
+        total, pos, packages = len(value), 4, []
+        append = packages.append
+        try:
+            for _ in range(count):
+                end = pos + 1 + value[pos]
+                vend = end + 1 + value[end]
+                if vend > total:
+                    raise IndexError
+                append((value[pos + 1:end].decode(), value[end + 1:vend].decode()))
+                pos = vend
+        except (IndexError, UnicodeDecodeError):
+            raise ValueError_(f"package entry {len(packages) + 1} of {count} is truncated or not UTF-8",
+                              pos) from None
+        if pos != total:
+            raise ValueError_(f"{total - pos} trailing bytes after {count} packages", pos)
         return cls(packages=tuple(packages), reserved=reserved, noskip=noskip)
 
 

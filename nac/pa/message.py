@@ -179,7 +179,8 @@ class PaMessage:
 
     @classmethod
     def parse(cls, data: bytes, *, max_attributes: int = 10000) -> "PaMessage":
-        data = bytes(data)
+        if not isinstance(data, bytes):
+            data = bytes(data)
         header = data[:MESSAGE_HEADER_SIZE]
         if len(data) < MESSAGE_HEADER_SIZE:
             raise PaTncError(PaTncErrorCode.INVALID_PARAMETER,
@@ -200,11 +201,11 @@ class PaMessage:
                                  "insufficient bytes for a PA-TNC attribute header", offset=pos,
                                  message_header=header)
             first, atype, length = _ATTR_HEADER.unpack_from(data, pos)
-            attr_header = data[pos:pos + ATTRIBUTE_HEADER_SIZE]
             if length < ATTRIBUTE_HEADER_SIZE or pos + length > total:
                 raise PaTncError(PaTncErrorCode.INVALID_PARAMETER,
                                  f"PA-TNC attribute length {length} is invalid", offset=pos + 8,
-                                 message_header=header, attribute_header=attr_header)
+                                 message_header=header,
+                                 attribute_header=data[pos:pos + ATTRIBUTE_HEADER_SIZE])
             noskip = bool(first >> 24 & NOSKIP)
             vendor = first & 0xFFFFFF
             value = data[pos + ATTRIBUTE_HEADER_SIZE:pos + length]
@@ -218,7 +219,7 @@ class PaMessage:
                     raise PaTncError(PaTncErrorCode.INVALID_PARAMETER,
                                      f"invalid {vendor_name(vendor)}/{klass.NAME} attribute: {exc}",
                                      offset=pos + ATTRIBUTE_HEADER_SIZE + exc.at, message_header=header,
-                                     attribute_header=attr_header) from None
+                                     attribute_header=data[pos:pos + ATTRIBUTE_HEADER_SIZE]) from None
                 attributes.append(attr)
             pos += length
         return cls(message_id=message_id, attributes=tuple(attributes), version=version)

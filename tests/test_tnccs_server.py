@@ -16,7 +16,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from nac.ifimv import ActionRecommendation as A, ConnectionState, EvaluationResult as E, RecommendationPolicy
-from nac.interfaces import IImv, IImvConnection, ITnccsConnection
+from nac.interfaces import IImv, IImvConnection, IPolicyStore, ITnccsConnection
 from nac.pb.batch import BatchType, Direction, PbBatch
 from nac.pb.messages import (
     AccessRecommendation,
@@ -396,3 +396,42 @@ class ProtocolErrorTests(unittest.TestCase):
         h.conn.abort("transport closed")
         self.assertEqual(imv.states[-1], ConnectionState.DELETE)
         self.assertNotIn(h.conn.connection_id, h.core.connections)
+
+
+@implementer(IPolicyStore)
+class RecordingStore:
+    """Keeps what the core asks to record (the database store is tested on
+    its own in test_db)."""
+
+    def __init__(self, fail=False):
+        self.fail = fail
+        self.started, self.decided = [], []
+
+    def session_started(self, peer, connection_id):
+        if self.fail:
+            return defer.fail(RuntimeError("database is down"))
+        self.started.append((peer, connection_id))
+        return defer.succeed(42)
+
+    def session_decided(self, session_id, decision):
+        self.decided.append((session_id, decision))
+        return defer.succeed(None)
+
+
+class StoreTests(unittest.TestCase):
+    def allow_imv(self):
+        return ScriptedImv("os", [(IETF, OS)], lambda c, m: c.provide_recommendation(A.ALLOW, E.COMPLIANT))
+
+    def test_session_and_decision_are_recorded(self):
+        store = RecordingStore()
+        verifyObject(IPolicyStore, store)
+        h = Harness(self, [self.allow_imv()], store=store)
+        out = h.send(client_batch(BatchType.CDATA, pa(OS, pa_message())))
+        self.assertEqual(store.started, [(h.conn.peer, h.conn.connection_id)])
+        self.assertEqual(store.decided, [(42, out.decision)])
+
+    def test_a_failing_store_does_not_stop_the_assessment(self):
+        h = Harness(self, [self.allow_imv()], store=RecordingStore(fail=True))
+        out = h.send(client_batch(BatchType.CDATA, pa(OS, pa_message())))
+        self.assertEqual(out.decision.access, "allowed")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -120,6 +120,7 @@ class PbTncServerConnection:
         self._sent_pa_last = False
         self._retry_requested = False
         self._started = False
+        self._session = None
         self._tail: defer.Deferred = defer.succeed(None)
 
     # -- IImvConnection back-calls ------------------------------------------------
@@ -194,6 +195,7 @@ class PbTncServerConnection:
 
         if not self._started:
             self._started = True
+            self._record_start()
             await self._notify_all(ConnectionState.CREATE)
             await self._notify_all(ConnectionState.HANDSHAKE)
         elif batch.batch_type is B.CRETRY or (batch.batch_type is B.CDATA and self._retry_requested):
@@ -359,6 +361,7 @@ class PbTncServerConnection:
                  peer=self.peer.identity or self.peer.address)
         out = BatchOutcome(batches=[self._build(B.RESULT, pending_pa + result_msgs)],
                            decision=self.decision)
+        self._record_decision(self.decision)
         for c in self._imv_conns:
             self._call_sync(c.imv_id, "notify_connection_change", state)
         return out
@@ -411,6 +414,31 @@ class PbTncServerConnection:
             for c in self._imv_conns:
                 self._call_sync(c.imv_id, "notify_connection_change", ConnectionState.DELETE)
         self.core.connection_closed(self.connection_id)
+
+    # -- recording sessions -------------------------------------------------------------
+
+    def _record_start(self) -> None:
+        store = self.core.store
+        self._session = None
+        if store is None:
+            return
+        d = defer.maybeDeferred(store.session_started, self.peer, self.connection_id)
+        d.addErrback(lambda f: log.failure("recording the start of Connection ID {cid} failed",
+                                           f, cid=self.connection_id))
+        self._session = d
+
+    def _record_decision(self, decision: Decision) -> None:
+        store = self.core.store
+        if store is None or self._session is None:
+            return
+
+        def record(session_id):
+            if session_id is not None:
+                return store.session_decided(session_id, decision)
+
+        self._session.addCallback(record).addErrback(
+            lambda f: log.failure("recording the decision of Connection ID {cid} failed",
+                                  f, cid=self.connection_id))
 
     # -- calling IMVs -------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from nac.pa.ietf import (
     ProductInformation,
     RemediationInstructions,
     StringVersion,
-    Testing as TestingAttribute,
+    Testing as IetfTesting,
 )
 from nac.pa.ita import DeviceId
 from nac.pa.swima import SwimaRequest
@@ -94,7 +94,7 @@ texts = st.text(max_size=40)
 u32 = st.integers(0, 2**32 - 1)
 
 ATTRIBUTES = st.one_of(
-    st.builds(TestingAttribute, content=st.binary(max_size=30)),
+    st.builds(IetfTesting, content=st.binary(max_size=30)),
     st.builds(AttributeRequest, requested=st.lists(st.tuples(st.integers(0, 2**24 - 1), u32), min_size=1,
                                                    max_size=5).map(tuple)),
     st.builds(ProductInformation, vendor_id=st.integers(0, 2**24 - 1), product_id=st.integers(0, 65535),

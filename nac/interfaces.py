@@ -59,6 +59,11 @@ class IImvConnection(Interface):
     preferred_language = Attribute("Accept-Language value of the client, or ''")
     max_message_size = Attribute("Largest PA message the transport carries")
     state = Attribute("Free slot for the IMV's own per-connection state")
+    store = Attribute("The core's policy store (a nac.db.store.PolicyStore) or None")
+
+    def session_id():
+        """A Deferred firing with the session id this assessment is recorded
+        under in the policy store, or with None when nothing is recorded."""
 
     def send_message(vendor_id, subtype, body, collector_id=0xFFFF, exclusive=False):
         """Queue a PA-TNC message (bytes) for the endpoint's collectors."""

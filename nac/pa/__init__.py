@@ -1,7 +1,17 @@
-"""PA-TNC (RFC 5792) messages and the attribute namespaces nac knows."""
+"""PA-TNC (RFC 5792): messages, the attribute namespaces nac knows, segmentation.
 
+Importing this package registers every attribute class (IETF incl. SWIMA,
+TCG, ITA-HSR), so :meth:`PaMessage.parse` knows them all.
+"""
+
+from nac.pa import ietf, ita, swima, tcg  # noqa: F401  (fill the registry)
+from nac.pa.errors import attribute_type_not_supported_error, pa_error_reply
+from nac.pa.ietf import IetfAttributeType, PaTncErrorAttribute
 from nac.pa.message import (
+    ATTRIBUTE_HEADER_SIZE,
     ATTRIBUTE_REGISTRY,
+    MESSAGE_HEADER_SIZE,
+    PA_TNC_VERSION,
     PaAttribute,
     PaMessage,
     PaSubtype,
@@ -9,12 +19,42 @@ from nac.pa.message import (
     PaTncErrorCode,
     PaVendor,
     UnknownAttribute,
+    attribute_type_name,
+    parse_attribute,
     register_attribute,
     vendor_name,
 )
-from nac.pa import ietf, ita, swima, tcg  # noqa: F401  (fill the registry)
-from nac.pa.errors import pa_error_reply
+from nac.pa.segmentation import Reassembler, Segmenter
+from nac.pa.tcg import MaxAttributeSizeRequest, MaxAttributeSizeResponse, NextSegment, SegmentEnvelope
 
-__all__ = ["ATTRIBUTE_REGISTRY", "PaAttribute", "PaMessage", "PaSubtype", "PaTncError",
-           "PaTncErrorCode", "PaVendor", "UnknownAttribute", "pa_error_reply", "register_attribute",
-           "vendor_name", "ietf", "ita", "swima", "tcg"]
+__all__ = [
+    "ATTRIBUTE_HEADER_SIZE",
+    "ATTRIBUTE_REGISTRY",
+    "IetfAttributeType",
+    "MESSAGE_HEADER_SIZE",
+    "MaxAttributeSizeRequest",
+    "MaxAttributeSizeResponse",
+    "NextSegment",
+    "PA_TNC_VERSION",
+    "PaAttribute",
+    "PaMessage",
+    "PaSubtype",
+    "PaTncError",
+    "PaTncErrorAttribute",
+    "PaTncErrorCode",
+    "PaVendor",
+    "Reassembler",
+    "SegmentEnvelope",
+    "Segmenter",
+    "UnknownAttribute",
+    "attribute_type_name",
+    "attribute_type_not_supported_error",
+    "ietf",
+    "ita",
+    "pa_error_reply",
+    "parse_attribute",
+    "register_attribute",
+    "swima",
+    "tcg",
+    "vendor_name",
+]

@@ -1,39 +1,46 @@
-"""Building the PA-TNC Error reply (RFC 5792 §4.2.8) for a message we refuse."""
+"""The PA-TNC Error replies (RFC 5792 §4.2.8) for a PA-TNC message we refuse."""
 
 from __future__ import annotations
 
-import itertools
+import secrets
+from collections.abc import Sequence
 
 from nac.pa.ietf import PaTncErrorAttribute
-from nac.pa.message import (
-    ATTRIBUTE_HEADER_SIZE,
-    PaMessage,
-    PaTncError,
-    PaTncErrorCode,
-    UnknownAttribute,
-)
+from nac.pa.message import PaAttribute, PaMessage, PaTncError
 
-_message_ids = itertools.count(1)
+__all__ = ["attribute_type_not_supported_error", "pa_error_reply"]
 
 
-def pa_error_reply(source, *, unsupported: tuple[UnknownAttribute, ...] = (), raw: bytes = b"") -> bytes:
-    """The bytes of a PA-TNC message carrying the error attribute(s).
+def attribute_type_not_supported_error(message_header: bytes, attribute: PaAttribute) -> PaTncErrorAttribute:
+    """Attribute Type Not Supported for ``attribute`` (normally an unknown NOSKIP one).
 
-    ``source`` is either the :class:`PaTncError` raised while parsing, or the
-    parsed :class:`PaMessage` holding ``unsupported`` NOSKIP attributes (one
-    Attribute Type Not Supported error each; ``raw`` is the message's bytes,
-    whose header the errors copy).
+    ``message_header``: the refused message's first 8 bytes (``PaMessage.header``).
+    """
+    return PaTncErrorAttribute.attribute_type_not_supported(message_header, attribute.header)
+
+
+def pa_error_reply(
+    source: PaTncError | PaMessage,
+    *,
+    unsupported: Sequence[PaAttribute] | None = None,
+    raw: bytes = b"",
+    message_id: int | None = None,
+) -> bytes:
+    """A whole PA-TNC message carrying the error attribute(s), ready to send.
+
+    ``source`` is the :class:`PaTncError` raised while parsing (one error
+    attribute), or the parsed :class:`PaMessage` whose ``unsupported`` NOSKIP
+    attributes (default: all of them) each get an Attribute Type Not
+    Supported error; ``raw``, when given, is that message's bytes.  A
+    :class:`PaTncError` with ``in_error_attribute`` set should not be
+    answered at all (§4.2.8): check before calling.
     """
     if isinstance(source, PaTncError):
-        attr = PaTncErrorAttribute(error_vendor=0, error_code=source.code,
-                                   message_header=source.message_header, noskip=True,
-                                   offset=source.offset if source.code == PaTncErrorCode.INVALID_PARAMETER else None,
-                                   max_version=1, min_version=1)
-        attrs = (attr,)
+        attributes: tuple[PaAttribute, ...] = (source.to_attribute(),)
     else:
-        header = raw[:8]
-        attrs = tuple(PaTncErrorAttribute(error_vendor=0, error_code=PaTncErrorCode.ATTRIBUTE_TYPE_NOT_SUPPORTED,
-                                          message_header=header, noskip=True,
-                                          attribute_header=a.build()[:ATTRIBUTE_HEADER_SIZE])
-                      for a in unsupported)
-    return PaMessage(message_id=next(_message_ids) & 0xFFFFFFFF, attributes=attrs).build()
+        header = raw[:8] if raw else source.header
+        refused = source.unsupported_noskip() if unsupported is None else unsupported
+        attributes = tuple(attribute_type_not_supported_error(header, a) for a in refused)
+    if message_id is None:
+        message_id = secrets.randbits(32)
+    return PaMessage(message_id, attributes).build()

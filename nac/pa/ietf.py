@@ -1,24 +1,63 @@
-"""IETF PA-TNC attributes 0-12 (RFC 5792 §4.2)."""
+"""IETF standard PA-TNC attributes 0-12 (RFC 5792 §4.2) and their registries.
+
+Section numbers are RFC 5792's.  Text fields are UTF-8 without NUL; values
+outside a registry the RFC closes (operational status, forwarding, boolean
+attributes) are refused as Invalid Parameter like strongSwan does, open
+registries (assessment results, error codes) keep unknown values as ints.
+"""
 
 from __future__ import annotations
 
-import enum
+import re
 import struct
 from dataclasses import dataclass, field
-from typing import ClassVar
+from enum import IntEnum
+from typing import ClassVar, NamedTuple
 
 from nac.pa.message import (
+    ATTRIBUTE_HEADER_SIZE,
     MESSAGE_HEADER_SIZE,
+    PA_TNC_VERSION,
+    AttributeReader,
     PaAttribute,
+    PaTncError,
     PaTncErrorCode,
     PaVendor,
-    Reader,
-    ValueError_,
+    RawValueAttribute,
+    data8,
+    data32,
+    enum_or_int,
     register_attribute,
+    utf8,
 )
 
+__all__ = [
+    "AssessmentResult",
+    "AssessmentResultCode",
+    "AttributeRequest",
+    "FactoryDefaultPasswordEnabled",
+    "ForwardingEnabled",
+    "ForwardingStatus",
+    "IetfAttributeType",
+    "InstalledPackages",
+    "NumericVersion",
+    "OperationalResult",
+    "OperationalStatus",
+    "OperationalStatusCode",
+    "PaTncErrorAttribute",
+    "PortEntry",
+    "PortFilter",
+    "ProductInformation",
+    "RemediationInstructions",
+    "RemediationParametersType",
+    "StringVersion",
+    "Testing",
+]
 
-class IetfAttributeType(enum.IntEnum):
+
+class IetfAttributeType(IntEnum):
+    """IETF PA-TNC attribute types (RFC 5792 §7.2; 13-21 from RFC 8412 §10)."""
+
     TESTING = 0
     ATTRIBUTE_REQUEST = 1
     PRODUCT_INFORMATION = 2
@@ -32,9 +71,33 @@ class IetfAttributeType(enum.IntEnum):
     REMEDIATION_INSTRUCTIONS = 10
     FORWARDING_ENABLED = 11
     FACTORY_DEFAULT_PASSWORD_ENABLED = 12
+    SWIMA_REQUEST = 13
+    SOFTWARE_IDENTIFIER_INVENTORY = 14
+    SOFTWARE_IDENTIFIER_EVENTS = 15
+    SOFTWARE_INVENTORY = 16
+    SOFTWARE_EVENTS = 17
+    SUBSCRIPTION_STATUS_REQUEST = 18
+    SUBSCRIPTION_STATUS_RESPONSE = 19
+    SOURCE_METADATA_REQUEST = 20
+    SOURCE_METADATA_RESPONSE = 21
 
 
 T = IetfAttributeType
+
+_U32 = struct.Struct(">I")
+_NUMERIC_VERSION = struct.Struct(">IIIHH")
+_OP_STATUS = struct.Struct(">BB2x")
+_PORT_ENTRY = struct.Struct(">BBH")
+_TWO_U32 = struct.Struct(">II")
+_LAST_USE = re.compile(rb"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
+def _exact(value: bytes, size: int, offset: int, name: str) -> None:
+    if len(value) != size:
+        raise PaTncError.invalid_parameter(
+            offset - ATTRIBUTE_HEADER_SIZE + 8,  # the Attribute Length field
+            f"{name} value is {len(value)} bytes, must be {size}",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,55 +107,48 @@ class _Ietf(PaAttribute):
 
 @register_attribute
 @dataclass(frozen=True, slots=True)
-class Testing(_Ietf):
-    """Testing (§4.2.1): free content for tests."""
+class Testing(RawValueAttribute):
+    """Testing (type 0, §4.2): opaque content for tests, never sent in production."""
 
+    VENDOR: ClassVar[int] = PaVendor.IETF
     TYPE: ClassVar[int] = T.TESTING
     NAME: ClassVar[str] = "Testing"
-    content: bytes = b""
-
-    def encode_value(self) -> bytes:
-        return self.content
-
-    @classmethod
-    def parse_value(cls, value, *, noskip):
-        return cls(content=bytes(value), noskip=noskip)
 
 
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class AttributeRequest(_Ietf):
-    """Attribute Request (§4.2.2): the (vendor, type) pairs wanted; each
-    entry's reserved flags byte is kept."""
+    """Attribute Request (§4.2.1): the (vendor ID, attribute type) pairs wanted.
+
+    Each entry is Reserved (8 bits) + Vendor ID (24) + Attribute Type (32).
+    """
 
     TYPE: ClassVar[int] = T.ATTRIBUTE_REQUEST
     NAME: ClassVar[str] = "Attribute Request"
+
     requested: tuple[tuple[int, int], ...] = ()
-    flags: tuple[int, ...] = ()
 
     def encode_value(self) -> bytes:
-        flags = self.flags or (0,) * len(self.requested)
-        return b"".join(struct.pack(">II", f << 24 | v, t) for f, (v, t) in zip(flags, self.requested))
+        return b"".join(_TWO_U32.pack(vendor & 0xFFFFFF, attr_type) for vendor, attr_type in self.requested)
 
     @classmethod
-    def parse_value(cls, value, *, noskip):
-        if len(value) % 8 or not value:
-            raise ValueError_("length must be a non-zero multiple of 8")
-        req, flags = [], []
-        for i in range(0, len(value), 8):
-            first, t = struct.unpack_from(">II", value, i)
-            req.append((first & 0xFFFFFF, t))
-            flags.append(first >> 24)
-        return cls(requested=tuple(req), flags=tuple(flags) if any(flags) else (), noskip=noskip)
+    def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
+        if not value or len(value) % 8:
+            raise PaTncError.invalid_parameter(
+                offset - 4, f"Attribute Request value is {len(value)} bytes, not a non-zero multiple of 8"
+            )
+        requested = tuple((v & 0xFFFFFF, t) for v, t in _TWO_U32.iter_unpack(value))
+        return cls._new(requested, noskip)
 
 
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class ProductInformation(_Ietf):
-    """Product Information (§4.2.3)."""
+    """Product Information (§4.2.2): Product Vendor ID (SMI PEN), Product ID, Product Name."""
 
     TYPE: ClassVar[int] = T.PRODUCT_INFORMATION
     NAME: ClassVar[str] = "Product Information"
+
     vendor_id: int = 0
     product_id: int = 0
     name: str = ""
@@ -101,20 +157,26 @@ class ProductInformation(_Ietf):
         return self.vendor_id.to_bytes(3, "big") + self.product_id.to_bytes(2, "big") + self.name.encode()
 
     @classmethod
-    def parse_value(cls, value, *, noskip):
-        r = Reader(value)
-        vendor, product = r.u24("Product Vendor ID"), r.u16("Product ID")
-        return cls(vendor_id=vendor, product_id=product, name=r.text(r.remaining(), "Product Name"),
-                   noskip=noskip)
+    def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
+        if len(value) < 5:
+            raise PaTncError.invalid_parameter(offset, "Product Information: vendor and product ID truncated")
+        vendor_id = int.from_bytes(value[:3], "big")
+        product_id = value[3] << 8 | value[4]
+        if vendor_id == 0 and product_id != 0:
+            # Product IDs are scoped by their vendor; IETF (0) assigns none
+            raise PaTncError.invalid_parameter(offset + 3, "Product Information: Product ID must be 0 "
+                                                           "with Product Vendor ID 0")
+        return cls._new(vendor_id, product_id, utf8(value[5:], offset + 5, "Product Name"), noskip)
 
 
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class NumericVersion(_Ietf):
-    """Numeric Version (§4.2.4)."""
+    """Numeric Version (§4.2.3): major, minor, build, service pack major/minor."""
 
     TYPE: ClassVar[int] = T.NUMERIC_VERSION
     NAME: ClassVar[str] = "Numeric Version"
+
     major: int = 0
     minor: int = 0
     build_number: int = 0
@@ -122,135 +184,175 @@ class NumericVersion(_Ietf):
     service_pack_minor: int = 0
 
     def encode_value(self) -> bytes:
-        return struct.pack(">IIIHH", self.major, self.minor, self.build_number,
-                           self.service_pack_major, self.service_pack_minor)
+        return _NUMERIC_VERSION.pack(
+            self.major, self.minor, self.build_number, self.service_pack_major, self.service_pack_minor
+        )
 
     @classmethod
-    def parse_value(cls, value, *, noskip):
-        if len(value) != 16:
-            raise ValueError_("length must be 16")
-        return cls(*struct.unpack(">IIIHH", value), noskip=noskip)
+    def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
+        _exact(value, 16, offset, "Numeric Version")
+        return cls._new(*_NUMERIC_VERSION.unpack(value), noskip)
 
 
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class StringVersion(_Ietf):
-    """String Version (§4.2.5): three length-prefixed strings."""
+    """String Version (§4.2.4): product version, internal build and configuration
+    version numbers, each an 8-bit length and UTF-8 text."""
 
     TYPE: ClassVar[int] = T.STRING_VERSION
     NAME: ClassVar[str] = "String Version"
+
     version: str = ""
     build_number: str = ""
     configuration: str = ""
 
     def encode_value(self) -> bytes:
-        out = b""
-        for s in (self.version, self.build_number, self.configuration):
-            raw = s.encode()
-            if len(raw) > 255:
-                raise ValueError(f"string version field longer than 255 bytes: {s[:20]!r}...")
-            out += bytes([len(raw)]) + raw
-        return out
+        return (
+            data8(self.version.encode(), "Product Version Number")
+            + data8(self.build_number.encode(), "Internal Build Number")
+            + data8(self.configuration.encode(), "Configuration Version Number")
+        )
 
     @classmethod
-    def parse_value(cls, value, *, noskip):
-        r = Reader(value)
-        fields = [r.text(r.u8("length"), "version string") for _ in range(3)]
+    def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
+        total = len(value)
+        if total >= 3:
+            end1 = 1 + value[0]
+            if end1 < total:
+                end2 = end1 + 1 + value[end1]
+                if end2 < total and end2 + 1 + value[end2] == total:
+                    return cls._new(
+                        utf8(value[1:end1], offset + 1, "Product Version Number"),
+                        utf8(value[end1 + 1:end2], offset + end1 + 1, "Internal Build Number"),
+                        utf8(value[end2 + 1:], offset + end2 + 1, "Configuration Version Number"),
+                        noskip,
+                    )
+        # malformed: the reader names the field that does not fit
+        r = AttributeReader(value, offset, "String Version")
+        version = r.text8("Product Version Number")
+        build_number = r.text8("Internal Build Number")
+        configuration = r.text8("Configuration Version Number")
         r.end()
-        return cls(*fields, noskip=noskip)
+        return cls._new(version, build_number, configuration, noskip)
 
 
-class OperationalStatusCode(enum.IntEnum):
+class OperationalStatusCode(IntEnum):
+    """Status field of Operational Status (§4.2.5)."""
+
     UNKNOWN = 0
     NOT_INSTALLED = 1
     INSTALLED_NOT_OPERATIONAL = 2
     OPERATIONAL = 3
 
 
-class OperationalResult(enum.IntEnum):
+class OperationalResult(IntEnum):
+    """Result field of Operational Status (§4.2.5)."""
+
     UNKNOWN = 0
     SUCCESSFUL = 1
     ERRORED = 2
     UNSUCCESSFUL = 3
 
 
+_OP_STATUS_CODES = tuple(OperationalStatusCode)
+_OP_RESULTS = tuple(OperationalResult)
+
+#: Last Use value meaning "never used / unknown" (§4.2.5).
+NEVER_USED = "0000-00-00T00:00:00Z"
+
+
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class OperationalStatus(_Ietf):
-    """Operational Status (§4.2.6); ``last_use`` is the RFC 3339 string
-    ``YYYY-MM-DDTHH:MM:SSZ`` or ``0000-00-00T00:00:00Z`` for never."""
+    """Operational Status (§4.2.5): status, result of the last use, and the
+    time of last use as an RFC 3339 string ``YYYY-MM-DDTHH:MM:SSZ``."""
 
     TYPE: ClassVar[int] = T.OPERATIONAL_STATUS
     NAME: ClassVar[str] = "Operational Status"
-    status: int = OperationalStatusCode.UNKNOWN
-    result: int = OperationalResult.UNKNOWN
-    last_use: str = "0000-00-00T00:00:00Z"
-    reserved: int = 0
+
+    status: OperationalStatusCode = OperationalStatusCode.UNKNOWN
+    result: OperationalResult = OperationalResult.UNKNOWN
+    last_use: str = NEVER_USED
 
     def encode_value(self) -> bytes:
         stamp = self.last_use.encode("ascii")
         if len(stamp) != 20:
-            raise ValueError(f"last use time must be 20 characters: {self.last_use!r}")
-        return struct.pack(">BBH", self.status, self.result, self.reserved) + stamp
+            raise ValueError(f"Last Use must be 20 characters (YYYY-MM-DDTHH:MM:SSZ): {self.last_use!r}")
+        return _OP_STATUS.pack(self.status, self.result) + stamp
 
     @classmethod
-    def parse_value(cls, value, *, noskip):
-        if len(value) != 24:
-            raise ValueError_("length must be 24")
-        status, result, reserved = struct.unpack_from(">BBH", value)
-        try:
-            stamp = value[4:].decode("ascii")
-        except UnicodeDecodeError:
-            raise ValueError_("last use is not an RFC 3339 time", 4) from None
-        status = OperationalStatusCode(status) if status in OperationalStatusCode._value2member_map_ else status
-        result = OperationalResult(result) if result in OperationalResult._value2member_map_ else result
-        return cls(status=status, result=result, last_use=stamp, reserved=reserved, noskip=noskip)
+    def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
+        _exact(value, 24, offset, "Operational Status")
+        status, result = value[0], value[1]
+        if status > 3:
+            raise PaTncError.invalid_parameter(offset, f"Operational Status: unknown status {status}")
+        if result > 3:
+            raise PaTncError.invalid_parameter(offset + 1, f"Operational Status: unknown result {result}")
+        stamp = value[4:]
+        if not _LAST_USE.fullmatch(stamp):
+            raise PaTncError.invalid_parameter(offset + 4, "Operational Status: Last Use is not YYYY-MM-DDTHH:MM:SSZ")
+        return cls._new(_OP_STATUS_CODES[status], _OP_RESULTS[result], stamp.decode("ascii"), noskip)
 
 
-@dataclass(frozen=True, slots=True)
-class PortEntry:
+class PortEntry(NamedTuple):
+    """One Port Filter entry: IP protocol number (6 TCP, 17 UDP), port, blocked?"""
+
     protocol: int
     port: int
     blocked: bool = False
-    flags: int = 0
-    """the reserved bits of the entry's first byte, kept for round trips"""
 
 
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class PortFilter(_Ietf):
-    """Port Filter (§4.2.7): (blocked, protocol, port) entries."""
+    """Port Filter (§4.2.6): Reserved (7 bits) + B flag, Protocol, Port Number per entry.
+
+    strongSwan's Scanner IMC sends it with NOSKIP, hence the default.
+    """
 
     TYPE: ClassVar[int] = T.PORT_FILTER
     NAME: ClassVar[str] = "Port Filter"
+
     entries: tuple[PortEntry, ...] = ()
+    noskip: bool = field(default=True, kw_only=True)
 
     def encode_value(self) -> bytes:
-        return b"".join(struct.pack(">BBH", (e.flags & 0xFE) | int(e.blocked), e.protocol, e.port)
-                        for e in self.entries)
+        pack = _PORT_ENTRY.pack
+        return b"".join(pack(1 if e.blocked else 0, e.protocol, e.port) for e in self.entries)
 
     @classmethod
-    def parse_value(cls, value, *, noskip):
+    def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
         if len(value) % 4:
-            raise ValueError_("length must be a multiple of 4")
-        entries = tuple(PortEntry(protocol=p, port=port, blocked=bool(f & 1), flags=f & 0xFE)
-                        for f, p, port in struct.iter_unpack(">BBH", value))
-        return cls(entries=entries, noskip=noskip)
+            raise PaTncError.invalid_parameter(
+                offset - 4, f"Port Filter value is {len(value)} bytes, not a multiple of 4"
+            )
+        entries = tuple(
+            PortEntry(protocol, port, bool(flags & 1)) for flags, protocol, port in _PORT_ENTRY.iter_unpack(value)
+        )
+        return cls._new(entries, noskip)
 
 
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class InstalledPackages(_Ietf):
-    """Installed Packages (§4.2.8 in RFC 5792 numbering §4.2.7): a count and
-    (name, version) pairs, each length-prefixed with one byte."""
+    """Installed Packages (§4.2.7).
+
+    Reserved (16 bits), Package Count (16), then per package an 8-bit length
+    and name and an 8-bit length and version.  ``packages`` holds
+    (name, version) pairs.
+    """
 
     TYPE: ClassVar[int] = T.INSTALLED_PACKAGES
     NAME: ClassVar[str] = "Installed Packages"
+
     packages: tuple[tuple[str, str], ...] = ()
-    reserved: int = 0
 
     def encode_value(self) -> bytes:
-        out = bytearray(struct.pack(">HH", self.reserved, len(self.packages)))
+        if len(self.packages) > 0xFFFF:
+            raise ValueError(f"{len(self.packages)} packages, at most 65535 fit in one attribute")
+        out = bytearray(4)
+        out[2:4] = len(self.packages).to_bytes(2, "big")
         for name, version in self.packages:
             n, v = name.encode(), version.encode()
             if len(n) > 255 or len(v) > 255:
@@ -262,108 +364,229 @@ class InstalledPackages(_Ietf):
         return bytes(out)
 
     @classmethod
-    def parse_value(cls, value, *, noskip):
-        # thousands of entries per endpoint: a tight loop instead of Reader calls
-        if len(value) < 4:
-            raise ValueError_("insufficient bytes for the Installed Packages header")
-        reserved, count = struct.unpack_from(">HH", value)
-        total, pos, packages = len(value), 4, []
+    def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
+        # ~750 entries from a Debian endpoint: one tight loop, checks after it
+        total = len(value)
+        if total < 4:
+            raise PaTncError.invalid_parameter(offset, "Installed Packages: header truncated")
+        count = value[2] << 8 | value[3]
+        packages: list[tuple[str, str]] = []
         append = packages.append
+        pos = 4
         try:
             for _ in range(count):
                 end = pos + 1 + value[pos]
                 vend = end + 1 + value[end]
                 if vend > total:
-                    raise IndexError
+                    break
                 append((value[pos + 1:end].decode(), value[end + 1:vend].decode()))
                 pos = vend
         except (IndexError, UnicodeDecodeError):
-            raise ValueError_(f"package entry {len(packages) + 1} of {count} is truncated or not UTF-8",
-                              pos) from None
-        if pos != total:
-            raise ValueError_(f"{total - pos} trailing bytes after {count} packages", pos)
-        return cls(packages=tuple(packages), reserved=reserved, noskip=noskip)
+            pass
+        # zero bytes past the header are length bytes of empty texts, or NULs in a text
+        zeros = value.count(0, 4)
+        if (len(packages) != count or pos != total
+                or zeros and zeros != sum(not name for name, _ in packages) + sum(not v for _, v in packages)):
+            # something is off: walk again field by field to name it
+            r = AttributeReader(value, offset, "Installed Packages")
+            r.pos = 4
+            for index in range(count):
+                r.text8(f"name of package {index + 1} of {count}")
+                r.text8(f"version of package {index + 1} of {count}")
+            r.end()
+        return cls._new(tuple(packages), noskip)
 
 
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class PaTncErrorAttribute(_Ietf):
-    """PA-TNC Error (§4.2.8).
+    """PA-TNC Error (§4.2.8): Reserved (8) + Error Code Vendor ID (24), Error
+    Code (32), Error Information.
 
-    For the IETF codes 1-3 the information starts with the first 8 bytes of
-    the offending message header and then carries the offset (Invalid
-    Parameter), the max/min versions (Version Not Supported) or the header of
-    the unsupported attribute (Attribute Type Not Supported).
+    For IETF codes 1-3 the information is the first 8 bytes of the refused
+    message (``message_header``) followed by, for Invalid Parameter, the
+    ``offset`` of the bad field; for Version Not Supported ``max_version``,
+    ``min_version`` and 16 reserved bits; for Attribute Type Not Supported
+    the refused attribute's Flags + Vendor ID and Attribute Type
+    (``attribute_header``, 8 bytes).  Any other information, and anything
+    after those fields, stays in ``information``.  The SWIMA error codes
+    (RFC 8412 §5.16) are read through ``request_id`` / ``description``.
     """
 
     TYPE: ClassVar[int] = T.PA_TNC_ERROR
     NAME: ClassVar[str] = "PA-TNC Error"
-    DEFAULT_NOSKIP: ClassVar[bool] = True
-    error_vendor: int = 0
-    error_code: int = 0
+
+    error_vendor: int = PaVendor.IETF
+    error_code: PaTncErrorCode | int = PaTncErrorCode.INVALID_PARAMETER
     message_header: bytes = b""
     offset: int | None = None
     max_version: int | None = None
     min_version: int | None = None
     attribute_header: bytes | None = None
     information: bytes = b""
-    """the raw information for other codes and vendors"""
 
-    def encode_value(self) -> bytes:
-        head = struct.pack(">II", self.error_vendor & 0xFFFFFF, self.error_code)
-        if self.error_vendor == PaVendor.IETF and 1 <= self.error_code <= 3:
-            mh = self.message_header
-            if self.error_code == PaTncErrorCode.INVALID_PARAMETER:
-                return head + mh + struct.pack(">I", self.offset or 0)
-            if self.error_code == PaTncErrorCode.VERSION_NOT_SUPPORTED:
-                return head + mh + struct.pack(">BBH", self.max_version or 1, self.min_version or 1, 0)
-            return head + mh + (self.attribute_header or b"")[:12]
-        return head + self.information
+    # -- constructors, one per IETF error code --------------------------------
 
     @classmethod
-    def parse_value(cls, value, *, noskip):
-        r = Reader(value)
-        vendor, code = r.u32("Error Code Vendor ID") & 0xFFFFFF, r.u32("Error Code")
-        if vendor == PaVendor.IETF and 1 <= code <= 3:
-            mh = r.raw(MESSAGE_HEADER_SIZE, "message header copy")
-            if code == PaTncErrorCode.INVALID_PARAMETER:
-                off = r.u32("Offset")
-                r.end()
-                return cls(error_vendor=vendor, error_code=code, message_header=mh, offset=off, noskip=noskip)
-            if code == PaTncErrorCode.VERSION_NOT_SUPPORTED:
-                mx, mn, reserved = r.u8(), r.u8(), r.u16()
-                r.end()
-                if reserved:
-                    raise ValueError_("reserved field must be zero", 14)
-                return cls(error_vendor=vendor, error_code=code, message_header=mh,
-                           max_version=mx, min_version=mn, noskip=noskip)
-            ah = r.raw(12, "attribute header copy")
-            r.end()
-            return cls(error_vendor=vendor, error_code=code, message_header=mh, attribute_header=ah,
-                       noskip=noskip)
-        return cls(error_vendor=vendor, error_code=code, information=r.rest(), noskip=noskip)
+    def invalid_parameter(cls, message_header: bytes, offset: int) -> PaTncErrorAttribute:
+        return cls(PaVendor.IETF, PaTncErrorCode.INVALID_PARAMETER, _header8(message_header), offset=offset)
+
+    @classmethod
+    def version_not_supported(
+        cls, message_header: bytes, max_version: int = PA_TNC_VERSION, min_version: int = PA_TNC_VERSION
+    ) -> PaTncErrorAttribute:
+        return cls(
+            PaVendor.IETF, PaTncErrorCode.VERSION_NOT_SUPPORTED, _header8(message_header),
+            max_version=max_version, min_version=min_version,
+        )
+
+    @classmethod
+    def attribute_type_not_supported(cls, message_header: bytes, attribute_header: bytes) -> PaTncErrorAttribute:
+        """``attribute_header``: the refused attribute's header (its first 8 bytes are kept)."""
+        if len(attribute_header) < 8:
+            raise ValueError("attribute header must hold at least Flags, Vendor ID and Attribute Type")
+        return cls(
+            PaVendor.IETF, PaTncErrorCode.ATTRIBUTE_TYPE_NOT_SUPPORTED, _header8(message_header),
+            attribute_header=bytes(attribute_header[:8]),
+        )
+
+    @classmethod
+    def swima_error(
+        cls,
+        code: PaTncErrorCode | int,
+        request_id: int,
+        description: str = "",
+        *,
+        max_allowed_size: int | None = None,
+    ) -> PaTncErrorAttribute:
+        """A SWIMA error (RFC 8412 §5.16): Request ID copy, [max size,] description."""
+        info = _U32.pack(request_id)
+        if code == PaTncErrorCode.SWIMA_RESPONSE_TOO_LARGE_ERROR:
+            info += _U32.pack(max_allowed_size or 0)
+        return cls(PaVendor.IETF, code, information=info + description.encode())
+
+    # -- views ----------------------------------------------------------------
+
+    @property
+    def is_pa_tnc_message_error(self) -> bool:
+        """IETF codes 1-3, about a whole PA-TNC message (what strongSwan treats as fatal)."""
+        return self.error_vendor == PaVendor.IETF and 1 <= self.error_code <= 3
+
+    @property
+    def unsupported_vendor(self) -> int | None:
+        return None if self.attribute_header is None else int.from_bytes(self.attribute_header[1:4], "big")
+
+    @property
+    def unsupported_type(self) -> int | None:
+        return None if self.attribute_header is None else int.from_bytes(self.attribute_header[4:8], "big")
+
+    @property
+    def unsupported_flags(self) -> int | None:
+        return None if self.attribute_header is None else self.attribute_header[0]
+
+    @property
+    def _swima(self) -> bool:
+        return self.error_vendor == PaVendor.IETF and self.error_code in (4, 5, 6, 8)
+
+    @property
+    def request_id(self) -> int | None:
+        """SWIMA errors: the Request ID of the refused SWIMA Request."""
+        if self._swima and len(self.information) >= 4:
+            return _U32.unpack_from(self.information)[0]
+        return None
+
+    @property
+    def max_allowed_size(self) -> int | None:
+        """SWIMA Response Too Large: the largest response the endpoint may send."""
+        if self.error_code == PaTncErrorCode.SWIMA_RESPONSE_TOO_LARGE_ERROR and len(self.information) >= 8:
+            return _U32.unpack_from(self.information, 4)[0]
+        return None
+
+    @property
+    def description(self) -> str | None:
+        """SWIMA errors: the human-readable description."""
+        if not self._swima:
+            return None
+        start = 8 if self.error_code == PaTncErrorCode.SWIMA_RESPONSE_TOO_LARGE_ERROR else 4
+        return self.information[start:].decode("utf-8", "replace")
+
+    # -- wire -----------------------------------------------------------------
+
+    def encode_value(self) -> bytes:
+        head = _TWO_U32.pack(self.error_vendor & 0xFFFFFF, self.error_code)
+        if not self.is_pa_tnc_message_error:
+            return head + self.information
+        header = _header8(self.message_header)
+        if self.error_code == PaTncErrorCode.INVALID_PARAMETER:
+            detail = _U32.pack(self.offset or 0)
+        elif self.error_code == PaTncErrorCode.VERSION_NOT_SUPPORTED:
+            detail = bytes((
+                PA_TNC_VERSION if self.max_version is None else self.max_version,
+                PA_TNC_VERSION if self.min_version is None else self.min_version,
+                0, 0,
+            ))
+        else:
+            detail = (self.attribute_header or b"")[:8].ljust(8, b"\0")
+        return head + header + detail + self.information
+
+    @classmethod
+    def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
+        r = AttributeReader(value, offset, "PA-TNC Error")
+        vendor = r.u32("Error Code Vendor ID") & 0xFFFFFF
+        code = r.u32("Error Code")
+        if vendor == PaVendor.IETF:
+            code = enum_or_int(PaTncErrorCode, code)
+        if not (vendor == PaVendor.IETF and 1 <= code <= 3):
+            return cls._new(vendor, code, b"", None, None, None, None, r.rest(), noskip)
+        header = r.raw(MESSAGE_HEADER_SIZE, "message header copy")
+        error_offset = max_version = min_version = attribute_header = None
+        if code == PaTncErrorCode.INVALID_PARAMETER:
+            error_offset = r.u32("Offset")
+        elif code == PaTncErrorCode.VERSION_NOT_SUPPORTED:
+            max_version, min_version = r.u8("Max Version"), r.u8("Min Version")
+            r.raw(2, "Reserved")
+        else:
+            attribute_header = r.raw(8, "attribute header copy")
+        return cls._new(vendor, code, header, error_offset, max_version, min_version, attribute_header,
+                        r.rest(), noskip)
+
+
+def _header8(header: bytes) -> bytes:
+    return bytes(header[:MESSAGE_HEADER_SIZE]).ljust(MESSAGE_HEADER_SIZE, b"\0")
+
+
+class AssessmentResultCode(IntEnum):
+    """Assessment Result values (§4.2.9, the IF-IMV evaluation results)."""
+
+    COMPLIANT = 0
+    NON_COMPLIANT_MINOR = 1
+    NON_COMPLIANT_MAJOR = 2
+    ERROR = 3
+    DONT_KNOW = 4
 
 
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class AssessmentResult(_Ietf):
-    """Assessment Result (§4.2.10): an IF-IMV evaluation result."""
+    """Assessment Result (§4.2.9): one IMV's verdict, a 32-bit result code."""
 
     TYPE: ClassVar[int] = T.ASSESSMENT_RESULT
     NAME: ClassVar[str] = "Assessment Result"
-    result: int = 0
+
+    result: AssessmentResultCode | int = AssessmentResultCode.DONT_KNOW
 
     def encode_value(self) -> bytes:
-        return struct.pack(">I", self.result)
+        return _U32.pack(self.result)
 
     @classmethod
-    def parse_value(cls, value, *, noskip):
-        if len(value) != 4:
-            raise ValueError_("length must be 4")
-        return cls(result=struct.unpack(">I", value)[0], noskip=noskip)
+    def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
+        _exact(value, 4, offset, "Assessment Result")
+        return cls._new(enum_or_int(AssessmentResultCode, _U32.unpack(value)[0]), noskip)
 
 
-class RemediationParametersType(enum.IntEnum):
+class RemediationParametersType(IntEnum):
+    """IETF Remediation Parameters Types (RFC 5793 §4.8, used by §4.2.10)."""
+
     URI = 1
     STRING = 2
 
@@ -371,82 +594,106 @@ class RemediationParametersType(enum.IntEnum):
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class RemediationInstructions(_Ietf):
-    """Remediation Instructions (§4.2.11): a URI or a string with language."""
+    """Remediation Instructions (§4.2.10): Reserved (8) + Remediation
+    Parameters Vendor ID (24), Remediation Parameters Type (32), parameters.
+
+    IETF URI fills ``uri``; IETF String (32-bit length, UTF-8 text, 8-bit
+    length, language code) fills ``string`` and ``language``; any other
+    type keeps its raw ``parameters``.
+    """
 
     TYPE: ClassVar[int] = T.REMEDIATION_INSTRUCTIONS
     NAME: ClassVar[str] = "Remediation Instructions"
-    parameters_vendor: int = 0
+
+    parameters_vendor: int = PaVendor.IETF
     parameters_type: int = RemediationParametersType.STRING
     uri: str | None = None
     string: str | None = None
     language: str = ""
     parameters: bytes = b""
 
+    @classmethod
+    def for_uri(cls, uri: str) -> RemediationInstructions:
+        return cls(PaVendor.IETF, RemediationParametersType.URI, uri=uri)
+
+    @classmethod
+    def for_string(cls, string: str, language: str = "") -> RemediationInstructions:
+        return cls(PaVendor.IETF, RemediationParametersType.STRING, string=string, language=language)
+
     def encode_value(self) -> bytes:
-        head = struct.pack(">II", self.parameters_vendor & 0xFFFFFF, self.parameters_type)
-        if self.parameters_vendor == 0 and self.parameters_type == RemediationParametersType.URI:
-            return head + (self.uri or "").encode()
-        if self.parameters_vendor == 0 and self.parameters_type == RemediationParametersType.STRING:
-            s, lang = (self.string or "").encode(), self.language.encode()
-            return head + struct.pack(">I", len(s)) + s + bytes([len(lang)]) + lang
+        head = _TWO_U32.pack(self.parameters_vendor & 0xFFFFFF, self.parameters_type)
+        if self.parameters_vendor == PaVendor.IETF:
+            if self.parameters_type == RemediationParametersType.URI and self.uri is not None:
+                return head + self.uri.encode()
+            if self.parameters_type == RemediationParametersType.STRING and self.string is not None:
+                return head + data32(self.string.encode()) + data8(self.language.encode(), "Lang Code")
         return head + self.parameters
 
     @classmethod
-    def parse_value(cls, value, *, noskip):
-        r = Reader(value)
-        vendor, ptype = r.u32("Remediation Parameters Vendor ID") & 0xFFFFFF, r.u32("Remediation Parameters Type")
-        if vendor == 0 and ptype == RemediationParametersType.URI:
-            return cls(parameters_vendor=vendor, parameters_type=ptype,
-                       uri=r.text(r.remaining(), "URI"), noskip=noskip)
-        if vendor == 0 and ptype == RemediationParametersType.STRING:
-            s = r.text(r.u32("Remediation String Length"), "Remediation String")
-            lang = r.text(r.u8("Lang Code Length"), "Lang Code")
+    def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
+        r = AttributeReader(value, offset, "Remediation Instructions")
+        vendor = r.u32("Remediation Parameters Vendor ID") & 0xFFFFFF
+        rp_type = enum_or_int(RemediationParametersType, r.u32("Remediation Parameters Type"))
+        if vendor == PaVendor.IETF and rp_type == RemediationParametersType.URI:
+            return cls._new(vendor, rp_type, r.text_rest("Remediation URI"), None, "", b"", noskip)
+        if vendor == PaVendor.IETF and rp_type == RemediationParametersType.STRING:
+            string = r.text32("Remediation String")
+            language = r.text8("Lang Code")
             r.end()
-            return cls(parameters_vendor=vendor, parameters_type=ptype, string=s, language=lang,
-                       noskip=noskip)
-        return cls(parameters_vendor=vendor, parameters_type=ptype, parameters=r.rest(), noskip=noskip)
+            return cls._new(vendor, rp_type, None, string, language, b"", noskip)
+        return cls._new(vendor, rp_type, None, None, "", r.rest(), noskip)
 
 
-class ForwardingStatus(enum.IntEnum):
+class ForwardingStatus(IntEnum):
+    """Forwarding Enabled values (§4.2.11)."""
+
     DISABLED = 0
     ENABLED = 1
     UNKNOWN = 2
 
 
+_FORWARDING = tuple(ForwardingStatus)
+
+
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class ForwardingEnabled(_Ietf):
-    """Forwarding Enabled (§4.2.12)."""
+    """Forwarding Enabled (§4.2.11): whether the endpoint forwards IP traffic."""
 
     TYPE: ClassVar[int] = T.FORWARDING_ENABLED
     NAME: ClassVar[str] = "Forwarding Enabled"
-    status: int = ForwardingStatus.UNKNOWN
+
+    status: ForwardingStatus = ForwardingStatus.UNKNOWN
 
     def encode_value(self) -> bytes:
-        return struct.pack(">I", self.status)
+        return _U32.pack(self.status)
 
     @classmethod
-    def parse_value(cls, value, *, noskip):
-        if len(value) != 4:
-            raise ValueError_("length must be 4")
-        (status,) = struct.unpack(">I", value)
-        return cls(status=ForwardingStatus(status) if status <= 2 else status, noskip=noskip)
+    def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
+        _exact(value, 4, offset, "Forwarding Enabled")
+        (status,) = _U32.unpack(value)
+        if status > 2:
+            raise PaTncError.invalid_parameter(offset, f"Forwarding Enabled: unknown value {status}")
+        return cls._new(_FORWARDING[status], noskip)
 
 
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class FactoryDefaultPasswordEnabled(_Ietf):
-    """Factory Default Password Enabled (§4.2.13): 1 = yes, 0 = no."""
+    """Factory Default Password Enabled (§4.2.12): 32-bit boolean (0 or 1)."""
 
     TYPE: ClassVar[int] = T.FACTORY_DEFAULT_PASSWORD_ENABLED
     NAME: ClassVar[str] = "Factory Default Password Enabled"
-    enabled: int = 0
+
+    enabled: bool = False
 
     def encode_value(self) -> bytes:
-        return struct.pack(">I", self.enabled)
+        return _U32.pack(1 if self.enabled else 0)
 
     @classmethod
-    def parse_value(cls, value, *, noskip):
-        if len(value) != 4:
-            raise ValueError_("length must be 4")
-        return cls(enabled=struct.unpack(">I", value)[0], noskip=noskip)
+    def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
+        _exact(value, 4, offset, "Factory Default Password Enabled")
+        (enabled,) = _U32.unpack(value)
+        if enabled > 1:
+            raise PaTncError.invalid_parameter(offset, f"Factory Default Password Enabled: {enabled} is not 0 or 1")
+        return cls._new(enabled == 1, noskip)

@@ -99,6 +99,16 @@ class ImvConnection:
     def max_message_size(self) -> int:
         return self._conn.limits.max_message_size
 
+    @property
+    def store(self):
+        """The core's policy store (nac.db.store.PolicyStore) or None."""
+        return self._conn.core.store
+
+    def session_id(self):
+        """A Deferred firing with this assessment's session id in the
+        policy store, or with None when nothing is recorded."""
+        return self._conn.session_id()
+
     def send_message(self, vendor_id, subtype, body, collector_id=ANY_IMC_ID, exclusive=False):
         self._conn.queue_pa_message(OutgoingPaMessage(
             vendor_id=vendor_id, subtype=subtype, collector_id=collector_id,

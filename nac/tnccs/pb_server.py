@@ -427,6 +427,19 @@ class PbTncServerConnection:
                                            f, cid=self.connection_id))
         self._session = d
 
+    def session_id(self) -> defer.Deferred:
+        """Fires with the store's session id for this connection (or None)."""
+        if self._session is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+
+        def share(session_id):
+            d.callback(session_id)
+            return session_id
+
+        self._session.addCallback(share)
+        return d
+
     def _record_decision(self, decision: Decision) -> None:
         store = self.core.store
         if store is None or self._session is None:
@@ -434,11 +447,13 @@ class PbTncServerConnection:
 
         def record(session_id):
             if session_id is not None:
-                return store.session_decided(session_id, decision)
+                d = defer.maybeDeferred(store.session_decided, session_id, decision)
+                d.addErrback(lambda f: log.failure(
+                    "recording the decision of Connection ID {cid} failed", f,
+                    cid=self.connection_id))
+            return session_id
 
-        self._session.addCallback(record).addErrback(
-            lambda f: log.failure("recording the decision of Connection ID {cid} failed",
-                                  f, cid=self.connection_id))
+        self._session.addCallback(record)
 
     # -- calling IMVs -------------------------------------------------------------------
 

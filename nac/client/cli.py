@@ -1,0 +1,194 @@
+"""``nac-pt-tls-client``: one posture assessment of this host over PT-TLS.
+
+Like strongSwan's ``pt-tls-client``: connect over TLS, authenticate with a
+client certificate or SASL PLAIN, run the OS, Scanner and SWIMA collectors
+and print the server's verdict.  Exit status 0 means an assessment
+completed, whatever its outcome; anything else is printed as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner, \
+    textFileLogObserver
+
+from nac.client.collectors import COLLECTORS, DEFAULT_COLLECTORS
+from nac.client.pb_client import AssessmentOutcome
+from nac.client.pt_tls import PT_TLS_PORT, AssessmentError, SetupError, run_assessment
+
+PROG = "nac-pt-tls-client"
+
+EPILOG = """\
+exit status:
+  0  an assessment completed (whatever the recommendation)
+  2  bad arguments or unreadable CA / certificate / key / secret file
+  3  connection or TLS handshake failed (server certificate not trusted, wrong name...)
+  4  SASL authentication refused
+  5  PT-TLS or PB-TNC protocol error, or the server ended without a result
+  6  no result within --timeout
+"""
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """HOST, HOST:PORT, [IPV6]:PORT or a bare IPv6 address."""
+    port = None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad address {text!r}: expected [IPV6] or [IPV6]:PORT")
+        port = rest[1:] or None
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host = text
+    if not host:
+        raise ValueError(f"bad address {text!r}: no host")
+    if port is None:
+        return host, PT_TLS_PORT
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad port {port!r} in {text!r}")
+    return host, int(port)
+
+
+def _positive(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Assess this host's posture with a TNC server over PT-TLS (RFC 6876).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("server", metavar="HOST[:PORT]", help=f"PT-TLS server (port {PT_TLS_PORT} by default)")
+    parser.add_argument("--cacert", required=True, metavar="FILE",
+                        help="CA certificate(s) (PEM) the server certificate must chain to")
+    parser.add_argument("--server-name", metavar="NAME",
+                        help="name (DNS or IP) the server certificate must carry; default: HOST")
+    auth = parser.add_argument_group("client authentication (a certificate, SASL PLAIN, or both)")
+    auth.add_argument("--client", metavar="ID", help="SASL PLAIN identity")
+    auth.add_argument("--secret", metavar="PW", help="SASL PLAIN password (visible to other local users; "
+                                                     "prefer --secret-file)")
+    auth.add_argument("--secret-file", metavar="FILE", help="file whose first line is the SASL PLAIN password")
+    auth.add_argument("--cert", metavar="FILE", help="client certificate (PEM)")
+    auth.add_argument("--key", metavar="FILE", help="private key of --cert (PEM)")
+    parser.add_argument("--collectors", default=",".join(DEFAULT_COLLECTORS), metavar="LIST",
+                        help=f"collectors to run, comma-separated: {', '.join(COLLECTORS)} "
+                             f"(default: %(default)s); empty for none")
+    parser.add_argument("--language", default="en", metavar="TAG",
+                        help="preferred language of reason strings (default: %(default)s)")
+    parser.add_argument("--timeout", type=_positive, default=30.0, metavar="S",
+                        help="give up after this many seconds (default: %(default)g)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log to stderr (-v: progress, -vv: every message)")
+    return parser
+
+
+def _secret(args, parser) -> str | None:
+    if args.secret is not None and args.secret_file is not None:
+        parser.error("give --secret or --secret-file, not both")
+    if args.secret_file is not None:
+        try:
+            lines = Path(args.secret_file).read_text().splitlines()
+        except OSError as exc:
+            raise SetupError(f"cannot read the secret file {args.secret_file}: {exc.strerror}") from None
+        return lines[0] if lines else ""
+    return args.secret
+
+
+def format_text(outcome: AssessmentOutcome) -> str:
+    lines = [f"assessment result: {outcome.assessment_label or 'none'}",
+             f"access recommendation: {outcome.recommendation_label}"]
+    for reason in outcome.reasons:
+        lines.append(f"reason: {reason.text}" + (f" [{reason.language}]" if reason.language else ""))
+    for item in outcome.remediation:
+        if item.uri is not None:
+            lines.append(f"remediation: {item.uri}")
+        elif item.text is not None:
+            lines.append(f"remediation: {item.text}" + (f" [{item.language}]" if item.language else ""))
+        else:
+            lines.append(f"remediation: parameters 0x{item.vendor:06x}/{item.type}")
+    for result in outcome.imv_results:
+        lines.append(f"IMC {result.imc_id} \"{result.imc_name}\" assessed by IMV {result.imv_id}: "
+                     f"{result.result_label}")
+        for text in result.remediation:
+            lines.append("  remediation: " + text.replace("\n", "\n    "))
+    return "\n".join(lines)
+
+
+def _start_logging(verbosity: int) -> None:
+    if verbosity <= 0:
+        globalLogBeginner.beginLoggingTo([], redirectStandardIO=False, discardBuffer=True)
+        return
+    level = LogLevel.info if verbosity == 1 else LogLevel.debug
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr),
+                                    [LogLevelFilterPredicate(defaultLogLevel=level)])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        host, port = parse_target(args.server)
+    except ValueError as exc:
+        parser.error(str(exc))
+    collectors = [c.strip() for c in args.collectors.split(",") if c.strip()]
+    unknown = [c for c in collectors if c.lower() not in COLLECTORS]
+    if unknown:
+        parser.error(f"unknown collector(s) {', '.join(unknown)}; choose from {', '.join(COLLECTORS)}")
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
+    if args.client is None and args.cert is None:
+        parser.error("authenticate with --cert/--key or --client with --secret/--secret-file")
+    try:
+        password = _secret(args, parser)
+    except AssessmentError as exc:
+        return _fail(exc)
+    if args.client is not None and password is None:
+        parser.error("--client needs --secret or --secret-file")
+
+    _start_logging(args.verbose)
+    from twisted.internet import reactor
+
+    outcome: list = []
+
+    def run():
+        d = run_assessment(reactor, host, port, cacert=args.cacert, identity=args.client, password=password,
+                           cert=args.cert, key=args.key, server_name=args.server_name,
+                           collectors=collectors, timeout=args.timeout, language=args.language)
+        d.addBoth(outcome.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(run)
+    reactor.run()
+    result = outcome[0] if outcome else AssessmentError("interrupted")
+    if hasattr(result, "value"):  # a Failure
+        result = result.value
+    if isinstance(result, AssessmentError):
+        return _fail(result)
+    if not isinstance(result, AssessmentOutcome):
+        return _fail(AssessmentError(f"internal error: {result!r}"))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print(format_text(result))
+    return 0
+
+
+def _fail(error: Exception) -> int:
+    print(f"{PROG}: {' '.join(str(error).split())}", file=sys.stderr)
+    return getattr(error, "exit_code", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

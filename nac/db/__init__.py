@@ -1,0 +1,34 @@
+"""nac's policy database (SQLAlchemy 2, Alembic migrations).
+
+* :mod:`nac.db.models` — the tables;
+* :mod:`nac.db.engine` — :func:`make_engine`, :func:`upgrade`, :class:`SchemaError`;
+* :mod:`nac.db.store` — :class:`PolicyDb` (blocking) and :class:`PolicyStore`
+  (the same in a thread pool, Deferreds, ``IPolicyStore``);
+* :mod:`nac.db.passwords` — scrypt password hashes.
+"""
+
+from nac.db.engine import (
+    DatabaseUnavailable,
+    SchemaError,
+    check_schema,
+    current_revision,
+    head_revision,
+    make_engine,
+    upgrade,
+)
+from nac.db.store import AlreadyExists, NotFound, PolicyDb, PolicyStore, StoreError
+
+__all__ = [
+    "AlreadyExists",
+    "DatabaseUnavailable",
+    "NotFound",
+    "PolicyDb",
+    "PolicyStore",
+    "SchemaError",
+    "StoreError",
+    "check_schema",
+    "current_revision",
+    "head_revision",
+    "make_engine",
+    "upgrade",
+]

@@ -1,0 +1,546 @@
+"""nac's policy database: who may log in, what was assessed, what is expected.
+
+The tables follow the facts of strongSwan's IMV database (``libimcv/imv``)
+and strongTNC, reorganised for SQLAlchemy and for both SQLite and PostgreSQL:
+
+* accounts: :class:`User` (SASL PLAIN / EAP passwords, scrypt hashes);
+* endpoints: :class:`Product` (OS name and version), :class:`Device` (the
+  ITA-HSR Device ID the OS IMC reports, usually ``/etc/machine-id``);
+* policy: :class:`Group` (a tree) with members (:class:`GroupDevice`,
+  :class:`GroupIdentity`) and the :class:`Enforcement` rules per group;
+* package policy: :class:`Package` and its :class:`Version` releases per
+  product, with security / blacklist flags;
+* assessments: :class:`AssessmentSession` (one TNCCS connection), its
+  :class:`ImvResult` per IMV and the :class:`Measurement` the IMVs kept;
+* SWIMA (RFC 8412): :class:`SoftwareIdentifier`, :class:`SwidTag`,
+  :class:`DeviceSoftware` (inventory per device) and :class:`SwimaState`
+  (event epoch / last EID per device);
+* attestation: :class:`File` and :class:`FileHash` reference digests.
+
+The schema is created and changed only by the Alembic migrations in
+``nac/db/migrations``; a test compares them with these models.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+from nac.ifimv import ActionRecommendation, EvaluationResult
+
+__all__ = [
+    "AssessmentSession",
+    "Base",
+    "Device",
+    "DeviceSoftware",
+    "Enforcement",
+    "File",
+    "FileHash",
+    "Group",
+    "GroupDevice",
+    "GroupIdentity",
+    "ImvResult",
+    "IntEnumType",
+    "Measurement",
+    "Package",
+    "PolicyType",
+    "Product",
+    "SoftwareIdentifier",
+    "SwidTag",
+    "SwimaState",
+    "User",
+    "UtcDateTime",
+    "Version",
+    "utcnow",
+]
+
+#: Constraint names are fixed so that migrations can refer to them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Lengths of indexed strings stay well below PostgreSQL's B-tree entry limit.
+NAME_LENGTH = 255
+IDENTIFIER_LENGTH = 1024
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class UtcDateTime(sa.types.TypeDecorator):
+    """An aware UTC datetime on every backend.
+
+    PostgreSQL keeps ``timestamp with time zone``; SQLite has no time zones,
+    so the value is stored as naive UTC and made aware again when read.
+    Naive datetimes are refused rather than guessed.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware (UTC) datetime")
+        value = value.astimezone(datetime.timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=datetime.timezone.utc)
+        return value.astimezone(datetime.timezone.utc)
+
+
+class IntEnumType(sa.types.TypeDecorator):
+    """An IF-IMV ``IntEnum`` stored as its numeric value, as strongSwan does."""
+
+    impl = sa.SmallInteger
+    cache_ok = True
+
+    def __init__(self, enum_class: type[enum.IntEnum]):
+        super().__init__()
+        self.enum_class = enum_class
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else int(self.enum_class(value))
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else self.enum_class(value)
+
+
+class PolicyType(enum.StrEnum):
+    """What an enforcement rule checks (strongSwan's IMV work item types, by name)."""
+
+    INSTALLED_PACKAGES = "installed-packages"
+    UNKNOWN_SOURCE = "unknown-source"
+    FORWARDING_ENABLED = "forwarding-enabled"
+    DEFAULT_PASSWORD = "default-password"
+    FILE_REFERENCE_MEASUREMENT = "file-reference-measurement"
+    FILE_MEASUREMENT = "file-measurement"
+    FILE_METADATA = "file-metadata"
+    DIRECTORY_REFERENCE_MEASUREMENT = "directory-reference-measurement"
+    DIRECTORY_MEASUREMENT = "directory-measurement"
+    DIRECTORY_METADATA = "directory-metadata"
+    OPEN_TCP_PORTS = "open-tcp-ports"
+    BLOCKED_TCP_PORTS = "blocked-tcp-ports"
+    OPEN_UDP_PORTS = "open-udp-ports"
+    BLOCKED_UDP_PORTS = "blocked-udp-ports"
+    SWID_TAGS = "swid-tags"
+    TPM_ATTESTATION = "tpm-attestation"
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime.datetime: UtcDateTime(),
+        str: sa.String(NAME_LENGTH),
+        ActionRecommendation: IntEnumType(ActionRecommendation),
+        EvaluationResult: IntEnumType(EvaluationResult),
+    }
+
+
+# -- accounts ----------------------------------------------------------------------------
+
+
+class User(Base):
+    """An account for password authentication (PT-TLS SASL PLAIN, EAP).
+
+    ``password_hash`` is ``scrypt$n$r$p$salt$hash`` (:mod:`nac.db.passwords`);
+    the repr never shows it.
+    """
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(unique=True)
+    password_hash: Mapped[str] = mapped_column()
+    created: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    enabled: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id!r}, name={self.name!r}, enabled={self.enabled!r})"
+
+
+# -- endpoints ---------------------------------------------------------------------------
+
+
+class Product(Base):
+    """An operating system as the OS IMC names it, e.g. ``Debian 12 x86_64``."""
+
+    __tablename__ = "products"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(unique=True)
+
+    devices: Mapped[list[Device]] = relationship(back_populates="product")
+
+    def __repr__(self) -> str:
+        return f"Product(id={self.id!r}, name={self.name!r})"
+
+
+class Device(Base):
+    """An endpoint, known by its ITA-HSR Device ID (typically the machine-id)."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[str] = mapped_column(unique=True)
+    product_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("products.id", ondelete="SET NULL"), index=True)
+    first_seen: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    trusted: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    description: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+
+    product: Mapped[Product | None] = relationship(back_populates="devices")
+
+    def __repr__(self) -> str:
+        return f"Device(id={self.id!r}, device_id={self.device_id!r}, trusted={self.trusted!r})"
+
+
+# -- policy ------------------------------------------------------------------------------
+
+
+class Group(Base):
+    """A set of devices and identities sharing enforcement rules; groups form a tree."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(50), unique=True)
+    parent_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("groups.id", ondelete="SET NULL"), index=True)
+
+    parent: Mapped[Group | None] = relationship(remote_side=[id], back_populates="children")
+    children: Mapped[list[Group]] = relationship(back_populates="parent")
+    devices: Mapped[list[Device]] = relationship(secondary="group_devices")
+    identities: Mapped[list[GroupIdentity]] = relationship(
+        back_populates="group", cascade="all, delete-orphan")
+    enforcements: Mapped[list[Enforcement]] = relationship(
+        back_populates="group", cascade="all, delete-orphan")
+
+    def __repr__(self) -> str:
+        return f"Group(id={self.id!r}, name={self.name!r}, parent_id={self.parent_id!r})"
+
+
+class GroupDevice(Base):
+    """Membership of a device in a group."""
+
+    __tablename__ = "group_devices"
+
+    group_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    # the primary key serves lookups by group; this index the lookups by device
+    device_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class GroupIdentity(Base):
+    """Membership of an identity (a user name, a certificate subject…) in a group.
+
+    Identities are the names transports authenticate, not only :class:`User`
+    rows, so this is a string rather than a foreign key.
+    """
+
+    __tablename__ = "group_identities"
+
+    group_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    identity: Mapped[str] = mapped_column(
+        sa.String(IDENTIFIER_LENGTH), primary_key=True, index=True)
+
+    group: Mapped[Group] = relationship(back_populates="identities")
+
+
+class Enforcement(Base):
+    """A check applied to the members of a group (strongSwan's policy + enforcement).
+
+    ``argument`` is the policy's parameter (ports, a path, …);
+    ``recheck_interval`` is how many seconds a passed check stays valid
+    (strongSwan's ``max_age``); ``rec_fail`` / ``rec_noresult`` are the
+    recommendations when the check fails or yields nothing.
+    """
+
+    __tablename__ = "enforcements"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("groups.id", ondelete="CASCADE"), index=True)
+    policy_type: Mapped[str] = mapped_column(sa.String(32))
+    argument: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+    recheck_interval: Mapped[int] = mapped_column(default=0, server_default="0")
+    rec_fail: Mapped[ActionRecommendation] = mapped_column(
+        default=ActionRecommendation.NO_ACCESS)
+    rec_noresult: Mapped[ActionRecommendation] = mapped_column(
+        default=ActionRecommendation.NO_ACCESS)
+
+    group: Mapped[Group] = relationship(back_populates="enforcements")
+
+    @validates("policy_type")
+    def _known_policy_type(self, key: str, value: str) -> str:
+        return PolicyType(value).value
+
+    def __repr__(self) -> str:
+        return (f"Enforcement(id={self.id!r}, group_id={self.group_id!r}, "
+                f"policy_type={self.policy_type!r}, argument={self.argument!r})")
+
+
+# -- package policy ----------------------------------------------------------------------
+
+
+class Package(Base):
+    """A software package name, shared by all products."""
+
+    __tablename__ = "packages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(unique=True)
+
+    versions: Mapped[list[Version]] = relationship(
+        back_populates="package", cascade="all, delete-orphan")
+
+    def __repr__(self) -> str:
+        return f"Package(id={self.id!r}, name={self.name!r})"
+
+
+class Version(Base):
+    """A known release of a package on a product.
+
+    ``security`` marks a release that fixes a vulnerability (older ones are
+    then outdated); ``blacklisted`` forbids the release.  The OS IMV looks
+    releases up by (package, product), which the unique constraint indexes.
+    """
+
+    __tablename__ = "versions"
+    __table_args__ = (
+        sa.UniqueConstraint("package_id", "product_id", "release"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    package_id: Mapped[int] = mapped_column(sa.ForeignKey("packages.id", ondelete="CASCADE"))
+    product_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("products.id", ondelete="CASCADE"), index=True)
+    release: Mapped[str] = mapped_column()
+    security: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    blacklisted: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    time: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+    package: Mapped[Package] = relationship(back_populates="versions")
+    product: Mapped[Product] = relationship()
+
+    def __repr__(self) -> str:
+        return (f"Version(id={self.id!r}, package_id={self.package_id!r}, "
+                f"product_id={self.product_id!r}, release={self.release!r})")
+
+
+# -- assessments -------------------------------------------------------------------------
+
+
+class AssessmentSession(Base):
+    """One posture assessment: a TNCCS connection from start to decision.
+
+    ``recommendation`` / ``evaluation`` / ``access`` are the final decision
+    (NULL until decided); ``reason`` the reason strings sent, one a line.
+    """
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column()
+    identity: Mapped[str | None] = mapped_column(sa.String(IDENTIFIER_LENGTH), index=True)
+    auth_method: Mapped[str] = mapped_column(sa.String(32), default="none")
+    device_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("devices.id", ondelete="SET NULL"), index=True)
+    transport: Mapped[str] = mapped_column(sa.String(16))
+    peer_address: Mapped[str] = mapped_column(sa.String(64))
+    peer_port: Mapped[int] = mapped_column(default=0)
+    started: Mapped[datetime.datetime] = mapped_column(default=utcnow, index=True)
+    ended: Mapped[datetime.datetime | None] = mapped_column()
+    recommendation: Mapped[ActionRecommendation | None] = mapped_column()
+    evaluation: Mapped[EvaluationResult | None] = mapped_column()
+    access: Mapped[str | None] = mapped_column(sa.String(16))
+    reason: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+
+    device: Mapped[Device | None] = relationship()
+    results: Mapped[list[ImvResult]] = relationship(
+        back_populates="session", cascade="all, delete-orphan", order_by="ImvResult.imv_id")
+    measurements: Mapped[list[Measurement]] = relationship(
+        back_populates="session", cascade="all, delete-orphan", order_by="Measurement.id")
+
+    def __repr__(self) -> str:
+        return (f"AssessmentSession(id={self.id!r}, identity={self.identity!r}, "
+                f"transport={self.transport!r}, access={self.access!r})")
+
+
+class ImvResult(Base):
+    """What one IMV recommended in one session.
+
+    ``forced`` is set when the IMV gave no verdict in time and the core filled
+    in its no-result recommendation.
+    """
+
+    __tablename__ = "results"
+    __table_args__ = (sa.UniqueConstraint("session_id", "imv_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"))
+    imv_id: Mapped[int] = mapped_column()
+    imv_name: Mapped[str] = mapped_column(sa.String(64))
+    recommendation: Mapped[ActionRecommendation] = mapped_column()
+    evaluation: Mapped[EvaluationResult] = mapped_column()
+    reason: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+    reason_language: Mapped[str] = mapped_column(sa.String(32), default="", server_default="")
+    remediation: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+    forced: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+
+    session: Mapped[AssessmentSession] = relationship(back_populates="results")
+
+    def __repr__(self) -> str:
+        return (f"ImvResult(session_id={self.session_id!r}, imv_name={self.imv_name!r}, "
+                f"recommendation={self.recommendation!r})")
+
+
+class Measurement(Base):
+    """Something an IMV measured in a session, kept as JSON (a dict, list or string)."""
+
+    __tablename__ = "measurements"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    imv_name: Mapped[str] = mapped_column(sa.String(64))
+    kind: Mapped[str] = mapped_column(sa.String(64))
+    payload: Mapped[Any] = mapped_column(sa.JSON)
+    created: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+    session: Mapped[AssessmentSession] = relationship(back_populates="measurements")
+
+    def __repr__(self) -> str:
+        return (f"Measurement(id={self.id!r}, session_id={self.session_id!r}, "
+                f"imv_name={self.imv_name!r}, kind={self.kind!r})")
+
+
+# -- SWIMA (RFC 8412) ----------------------------------------------------------------------
+
+
+class SoftwareIdentifier(Base):
+    """A SWIMA Software Identifier: the tag id of a SWID tag (RFC 8412 §3.4),
+    e.g. ``strongswan.org__Debian_12-x86_64-bash-5.2.15-2+b8``."""
+
+    __tablename__ = "sw_identifiers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tag_id: Mapped[str] = mapped_column(sa.String(IDENTIFIER_LENGTH), unique=True)
+    version_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("versions.id", ondelete="SET NULL"), index=True)
+
+    version: Mapped[Version | None] = relationship()
+    tag: Mapped[SwidTag | None] = relationship(
+        back_populates="identifier", cascade="all, delete-orphan")
+
+    def __repr__(self) -> str:
+        return f"SoftwareIdentifier(id={self.id!r}, tag_id={self.tag_id!r})"
+
+
+class SwidTag(Base):
+    """The ISO/IEC 19770-2 SWID tag (XML) behind a software identifier."""
+
+    __tablename__ = "swid_tags"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identifier_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("sw_identifiers.id", ondelete="CASCADE"), unique=True)
+    xml: Mapped[str] = mapped_column(sa.Text)
+    updated: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+    identifier: Mapped[SoftwareIdentifier] = relationship(back_populates="tag")
+
+    def __repr__(self) -> str:
+        return f"SwidTag(id={self.id!r}, identifier_id={self.identifier_id!r})"
+
+
+class DeviceSoftware(Base):
+    """A device's software inventory entry; ``installed`` false once a deletion event came."""
+
+    __tablename__ = "device_software"
+
+    device_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    identifier_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("sw_identifiers.id", ondelete="CASCADE"), primary_key=True, index=True)
+    installed: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    first_seen: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+    identifier: Mapped[SoftwareIdentifier] = relationship()
+
+
+class SwimaState(Base):
+    """Where a device's SWIMA event log was last read (RFC 8412 §3.7):
+    the EID epoch and the last event id, so the next request asks only for
+    newer events.  Both are 32-bit unsigned on the wire."""
+
+    __tablename__ = "swima_states"
+
+    device_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(sa.BigInteger)
+    last_eid: Mapped[int] = mapped_column(sa.BigInteger)
+    updated: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+
+# -- attestation -------------------------------------------------------------------------
+
+
+class File(Base):
+    """A file path whose contents are measured."""
+
+    __tablename__ = "files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(sa.String(IDENTIFIER_LENGTH), unique=True)
+
+    hashes: Mapped[list[FileHash]] = relationship(
+        back_populates="file", cascade="all, delete-orphan")
+
+    def __repr__(self) -> str:
+        return f"File(id={self.id!r}, path={self.path!r})"
+
+
+class FileHash(Base):
+    """A reference digest of a file, per product (NULL: any product).
+
+    ``algorithm`` is the hash name (``sha256``, ``sha384``, ``sha1``…),
+    ``digest`` its lower-case hex value.
+    """
+
+    __tablename__ = "file_hashes"
+    __table_args__ = (sa.Index(None, "file_id", "product_id", "algorithm"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    file_id: Mapped[int] = mapped_column(sa.ForeignKey("files.id", ondelete="CASCADE"))
+    product_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("products.id", ondelete="CASCADE"))
+    algorithm: Mapped[str] = mapped_column(sa.String(16))
+    digest: Mapped[str] = mapped_column(sa.String(128))
+
+    file: Mapped[File] = relationship(back_populates="hashes")
+    product: Mapped[Product | None] = relationship()
+
+    def __repr__(self) -> str:
+        return (f"FileHash(file_id={self.file_id!r}, product_id={self.product_id!r}, "
+                f"algorithm={self.algorithm!r})")

@@ -1,0 +1,433 @@
+"""The policy store: nac's database operations, blocking and off the reactor.
+
+:class:`PolicyDb` is the blocking API, one transaction per call; nac-admin
+uses it directly.  :class:`PolicyStore` is what the server uses: the same
+operations run by :class:`PolicyDb` in a dedicated thread pool, returning
+Deferreds (``nac.interfaces.IPolicyStore``).  IMVs with queries of their own
+pass a function to :meth:`PolicyStore.run`, which calls it with an ORM
+session inside a transaction in the pool.
+"""
+
+from __future__ import annotations
+
+import datetime
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+from sqlalchemy.engine import Engine
+from twisted.application import service
+from twisted.internet import threads
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from nac.db import engine as db_engine
+from nac.db.models import (
+    IDENTIFIER_LENGTH,
+    NAME_LENGTH,
+    AssessmentSession,
+    Device,
+    ImvResult,
+    Product,
+    User,
+    utcnow,
+)
+from nac.db.passwords import hash_password, verify_password
+from nac.ifimv import ActionRecommendation, EvaluationResult
+from nac.interfaces import IPolicyStore
+
+__all__ = [
+    "AlreadyExists",
+    "DeviceInfo",
+    "NotFound",
+    "PolicyDb",
+    "PolicyStore",
+    "ResultInfo",
+    "SessionInfo",
+    "StoreError",
+    "UserInfo",
+]
+
+log = Logger(namespace="nac.db")
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """An operation on the policy database was refused; the message says why."""
+
+
+class AlreadyExists(StoreError):
+    pass
+
+
+class NotFound(StoreError):
+    pass
+
+
+# -- plain values returned to callers (no ORM objects leave a transaction) ----------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    name: str
+    enabled: bool
+    created: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    id: int
+    device_id: str
+    product: str | None
+    trusted: bool
+    first_seen: datetime.datetime
+    last_seen: datetime.datetime
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    id: int
+    connection_id: int
+    identity: str | None
+    auth_method: str
+    transport: str
+    peer_address: str
+    peer_port: int
+    device: str | None
+    """The device's Device ID, once an IMV reported it."""
+    started: datetime.datetime
+    ended: datetime.datetime | None
+    recommendation: ActionRecommendation | None
+    evaluation: EvaluationResult | None
+    access: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResultInfo:
+    imv_id: int
+    imv_name: str
+    recommendation: ActionRecommendation
+    evaluation: EvaluationResult
+    reason: str
+    reason_language: str
+    remediation: str
+    forced: bool
+
+
+def _session_info(row: AssessmentSession) -> SessionInfo:
+    return SessionInfo(
+        id=row.id, connection_id=row.connection_id, identity=row.identity,
+        auth_method=row.auth_method, transport=row.transport, peer_address=row.peer_address,
+        peer_port=row.peer_port, device=row.device.device_id if row.device else None,
+        started=row.started, ended=row.ended, recommendation=row.recommendation,
+        evaluation=row.evaluation, access=row.access, reason=row.reason)
+
+
+def _check_name(what: str, name: str, limit: int) -> str:
+    if not isinstance(name, str) or not name:
+        raise StoreError(f"{what} must not be empty")
+    if len(name) > limit:
+        raise StoreError(f"{what} is longer than {limit} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise StoreError(f"{what} must not contain control characters")
+    return name
+
+
+def _remediation_text(entries) -> str:
+    lines = []
+    for entry in entries:
+        lines.extend(text for text in (entry.instructions, entry.uri) if text)
+    return "\n".join(lines)
+
+
+# Verified when the user is unknown, so that a login takes as long either way
+# and does not tell which user names exist.
+_NO_SUCH_USER_HASH: str | None = None
+
+
+def _no_such_user_hash() -> str:
+    global _NO_SUCH_USER_HASH
+    if _NO_SUCH_USER_HASH is None:
+        _NO_SUCH_USER_HASH = hash_password(b"")
+    return _NO_SUCH_USER_HASH
+
+
+class PolicyDb:
+    """Blocking access to the policy database; each method is one transaction."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._sessions = orm.sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[orm.Session]:
+        """An ORM session in a transaction, committed on success, rolled back on error."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(session, *args, **kwargs)`` in one transaction."""
+        with self.transaction() as session:
+            return fn(session, *args, **kwargs)
+
+    def check_schema(self) -> str:
+        """The schema revision; :class:`~nac.db.engine.SchemaError` if not this nac's."""
+        return db_engine.check_schema(self.engine)
+
+    # -- users -------------------------------------------------------------------------
+
+    def check_password(self, name: str, password: str | bytes) -> bool:
+        """True only for an enabled user whose password matches."""
+        with self.transaction() as session:
+            row = session.execute(
+                sa.select(User.password_hash, User.enabled).where(User.name == name)
+            ).one_or_none()
+        if row is None:
+            verify_password(password, _no_such_user_hash())
+            return False
+        matches = verify_password(password, row.password_hash)
+        return matches and row.enabled
+
+    def add_user(self, name: str, password: str | bytes) -> UserInfo:
+        _check_name("user name", name, NAME_LENGTH)
+        if not password:
+            raise StoreError("the password must not be empty")
+        # hashed before the transaction: scrypt is slow and needs no lock
+        password_hash = hash_password(password)
+        try:
+            with self.transaction() as session:
+                if session.scalar(sa.select(User.id).where(User.name == name)) is not None:
+                    raise AlreadyExists(f"user {name!r} already exists")
+                user = User(name=name, password_hash=password_hash, created=utcnow(), enabled=True)
+                session.add(user)
+                session.flush()
+                return UserInfo(user.name, user.enabled, user.created)
+        except sa.exc.IntegrityError:
+            # another writer added the same name between our check and insert
+            raise AlreadyExists(f"user {name!r} already exists") from None
+
+    def delete_user(self, name: str) -> None:
+        with self.transaction() as session:
+            deleted = session.execute(sa.delete(User).where(User.name == name)).rowcount
+            if not deleted:
+                raise NotFound(f"no user {name!r}")
+
+    def list_users(self) -> list[UserInfo]:
+        with self.transaction() as session:
+            rows = session.execute(
+                sa.select(User.name, User.enabled, User.created).order_by(User.name))
+            return [UserInfo(r.name, r.enabled, r.created) for r in rows]
+
+    # -- assessments -------------------------------------------------------------------
+
+    def session_started(self, peer, connection_id: int) -> int:
+        """Record the start of an assessment of ``peer`` (a PeerInfo); its session id."""
+        identity = peer.identity[:IDENTIFIER_LENGTH] if peer.identity else None
+        with self.transaction() as session:
+            row = AssessmentSession(
+                connection_id=connection_id, identity=identity,
+                auth_method=(peer.auth_method or "none")[:32], transport=peer.transport[:16],
+                peer_address=str(peer.address)[:64], peer_port=int(peer.port or 0),
+                started=utcnow())
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def session_decided(self, session_id: int, decision) -> None:
+        """Record the final decision and each IMV's result.
+
+        A later decision of the same session (after a handshake retry)
+        replaces the earlier one.
+        """
+        now = utcnow()
+        with self.transaction() as session:
+            row = session.get(AssessmentSession, session_id)
+            if row is None:
+                raise NotFound(f"no session {session_id}")
+            row.ended = now
+            row.recommendation = ActionRecommendation(decision.recommendation)
+            row.evaluation = EvaluationResult(decision.evaluation)
+            row.access = decision.access
+            row.reason = "\n".join(text for text, _language in decision.reasons)
+            if row.results:
+                row.results.clear()
+                session.flush()  # the old rows must go before (session, imv) is reused
+            for verdict in decision.imv_results:
+                row.results.append(ImvResult(
+                    imv_id=verdict.imv_id,
+                    imv_name=verdict.imv_name[:64],
+                    recommendation=ActionRecommendation(verdict.recommendation),
+                    evaluation=EvaluationResult(verdict.evaluation),
+                    reason=verdict.reason or "",
+                    reason_language=(getattr(verdict, "reason_language", "") or "")[:32],
+                    remediation=_remediation_text(
+                        r for r in decision.remediation if r.imv_id == verdict.imv_id),
+                    forced=bool(verdict.forced)))
+            if row.device is not None:
+                row.device.last_seen = now
+
+    def device_seen(self, session_id: int, device_id: str, product: str | None = None) -> int:
+        """Bind a session to the device an IMV identified (created if new); the device's row id."""
+        _check_name("device id", device_id, NAME_LENGTH)
+        if product is not None:
+            _check_name("product", product, NAME_LENGTH)
+        now = utcnow()
+        with self.transaction() as session:
+            row = session.get(AssessmentSession, session_id)
+            if row is None:
+                raise NotFound(f"no session {session_id}")
+            device = _get_or_create(session, Device, device_id=device_id)
+            device.last_seen = now
+            if product is not None:
+                device.product = _get_or_create(session, Product, name=product)
+            row.device = device
+            session.flush()
+            return device.id
+
+    def list_sessions(self, limit: int = 20) -> list[SessionInfo]:
+        """The newest ``limit`` sessions, newest first."""
+        with self.transaction() as session:
+            rows = session.scalars(
+                sa.select(AssessmentSession)
+                .options(orm.joinedload(AssessmentSession.device))
+                .order_by(AssessmentSession.started.desc(), AssessmentSession.id.desc())
+                .limit(limit))
+            return [_session_info(r) for r in rows]
+
+    def session_results(self, session_id: int) -> tuple[SessionInfo, list[ResultInfo]]:
+        with self.transaction() as session:
+            row = session.get(AssessmentSession, session_id)
+            if row is None:
+                raise NotFound(f"no session {session_id}")
+            results = [
+                ResultInfo(r.imv_id, r.imv_name, r.recommendation, r.evaluation, r.reason,
+                           r.reason_language, r.remediation, r.forced)
+                for r in row.results]
+            return _session_info(row), results
+
+    def list_devices(self) -> list[DeviceInfo]:
+        with self.transaction() as session:
+            rows = session.scalars(
+                sa.select(Device).options(orm.joinedload(Device.product)).order_by(Device.id))
+            return [
+                DeviceInfo(d.id, d.device_id, d.product.name if d.product else None, d.trusted,
+                           d.first_seen, d.last_seen, d.description)
+                for d in rows]
+
+
+def _get_or_create(session: orm.Session, model, **unique):
+    """The row of ``model`` with the ``unique`` column values, inserted if missing.
+
+    The insert runs in a savepoint: when another nac instance inserted the
+    same row meanwhile (PostgreSQL), its row is used instead.
+    """
+    query = sa.select(model).filter_by(**unique)
+    row = session.scalar(query)
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            row = model(**unique)
+            session.add(row)
+    except sa.exc.IntegrityError:
+        row = session.scalar(query)
+        if row is None:
+            raise
+    return row
+
+
+@implementer(IPolicyStore)
+class PolicyStore(service.Service):
+    """:class:`PolicyDb` off the reactor: every method returns a Deferred.
+
+    The store runs its queries in ``threadpool`` (default: a new pool of 1–4
+    threads named ``nac-db``), which it starts in :meth:`start` and stops in
+    :meth:`stop`, so pass only a pool dedicated to it.  Calls made before
+    :meth:`start` wait in the pool's queue.  As a Service, starting and
+    stopping it does the same; :meth:`start` also stops the pool when the
+    reactor shuts down, should nobody call :meth:`stop`.
+    """
+
+    name = "policy-store"
+
+    def __init__(self, engine: Engine, threadpool: ThreadPool | None = None, reactor=None):
+        self.db = PolicyDb(engine)
+        self.threadpool = threadpool if threadpool is not None else ThreadPool(
+            minthreads=1, maxthreads=4, name="nac-db")
+        self._reactor = reactor
+        self._shutdown_trigger = None
+
+    @property
+    def reactor(self):
+        if self._reactor is None:
+            from twisted.internet import reactor
+            self._reactor = reactor
+        return self._reactor
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self.threadpool.started:
+            self.threadpool.start()
+        if self._shutdown_trigger is None:
+            self._shutdown_trigger = self.reactor.addSystemEventTrigger(
+                "during", "shutdown", self._stop_at_shutdown)
+
+    def stop(self) -> None:
+        """Stop the pool, after the queries already queued have run."""
+        if self._shutdown_trigger is not None:
+            self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
+        if self.threadpool.started:
+            self.threadpool.stop()
+
+    def _stop_at_shutdown(self) -> None:
+        self._shutdown_trigger = None
+        self.stop()
+
+    def startService(self) -> None:
+        super().startService()
+        self.start()
+
+    def stopService(self):
+        super().stopService()
+        self.stop()
+
+    # -- operations --------------------------------------------------------------------
+
+    def _defer(self, fn: Callable[..., T], *args: Any, **kwargs: Any):
+        return threads.deferToThreadPool(self.reactor, self.threadpool, fn, *args, **kwargs)
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any):
+        """Deferred firing with ``fn(session, *args, **kwargs)``, run in one transaction."""
+        return self._defer(self.db.run, fn, *args, **kwargs)
+
+    def check_schema(self):
+        """Deferred firing with the schema revision, or failing with SchemaError."""
+        return self._defer(self.db.check_schema)
+
+    def check_password(self, name: str, password: str | bytes):
+        """Deferred firing with True only for an enabled user with this password."""
+        return self._defer(self.db.check_password, name, password)
+
+    def session_started(self, peer, connection_id: int):
+        d = self._defer(self.db.session_started, peer, connection_id)
+
+        def started(session_id: int) -> int:
+            log.debug("Connection ID {cid} from {peer} recorded as session {sid}",
+                      cid=connection_id, peer=peer.address, sid=session_id)
+            return session_id
+
+        return d.addCallback(started)
+
+    def session_decided(self, session_id: int, decision):
+        return self._defer(self.db.session_decided, session_id, decision)
+
+    def device_seen(self, session_id: int, device_id: str, product: str | None = None):
+        return self._defer(self.db.device_seen, session_id, device_id, product)

@@ -137,3 +137,30 @@ class IPolicyStore(Interface):
 
     def session_decided(session_id, decision):
         """Record the final decision and the per-IMV results."""
+
+
+class IEapSession(Interface):
+    """One EAP authenticator conversation (RFC 3748 §2, the server side),
+    carried by a transport (RADIUS EAP-Message, IKEv2 EAP payload).
+
+    Sans-IO: the transport passes whole EAP packets and sends what comes
+    back; it owns timers and calls :meth:`abort` when it gives up.
+    """
+
+    def start():
+        """Return the first EAP-Request (Identity) for transports where the
+        authenticator speaks first (IKEv2).  RADIUS skips this: the NAS has
+        already asked for the identity and the first Access-Request carries
+        the EAP-Response/Identity."""
+
+    def receive(packet):
+        """Process one EAP packet from the peer.
+
+        :returns: a Deferred firing with a nac.eap.outcome.EapOutcome.
+            Packets passed while an earlier one is being processed are
+            answered in order.
+        """
+
+    def abort(reason):
+        """The transport gave up on the peer (timeout, shutdown): release all
+        state, including any TNCCS connection, and never reply again."""

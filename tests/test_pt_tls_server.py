@@ -4,6 +4,8 @@ afterwards."""
 
 from __future__ import annotations
 
+import atexit
+
 import socket
 import ssl
 import struct
@@ -74,19 +76,19 @@ class Session:
 
 
 class PtTlsServerTests(unittest.TestCase):
-    server: NacServer
+    # One server process for the whole class, started by the first test and
+    # stopped at exit (trial has no setUpClass).
+    server: NacServer | None = None
 
-    @classmethod
-    def setUpClass(cls):
-        cls.server = NacServer().start()
-        pki = cls.server.state_dir
-        cls.client_cert, cls.client_key = issue_certificate(
-            pki / "ca.pem", pki / "ca.key", "dave@nac.test",
-            cls.server.dir / "dave.pem", cls.server.dir / "dave.key")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
+    def setUp(self):
+        cls = type(self)
+        if cls.server is None:
+            cls.server = NacServer().start()
+            atexit.register(cls.server.stop)
+            pki = cls.server.state_dir
+            cls.client_cert, cls.client_key = issue_certificate(
+                pki / "ca.pem", pki / "ca.key", "dave@nac.test",
+                cls.server.dir / "dave.pem", cls.server.dir / "dave.key")
 
     def tearDown(self):
         self.assertTrue(self.server.alive(), self.server.log_text()[-4000:])

@@ -25,6 +25,8 @@ Error from the peer is never answered with another.
 
 from __future__ import annotations
 
+import re
+
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -430,7 +432,8 @@ class PtTlsServer(_PtTlsConnection):
         if selection.name != SASL_PLAIN:
             raise PtTlsProtocolError(
                 PtTlsErrorCode.SASL_MECHANISM_ERROR,
-                f"client selected SASL mechanism {selection.name!r}, only {SASL_PLAIN} was offered",
+                f"client selected SASL mechanism {_mechanism_for_log(selection.name)}, "
+                f"only {SASL_PLAIN} was offered",
             )
         if selection.initial is None:
             # RFC 4422 §5: without an initial response the server sends an empty challenge
@@ -641,3 +644,16 @@ class PtTlsClient(_PtTlsConnection):
         },
         PtTlsPhase.DATA: {PtTlsMessageType.PB_TNC_BATCH: _on_batch},
     }
+
+
+_MECHANISM_NAME = re.compile(r"[A-Z0-9_-]{1,20}")
+
+
+def _mechanism_for_log(name: str) -> str:
+    """A selected mechanism name fit for a log line: RFC 4422 §3.1 names are
+    1-20 of A-Z 0-9 - _; anything else may be a client that put its
+    credentials where the name belongs, so it is not echoed."""
+    if _MECHANISM_NAME.fullmatch(name):
+        return repr(name)
+    return f"with a malformed name ({len(name)} characters)"
+

@@ -457,6 +457,9 @@ declare_section("nac", [
            "Most TNCCS connections (assessments) open at once over all transports."),
     Option("max_rounds", positive_int, 10,
            "Most PB-TNC round trips before the server decides with the recommendations it has."),
+    Option("credential_cache_ttl", non_negative_int, 300,
+           "Seconds a verified password is remembered (as a keyed hash) so re-authentication skips "
+           "the deliberately slow scrypt; 0 disables."),
 ])
 
 declare_section("pt-tls", [

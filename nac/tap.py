@@ -11,10 +11,11 @@ import os
 from pathlib import Path
 
 from twisted.application import service
-from twisted.logger import Logger
 from twisted.python import usage
 
 from nac import config as nac_config
+from nac import log as nac_log
+from nac.log import Logger
 from nac.ifimv import RecommendationPolicy
 from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvLoadError, ImvManager, load_imv
@@ -120,15 +121,56 @@ def transport_factory(name: str):
     return getattr(module, attr)
 
 
+def build_store(cfg):
+    """The policy store of ``[nac] db``.
+
+    The embedded SQLite database is created or upgraded on start, so that one
+    command gives a working server; a shared server database (PostgreSQL) is
+    only checked: its schema belongs to `nac-admin init`, run once by the
+    operator, not to whichever nac instance starts first.
+    """
+    from nac.db.engine import DatabaseUnavailable, SchemaError, check_schema, display_url, \
+        make_engine, sqlite_path, upgrade
+    from nac.db.store import PolicyStore
+
+    where = f"{cfg.source or 'defaults'}: [nac] db"
+    try:
+        engine = make_engine(cfg.db_url)
+    except Exception as exc:  # bad driver, bad URL syntax the parser let through
+        raise nac_config.ConfigError(f"{where}: {exc}") from exc
+    shown = display_url(engine.url)
+    try:
+        if sqlite_path(cfg.db_url) is not None:
+            revision = upgrade(engine)
+            log.info("policy database {db} at schema revision {revision}", db=shown, revision=revision)
+        else:
+            revision = check_schema(engine)
+            log.info("policy database {db} at schema revision {revision}", db=shown, revision=revision)
+    except SchemaError as exc:
+        engine.dispose()
+        raise nac_config.ConfigError(f"{where}: {exc}") from exc
+    except (DatabaseUnavailable, OSError) as exc:
+        engine.dispose()
+        raise nac_config.ConfigError(f"{where}: {shown} is not usable: {exc}") from exc
+    except Exception as exc:  # driver errors: unreachable server, permissions
+        engine.dispose()
+        raise nac_config.ConfigError(f"{where}: cannot open {shown}: {exc}") from exc
+    return PolicyStore(engine, credential_cache_ttl=cfg.get("nac", "credential_cache_ttl"))
+
+
 def makeService(options) -> service.MultiService:
     cfg = options.nac_config
+    nac_log.set_level(cfg.get("nac", "log_level"))
     try:
         prepare_state_dir(cfg)
+        store = build_store(cfg)
         core = build_core(cfg)
+        core.store = store
         top = service.MultiService()
+        store.setServiceParent(top)
         CoreService(core).setServiceParent(top)
         for name in cfg.transports:
-            transport_factory(name)(cfg, core).setServiceParent(top)
+            transport_factory(name)(cfg, core, store).setServiceParent(top)
     except nac_config.ConfigError as exc:
         raise usage.UsageError(str(exc))
     log.info("nac configured from {source}; state in {state}",

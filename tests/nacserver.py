@@ -76,6 +76,20 @@ class NacServer:
         self.stop()
         raise RuntimeError(f"nac did not listen on {self.port} within {timeout}s:\n{self.log_text()}")
 
+    def admin(self, *args: str) -> str:
+        """Run ``nac-admin --config <this server's config> ARGS``; its stdout."""
+        done = subprocess.run([sys.executable, "-m", "nac.admin", "--config", str(self.config), *args],
+                              env=repo_env(), capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"nac-admin {' '.join(args)} failed ({done.returncode}): {done.stderr}")
+        return done.stdout
+
+    def client(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run the real ``nac-pt-tls-client`` against this server."""
+        return subprocess.run([sys.executable, "-m", "nac.client.cli", f"127.0.0.1:{self.port}",
+                               "--cacert", str(self.ca), *args],
+                              env=repo_env(), capture_output=True, text=True, timeout=timeout)
+
     def log_text(self) -> str:
         try:
             return self.log.read_text(errors="replace")

@@ -10,7 +10,8 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from nac import tap
-from nac.interfaces import IPostureTransport, ITnccsCore
+from nac.db.engine import head_revision
+from nac.interfaces import IPolicyStore, IPostureTransport, ITnccsCore
 from tests.nacserver import TWISTD, free_port, repo_env
 
 
@@ -62,9 +63,15 @@ class ServiceTreeTests(unittest.TestCase):
         top = tap.makeService(opts)
         self.assertIsInstance(top, MultiService)
         names = [s.name for s in top]
-        self.assertEqual(names, ["tnccs", "pt-tls"])
+        self.assertEqual(names, ["policy-store", "tnccs", "pt-tls"])
         core = top.getServiceNamed("tnccs").core
         verifyObject(ITnccsCore, core)
+        store = top.getServiceNamed("policy-store")
+        verifyObject(IPolicyStore, store)
+        self.assertIs(core.store, store)
+        # the embedded database was created and migrated on start
+        self.assertEqual(store.db.check_schema(), head_revision())
+        store.db.engine.dispose()
         pt = top.getServiceNamed("pt-tls")
         verifyObject(IService, pt)
         verifyObject(IPostureTransport, pt)

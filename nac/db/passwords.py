@@ -12,8 +12,11 @@ import binascii
 import hashlib
 import hmac
 import os
+import threading
+import time
+from collections import OrderedDict
 
-__all__ = ["SCHEME", "hash_password", "verify_password"]
+__all__ = ["SCHEME", "VerifiedCredentials", "hash_password", "verify_password"]
 
 SCHEME = "scrypt"
 N = 2**14
@@ -93,3 +96,52 @@ def _parse(stored) -> tuple[int, int, int, bytes, bytes] | None:
     if not salt or not 16 <= len(key) <= _MAX_KEY_LENGTH:
         return None
     return n, r, p, salt, key
+
+
+class VerifiedCredentials:
+    """Remembers, for ``ttl`` seconds, which passwords were verified against
+    which stored hashes, so an endpoint that re-authenticates every few
+    minutes (PT-TLS re-assessment, RADIUS re-authentication) does not cost a
+    64 ms scrypt each time.
+
+    Only an HMAC of (name, password) under a random per-process key is kept,
+    tied to the exact stored hash: changing or deleting the password, or
+    disabling the user (checked by the caller on every login), ends the
+    shortcut at once.  Failed checks are never cached, so guessing still
+    costs a full scrypt per guess.  ``ttl`` 0 disables the cache.
+    """
+
+    def __init__(self, ttl: float = 300.0, max_entries: int = 10_000, clock=time.monotonic):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._key = os.urandom(32)
+        self._entries: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self._lock = threading.Lock()  # checks run in the database thread pool
+
+    def _tag(self, name: str, password: str | bytes) -> bytes:
+        return hmac.new(self._key, name.encode("utf-8") + b"\0" + _encode(password), "sha256").digest()
+
+    def verify(self, name: str, password: str | bytes, stored: str | None) -> bool:
+        """Like :func:`verify_password` for user ``name``, from the cache when possible."""
+        if self.ttl <= 0:
+            return verify_password(password, stored)
+        try:
+            tag = self._tag(name, password)
+        except TypeError:
+            return False
+        now = self._clock()
+        with self._lock:
+            hit = self._entries.get(tag)
+            if hit is not None:
+                if hit[0] == stored and hit[1] > now:
+                    return True
+                del self._entries[tag]
+        if not verify_password(password, stored):
+            return False
+        with self._lock:
+            self._entries[tag] = (stored, now + self.ttl)
+            self._entries.move_to_end(tag)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return True

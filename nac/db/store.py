@@ -20,10 +20,10 @@ from sqlalchemy import orm
 from sqlalchemy.engine import Engine
 from twisted.application import service
 from twisted.internet import threads
-from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from nac.log import Logger
 from nac.db import engine as db_engine
 from nac.db.models import (
     IDENTIFIER_LENGTH,
@@ -35,7 +35,7 @@ from nac.db.models import (
     User,
     utcnow,
 )
-from nac.db.passwords import hash_password, verify_password
+from nac.db.passwords import VerifiedCredentials, hash_password, verify_password
 from nac.ifimv import ActionRecommendation, EvaluationResult
 from nac.interfaces import IPolicyStore
 
@@ -161,9 +161,11 @@ def _no_such_user_hash() -> str:
 class PolicyDb:
     """Blocking access to the policy database; each method is one transaction."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, verified: VerifiedCredentials | None = None):
         self.engine = engine
         self._sessions = orm.sessionmaker(engine, expire_on_commit=False)
+        self.verified = verified
+        """Cache of verified passwords (servers pass one; nac-admin does not)."""
 
     @contextmanager
     def transaction(self) -> Iterator[orm.Session]:
@@ -191,7 +193,10 @@ class PolicyDb:
         if row is None:
             verify_password(password, _no_such_user_hash())
             return False
-        matches = verify_password(password, row.password_hash)
+        if self.verified is not None:
+            matches = self.verified.verify(name, password, row.password_hash)
+        else:
+            matches = verify_password(password, row.password_hash)
         return matches and row.enabled
 
     def add_user(self, name: str, password: str | bytes) -> UserInfo:
@@ -356,8 +361,9 @@ class PolicyStore(service.Service):
 
     name = "policy-store"
 
-    def __init__(self, engine: Engine, threadpool: ThreadPool | None = None, reactor=None):
-        self.db = PolicyDb(engine)
+    def __init__(self, engine: Engine, threadpool: ThreadPool | None = None, reactor=None,
+                 credential_cache_ttl: float = 300.0):
+        self.db = PolicyDb(engine, VerifiedCredentials(credential_cache_ttl))
         self.threadpool = threadpool if threadpool is not None else ThreadPool(
             minthreads=1, maxthreads=4, name="nac-db")
         self._reactor = reactor

@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from nac.log import Logger
 from nac.ifimv import ActionRecommendation, EvaluationResult, RecommendationPolicy
 from nac.interfaces import ITnccsCore
 from nac.tnccs.imv_manager import ImvManager, Remediation

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from twisted.logger import Logger
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from nac.log import Logger
 from nac.ifimv import (
     ANY_IMC_ID,
     ANY_SUBTYPE,

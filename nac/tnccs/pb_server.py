@@ -17,10 +17,10 @@ from __future__ import annotations
 import enum
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from nac.log import Logger
 from nac.ifimv import ActionRecommendation, ConnectionState, EvaluationResult
 from nac.interfaces import ITnccsConnection
 from nac.pa import PaMessage, PaTncError, pa_error_reply

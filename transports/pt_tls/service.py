@@ -13,10 +13,10 @@ from pathlib import Path
 from twisted.application import internet, service
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHandshakeListener
-from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from nac.log import Logger
 from nac.interfaces import IPostureTransport
 from nac.tnccs.core import PeerInfo, TransportLimits
 from transports.pt_tls import negotiation as ptn
@@ -133,6 +133,8 @@ class PtTlsServerProtocol(protocol.Protocol):
 
     def _authenticated(self, event: ptn.Authenticated) -> None:
         self._arm(self.factory.idle_timeout, "idle")
+        if event.method == ptn.AUTH_CERTIFICATE:
+            log.info("skipping SASL, client already authenticated by TLS certificate")
         peer = PeerInfo(transport="pt-tls", address=self.peer_addr.host, port=self.peer_addr.port,
                         identity=event.identity, auth_method=event.method)
         limits = TransportLimits(max_batch_size=self.pt.max_batch_size,
@@ -249,7 +251,7 @@ def _no_password_database(authcid: str, password: str):
     return defer.succeed(False)
 
 
-def make_service(cfg, core, *, check_password=None, pki=None) -> PtTlsService:
+def make_service(cfg, core, store=None, *, check_password=None, pki=None) -> PtTlsService:
     """Build the PT-TLS service from the ``[pt-tls]`` section."""
     from nac.certs import ensure_demo_pki
 
@@ -271,7 +273,7 @@ def make_service(cfg, core, *, check_password=None, pki=None) -> PtTlsService:
                              min_tls_version=sec["min_tls_version"], ciphers=sec["ciphers"],
                              origin=origin)
     if check_password is None:
-        store = getattr(core, "store", None)
+        store = store if store is not None else getattr(core, "store", None)
         check_password = store.check_password if store is not None else _no_password_database
     factory = PtTlsFactory(core, check_password=check_password,
                            max_message_size=sec["max_message_size"],

@@ -1,0 +1,314 @@
+"""PT-TLS assessment load generator: rate, latency and server CPU per assessment.
+
+    python bench/pt_tls_load.py [--server HOST:PORT --server-pid PID] \\
+        --cacert CA.pem (--client ID --secret PW | --cert C.pem --key K.pem) \\
+        [--concurrency 1,4,16] [--duration 10] [--processes 2] [--collectors os,scanner] \\
+        [--idle N] [--json]
+
+Each assessment is a complete RFC 6876 session run by nac's own TNC client
+library (TLS handshake, version exchange, SASL PLAIN or a client
+certificate, PB-TNC with the chosen collectors reading this host) against
+any PT-TLS server: nac, or strongSwan's PDP for a side-by-side figure.  The
+client runs in ``--processes`` worker processes, each with one reactor and
+``concurrency / processes`` assessments in flight, so the client is less
+likely to be what limits the rate.
+
+Without ``--server`` the script starts nac itself (``twistd -n nac`` with a
+temporary state directory, the demo PKI and a SASL user) with the IMVs of
+``--imvs``, and knows its pid.  With ``--server``, pass ``--server-pid`` (the
+server's main process) to get its CPU figure.
+
+Figures, per concurrency level (see ../shared/baselines.md for the method):
+completed assessments per second, p50 and p99 latency of a whole assessment,
+failures, and the server's CPU time (utime + stime + children's, from
+``/proc/PID/stat``) divided by the assessments completed.  ``--idle N``
+additionally opens N connections that stop after the PT-TLS version
+exchange and reports the server's resident memory per idle connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import socket
+import ssl
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# -- server process figures --------------------------------------------------------------
+
+def server_cpu_seconds(pid: int) -> float:
+    """utime + stime + cutime + cstime of ``pid`` (fields 14-17 of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); field N is fields[N - 3]
+    return sum(int(x) for x in fields[11:15]) / CLK_TCK
+
+
+def server_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+# -- starting nac when no server is given --------------------------------------------------
+
+class LocalNac:
+    """``twistd -n nac`` on 127.0.0.1 with a SASL user, for a self-contained run."""
+
+    USER, PASSWORD = "bench", "bench-password"
+
+    def __init__(self, imvs: str, extra: list[str]):
+        from tests.nacserver import NacServer, repo_env
+
+        sections = {"nac": {"imvs": imvs}} if imvs else {}
+        for item in extra:
+            section_key, _, value = item.partition("=")
+            section, _, key = section_key.rpartition(".")
+            sections.setdefault(section, {})[key] = value
+        self.server = NacServer(sections)
+        subprocess.run([sys.executable, "-m", "nac.admin", "--config", str(self.server.config), "init"],
+                       check=True, env=repo_env(), stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "nac.admin", "--config", str(self.server.config),
+                        "user", "add", self.USER, "--password", self.PASSWORD],
+                       check=True, env=repo_env(), stdout=subprocess.DEVNULL)
+        self.server.start()
+
+    @property
+    def pid(self) -> int:
+        return self.server.proc.pid
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+# -- the client workers ----------------------------------------------------------------------
+
+def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: int | None, out) -> None:
+    """One process: keep ``in_flight`` assessments running until ``stop_at``
+    or until ``quota`` assessments were started."""
+    from twisted.internet import reactor
+
+    from nac.client.collectors import make_collectors
+    from nac.client.pt_tls import client_tls_options, run_assessment
+
+    tls = client_tls_options(cacert=args["cacert"], server_name=args["server_name"],
+                             cert=args["cert"], key=args["key"])
+    imcs = make_collectors(args["collectors"])
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    running = [0]
+    started = [0]
+
+    def launch():
+        if time.monotonic() >= stop_at or (quota is not None and started[0] >= quota):
+            if running[0] == 0:
+                reactor.stop()
+            return
+        running[0] += 1
+        started[0] += 1
+        began = time.monotonic()
+        d = run_assessment(reactor, args["host"], args["port"], identity=args["client"],
+                           password=args["secret"], collectors=imcs, tls_options=tls,
+                           timeout=args["timeout"])
+
+        def ok(outcome):
+            if outcome.completed:
+                latencies.append(time.monotonic() - began)
+            else:
+                failures["incomplete"] = failures.get("incomplete", 0) + 1
+
+        def bad(failure):
+            reason = getattr(failure.value, "reason", None) or failure.getErrorMessage()
+            failures[reason[:120]] = failures.get(reason[:120], 0) + 1
+
+        def next_one(_):
+            running[0] -= 1
+            launch()
+
+        d.addCallbacks(ok, bad).addBoth(next_one)
+
+    def begin():
+        for _ in range(in_flight):
+            launch()
+
+    reactor.callLater(max(0.0, start_at - time.monotonic()), begin)
+    reactor.run(installSignalHandlers=False)
+    out.send((latencies, failures))
+    out.close()
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def run_level(args: dict, concurrency: int, processes: int, duration: float, pid: int | None,
+              count: int | None = None) -> dict:
+    processes = max(1, min(processes, concurrency))
+    shares = _split(concurrency, processes)
+    quotas = _split(count, processes) if count is not None else [None] * processes
+    ctx = multiprocessing.get_context("fork")
+    start_at = time.monotonic() + 1.0  # let every worker import and build its TLS context first
+    stop_at = start_at + duration
+    pipes, procs = [], []
+    for share, quota in zip(shares, quotas):
+        parent, child = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker, args=(args, share, start_at, stop_at, quota, child))
+        p.start()
+        child.close()
+        pipes.append(parent)
+        procs.append(p)
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    cpu_before = server_cpu_seconds(pid) if pid else None
+    wall_before = time.monotonic()
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    for parent in pipes:
+        lat, fail = parent.recv()
+        latencies.extend(lat)
+        for k, v in fail.items():
+            failures[k] = failures.get(k, 0) + v
+    wall = time.monotonic() - wall_before
+    cpu = server_cpu_seconds(pid) - cpu_before if pid else None
+    for p in procs:
+        p.join()
+    latencies.sort()
+    done = len(latencies)
+
+    def pct(q):
+        return latencies[min(done - 1, int(q * done))] if done else None
+
+    return {
+        "concurrency": concurrency,
+        "completed": done,
+        "failed": sum(failures.values()),
+        "failures": failures,
+        "seconds": round(wall, 2),
+        "rate_per_s": round(done / wall, 1) if wall else None,
+        "p50_ms": round(pct(0.50) * 1e3, 1) if done else None,
+        "p99_ms": round(pct(0.99) * 1e3, 1) if done else None,
+        "mean_ms": round(statistics.fmean(latencies) * 1e3, 1) if done else None,
+        "server_cpu_ms_per_assessment": round(cpu * 1e3 / done, 2) if (cpu is not None and done) else None,
+    }
+
+
+# -- idle connections ------------------------------------------------------------------------
+
+# RFC 6876 §3.5: IETF vendor, type 1 (Version Request), length 20, id 0; min = max = pref = 1
+VERSION_REQUEST = struct.pack("!IIII", 0, 1, 20, 0) + bytes((0, 1, 1, 1))
+
+
+def idle_memory(args: dict, count: int, pid: int) -> dict:
+    """Server RSS growth per connection held open after the version exchange."""
+    ctx = ssl.create_default_context(cafile=args["cacert"])
+    ctx.check_hostname = False
+    if args["cert"]:
+        ctx.load_cert_chain(args["cert"], args["key"])
+    before = server_rss_bytes(pid)
+    held = []
+    try:
+        for _ in range(count):
+            raw = socket.create_connection((args["host"], args["port"]), timeout=10)
+            s = ctx.wrap_socket(raw, server_hostname=args["server_name"])
+            s.sendall(VERSION_REQUEST)
+            s.recv(65536)  # version response (and maybe the SASL mechanisms)
+            held.append(s)
+        time.sleep(0.5)
+        after = server_rss_bytes(pid)
+    finally:
+        for s in held:
+            s.close()
+    return {"idle_connections": count,
+            "server_rss_growth_kib": round((after - before) / 1024),
+            "kib_per_idle_connection": round((after - before) / 1024 / count, 1)}
+
+
+# -- command line ----------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--server", metavar="HOST:PORT", help="PT-TLS server to load (default: start nac here)")
+    p.add_argument("--server-pid", type=int, metavar="PID", help="server process, for its CPU and memory")
+    p.add_argument("--server-name", help="name the server certificate must carry (default: HOST)")
+    p.add_argument("--cacert", help="CA of the server certificate (default with a local nac: its demo CA)")
+    p.add_argument("--client", help="SASL PLAIN identity")
+    p.add_argument("--secret", help="SASL PLAIN password")
+    p.add_argument("--cert", help="client certificate (PEM)")
+    p.add_argument("--key", help="client private key (PEM)")
+    p.add_argument("--collectors", default="os,scanner", help="collectors to run (default: %(default)s)")
+    p.add_argument("--imvs", default="", help="IMVs of the local nac, e.g. imvs.os:OsImv (default: none)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="extra configuration of the local nac, e.g. imv:scanner.tcp_ports=22")
+    p.add_argument("--concurrency", default="1,4,16", help="comma-separated levels (default: %(default)s)")
+    p.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                   help="client worker processes (default: %(default)s)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per level (default: %(default)s)")
+    p.add_argument("--count", type=int, metavar="N",
+                   help="run exactly N assessments per level instead of --duration seconds")
+    p.add_argument("--timeout", type=float, default=30.0, help="per-assessment timeout")
+    p.add_argument("--idle", type=int, default=0, metavar="N", help="also measure N idle connections")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    ns = p.parse_args(argv)
+
+    local = None
+    if ns.server:
+        host, _, port = ns.server.rpartition(":")
+        host, port = host.strip("[]") or "127.0.0.1", int(port)
+        pid = ns.server_pid
+        if not ns.cacert:
+            p.error("--cacert is required with --server")
+    else:
+        local = LocalNac(ns.imvs, ns.set)
+        host, port, pid = "127.0.0.1", local.server.port, local.pid
+        ns.cacert = ns.cacert or str(local.server.ca)
+        if not ns.cert:
+            ns.client = ns.client or LocalNac.USER
+            ns.secret = ns.secret or LocalNac.PASSWORD
+    args = {"host": host, "port": port, "server_name": ns.server_name or host, "cacert": ns.cacert,
+            "client": ns.client, "secret": ns.secret, "cert": ns.cert, "key": ns.key,
+            "collectors": [c for c in ns.collectors.split(",") if c], "timeout": ns.timeout}
+    results = {"server": f"{host}:{port}", "server_pid": pid, "collectors": args["collectors"],
+               "client_processes": ns.processes, "levels": []}
+    try:
+        for level in (int(x) for x in ns.concurrency.split(",") if x):
+            duration = ns.duration if ns.count is None else 3600.0
+            r = run_level(args, level, ns.processes, duration, pid, ns.count)
+            results["levels"].append(r)
+            if not ns.json:
+                cpu = r["server_cpu_ms_per_assessment"]
+                print(f"K={level:<4} {r['completed']:>6} done {r['failed']:>4} failed "
+                      f"{r['rate_per_s'] or 0:>8.1f}/s  p50 {r['p50_ms'] or 0:>7.1f} ms  "
+                      f"p99 {r['p99_ms'] or 0:>7.1f} ms  server CPU "
+                      f"{'n/a' if cpu is None else f'{cpu:.2f} ms'}/assessment", flush=True)
+                for reason, n in r["failures"].items():
+                    print(f"        {n} × {reason}")
+        if ns.idle and pid:
+            results["idle"] = idle_memory(args, ns.idle, pid)
+            if not ns.json:
+                i = results["idle"]
+                print(f"idle: {i['idle_connections']} connections, server RSS +{i['server_rss_growth_kib']} KiB, "
+                      f"{i['kib_per_idle_connection']} KiB per idle connection")
+    finally:
+        if local:
+            local.stop()
+    if ns.json:
+        print(json.dumps(results, indent=2))
+    return 0 if all(r["completed"] and not r["failed"] for r in results["levels"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,12 +1,15 @@
 #!/bin/sh
 # Sets up a fresh Debian machine for nac's test suite and runs it.
-# Installs the Debian packages the interoperability tests drive (when run as
-# root), installs nac with its test extras, then runs pytest.  Extra arguments
-# go to pytest.
+# As root: installs the Debian packages the interoperability tests drive
+# (eapol_test, radclient, strongSwan, PostgreSQL) and starts a local
+# PostgreSQL with a test database, so the database tests run on SQLite and
+# on PostgreSQL.  Then installs nac with its test extras and runs pytest.
+# Extra arguments go to pytest.
 set -eu
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES="openssl"
+DEBIAN_PACKAGES="openssl iproute2 eapoltest freeradius-utils charon-systemd strongswan-swanctl
+libcharon-extra-plugins libstrongswan-extra-plugins postgresql"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
@@ -16,6 +19,23 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     if [ -n "$missing" ]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    fi
+fi
+
+# A local PostgreSQL for the database tests (unless one is named already).
+if [ -z "${NAC_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" = 0 ] && command -v pg_lsclusters >/dev/null 2>&1; then
+    cluster=$(pg_lsclusters -h | awk 'NR == 1 {print $1 " " $2}')
+    if [ -n "$cluster" ]; then
+        # shellcheck disable=SC2086
+        pg_ctlcluster $cluster start 2>/dev/null || true
+        port=$(pg_lsclusters -h | awk 'NR == 1 {print $3}')
+        su postgres -c "psql -q -p $port -tc \"SELECT 1 FROM pg_roles WHERE rolname = 'nac_test'\" | grep -q 1 ||
+            psql -q -p $port -c \"CREATE ROLE nac_test LOGIN PASSWORD 'nac_test'\"" &&
+        su postgres -c "psql -q -p $port -tc \"SELECT 1 FROM pg_database WHERE datname = 'nac_test'\" | grep -q 1 ||
+            createdb -p $port -O nac_test nac_test" &&
+        NAC_TEST_POSTGRES_URL="postgresql+psycopg://nac_test:nac_test@127.0.0.1:$port/nac_test" &&
+        export NAC_TEST_POSTGRES_URL ||
+        { echo "tests/run.sh: could not prepare the local PostgreSQL for the database tests" >&2; exit 1; }
     fi
 fi
 

@@ -570,8 +570,34 @@ class PolicyStoreTestsMixin(DatabaseMixin):
         self.assertTrue(verifyObject(IPolicyStore, self.store))
 
     def test_pool_is_dedicated_and_bounded(self):
-        self.assertEqual((self.store.threadpool.min, self.store.threadpool.max), (1, 4))
+        # SQLite takes one writer at a time: one query thread, no lock queueing
+        expected = 1 if self.backend == "sqlite" else 4
+        self.assertEqual((self.store.threadpool.min, self.store.threadpool.max), (1, expected))
         self.assertTrue(self.store.threadpool.started)
+        self.assertEqual(self.store.auth_pool.max, 2)
+        self.assertTrue(self.store.auth_pool.started)
+
+    @defer.inlineCallbacks
+    def test_password_checks_do_not_wait_for_each_other_in_the_query_pool(self):
+        yield self.store.run(lambda session: None)
+        main = threading.current_thread()
+        seen = []
+        import nac.db.store as store_module
+        real = store_module.check_against
+
+        def spy(*args):
+            seen.append(threading.current_thread().name)
+            return real(*args)
+
+        self.patch(store_module, "check_against", spy)
+        self.store.db.add_user("erin", "a password")
+        self.assertTrue((yield self.store.check_password("erin", "a password")))
+        # verified once: remembered, no second scrypt
+        self.assertTrue((yield self.store.check_password("erin", "a password")))
+        self.assertFalse((yield self.store.check_password("erin", "wrong")))
+        self.assertEqual(len(seen), 2)
+        self.assertTrue(all("nac-auth" in name for name in seen), seen)
+        self.assertNotIn(main.name, seen)
 
     @defer.inlineCallbacks
     def test_queries_run_off_the_reactor_thread(self):

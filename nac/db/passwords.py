@@ -124,24 +124,38 @@ class VerifiedCredentials:
 
     def verify(self, name: str, password: str | bytes, stored: str | None) -> bool:
         """Like :func:`verify_password` for user ``name``, from the cache when possible."""
-        if self.ttl <= 0:
-            return verify_password(password, stored)
+        if self.known(name, password, stored):
+            return True
+        if not verify_password(password, stored):
+            return False
+        self.remember(name, password, stored)
+        return True
+
+    def known(self, name: str, password: str | bytes, stored: str | None) -> bool:
+        """True if this password was verified against ``stored`` within ``ttl``
+        (cheap: one HMAC, safe to call on the reactor thread)."""
+        if self.ttl <= 0 or stored is None:
+            return False
         try:
             tag = self._tag(name, password)
         except TypeError:
             return False
-        now = self._clock()
         with self._lock:
             hit = self._entries.get(tag)
-            if hit is not None:
-                if hit[0] == stored and hit[1] > now:
-                    return True
-                del self._entries[tag]
-        if not verify_password(password, stored):
+            if hit is None:
+                return False
+            if hit[0] == stored and hit[1] > self._clock():
+                return True
+            del self._entries[tag]
             return False
+
+    def remember(self, name: str, password: str | bytes, stored: str) -> None:
+        """Record a successful :func:`verify_password` of ``password`` against ``stored``."""
+        if self.ttl <= 0:
+            return
+        tag = self._tag(name, password)
         with self._lock:
-            self._entries[tag] = (stored, now + self.ttl)
+            self._entries[tag] = (stored, self._clock() + self.ttl)
             self._entries.move_to_end(tag)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-        return True

@@ -53,6 +53,11 @@ __all__ = [
 
 log = Logger(namespace="nac.db")
 
+_SESSIONS = AssessmentSession.__table__
+_RESULTS = ImvResult.__table__
+_DEVICES = Device.__table__
+_PASSWORD_ROW = sa.select(User.password_hash, User.enabled).where(User.name == sa.bindparam("name"))
+
 T = TypeVar("T")
 
 
@@ -158,6 +163,21 @@ def _no_such_user_hash() -> str:
     return _NO_SUCH_USER_HASH
 
 
+def check_against(verified: VerifiedCredentials | None, name: str, password: str | bytes,
+                  row: tuple[str, bool] | None) -> bool:
+    """The password check proper (a deliberately slow scrypt unless ``verified``
+    remembers it); an unknown user costs the same as a known one."""
+    if row is None:
+        verify_password(password, _no_such_user_hash())
+        return False
+    stored, enabled = row
+    if verified is not None:
+        matches = verified.verify(name, password, stored)
+    else:
+        matches = verify_password(password, stored)
+    return matches and enabled
+
+
 class PolicyDb:
     """Blocking access to the policy database; each method is one transaction."""
 
@@ -186,18 +206,13 @@ class PolicyDb:
 
     def check_password(self, name: str, password: str | bytes) -> bool:
         """True only for an enabled user whose password matches."""
-        with self.transaction() as session:
-            row = session.execute(
-                sa.select(User.password_hash, User.enabled).where(User.name == name)
-            ).one_or_none()
-        if row is None:
-            verify_password(password, _no_such_user_hash())
-            return False
-        if self.verified is not None:
-            matches = self.verified.verify(name, password, row.password_hash)
-        else:
-            matches = verify_password(password, row.password_hash)
-        return matches and row.enabled
+        return check_against(self.verified, name, password, self.password_row(name))
+
+    def password_row(self, name: str) -> tuple[str, bool] | None:
+        """(stored password hash, enabled) of user ``name``, None if there is none."""
+        with self.engine.connect() as connection:
+            row = connection.execute(_PASSWORD_ROW, {"name": name}).one_or_none()
+        return None if row is None else (row.password_hash, row.enabled)
 
     def add_user(self, name: str, password: str | bytes) -> UserInfo:
         _check_name("user name", name, NAME_LENGTH)
@@ -231,18 +246,18 @@ class PolicyDb:
 
     # -- assessments -------------------------------------------------------------------
 
+    # The two writes every assessment makes are plain Core statements: the
+    # ORM's unit of work would cost more than the rest of the assessment.
+
     def session_started(self, peer, connection_id: int) -> int:
         """Record the start of an assessment of ``peer`` (a PeerInfo); its session id."""
         identity = peer.identity[:IDENTIFIER_LENGTH] if peer.identity else None
-        with self.transaction() as session:
-            row = AssessmentSession(
+        with self.engine.begin() as connection:
+            return connection.execute(sa.insert(_SESSIONS).values(
                 connection_id=connection_id, identity=identity,
                 auth_method=(peer.auth_method or "none")[:32], transport=peer.transport[:16],
                 peer_address=str(peer.address)[:64], peer_port=int(peer.port or 0),
-                started=utcnow())
-            session.add(row)
-            session.flush()
-            return row.id
+                started=utcnow(), reason="")).inserted_primary_key[0]
 
     def session_decided(self, session_id: int, decision) -> None:
         """Record the final decision and each IMV's result.
@@ -251,31 +266,35 @@ class PolicyDb:
         replaces the earlier one.
         """
         now = utcnow()
-        with self.transaction() as session:
-            row = session.get(AssessmentSession, session_id)
-            if row is None:
+        results = [{
+            "session_id": session_id,
+            "imv_id": verdict.imv_id,
+            "imv_name": verdict.imv_name[:64],
+            "recommendation": ActionRecommendation(verdict.recommendation),
+            "evaluation": EvaluationResult(verdict.evaluation),
+            "reason": verdict.reason or "",
+            "reason_language": (getattr(verdict, "reason_language", "") or "")[:32],
+            "remediation": _remediation_text(r for r in decision.remediation if r.imv_id == verdict.imv_id),
+            "forced": bool(verdict.forced),
+        } for verdict in decision.imv_results]
+        with self.engine.begin() as connection:
+            updated = connection.execute(
+                sa.update(_SESSIONS).where(_SESSIONS.c.id == session_id).values(
+                    ended=now,
+                    recommendation=ActionRecommendation(decision.recommendation),
+                    evaluation=EvaluationResult(decision.evaluation),
+                    access=decision.access,
+                    reason="\n".join(text for text, _language in decision.reasons)))
+            if updated.rowcount == 0:
                 raise NotFound(f"no session {session_id}")
-            row.ended = now
-            row.recommendation = ActionRecommendation(decision.recommendation)
-            row.evaluation = EvaluationResult(decision.evaluation)
-            row.access = decision.access
-            row.reason = "\n".join(text for text, _language in decision.reasons)
-            if row.results:
-                row.results.clear()
-                session.flush()  # the old rows must go before (session, imv) is reused
-            for verdict in decision.imv_results:
-                row.results.append(ImvResult(
-                    imv_id=verdict.imv_id,
-                    imv_name=verdict.imv_name[:64],
-                    recommendation=ActionRecommendation(verdict.recommendation),
-                    evaluation=EvaluationResult(verdict.evaluation),
-                    reason=verdict.reason or "",
-                    reason_language=(getattr(verdict, "reason_language", "") or "")[:32],
-                    remediation=_remediation_text(
-                        r for r in decision.remediation if r.imv_id == verdict.imv_id),
-                    forced=bool(verdict.forced)))
-            if row.device is not None:
-                row.device.last_seen = now
+            connection.execute(sa.delete(_RESULTS).where(_RESULTS.c.session_id == session_id))
+            if results:
+                connection.execute(sa.insert(_RESULTS), results)
+            connection.execute(
+                sa.update(_DEVICES)
+                .where(_DEVICES.c.id == sa.select(_SESSIONS.c.device_id)
+                       .where(_SESSIONS.c.id == session_id).scalar_subquery())
+                .values(last_seen=now))
 
     def device_seen(self, session_id: int, device_id: str, product: str | None = None) -> int:
         """Bind a session to the device an IMV identified (created if new); the device's row id."""
@@ -364,8 +383,13 @@ class PolicyStore(service.Service):
     def __init__(self, engine: Engine, threadpool: ThreadPool | None = None, reactor=None,
                  credential_cache_ttl: float = 300.0):
         self.db = PolicyDb(engine, VerifiedCredentials(credential_cache_ttl))
+        # SQLite has one writer at a time: more threads would only queue on
+        # its lock (busy-waiting), so its queries go through one thread.
+        single = engine.dialect.name == "sqlite"
         self.threadpool = threadpool if threadpool is not None else ThreadPool(
-            minthreads=1, maxthreads=4, name="nac-db")
+            minthreads=1, maxthreads=1 if single else 4, name="nac-db")
+        # scrypt checks run beside the queries, not in front of them
+        self.auth_pool = ThreadPool(minthreads=0, maxthreads=2, name="nac-auth")
         self._reactor = reactor
         self._shutdown_trigger = None
 
@@ -381,6 +405,8 @@ class PolicyStore(service.Service):
     def start(self) -> None:
         if not self.threadpool.started:
             self.threadpool.start()
+        if not self.auth_pool.started:
+            self.auth_pool.start()
         if self._shutdown_trigger is None:
             self._shutdown_trigger = self.reactor.addSystemEventTrigger(
                 "during", "shutdown", self._stop_at_shutdown)
@@ -392,6 +418,8 @@ class PolicyStore(service.Service):
             self._shutdown_trigger = None
         if self.threadpool.started:
             self.threadpool.stop()
+        if self.auth_pool.started:
+            self.auth_pool.stop()
 
     def _stop_at_shutdown(self) -> None:
         self._shutdown_trigger = None
@@ -419,8 +447,21 @@ class PolicyStore(service.Service):
         return self._defer(self.db.check_schema)
 
     def check_password(self, name: str, password: str | bytes):
-        """Deferred firing with True only for an enabled user with this password."""
-        return self._defer(self.db.check_password, name, password)
+        """Deferred firing with True only for an enabled user with this password.
+
+        The user's row is read in the database pool; a password verified
+        recently is recognised at once, any other goes through scrypt in a
+        pool of its own so slow checks never hold up the queries.
+        """
+        verified = self.db.verified
+
+        def check(row):
+            if row is not None and verified is not None and verified.known(name, password, row[0]):
+                return row[1]
+            return threads.deferToThreadPool(self.reactor, self.auth_pool, check_against,
+                                             verified, name, password, row)
+
+        return self._defer(self.db.password_row, name).addCallback(check)
 
     def session_started(self, peer, connection_id: int):
         d = self._defer(self.db.session_started, peer, connection_id)

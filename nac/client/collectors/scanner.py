@@ -53,22 +53,25 @@ def _sockets(path: str | Path, protocol: int) -> Iterable[int]:
         log.debug("cannot read {path}: {err}", path=str(path), err=exc.strerror)
         return
     for line in lines:
-        fields = line.split()
+        fields = line.split(None, 4)
         if len(fields) < 4:
             continue
+        # the state and remote address decide first: a busy host has tens of
+        # thousands of connected sockets and only a few listening ones
+        if protocol == TCP:
+            if fields[3] != _TCP_LISTEN:
+                continue
+        else:
+            remote_hex, _, remote_port = fields[2].partition(":")
+            if remote_port.strip("0") or remote_hex.strip("0"):
+                continue  # a connected UDP socket is a client
         try:
             local_hex, local_port = fields[1].split(":")
-            remote_hex, remote_port = fields[2].split(":")
             local = _address(local_hex)
             port = int(local_port, 16)
         except ValueError:
             log.warn("{path}: unreadable line {line!r}", path=str(path), line=line[:80])
             continue
-        if protocol == TCP:
-            if fields[3] != _TCP_LISTEN:
-                continue
-        elif int(remote_port, 16) != 0 or int(remote_hex, 16) != 0:
-            continue  # a connected UDP socket is a client
         if _is_loopback(local):
             continue
         yield port

@@ -230,8 +230,35 @@ def run_level(args: dict, concurrency: int, processes: int, duration: float, pid
 VERSION_REQUEST = struct.pack("!IIII", 0, 1, 20, 0) + bytes((0, 1, 1, 1))
 
 
+def _authenticate(s, args: dict, framer) -> None:
+    """Version exchange and, when the server offers SASL PLAIN, log in."""
+    from transports.pt_tls.wire import (PtTlsMessage, PtTlsMessageType, SaslMechanismSelection,
+                                        SaslMechanisms, SaslPlainResponse)
+
+    def receive():
+        while True:
+            pending = framer.feed(s.recv(65536))
+            if pending:
+                return pending
+
+    s.sendall(VERSION_REQUEST)
+    messages = []
+    while not any(m.type == PtTlsMessageType.SASL_MECHANISMS for m in messages):
+        messages += receive()
+    offered = SaslMechanisms.parse([m for m in messages if m.type == PtTlsMessageType.SASL_MECHANISMS][0].value)
+    if "PLAIN" in offered.names and args["client"]:
+        initial = SaslPlainResponse(args["client"], args["secret"]).build()
+        s.sendall(PtTlsMessage(0, PtTlsMessageType.SASL_MECHANISM_SELECTION, 1,
+                               SaslMechanismSelection("PLAIN", initial).to_value()).build())
+        while not any(m.type == PtTlsMessageType.SASL_RESULT for m in receive()):
+            pass
+
+
 def idle_memory(args: dict, count: int, pid: int) -> dict:
-    """Server RSS growth per connection held open after the version exchange."""
+    """Server RSS growth per authenticated connection left idle (after the
+    version exchange and SASL PLAIN, or a client certificate)."""
+    from transports.pt_tls.wire import PtTlsFramer
+
     ctx = ssl.create_default_context(cafile=args["cacert"])
     ctx.check_hostname = False
     if args["cert"]:
@@ -240,10 +267,9 @@ def idle_memory(args: dict, count: int, pid: int) -> dict:
     held = []
     try:
         for _ in range(count):
-            raw = socket.create_connection((args["host"], args["port"]), timeout=10)
+            raw = socket.create_connection((args["host"], args["port"]), timeout=30)
             s = ctx.wrap_socket(raw, server_hostname=args["server_name"])
-            s.sendall(VERSION_REQUEST)
-            s.recv(65536)  # version response (and maybe the SASL mechanisms)
+            _authenticate(s, args, PtTlsFramer())
             held.append(s)
         time.sleep(0.5)
         after = server_rss_bytes(pid)

@@ -13,8 +13,12 @@ from zope.interface import Attribute, Interface
 class ITnccsCore(Interface):
     """The one TNC Server of a nac process, shared by every transport."""
 
-    def open_connection(peer, limits):
+    def open_connection(peer, limits, protocol="pb-tnc"):
         """Start a TNCCS connection for one endpoint.
+
+        ``protocol``: 'pb-tnc' (IF-TNCCS 2.0, RFC 5793), 'tnccs-1.1' (the TCG
+        XML protocol of legacy EAP-TNC clients) or 'dynamic' (decided by the
+        client's first batch, as strongSwan's tnccs-dynamic does).
 
         :param peer: a :class:`nac.tnccs.core.PeerInfo` (transport name,
             address, authenticated identity).

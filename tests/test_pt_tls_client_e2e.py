@@ -49,7 +49,15 @@ class PtTlsClientEndToEndTests(unittest.TestCase):
         self.assertEqual(set(result), {"recommendation", "assessment", "reasons", "remediation", "imv_results"})
         # no IMVs configured: "no recommendation", which the server enforces as denied
         self.assertEqual(result["recommendation"], "denied")
-        self.assertIn("SASL PLAIN authentication successful", self.server.log_text())
+        log = self.server.log_text()
+        # the milestones a strongSwan operator looks for
+        for line in ("accepting PT-TLS stream from 127.0.0.1", "SASL PLAIN authentication successful",
+                     "PB-TNC state transition from 'Init' to 'Server Working'",
+                     "PB-TNC state transition from 'Server Working' to 'Decided'",
+                     "PB-TNC state transition from 'Decided' to 'End'"):
+            self.assertIn(line, log)
+        # debug lines are not written at the default log level
+        self.assertNotIn("#debug]", log)
         sessions = self.sessions()
         self.assertEqual(len(sessions), before + 1)
         newest = sessions[0]

@@ -82,10 +82,23 @@ class TnccsCore:
         self._ids = itertools.count(1)
         self.connections: dict[int, object] = {}
 
-    def open_connection(self, peer: PeerInfo, limits: TransportLimits | None = None):
+    def open_connection(self, peer: PeerInfo, limits: TransportLimits | None = None,
+                        protocol: str = "pb-tnc"):
+        """A new ITnccsConnection speaking ``protocol``: 'pb-tnc' (RFC 5793),
+        'tnccs-1.1' (TCG XML IF-TNCCS 1.1) or 'dynamic' (decided by the
+        client's first batch, for EAP-TNC)."""
+        from nac.tnccs.dynamic import DynamicTnccsConnection
         from nac.tnccs.pb_server import PbTncServerConnection
+        from nac.tnccs.tnccs11 import Tnccs11ServerConnection
+        factories = {"pb-tnc": PbTncServerConnection, "tnccs-1.1": Tnccs11ServerConnection,
+                     "dynamic": DynamicTnccsConnection}
+        try:
+            factory = factories[protocol]
+        except KeyError:
+            raise ValueError(f"unknown TNCCS protocol {protocol!r}; "
+                             f"expected one of {', '.join(factories)}") from None
         connection_id = next(self._ids)
-        conn = PbTncServerConnection(self, connection_id, peer, limits or TransportLimits())
+        conn = factory(self, connection_id, peer, limits or TransportLimits())
         self.connections[connection_id] = conn
         return conn
 

@@ -457,10 +457,23 @@ declare_section("nac", [
            "Most TNCCS connections (assessments) open at once over all transports."),
     Option("max_rounds", positive_int, 10,
            "Most PB-TNC round trips before the server decides with the recommendations it has."),
+    Option("secret_key_file", optional(path), None,
+           "Key sealing the EAP secrets in the database. Empty: <state_dir>/secret.key, "
+           "created when first needed. Every nac sharing a database needs the same file."),
     Option("credential_cache_ttl", non_negative_int, 300,
            "Seconds a verified password is remembered (as a keyed hash) so re-authentication skips "
            "the deliberately slow scrypt; 0 disables."),
 ])
+
+def _pt_tls_workers(raw: str) -> str | int:
+    # resolved by transports.pt_tls.workers, where the CPUs are counted
+    if raw.strip().lower() == "auto":
+        return "auto"
+    value = _integer(raw, "'auto' or a whole number (1-256)")
+    if not 1 <= value <= 256:
+        raise ValueError("is out of range ('auto' or 1-256)")
+    return value
+
 
 declare_section("pt-tls", [
     Option("listen", address, "0.0.0.0", "Address to listen on (:: for IPv6 and IPv4)."),
@@ -481,7 +494,11 @@ declare_section("pt-tls", [
     Option("negotiation_timeout", seconds, 30.0,
            "Time allowed for version negotiation and client authentication."),
     Option("idle_timeout", seconds, 300.0, "Connection closed after this long without a message."),
-    Option("max_connections", positive_int, 1000, "Most PT-TLS connections open at once."),
+    Option("max_connections", positive_int, 1000,
+           "Most PT-TLS connections open at once, shared out among the worker processes."),
+    Option("workers", _pt_tls_workers, "auto",
+           "Processes serving PT-TLS on the one listening socket: auto (one per CPU) or a "
+           "number; 1 serves everything in the main process."),
     Option("sasl", optional(choice("plain")), "plain",
            "SASL mechanism offered to clients without a certificate: plain; empty disables SASL."),
 ])
@@ -509,6 +526,36 @@ declare_section("radius", [
     Option("max_conversations", positive_int, 4096, "Most EAP conversations in progress at once."),
 ])
 
+declare_section("eap", [
+    Option("methods", comma_list_of(choice("ttls", "md5", "mschapv2"), allow_empty=False, unique=True),
+           ["ttls"], "EAP methods offered, most preferred first: ttls, md5, mschapv2 (a Nak from the "
+           "peer picks the next one it proposes)."),
+    Option("inner_methods", comma_list_of(choice("md5", "mschapv2", "pap"), allow_empty=False, unique=True),
+           ["md5", "mschapv2", "pap"], "EAP-TTLS phase 2 authentication: inner EAP methods in this order; "
+           "pap and mschapv2 also admit the non-EAP PAP and MS-CHAP-V2 a peer may choose."),
+    Option("tnc", choice("pt-eap", "eap-tnc", "none"), "pt-eap",
+           "Posture exchange inside EAP-TTLS after the authentication: pt-eap (RFC 7171, PB-TNC), "
+           "eap-tnc (IF-TNCCS 1.1 or PB-TNC, as wpa_supplicant's eapol_test speaks), none."),
+    *_tls_paths("server"),
+    Option("ca", optional(path), None,
+           "CA certificates (PEM) for client certificates. Empty: the demo CA ca.pem."),
+    Option("client_cert", choice("none", "optional", "required"), "none",
+           "EAP-TTLS client certificates: none (not requested), optional, required; a verified one "
+           "replaces the phase 2 password authentication."),
+    Option("min_tls_version", tls_version, "1.2", "Lowest TLS version accepted in EAP-TTLS: 1.2 or 1.3."),
+    Option("max_tls_version", tls_version, "1.3", "Highest TLS version offered in EAP-TTLS: 1.2 or 1.3."),
+    Option("ciphers", _cipher_string, "", "OpenSSL cipher string for TLS 1.2. Empty: OpenSSL's default."),
+    Option("fragment_size", int_range(64, 65530), 1024,
+           "Largest EAP-TTLS fragment (type-data bytes) for transports without their own fragment_size."),
+    Option("posture_fragment_size", int_range(0, 65530), 0,
+           "Largest PT-EAP / EAP-TNC fragment inside the tunnel; 0: whole batches, as strongSwan "
+           "(hostapd uses fragment_size - 98)."),
+    Option("max_message_size", byte_size(4096, 1024 * 1024), 65536,
+           "Largest EAP-TTLS message reassembled from a peer's fragments."),
+    Option("max_rounds", positive_int, 200,
+           "Most EAP requests in one conversation (fragments and acknowledgements count)."),
+])
+
 declare_section("ikev2", [
     Option("listen", address, "0.0.0.0", "Address to listen on."),
     Option("port", port, 500, "UDP port for IKE."),
@@ -531,6 +578,10 @@ declare_section("ikev2", [
            "Authenticate the server with EAP only (RFC 5998), without a certificate AUTH."),
     Option("cookie_threshold", positive_int, 50,
            "Half-open IKE SAs from which IKE_SA_INIT requires a cookie."),
+    Option("max_half_open", positive_int, 10000,
+           "Most half-open IKE SAs kept; further IKE_SA_INIT requests are dropped (bounds memory under a flood)."),
+    Option("fragment_size", int_range(576, 65535), 1280,
+           "Largest IP datagram of an IKE message fragment (RFC 7383), like strongSwan's charon.fragment_size."),
 ])
 
 
@@ -659,6 +710,8 @@ def _derive_defaults(cfg: NacConfig) -> None:
         nac["state_dir"] = default_state_dir()
     if nac.get("db") is None:
         nac["db"] = f"sqlite:///{nac['state_dir']}/nac.db"
+    if nac.get("secret_key_file") is None:
+        nac["secret_key_file"] = f"{nac['state_dir']}/secret.key"
 
 
 def _cross_check(cfg: NacConfig) -> list[str]:

@@ -160,7 +160,7 @@ class User(Base):
     """An account for password authentication (PT-TLS SASL PLAIN, EAP).
 
     ``password_hash`` is ``scrypt$n$r$p$salt$hash`` (:mod:`nac.db.passwords`);
-    the repr never shows it.
+    the repr never shows it nor the sealed ``eap_secret``.
     """
 
     __tablename__ = "users"
@@ -168,6 +168,9 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(unique=True)
     password_hash: Mapped[str] = mapped_column()
+    eap_secret: Mapped[str | None] = mapped_column(sa.Text)
+    """The password for EAP-MD5 / MSCHAPv2, sealed by :mod:`nac.db.secrets`;
+    NULL: the user may not use those methods."""
     created: Mapped[datetime.datetime] = mapped_column(default=utcnow)
     enabled: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
 

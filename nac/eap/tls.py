@@ -1,0 +1,191 @@
+"""TLS for the EAP-TTLS tunnel: pyOpenSSL over memory BIOs, sans-IO.
+
+One :func:`server_context` per configuration (certificate loading and
+context set-up are the expensive part), one :class:`TlsTunnel` per
+conversation: TLS records in with :meth:`TlsTunnel.receive`, records out
+with :meth:`TlsTunnel.data_to_send`, no socket anywhere.
+
+Sessions are not resumed: EAP-TTLS here always runs phase 2, and a resumed
+TLS session would let a peer skip it in some implementations.  OpenSSL's
+TLS 1.3 server still sends NewSessionTicket messages (pyOpenSSL has no
+``SSL_CTX_set_num_tickets``); with the session cache off they cannot be
+used, and peers simply ignore them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
+
+__all__ = ["TlsError", "TlsTunnel", "certificate_identity", "server_context"]
+
+_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
+_READ_SIZE = 65536
+
+
+class TlsError(Exception):
+    """The TLS layer failed (handshake failure, alert, close); the message
+    is OpenSSL's reason, which never holds key material."""
+
+
+def server_context(*, cert: Path, key: Path, ca: Path | None = None, client_cert: str = "none",
+                   min_tls_version: str = "1.2", max_tls_version: str = "1.3",
+                   ciphers: str | None = None) -> SSL.Context:
+    """The TLS server context for EAP-TTLS.
+
+    ``client_cert``: ``none`` (never requested), ``optional`` (requested and
+    verified against ``ca`` when sent) or ``required``.  Raises ``ValueError``
+    with a message naming the file that could not be used.
+    """
+    if _VERSIONS[min_tls_version] > _VERSIONS[max_tls_version]:
+        raise ValueError(f"min_tls_version {min_tls_version} is above max_tls_version {max_tls_version}")
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(_VERSIONS[min_tls_version])
+    ctx.set_max_proto_version(_VERSIONS[max_tls_version])
+    ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION | SSL.OP_CIPHER_SERVER_PREFERENCE
+                    | SSL.OP_NO_COMPRESSION)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    try:
+        ctx.use_certificate_chain_file(str(cert))
+    except (SSL.Error, OSError) as exc:
+        raise ValueError(f"cannot load the certificate {cert}: {_reason(exc)}") from None
+    try:
+        ctx.use_privatekey_file(str(key))
+        ctx.check_privatekey()
+    except (SSL.Error, OSError) as exc:
+        raise ValueError(f"cannot use the private key {key} with {cert}: {_reason(exc)}") from None
+    if ciphers:
+        try:
+            ctx.set_cipher_list(ciphers.encode("ascii"))
+        except SSL.Error:
+            raise ValueError(f"the cipher string {ciphers!r} selects no cipher") from None
+    if client_cert != "none":
+        if ca is None:
+            raise ValueError(f"client_cert = {client_cert} needs a CA to verify client certificates")
+        try:
+            ctx.load_verify_locations(str(ca))
+            # the CA names the CertificateRequest lists
+            ctx.load_client_ca(str(ca).encode())
+        except (SSL.Error, OSError, ValueError) as exc:
+            raise ValueError(f"cannot load the CA {ca}: {_reason(exc)}") from None
+        mode = SSL.VERIFY_PEER | (SSL.VERIFY_FAIL_IF_NO_PEER_CERT if client_cert == "required" else 0)
+        ctx.set_verify(mode)
+    return ctx
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, SSL.Error) and exc.args and isinstance(exc.args[0], list):
+        return "; ".join(str(e[-1]) for e in exc.args[0]) or "OpenSSL error"
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+class TlsTunnel:
+    """The server end of one TLS connection whose records travel in EAP."""
+
+    def __init__(self, context: SSL.Context):
+        self._conn = SSL.Connection(context, None)
+        self._conn.set_accept_state()
+        self.handshake_done = False
+        self.closed = False
+
+    # -- records ----------------------------------------------------------------
+
+    def receive(self, records: bytes) -> None:
+        """TLS records from the peer; advances the handshake.  Raises TlsError."""
+        if self.closed:
+            raise TlsError("the TLS connection is closed")
+        if records:
+            self._conn.bio_write(records)
+        if not self.handshake_done:
+            try:
+                self._conn.do_handshake()
+            except SSL.WantReadError:
+                return
+            except SSL.Error as exc:
+                self.closed = True
+                raise TlsError(f"TLS handshake failed: {_reason(exc)}") from None
+            self.handshake_done = True
+
+    def data_to_send(self) -> bytes:
+        """Every TLS record waiting to go to the peer."""
+        chunks = []
+        while True:
+            try:
+                chunks.append(self._conn.bio_read(_READ_SIZE))
+            except SSL.WantReadError:
+                break
+        return b"".join(chunks)
+
+    # -- application data ------------------------------------------------------------
+
+    def read(self) -> bytes:
+        """Application data received so far (after the handshake)."""
+        if not self.handshake_done:
+            return b""
+        chunks = []
+        while True:
+            try:
+                chunks.append(self._conn.recv(_READ_SIZE))
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                self.closed = True
+                raise TlsError("the peer closed the TLS connection") from None
+            except SSL.Error as exc:
+                self.closed = True
+                raise TlsError(f"TLS error: {_reason(exc)}") from None
+        return b"".join(chunks)
+
+    def write(self, data: bytes) -> None:
+        """Encrypt application data; the records come out of :meth:`data_to_send`."""
+        try:
+            self._conn.sendall(data)
+        except SSL.Error as exc:
+            self.closed = True
+            raise TlsError(f"TLS error: {_reason(exc)}") from None
+
+    # -- what was negotiated -------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """'TLSv1.2' or 'TLSv1.3'."""
+        return self._conn.get_protocol_version_name()
+
+    @property
+    def is_tls13(self) -> bool:
+        return self._conn.get_protocol_version() == SSL.TLS1_3_VERSION
+
+    @property
+    def cipher(self) -> str:
+        return self._conn.get_cipher_name() or ""
+
+    def export(self, label: bytes, length: int, context: bytes | None = None) -> bytes:
+        """RFC 5705 / RFC 8446 §7.5 keying material exporter."""
+        return self._conn.export_keying_material(label, length, context)
+
+    def peer_certificate(self) -> x509.Certificate | None:
+        """The client's certificate, verified against the CA when one was configured."""
+        cert = self._conn.get_peer_certificate()
+        return cert.to_cryptography() if cert is not None else None
+
+
+def certificate_identity(cert: x509.Certificate | None) -> str | None:
+    """The identity a client certificate proves: its first subjectAltName
+    (e-mail, DNS, URI) or else the subject common name, as strongSwan uses."""
+    if cert is None:
+        return None
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        for kind in (x509.RFC822Name, x509.DNSName, x509.UniformResourceIdentifier):
+            values = san.get_values_for_type(kind)
+            if values:
+                return values[0]
+    except x509.ExtensionNotFound:
+        pass
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if cns:
+        return str(cns[0].value)
+    return cert.subject.rfc4514_string() or None

@@ -1,0 +1,747 @@
+"""The sans-IO RADIUS server (transports.radius.server) driven with real packets.
+
+The EAP side is a real EAP-MD5 authenticator (RFC 3748 §5.4) written here
+against the IEapSession contract; the NAS side builds its Access-Requests
+with transports.radius.packet and the test checks every reply with an
+independent computation of the authenticators and the MPPE keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial import unittest
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from nac import log as nac_log
+from nac.eap.outcome import EapOutcome, EapStatus
+from nac.ifimv import ActionRecommendation, EvaluationResult
+from nac.interfaces import IEapSession, IEnforcement
+from nac.tnccs.core import Decision, PeerInfo
+from transports.radius.enforcement import RadiusEnforcement
+from transports.radius.packet import (
+    Attribute,
+    AttributeType as A,
+    Code,
+    RadiusPacket,
+    Tagged,
+    decode_value,
+    eap_message_attributes,
+    sign_request,
+    verify_response,
+)
+from transports.radius.server import RadiusClient, RadiusServer
+
+SECRET = "nas-shared-s3cret"
+PASSWORD = "carol's md5 password"
+NAS = ("127.0.0.1", 40001)
+
+EAP_REQUEST, EAP_RESPONSE, EAP_SUCCESS, EAP_FAILURE = 1, 2, 3, 4
+EAP_IDENTITY, EAP_NAK, EAP_MD5 = 1, 3, 4
+
+
+def eap(code: int, ident: int, data: bytes = b"") -> bytes:
+    return bytes((code, ident)) + (4 + len(data)).to_bytes(2, "big") + data
+
+
+@implementer(IEapSession)
+class Md5Authenticator:
+    """An EAP authenticator running EAP-MD5 (RFC 3748 §5.4) after the identity.
+
+    It checks MD5(Identifier | password | challenge).  EAP-MD5 derives no
+    keys; for the MPPE tests this authenticator derives an MSK from the
+    challenge and response (SHA-512), which the test knows too.  ``hold``
+    keeps outcomes back until :meth:`release`, as a slow EAP server would.
+    """
+
+    def __init__(self, peer: PeerInfo, passwords: dict[str, str], *, decision=None, hold=False, msk=True):
+        self.peer = peer
+        self.passwords = passwords
+        self.decision = decision
+        self.hold = hold
+        self.with_msk = msk
+        self.phase = "identity"
+        self.identity: str | None = None
+        self.ident = 0
+        self.challenge = b""
+        self.received: list[bytes] = []
+        self.held: list[tuple[defer.Deferred, EapOutcome]] = []
+        self.aborted: str | None = None
+        self.msk: bytes | None = None
+
+    def start(self) -> bytes:
+        self.ident = os.urandom(1)[0]
+        return eap(EAP_REQUEST, self.ident, bytes((EAP_IDENTITY,)))
+
+    def receive(self, packet: bytes) -> defer.Deferred:
+        self.received.append(packet)
+        outcome = self._process(packet)
+        if self.hold:
+            d = defer.Deferred()
+            self.held.append((d, outcome))
+            return d
+        return defer.succeed(outcome)
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for d, outcome in held:
+            d.callback(outcome)
+
+    def abort(self, reason: str) -> None:
+        self.aborted = reason
+
+    def _discard(self, reason: str) -> EapOutcome:
+        return EapOutcome(EapStatus.DISCARD, reason=reason)
+
+    def _process(self, packet: bytes) -> EapOutcome:
+        if len(packet) < 5 or packet[0] != EAP_RESPONSE or int.from_bytes(packet[2:4], "big") != len(packet):
+            return self._discard("not a well-formed EAP-Response")
+        ident, etype = packet[1], packet[4]
+        if self.phase == "identity":
+            if etype != EAP_IDENTITY:
+                return self._discard("expected EAP-Response/Identity")
+            self.identity = packet[5:].decode("utf-8", "replace")
+            self.ident = (ident + 1) % 256
+            self.challenge = os.urandom(16)
+            self.phase = "md5"
+            return EapOutcome(EapStatus.CONTINUE, eap(EAP_REQUEST, self.ident,
+                                                      bytes((EAP_MD5, 16)) + self.challenge),
+                              identity=self.identity)
+        if self.phase == "md5":
+            if ident != self.ident:
+                return self._discard("wrong EAP Identifier")
+            if etype == EAP_NAK:
+                self.phase = "done"
+                return EapOutcome(EapStatus.FAILURE, eap(EAP_FAILURE, ident), reason="peer refused EAP-MD5")
+            if etype != EAP_MD5 or len(packet) < 22 or packet[5] != 16:
+                return self._discard("not an EAP-MD5 response")
+            self.phase = "done"
+            password = self.passwords.get(self.identity or "")
+            response = packet[6:22]
+            if password is None or not hmac.compare_digest(
+                    response, hashlib.md5(bytes((ident,)) + password.encode() + self.challenge).digest()):
+                return EapOutcome(EapStatus.FAILURE, eap(EAP_FAILURE, ident),
+                                  reason="EAP-MD5 authentication failed")
+            self.msk = hashlib.sha512(self.challenge + response).digest() if self.with_msk else None
+            return EapOutcome(EapStatus.SUCCESS, eap(EAP_SUCCESS, ident), msk=self.msk,
+                              identity=self.identity, decision=self.decision)
+        return self._discard("conversation over")
+
+
+def md5_response(challenge_packet: bytes, password: str) -> bytes:
+    """The peer's EAP-MD5 Response to an EAP-MD5 Request (RFC 3748 §5.4)."""
+    ident, challenge = challenge_packet[1], challenge_packet[6:6 + challenge_packet[5]]
+    value = hashlib.md5(bytes((ident,)) + password.encode() + challenge).digest()
+    return eap(EAP_RESPONSE, ident, bytes((EAP_MD5, 16)) + value)
+
+
+def decision(access: str) -> Decision:
+    rec = {"allowed": ActionRecommendation.ALLOW, "isolate": ActionRecommendation.ISOLATE,
+           "denied": ActionRecommendation.NO_ACCESS}[access]
+    return Decision(rec, EvaluationResult.COMPLIANT, access)
+
+
+def mppe_decrypt(value: bytes, secret: bytes, request_auth: bytes) -> bytes:
+    """RFC 2548 §2.4.2, written independently of the code under test."""
+    salt, cipher = value[:2], value[2:]
+    plain, prev = b"", request_auth + salt
+    for i in range(0, len(cipher), 16):
+        b = hashlib.md5(secret + prev).digest()
+        plain += bytes(c ^ k for c, k in zip(cipher[i:i + 16], b))
+        prev = cipher[i:i + 16]
+    return plain[1:1 + plain[0]]
+
+
+class LogCapture:
+    def __init__(self, test: unittest.TestCase):
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self.events.append)
+        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def text(self) -> str:
+        return "\n".join(f"{formatEvent(e)} {e!r}" for e in self.events)
+
+
+class Nas:
+    """The NAS side: builds signed Access-Requests and checks the replies."""
+
+    def __init__(self, test: unittest.TestCase, server: RadiusServer, secret: str = SECRET, addr=NAS):
+        self.test = test
+        self.server = server
+        self.secret = secret.encode()
+        self.addr = addr
+        self.next_id = 0
+        self.now = 1000.0
+
+    def request(self, eap_packet: bytes | None, state: bytes | None = None, *, user: bytes = b"carol",
+                extra=(), sign=True, code=Code.ACCESS_REQUEST, identifier=None) -> tuple[RadiusPacket, bytes]:
+        attrs = [Attribute(A.USER_NAME, user), Attribute(A.NAS_IP_ADDRESS, bytes((127, 0, 0, 1))),
+                 Attribute(A.CALLING_STATION_ID, b"02-00-00-00-00-01")]
+        if eap_packet is not None:
+            attrs += eap_message_attributes(eap_packet)
+        if state is not None:
+            attrs.append(Attribute(A.STATE, state))
+        attrs += extra
+        if sign:
+            attrs.append(Attribute(A.MESSAGE_AUTHENTICATOR, bytes(16)))
+        if identifier is None:
+            identifier, self.next_id = self.next_id, (self.next_id + 1) % 256
+        packet = RadiusPacket(code, identifier, os.urandom(16), tuple(attrs))
+        return packet, sign_request(packet, self.secret)
+
+    def send(self, data: bytes, addr=None) -> defer.Deferred | None:
+        return self.server.datagram_received(data, addr or self.addr, self.now)
+
+    def exchange(self, request: tuple[RadiusPacket, bytes]) -> RadiusPacket:
+        """Send and return the verified reply (which must come at once)."""
+        packet, data = request
+        d = self.send(data)
+        self.test.assertIsNotNone(d, "the request was discarded")
+        reply = self.test.successResultOf(d)
+        self.test.assertIsNotNone(reply, "no reply")
+        return self.verify(reply, packet)
+
+    def verify(self, reply: bytes, request: RadiusPacket) -> RadiusPacket:
+        parsed = verify_response(reply, request.authenticator, self.secret)
+        # independent checks: Response Authenticator and Message-Authenticator (first attribute)
+        self.test.assertEqual(reply[4:20], hashlib.md5(reply[:4] + request.authenticator + reply[20:]
+                                                       + self.secret).digest())
+        self.test.assertEqual(parsed.attributes[0].type, A.MESSAGE_AUTHENTICATOR)
+        zeroed = reply[:4] + request.authenticator + reply[20:22] + bytes(16) + reply[38:]
+        self.test.assertEqual(parsed.attributes[0].value, hmac.new(self.secret, zeroed, "md5").digest())
+        self.test.assertEqual(parsed.identifier, request.identifier)
+        return parsed
+
+
+class ServerTestCase(unittest.TestCase):
+    def setUp(self):
+        self.sessions: list[Md5Authenticator] = []
+        self.decision = decision("allowed")
+        self.hold = False
+        self.logs = LogCapture(self)
+
+    def factory(self, peer: PeerInfo) -> Md5Authenticator:
+        session = Md5Authenticator(peer, {"carol": PASSWORD}, decision=self.decision, hold=self.hold)
+        self.sessions.append(session)
+        return session
+
+    def make_server(self, enforcement=None, **kwargs) -> RadiusServer:
+        clients = [RadiusClient(ipaddress.ip_network("127.0.0.0/8"), SECRET.encode(), "loopback"),
+                   RadiusClient(ipaddress.ip_network("::1/128"), b"v6-secret", "v6")]
+        self.server = RadiusServer(clients, self.factory, enforcement, **kwargs)
+        self.nas = Nas(self, self.server)
+        return self.server
+
+    def identity(self, nas: Nas | None = None, user: str = "carol") -> tuple[RadiusPacket, RadiusPacket]:
+        """Send EAP-Response/Identity; the verified Access-Challenge and its request."""
+        nas = nas or self.nas
+        request = nas.request(eap(EAP_RESPONSE, 7, bytes((EAP_IDENTITY,)) + user.encode()), user=user.encode())
+        reply = nas.exchange(request)
+        return request[0], reply
+
+    def authenticate(self, password: str = PASSWORD) -> tuple[RadiusPacket, RadiusPacket]:
+        """A whole EAP-MD5 conversation; the last request and the final reply."""
+        _, challenge = self.identity()
+        self.assertEqual(challenge.code, Code.ACCESS_CHALLENGE)
+        request = self.nas.request(md5_response(challenge.eap_message(), password), challenge.get(A.STATE))
+        return request[0], self.nas.exchange(request)
+
+    def assert_logged(self, text: str) -> None:
+        self.assertIn(text, "\n".join(formatEvent(e) for e in self.logs.events))
+
+
+class EapConversationTests(ServerTestCase):
+    def test_md5_conversation_ends_in_access_accept_with_keys_and_filter_id(self):
+        self.make_server()
+        request, accept = self.authenticate()
+        self.assertEqual(accept.code, Code.ACCESS_ACCEPT)
+        self.assertEqual(accept.eap_message()[0], EAP_SUCCESS)
+        self.assertEqual(accept.value(A.USER_NAME), "carol")
+        self.assertEqual(accept.value(A.FILTER_ID), "allow")
+        self.assertFalse(accept.has(A.TUNNEL_TYPE))
+        keys = {}
+        for raw in accept.get_all(A.VENDOR_SPECIFIC):
+            vsa = decode_value(A.VENDOR_SPECIFIC, raw)
+            [sub] = vsa.subattributes()
+            keys[(vsa.vendor_id, sub.type)] = mppe_decrypt(sub.value, SECRET.encode(), request.authenticator)
+        msk = self.sessions[0].msk
+        self.assertEqual(keys, {(311, 17): msk[:32], (311, 16): msk[32:]})
+        self.assertEqual(self.server.conversations, 0)
+        self.assertEqual(self.sessions[0].peer, PeerInfo("radius", "127.0.0.1", 40001, None))
+        self.assert_logged("sending RADIUS Access-Accept for 'carol' to client '127.0.0.1': "
+                           "access allowed: Filter-Id 'allow'")
+        counters = self.server.counters
+        self.assertEqual((counters.access_requests, counters.access_challenges, counters.access_accepts),
+                         (2, 1, 1))
+
+    def test_challenge_carries_a_fresh_state_and_the_eap_request(self):
+        self.make_server()
+        _, first = self.identity()
+        _, second = self.identity()
+        for challenge in (first, second):
+            self.assertEqual(len(challenge.get(A.STATE)), 16)
+            packet = challenge.eap_message()
+            self.assertEqual((packet[0], packet[4], packet[5]), (EAP_REQUEST, EAP_MD5, 16))
+        self.assertNotEqual(first.get(A.STATE), second.get(A.STATE))
+        self.assertEqual(self.server.conversations, 2)
+
+    def test_wrong_password_gets_access_reject_with_eap_failure(self):
+        self.make_server()
+        _, reject = self.authenticate("wrong")
+        self.assertEqual(reject.code, Code.ACCESS_REJECT)
+        self.assertEqual(reject.eap_message()[0], EAP_FAILURE)
+        self.assertFalse(reject.has(A.VENDOR_SPECIFIC) or reject.has(A.FILTER_ID))
+        self.assertEqual(self.server.conversations, 0)
+        self.assert_logged("EAP-MD5 authentication failed")
+
+    def test_posture_denied_turns_eap_success_into_access_reject(self):
+        self.decision = decision("denied")
+        self.make_server()
+        _, reject = self.authenticate()
+        self.assertEqual(reject.code, Code.ACCESS_REJECT)
+        failure = reject.eap_message()
+        self.assertEqual((failure[0], len(failure)), (EAP_FAILURE, 4))
+        self.assertFalse(reject.has(A.VENDOR_SPECIFIC))
+        self.assert_logged("access denied by the posture assessment")
+
+    def test_isolate_with_vlan_and_filter_id(self):
+        self.decision = decision("isolate")
+        self.make_server(RadiusEnforcement(vlan_allow="10", vlan_isolate="666", session_timeout=3600))
+        _, accept = self.authenticate()
+        self.assertEqual(accept.code, Code.ACCESS_ACCEPT)
+        self.assertEqual(accept.value(A.FILTER_ID), "isolate")
+        self.assertEqual(accept.value(A.TUNNEL_TYPE), Tagged(1, 13))
+        self.assertEqual(accept.value(A.TUNNEL_MEDIUM_TYPE), Tagged(1, 6))
+        self.assertEqual(accept.value(A.TUNNEL_PRIVATE_GROUP_ID), Tagged(1, "666"))
+        self.assertEqual(accept.value(A.SESSION_TIMEOUT), 3600)
+
+    def test_no_posture_exchange_is_a_plain_accept(self):
+        self.decision = None
+        self.make_server(RadiusEnforcement(vlan_allow="10"))
+        _, accept = self.authenticate()
+        self.assertEqual(accept.code, Code.ACCESS_ACCEPT)
+        for attr in (A.FILTER_ID, A.TUNNEL_TYPE, A.TUNNEL_PRIVATE_GROUP_ID, A.SESSION_TIMEOUT):
+            self.assertFalse(accept.has(attr))
+        self.assertEqual(len(accept.get_all(A.VENDOR_SPECIFIC)), 2)
+
+    def test_large_eap_request_is_split_and_reassembled(self):
+        big = eap(EAP_REQUEST, 9, bytes((21,)) + os.urandom(1395))
+
+        @implementer(IEapSession)
+        class Big:
+            def start(self):
+                return b""
+
+            def receive(self, packet):
+                return defer.succeed(EapOutcome(EapStatus.CONTINUE, big))
+
+            def abort(self, reason):
+                pass
+
+        self.make_server()
+        self.server.eap_factory = lambda peer: Big()
+        _, challenge = self.identity()
+        self.assertEqual([len(v) for v in challenge.get_all(A.EAP_MESSAGE)], [253] * 5 + [135])
+        self.assertEqual(challenge.eap_message(), big)
+
+    def test_outcomes_that_cannot_become_a_reply_end_the_conversation(self):
+        for outcome, logged in (
+                (EapOutcome(EapStatus.CONTINUE, eap(EAP_REQUEST, 2, bytes(4090))), "longer than 4096"),
+                (EapOutcome(EapStatus.SUCCESS, eap(EAP_SUCCESS, 2), msk=bytes(16)), "internal error answering")):
+            @implementer(IEapSession)
+            class Odd:
+                aborted = None
+
+                def start(self):
+                    return b""
+
+                def receive(self, packet):
+                    return defer.succeed(outcome)
+
+                def abort(self, reason):
+                    Odd.aborted = reason
+
+            self.make_server()
+            self.server.eap_factory = lambda peer: Odd()
+            _, data = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"))
+            self.assertIsNone(self.successResultOf(self.nas.send(data)))
+            self.assertEqual(self.server.conversations, 0)
+            self.assertIsNotNone(Odd.aborted)
+            self.assert_logged(logged)
+        self.flushLoggedErrors(ValueError)
+
+    def test_proxy_state_is_copied_in_order(self):
+        self.make_server()
+        request = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"),
+                                   extra=[Attribute(A.PROXY_STATE, b"one"), Attribute(A.PROXY_STATE, b"two")])
+        reply = self.nas.exchange(request)
+        self.assertEqual(reply.get_all(A.PROXY_STATE), [b"one", b"two"])
+
+    def test_eap_discard_of_the_first_packet_ends_the_conversation_silently(self):
+        self.make_server()
+        _, data = self.nas.request(eap(EAP_RESPONSE, 1, bytes((EAP_MD5, 16)) + bytes(16)))
+        self.assertIsNone(self.successResultOf(self.nas.send(data)))
+        self.assertEqual(self.server.conversations, 0)
+        self.assertEqual(self.sessions[0].aborted, "first EAP packet discarded")
+        self.assert_logged("discarded by the EAP server: expected EAP-Response/Identity")
+
+    def test_eap_discard_mid_conversation_keeps_it_and_allows_a_retransmission(self):
+        self.make_server()
+        _, challenge = self.identity()
+        state = challenge.get(A.STATE)
+        wrong_id = eap(EAP_RESPONSE, (challenge.eap_message()[1] + 1) % 256, bytes((EAP_MD5, 16)) + bytes(16))
+        _, data = self.nas.request(wrong_id, state)
+        self.assertIsNone(self.successResultOf(self.nas.send(data)))
+        self.assertEqual(self.server.conversations, 1)
+        # nothing cached for the discarded request: a good response still completes
+        request = self.nas.request(md5_response(challenge.eap_message(), PASSWORD), state)
+        self.assertEqual(self.nas.exchange(request).code, Code.ACCESS_ACCEPT)
+
+    def test_a_failing_eap_session_costs_its_conversation_only(self):
+        @implementer(IEapSession)
+        class Broken:
+            aborted = None
+
+            def start(self):
+                return b""
+
+            def receive(self, packet):
+                return defer.fail(RuntimeError("bug in the EAP server"))
+
+            def abort(self, reason):
+                Broken.aborted = reason
+
+        self.make_server()
+        self.server.eap_factory = lambda peer: Broken()
+        _, data = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"))
+        self.assertIsNone(self.successResultOf(self.nas.send(data)))
+        self.assertEqual(self.server.conversations, 0)
+        self.assertEqual(Broken.aborted, "internal error")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        # the server goes on
+        self.server.eap_factory = self.factory
+        self.assertEqual(self.authenticate()[1].code, Code.ACCESS_ACCEPT)
+
+    def test_ipv4_mapped_source_and_ipv6_client(self):
+        self.make_server()
+        nas = Nas(self, self.server, addr=("::ffff:127.0.0.2", 1812))
+        self.assertEqual(self.identity(nas)[1].code, Code.ACCESS_CHALLENGE)
+        self.assertEqual(self.sessions[-1].peer.address, "127.0.0.2")
+        v6 = Nas(self, self.server, secret="v6-secret", addr=("::1", 1812))
+        self.assertEqual(self.identity(v6)[1].code, Code.ACCESS_CHALLENGE)
+
+
+class DuplicateDetectionTests(ServerTestCase):
+    def test_retransmission_gets_the_cached_reply_without_a_second_receive(self):
+        self.make_server()
+        _, challenge = self.identity()
+        request = self.nas.request(md5_response(challenge.eap_message(), PASSWORD), challenge.get(A.STATE))
+        first = self.successResultOf(self.nas.send(request[1]))
+        calls = len(self.sessions[0].received)
+        again = self.successResultOf(self.nas.send(request[1]))
+        self.assertEqual(again, first)
+        self.assertEqual(len(self.sessions[0].received), calls)
+        self.assertEqual(self.server.counters.dup_access_requests, 1)
+        self.assertEqual(self.server.counters.access_accepts, 1)
+        self.assert_logged("is a retransmission, sending the same reply again")
+
+    def test_retransmission_while_pending_is_discarded_then_cached(self):
+        self.hold = True
+        self.make_server()
+        packet, data = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"))
+        d = self.nas.send(data)
+        self.assertNoResult(d)
+        self.assertIsNone(self.nas.send(data))
+        self.assertEqual(len(self.sessions), 1)
+        self.assertEqual(len(self.sessions[0].received), 1)
+        self.assert_logged("ignoring RADIUS Access-Request 0x00 from client '127.0.0.1', already processing")
+        self.sessions[0].release()
+        reply = self.successResultOf(d)
+        self.nas.verify(reply, packet)
+        self.assertEqual(self.successResultOf(self.nas.send(data)), reply)
+        self.assertEqual(len(self.sessions[0].received), 1)
+
+    def test_new_request_of_a_pending_conversation_is_discarded(self):
+        self.make_server()
+        _, challenge = self.identity()
+        self.sessions[0].hold = True
+        state = challenge.get(A.STATE)
+        response = md5_response(challenge.eap_message(), PASSWORD)
+        d = self.nas.send(self.nas.request(response, state)[1])
+        self.assertNoResult(d)
+        # another Identifier, same State: not a retransmission, and the conversation is busy
+        self.assertIsNone(self.nas.send(self.nas.request(response, state)[1]))
+        self.assertEqual(len(self.sessions[0].received), 2)
+
+    def test_same_identifier_with_another_authenticator_is_a_new_request(self):
+        self.make_server()
+        request = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"), identifier=5)
+        self.nas.exchange(request)
+        again = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"), identifier=5)
+        self.nas.exchange(again)
+        self.assertEqual(len(self.sessions), 2)
+
+    def test_same_identifier_from_another_port_is_another_request(self):
+        self.make_server()
+        _, data = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"))
+        self.successResultOf(self.nas.send(data))
+        self.successResultOf(self.nas.send(data, ("127.0.0.1", 40002)))
+        self.assertEqual(len(self.sessions), 2)
+
+    def test_cached_replies_expire(self):
+        self.make_server(duplicate_lifetime=5.0)
+        request = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"))
+        self.nas.exchange(request)
+        self.server.expire(self.nas.now + 5.0)
+        self.nas.now += 5.0
+        self.nas.exchange(request)
+        self.assertEqual(len(self.sessions), 2)
+
+
+class DiscardTests(ServerTestCase):
+    def assert_discarded(self, data: bytes, logged: str, addr=None) -> None:
+        self.assertIsNone(self.nas.send(data, addr))
+        self.assert_logged(logged)
+        self.assertEqual(self.sessions, [])
+
+    def test_unknown_client(self):
+        self.make_server()
+        _, data = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"))
+        self.assert_discarded(data, "received RADIUS packet from unknown client 192.0.2.1[1645], discarded",
+                              ("192.0.2.1", 1645))
+        self.assertIsNone(self.nas.send(data, ("192.0.2.1", 1646)))
+        self.assertEqual(self.server.counters.unknown_clients, 2)
+        self.assertEqual(sum("unknown client" in formatEvent(e) for e in self.logs.events), 1)
+
+    def test_bad_message_authenticator(self):
+        self.make_server()
+        _, data = Nas(self, self.server, secret="not the secret").request(eap(EAP_RESPONSE, 1, b"\x01carol"))
+        self.assert_discarded(data, "bad Message-Authenticator (is the shared secret the same?)")
+        self.assertEqual(self.server.counters.bad_authenticators, 1)
+
+    def test_eap_message_without_message_authenticator(self):
+        self.make_server()
+        _, data = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"), sign=False)
+        self.assert_discarded(data, "EAP-Message without Message-Authenticator")
+
+    def test_eap_message_with_user_password(self):
+        self.make_server()
+        _, data = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"),
+                                   extra=[Attribute(A.USER_PASSWORD, bytes(16))])
+        self.assert_discarded(data, "EAP-Message together with User-Password")
+
+    def test_malformed_packet(self):
+        self.make_server()
+        _, data = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"))
+        self.assert_discarded(data[:21] + b"\x01" + data[22:], "received invalid RADIUS message from client "
+                                                               "'127.0.0.1', ignored")
+        self.assert_discarded(b"\x01\x00\x00", "shorter than the 20-byte header")
+
+    def test_non_consecutive_eap_messages(self):
+        self.make_server()
+        attrs = [Attribute(A.EAP_MESSAGE, b"\x02\x01"), Attribute(A.USER_NAME, b"x"),
+                 Attribute(A.EAP_MESSAGE, b"\x00\x06\x01c"), Attribute(A.MESSAGE_AUTHENTICATOR, bytes(16))]
+        data = sign_request(RadiusPacket(Code.ACCESS_REQUEST, 1, os.urandom(16), tuple(attrs)), SECRET.encode())
+        self.assert_discarded(data, "EAP-Message attributes are not consecutive")
+
+    def test_unknown_state(self):
+        self.make_server()
+        _, data = self.nas.request(md5_response(eap(1, 2, b"\x04\x10" + bytes(16)), PASSWORD), os.urandom(16))
+        self.assert_discarded(data, "carries an unknown State")
+
+    def test_state_of_another_client_is_unknown(self):
+        self.make_server()
+        _, challenge = self.identity()
+        other = Nas(self, self.server, secret="v6-secret", addr=("::1", 1812))
+        _, data = other.request(md5_response(challenge.eap_message(), PASSWORD), challenge.get(A.STATE))
+        self.assertIsNone(other.send(data))
+        self.assert_logged("carries an unknown State")
+        self.assertEqual(len(self.sessions[0].received), 1)
+
+    def test_state_is_good_for_one_round_only(self):
+        self.make_server()
+        _, challenge = self.identity()
+        state = challenge.get(A.STATE)
+        request = self.nas.request(md5_response(challenge.eap_message(), PASSWORD), state)
+        self.nas.exchange(request)
+        # a new request (not a retransmission) replaying the used State
+        _, data = self.nas.request(md5_response(challenge.eap_message(), PASSWORD), state)
+        self.assertIsNone(self.nas.send(data))
+
+    def test_accounting_and_replies_are_ignored(self):
+        self.make_server()
+        for code in (Code.ACCOUNTING_REQUEST, Code.ACCESS_ACCEPT, 99):
+            _, data = self.nas.request(None, code=code)
+            self.assertIsNone(self.nas.send(data))
+        self.assert_logged("received RADIUS Accounting-Request from client '127.0.0.1', ignored")
+        self.assertEqual(self.server.counters.unknown_types, 3)
+
+    def test_server_goes_on_after_bad_packets(self):
+        self.make_server()
+        self.nas.send(b"\xff" * 50)
+        self.nas.send(b"")
+        self.assertEqual(self.authenticate()[1].code, Code.ACCESS_ACCEPT)
+
+    @given(st.binary(max_size=200))
+    @settings(max_examples=200, deadline=None)
+    def test_random_datagrams_never_crash(self, data):
+        server = RadiusServer([RadiusClient(ipaddress.ip_network("127.0.0.1/32"), b"k")], self.factory)
+        result = server.datagram_received(data, ("127.0.0.1", 1), 0.0)
+        if result is not None:
+            self.successResultOf(result)
+
+    @given(st.lists(st.tuples(st.integers(0, 255).filter(lambda t: t != 80), st.binary(max_size=60)), max_size=6),
+           st.sampled_from([Code.ACCESS_REQUEST, Code.STATUS_SERVER]))
+    @settings(max_examples=200, deadline=None)
+    def test_random_signed_requests_never_crash(self, attrs, code):
+        server = RadiusServer([RadiusClient(ipaddress.ip_network("127.0.0.1/32"), b"k")], self.factory)
+        attrs = [Attribute(t, v) for t, v in attrs] + [Attribute(A.MESSAGE_AUTHENTICATOR, bytes(16))]
+        data = sign_request(RadiusPacket(code, 1, os.urandom(16), tuple(attrs)), b"k")
+        result = server.datagram_received(data, ("127.0.0.1", 1), 0.0)
+        if result is not None:
+            reply = self.successResultOf(result)
+            if reply is not None:
+                verify_response(reply, data[4:20], b"k")
+
+
+class StatusAndPlainRequestTests(ServerTestCase):
+    def test_status_server_is_answered_with_access_accept(self):
+        self.make_server()
+        request = self.nas.request(None, code=Code.STATUS_SERVER)
+        reply = self.nas.exchange(request)
+        self.assertEqual(reply.code, Code.ACCESS_ACCEPT)
+        self.assertEqual([a.type for a in reply.attributes], [A.MESSAGE_AUTHENTICATOR])
+        # RFC 5997: never cached; a second one is answered again
+        self.assertEqual(self.nas.exchange(request).code, Code.ACCESS_ACCEPT)
+        self.assertEqual(self.server.counters.status_servers, 2)
+
+    def test_status_server_without_message_authenticator_is_discarded(self):
+        self.make_server()
+        _, data = self.nas.request(None, code=Code.STATUS_SERVER, sign=False)
+        self.assertIsNone(self.nas.send(data))
+        self.assert_logged("Status-Server without Message-Authenticator")
+
+    def test_access_request_without_eap_gets_access_reject(self):
+        self.make_server()
+        request = self.nas.request(None, extra=[Attribute(A.USER_PASSWORD, os.urandom(16))], sign=False)
+        reply = self.nas.exchange(request)
+        self.assertEqual(reply.code, Code.ACCESS_REJECT)
+        self.assertFalse(reply.has(A.EAP_MESSAGE))
+        self.assert_logged("has no EAP-Message; only EAP authentication is offered, sending Access-Reject")
+        # retransmission: the same reply from the cache
+        self.assertEqual(self.nas.verify(self.successResultOf(self.nas.send(request[1])), request[0]), reply)
+
+
+class LimitTests(ServerTestCase):
+    def test_conversations_time_out(self):
+        self.make_server(conversation_timeout=30.0)
+        _, challenge = self.identity()
+        self.server.expire(self.nas.now + 29.0)
+        self.assertEqual(self.server.conversations, 1)
+        self.server.expire(self.nas.now + 30.0)
+        self.assertEqual(self.server.conversations, 0)
+        self.assertEqual(self.sessions[0].aborted, "RADIUS conversation timed out")
+        self.assert_logged("EAP conversation from client '127.0.0.1' for 'carol' timed out after 30 s")
+        self.nas.now += 30.0
+        _, data = self.nas.request(md5_response(challenge.eap_message(), PASSWORD), challenge.get(A.STATE))
+        self.assertIsNone(self.nas.send(data))
+
+    def test_a_request_keeps_the_conversation_alive(self):
+        self.make_server(conversation_timeout=30.0)
+        _, old = self.identity()
+        self.nas.now += 20.0
+        _, fresh = self.identity()
+        self.server.expire(self.nas.now + 15.0)  # 35 s after the first, 15 s after the second
+        self.assertEqual(self.server.conversations, 1)
+        self.assertIsNotNone(self.sessions[0].aborted)
+        self.assertIsNone(self.sessions[1].aborted)
+
+    def test_pending_outcome_after_timeout_is_dropped(self):
+        self.hold = True
+        self.make_server(conversation_timeout=30.0)
+        _, data = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"))
+        d = self.nas.send(data)
+        self.server.expire(self.nas.now + 31.0)
+        self.sessions[0].release()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(self.server.conversations, 0)
+
+    def test_conversation_cap(self):
+        self.make_server(max_conversations=2)
+        self.identity()
+        self.identity()
+        _, data = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"))
+        self.assertIsNone(self.nas.send(data))
+        self.assertEqual(len(self.sessions), 2)
+        self.assert_logged("2 EAP conversations in progress is the limit ([radius] max_conversations)")
+        # idle ones make room once they time out
+        self.nas.now += 31.0
+        self.assertIsNotNone(self.nas.send(self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"))[1]))
+        self.assertEqual(self.server.conversations, 1)
+
+    def test_close_aborts_everything(self):
+        self.make_server()
+        self.identity()
+        self.server.close()
+        self.assertEqual(self.sessions[0].aborted, "server shutting down")
+        self.assertIsNone(self.nas.send(self.nas.request(None, code=Code.STATUS_SERVER)[1]))
+
+
+class SecretTests(ServerTestCase):
+    def test_secrets_never_logged(self):
+        nac_log.set_level("debug")
+        self.addCleanup(nac_log.set_level, "info")
+        self.make_server()
+        self.authenticate()
+        self.authenticate("wrong")
+        self.nas.exchange(self.nas.request(None, code=Code.STATUS_SERVER))
+        self.nas.exchange(self.nas.request(None, extra=[Attribute(A.USER_PASSWORD, bytes(16))], sign=False))
+        wrong = Nas(self, self.server, secret="x" + SECRET)
+        wrong.send(wrong.request(eap(EAP_RESPONSE, 1, b"\x01carol"))[1])
+        self.nas.send(b"\x01\x00\x00\x10" + bytes(30))
+        self.assertIn("debug", {e["log_level"].name for e in self.logs.events})
+        text = self.logs.text()
+        for secret in (SECRET, PASSWORD, "x" + SECRET):
+            self.assertNotIn(secret, text)
+        self.assertNotIn(SECRET, repr(self.server.clients.clients))
+
+
+class EnforcementTests(unittest.TestCase):
+    def test_provides_the_interface(self):
+        verifyObject(IEnforcement, RadiusEnforcement())
+
+    def test_actions(self):
+        e = RadiusEnforcement(filter_id_allow="allow", filter_id_isolate=None, vlan_allow=None,
+                              vlan_isolate="guests", tunnel_tag=0)
+        allowed = e.enforce(None, decision("allowed"))
+        self.assertTrue(allowed.accept)
+        self.assertEqual(allowed.attributes, (Attribute(A.FILTER_ID, b"allow"),))
+        isolate = e.enforce(None, decision("isolate"))
+        self.assertEqual(isolate.attributes, (Attribute(A.TUNNEL_TYPE, b"\x00\x00\x00\x0d"),
+                                              Attribute(A.TUNNEL_MEDIUM_TYPE, b"\x00\x00\x00\x06"),
+                                              Attribute(A.TUNNEL_PRIVATE_GROUP_ID, b"guests")))
+        self.assertFalse(e.enforce(None, decision("denied")).accept)
+        self.assertFalse(e.enforce(None, Decision(ActionRecommendation.ALLOW, EvaluationResult.COMPLIANT,
+                                                  "something new")).accept)
+        plain = e.enforce(None, None)
+        self.assertEqual((plain.accept, plain.attributes), (True, ()))
+
+    def test_from_config_section(self):
+        from nac import config
+        cfg = config.load(None, {("radius", "vlan_allow"): "10", ("radius", "filter_id_allow"): "",
+                                 ("radius", "session_timeout"): "600"})
+        e = RadiusEnforcement.from_config(cfg.section("radius"))
+        self.assertEqual(e.enforce(None, decision("allowed")).attributes,
+                         (Attribute(A.TUNNEL_TYPE, b"\x01\x00\x00\x0d"),
+                          Attribute(A.TUNNEL_MEDIUM_TYPE, b"\x01\x00\x00\x06"),
+                          Attribute(A.TUNNEL_PRIVATE_GROUP_ID, b"\x0110"),
+                          Attribute(A.SESSION_TIMEOUT, (600).to_bytes(4, "big"))))
+        self.assertEqual(e.enforce(None, decision("isolate")).attributes[0], Attribute(A.FILTER_ID, b"isolate"))

@@ -1,0 +1,15 @@
+"""RADIUS (RFC 2865, RFC 3579): nac as the EAP server behind a NAS.
+
+A NAS, 802.1X switch, WLAN controller or VPN gateway (strongSwan's
+eap-radius) relays the endpoint's EAP conversation to nac in Access-Requests;
+nac answers with Access-Challenge until the EAP method and the posture
+exchange inside it end, then with Access-Accept (MS-MPPE keys, Filter-Id or
+VLAN for the decision) or Access-Reject.
+
+``transports.radius.packet`` is the packet codec with the attributes used
+and the RADIUS cryptography (authenticators, MS-MPPE key hiding);
+``transports.radius.server`` the sans-IO server (clients, duplicate cache,
+EAP conversations, timeouts); ``transports.radius.enforcement`` the mapping
+from a posture decision to reply attributes; ``transports.radius.service``
+the Twisted UDP listener.
+"""

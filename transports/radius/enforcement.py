@@ -1,0 +1,114 @@
+"""What a posture decision becomes in a RADIUS reply.
+
+As strongSwan's tnc-pdp and the tnc@fhh FreeRADIUS setups do, the NAS is told
+the outcome with attributes of the Access-Accept:
+
+* ``Filter-Id`` (RFC 2865 §5.11): the name of a filter list configured on the
+  NAS, by default ``allow`` / ``isolate``;
+* and/or a VLAN (RFC 3580 §3.31, RFC 2868): ``Tunnel-Type = VLAN (13)``,
+  ``Tunnel-Medium-Type = IEEE-802 (6)``, ``Tunnel-Private-Group-Id = <VLAN>``,
+  the three sharing one tag so that hostapd and switches group them;
+* optionally ``Session-Timeout`` (RFC 2865 §5.27) so the endpoint is assessed
+  again when it runs out.
+
+Access Denied is an Access-Reject.  A conversation that ended without a
+posture exchange (plain EAP authentication) gets a plain Access-Accept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zope.interface import implementer
+
+from nac.interfaces import IEnforcement
+from transports.radius.packet import (
+    Attribute,
+    AttributeType,
+    MAX_TAG,
+    Tagged,
+    TunnelMediumType,
+    TunnelType,
+    encode_value,
+)
+
+__all__ = ["DEFAULT_TUNNEL_TAG", "RadiusEnforcement", "RadiusEnforcementAction"]
+
+# RFC 2868 lets tag 0 mean "untagged"; a non-zero tag groups the three VLAN
+# attributes unambiguously, and hostapd, FreeRADIUS and switches accept it.
+DEFAULT_TUNNEL_TAG = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RadiusEnforcementAction:
+    """The RADIUS side of a decision: accept with ``attributes``, or reject."""
+
+    accept: bool
+    attributes: tuple[Attribute, ...] = ()
+    description: str = ""
+    """What the NAS is told, for the log line ("Filter-Id 'allow', VLAN 10")."""
+
+
+_REJECT = RadiusEnforcementAction(False, (), "Access-Reject (access denied)")
+_PLAIN_ACCEPT = RadiusEnforcementAction(True, (), "no posture assessment, no enforcement attributes")
+
+
+@implementer(IEnforcement)
+class RadiusEnforcement:
+    """Maps a :class:`nac.tnccs.core.Decision` to reply attributes.
+
+    The attributes of each access level are built once, here: the per-reply
+    path only looks them up.
+    """
+
+    def __init__(self, *, filter_id_allow: str | None = "allow", filter_id_isolate: str | None = "isolate",
+                 vlan_allow: str | None = None, vlan_isolate: str | None = None,
+                 session_timeout: int = 0, tunnel_tag: int = DEFAULT_TUNNEL_TAG):
+        if not 0 <= tunnel_tag <= MAX_TAG:
+            raise ValueError("a tunnel tag is 0-31 (RFC 2868 §3.1)")
+        if not 0 <= session_timeout < 1 << 32:
+            raise ValueError("Session-Timeout is a 32-bit number of seconds")
+        self.tunnel_tag = tunnel_tag
+        self.session_timeout = session_timeout
+        self._actions = {
+            "allowed": self._accept("access allowed", filter_id_allow, vlan_allow),
+            "isolate": self._accept("isolate", filter_id_isolate, vlan_isolate),
+            "denied": _REJECT,
+        }
+
+    @classmethod
+    def from_config(cls, section: dict) -> "RadiusEnforcement":
+        """From the typed ``[radius]`` section (``NacConfig.section('radius')``)."""
+        return cls(filter_id_allow=section["filter_id_allow"], filter_id_isolate=section["filter_id_isolate"],
+                   vlan_allow=section["vlan_allow"], vlan_isolate=section["vlan_isolate"],
+                   session_timeout=section["session_timeout"])
+
+    def _accept(self, what: str, filter_id: str | None, vlan: str | None) -> RadiusEnforcementAction:
+        attrs: list[Attribute] = []
+        shown: list[str] = []
+        if filter_id:
+            attrs.append(Attribute(AttributeType.FILTER_ID, encode_value(AttributeType.FILTER_ID, filter_id)))
+            shown.append(f"Filter-Id '{filter_id}'")
+        if vlan:
+            tag = self.tunnel_tag
+            for attr_type, value in (
+                    (AttributeType.TUNNEL_TYPE, Tagged(tag, TunnelType.VLAN)),
+                    (AttributeType.TUNNEL_MEDIUM_TYPE, Tagged(tag, TunnelMediumType.IEEE_802)),
+                    (AttributeType.TUNNEL_PRIVATE_GROUP_ID, Tagged(tag, vlan))):
+                attrs.append(Attribute(attr_type, encode_value(attr_type, value)))
+            shown.append(f"VLAN '{vlan}'")
+        if self.session_timeout:
+            attrs.append(Attribute(AttributeType.SESSION_TIMEOUT,
+                                   encode_value(AttributeType.SESSION_TIMEOUT, self.session_timeout)))
+            shown.append(f"Session-Timeout {self.session_timeout} s")
+        return RadiusEnforcementAction(True, tuple(attrs), f"{what}: " + (", ".join(shown) or "no attributes"))
+
+    def enforce(self, peer, decision) -> RadiusEnforcementAction:
+        """The action for ``decision`` (None: no posture exchange took place).
+
+        An access level this code does not know is enforced as denied: a
+        NAC server fails closed.
+        """
+        if decision is None:
+            return _PLAIN_ACCEPT
+        return self._actions.get(getattr(decision, "access", None), _REJECT)

@@ -1,0 +1,558 @@
+"""A sans-IO RADIUS authentication server carrying EAP (RFC 2865, RFC 3579).
+
+Feed every datagram to :meth:`RadiusServer.datagram_received` with its
+source address and the current time; send the reply it produces back to that
+address.  Call :meth:`RadiusServer.expire` now and then with the current
+time.  Nothing here touches a socket or reads a clock.
+
+What the server does with a request:
+
+* from an address that is no configured client, malformed, with a wrong
+  Message-Authenticator, or with an EAP-Message but no Message-Authenticator:
+  silently discarded, with a log line (RFC 2865 §3, RFC 3579 §3.1-3.2);
+* a retransmission (same client address and port, Identifier and Request
+  Authenticator, RFC 5080 §2.2.2) gets the reply sent before, byte for byte;
+  while the first copy is still being processed it is discarded.  Nothing
+  is processed twice;
+* Status-Server (RFC 5997) is answered with an Access-Accept;
+* an Access-Request without EAP-Message gets an Access-Reject: nac only
+  authenticates with EAP;
+* an Access-Request with EAP-Message and no State starts an EAP conversation
+  (one :class:`nac.interfaces.IEapSession` from the factory); later requests
+  of the conversation carry the State of the Access-Challenge they answer.
+  Each challenge gets a new random State, so a State is good for one round.
+
+The EAP session's outcome becomes the reply: Access-Challenge (continue),
+Access-Accept with EAP-Success, User-Name, MS-MPPE keys and the enforcement
+attributes of the posture decision (success), Access-Reject with
+EAP-Failure (failure, or a decision of Access Denied), or nothing (the EAP
+layer discarded the packet).  Every reply carries a Message-Authenticator,
+first, as recommended against forgery of replies (the "BlastRADIUS" attack).
+
+Conversations are forgotten ``conversation_timeout`` seconds after their
+last request and at most ``max_conversations`` run at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+from twisted.internet import defer
+
+from nac.eap.outcome import EapOutcome, EapStatus
+from nac.log import Logger
+from nac.tnccs.core import PeerInfo
+from transports.radius.enforcement import RadiusEnforcement, RadiusEnforcementAction
+from transports.radius.packet import (
+    MAX_ATTRIBUTE_VALUE,
+    Attribute,
+    AttributeType,
+    Code,
+    RadiusPacket,
+    RadiusPacketError,
+    code_name,
+    eap_message_attributes,
+    mppe_key_attributes,
+    sign_response,
+)
+
+__all__ = ["RadiusClient", "RadiusClientTable", "RadiusCounters", "RadiusServer"]
+
+log = Logger(namespace="nac.radius")
+
+STATE_SIZE = 16
+# RFC 5080 §2.2.2: cached replies are kept "no less than 5 seconds, and no
+# more than 30"; NASes retransmit for about 10-15 s.
+DEFAULT_DUPLICATE_LIFETIME = 10.0
+# the only attributes besides EAP-Message that may carry credentials (RFC 3579 §3.3 Note 1)
+_PASSWORDS = frozenset(map(int, (AttributeType.USER_PASSWORD, AttributeType.CHAP_PASSWORD,
+                                 AttributeType.ARAP_PASSWORD)))
+_MA_PLACEHOLDER = Attribute(AttributeType.MESSAGE_AUTHENTICATOR, bytes(16))
+_MAX_CLIENT_CACHE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class RadiusClient:
+    """A NAS allowed to send requests, by address or network, with its shared secret."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    secret: bytes = field(repr=False)
+    name: str = ""
+
+    def __post_init__(self):
+        if not self.secret:
+            raise ValueError("a RADIUS client needs a shared secret")
+
+
+class RadiusClientTable:
+    """Finds the client a datagram comes from: the most specific network wins.
+
+    Addresses seen are remembered, so the per-packet cost is a dict lookup.
+    """
+
+    def __init__(self, clients: Iterable[RadiusClient]):
+        self.clients = sorted(clients, key=lambda c: c.network.prefixlen, reverse=True)
+        self._cache: dict[str, RadiusClient | None] = {}
+
+    def find(self, host: str) -> RadiusClient | None:
+        try:
+            return self._cache[host]
+        except KeyError:
+            pass
+        try:
+            addr = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return None
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped  # a socket bound to :: sees IPv4 clients so
+        found = None
+        for client in self.clients:
+            if addr.version == client.network.version and addr in client.network:
+                found = client
+                break
+        if len(self._cache) >= _MAX_CLIENT_CACHE:
+            self._cache.clear()  # spoofed sources must not grow it without bound
+        self._cache[host] = found
+        return found
+
+
+@dataclass(slots=True)
+class RadiusCounters:
+    """Server counters, named after the RADIUS Authentication Server MIB (RFC 4669)."""
+
+    access_requests: int = 0
+    dup_access_requests: int = 0
+    access_accepts: int = 0
+    access_rejects: int = 0
+    access_challenges: int = 0
+    status_servers: int = 0
+    malformed_packets: int = 0
+    bad_authenticators: int = 0
+    packets_dropped: int = 0
+    unknown_types: int = 0
+    unknown_clients: int = 0
+
+
+class _Conversation:
+    """One EAP conversation between a NAS and the EAP server."""
+
+    __slots__ = ("state", "session", "client", "host", "port", "peer", "user_name", "last_seen",
+                 "pending", "closed", "rounds")
+
+    def __init__(self, state, session, client, host, port, peer, user_name, now):
+        self.state: bytes = state
+        self.session = session
+        self.client: RadiusClient = client
+        self.host: str = host
+        self.port: int = port
+        self.peer: PeerInfo = peer
+        self.user_name: bytes | None = user_name
+        self.last_seen: float = now
+        self.pending = False
+        self.closed = False
+        self.rounds = 0
+
+
+class _Reply:
+    """A duplicate-cache entry: the request's authenticator and the reply (None while pending)."""
+
+    __slots__ = ("authenticator", "reply", "expires")
+
+    def __init__(self, authenticator: bytes, reply: bytes | None, expires: float):
+        self.authenticator = authenticator
+        self.reply = reply
+        self.expires = expires
+
+
+class RadiusServer:
+    """The RADIUS/EAP authentication server, sans-IO.
+
+    :param clients: the NASes allowed to send requests.
+    :param eap_factory: ``eap_factory(peer: PeerInfo) -> IEapSession``, one
+        session per conversation.
+    :param enforcement: turns the posture decision into reply attributes.
+    :param random_bytes: ``random_bytes(n)``: State values and MPPE salts.
+    """
+
+    def __init__(self, clients: Sequence[RadiusClient] | RadiusClientTable, eap_factory: Callable,
+                 enforcement: RadiusEnforcement | None = None, *, conversation_timeout: float = 30.0,
+                 max_conversations: int = 4096, duplicate_lifetime: float = DEFAULT_DUPLICATE_LIFETIME,
+                 random_bytes: Callable[[int], bytes] = os.urandom, transport_name: str = "radius"):
+        self.clients = clients if isinstance(clients, RadiusClientTable) else RadiusClientTable(clients)
+        self.eap_factory = eap_factory
+        self.enforcement = enforcement if enforcement is not None else RadiusEnforcement()
+        self.conversation_timeout = conversation_timeout
+        self.max_conversations = max_conversations
+        self.duplicate_lifetime = duplicate_lifetime
+        self.max_cached_replies = 4 * max_conversations + 1024
+        self.random_bytes = random_bytes
+        self.transport_name = transport_name
+        self.counters = RadiusCounters()
+        # State -> conversation, in order of last request (oldest first)
+        self._conversations: dict[bytes, _Conversation] = {}
+        # (client host, port, Identifier) -> cached reply, roughly oldest first
+        self._replies: dict[tuple[str, int, int], _Reply] = {}
+        self._unknown_logged: set[str] = set()
+        self._now = 0.0
+        self.closed = False
+
+    @property
+    def conversations(self) -> int:
+        """EAP conversations in progress."""
+        return len(self._conversations)
+
+    # -- input ---------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple, now: float) -> defer.Deferred | None:
+        """Process one datagram from ``addr`` (host, port) received at ``now``.
+
+        :returns: None when nothing will ever be sent back, else a Deferred
+            firing with the reply datagram for ``addr``, or with None when
+            processing ended without a reply.
+        """
+        self._now = now
+        if self.closed:
+            return None
+        host, port = addr[0], addr[1]
+        if host.startswith("::ffff:") and "." in host:
+            host = host[7:]  # an IPv4 client seen by a socket bound to ::
+        client = self.clients.find(host)
+        if client is None:
+            self.counters.unknown_clients += 1
+            # one warning per address: a flood from strangers must not flood the log
+            if host not in self._unknown_logged:
+                if len(self._unknown_logged) >= _MAX_CLIENT_CACHE:
+                    self._unknown_logged.clear()
+                self._unknown_logged.add(host)
+                log.warn("received RADIUS packet from unknown client {host}[{port}], discarded "
+                         "(not in [radius] clients; further packets from it are discarded quietly)",
+                         host=host, port=port)
+            return None
+        try:
+            packet = RadiusPacket.parse(data)
+        except RadiusPacketError as exc:
+            self.counters.malformed_packets += 1
+            log.warn("received invalid RADIUS message from client '{client}', ignored: {reason}",
+                     client=host, reason=str(exc))
+            return None
+        code = packet.code
+        if code == Code.ACCESS_REQUEST:
+            self.counters.access_requests += 1
+            return self._access_request(packet, client, host, port, now)
+        if code == Code.STATUS_SERVER:
+            return self._status_server(packet, client, host)
+        self.counters.unknown_types += 1
+        log.warn("received RADIUS {code} from client '{client}', ignored: not a request this "
+                 "authentication server answers", code=code_name(code), client=host)
+        return None
+
+    def _status_server(self, packet: RadiusPacket, client: RadiusClient, host: str):
+        # RFC 5997 §3: Status-Server MUST carry a Message-Authenticator; it is
+        # never retransmitted, so it bypasses the duplicate cache
+        if not packet.has_message_authenticator:
+            return self._drop(packet, host, "Status-Server without Message-Authenticator")
+        if not packet.message_authenticator_valid(client.secret):
+            self.counters.bad_authenticators += 1
+            return self._drop(packet, host, "bad Message-Authenticator (is the shared secret the same?)")
+        self.counters.status_servers += 1
+        log.debug("received RADIUS Status-Server from client '{client}'", client=host)
+        return defer.succeed(self._reply(packet, client, Code.ACCESS_ACCEPT, [_MA_PLACEHOLDER]))
+
+    def _access_request(self, packet: RadiusPacket, client: RadiusClient, host: str, port: int, now: float):
+        signed = packet.has_message_authenticator
+        if signed and not packet.message_authenticator_valid(client.secret):
+            self.counters.bad_authenticators += 1
+            return self._drop(packet, host, "bad Message-Authenticator (is the shared secret the same?)")
+        try:
+            eap = packet.eap_message()
+        except RadiusPacketError as exc:
+            self.counters.malformed_packets += 1
+            return self._drop(packet, host, str(exc))
+        if eap is not None:
+            if not signed:
+                return self._drop(packet, host, "EAP-Message without Message-Authenticator")
+            for attr in packet.attributes:
+                if attr.type in _PASSWORDS:
+                    self.counters.malformed_packets += 1
+                    return self._drop(packet, host, f"EAP-Message together with {attr.name}")
+
+        # RFC 5080 §2.2.2: only authentic requests reach (and may change) the cache
+        key = (host, port, packet.identifier)
+        cached = self._replies.get(key)
+        if cached is not None:
+            if cached.authenticator == packet.authenticator:
+                self.counters.dup_access_requests += 1
+                if cached.reply is None:
+                    log.info("ignoring RADIUS Access-Request 0x{id:02x} from client '{client}', "
+                             "already processing", id=packet.identifier, client=host)
+                    return None
+                log.info("RADIUS Access-Request 0x{id:02x} from client '{client}' is a retransmission, "
+                         "sending the same reply again", id=packet.identifier, client=host)
+                return defer.succeed(cached.reply)
+            del self._replies[key]
+
+        if eap is None:
+            log.info("RADIUS Access-Request 0x{id:02x} from client '{client}' for '{user}' has no "
+                     "EAP-Message; only EAP authentication is offered, sending Access-Reject",
+                     id=packet.identifier, client=host, user=_user_name(packet.get(AttributeType.USER_NAME)))
+            reply = self._reply(packet, client, Code.ACCESS_REJECT, [_MA_PLACEHOLDER])
+            self.counters.access_rejects += 1
+            self._cache(key, _Reply(packet.authenticator, reply, now + self.duplicate_lifetime))
+            return defer.succeed(reply)
+
+        conversations = self._conversations
+        state = packet.get(AttributeType.STATE)
+        if state is None:
+            conv = self._start_conversation(packet, client, host, port, now)
+            if conv is None:
+                return None
+        else:
+            conv = conversations.get(state)
+            if conv is None or conv.client is not client:
+                self.counters.packets_dropped += 1
+                log.warn("RADIUS Access-Request 0x{id:02x} from client '{client}' carries an unknown "
+                         "State (conversation ended or timed out), discarded", id=packet.identifier, client=host)
+                return None
+            if conv.pending:
+                self.counters.packets_dropped += 1
+                log.info("ignoring RADIUS Access-Request 0x{id:02x} from client '{client}', "
+                         "already processing", id=packet.identifier, client=host)
+                return None
+            # keep the dict in order of last request, for expire()
+            del conversations[state]
+            conversations[state] = conv
+        conv.last_seen = now
+        conv.pending = True
+        entry = _Reply(packet.authenticator, None, now + self.conversation_timeout)
+        self._cache(key, entry)
+        log.debug("received RADIUS Access-Request 0x{id:02x} from client '{client}' with {n} bytes of EAP",
+                  id=packet.identifier, client=host, n=len(eap))
+        try:
+            d = conv.session.receive(eap)
+        except Exception:
+            log.failure("the EAP session failed on a request from client '{client}'", client=host)
+            self._forget(key, entry)
+            self._end(conv, "internal error")
+            return None
+        d.addCallbacks(self._eap_outcome, self._eap_failed,
+                       callbackArgs=(conv, packet, key, entry), errbackArgs=(conv, key, entry))
+        return d
+
+    def _start_conversation(self, packet, client, host, port, now) -> _Conversation | None:
+        conversations = self._conversations
+        if len(conversations) >= self.max_conversations:
+            self.expire(now)
+            if len(conversations) >= self.max_conversations:
+                self.counters.packets_dropped += 1
+                log.warn("discarding RADIUS Access-Request 0x{id:02x} from client '{client}': {n} EAP "
+                         "conversations in progress is the limit ([radius] max_conversations)",
+                         id=packet.identifier, client=host, n=self.max_conversations)
+                return None
+        peer = PeerInfo(transport=self.transport_name, address=host, port=port, identity=None)
+        try:
+            session = self.eap_factory(peer)
+        except Exception:
+            log.failure("cannot start an EAP session for client '{client}'", client=host)
+            return None
+        state = self.random_bytes(STATE_SIZE)
+        while state in conversations:  # only a broken random source repeats
+            state = self.random_bytes(STATE_SIZE)
+        conv = _Conversation(state, session, client, host, port, peer,
+                             packet.get(AttributeType.USER_NAME), now)
+        conversations[state] = conv
+        # debug: one info line per authentication (its outcome) is what operators read
+        log.debug("new EAP conversation from client '{client}' for '{user}'",
+                 client=host, user=_user_name(conv.user_name))
+        return conv
+
+    # -- EAP outcomes -------------------------------------------------------------------
+
+    def _eap_outcome(self, outcome: EapOutcome, conv: _Conversation, request: RadiusPacket,
+                     key, entry: _Reply) -> bytes | None:
+        if conv.closed:
+            # timed out or shut down while the EAP layer worked
+            self._forget(key, entry)
+            return None
+        conv.pending = False
+        status = outcome.status
+        host = conv.host
+        try:
+            if status is EapStatus.CONTINUE:
+                reply = self._challenge(conv, request, outcome)
+            elif status is EapStatus.SUCCESS:
+                reply = self._success(conv, request, outcome)
+            elif status is EapStatus.FAILURE:
+                reply = self._reject(conv, request, outcome.packet, outcome.reason or "EAP authentication failed",
+                                     identity=outcome.identity)
+            else:
+                self._forget(key, entry)
+                log.info("EAP packet from client '{client}' discarded by the EAP server: {reason}",
+                         client=host, reason=outcome.reason or "no reason given")
+                if not conv.rounds:
+                    # the NAS knows no State of ours: nothing can continue this conversation
+                    self._end(conv, "first EAP packet discarded")
+                return None
+        except RadiusPacketError as exc:
+            log.error("cannot build the RADIUS reply for client '{client}': {reason}", client=host, reason=str(exc))
+            self._forget(key, entry)
+            self._end(conv, "no valid RADIUS reply")
+            return None
+        except Exception:
+            log.failure("internal error answering client '{client}'", client=host)
+            self._forget(key, entry)
+            self._end(conv, "internal error")
+            return None
+        entry.reply = reply
+        entry.expires = self._now + self.duplicate_lifetime
+        # move behind the younger entries, for expire()
+        if self._replies.pop(key, None) is entry:
+            self._replies[key] = entry
+        return reply
+
+    def _challenge(self, conv: _Conversation, request: RadiusPacket, outcome: EapOutcome) -> bytes:
+        if not outcome.packet:
+            raise RadiusPacketError("the EAP server continued without an EAP-Request")
+        conversations = self._conversations
+        state = self.random_bytes(STATE_SIZE)
+        while state in conversations:
+            state = self.random_bytes(STATE_SIZE)
+        attrs = [_MA_PLACEHOLDER, Attribute(AttributeType.STATE, state)]
+        attrs += eap_message_attributes(outcome.packet)
+        reply = self._reply(request, conv.client, Code.ACCESS_CHALLENGE, attrs)
+        conversations.pop(conv.state, None)
+        conv.state = state
+        conversations[state] = conv
+        conv.rounds += 1
+        self.counters.access_challenges += 1
+        log.debug("sending RADIUS Access-Challenge to client '{client}'", client=conv.host)
+        return reply
+
+    def _success(self, conv: _Conversation, request: RadiusPacket, outcome: EapOutcome) -> bytes:
+        identity = outcome.identity
+        action: RadiusEnforcementAction = self.enforcement.enforce(conv.peer, outcome.decision)
+        if not action.accept:
+            eap_id = outcome.packet[1] if outcome.packet and len(outcome.packet) > 1 else 0
+            failure = bytes((4, eap_id, 0, 4))  # EAP-Failure (RFC 3748 §4.2)
+            return self._reject(conv, request, failure, "access denied by the posture assessment",
+                                identity=identity)
+        attrs = [_MA_PLACEHOLDER]
+        attrs += eap_message_attributes(outcome.packet or bytes((3, 0, 0, 4)))
+        user = _encode_user_name(identity) if identity else conv.user_name
+        if user:
+            # RFC 3579 §3: a User-Name in the request means one in the Access-Accept
+            attrs.append(Attribute(AttributeType.USER_NAME, user))
+        if outcome.msk:
+            attrs += mppe_key_attributes(outcome.msk, conv.client.secret, request.authenticator,
+                                         self.random_bytes(2))
+        attrs += action.attributes
+        reply = self._reply(request, conv.client, Code.ACCESS_ACCEPT, attrs)
+        self._end(conv, None)
+        self.counters.access_accepts += 1
+        log.info("sending RADIUS Access-Accept for '{identity}' to client '{client}': {enforcement}",
+                 identity=identity or _user_name(conv.user_name), client=conv.host,
+                 enforcement=action.description)
+        return reply
+
+    def _reject(self, conv: _Conversation, request: RadiusPacket, eap_failure: bytes | None, reason: str,
+                identity: str | None = None) -> bytes:
+        attrs = [_MA_PLACEHOLDER]
+        if eap_failure:
+            attrs += eap_message_attributes(eap_failure)
+        reply = self._reply(request, conv.client, Code.ACCESS_REJECT, attrs)
+        self._end(conv, None)
+        self.counters.access_rejects += 1
+        log.info("sending RADIUS Access-Reject for '{identity}' to client '{client}': {reason}",
+                 identity=identity or _user_name(conv.user_name), client=conv.host, reason=reason)
+        return reply
+
+    def _eap_failed(self, failure, conv: _Conversation, key, entry: _Reply) -> None:
+        log.failure("the EAP session failed on a request from client '{client}'", failure, client=conv.host)
+        self._forget(key, entry)
+        if not conv.closed:
+            self._end(conv, "internal error")
+        return None
+
+    # -- replies and state ---------------------------------------------------------------
+
+    def _reply(self, request: RadiusPacket, client: RadiusClient, code: Code, attrs: list[Attribute]) -> bytes:
+        # RFC 2865 §5.33: Proxy-State attributes go back unmodified and in order
+        for attr in request.attributes:
+            if attr.type == AttributeType.PROXY_STATE:
+                attrs.append(attr)
+        return sign_response(RadiusPacket(code, request.identifier, b"", tuple(attrs)),
+                             request.authenticator, client.secret)
+
+    def _drop(self, packet: RadiusPacket, host: str, reason: str) -> None:
+        self.counters.packets_dropped += 1
+        log.warn("RADIUS {code} 0x{id:02x} from client '{client}' discarded: {reason}",
+                 code=code_name(packet.code), id=packet.identifier, client=host, reason=reason)
+        return None
+
+    def _cache(self, key, entry: _Reply) -> None:
+        replies = self._replies
+        replies[key] = entry
+        if len(replies) > self.max_cached_replies:
+            # the oldest entry goes; a conversation still refuses a second
+            # request while one is pending, so nothing is processed twice
+            del replies[next(iter(replies))]
+
+    def _forget(self, key, entry: _Reply) -> None:
+        if self._replies.get(key) is entry:
+            del self._replies[key]
+
+    def _end(self, conv: _Conversation, abort_reason: str | None) -> None:
+        """Forget ``conv``; abort its EAP session unless the session ended by itself."""
+        conv.closed = True
+        if self._conversations.get(conv.state) is conv:
+            del self._conversations[conv.state]
+        if abort_reason is not None:
+            try:
+                conv.session.abort(abort_reason)
+            except Exception:
+                log.failure("aborting the EAP session of client '{client}' failed", client=conv.host)
+
+    # -- time -------------------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Forget conversations idle for ``conversation_timeout`` and stale cached replies."""
+        self._now = now
+        conversations = self._conversations
+        idle_since = now - self.conversation_timeout
+        while conversations:
+            conv = next(iter(conversations.values()))
+            if conv.last_seen > idle_since:
+                break
+            log.info("EAP conversation from client '{client}' for '{user}' timed out after {t:g} s "
+                     "without a request", client=conv.host, user=_user_name(conv.user_name),
+                     t=self.conversation_timeout)
+            self._end(conv, "RADIUS conversation timed out")
+        replies = self._replies
+        while replies:
+            key = next(iter(replies))
+            if replies[key].expires > now:
+                break
+            del replies[key]
+
+    def close(self, reason: str = "server shutting down") -> None:
+        """Abort every conversation; nothing is answered afterwards."""
+        self.closed = True
+        for conv in list(self._conversations.values()):
+            self._end(conv, reason)
+        self._replies.clear()
+
+
+def _user_name(raw: bytes | None) -> str:
+    if not raw:
+        return ""
+    return raw.decode("utf-8", "replace")
+
+
+def _encode_user_name(identity: str) -> bytes:
+    data = identity.encode("utf-8")
+    if len(data) > MAX_ATTRIBUTE_VALUE:
+        # cut at a character boundary
+        data = data[:MAX_ATTRIBUTE_VALUE].decode("utf-8", "ignore").encode("utf-8")
+    return data

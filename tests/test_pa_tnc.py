@@ -332,6 +332,29 @@ class ErrorTests(unittest.TestCase):
         packages = b"\0\0\0\x02" + b"\x01a\x011" + b"\x02b\x00\x00"
         self.refuse(self.HEADER + self.attribute(0, 7, packages))
 
+    def test_installed_packages_read_alike_in_ascii_and_utf8(self):
+        # ASCII lists are read through one latin-1 string, others field by field
+        for packages in ((("adduser", "3.134"), ("", ""), ("zstd", "1.5.4+dfsg2-5")),
+                         (("bücher", "1.0"), ("日本", "ü"), ("adduser", ""))):
+            value = InstalledPackages(packages).encode_value()
+            (attribute,) = PaMessage.parse(self.HEADER + self.attribute(0, 7, value)).attributes
+            self.assertEqual(attribute.packages, packages)
+            self.assertTrue(all(type(text) is str for package in attribute.packages for text in package))
+        for bad, at in ((b"\x03a\0b", 1), (b"\x03a\xffb", 1)):  # NUL in ASCII, invalid UTF-8
+            value = b"\0\0\0\x01" + bad + b"\x011"
+            err = self.refuse(self.HEADER + self.attribute(0, 7, value))
+            self.assertEqual(err.offset, 20 + 4 + 1 + at)
+
+    def test_port_filter_entries_are_port_entries_with_a_boolean_blocked(self):
+        # only the low bit of the flags byte is the B flag; the others are Reserved
+        value = bytes.fromhex("fe 06 0016 03 11 0035 01 06 0050")
+        (attribute,) = PaMessage.parse(self.HEADER + self.attribute(0, 6, value)).attributes
+        self.assertEqual(attribute.entries, (PortEntry(6, 22), PortEntry(17, 53, True), PortEntry(6, 80, True)))
+        self.assertTrue(all(type(entry) is PortEntry for entry in attribute.entries))
+        self.assertEqual([entry.blocked for entry in attribute.entries], [False, True, True])
+        self.assertTrue(all(type(entry.blocked) is bool for entry in attribute.entries))
+        self.assertEqual(attribute.entries[1]._asdict(), {"protocol": 17, "port": 53, "blocked": True})
+
     def test_installed_packages_count_must_match(self):
         value = b"\0\0\0\x03" + b"\x01a\x011" + b"\x01b\x012"
         err = self.refuse(self.HEADER + self.attribute(0, 7, value))

@@ -3,8 +3,10 @@ every error path with its code and offset, and generated round trips."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import pickle
 import struct
 from pathlib import Path
 
@@ -376,6 +378,82 @@ class StateMachineHelperTests(unittest.TestCase):
         self.assertEqual(PbBatch.parse(bytearray(data)), PbBatch.parse(memoryview(data)))
 
 
+def rebuilt(batch: PbBatch) -> bytes:
+    """``batch`` encoded from its fields by a batch built locally (which keeps no bytes)."""
+    return PbBatch(batch.batch_type, batch.direction, batch.messages, batch.version).build()
+
+
+class ParsedBytesTests(unittest.TestCase):
+    """A parsed batch may hand back the bytes it came from in build(), but only
+    where encoding its fields gives those very bytes: reserved bits are still
+    sent as zero (RFC 5793 §4.1, §4.2) and changed copies are encoded anew."""
+
+    pa_body = bytes.fromhex("01000000 00000007")  # an empty PA-TNC message
+
+    def assertRebuiltWithZeros(self, data: bytes, canonical: bytes):
+        batch = PbBatch.parse(data)
+        self.assertEqual(batch.build(), canonical)
+        self.assertEqual(batch.build(), rebuilt(batch))
+        self.assertEqual(batch.size, len(canonical))
+        self.assertEqual(PbBatch.parse(canonical), batch)
+
+    def test_reserved_bits_of_the_batch_header(self):
+        body = msg_bytes(0, 6, b"Accept-Language: en")
+        canonical = batch_bytes(BatchType.RESULT, body, flags=0x80)
+        for byte, bits in ((1, 0x7F), (2, 0xFF), (3, 0xF0)):
+            data = bytearray(canonical)
+            data[byte] |= bits
+            self.assertRebuiltWithZeros(bytes(data), canonical)
+
+    def test_reserved_flag_bits_of_a_message_header(self):
+        lang = b"Accept-Language: en"
+        canonical = batch_bytes(1, msg_bytes(0, 6, lang) + msg_bytes(0x1234, 9, b"x", flags=0x80))
+        noisy = batch_bytes(1, msg_bytes(0, 6, lang, flags=0x01) + msg_bytes(0x1234, 9, b"x", flags=0xC0))
+        self.assertRebuiltWithZeros(noisy, canonical)
+
+    def test_reserved_fields_inside_message_values(self):
+        pa = struct.pack(">IIHH", 0x80000000, 1, 2, 0xFFFF) + self.pa_body
+        recommendation = struct.pack(">HH", 0, AccessRecommendation.DENIED)
+        remediation = struct.pack(">II", 0, 1) + b"https://fix.example/"
+        error = struct.pack(">IHHI", 0x80000000, PbErrorCode.INVALID_PARAMETER, 0, 12)
+        for msg_type, value, reserved in (
+            (1, pa, {0: 0x7F}),  # PB-PA: seven flag bits after EXCL
+            (3, recommendation, {0: 0xFF, 1: 0xFF}),
+            (4, remediation, {0: 0xFF}),
+            (5, error, {0: 0x7F, 6: 0xFF, 7: 0xFF}),
+        ):
+            with_bits = bytearray(value)
+            for index, bits in reserved.items():
+                with_bits[index] |= bits
+            self.assertRebuiltWithZeros(batch_bytes(BatchType.RESULT, msg_bytes(0, msg_type, bytes(with_bits))),
+                                        batch_bytes(BatchType.RESULT, msg_bytes(0, msg_type, value)))
+
+    def test_changed_copies_are_encoded_from_their_fields(self):
+        first = PbPa(0, 1, 1, 0xFFFF, self.pa_body)
+        data = batch_bytes(1, first.build() + msg_bytes(0, 6, b"Accept-Language: en"))
+        batch = PbBatch.parse(data)
+        self.assertEqual(batch.build(), data)
+        shorter = dataclasses.replace(batch, messages=batch.messages[:1])
+        self.assertEqual(shorter.build(), batch_bytes(1, first.build()))
+        self.assertEqual(shorter.size, 8 + first.size)
+        self.assertEqual(dataclasses.replace(batch, direction=Direction.TO_CLIENT).build()[1], 0x80)
+
+    def test_kept_bytes_are_neither_compared_nor_shown(self):
+        data = batch_bytes(1, PbPa(0, 1, 1, 0xFFFF, self.pa_body).build())
+        parsed = PbBatch.parse(data)
+        local = PbBatch(BatchType.CDATA, Direction.TO_SERVER, parsed.messages)
+        self.assertEqual(parsed, local)
+        self.assertEqual(hash(parsed), hash(local))
+        self.assertEqual(repr(parsed), repr(local))
+        self.assertNotIn("_wire", repr(parsed))
+        copy = pickle.loads(pickle.dumps(parsed))
+        self.assertEqual((copy, copy.build()), (parsed, data))
+
+    def test_captured_batches_are_what_their_fields_encode(self):
+        for data in CAPTURED:
+            self.assertEqual(rebuilt(PbBatch.parse(data)), data)
+
+
 # --------------------------------------------------------------------------
 # generated values
 
@@ -481,3 +559,31 @@ class GeneratedTests(unittest.TestCase):
             self.assertIsInstance(batch.build(), bytes)
             for message in batch.messages:
                 self.assertIsInstance(message, PbMessage)
+
+    @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sampled_from(CAPTURED),
+           st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2**32), u8), min_size=1, max_size=4))
+    def test_mutated_captures_build_what_their_fields_encode(self, data, edits):
+        # whatever parse keeps of the input, build() is the encoding of the fields
+        try:
+            batch = PbBatch.parse(_fix_length(_mutate(data, edits)))
+        except PbTncError:
+            return
+        self.assertEqual(batch.build(), rebuilt(batch))
+        self.assertEqual(batch.size, len(batch.build()))
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(batches, st.data())
+    def test_reserved_bits_never_survive_a_rebuild(self, batch, data):
+        canonical = batch.build()
+        noisy = bytearray(canonical)
+        noisy[1] |= data.draw(st.integers(0, 0x7F))
+        noisy[2] |= data.draw(u8)
+        noisy[3] |= data.draw(st.integers(0, 0xF)) << 4
+        for pos, message in zip(batch.offsets(), batch.messages):
+            noisy[pos] |= data.draw(st.integers(0, 0x7F))
+            if isinstance(message, PbPa):
+                noisy[pos + 12] |= data.draw(st.integers(0, 0x7F))
+        parsed = PbBatch.parse(bytes(noisy))
+        self.assertEqual(parsed, batch)
+        self.assertEqual(parsed.build(), canonical)

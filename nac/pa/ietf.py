@@ -89,15 +89,15 @@ _NUMERIC_VERSION = struct.Struct(">IIIHH")
 _OP_STATUS = struct.Struct(">BB2x")
 _PORT_ENTRY = struct.Struct(">BBH")
 _TWO_U32 = struct.Struct(">II")
-_LAST_USE = re.compile(rb"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_last_use_ok = re.compile(rb"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z").fullmatch
 
 
-def _exact(value: bytes, size: int, offset: int, name: str) -> None:
-    if len(value) != size:
-        raise PaTncError.invalid_parameter(
-            offset - ATTRIBUTE_HEADER_SIZE + 8,  # the Attribute Length field
-            f"{name} value is {len(value)} bytes, must be {size}",
-        )
+def _wrong_size(value: bytes, size: int, offset: int, name: str) -> PaTncError:
+    """A fixed-size value of another size: the Attribute Length field is at fault."""
+    return PaTncError.invalid_parameter(
+        offset - ATTRIBUTE_HEADER_SIZE + 8,
+        f"{name} value is {len(value)} bytes, must be {size}",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +160,7 @@ class ProductInformation(_Ietf):
     def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
         if len(value) < 5:
             raise PaTncError.invalid_parameter(offset, "Product Information: vendor and product ID truncated")
-        vendor_id = int.from_bytes(value[:3], "big")
+        vendor_id = value[0] << 16 | value[1] << 8 | value[2]
         product_id = value[3] << 8 | value[4]
         if vendor_id == 0 and product_id != 0:
             # Product IDs are scoped by their vendor; IETF (0) assigns none
@@ -190,7 +190,8 @@ class NumericVersion(_Ietf):
 
     @classmethod
     def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
-        _exact(value, 16, offset, "Numeric Version")
+        if len(value) != 16:
+            raise _wrong_size(value, 16, offset, "Numeric Version")
         return cls._new(*_NUMERIC_VERSION.unpack(value), noskip)
 
 
@@ -283,14 +284,15 @@ class OperationalStatus(_Ietf):
 
     @classmethod
     def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
-        _exact(value, 24, offset, "Operational Status")
+        if len(value) != 24:
+            raise _wrong_size(value, 24, offset, "Operational Status")
         status, result = value[0], value[1]
         if status > 3:
             raise PaTncError.invalid_parameter(offset, f"Operational Status: unknown status {status}")
         if result > 3:
             raise PaTncError.invalid_parameter(offset + 1, f"Operational Status: unknown result {result}")
         stamp = value[4:]
-        if not _LAST_USE.fullmatch(stamp):
+        if not _last_use_ok(stamp):
             raise PaTncError.invalid_parameter(offset + 4, "Operational Status: Last Use is not YYYY-MM-DDTHH:MM:SSZ")
         return cls._new(_OP_STATUS_CODES[status], _OP_RESULTS[result], stamp.decode("ascii"), noskip)
 
@@ -301,6 +303,9 @@ class PortEntry(NamedTuple):
     protocol: int
     port: int
     blocked: bool = False
+
+
+_new_tuple = tuple.__new__
 
 
 @register_attribute
@@ -327,10 +332,10 @@ class PortFilter(_Ietf):
             raise PaTncError.invalid_parameter(
                 offset - 4, f"Port Filter value is {len(value)} bytes, not a multiple of 4"
             )
-        entries = tuple(
-            PortEntry(protocol, port, bool(flags & 1)) for flags, protocol, port in _PORT_ENTRY.iter_unpack(value)
-        )
-        return cls._new(entries, noskip)
+        # tuple.__new__ skips PortEntry.__new__, a Python-level call per entry
+        entries = [_new_tuple(PortEntry, (protocol, port, flags & 1 == 1))
+                   for flags, protocol, port in _PORT_ENTRY.iter_unpack(value)]
+        return cls._new(tuple(entries), noskip)
 
 
 @register_attribute
@@ -373,13 +378,19 @@ class InstalledPackages(_Ietf):
         packages: list[tuple[str, str]] = []
         append = packages.append
         pos = 4
+        # Package lists are nearly always ASCII: then slicing one string
+        # decoded as latin-1 (one character per byte, so the same offsets)
+        # gives the same texts as decoding each name and version, for less.
+        ascii_only = value[4:].isascii()
+        source = value.decode("latin-1") if ascii_only else value
         try:
             for _ in range(count):
                 end = pos + 1 + value[pos]
                 vend = end + 1 + value[end]
                 if vend > total:
                     break
-                append((value[pos + 1:end].decode(), value[end + 1:vend].decode()))
+                name, version = source[pos + 1:end], source[end + 1:vend]
+                append((name, version) if ascii_only else (name.decode(), version.decode()))
                 pos = vend
         except (IndexError, UnicodeDecodeError):
             pass
@@ -580,7 +591,8 @@ class AssessmentResult(_Ietf):
 
     @classmethod
     def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
-        _exact(value, 4, offset, "Assessment Result")
+        if len(value) != 4:
+            raise _wrong_size(value, 4, offset, "Assessment Result")
         return cls._new(enum_or_int(AssessmentResultCode, _U32.unpack(value)[0]), noskip)
 
 
@@ -670,8 +682,9 @@ class ForwardingEnabled(_Ietf):
 
     @classmethod
     def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
-        _exact(value, 4, offset, "Forwarding Enabled")
-        (status,) = _U32.unpack(value)
+        if len(value) != 4:
+            raise _wrong_size(value, 4, offset, "Forwarding Enabled")
+        status = int.from_bytes(value, "big")
         if status > 2:
             raise PaTncError.invalid_parameter(offset, f"Forwarding Enabled: unknown value {status}")
         return cls._new(_FORWARDING[status], noskip)
@@ -692,8 +705,9 @@ class FactoryDefaultPasswordEnabled(_Ietf):
 
     @classmethod
     def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
-        _exact(value, 4, offset, "Factory Default Password Enabled")
-        (enabled,) = _U32.unpack(value)
+        if len(value) != 4:
+            raise _wrong_size(value, 4, offset, "Factory Default Password Enabled")
+        enabled = int.from_bytes(value, "big")
         if enabled > 1:
             raise PaTncError.invalid_parameter(offset, f"Factory Default Password Enabled: {enabled} is not 0 or 1")
         return cls._new(enabled == 1, noskip)

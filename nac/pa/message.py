@@ -566,19 +566,18 @@ class PaMessage:
         """Parse a whole PA-TNC message; raises only :class:`PaTncError`."""
         if type(data) is not bytes:
             data = bytes(data)
-        header = data[:MESSAGE_HEADER_SIZE]
         if len(data) < MESSAGE_HEADER_SIZE:
             raise PaTncError(
                 PaTncErrorCode.INVALID_PARAMETER,
                 f"PA-TNC message header truncated ({len(data)} bytes)",
-                message_header=header.ljust(MESSAGE_HEADER_SIZE, b"\0"),
+                message_header=data.ljust(MESSAGE_HEADER_SIZE, b"\0"),
             )
         version, message_id = _MESSAGE_HEADER.unpack_from(data)
         if version != PA_TNC_VERSION:
             raise PaTncError(
                 PaTncErrorCode.VERSION_NOT_SUPPORTED,
                 f"PA-TNC version {version} not supported",
-                message_header=header,
+                message_header=data[:MESSAGE_HEADER_SIZE],
             )
         attributes: list[PaAttribute] = []
         append, lookup, unpack = attributes.append, ATTRIBUTE_REGISTRY.get, _ATTRIBUTE_HEADER.unpack_from
@@ -612,11 +611,9 @@ class PaMessage:
                 attribute, pos = parse_attribute(data, pos)
                 append(attribute)
         except PaTncError as err:
-            err.message_header = header
+            err.message_header = data[:MESSAGE_HEADER_SIZE]
             raise
-        message = _new_message(message_id, tuple(attributes), version)
-        _set_wire(message, data)
-        return message
+        return _new_message(message_id, tuple(attributes), version, data)
 
     def unsupported_noskip(self) -> tuple[UnknownAttribute, ...]:
         """Attributes of unknown type with NOSKIP: each needs a PA-TNC error (§4.2)."""
@@ -627,12 +624,14 @@ class PaMessage:
         return tuple(a for a in self.attributes if isinstance(a, cls))
 
 
-def _new_message(message_id, attributes, version):
-    obj = object.__new__(PaMessage)
-    _set_message_id(obj, message_id)
-    _set_attributes(obj, attributes)
-    _set_version(obj, version)
-    return obj
+def _new_message(message_id: int, attributes: tuple[PaAttribute, ...], version: int, wire: bytes) -> PaMessage:
+    """A parsed message, without re-validation and with the bytes it came from (see fast_constructor)."""
+    message = object.__new__(PaMessage)
+    _set_message_id(message, message_id)
+    _set_attributes(message, attributes)
+    _set_version(message, version)
+    _set_wire(message, wire)
+    return message
 
 
 _set_message_id = PaMessage.message_id.__set__  # type: ignore[attr-defined]

@@ -16,10 +16,14 @@ from nac.pb.messages import (
     PbErrorCode,
     PbExperimental,
     PbMessage,
+    PbMessageType,
     PbTncError,
+    PbVendor,
     UnknownPbMessage,
     fast_constructor,
+    make_pa,
     make_unknown,
+    pb_pa_header_error,
 )
 
 __all__ = ["BATCH_HEADER_SIZE", "BatchType", "Direction", "PbBatch", "PbErrorCode", "PbTncError"]
@@ -27,7 +31,11 @@ __all__ = ["BATCH_HEADER_SIZE", "BatchType", "Direction", "PbBatch", "PbErrorCod
 BATCH_HEADER_SIZE = 8
 _BATCH_HEADER = struct.Struct(">BBxBI")
 _MSG_HEADER = struct.Struct(">III")
+_PA_HEADER = struct.Struct(">IIHH")
 _D_BIT = 0x80
+# plain ints: comparing with these is cheaper than with enum members
+_IETF = int(PbVendor.IETF)
+_PB_PA = int(PbMessageType.PA)
 
 
 class BatchType(IntEnum):
@@ -72,6 +80,10 @@ class PbBatch:
     messages: tuple[PbMessage, ...] = ()
     version: int = PB_TNC_VERSION
     message_offsets: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    # The bytes a parsed batch came from, when build() would reproduce them
+    # exactly (see parse); the batch and its messages are immutable, so
+    # build() can return them as they are.  Never set on a batch built locally.
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- decoding -----------------------------------------------------------
 
@@ -110,52 +122,80 @@ class PbBatch:
         With ``expect_direction``, a batch whose D bit says otherwise is a
         fatal Invalid Parameter at offset 1 (as strongSwan answers it).
         """
-        if not isinstance(data, bytes):
+        # Every batch of every connection comes through here, so the common
+        # case is checked inline, with as few calls as possible; anything
+        # unusual goes to the code that names the field at fault
+        # (parse_header, _message_header_error, the message classes).
+        if type(data) is not bytes:
             data = bytes(data)
-        version, direction, btype, length = cls.parse_header(data)
+        total = len(data)
+        if total < BATCH_HEADER_SIZE:
+            cls.parse_header(data)  # raises
+        version, flags, btype, length = _BATCH_HEADER.unpack_from(data)
+        batch_type = _BATCH_TYPES[btype & 0x0F]  # B-Type is the low 4 bits; the rest is Reserved
+        if version != PB_TNC_VERSION or batch_type is None:
+            cls.parse_header(data)  # raises
+        direction = _DIRECTIONS[flags >> 7]
         if expect_direction is not None and direction != expect_direction:
             raise PbTncError.invalid_parameter(1, f"batch is {direction.label}, expected {expect_direction.label}")
-        total = len(data)
         if max_size is not None and length > max_size:
             raise PbTncError.invalid_parameter(4, f"batch length {length} exceeds the maximum of {max_size}")
         if length != total:
             raise PbTncError.invalid_parameter(4, f"batch length {length} does not match the {total} bytes received")
 
+        # ``verbatim``: whether build() would give back exactly ``data``, so
+        # the batch keeps it and a parse → build round trip costs nothing.
+        # It holds unless a reserved bit is set (build() writes zeros there)
+        # or a message's value may have one (not _REBUILDS_EXACTLY).
+        verbatim = not (flags & 0x7F or btype & 0xF0 or data[2])
         messages: list[PbMessage] = []
         offsets: list[int] = []
         registry = _REGISTRY
         unpack = _MSG_HEADER.unpack_from
+        unpack_pa = _PA_HEADER.unpack_from
         pos = BATCH_HEADER_SIZE
         while pos < total:
-            if total - pos < MESSAGE_HEADER_SIZE:
-                raise PbTncError.invalid_parameter(pos, f"{total - pos} bytes are too few for a PB-TNC message header")
-            if len(messages) >= max_messages:
-                raise PbTncError.local_error(f"more than {max_messages} messages in one batch")
+            if total - pos < MESSAGE_HEADER_SIZE or len(messages) >= max_messages:
+                raise _message_header_error(data, pos, len(messages), max_messages)
             first, msg_type, msg_len = unpack(data, pos)
-            if msg_len < MESSAGE_HEADER_SIZE:
-                raise PbTncError.invalid_parameter(pos + 8, f"message length {msg_len} is below the 12-byte header")
             end = pos + msg_len
-            if end > total:
-                raise PbTncError.invalid_parameter(pos + 8, f"message length {msg_len} overruns the batch")
             vendor = first & 0xFFFFFF
-            if vendor == RESERVED_VENDOR:
-                raise PbTncError.invalid_parameter(pos + 1, "PB-TNC Vendor ID 0xffffff is reserved")
-            if msg_type == RESERVED_TYPE:
-                raise PbTncError.invalid_parameter(pos + 4, "PB-TNC Message Type 0xffffffff is reserved")
-            noskip = first >= 0x80000000
-            cls_ = registry.get((vendor, msg_type))
-            if cls_ is None:
-                msg: PbMessage = make_unknown(vendor, msg_type, data[pos + 12:end], noskip)
+            if msg_len < MESSAGE_HEADER_SIZE or end > total or vendor == RESERVED_VENDOR or msg_type == RESERVED_TYPE:
+                raise _message_header_error(data, pos, len(messages), max_messages)
+            if first & 0x7F000000:
+                verbatim = False
+            if msg_type == _PB_PA and vendor == _IETF and msg_len >= 24:
+                # PB-PA (RFC 5793 §4.5) is nearly every message a batch
+                # carries: parsed here, without a call.  One too short for
+                # its 12-byte header goes to PbPa.parse_value, which says so.
+                pa_first, subtype, collector, validator = unpack_pa(data, pos + 12)
+                pa_vendor = pa_first & 0xFFFFFF
+                if pa_vendor == RESERVED_VENDOR or subtype == RESERVED_TYPE:
+                    raise pb_pa_header_error(pa_vendor, subtype, pos + 12)
+                if pa_first & 0x7F000000:
+                    verbatim = False
+                msg: PbMessage = make_pa(pa_vendor, subtype, collector, validator, data[pos + 24:end],
+                                         pa_first >= 0x80000000, first >= 0x80000000)
             else:
-                msg = cls_.parse_value(data[pos + 12:end], noskip=noskip, offset=pos + 12)
+                message_class = registry.get((vendor, msg_type))
+                if message_class is None:
+                    msg = make_unknown(vendor, msg_type, data[pos + 12:end], first >= 0x80000000)
+                else:
+                    msg = message_class.parse_value(data[pos + 12:end], noskip=first >= 0x80000000,
+                                                    offset=pos + 12)
+                    if not message_class._REBUILDS_EXACTLY:
+                        verbatim = False
             messages.append(msg)
             offsets.append(pos)
             pos = end
-        return _make_batch(btype, direction, tuple(messages), version, tuple(offsets))
+        return _make_batch(batch_type, direction, tuple(messages), version, tuple(offsets),
+                           data if verbatim else None)
 
     # -- encoding -----------------------------------------------------------
 
     def build(self) -> bytes:
+        if self._wire is not None:
+            return self._wire
         body = b"".join([m.build() for m in self.messages])
         header = _BATCH_HEADER.pack(
             self.version,
@@ -168,6 +208,8 @@ class PbBatch:
     @property
     def size(self) -> int:
         """Encoded size in bytes (header included)."""
+        if self._wire is not None:
+            return len(self._wire)
         return BATCH_HEADER_SIZE + sum(m.size for m in self.messages)
 
     # -- helpers for the state machine --------------------------------------
@@ -233,6 +275,25 @@ class PbBatch:
                 break
             taken += 1
         return cls(batch_type, direction, tuple(messages[:taken])), tuple(messages[taken:])
+
+
+def _message_header_error(data: bytes, pos: int, count: int, max_messages: int) -> PbTncError:
+    """What is wrong with the message header at ``pos`` (RFC 5793 §4.2)."""
+    total = len(data)
+    if total - pos < MESSAGE_HEADER_SIZE:
+        return PbTncError.invalid_parameter(pos, f"{total - pos} bytes are too few for a PB-TNC message header")
+    if count >= max_messages:
+        return PbTncError.local_error(f"more than {max_messages} messages in one batch")
+    first, msg_type, msg_len = _MSG_HEADER.unpack_from(data, pos)
+    if msg_len < MESSAGE_HEADER_SIZE:
+        return PbTncError.invalid_parameter(pos + 8, f"message length {msg_len} is below the 12-byte header")
+    if pos + msg_len > total:
+        return PbTncError.invalid_parameter(pos + 8, f"message length {msg_len} overruns the batch")
+    if first & 0xFFFFFF == RESERVED_VENDOR:
+        return PbTncError.invalid_parameter(pos + 1, "PB-TNC Vendor ID 0xffffff is reserved")
+    if msg_type == RESERVED_TYPE:
+        return PbTncError.invalid_parameter(pos + 4, "PB-TNC Message Type 0xffffffff is reserved")
+    raise AssertionError(f"no fault in the message header at {pos}")  # pragma: no cover
 
 
 _make_batch = fast_constructor(PbBatch)

@@ -319,6 +319,11 @@ class PbMessage:
     DEFAULT_NOSKIP: ClassVar[bool] = False
     #: Only allowed in a RESULT batch (§4.6-§4.8, §4.11).
     RESULT_ONLY: ClassVar[bool] = False
+    # Whether every value that parses encodes back to the very same bytes:
+    # false where the value has reserved bits (encode_value writes zeros), or
+    # may have, for types not checked.  A parsed batch made only of such
+    # messages keeps its bytes for build() (see PbBatch.parse).
+    _REBUILDS_EXACTLY: ClassVar[bool] = False
 
     # Subclasses whose type is sent with NOSKIP redeclare this field with
     # default True (a field default, not __post_init__, keeps parsing fast).
@@ -444,6 +449,7 @@ class PbExperimental(PbMessage):
     VENDOR = PbVendor.IETF
     TYPE = PbMessageType.EXPERIMENTAL
     NAME = "PB-Experimental"
+    _REBUILDS_EXACTLY = True  # no reserved field
 
     body: bytes = b""
 
@@ -501,11 +507,16 @@ class PbPa(PbMessage):
             _need(value, 12, offset, "PB-PA")
         first, subtype, collector, validator = _PA_HEADER.unpack_from(value)
         pa_vendor = first & 0xFFFFFF
-        if pa_vendor == RESERVED_VENDOR:
-            raise PbTncError.invalid_parameter(offset + 1, "PA Message Vendor ID 0xffffff is reserved")
-        if subtype == RESERVED_TYPE:
-            raise PbTncError.invalid_parameter(offset + 4, "PA Subtype 0xffffffff is reserved")
-        return _make_pa(pa_vendor, subtype, collector, validator, value[12:], first >= 0x80000000, noskip)
+        if pa_vendor == RESERVED_VENDOR or subtype == RESERVED_TYPE:
+            raise pb_pa_header_error(pa_vendor, subtype, offset)
+        return make_pa(pa_vendor, subtype, collector, validator, value[12:], first >= 0x80000000, noskip)
+
+
+def pb_pa_header_error(pa_vendor: int, subtype: int, offset: int) -> PbTncError:
+    """The error for a PB-PA header naming a reserved vendor or subtype (§4.5)."""
+    if pa_vendor == RESERVED_VENDOR:
+        return PbTncError.invalid_parameter(offset + 1, "PA Message Vendor ID 0xffffff is reserved")
+    return PbTncError.invalid_parameter(offset + 4, "PA Subtype 0xffffffff is reserved")
 
 
 @_register
@@ -516,6 +527,7 @@ class PbAssessmentResult(PbMessage):
     VENDOR = PbVendor.IETF
     TYPE = PbMessageType.ASSESSMENT_RESULT
     NAME = "PB-Assessment-Result"
+    _REBUILDS_EXACTLY = True  # no reserved field
     DEFAULT_NOSKIP = True
     noskip: bool = field(default=True, kw_only=True)
     RESULT_ONLY = True
@@ -719,6 +731,7 @@ class PbLanguagePreference(PbMessage):
     VENDOR = PbVendor.IETF
     TYPE = PbMessageType.LANGUAGE_PREFERENCE
     NAME = "PB-Language-Preference"
+    _REBUILDS_EXACTLY = True  # no reserved field
 
     language: str
 
@@ -741,6 +754,7 @@ class PbReasonString(PbMessage):
     VENDOR = PbVendor.IETF
     TYPE = PbMessageType.REASON_STRING
     NAME = "PB-Reason-String"
+    _REBUILDS_EXACTLY = True  # no reserved field
     RESULT_ONLY = True
 
     reason: str
@@ -783,6 +797,7 @@ class ItaMutualCapability(PbMessage):
     VENDOR = PbVendor.ITA_HSR
     TYPE = ItaMessageType.MUTUAL_CAPABILITY
     NAME = "PB-Mutual-Capability"
+    _REBUILDS_EXACTLY = True  # no reserved field
 
     protocols: int
 
@@ -800,6 +815,7 @@ class UnknownPbMessage(PbMessage):
     """A message type nac does not implement, kept raw so it round-trips."""
 
     NAME = "unknown"
+    _REBUILDS_EXACTLY = True  # no reserved field
 
     VENDOR = None  # type: ignore[assignment]
     TYPE = None  # type: ignore[assignment]
@@ -829,7 +845,7 @@ class UnknownPbMessage(PbMessage):
 
 
 # Positional constructors for the parsers (see fast_constructor).
-_make_pa = fast_constructor(PbPa)
+make_pa = fast_constructor(PbPa)
 _make_assessment_result = fast_constructor(PbAssessmentResult)
 _make_access_recommendation = fast_constructor(PbAccessRecommendation)
 _make_language_preference = fast_constructor(PbLanguagePreference)

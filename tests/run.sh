@@ -22,6 +22,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     fi
 fi
 
+# eapol_test's EAP-TNC client reads its IMC list from /etc/tnc_config; an
+# empty one (no IMCs) is what the RADIUS interoperability tests expect.
+if [ "$(id -u)" = 0 ] && [ ! -e /etc/tnc_config ]; then
+    : > /etc/tnc_config
+fi
+
 # A local PostgreSQL for the database tests (unless one is named already).
 if [ -z "${NAC_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" = 0 ] && command -v pg_lsclusters >/dev/null 2>&1; then
     cluster=$(pg_lsclusters -h | awk 'NR == 1 {print $1 " " $2}')

@@ -11,6 +11,21 @@
     sessions list [--limit N]
     devices list
     results show SESSION_ID
+    packages import --product PRODUCT [--security] FILE
+    packages blacklist NAME [VERSION] --product PRODUCT [--remove]
+    packages list [--product PRODUCT] [--name NAME] [--blacklisted] [--limit N]
+    group add NAME [--parent GROUP]
+    group del NAME
+    group list
+    group member add|del GROUP (--device DEVICE_ID | --identity NAME)
+    group member list GROUP
+
+``packages import`` reads a Debian archive's ``Packages`` file (plain, gzip,
+xz or bzip2; a dpkg ``status`` file too) or a ``dpkg-query -W`` listing
+(``-`` is standard input) and records every release for the product, the
+name the OS IMV gives a host (``Debian 12 x86_64``); ``--security`` marks
+them as security releases (from a security archive), which makes older
+releases outdated.  Nothing is written when any line is malformed.
 
 The database is ``--db``, else ``[nac] db`` of the configuration file (or
 its default, SQLite in the state directory).  Each command is one
@@ -21,11 +36,15 @@ line otherwise.  Passwords are never printed.
 from __future__ import annotations
 
 import argparse
+import bz2
 import datetime
 import enum
 import getpass
+import gzip
 import json
+import lzma
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
@@ -42,6 +61,7 @@ from nac.db.engine import (
     sqlite_path,
     upgrade,
 )
+from nac.db.models import NAME_LENGTH
 from nac.db.store import PolicyDb, StoreError
 
 PROG = "nac-admin"
@@ -148,8 +168,24 @@ def _read_password(args) -> str:
 
 
 def cmd_user_add(db: PolicyDb, args) -> Output:
-    user = db.add_user(args.name, _read_password(args))
-    return Output(_record(user), f"user {user.name!r} added")
+    if args.eap:
+        db.secrets = _secret_box(args)
+    user = db.add_user(args.name, _read_password(args), eap=args.eap)
+    return Output(_record(user), f"user {user.name!r} added" + (" (also for EAP)" if args.eap else ""))
+
+
+def _secret_box(args):
+    """The SecretBox of ``[nac] secret_key_file`` (created when absent, as the server does)."""
+    from nac import config as nac_config
+    from nac.db.secrets import SecretBox, SecretKeyError, load_or_create_key
+
+    try:
+        path = nac_config.load(getattr(args, "config", None)).get("nac", "secret_key_file")
+        return SecretBox(load_or_create_key(path))
+    except nac_config.ConfigError as exc:
+        raise AdminError("; ".join(exc.problems) or str(exc)) from None
+    except SecretKeyError as exc:
+        raise AdminError(str(exc)) from None
 
 
 def cmd_user_del(db: PolicyDb, args) -> Output:
@@ -208,6 +244,181 @@ def cmd_results_show(db: PolicyDb, args) -> Output:
     return Output(data, "\n".join(head) + "\n\n" + table)
 
 
+# -- packages ----------------------------------------------------------------------------
+
+#: Debian package names (Debian Policy §5.6.1); dpkg-query may add ":ARCH".
+_PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+#: Characters of a Debian version ([epoch:]upstream[-revision], Policy §5.6.12).
+_PACKAGE_VERSION = re.compile(r"[A-Za-z0-9.+~:-]+")
+_COMPRESSED = ((b"\x1f\x8b", gzip.decompress, "gzip"), (b"\xfd7zXZ\x00", lzma.decompress, "xz"),
+               (b"BZh", bz2.decompress, "bzip2"))
+#: Largest package list read (uncompressed): a whole Debian archive's Packages is ~100 MB.
+MAX_PACKAGE_LIST_SIZE = 512 * 1024 * 1024
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        stream = getattr(sys.stdin, "buffer", None)
+        return stream.read() if stream is not None else sys.stdin.read().encode()
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_PACKAGE_LIST_SIZE + 1)
+    except OSError as exc:
+        raise AdminError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _check_package(where: str, name: str, version: str) -> tuple[str, str]:
+    if not _PACKAGE_NAME.fullmatch(name) or len(name) > NAME_LENGTH:
+        raise AdminError(f"{where}: {name[:80]!r} is not a Debian package name")
+    if not _PACKAGE_VERSION.fullmatch(version) or len(version) > NAME_LENGTH:
+        raise AdminError(f"{where}: {version[:80]!r} is not a Debian version (package {name})")
+    return name, version
+
+
+def read_package_list(data: bytes, source: str = "-") -> list[tuple[str, str]]:
+    """(name, version) pairs from a Debian ``Packages`` (or dpkg ``status``)
+    file or a ``dpkg-query -W`` listing, compressed or not; AdminError
+    naming the line of the first malformed entry."""
+    for magic, decompress, kind in _COMPRESSED:
+        if data.startswith(magic):
+            try:
+                data = decompress(data)
+            except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+                raise AdminError(f"{source}: not a valid {kind} file: {exc}") from None
+            break
+    if len(data) > MAX_PACKAGE_LIST_SIZE:
+        raise AdminError(f"{source}: larger than {MAX_PACKAGE_LIST_SIZE // (1024 * 1024)} MB")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise AdminError(f"{source}:{line}: not UTF-8 text") from None
+    lines = text.splitlines()
+    if any(line.startswith("Package:") for line in lines):
+        return _read_paragraphs(lines, source)
+    return _read_listing(lines, source)
+
+
+def _read_paragraphs(lines: list[str], source: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    fields: dict[str, str] = {}
+    start = 1
+
+    def paragraph_done():
+        if not fields:
+            return
+        where = f"{source}:{start}"
+        name, version = fields.get("package"), fields.get("version")
+        if name is None:
+            raise AdminError(f"{where}: paragraph without a Package field")
+        if version is None:
+            raise AdminError(f"{where}: package {name[:80]!r} has no Version field")
+        status = fields.get("status")
+        if status is not None and " ".join(status.split()) != "install ok installed":
+            return  # a dpkg status file's removed or half-installed package
+        out.append(_check_package(where, name, version))
+
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            paragraph_done()
+            fields = {}
+            continue
+        if not fields:
+            start = number
+        if line[0] in " \t":
+            continue  # continuation of a multi-line field
+        key, colon, value = line.partition(":")
+        if not colon:
+            raise AdminError(f"{source}:{number}: expected 'Field: value'")
+        fields[key.strip().lower()] = value.strip()
+    paragraph_done()
+    return out
+
+
+def _read_listing(lines: list[str], source: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) == 1:
+            continue  # dpkg-query -W lists known but not installed packages without a version
+        if len(parts) != 2:
+            raise AdminError(f"{source}:{number}: expected 'NAME<TAB>VERSION' as `dpkg-query -W` prints")
+        name = parts[0].partition(":")[0]  # libc6:amd64
+        out.append(_check_package(f"{source}:{number}", name, parts[1]))
+    return out
+
+
+def cmd_packages_import(db: PolicyDb, args) -> Output:
+    releases = read_package_list(_read_input(args.file), args.file)
+    if not releases:
+        raise AdminError(f"{args.file}: no packages found")
+    done = db.import_packages(args.product, releases, security=args.security)
+    kind = "security releases" if args.security else "releases"
+    text = (f"{args.product!r}: {done.releases} {kind} read; {done.packages_added} new package(s), "
+            f"{done.versions_added} new release(s), {done.versions_marked} marked as security "
+            f"release(s), {done.unchanged} already known")
+    return Output(_record(done), text)
+
+
+def cmd_packages_blacklist(db: PolicyDb, args) -> Output:
+    info = db.blacklist_package(args.product, args.name, args.version, blacklisted=not args.remove)
+    what = "every release" if info.release == "*" else f"release {info.release!r}"
+    state = "no longer blacklisted" if args.remove else "blacklisted"
+    return Output(_record(info), f"package {info.package!r} ({what}) {state} on {info.product!r}")
+
+
+def cmd_packages_list(db: PolicyDb, args) -> Output:
+    versions = db.list_packages(args.product, args.name, blacklisted_only=args.blacklisted,
+                                limit=args.limit)
+    columns = [("product", "PRODUCT"), ("package", "PACKAGE"), ("release", "RELEASE"),
+               ("security", "SECURITY"), ("blacklisted", "BLACKLISTED"), ("time", "ADDED (UTC)")]
+    return Output([_record(v) for v in versions],
+                  _table([asdict(v) for v in versions], columns, "no packages"))
+
+
+# -- groups ------------------------------------------------------------------------------
+
+
+def cmd_group_add(db: PolicyDb, args) -> Output:
+    group = db.add_group(args.name, args.parent)
+    under = f" under {group.parent!r}" if group.parent else ""
+    return Output(_record(group), f"group {group.name!r} added{under}")
+
+
+def cmd_group_del(db: PolicyDb, args) -> Output:
+    db.delete_group(args.name)
+    return Output({"name": args.name, "deleted": True}, f"group {args.name!r} deleted")
+
+
+def cmd_group_list(db: PolicyDb, args) -> Output:
+    groups = db.list_groups()
+    columns = [("name", "GROUP"), ("parent", "PARENT"), ("devices", "DEVICES"),
+               ("identities", "IDENTITIES")]
+    return Output([_record(g) for g in groups],
+                  _table([asdict(g) for g in groups], columns, "no groups"))
+
+
+def cmd_group_member_add(db: PolicyDb, args) -> Output:
+    member = db.add_group_member(args.group, device=args.device, identity=args.identity)
+    return Output(_record(member), f"{member.kind} {member.member!r} added to group {member.group!r}")
+
+
+def cmd_group_member_del(db: PolicyDb, args) -> Output:
+    db.delete_group_member(args.group, device=args.device, identity=args.identity)
+    kind, member = ("device", args.device) if args.device is not None else ("identity", args.identity)
+    return Output({"group": args.group, "kind": kind, "member": member, "deleted": True},
+                  f"{kind} {member!r} removed from group {args.group!r}")
+
+
+def cmd_group_member_list(db: PolicyDb, args) -> Output:
+    members = db.group_members(args.group)
+    columns = [("kind", "KIND"), ("member", "MEMBER")]
+    return Output([_record(m) for m in members],
+                  _table([asdict(m) for m in members], columns, f"group {args.group!r} has no members"))
+
+
 # -- command line ------------------------------------------------------------------------
 
 
@@ -254,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "list; prefer --password-stdin or the prompt)")
     source.add_argument("--password-stdin", action="store_true",
                         help="read the password from the first line of standard input")
+    add.add_argument("--eap", action="store_true",
+                     help="also accept the password for EAP-MD5 and EAP-MSCHAPv2, which need it "
+                          "back: it is then also stored sealed with [nac] secret_key_file")
     delete = command(users, "del", cmd_user_del, "delete a user")
     delete.add_argument("name", metavar="NAME")
     command(users, "list", cmd_user_list, "list the users")
@@ -273,6 +487,51 @@ def build_parser() -> argparse.ArgumentParser:
     show = command(results_actions, "show", cmd_results_show,
                    "show a session's decision and each IMV's result")
     show.add_argument("session_id", metavar="SESSION_ID", type=_positive_int)
+
+    packages = commands.add_parser("packages", help="package policy of the OS IMV")
+    packages_actions = packages.add_subparsers(dest="action", metavar="ACTION", required=True)
+    imports = command(packages_actions, "import", cmd_packages_import,
+                      "record the package releases of a product from a Debian Packages file "
+                      "or a `dpkg-query -W` listing")
+    imports.add_argument("file", metavar="FILE", help="the list; - for standard input")
+    imports.add_argument("--product", required=True, metavar="PRODUCT",
+                         help="the product, as the OS IMV names hosts, e.g. 'Debian 12 x86_64'")
+    imports.add_argument("--security", action="store_true",
+                         help="the releases are security releases (from a security archive)")
+    blacklist = command(packages_actions, "blacklist", cmd_packages_blacklist,
+                        "forbid a package on a product: one release, or every release")
+    blacklist.add_argument("name", metavar="NAME")
+    blacklist.add_argument("version", metavar="VERSION", nargs="?",
+                           help="the release to forbid (default: every release)")
+    blacklist.add_argument("--product", required=True, metavar="PRODUCT")
+    blacklist.add_argument("--remove", action="store_true", help="lift the blacklisting instead")
+    plisting = command(packages_actions, "list", cmd_packages_list, "list the known releases")
+    plisting.add_argument("--product", metavar="PRODUCT")
+    plisting.add_argument("--name", metavar="NAME", help="one package only")
+    plisting.add_argument("--blacklisted", action="store_true", help="blacklisted releases only")
+    plisting.add_argument("--limit", type=_positive_int, metavar="N", help="at most N rows")
+
+    group = commands.add_parser("group", help="groups of devices and identities")
+    group_actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+    gadd = command(group_actions, "add", cmd_group_add, "add a group")
+    gadd.add_argument("name", metavar="NAME")
+    gadd.add_argument("--parent", metavar="GROUP", help="the group it belongs to")
+    gdel = command(group_actions, "del", cmd_group_del,
+                   "delete a group (its subgroups lose their parent)")
+    gdel.add_argument("name", metavar="NAME")
+    command(group_actions, "list", cmd_group_list, "list the groups")
+    member = group_actions.add_parser("member", help="members of a group")
+    member_actions = member.add_subparsers(dest="member_action", metavar="ACTION", required=True)
+    for name, func, text in (("add", cmd_group_member_add, "put a device or an identity into a group"),
+                             ("del", cmd_group_member_del, "take a device or an identity out of a group")):
+        sub = command(member_actions, name, func, text)
+        sub.add_argument("group", metavar="GROUP")
+        who = sub.add_mutually_exclusive_group(required=True)
+        who.add_argument("--device", metavar="DEVICE_ID", help="a device by its Device ID")
+        who.add_argument("--identity", metavar="NAME",
+                         help="an identity (user name, certificate subject) as transports authenticate it")
+    mlist = command(member_actions, "list", cmd_group_member_list, "list the members of a group")
+    mlist.add_argument("group", metavar="GROUP")
     return parser
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -30,25 +30,36 @@ from nac.db.models import (
     NAME_LENGTH,
     AssessmentSession,
     Device,
+    Group,
+    GroupDevice,
+    GroupIdentity,
     ImvResult,
+    Measurement,
+    Package,
     Product,
     User,
+    Version,
     utcnow,
 )
 from nac.db.passwords import VerifiedCredentials, hash_password, verify_password
+from nac.db.secrets import SecretBox, SecretKeyError
 from nac.ifimv import ActionRecommendation, EvaluationResult
 from nac.interfaces import IPolicyStore
 
 __all__ = [
     "AlreadyExists",
     "DeviceInfo",
+    "GroupInfo",
+    "GroupMemberInfo",
     "NotFound",
+    "PackageImport",
     "PolicyDb",
     "PolicyStore",
     "ResultInfo",
     "SessionInfo",
     "StoreError",
     "UserInfo",
+    "VersionInfo",
 ]
 
 log = Logger(namespace="nac.db")
@@ -56,6 +67,7 @@ log = Logger(namespace="nac.db")
 _SESSIONS = AssessmentSession.__table__
 _RESULTS = ImvResult.__table__
 _DEVICES = Device.__table__
+_EAP_SECRET_ROW = sa.select(User.eap_secret, User.enabled).where(User.name == sa.bindparam("name"))
 _PASSWORD_ROW = sa.select(User.password_hash, User.enabled).where(User.name == sa.bindparam("name"))
 
 T = TypeVar("T")
@@ -181,8 +193,11 @@ def check_against(verified: VerifiedCredentials | None, name: str, password: str
 class PolicyDb:
     """Blocking access to the policy database; each method is one transaction."""
 
-    def __init__(self, engine: Engine, verified: VerifiedCredentials | None = None):
+    def __init__(self, engine: Engine, verified: VerifiedCredentials | None = None,
+                 secrets: SecretBox | None = None):
         self.engine = engine
+        self.secrets = secrets
+        """Seals and opens EAP secrets (None: EAP secrets unavailable)."""
         self._sessions = orm.sessionmaker(engine, expire_on_commit=False)
         self.verified = verified
         """Cache of verified passwords (servers pass one; nac-admin does not)."""
@@ -208,23 +223,47 @@ class PolicyDb:
         """True only for an enabled user whose password matches."""
         return check_against(self.verified, name, password, self.password_row(name))
 
+    def eap_secret(self, name: str) -> str | None:
+        """The EAP password of enabled user ``name``; None when there is no
+        such user, it is disabled or has no EAP secret, or the secret does
+        not open with this key (logged: the key file is wrong)."""
+        with self.engine.connect() as connection:
+            row = connection.execute(_EAP_SECRET_ROW, {"name": name}).one_or_none()
+        if row is None or not row.enabled or row.eap_secret is None or self.secrets is None:
+            return None
+        try:
+            return self.secrets.open(name, row.eap_secret)
+        except SecretKeyError as exc:
+            log.error("{error}", error=str(exc))
+            return None
+
     def password_row(self, name: str) -> tuple[str, bool] | None:
         """(stored password hash, enabled) of user ``name``, None if there is none."""
         with self.engine.connect() as connection:
             row = connection.execute(_PASSWORD_ROW, {"name": name}).one_or_none()
         return None if row is None else (row.password_hash, row.enabled)
 
-    def add_user(self, name: str, password: str | bytes) -> UserInfo:
+    def add_user(self, name: str, password: str | bytes, *, eap: bool = False) -> UserInfo:
+        """Add a user; with ``eap`` the password also serves EAP-MD5 and
+        EAP-MSCHAPv2, which need it back: it is then also stored sealed
+        under the secret key (:mod:`nac.db.secrets`)."""
         _check_name("user name", name, NAME_LENGTH)
         if not password:
             raise StoreError("the password must not be empty")
+        eap_secret = None
+        if eap:
+            if self.secrets is None:
+                raise StoreError("no secret key to seal EAP secrets with")
+            text = password.decode("utf-8") if isinstance(password, bytes) else password
+            eap_secret = self.secrets.seal(name, text)
         # hashed before the transaction: scrypt is slow and needs no lock
         password_hash = hash_password(password)
         try:
             with self.transaction() as session:
                 if session.scalar(sa.select(User.id).where(User.name == name)) is not None:
                     raise AlreadyExists(f"user {name!r} already exists")
-                user = User(name=name, password_hash=password_hash, created=utcnow(), enabled=True)
+                user = User(name=name, password_hash=password_hash, eap_secret=eap_secret,
+                            created=utcnow(), enabled=True)
                 session.add(user)
                 session.flush()
                 return UserInfo(user.name, user.enabled, user.created)
@@ -344,6 +383,295 @@ class PolicyDb:
                            d.first_seen, d.last_seen, d.description)
                 for d in rows]
 
+    # -- measurements (IMVs) -------------------------------------------------------------
+
+    def add_measurement(self, session_id: int, imv_name: str, kind: str, payload: Any) -> int:
+        """Keep what an IMV measured in a session (``payload``: JSON-able); the row id."""
+        with self.engine.begin() as connection:
+            return connection.execute(sa.insert(Measurement.__table__).values(
+                session_id=session_id, imv_name=imv_name[:64], kind=kind[:64], payload=payload,
+                created=utcnow())).inserted_primary_key[0]
+
+    # -- package policy (nac-admin packages) ---------------------------------------------
+
+    def import_packages(self, product: str, releases: Iterable[tuple[str, str]], *,
+                        security: bool = False) -> PackageImport:
+        """Record releases of packages on ``product`` (created if new): what a
+        Debian archive's Packages file or a host's ``dpkg-query -W`` lists.
+        With ``security`` the releases are marked as security releases, which
+        makes older releases outdated for the OS IMV.  Blacklist flags stay."""
+        _check_name("product", product, NAME_LENGTH)
+        wanted: dict[tuple[str, str], None] = {}
+        for name, release in releases:
+            _check_name("package name", name, NAME_LENGTH)
+            _check_name(f"version of package {name!r}", release, NAME_LENGTH)
+            wanted[(name, release)] = None
+        now = utcnow()
+        with self.transaction() as session:
+            product_row = _get_or_create(session, Product, name=product)
+            session.flush()
+            names = sorted({name for name, _ in wanted})
+            ids = _package_ids(session, names)
+            new_names = [name for name in names if name not in ids]
+            if new_names:
+                session.execute(sa.insert(Package.__table__), [{"name": n} for n in new_names])
+                ids.update(_package_ids(session, new_names))
+            existing: dict[tuple[int, str], tuple[int, bool]] = {}
+            for chunk in _chunks(sorted(set(ids.values()))):
+                rows = session.execute(
+                    sa.select(Version.id, Version.package_id, Version.release, Version.security)
+                    .where(Version.product_id == product_row.id, Version.package_id.in_(chunk)))
+                for version_id, package_id, release, is_security in rows:
+                    existing[(package_id, release)] = (version_id, bool(is_security))
+            added, marked = [], []
+            for name, release in wanted:
+                found = existing.get((ids[name], release))
+                if found is None:
+                    added.append({"package_id": ids[name], "product_id": product_row.id,
+                                  "release": release, "security": security, "blacklisted": False,
+                                  "time": now})
+                elif security and not found[1]:
+                    marked.append(found[0])
+            if added:
+                session.execute(sa.insert(Version.__table__), added)
+            for chunk in _chunks(marked):
+                session.execute(sa.update(Version.__table__)
+                                .where(Version.__table__.c.id.in_(chunk)).values(security=True))
+            return PackageImport(product=product, releases=len(wanted), packages_added=len(new_names),
+                                 versions_added=len(added), versions_marked=len(marked),
+                                 unchanged=len(wanted) - len(added) - len(marked))
+
+    def blacklist_package(self, product: str, name: str, release: str | None = None, *,
+                          blacklisted: bool = True) -> VersionInfo:
+        """Forbid one release of a package on ``product``, or every release
+        (``release`` None: strongSwan's ``*``); ``blacklisted=False`` lifts it."""
+        _check_name("product", product, NAME_LENGTH)
+        _check_name("package name", name, NAME_LENGTH)
+        release = "*" if release is None else _check_name("version", release, NAME_LENGTH)
+        with self.transaction() as session:
+            product_id = _product_id(session, product)
+            query = (sa.select(Version).join(Package, Version.package_id == Package.id)
+                     .where(Package.name == name, Version.product_id == product_id,
+                            Version.release == release))
+            version = session.scalar(query)
+            if not blacklisted:
+                if version is None or not version.blacklisted:
+                    raise NotFound(f"package {name!r} {_release_text(release)} is not blacklisted "
+                                   f"on {product!r}")
+                info = VersionInfo(product, name, release, version.security, False, version.time)
+                if release == "*":
+                    session.delete(version)  # exists only to carry the blacklisting
+                else:
+                    version.blacklisted = False
+                return info
+            if version is None:
+                package = _get_or_create(session, Package, name=name)
+                version = Version(package=package, product_id=product_id, release=release,
+                                  security=False, blacklisted=True, time=utcnow())
+                session.add(version)
+            version.blacklisted = True
+            session.flush()
+            return VersionInfo(product, name, release, version.security, True, version.time)
+
+    def list_packages(self, product: str | None = None, name: str | None = None, *,
+                      blacklisted_only: bool = False, limit: int | None = None) -> list[VersionInfo]:
+        """Known releases, by product, package and release."""
+        with self.transaction() as session:
+            query = (sa.select(Product.name, Package.name, Version.release, Version.security,
+                               Version.blacklisted, Version.time)
+                     .join(Version, Version.product_id == Product.id)
+                     .join(Package, Version.package_id == Package.id)
+                     .order_by(Product.name, Package.name, Version.release))
+            if product is not None:
+                query = query.where(Version.product_id == _product_id(session, product))
+            if name is not None:
+                query = query.where(Package.name == name)
+            if blacklisted_only:
+                query = query.where(Version.blacklisted == sa.true())
+            if limit is not None:
+                query = query.limit(limit)
+            return [VersionInfo(*row) for row in session.execute(query)]
+
+    # -- groups (nac-admin group) --------------------------------------------------------
+
+    def add_group(self, name: str, parent: str | None = None) -> GroupInfo:
+        _check_name("group name", name, GROUP_NAME_LENGTH)
+        try:
+            with self.transaction() as session:
+                if session.scalar(sa.select(Group.id).where(Group.name == name)) is not None:
+                    raise AlreadyExists(f"group {name!r} already exists")
+                parent_id = None if parent is None else _group_id(session, parent)
+                session.add(Group(name=name, parent_id=parent_id))
+                session.flush()
+                return GroupInfo(name, parent, 0, 0)
+        except sa.exc.IntegrityError:
+            raise AlreadyExists(f"group {name!r} already exists") from None
+
+    def delete_group(self, name: str) -> None:
+        """Delete a group and its memberships; its subgroups lose their parent."""
+        with self.transaction() as session:
+            group_id = _group_id(session, name)
+            session.execute(sa.update(Group.__table__).where(Group.__table__.c.parent_id == group_id)
+                            .values(parent_id=None))
+            session.execute(sa.delete(Group.__table__).where(Group.__table__.c.id == group_id))
+
+    def list_groups(self) -> list[GroupInfo]:
+        with self.transaction() as session:
+            parent = orm.aliased(Group)
+            devices = (sa.select(sa.func.count()).where(GroupDevice.group_id == Group.id)
+                       .correlate(Group).scalar_subquery())
+            identities = (sa.select(sa.func.count()).where(GroupIdentity.group_id == Group.id)
+                          .correlate(Group).scalar_subquery())
+            rows = session.execute(
+                sa.select(Group.name, parent.name, devices, identities)
+                .outerjoin(parent, Group.parent_id == parent.id).order_by(Group.name))
+            return [GroupInfo(*row) for row in rows]
+
+    def add_group_member(self, group: str, *, device: str | None = None,
+                         identity: str | None = None) -> GroupMemberInfo:
+        """Put a device (its Device ID) or an identity into ``group``."""
+        kind, member = _member(device, identity)
+        try:
+            with self.transaction() as session:
+                group_id = _group_id(session, group)
+                if kind == "device":
+                    device_pk = _device_pk(session, member)
+                    if session.get(GroupDevice, (group_id, device_pk)) is not None:
+                        raise AlreadyExists(f"device {member!r} is already in group {group!r}")
+                    session.add(GroupDevice(group_id=group_id, device_id=device_pk))
+                else:
+                    if session.get(GroupIdentity, (group_id, member)) is not None:
+                        raise AlreadyExists(f"identity {member!r} is already in group {group!r}")
+                    session.add(GroupIdentity(group_id=group_id, identity=member))
+                session.flush()
+                return GroupMemberInfo(group, kind, member)
+        except sa.exc.IntegrityError:
+            raise AlreadyExists(f"{kind} {member!r} is already in group {group!r}") from None
+
+    def delete_group_member(self, group: str, *, device: str | None = None,
+                            identity: str | None = None) -> None:
+        kind, member = _member(device, identity)
+        with self.transaction() as session:
+            group_id = _group_id(session, group)
+            if kind == "device":
+                row = session.get(GroupDevice, (group_id, _device_pk(session, member)))
+            else:
+                row = session.get(GroupIdentity, (group_id, member))
+            if row is None:
+                raise NotFound(f"{kind} {member!r} is not in group {group!r}")
+            session.delete(row)
+
+    def group_members(self, group: str) -> list[GroupMemberInfo]:
+        """The devices (by Device ID), then the identities of ``group``."""
+        with self.transaction() as session:
+            group_id = _group_id(session, group)
+            devices = session.scalars(
+                sa.select(Device.device_id).join(GroupDevice, GroupDevice.device_id == Device.id)
+                .where(GroupDevice.group_id == group_id).order_by(Device.device_id))
+            identities = session.scalars(
+                sa.select(GroupIdentity.identity).where(GroupIdentity.group_id == group_id)
+                .order_by(GroupIdentity.identity))
+            return ([GroupMemberInfo(group, "device", d) for d in devices]
+                    + [GroupMemberInfo(group, "identity", i) for i in identities])
+
+
+# -- package policy and groups: values and query helpers -------------------------------------
+
+#: Names and IDs looked up per statement (bound parameters).
+SQL_CHUNK = 500
+GROUP_NAME_LENGTH = Group.__table__.c.name.type.length
+
+
+@dataclass(frozen=True, slots=True)
+class PackageImport:
+    """What :meth:`PolicyDb.import_packages` did."""
+
+    product: str
+    releases: int
+    """distinct (package, release) pairs given"""
+    packages_added: int
+    versions_added: int
+    versions_marked: int
+    """known releases newly marked as security releases"""
+    unchanged: int
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    product: str
+    package: str
+    release: str
+    """the release, or '*' for a blacklisting of every release"""
+    security: bool
+    blacklisted: bool
+    time: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    name: str
+    parent: str | None
+    devices: int
+    identities: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMemberInfo:
+    group: str
+    kind: str
+    """'device' or 'identity'"""
+    member: str
+
+
+def _chunks(items: list, size: int = SQL_CHUNK) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _package_ids(session: orm.Session, names: list[str]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for chunk in _chunks(names):
+        ids.update((name, pk) for pk, name in session.execute(
+            sa.select(Package.id, Package.name).where(Package.name.in_(chunk))))
+    return ids
+
+
+def _release_text(release: str) -> str:
+    return "(every release)" if release == "*" else f"release {release!r}"
+
+
+def _product_id(session: orm.Session, product: str) -> int:
+    product_id = session.scalar(sa.select(Product.id).where(Product.name == product))
+    if product_id is None:
+        known = session.scalars(sa.select(Product.name).order_by(Product.name).limit(10)).all()
+        hint = f"; known products: {', '.join(repr(k) for k in known)}" if known else \
+            "; products appear with `nac-admin packages import` or a device's first assessment"
+        raise NotFound(f"no product {product!r}{hint}")
+    return product_id
+
+
+def _group_id(session: orm.Session, name: str) -> int:
+    group_id = session.scalar(sa.select(Group.id).where(Group.name == name))
+    if group_id is None:
+        raise NotFound(f"no group {name!r}")
+    return group_id
+
+
+def _device_pk(session: orm.Session, device_id: str) -> int:
+    pk = session.scalar(sa.select(Device.id).where(Device.device_id == device_id))
+    if pk is None:
+        raise NotFound(f"no device {device_id!r} (devices are known from their first assessment: "
+                       f"see `nac-admin devices list`)")
+    return pk
+
+
+def _member(device: str | None, identity: str | None) -> tuple[str, str]:
+    if (device is None) == (identity is None):
+        raise StoreError("give a device or an identity")
+    if device is not None:
+        return "device", _check_name("device id", device, NAME_LENGTH)
+    return "identity", _check_name("identity", identity, IDENTIFIER_LENGTH)
+
 
 def _get_or_create(session: orm.Session, model, **unique):
     """The row of ``model`` with the ``unique`` column values, inserted if missing.
@@ -381,8 +709,8 @@ class PolicyStore(service.Service):
     name = "policy-store"
 
     def __init__(self, engine: Engine, threadpool: ThreadPool | None = None, reactor=None,
-                 credential_cache_ttl: float = 300.0):
-        self.db = PolicyDb(engine, VerifiedCredentials(credential_cache_ttl))
+                 credential_cache_ttl: float = 300.0, secrets: SecretBox | None = None):
+        self.db = PolicyDb(engine, VerifiedCredentials(credential_cache_ttl), secrets)
         # SQLite has one writer at a time: more threads would only queue on
         # its lock (busy-waiting), so its queries go through one thread.
         single = engine.dialect.name == "sqlite"
@@ -446,6 +774,10 @@ class PolicyStore(service.Service):
         """Deferred firing with the schema revision, or failing with SchemaError."""
         return self._defer(self.db.check_schema)
 
+    def eap_secret(self, name: str):
+        """Deferred firing with the EAP password of enabled user ``name`` or None."""
+        return self._defer(self.db.eap_secret, name)
+
     def check_password(self, name: str, password: str | bytes):
         """Deferred firing with True only for an enabled user with this password.
 
@@ -478,3 +810,37 @@ class PolicyStore(service.Service):
 
     def device_seen(self, session_id: int, device_id: str, product: str | None = None):
         return self._defer(self.db.device_seen, session_id, device_id, product)
+
+    def add_measurement(self, session_id: int, imv_name: str, kind: str, payload: Any):
+        return self._defer(self.db.add_measurement, session_id, imv_name, kind, payload)
+
+    def import_packages(self, product: str, releases, *, security: bool = False):
+        return self._defer(self.db.import_packages, product, list(releases), security=security)
+
+    def blacklist_package(self, product: str, name: str, release: str | None = None, *,
+                          blacklisted: bool = True):
+        return self._defer(self.db.blacklist_package, product, name, release, blacklisted=blacklisted)
+
+    def list_packages(self, product: str | None = None, name: str | None = None, *,
+                      blacklisted_only: bool = False, limit: int | None = None):
+        return self._defer(self.db.list_packages, product, name, blacklisted_only=blacklisted_only,
+                           limit=limit)
+
+    def add_group(self, name: str, parent: str | None = None):
+        return self._defer(self.db.add_group, name, parent)
+
+    def delete_group(self, name: str):
+        return self._defer(self.db.delete_group, name)
+
+    def list_groups(self):
+        return self._defer(self.db.list_groups)
+
+    def add_group_member(self, group: str, *, device: str | None = None, identity: str | None = None):
+        return self._defer(self.db.add_group_member, group, device=device, identity=identity)
+
+    def delete_group_member(self, group: str, *, device: str | None = None,
+                            identity: str | None = None):
+        return self._defer(self.db.delete_group_member, group, device=device, identity=identity)
+
+    def group_members(self, group: str):
+        return self._defer(self.db.group_members, group)

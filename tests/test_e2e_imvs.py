@@ -1,0 +1,232 @@
+"""The OS and Scanner IMVs end to end: the real server (`twistd -n nac`)
+with its embedded SQLite policy database, its package policy set with the
+real `nac-admin`, and the real `nac-pt-tls-client` assessing this host.
+
+Server, client and the ports they see live in a network namespace the
+test creates, so the Scanner judges only the ports the test opens (the
+host's own listeners are not in it) and nothing listens beyond it.  The
+package policy is this host's own `dpkg-query -W` listing, so the host is
+compliant until the test blacklists one of its packages.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+from twisted.trial import unittest
+
+from nac.client.collectors.os import read_os_info
+from nac.db import PolicyDb, make_engine
+from nac.ifimv import ActionRecommendation as A
+from nac.ifimv import EvaluationResult as E
+from tests.nacserver import TWISTD, NacServer, repo_env
+
+PASSWORD = "carol's e2e password"
+#: the port the Scanner policy forbids (the example of the issue)
+FORBIDDEN_PORT = 41963
+
+
+def _netns_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "the ip command (iproute2) is not installed"
+    if shutil.which("dpkg-query") is None or read_os_info() is None:
+        return "not a Debian host: no dpkg-query or os-release"
+    return None
+
+
+class NamespacedNacServer(NacServer):
+    """NacServer run inside network namespace ``netns`` (with its client)."""
+
+    def __init__(self, netns: str, sections: dict):
+        super().__init__(sections)
+        self.netns = netns
+
+    def in_netns(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *argv]
+
+    def start(self, timeout: float = 20.0) -> "NamespacedNacServer":
+        self.proc = subprocess.Popen(
+            self.in_netns(TWISTD + ["-n", "--pidfile=", "--logfile", str(self.log), "nac",
+                                    "--config", str(self.config)] + self.args),
+            cwd=self.dir, env=repo_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace")
+                raise RuntimeError(f"nac exited with {self.proc.returncode}:\n{out}\n{self.log_text()}")
+            if self.listening(self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"nac did not listen on {self.port} within {timeout}s:\n{self.log_text()}")
+
+    def listening(self, port: int) -> bool:
+        """Whether a TCP socket listens on ``port`` in the server's namespace
+        (/proc/PID/net shows the namespace of PID)."""
+        for table in ("tcp", "tcp6"):
+            try:
+                lines = open(f"/proc/{self.proc.pid}/net/{table}").read().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    return True
+        return False
+
+    def client(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(self.in_netns([sys.executable, "-m", "nac.client.cli", f"127.0.0.1:{self.port}",
+                                             "--cacert", str(self.ca), *args]),
+                              env=repo_env(), capture_output=True, text=True, timeout=timeout)
+
+
+class OsScannerEndToEndTests(unittest.TestCase):
+    server: NamespacedNacServer | None = None
+    product: str = ""
+
+    def setUp(self):
+        cls = type(self)
+        if cls.server is not None:
+            return
+        why = _netns_unavailable()
+        if why:
+            raise unittest.SkipTest(why)
+        netns = f"nac-e2e-imvs-{uuid.uuid4().hex[:8]}"
+        made = subprocess.run(["ip", "netns", "add", netns], capture_output=True, text=True)
+        if made.returncode != 0:
+            raise unittest.SkipTest(f"cannot create a network namespace: {made.stderr.strip()}")
+        atexit.register(subprocess.run, ["ip", "netns", "del", netns], capture_output=True)
+        subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
+
+        server = NamespacedNacServer(netns, {
+            "nac": {"imvs": "imvs.os:OsImv, imvs.scanner:ScannerImv"},
+            # inside the namespace: reachable from nowhere else
+            "pt-tls": {"listen": "0.0.0.0"},
+            "imv:os": {"non_compliant_major": "isolate"},
+            # strongSwan's open-port policy: only the listed port is forbidden
+            "imv:scanner": {"closed_port_policy": "no", "tcp_ports": str(FORBIDDEN_PORT)},
+        })
+        # the server creates its SQLite database; nac-admin writes beside it
+        cls.server = server.start()
+        atexit.register(shutil.rmtree, server.dir, True)
+        atexit.register(server.stop)
+        server.admin("user", "add", "carol", "--password", PASSWORD)
+        info = read_os_info()
+        cls.product = f"{info.name} {info.version_string}"
+        listing = server.dir / "dpkg-query.txt"
+        listing.write_text(subprocess.run(["dpkg-query", "-W"], capture_output=True, text=True,
+                                          check=True).stdout)
+        server.admin("packages", "import", "--product", cls.product, str(listing))
+
+    def tearDown(self):
+        self.assertTrue(self.server.alive(), self.server.log_text()[-4000:])
+
+    def assess(self) -> dict:
+        done = self.server.client("--client", "carol", "--secret", PASSWORD, "--collectors", "os,scanner",
+                                  "--json")
+        self.assertEqual(done.returncode, 0, done.stderr + self.server.log_text()[-3000:])
+        return json.loads(done.stdout)
+
+    def db(self) -> PolicyDb:
+        """The server's policy database, opened beside it."""
+        db = PolicyDb(make_engine(f"sqlite:///{self.server.state_dir / 'nac.db'}"))
+        self.addCleanup(db.engine.dispose)
+        return db
+
+    def newest_results(self) -> dict:
+        """What the server recorded of the newest assessment (the decision
+        is written just after the result is sent)."""
+        db = self.db()
+        for _ in range(100):
+            [newest] = db.list_sessions(1)
+            if newest.ended is not None:
+                break
+            time.sleep(0.05)
+        session, results = db.session_results(newest.id)
+        return {r.imv_name: r for r in results} | {"session": session}
+
+    def listen_on(self, port: int) -> None:
+        """A TCP server socket on every address of the namespace, until the test ends."""
+        listener = subprocess.Popen(
+            self.server.in_netns([sys.executable, "-c",
+                                  "import socket, sys\n"
+                                  "s = socket.socket()\n"
+                                  f"s.bind(('0.0.0.0', {port}))\n"
+                                  "s.listen()\n"
+                                  "print('ready', flush=True)\n"
+                                  "sys.stdin.read()\n"]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+        def stop():
+            listener.stdin.close()
+            listener.wait(10)
+            listener.stdout.close()
+
+        self.addCleanup(stop)
+        self.assertEqual(listener.stdout.readline().strip(), "ready")
+
+    def test_clean_host_is_allowed(self):
+        result = self.assess()
+        self.assertEqual((result["recommendation"], result["assessment"]), ("allowed", "compliant"))
+        self.assertEqual(result["reasons"], [])
+        self.assertEqual(sorted((r["imc"], r["assessment"]) for r in result["imv_results"]),
+                         [("OS", "compliant"), ("Scanner", "compliant")])
+        recorded = self.newest_results()
+        self.assertEqual((recorded["os"].recommendation, recorded["scanner"].recommendation),
+                         (A.ALLOW, A.ALLOW))
+        self.assertEqual(recorded["session"].access, "allowed")
+        self.assertIsNotNone(recorded["session"].device)
+        self.assertIn(self.product, [d.product for d in self.db().list_devices()])
+
+    def test_forbidden_open_port_denies_access_with_reason_and_remediation(self):
+        self.listen_on(FORBIDDEN_PORT)
+        result = self.assess()
+        self.assertEqual((result["recommendation"], result["assessment"]), ("denied", "non-compliant minor"))
+        self.assertEqual(result["reasons"], [{"text": "Open server ports were detected", "language": "en"}])
+        [remediation] = result["remediation"]
+        self.assertIn(f"<item>tcp/{FORBIDDEN_PORT}</item>", remediation["text"])
+        self.assertTrue(remediation["text"].startswith('<?xml version="1.0" encoding="UTF-8"?>\n'
+                                                       "<remediationinstructions>"))
+        [scanner] = [r for r in result["imv_results"] if r["imc"] == "Scanner"]
+        self.assertEqual((scanner["assessment"], scanner["remediation"]),
+                         ("non-compliant minor", [remediation["text"]]))
+        recorded = self.newest_results()
+        self.assertEqual((recorded["scanner"].recommendation, recorded["scanner"].evaluation),
+                         (A.NO_ACCESS, E.NONCOMPLIANT_MINOR))
+        self.assertIn(f"tcp/{FORBIDDEN_PORT}", recorded["scanner"].remediation)
+        self.assertEqual(recorded["os"].evaluation, E.COMPLIANT)
+        self.assertIn(f"violating tcp ports: {FORBIDDEN_PORT}", self.server.log_text())
+
+    def test_blacklisted_package_isolates_the_host(self):
+        self.server.admin("packages", "blacklist", "bash", "--product", self.product)
+        self.addCleanup(self.db().blacklist_package, self.product, "bash", blacklisted=False)
+        result = self.assess()
+        # [imv:os] non_compliant_major = isolate
+        self.assertEqual((result["recommendation"], result["assessment"]),
+                         ("quarantined", "non-compliant major"))
+        self.assertEqual([r["text"] for r in result["reasons"]],
+                         ["Vulnerable or blacklisted software packages were found"])
+        [remediation] = result["remediation"]
+        self.assertIn("<title>Blacklisted Software Packages</title>", remediation["text"])
+        self.assertIn("<item>bash</item>", remediation["text"])
+        recorded = self.newest_results()
+        self.assertEqual((recorded["os"].recommendation, recorded["session"].access), (A.ISOLATE, "isolate"))
+
+    def test_without_collectors_there_is_no_recommendation(self):
+        done = self.server.client("--client", "carol", "--secret", PASSWORD, "--collectors", "", "--json")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        result = json.loads(done.stdout)
+        # both IMVs asked once, nobody answered: no recommendation, which is Access Denied
+        self.assertEqual((result["recommendation"], result["assessment"]), ("denied", "don't know"))
+        recorded = self.newest_results()
+        self.assertEqual((recorded["os"].recommendation, recorded["scanner"].recommendation),
+                         (A.NO_RECOMMENDATION, A.NO_RECOMMENDATION))

@@ -1,0 +1,606 @@
+"""The OS IMV against a real policy store (SQLite; PostgreSQL too when
+NAC_TEST_POSTGRES_URL is set), driven through the real TNCS core by PB-TNC
+batches of nac's own TNC client running its OS collector over fixture
+files (os-release, /proc, dpkg status): clean hosts, blacklisted and
+outdated packages, forwarding and default passwords, segmented package
+lists, silent collectors, no database; Debian version ordering; the
+shared IMV policy helpers."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from xml.dom.minidom import parseString
+
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import defer
+from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from imvs.os import (
+    KnownRelease,
+    OsImv,
+    UpdatePolicy,
+    check_packages,
+    compare_debian_versions,
+    debian_version_key,
+)
+from imvs.policy import RemediationString, VerdictPolicy, combine_checks
+from nac import config
+from nac.client.collectors.os import OsImc
+from nac.client.imc import ReceivedPaMessage
+from nac.client.pb_client import PbTncClient
+from nac.db import models as m
+from nac.db.store import PolicyStore
+from nac.ifimv import ActionRecommendation as A
+from nac.ifimv import EvaluationResult as E
+from nac.interfaces import IImv
+from nac.pa import MaxAttributeSizeRequest, NextSegment, PaMessage, PaTncErrorCode, SegmentEnvelope
+from nac.pa.ietf import (
+    AssessmentResult,
+    AttributeRequest,
+    IetfAttributeType,
+    PaTncErrorAttribute,
+    RemediationInstructions,
+)
+from nac.pb import PbBatch, PbPa
+from nac.tnccs.core import PeerInfo, TnccsCore, TransportLimits
+from nac.tnccs.imv_manager import ImvManager, load_imv
+from tests.test_collectors import SWIMA_PACKAGES, Host
+from tests.test_db import DatabaseMixin, PostgresBackend, SqliteBackend
+
+MACHINE_ID = "3d1219c7c4c5404aaa1f6d2a48adfda4"
+PRODUCT = "Debian 12 x86_64"
+OS_SUBTYPE = 1
+PT_EAP = TransportLimits(max_batch_size=32754, max_message_size=32722)
+ETC = Path(__file__).resolve().parents[1] / "etc" / "nac.conf"
+
+
+def tmpdir(testcase) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="nac-imv-"))
+    testcase.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+@dataclass
+class Assessment:
+    """One PB-TNC exchange: the client's outcome, the server's decision and batches."""
+
+    outcome: object
+    decision: object
+    server_batches: list
+    rounds: int
+
+    def attributes(self, subtype: int) -> list:
+        """(PbPa, attribute) of every PA message of ``subtype`` the server sent."""
+        out = []
+        for batch in self.server_batches:
+            for msg in batch.messages:
+                if isinstance(msg, PbPa) and msg.pa_subtype == subtype:
+                    out.extend((msg, a) for a in PaMessage.parse(msg.body).attributes)
+        return out
+
+    def sent(self, subtype: int, cls) -> list:
+        return [a for _, a in self.attributes(subtype) if isinstance(a, cls)]
+
+    def verdict(self, name: str):
+        [verdict] = [v for v in self.decision.imv_results if v.imv_name == name]
+        return verdict
+
+
+class SilentOsImc(OsImc):
+    """An OS collector that pushes its first message and never answers a request."""
+
+    def reply_attributes(self, connection, message: ReceivedPaMessage, attributes):
+        return []
+
+
+class ImvHarness:
+    """Runs whole assessments of nac's client against the core (mixed into
+    test cases that set ``self.store`` to a PolicyStore or None)."""
+
+    store = None
+
+    def host(self, packages=SWIMA_PACKAGES, **kw) -> Host:
+        return Host(tmpdir(self), packages, **kw)
+
+    @defer.inlineCallbacks
+    def assess(self, imcs, imvs, *, limits=TransportLimits(), max_rounds=10, language="en",
+               use_store=True):
+        core = TnccsCore(ImvManager(imvs), store=self.store if use_store else None,
+                         max_rounds=max_rounds)
+        connection = core.open_connection(PeerInfo("pt-tls", "127.0.0.1", 40000, "carol"), limits)
+        client = PbTncClient(imcs, max_batch_size=limits.max_batch_size,
+                             max_message_size=limits.max_message_size, language=language)
+        data = client.start()
+        server_batches = []
+        rounds = 0
+        while True:
+            rounds += 1
+            self.assertLess(rounds, 60, "the exchange does not end")
+            outcome = yield connection.receive_batch(data)
+            if outcome.close:
+                break
+            step = None
+            for batch in outcome.batches:
+                server_batches.append(PbBatch.parse(batch))
+                step = client.receive_batch(batch)
+            if step.close:
+                if step.batch is not None:
+                    yield connection.receive_batch(step.batch)
+                break
+            data = step.batch
+        self.assertTrue(client.outcome.completed, client.outcome.error)
+        return Assessment(client.outcome, connection.decision, server_batches, rounds)
+
+
+class StoreMixin(DatabaseMixin, ImvHarness):
+    """A migrated database per test behind a real, started PolicyStore."""
+
+    def setUp(self):
+        super().setUp()
+        self.store = PolicyStore(self.engine)
+        self.store.start()
+        self.addCleanup(self.store.stop)
+        self.db = self.store.db
+
+    @defer.inlineCallbacks
+    def decided_sessions(self, count: int = 1):
+        """The newest sessions once ``count`` of them have their decision
+        recorded (the core records it off the reactor after answering)."""
+        from twisted.internet import reactor, task
+        for _ in range(200):
+            sessions = self.db.list_sessions()
+            if sum(1 for x in sessions if x.ended is not None) >= count:
+                return sessions
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.fail("the decision was not recorded")
+
+    def measurements(self, kind: str) -> list:
+        return self.db.run(lambda s: [r.payload for r in s.scalars(
+            sa.select(m.Measurement).where(m.Measurement.kind == kind).order_by(m.Measurement.id))])
+
+    def device(self):
+        def read(session):
+            device = session.scalar(sa.select(m.Device).where(m.Device.device_id == MACHINE_ID))
+            return None if device is None else (device.device_id, device.product.name if device.product else None)
+        return self.db.run(read)
+
+
+def remediation_items(xml: str) -> dict[str, list[str]]:
+    """title → items of strongSwan remediation instructions (parsed as XML)."""
+    doc = parseString(xml.encode())
+    out = {}
+    for instruction in doc.getElementsByTagName("instruction"):
+        title = instruction.getElementsByTagName("title")[0].firstChild.data
+        out[title] = [item.firstChild.data for item in instruction.getElementsByTagName("item")]
+    return out
+
+
+class OsFlowTestsMixin(StoreMixin):
+    def import_host(self, packages=SWIMA_PACKAGES, *, security=True):
+        self.db.import_packages(PRODUCT, packages, security=security)
+
+    @defer.inlineCallbacks
+    def test_clean_host_is_allowed_and_recorded(self):
+        self.import_host()
+        result = yield self.assess([self.host().os_imc()], [OsImv()])
+
+        verdict = result.verdict("os")
+        self.assertEqual((verdict.recommendation, verdict.evaluation), (A.ALLOW, E.COMPLIANT))
+        self.assertEqual(result.decision.access, "allowed")
+        self.assertEqual(verdict.reason, "")
+        # like strongSwan: a contract and an Attribute Request for the packages, to any collector
+        [(message, request)] = [(msg, a) for msg, a in result.attributes(OS_SUBTYPE)
+                                if isinstance(a, AttributeRequest)]
+        self.assertEqual(request.requested, ((0, IetfAttributeType.INSTALLED_PACKAGES),))
+        self.assertEqual((message.collector_id, message.exclusive), (0xFFFF, False))
+        [contract] = result.sent(OS_SUBTYPE, MaxAttributeSizeRequest)
+        self.assertEqual(contract.max_segment_size, 2097080)
+        # the collector hears the assessment
+        [assessment] = result.outcome.imv_results
+        self.assertEqual((assessment.imc_name, assessment.result_label, assessment.remediation),
+                         ("OS", "compliant", ()))
+        self.assertEqual(self.device(), (MACHINE_ID, PRODUCT))
+        [measured] = self.measurements("os")
+        self.assertEqual(measured["packages"], {"count": 4, "ok": 4, "unknown": 0, "vulnerable": [],
+                                                "blacklisted": []})
+        self.assertEqual((measured["product"], measured["forwarding"], measured["default_password"]),
+                         (PRODUCT, "disabled", False))
+        self.assertLessEqual(result.rounds, 3)
+
+    @defer.inlineCallbacks
+    def test_unknown_packages_are_only_counted(self):
+        # the seed's verdict: nothing known about the product, "753 unknown", allowed
+        result = yield self.assess([self.host().os_imc()], [OsImv()])
+        verdict = result.verdict("os")
+        self.assertEqual((verdict.recommendation, verdict.evaluation), (A.ALLOW, E.COMPLIANT))
+        [measured] = self.measurements("os")
+        self.assertEqual(measured["packages"]["unknown"], 4)
+
+    @defer.inlineCallbacks
+    def test_blacklisted_package_is_non_compliant_major(self):
+        self.import_host()
+        self.db.blacklist_package(PRODUCT, "git")
+        result = yield self.assess([self.host().os_imc()], [OsImv()])
+
+        verdict = result.verdict("os")
+        self.assertEqual((verdict.recommendation, verdict.evaluation), (A.NO_ACCESS, E.NONCOMPLIANT_MAJOR))
+        self.assertEqual(result.decision.access, "denied")
+        self.assertEqual([r.text for r in result.outcome.reasons],
+                         ["Vulnerable or blacklisted software packages were found"])
+        [remediation] = result.outcome.remediation
+        self.assertEqual(remediation_items(remediation.text), {"Blacklisted Software Packages": ["git"]})
+        # the same instructions went to the collector, with its Assessment Result
+        [assessment] = result.outcome.imv_results
+        self.assertEqual(assessment.result_label, "non-compliant major")
+        self.assertEqual(assessment.remediation, (remediation.text,))
+        [measured] = self.measurements("os")
+        self.assertEqual(measured["packages"]["blacklisted"], [["git", "1:2.39.5-0+deb12u3"]])
+
+        # the policy decides what a major violation means
+        result = yield self.assess([self.host().os_imc()], [OsImv({"non_compliant_major": "isolate"})])
+        self.assertEqual(result.decision.access, "isolate")
+
+    @defer.inlineCallbacks
+    def test_only_the_blacklisted_release_fails(self):
+        self.import_host()
+        self.db.blacklist_package(PRODUCT, "curl", "7.88.1-10+deb12u12")
+        result = yield self.assess([self.host().os_imc()], [OsImv()])
+        self.assertEqual(result.verdict("os").evaluation, E.COMPLIANT)
+        self.db.blacklist_package(PRODUCT, "curl", "7.88.1-10+deb12u14")
+        result = yield self.assess([self.host().os_imc()], [OsImv()])
+        self.assertEqual(result.verdict("os").evaluation, E.NONCOMPLIANT_MAJOR)
+
+    @defer.inlineCallbacks
+    def test_package_older_than_the_security_release_is_non_compliant_minor(self):
+        self.import_host()
+        self.db.import_packages(PRODUCT, [("curl", "7.88.1-10+deb12u15"), ("libcurl4", "7.88.1-10+deb12u15")],
+                                security=True)
+        # a newer release that is not a security release changes nothing
+        self.db.import_packages(PRODUCT, [("bash", "5.2.15-2+b9")])
+        result = yield self.assess([self.host().os_imc()], [OsImv()])
+
+        verdict = result.verdict("os")
+        self.assertEqual((verdict.recommendation, verdict.evaluation), (A.NO_ACCESS, E.NONCOMPLIANT_MINOR))
+        [remediation] = result.outcome.remediation
+        self.assertEqual(remediation_items(remediation.text),
+                         {"Software Security Updates": ["curl", "libcurl4"]})
+        [measured] = self.measurements("os")
+        self.assertEqual(measured["packages"]["vulnerable"],
+                         [["curl", "7.88.1-10+deb12u14", "7.88.1-10+deb12u15"],
+                          ["libcurl4", "7.88.1-10+deb12u14", "7.88.1-10+deb12u15"]])
+        self.assertEqual(measured["packages"]["ok"], 2)
+
+        result = yield self.assess([self.host().os_imc()], [OsImv({"non_compliant_minor": "isolate"})])
+        self.assertEqual(result.decision.access, "isolate")
+        # package_updates = all: any newer release makes a package outdated
+        result = yield self.assess([self.host().os_imc()], [OsImv({"package_updates": "all"})])
+        self.assertEqual(remediation_items(result.outcome.remediation[0].text),
+                         {"Software Security Updates": ["bash", "curl", "libcurl4"]})
+        # none: only blacklisting counts
+        result = yield self.assess([self.host().os_imc()], [OsImv({"package_updates": "none"})])
+        self.assertEqual(result.verdict("os").evaluation, E.COMPLIANT)
+
+    @defer.inlineCallbacks
+    def test_forwarding_enabled_is_non_compliant_minor_with_remediation(self):
+        self.import_host()
+        result = yield self.assess([self.host(forward="1\n").os_imc()], [OsImv()])
+        verdict = result.verdict("os")
+        self.assertEqual((verdict.recommendation, verdict.evaluation), (A.NO_ACCESS, E.NONCOMPLIANT_MINOR))
+        self.assertEqual([r.text for r in result.outcome.reasons], ["Improper OS settings were detected"])
+        [remediation] = result.outcome.remediation
+        self.assertEqual(remediation_items(remediation.text), {"IP Packet Forwarding": []})
+        self.assertIn("<description>Please disable the forwarding of IP packets</description>",
+                      remediation.text)
+        [assessment] = result.outcome.imv_results
+        self.assertEqual(assessment.result_label, "non-compliant minor")
+
+    @defer.inlineCallbacks
+    def test_factory_default_password_is_non_compliant_major(self):
+        self.import_host()
+        self.db.blacklist_package(PRODUCT, "bash")
+        imc = self.host(forward="1\n").os_imc(default_password_enabled=True)
+        result = yield self.assess([imc], [OsImv()], language="de")
+        verdict = result.verdict("os")
+        self.assertEqual(verdict.evaluation, E.NONCOMPLIANT_MAJOR)
+        # strongSwan's texts in the client's language, every finding listed
+        [reason] = result.outcome.reasons
+        self.assertEqual((reason.text, reason.language),
+                         ("Schwachstellenbehaftete oder gesperrte Softwarepakete wurden gefunden\n"
+                          "Unzulässige OS Einstellungen wurden festgestellt", "de"))
+        [remediation] = result.outcome.remediation
+        self.assertEqual(list(remediation_items(remediation.text)),
+                         ["Gesperrte Softwarepakete", "Weiterleitung von IP Paketen", "Default Passwort"])
+
+    @defer.inlineCallbacks
+    def test_segmented_package_list_is_reassembled(self):
+        # ~110 KB of packages through 32 KB PA-TNC messages (PT-EAP's limits)
+        packages = [(f"package-with-a-long-name-{i:04d}", f"1:{i}.0.{i % 7}-1+deb12u{i % 3}")
+                    for i in range(2500)] + [("zz-last-package", "1.0-1")]
+        self.import_host(packages)
+        self.db.blacklist_package(PRODUCT, "zz-last-package")
+        result = yield self.assess([self.host(packages).os_imc()], [OsImv()], limits=PT_EAP, max_rounds=20)
+
+        [contract] = result.sent(OS_SUBTYPE, MaxAttributeSizeRequest)
+        self.assertEqual(contract.max_segment_size, 32698)  # strongSwan's over PT-EAP
+        self.assertGreaterEqual(len(result.sent(OS_SUBTYPE, NextSegment)), 3)
+        [measured] = self.measurements("os")
+        self.assertEqual(measured["packages"]["count"], len(packages))
+        self.assertEqual(measured["packages"]["ok"], len(packages) - 1)
+        # the last package came in the last segment
+        self.assertEqual(measured["packages"]["blacklisted"], [["zz-last-package", "1.0-1"]])
+        self.assertEqual(result.verdict("os").evaluation, E.NONCOMPLIANT_MAJOR)
+
+    @defer.inlineCallbacks
+    def test_collector_that_never_answers_gets_the_no_result_recommendation(self):
+        host = self.host()
+        # no OS collector at all: one request, then the solicited no-result answer
+        result = yield self.assess([host.scanner_imc()], [OsImv()])
+        self.assertEqual(len(result.sent(OS_SUBTYPE, AttributeRequest)), 1)
+        verdict = result.verdict("os")
+        self.assertEqual((verdict.recommendation, verdict.evaluation), (A.NO_RECOMMENDATION, E.DONT_KNOW))
+        self.assertEqual(result.decision.access, "denied")
+        self.assertLessEqual(result.rounds, 3)
+        self.assertEqual(result.outcome.reasons, ())
+
+        # a collector that tells its settings but never its packages: not vouched for
+        imc = SilentOsImc(**_os_imc_kw(host))
+        result = yield self.assess([imc], [OsImv({"no_result": "isolate"})])
+        verdict = result.verdict("os")
+        self.assertEqual((verdict.recommendation, verdict.evaluation), (A.ISOLATE, E.DONT_KNOW))
+        self.assertEqual([r.text for r in result.outcome.reasons],
+                         ["The operating system could not be fully assessed"])
+        self.assertLessEqual(result.rounds, 3)
+        # but what it did tell is recorded
+        self.assertEqual(self.device(), (MACHINE_ID, PRODUCT))
+
+    @defer.inlineCallbacks
+    def test_malformed_segment_is_answered_with_a_pa_tnc_error(self):
+        self.import_host()
+        result = yield self.assess([BadSegmentOsImc(**_os_imc_kw(self.host()))], [OsImv()])
+        [error] = result.sent(OS_SUBTYPE, PaTncErrorAttribute)
+        self.assertEqual(error.error_code, PaTncErrorCode.INVALID_PARAMETER)
+        self.assertEqual(error.message_header, b"\xff\xff\xff\xff\x00\x00\x00\x07")
+        verdict = result.verdict("os")
+        self.assertEqual((verdict.recommendation, verdict.evaluation), (A.NO_RECOMMENDATION, E.DONT_KNOW))
+        self.assertLessEqual(result.rounds, 4)
+
+    @defer.inlineCallbacks
+    def test_package_list_beyond_the_announced_size_is_not_taken(self):
+        packages = [(f"package-with-a-long-name-{i:04d}", "1.0-1") for i in range(3000)]
+        imv = OsImv({"max_attribute_size": 64 * 1024})
+        result = yield self.assess([self.host(packages).os_imc()], [imv], limits=PT_EAP)
+        [contract] = result.sent(OS_SUBTYPE, MaxAttributeSizeRequest)
+        self.assertEqual(contract.max_attribute_size, 64 * 1024)
+        # the collector keeps to the contract: no package list, no verdict of compliance
+        self.assertEqual(result.sent(OS_SUBTYPE, NextSegment), [])
+        self.assertEqual(result.verdict("os").evaluation, E.DONT_KNOW)
+
+    @defer.inlineCallbacks
+    def test_a_violation_found_is_reported_even_with_packages_missing(self):
+        imc = SilentOsImc(**_os_imc_kw(self.host(forward="1\n")))
+        result = yield self.assess([imc], [OsImv()])
+        self.assertEqual(result.verdict("os").evaluation, E.NONCOMPLIANT_MINOR)
+
+
+class BadSegmentOsImc(OsImc):
+    """An OS collector answering the Attribute Request with a segment of a
+    base attribute it never started."""
+
+    def reply_attributes(self, connection, message: ReceivedPaMessage, attributes):
+        if any(isinstance(a, AttributeRequest) for a in attributes):
+            return [SegmentEnvelope(7, b"\x00" * 40, more=True, start=False)]
+        return []
+
+
+def _os_imc_kw(host: Host) -> dict:
+    return dict(os_release=[host.os_release], machine="x86_64", proc_stat=host.stat,
+                proc_uptime=host.uptime, ip_forward=host.forward, machine_id=[host.machine_id],
+                dpkg_status=host.status)
+
+
+class SqliteOsFlowTests(SqliteBackend, OsFlowTestsMixin, unittest.TestCase):
+    pass
+
+
+class PostgresOsFlowTests(PostgresBackend, OsFlowTestsMixin, unittest.TestCase):
+    pass
+
+
+class NoStoreTests(ImvHarness, unittest.TestCase):
+    """Without a policy database the OS IMV judges the settings and asks for no packages."""
+
+    def setUp(self):
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    @defer.inlineCallbacks
+    def test_settings_are_judged_without_a_database(self):
+        imv = OsImv()
+        result = yield self.assess([self.host().os_imc()], [imv])
+        # everything was pushed: nothing to ask, decided in the first round
+        self.assertEqual(result.sent(OS_SUBTYPE, AttributeRequest), [])
+        self.assertEqual(result.rounds, 1)
+        self.assertEqual(result.verdict("os").evaluation, E.COMPLIANT)
+
+        result = yield self.assess([self.host(forward="1\n").os_imc()], [imv])
+        self.assertEqual(result.verdict("os").evaluation, E.NONCOMPLIANT_MINOR)
+        warnings = [e for e in self.events if "has no policy database" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)  # once per IMV, not per assessment
+
+    @defer.inlineCallbacks
+    def test_missing_attributes_are_requested(self):
+        result = yield self.assess([self.host().os_imc(push_info=False)], [OsImv()])
+        [request] = result.sent(OS_SUBTYPE, AttributeRequest)
+        self.assertEqual(set(request.requested), {
+            (0, IetfAttributeType.PRODUCT_INFORMATION), (0, IetfAttributeType.STRING_VERSION),
+            (0, IetfAttributeType.NUMERIC_VERSION), (0, IetfAttributeType.OPERATIONAL_STATUS),
+            (0, IetfAttributeType.FORWARDING_ENABLED),
+            (0, IetfAttributeType.FACTORY_DEFAULT_PASSWORD_ENABLED), (0x00902A, 8)})
+        self.assertEqual(result.verdict("os").evaluation, E.COMPLIANT)
+
+
+class ImvContractTests(unittest.TestCase):
+    def test_provides_the_imv_interface(self):
+        imv = OsImv()
+        self.assertTrue(verifyObject(IImv, imv))
+        self.assertEqual(tuple(imv.subscriptions), ((0, OS_SUBTYPE),))
+
+    def test_sample_configuration_documents_every_option_with_its_default(self):
+        check_documented(self, "os", "imvs.os:OsImv", OsImv)
+        imv = load_imv("imvs.os:OsImv", config.load(str(ETC)).imv_options)
+        self.assertEqual((imv.updates, imv.policy, imv.max_attribute_size, imv.remediation_uri),
+                         (UpdatePolicy.SECURITY, VerdictPolicy(), 8 * 1024 * 1024, None))
+
+    def test_options_are_validated(self):
+        path = self.mktemp()
+        Path(path).write_text("[imv:os]\npackage_updates = all\nnon_compliant_minor = isolate\n"
+                              "remediation_uri = https://nac.test/fix\n")
+        imv = load_imv("imvs.os:OsImv", config.load(path).imv_options)
+        self.assertEqual((imv.updates, imv.policy.minor, imv.remediation_uri),
+                         (UpdatePolicy.ALL, A.ISOLATE, "https://nac.test/fix"))
+        Path(path).write_text("[imv:os]\npackage_updates = sometimes\nnon_compliant_major = maybe\n")
+        with self.assertRaises(config.ConfigError) as caught:
+            load_imv("imvs.os:OsImv", config.load(path).imv_options)
+        self.assertIn("package_updates", str(caught.exception))
+        self.assertIn("non_compliant_major", str(caught.exception))
+
+
+def check_documented(testcase, section: str, spec: str, cls) -> None:
+    """Every ``# key = value`` of ``[imv:SECTION]`` in etc/nac.conf is an
+    option of ``cls`` and, uncommented, loads as its default."""
+    text = ETC.read_text()
+    block = text[re.search(rf"^\[imv:{section}\]", text, re.MULTILINE).start():]
+    nxt = block.find("\n[", 1)
+    block = block if nxt < 0 else block[:nxt]
+    keys = re.findall(r"^# (\w+) =(?: (.*))?$", block, re.MULTILINE)
+    testcase.assertEqual(sorted(k for k, _ in keys), sorted(o.name for o in cls.OPTIONS))
+    path = testcase.mktemp()
+    Path(path).write_text(f"[imv:{section}]\n" + "".join(f"{k} = {v}\n" for k, v in keys))
+    documented = load_imv(spec, config.load(path).imv_options)
+    testcase.assertEqual(documented.options, {o.name: o.default for o in cls.OPTIONS})
+
+
+# -- Debian versions and the package check ---------------------------------------------------
+
+
+class DebianVersionTests(unittest.TestCase):
+    ORDERED = ["0.9", "1.0~", "1.0~rc1", "1.0", "1.0-0", "1.0-1~bpo1", "1.0-1", "1.0-1+b1", "1.0-1.1",
+               "1.0a", "1.0+dfsg", "1.0.1", "1.1", "1.10", "2.0", "1:0.1", "1:1.0", "2:0"]
+
+    def test_dpkg_ordering(self):
+        for i, a in enumerate(self.ORDERED):
+            for j, b in enumerate(self.ORDERED):
+                expected = (i > j) - (i < j)
+                if {a, b} == {"1.0", "1.0-0"}:
+                    expected = 0  # an absent revision is revision 0
+                self.assertEqual(compare_debian_versions(a, b), expected, (a, b))
+
+    def test_debian_security_updates_sort_after_their_base(self):
+        versions = ["3.0.11-1~deb12u2", "3.0.13-1~deb12u1", "3.0.11-1~deb12u1", "3.0.11-1",
+                    "3.0.15-1~deb12u1", "3.0.9-1"]
+        self.assertEqual(sorted(versions, key=debian_version_key),
+                         ["3.0.9-1", "3.0.11-1~deb12u1", "3.0.11-1~deb12u2", "3.0.11-1",
+                          "3.0.13-1~deb12u1", "3.0.15-1~deb12u1"])
+        self.assertEqual(compare_debian_versions("007", "7"), 0)
+        self.assertEqual(compare_debian_versions("1:2.39.5-0+deb12u3", "2.40-1"), 1)
+
+    def test_agrees_with_dpkg(self):
+        dpkg = shutil.which("dpkg")
+        if dpkg is None:
+            raise unittest.SkipTest("dpkg is not installed")
+        versions = self.ORDERED + ["3.0.11-1~deb12u2", "1:2.39.5-0+deb12u3", "2:9.0.1378-2", "1.2.3+git20230101",
+                                   "20230311+deb12u1", "0.5.12-2", "1.0a~", "1.0+~", "10", "1.0.0-0+0"]
+        pairs = list(zip(versions, reversed(versions))) + list(zip(versions, versions[1:]))
+        for a, b in pairs:
+            smaller = subprocess.run([dpkg, "--compare-versions", a, "lt", b]).returncode == 0
+            equal = subprocess.run([dpkg, "--compare-versions", a, "eq", b]).returncode == 0
+            self.assertEqual(compare_debian_versions(a, b), 0 if equal else -1 if smaller else 1, (a, b))
+
+    @given(st.text(alphabet="0123456789.+~-:ab", max_size=12),
+           st.text(alphabet="0123456789.+~-:ab", max_size=12),
+           st.text(alphabet="0123456789.+~-:ab", max_size=12))
+    @settings(max_examples=300, deadline=None)
+    def test_a_total_order(self, a, b, c):
+        ab, ba = compare_debian_versions(a, b), compare_debian_versions(b, a)
+        self.assertEqual(ab, -ba)
+        self.assertIn(ab, (-1, 0, 1))
+        self.assertEqual(compare_debian_versions(a, a), 0)
+        if ab <= 0 and compare_debian_versions(b, c) <= 0:
+            self.assertLessEqual(compare_debian_versions(a, c), 0)
+
+    def test_check_packages(self):
+        known = {
+            "curl": [KnownRelease("7.88.1-10+deb12u14", True, False),
+                     KnownRelease("7.88.1-10+deb12u15", True, False)],
+            "telnetd": [KnownRelease("*", False, True)],
+            "bash": [KnownRelease("5.2.15-2+b8", False, False)],
+            "git": [KnownRelease("1:2.39.2-1", True, False)],
+        }
+        installed = [("curl", "7.88.1-10+deb12u14"), ("telnetd", "0.17-44"), ("bash", "5.2.15-2+b8"),
+                     ("git", "1:2.39.5-0+deb12u3"), ("vim", "2:9.0.1378-2")]
+        report = check_packages(installed, known)
+        self.assertEqual(report.outdated, [("curl", "7.88.1-10+deb12u14", "7.88.1-10+deb12u15")])
+        self.assertEqual(report.blacklisted, [("telnetd", "0.17-44")])
+        # git is newer than its security release, but not a release the store knows
+        self.assertEqual((report.count, report.ok, report.unknown), (5, 1, 2))
+        self.assertEqual(report.evaluation, E.NONCOMPLIANT_MAJOR)
+        self.assertEqual(report.summary(),
+                         "processed 5 packages: 1 vulnerable, 1 blacklisted, 1 ok, 2 unknown")
+        self.assertEqual(check_packages(installed, known, UpdatePolicy.NONE).outdated, [])
+
+
+class PolicyHelperTests(unittest.TestCase):
+    def test_evaluations_map_to_the_configured_recommendations(self):
+        policy = VerdictPolicy(A.ISOLATE, A.NO_ACCESS, A.ALLOW)
+        self.assertEqual([policy.recommendation(e) for e in E],
+                         [A.ALLOW, A.ISOLATE, A.NO_ACCESS, A.ALLOW, A.ALLOW])
+
+    def test_checks_combine(self):
+        self.assertEqual(combine_checks([E.COMPLIANT, E.COMPLIANT]), E.COMPLIANT)
+        self.assertEqual(combine_checks([E.COMPLIANT, None]), E.DONT_KNOW)
+        self.assertEqual(combine_checks([None, E.NONCOMPLIANT_MINOR, E.ERROR]), E.NONCOMPLIANT_MINOR)
+        self.assertEqual(combine_checks([E.NONCOMPLIANT_MAJOR, E.NONCOMPLIANT_MINOR]), E.NONCOMPLIANT_MAJOR)
+        self.assertEqual(combine_checks([E.COMPLIANT, E.ERROR]), E.ERROR)
+        self.assertEqual(combine_checks([]), E.DONT_KNOW)
+
+    def test_remediation_string_is_strongswan_xml(self):
+        remediation = RemediationString("en", max_items=2)
+        self.assertEqual(remediation.encode(), "")
+        remediation.add_instruction({"en": "Blacklisted <Packages>"}, {"en": "Remove & retry"},
+                                    {"en": "Remove:"}, ["a", "b", "c"])
+        remediation.add_instruction({"en": "Default Password", "de": "Default Passwort"},
+                                    {"en": "Change it"})
+        self.assertEqual(remediation.encode(),
+                         '<?xml version="1.0" encoding="UTF-8"?>\n<remediationinstructions>\n'
+                         "  <instruction>\n    <title>Blacklisted &lt;Packages&gt;</title>\n"
+                         "    <description>Remove &amp; retry</description>\n"
+                         "    <itemsheader>Remove:</itemsheader>\n    <items>\n"
+                         "      <item>a</item>\n      <item>b</item>\n    </items>\n  </instruction>\n"
+                         "  <instruction>\n    <title>Default Password</title>\n"
+                         "    <description>Change it</description>\n  </instruction>\n"
+                         "</remediationinstructions>")
+        self.assertEqual(remediation.omitted, 1)
+        parseString(remediation.encode().encode())  # well-formed
+
+
+class RemediationAttributeTests(unittest.TestCase):
+    """What the OS IMV sends its collector is the IETF Remediation Instructions
+    attribute with strongSwan's XML, which parses back."""
+
+    def test_round_trip(self):
+        remediation = RemediationString("en")
+        remediation.add_instruction({"en": "IP Packet Forwarding"}, {"en": "Please disable it"})
+        attribute = RemediationInstructions.for_string(remediation.encode(), "en")
+        [parsed] = PaMessage.parse(PaMessage(1, (AssessmentResult(1), attribute)).build()).find(
+            RemediationInstructions)
+        self.assertEqual((parsed.string, parsed.language), (remediation.encode(), "en"))

@@ -21,12 +21,16 @@ built like strongSwan's ``imv_agent``: read for facts, written anew.
   messages that fit the transport, and the final Assessment Result with
   remediation to the collector, reason string, remediation and
   recommendation to the TNCS.
+* The pieces of that plumbing an IMV with its own flow uses without the
+  base class (the SWIMA IMV): :func:`propose_contract`,
+  :func:`accept_contract`, :func:`contract_accepted`, :func:`reassemble`,
+  :func:`send_attributes` and :func:`fetch_session_id`.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from xml.sax.saxutils import escape
@@ -51,7 +55,11 @@ from nac.pa import (
     SegmentEnvelope,
 )
 from nac.pa.ietf import AssessmentResult, PaTncErrorAttribute, RemediationInstructions
-from nac.pa.segmentation import DEFAULT_MAX_ATTRIBUTE_SIZE, max_segment_size_for_message
+from nac.pa.segmentation import (
+    DEFAULT_MAX_ATTRIBUTE_SIZE,
+    contract_response,
+    max_segment_size_for_message,
+)
 from nac.pa.tcg import NO_LIMIT
 from nac.tnccs.recommendations import choose_language
 
@@ -59,15 +67,22 @@ __all__ = [
     "DEFAULT_LANGUAGE",
     "Judgement",
     "LangText",
+    "MAX_PENDING_SEGMENTED",
     "PaTncImv",
     "RECOMMENDATIONS",
     "ImvState",
     "RemediationString",
     "VerdictPolicy",
+    "accept_contract",
     "choose_text_language",
     "combine_checks",
+    "contract_accepted",
     "contract_text",
+    "fetch_session_id",
     "lang_text",
+    "propose_contract",
+    "reassemble",
+    "send_attributes",
     "verdict_options",
 ]
 
@@ -262,6 +277,113 @@ def contract_text(attribute) -> str:
     return f"{size}, {segment}"
 
 
+# -- IF-IMV plumbing as functions (PaTncImv and IMVs with their own flow) -------------------
+
+
+def propose_contract(connection, max_attribute_size: int, message_type: str) -> MaxAttributeSizeRequest:
+    """The segmentation contract an IMV proposes for ``message_type``
+    ('IETF/SWIMA'): attributes up to ``max_attribute_size``, segments that
+    fit one PA-TNC message."""
+    request = MaxAttributeSizeRequest(max_attribute_size,
+                                      max_segment_size_for_message(connection.max_message_size))
+    log.info("IMV {imv_id} requests a segmentation contract for PA message type '{type}': {text}",
+             imv_id=connection.imv_id, type=message_type, text=contract_text(request))
+    return request
+
+
+def accept_contract(connection, imc_id: int, request: MaxAttributeSizeRequest,
+                    message_type: str) -> MaxAttributeSizeResponse:
+    """The answer to a collector's segmentation contract request (what the
+    IMV may send it)."""
+    log.info("IMV {imv_id} received a segmentation contract request from IMC {imc} for PA "
+             "message type '{type}': {text}", imv_id=connection.imv_id, imc=imc_id,
+             type=message_type, text=contract_text(request))
+    return contract_response(request, connection.max_message_size)
+
+
+def contract_accepted(connection, imc_id: int, response: MaxAttributeSizeResponse,
+                      message_type: str) -> None:
+    """Log the collector's answer to the IMV's contract request."""
+    log.info("IMV {imv_id} received a segmentation contract response from IMC {imc} for PA "
+             "message type '{type}': {text}", imv_id=connection.imv_id, imc=imc_id,
+             type=message_type, text=contract_text(response))
+
+
+def reassemble(connection, reassembler: Reassembler, imc_id: int, envelope: SegmentEnvelope,
+               reply: list[PaAttribute]) -> PaAttribute | None:
+    """The base attribute once ``envelope`` was its last segment, else None
+    with a Next Segment (or, for an invalid segment, a PA-TNC Error) added to
+    ``reply``."""
+    try:
+        whole = reassembler.add(envelope)
+    except PaTncError as err:
+        log.warn("IMV {imv_id} received an invalid segment from IMC {imc}: {err}",
+                 imv_id=connection.imv_id, imc=imc_id, err=str(err))
+        if not err.in_error_attribute:
+            reply.append(err.to_attribute())
+        return None
+    if whole is None:
+        log.debug("IMV {imv_id} received {n} bytes of base attribute {base}, asking for the "
+                  "next segment", imv_id=connection.imv_id,
+                  n=reassembler.received(envelope.base_attribute_id), base=envelope.base_attribute_id)
+        reply.append(NextSegment(envelope.base_attribute_id))
+        return None
+    log.debug("IMV {imv_id} reassembled {attr} from segments", imv_id=connection.imv_id,
+              attr=whole.full_name)
+    return whole
+
+
+def send_attributes(connection, vendor: int, subtype: int, attributes: Sequence[PaAttribute], *,
+                    collector_id: int, exclusive: bool,
+                    fit: Callable[[PaAttribute, bytes, int], bytes | None] | None = None) -> None:
+    """``attributes`` in one PA-TNC message to ``collector_id``; an attribute
+    that would make the message larger than the transport carries is left
+    out and logged.
+
+    ``fit(attribute, data, space)`` sees every built attribute first, with
+    the ``space`` left in the message, and returns what to send in its place
+    (``data``, or the first Segment Envelope of it) or None to drop it,
+    having said why.
+    """
+    limit = connection.max_message_size
+    parts: list[bytes] = []
+    size = MESSAGE_HEADER_SIZE
+    for attribute in attributes:
+        data = attribute.build()
+        if fit is not None:
+            data = fit(attribute, data, limit - size)
+            if data is None:
+                continue
+        if size + len(data) > limit:
+            log.error("IMV {imv_id}: {attr} of {n} bytes does not fit a {limit}-byte PA-TNC "
+                      "message; left out", imv_id=connection.imv_id, attr=attribute.full_name,
+                      n=len(data), limit=limit)
+            continue
+        parts.append(data)
+        size += len(data)
+    if parts:
+        body = PaMessage(secrets.randbits(32)).build() + b"".join(parts)
+        connection.send_message(vendor, subtype, body, collector_id=collector_id, exclusive=exclusive)
+
+
+def fetch_session_id(connection, state) -> defer.Deferred:
+    """Deferred firing with this assessment's session id, kept in
+    ``state.session_id`` (None without a store or when the store fails)."""
+    if state.session_id is not None or connection.store is None:
+        return defer.succeed(state.session_id)
+
+    def keep(session_id):
+        state.session_id = session_id
+        return session_id
+
+    def failed(failure):
+        log.failure("IMV {imv_id}: no session id for Connection ID {cid}", failure,
+                    imv_id=connection.imv_id, cid=connection.connection_id)
+        return None
+
+    return connection.session_id().addCallbacks(keep, failed)
+
+
 # -- per-connection state and the IF-IMV plumbing ------------------------------------------
 
 
@@ -415,11 +537,7 @@ class PaTncImv:
     def contract_request(self, connection) -> MaxAttributeSizeRequest:
         """The segmentation contract this IMV proposes: attributes up to
         ``max_attribute_size``, segments that fit one PA-TNC message."""
-        request = MaxAttributeSizeRequest(self.max_attribute_size,
-                                          max_segment_size_for_message(connection.max_message_size))
-        log.info("IMV {imv_id} requests a segmentation contract for PA message type '{type}': {text}",
-                 imv_id=connection.imv_id, type=self.message_type_name, text=contract_text(request))
-        return request
+        return propose_contract(connection, self.max_attribute_size, self.message_type_name)
 
     @property
     def message_type_name(self) -> str:
@@ -430,41 +548,16 @@ class PaTncImv:
         """The base attributes ``attribute`` stands for (none for TCG
         segmentation attributes, the reassembled one after the last segment)."""
         if isinstance(attribute, MaxAttributeSizeRequest):
-            log.info("IMV {imv_id} received a segmentation contract request from IMC {imc} for PA "
-                     "message type '{type}': {text}", imv_id=connection.imv_id, imc=imc_id,
-                     type=self.message_type_name, text=contract_text(attribute))
-            max_segment = attribute.max_segment_size
-            ours = max_segment_size_for_message(connection.max_message_size)
-            if max_segment != NO_LIMIT and max_segment > ours:
-                max_segment = ours  # a segment must fit one of our PA-TNC messages
             # recorded by the collector; this IMV sends nothing that needs segments
-            reply.append(MaxAttributeSizeResponse(attribute.max_attribute_size, max_segment))
+            reply.append(accept_contract(connection, imc_id, attribute, self.message_type_name))
             return []
         if isinstance(attribute, MaxAttributeSizeResponse):
-            log.info("IMV {imv_id} received a segmentation contract response from IMC {imc} for PA "
-                     "message type '{type}': {text}", imv_id=connection.imv_id, imc=imc_id,
-                     type=self.message_type_name, text=contract_text(attribute))
+            contract_accepted(connection, imc_id, attribute, self.message_type_name)
             return []
         if isinstance(attribute, SegmentEnvelope):
-            try:
-                whole = state.reassembler.add(attribute)
-            except PaTncError as err:
-                log.warn("IMV {imv_id} received an invalid segment from IMC {imc}: {err}",
-                         imv_id=connection.imv_id, imc=imc_id, err=str(err))
-                if not err.in_error_attribute:
-                    reply.append(err.to_attribute())
-                return []
-            if whole is None:
-                log.debug("IMV {imv_id} received {n} bytes of base attribute {base}, asking for the "
-                          "next segment", imv_id=connection.imv_id,
-                          n=state.reassembler.received(attribute.base_attribute_id),
-                          base=attribute.base_attribute_id)
-                reply.append(NextSegment(attribute.base_attribute_id))
-                return []
-            log.debug("IMV {imv_id} reassembled {attr} from segments", imv_id=connection.imv_id,
-                      attr=whole.full_name)
-            if isinstance(whole, (SegmentEnvelope, NextSegment)):
-                return []  # segments inside segments mean nothing
+            whole = reassemble(connection, state.reassembler, imc_id, attribute, reply)
+            if whole is None or isinstance(whole, (SegmentEnvelope, NextSegment)):
+                return []  # incomplete, invalid, or segments inside segments (they mean nothing)
             return [whole]
         if isinstance(attribute, NextSegment):
             # this IMV sends nothing in segments
@@ -487,23 +580,8 @@ class PaTncImv:
         larger than the transport carries is left out and logged."""
         if collector_id is None:
             collector_id = ANY_IMC_ID
-        exclusive = exclusive and collector_id != ANY_IMC_ID
-        limit = connection.max_message_size
-        parts: list[bytes] = []
-        size = MESSAGE_HEADER_SIZE
-        for attribute in attributes:
-            data = attribute.build()
-            if size + len(data) > limit:
-                log.error("IMV {imv_id}: {attr} of {n} bytes does not fit a {limit}-byte PA-TNC "
-                          "message; left out", imv_id=connection.imv_id, attr=attribute.full_name,
-                          n=len(data), limit=limit)
-                continue
-            parts.append(data)
-            size += len(data)
-        if parts:
-            body = PaMessage(secrets.randbits(32)).build() + b"".join(parts)
-            connection.send_message(self.vendor, self.subtype, body, collector_id=collector_id,
-                                    exclusive=exclusive)
+        send_attributes(connection, self.vendor, self.subtype, attributes, collector_id=collector_id,
+                        exclusive=exclusive and collector_id != ANY_IMC_ID)
 
     # -- deciding ------------------------------------------------------------------------
 
@@ -558,19 +636,7 @@ class PaTncImv:
 
     def session_id(self, connection, state: ImvState):
         """Deferred firing with this assessment's session id (None without a store)."""
-        if state.session_id is not None or connection.store is None:
-            return defer.succeed(state.session_id)
-
-        def keep(session_id):
-            state.session_id = session_id
-            return session_id
-
-        def failed(failure):
-            log.failure("IMV {imv_id}: no session id for Connection ID {cid}", failure,
-                        imv_id=connection.imv_id, cid=connection.connection_id)
-            return None
-
-        return connection.session_id().addCallbacks(keep, failed)
+        return fetch_session_id(connection, state)
 
     @defer.inlineCallbacks
     def measure(self, connection, state: ImvState, kind: str, payload: dict):

@@ -43,6 +43,16 @@ from sqlalchemy import orm
 from twisted.internet import defer
 from zope.interface import implementer
 
+from imvs.policy import (
+    MAX_PENDING_SEGMENTED,
+    RECOMMENDATIONS,
+    accept_contract,
+    contract_accepted,
+    fetch_session_id,
+    propose_contract,
+    reassemble,
+    send_attributes,
+)
 from imvs.swid import DEFAULT_MAX_TAG_SIZE, SwidTagError, SwidTagFormat, parse_swid_tag
 from nac.config import Option, boolean, byte_size, choice, non_negative_int
 from nac.db.models import (
@@ -69,7 +79,6 @@ from nac.pa import (
     PaAttribute,
     PaMessage,
     PaSubtype,
-    PaTncError,
     PaTncErrorCode,
     PaVendor,
     Reassembler,
@@ -78,7 +87,7 @@ from nac.pa import (
 )
 from nac.pa.ietf import AssessmentResult, PaTncErrorAttribute
 from nac.pa.ita import DeviceId
-from nac.pa.segmentation import max_segment_size_for_message, needs_segmentation
+from nac.pa.segmentation import needs_segmentation
 from nac.pa.swima import (
     SoftwareEvents,
     SoftwareIdentifierEvents,
@@ -123,15 +132,9 @@ TAG_RESPONSE_MESSAGES = 4
 TYPICAL_TAG_SIZE = 512
 #: Identifiers looked up or written per SQL statement (bound parameters).
 SQL_CHUNK = 500
-#: Base attributes being reassembled at once from one collector.
-MAX_PENDING_SEGMENTED = 2
 
-_NO_RESULT = {
-    "allow": A.ALLOW,
-    "isolate": A.ISOLATE,
-    "no-access": A.NO_ACCESS,
-    "no-recommendation": A.NO_RECOMMENDATION,
-}
+#: The PA message type as strongSwan names it in logs.
+_MESSAGE_TYPE = "IETF/SWIMA"
 _SWID_DATA_MODELS = {
     (PaVendor.IETF, SwidTagFormat.ISO_2015): SwidTagFormat.ISO_2015,
     (PaVendor.IETF, SwidTagFormat.ISO_2009): SwidTagFormat.ISO_2009,
@@ -435,14 +438,6 @@ class _Request:
 
 
 @dataclass(slots=True)
-class _Contract:
-    """What the SWIMA IMC accepts from us (its Max Attribute Size Request)."""
-
-    max_attribute_size: int
-    max_segment_size: int
-
-
-@dataclass(slots=True)
 class SwimaConnectionState:
     """What the SWIMA IMV knows about one connection."""
 
@@ -465,7 +460,8 @@ class SwimaConnectionState:
     tags_refused: bool = False
     lacking_tags: list[str] = field(default_factory=list)
     failed: str | None = None
-    contract: _Contract | None = None
+    contract: MaxAttributeSizeResponse | None = None
+    """What the SWIMA IMC accepts from us (our answer to its contract request)."""
     reassembler: Reassembler | None = None
     segmenters: dict[int, Segmenter] = field(default_factory=dict)
     next_base_id: int = 1
@@ -504,7 +500,7 @@ class SwimaImv:
                "announced in the segmentation contract."),
         Option("max_tag_size", byte_size(1024, 16 * 1024 * 1024), DEFAULT_MAX_TAG_SIZE,
                "Largest SWID tag parsed; larger ones are skipped."),
-        Option("no_result", choice(*_NO_RESULT), "no-recommendation",
+        Option("no_result", choice(*RECOMMENDATIONS), "no-recommendation",
                "Recommendation when no inventory was received or stored: allow, isolate, "
                "no-access or no-recommendation."),
     ]
@@ -516,7 +512,7 @@ class SwimaImv:
         self.max_tags: int = values["max_tags"]
         self.max_attribute_size: int = values["max_attribute_size"]
         self.max_tag_size: int = values["max_tag_size"]
-        self.no_result: A = _NO_RESULT[values["no_result"]]
+        self.no_result: A = RECOMMENDATIONS[values["no_result"]]
 
     # -- IImv ----------------------------------------------------------------------------
 
@@ -585,13 +581,12 @@ class SwimaImv:
     async def _attribute(self, connection, state: SwimaConnectionState, imc_id: int,
                          attribute: PaAttribute, reply: list[PaAttribute], *, whole: bool = True) -> None:
         if isinstance(attribute, MaxAttributeSizeRequest):
-            reply.append(self._accept_contract(connection, state, imc_id, attribute))
+            state.contract = accept_contract(connection, imc_id, attribute, _MESSAGE_TYPE)
+            reply.append(state.contract)
         elif isinstance(attribute, MaxAttributeSizeResponse):
-            log.info("IMV {imv_id} received a segmentation contract response from IMC {imc} for PA "
-                     "message type 'IETF/SWIMA': {size}", imv_id=connection.imv_id, imc=imc_id,
-                     size=_contract_text(attribute))
+            contract_accepted(connection, imc_id, attribute, _MESSAGE_TYPE)
         elif isinstance(attribute, SegmentEnvelope) and whole:
-            inner = self._reassemble(connection, state, imc_id, attribute, reply)
+            inner = reassemble(connection, state.reassembler, imc_id, attribute, reply)
             if inner is not None:
                 await self._attribute(connection, state, imc_id, inner, reply, whole=False)
         elif isinstance(attribute, NextSegment) and whole:
@@ -607,35 +602,6 @@ class SwimaImv:
                       attr=attribute.describe())
 
     # -- segmentation ---------------------------------------------------------------------
-
-    def _accept_contract(self, connection, state: SwimaConnectionState, imc_id: int,
-                         request: MaxAttributeSizeRequest) -> MaxAttributeSizeResponse:
-        log.info("IMV {imv_id} received a segmentation contract request from IMC {imc} for PA "
-                 "message type 'IETF/SWIMA': {size}", imv_id=connection.imv_id, imc=imc_id,
-                 size=_contract_text(request))
-        max_segment = request.max_segment_size
-        ours = max_segment_size_for_message(connection.max_message_size)
-        if max_segment != NO_LIMIT and max_segment > ours:
-            max_segment = ours  # a segment must fit one of our PA-TNC messages
-        state.contract = _Contract(request.max_attribute_size, max_segment)
-        return MaxAttributeSizeResponse(request.max_attribute_size, max_segment)
-
-    def _reassemble(self, connection, state: SwimaConnectionState, imc_id: int,
-                    envelope: SegmentEnvelope, reply: list[PaAttribute]) -> PaAttribute | None:
-        try:
-            whole = state.reassembler.add(envelope)
-        except PaTncError as err:
-            log.warn("IMV {imv_id} received an invalid segment from IMC {imc}: {err}",
-                     imv_id=connection.imv_id, imc=imc_id, err=str(err))
-            if not err.in_error_attribute:
-                reply.append(err.to_attribute())
-            return None
-        if whole is None:
-            log.debug("IMV {imv_id} received {n} bytes of base attribute {base}, asking for the next "
-                      "segment", imv_id=connection.imv_id, n=state.reassembler.received(
-                          envelope.base_attribute_id), base=envelope.base_attribute_id)
-            reply.append(NextSegment(envelope.base_attribute_id))
-        return whole
 
     def _next_segment(self, connection, state: SwimaConnectionState, imc_id: int, request: NextSegment,
                       reply: list[PaAttribute]) -> None:
@@ -919,11 +885,7 @@ class SwimaImv:
 
     async def _first_request(self, connection, state: SwimaConnectionState) -> None:
         if connection.store is not None:
-            try:
-                state.session_id = await connection.session_id()
-            except Exception:
-                log.failure("IMV {imv_id}: no session id for Connection ID {cid}",
-                            imv_id=connection.imv_id, cid=connection.connection_id)
+            await fetch_session_id(connection, state)
             if state.device_id is not None:
                 state.device = await self._db(connection, state, device_swima_state, state.device_id,
                                               state.session_id)
@@ -935,10 +897,7 @@ class SwimaImv:
             request = _Request(RequestKind.EVENTS, earliest_eid=device.last_eid + 1)
         else:
             request = _Request(RequestKind.INVENTORY)
-        contract = MaxAttributeSizeRequest(self.max_attribute_size,
-                                           max_segment_size_for_message(connection.max_message_size))
-        log.info("IMV {imv_id} requests a segmentation contract for PA message type 'IETF/SWIMA': {size}",
-                 imv_id=connection.imv_id, size=_contract_text(contract))
+        contract = propose_contract(connection, self.max_attribute_size, _MESSAGE_TYPE)
         # the first request goes to any SWIMA collector, as strongSwan's does
         self._issue(connection, state, request, before=[contract], collector_id=ANY_IMC_ID,
                     exclusive=False)
@@ -992,29 +951,24 @@ class SwimaImv:
               exclusive: bool, state: SwimaConnectionState | None = None) -> None:
         """One PA-TNC message; an attribute too large for it goes in segments
         when the collector's contract allows (else it is dropped, logged)."""
-        limit = connection.max_message_size
-        parts = []
-        size = MESSAGE_HEADER_SIZE
         contract = state.contract if state is not None else None
-        for attribute in attributes:
-            data = attribute.build()
-            if size + len(data) > limit or (
-                    contract is not None and needs_segmentation(len(data), contract.max_segment_size)):
-                data = self._first_segment(connection, state, data, limit - size)
-                if data is None:
-                    log.error("IMV {imv_id}: {attr} of {n} bytes does not fit a {limit}-byte PA-TNC "
-                              "message and cannot be segmented; dropped", imv_id=connection.imv_id,
-                              attr=attribute.full_name, n=len(attribute.build()), limit=limit)
-                    if state is not None and isinstance(attribute, SwimaRequest):
-                        state.pending = None
-                        state.failed = state.failed or "the SWIMA Request could not be sent"
-                    continue
-            parts.append(data)
-            size += len(data)
-        if parts:
-            body = PaMessage(secrets.randbits(32)).build() + b"".join(parts)
-            connection.send_message(PaVendor.IETF, PaSubtype.SWIMA, body, collector_id=collector_id,
-                                    exclusive=exclusive)
+
+        def fit(attribute: PaAttribute, data: bytes, space: int) -> bytes | None:
+            if len(data) <= space and (
+                    contract is None or not needs_segmentation(len(data), contract.max_segment_size)):
+                return data
+            segment = self._first_segment(connection, state, data, space)
+            if segment is None:
+                log.error("IMV {imv_id}: {attr} of {n} bytes does not fit a {limit}-byte PA-TNC "
+                          "message and cannot be segmented; dropped", imv_id=connection.imv_id,
+                          attr=attribute.full_name, n=len(data), limit=connection.max_message_size)
+                if state is not None and isinstance(attribute, SwimaRequest):
+                    state.pending = None
+                    state.failed = state.failed or "the SWIMA Request could not be sent"
+            return segment
+
+        send_attributes(connection, PaVendor.IETF, PaSubtype.SWIMA, attributes, collector_id=collector_id,
+                        exclusive=exclusive, fit=fit)
 
     def _first_segment(self, connection, state: SwimaConnectionState | None, data: bytes,
                        space: int) -> bytes | None:
@@ -1060,11 +1014,3 @@ class SwimaImv:
         if state.imc_id is not None:
             self._send(connection, [AssessmentResult(int(ev))], collector_id=state.imc_id, exclusive=True)
         connection.provide_recommendation(rec, ev)
-
-
-def _contract_text(attribute) -> str:
-    size = ("no message size limit" if attribute.max_attribute_size == NO_LIMIT
-            else f"maximum message size of {attribute.max_attribute_size} bytes")
-    segment = ("no segmentation" if attribute.max_segment_size == NO_LIMIT
-               else f"maximum segment size of {attribute.max_segment_size} bytes")
-    return f"{size}, {segment}"

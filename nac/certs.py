@@ -10,6 +10,9 @@ that strongSwan accepts it for IKEv2 too.
 Existing files are never overwritten.  A set that is only partly present (a
 certificate without its key, say) is an error to be fixed by hand rather than
 silently replaced: clients may already trust the old CA.
+
+:func:`certificate_identity` is the identity a verified client certificate
+proves, the same for every TLS transport (PT-TLS, EAP-TTLS).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = [
     "OID_IKE_INTERMEDIATE",
     "PkiError",
     "SERVER_VALIDITY",
+    "certificate_identity",
     "ensure_demo_pki",
     "issue_certificate",
 ]
@@ -70,6 +74,28 @@ class DemoPki:
     server_cert: Path
     server_key: Path
     created: bool
+
+
+def certificate_identity(certificate) -> str | None:
+    """The identity a client certificate proves: its first subjectAltName
+    (e-mail, DNS, URI, in that order) or else its subject common name, as
+    strongSwan uses.  ``certificate`` is a cryptography certificate, a
+    pyOpenSSL ``X509`` (what Twisted's ``getPeerCertificate`` gives) or None."""
+    if certificate is None:
+        return None
+    cert = certificate.to_cryptography() if hasattr(certificate, "to_cryptography") else certificate
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        for kind in (x509.RFC822Name, x509.DNSName, x509.UniformResourceIdentifier):
+            values = san.get_values_for_type(kind)
+            if values:
+                return values[0]
+    except x509.ExtensionNotFound:
+        pass
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if cns:
+        return str(cns[0].value)
+    return cert.subject.rfc4514_string() or None
 
 
 def _now() -> datetime.datetime:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from xml.dom.minidom import parseString
 
@@ -36,9 +34,7 @@ from imvs.policy import RemediationString, VerdictPolicy, combine_checks
 from nac import config
 from nac.client.collectors.os import OsImc
 from nac.client.imc import ReceivedPaMessage
-from nac.client.pb_client import PbTncClient
 from nac.db import models as m
-from nac.db.store import PolicyStore
 from nac.ifimv import ActionRecommendation as A
 from nac.ifimv import EvaluationResult as E
 from nac.interfaces import IImv
@@ -50,49 +46,14 @@ from nac.pa.ietf import (
     PaTncErrorAttribute,
     RemediationInstructions,
 )
-from nac.pb import PbBatch, PbPa
-from nac.tnccs.core import PeerInfo, TnccsCore, TransportLimits
-from nac.tnccs.imv_manager import ImvManager, load_imv
+from nac.tnccs.imv_manager import load_imv
+# tests.test_admin_packages imports MACHINE_ID, ImvHarness and tmpdir from here
+from tests.posture import ETC, MACHINE_ID, PT_EAP, ImvHarness, PolicyStoreMixin, tmpdir  # noqa: F401
 from tests.test_collectors import SWIMA_PACKAGES, Host
-from tests.test_db import DatabaseMixin, PostgresBackend, SqliteBackend
+from tests.test_db import PostgresBackend, SqliteBackend
 
-MACHINE_ID = "3d1219c7c4c5404aaa1f6d2a48adfda4"
 PRODUCT = "Debian 12 x86_64"
 OS_SUBTYPE = 1
-PT_EAP = TransportLimits(max_batch_size=32754, max_message_size=32722)
-ETC = Path(__file__).resolve().parents[1] / "etc" / "nac.conf"
-
-
-def tmpdir(testcase) -> Path:
-    path = Path(tempfile.mkdtemp(prefix="nac-imv-"))
-    testcase.addCleanup(shutil.rmtree, path, True)
-    return path
-
-
-@dataclass
-class Assessment:
-    """One PB-TNC exchange: the client's outcome, the server's decision and batches."""
-
-    outcome: object
-    decision: object
-    server_batches: list
-    rounds: int
-
-    def attributes(self, subtype: int) -> list:
-        """(PbPa, attribute) of every PA message of ``subtype`` the server sent."""
-        out = []
-        for batch in self.server_batches:
-            for msg in batch.messages:
-                if isinstance(msg, PbPa) and msg.pa_subtype == subtype:
-                    out.extend((msg, a) for a in PaMessage.parse(msg.body).attributes)
-        return out
-
-    def sent(self, subtype: int, cls) -> list:
-        return [a for _, a in self.attributes(subtype) if isinstance(a, cls)]
-
-    def verdict(self, name: str):
-        [verdict] = [v for v in self.decision.imv_results if v.imv_name == name]
-        return verdict
 
 
 class SilentOsImc(OsImc):
@@ -102,54 +63,8 @@ class SilentOsImc(OsImc):
         return []
 
 
-class ImvHarness:
-    """Runs whole assessments of nac's client against the core (mixed into
-    test cases that set ``self.store`` to a PolicyStore or None)."""
-
-    store = None
-
-    def host(self, packages=SWIMA_PACKAGES, **kw) -> Host:
-        return Host(tmpdir(self), packages, **kw)
-
-    @defer.inlineCallbacks
-    def assess(self, imcs, imvs, *, limits=TransportLimits(), max_rounds=10, language="en",
-               use_store=True):
-        core = TnccsCore(ImvManager(imvs), store=self.store if use_store else None,
-                         max_rounds=max_rounds)
-        connection = core.open_connection(PeerInfo("pt-tls", "127.0.0.1", 40000, "carol"), limits)
-        client = PbTncClient(imcs, max_batch_size=limits.max_batch_size,
-                             max_message_size=limits.max_message_size, language=language)
-        data = client.start()
-        server_batches = []
-        rounds = 0
-        while True:
-            rounds += 1
-            self.assertLess(rounds, 60, "the exchange does not end")
-            outcome = yield connection.receive_batch(data)
-            if outcome.close:
-                break
-            step = None
-            for batch in outcome.batches:
-                server_batches.append(PbBatch.parse(batch))
-                step = client.receive_batch(batch)
-            if step.close:
-                if step.batch is not None:
-                    yield connection.receive_batch(step.batch)
-                break
-            data = step.batch
-        self.assertTrue(client.outcome.completed, client.outcome.error)
-        return Assessment(client.outcome, connection.decision, server_batches, rounds)
-
-
-class StoreMixin(DatabaseMixin, ImvHarness):
-    """A migrated database per test behind a real, started PolicyStore."""
-
-    def setUp(self):
-        super().setUp()
-        self.store = PolicyStore(self.engine)
-        self.store.start()
-        self.addCleanup(self.store.stop)
-        self.db = self.store.db
+class StoreMixin(PolicyStoreMixin, ImvHarness):
+    """Whole assessments against a real, started PolicyStore."""
 
     @defer.inlineCallbacks
     def decided_sessions(self, count: int = 1):

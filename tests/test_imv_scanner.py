@@ -25,7 +25,8 @@ from nac.pb import PbBatch, PbPa
 from nac.tnccs.imv_manager import load_imv
 from tests.test_collectors import ANY4, ANY6, ESTABLISHED, LISTEN, Host, capture_host, captured_session
 from tests.test_db import PostgresBackend, SqliteBackend
-from tests.test_imv_os import PRODUCT, ImvHarness, StoreMixin, check_documented, remediation_items, tmpdir
+from tests.posture import ImvHarness, tmpdir
+from tests.test_imv_os import PRODUCT, StoreMixin, check_documented, remediation_items
 
 FIREWALL = 5
 CLOSE = "07"

@@ -10,10 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
-import shutil
 import struct
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -28,7 +25,6 @@ from imvs.swima import MAX_REQUESTS, SwimaImv, device_inventory, device_swima_st
 from nac import config
 from nac.client.collectors.swima import SwimaImc
 from nac.client.imc import PaTncImc, ReceivedPaMessage
-from nac.client.pb_client import PbTncClient
 from nac.db import models as m
 from nac.db.engine import make_engine, upgrade
 from nac.db.store import PolicyDb, PolicyStore
@@ -59,14 +55,12 @@ from nac.pa.swima import (
 from nac.pb import BatchType as B, Direction, PbBatch, PbPa
 from nac.tnccs.core import PeerInfo, TnccsCore, TransportLimits
 from nac.tnccs.imv_manager import ImvManager, load_imv
+from tests.posture import ETC, MACHINE_ID, PT_EAP, Assessment, PolicyStoreMixin, run_assessment, tmpdir
 from tests.test_collectors import HISTORY, SWIMA_PACKAGES, Host, sw_id
-from tests.test_db import DatabaseMixin, PostgresBackend, SqliteBackend
+from tests.test_db import PostgresBackend, SqliteBackend
 
-MACHINE_ID = "3d1219c7c4c5404aaa1f6d2a48adfda4"
 SWIMA = 9
-PT_EAP = TransportLimits(max_batch_size=32754, max_message_size=32722)
 STRONGSWAN_EPOCH = 0x11223344
-ETC = Path(__file__).resolve().parents[1] / "etc" / "nac.conf"
 
 MORE_HISTORY = """
 Start-Date: 2026-04-01  07:00:00
@@ -83,38 +77,6 @@ def swima_kw(host: Host) -> dict:
                 machine="x86_64", history_timezone=datetime.timezone.utc)
 
 
-def tmpdir(testcase) -> Path:
-    path = Path(tempfile.mkdtemp(prefix="nac-swima-"))
-    testcase.addCleanup(shutil.rmtree, path, True)
-    return path
-
-
-@dataclass
-class Assessment:
-    """One PB-TNC exchange: what the client ended with, what the server decided
-    and sent."""
-
-    outcome: object
-    decision: object
-    server_batches: list
-    rounds: int
-
-    def swima_attributes(self):
-        """Every attribute of every PB-PA message of subtype SWIMA the server sent."""
-        out = []
-        for batch in self.server_batches:
-            for msg in batch.messages:
-                if isinstance(msg, PbPa) and msg.pa_subtype == SWIMA:
-                    out.extend((msg, a) for a in PaMessage.parse(msg.body).attributes)
-        return out
-
-    def requests(self) -> list[SwimaRequest]:
-        return [a for _, a in self.swima_attributes() if isinstance(a, SwimaRequest)]
-
-    def sent(self, cls) -> list:
-        return [a for _, a in self.swima_attributes() if isinstance(a, cls)]
-
-
 class RecordingSwimaImc(SwimaImc):
     """nac's SWIMA collector, remembering every attribute an IMV sent it."""
 
@@ -127,46 +89,16 @@ class RecordingSwimaImc(SwimaImc):
         return super().reply_attributes(connection, message, attributes)
 
 
-class SwimaDatabaseMixin(DatabaseMixin):
-    """A migrated database per test (SQLite, or PostgreSQL when
-    NAC_TEST_POSTGRES_URL names one), behind a real PolicyStore."""
-
-    def setUp(self):
-        super().setUp()
-        self.store = PolicyStore(self.engine)
-        self.store.start()
-        self.addCleanup(self.store.stop)
-        self.db = self.store.db
+class SwimaDatabaseMixin(PolicyStoreMixin):
+    """Whole assessments with the SWIMA IMV against a real PolicyStore."""
 
     def host(self, packages=SWIMA_PACKAGES, history=HISTORY, root=None) -> Host:
-        return Host(root or tmpdir(self), packages, history=history)
+        return Host(root or tmpdir(self, "nac-swima-"), packages, history=history)
 
-    @defer.inlineCallbacks
     def assess(self, imcs, *, imv=None, limits=TransportLimits(), max_rounds=10):
         """Run one whole assessment of ``imcs`` through the core and the client."""
-        core = TnccsCore(ImvManager([imv or SwimaImv()]), store=self.store, max_rounds=max_rounds)
-        connection = core.open_connection(PeerInfo("pt-tls", "127.0.0.1", 40000, "carol"), limits)
-        client = PbTncClient(imcs, max_batch_size=limits.max_batch_size,
-                             max_message_size=limits.max_message_size)
-        data = client.start()
-        server_batches = []
-        rounds = 0
-        while True:
-            rounds += 1
-            self.assertLess(rounds, 60, "the exchange does not end")
-            outcome = yield connection.receive_batch(data)
-            if outcome.close:
-                break
-            step = None
-            for batch in outcome.batches:
-                server_batches.append(PbBatch.parse(batch))
-                step = client.receive_batch(batch)
-            if step.close:
-                if step.batch is not None:
-                    yield connection.receive_batch(step.batch)
-                break
-            data = step.batch
-        return Assessment(client.outcome, connection.decision, server_batches, rounds)
+        return run_assessment(self, imcs, [imv or SwimaImv()], store=self.store, limits=limits,
+                              max_rounds=max_rounds)
 
     def inventory(self, installed_only=True):
         return self.db.run(device_inventory, MACHINE_ID, installed_only=installed_only)
@@ -201,11 +133,11 @@ class FlowTestsMixin(SwimaDatabaseMixin):
         swima = RecordingSwimaImc(**swima_kw(host))
         result = yield self.assess([host.os_imc(), swima])
 
-        first, tags = result.requests()
+        first, tags = result.sent(SWIMA, SwimaRequest)
         # a device never seen: its whole inventory, identifiers only
         self.assertEqual((first.earliest_eid, first.flags, first.identifiers),
                          (0, SwimaRequestFlag.RESULT_TYPE, ()))
-        [(message, contract)] = [(msg, a) for msg, a in result.swima_attributes()
+        [(message, contract)] = [(msg, a) for msg, a in result.attributes(SWIMA)
                                  if isinstance(a, MaxAttributeSizeRequest)]
         # strongSwan's segment size for PT-TLS, and a bounded attribute size
         self.assertEqual((contract.max_attribute_size, contract.max_segment_size),
@@ -243,7 +175,7 @@ class FlowTestsMixin(SwimaDatabaseMixin):
         host = self.host(packages=after, history=HISTORY + MORE_HISTORY, root=host.root)
         result = yield self.assess([host.os_imc(), host.swima_imc()])
 
-        events, tags = result.requests()
+        events, tags = result.sent(SWIMA, SwimaRequest)
         self.assertEqual((events.earliest_eid, events.flags, events.identifiers),
                          (6, SwimaRequestFlag.RESULT_TYPE, ()))
         # only the new software lacks its tag
@@ -258,7 +190,7 @@ class FlowTestsMixin(SwimaDatabaseMixin):
 
         # nothing new: one request, no events, nothing else to ask
         result = yield self.assess([host.os_imc(), host.swima_imc()])
-        [events] = result.requests()
+        [events] = result.sent(SWIMA, SwimaRequest)
         self.assertEqual(events.earliest_eid, 7)
         self.assertEqual(self.swima_state(), (STRONGSWAN_EPOCH, 6))
         self.assertEqual(self.verdict(result), (A.ALLOW, E.COMPLIANT))
@@ -273,7 +205,7 @@ class FlowTestsMixin(SwimaDatabaseMixin):
         host = self.host(packages=after, history="", root=host.root)
         result = yield self.assess([host.os_imc(), host.swima_imc(eid_epoch=0x55667788)])
 
-        events, inventory, tags = result.requests()
+        events, inventory, tags = result.sent(SWIMA, SwimaRequest)
         self.assertEqual(events.earliest_eid, 6)
         self.assertEqual((inventory.earliest_eid, inventory.flags), (0, SwimaRequestFlag.RESULT_TYPE))
         self.assertEqual(tags.identifiers, (sw_id("zsh", "5.9-4+b6"),))
@@ -290,7 +222,7 @@ class FlowTestsMixin(SwimaDatabaseMixin):
         result = yield self.assess([host.os_imc(), swima])
         # events from EID 2 refused with a SWIMA Error, the inventory in the same
         # message: no further request, nothing lacking
-        [events] = result.requests()
+        [events] = result.sent(SWIMA, SwimaRequest)
         self.assertEqual(events.earliest_eid, 2)
         self.assertEqual(self.inventory(), dict.fromkeys(sorted(sw_id(n, v) for n, v in SWIMA_PACKAGES), True))
         self.assertEqual(self.verdict(result), (A.ALLOW, E.COMPLIANT))
@@ -300,7 +232,7 @@ class FlowTestsMixin(SwimaDatabaseMixin):
     def test_collector_that_never_answers_gets_the_no_result_recommendation(self):
         host = self.host()
         result = yield self.assess([host.os_imc()])  # no SWIMA collector at all
-        self.assertEqual(len(result.requests()), 1)
+        self.assertEqual(len(result.sent(SWIMA, SwimaRequest)), 1)
         self.assertEqual(self.verdict(result), (A.NO_RECOMMENDATION, E.DONT_KNOW))
         self.assertEqual(result.decision.access, "denied")
         self.assertLessEqual(result.rounds, 3)
@@ -325,12 +257,12 @@ class FlowTestsMixin(SwimaDatabaseMixin):
         swima = RecordingSwimaImc(**swima_kw(host))
         result = yield self.assess([host.os_imc(), swima], limits=PT_EAP, max_rounds=40)
 
-        contract = result.sent(MaxAttributeSizeRequest)[0]
+        contract = result.sent(SWIMA, MaxAttributeSizeRequest)[0]
         self.assertEqual(contract.max_segment_size, 32698)  # strongSwan's over PT-EAP
         # the collector's inventory and tags arrived in segments the IMV asked for
-        self.assertGreaterEqual(len(result.sent(NextSegment)), 2 + 2 * 3)
+        self.assertGreaterEqual(len(result.sent(SWIMA, NextSegment)), 2 + 2 * 3)
         # the targeted tag requests went out in segments, a response of a few messages each
-        self.assertGreaterEqual(len(result.sent(SegmentEnvelope)), 2)
+        self.assertGreaterEqual(len(result.sent(SWIMA, SegmentEnvelope)), 2)
         tag_requests = [a for a in swima.seen if isinstance(a, SwimaRequest) and a.identifiers]
         self.assertEqual([len(r.identifiers) for r in tag_requests], [255, 145])
         self.assertEqual(len(self.inventory()), 400)
@@ -367,7 +299,7 @@ class FlowTestsMixin(SwimaDatabaseMixin):
                 return super().reply_attributes(connection, message, attributes)
 
         result = yield self.assess([host.os_imc(), Limited(**swima_kw(host))])
-        self.assertEqual([len(r.identifiers) for r in result.requests()], [0, 4, 2, 2])
+        self.assertEqual([len(r.identifiers) for r in result.sent(SWIMA, SwimaRequest)], [0, 4, 2, 2])
         self.assertEqual(len(self.tags()), 4)
         self.assertEqual(self.verdict(result), (A.ALLOW, E.COMPLIANT))
 
@@ -409,7 +341,7 @@ class MalformedTestsMixin(SwimaDatabaseMixin):
         self.assertEqual(error.error_code, PaTncErrorCode.INVALID_PARAMETER)
         # strongSwan's way of naming a segmented attribute: 0xffffffff + base attribute ID
         self.assertEqual(error.message_header[:4], b"\xff\xff\xff\xff")
-        self.assertGreaterEqual(len(result.sent(NextSegment)), 2)
+        self.assertGreaterEqual(len(result.sent(SWIMA, NextSegment)), 2)
         self.assertEqual(self.verdict(result), (A.NO_RECOMMENDATION, E.DONT_KNOW))
 
 

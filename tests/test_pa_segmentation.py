@@ -18,11 +18,18 @@ from nac.pa.ietf import InstalledPackages, NumericVersion
 from nac.pa.segmentation import (
     Reassembler,
     Segmenter,
+    contract_response,
     max_segment_size_for_batch,
     max_segment_size_for_message,
     needs_segmentation,
 )
-from nac.pa.tcg import NO_LIMIT, NextSegment, SegmentEnvelope
+from nac.pa.tcg import (
+    NO_LIMIT,
+    MaxAttributeSizeRequest,
+    MaxAttributeSizeResponse,
+    NextSegment,
+    SegmentEnvelope,
+)
 
 
 def vectors_dir() -> Path:
@@ -67,6 +74,18 @@ class SegmentSizeTests(unittest.TestCase):
         self.assertTrue(needs_segmentation(12 + 105, 100))
         self.assertFalse(needs_segmentation(len(captured_installed_packages()), 32698))
         self.assertTrue(needs_segmentation(len(captured_installed_packages()), 8192 - 56))
+
+    def test_contract_response_keeps_segments_within_our_messages(self):
+        # strongSwan's OS IMV over PT-TLS asks for 2 MB segments; over PT-EAP's
+        # 32,722-byte PA-TNC messages only 32,698 fit
+        answer = contract_response(MaxAttributeSizeRequest(100_000_000, 2097080), 32722)
+        self.assertEqual(answer, MaxAttributeSizeResponse(100_000_000, 32698))
+        self.assertEqual(answer.build(), MaxAttributeSizeResponse(100_000_000, 32698, noskip=False).build())
+        # smaller segments and "no segmentation" are accepted as asked
+        self.assertEqual(contract_response(MaxAttributeSizeRequest(65536, 1000), 32722),
+                         MaxAttributeSizeResponse(65536, 1000))
+        self.assertEqual(contract_response(MaxAttributeSizeRequest(NO_LIMIT, NO_LIMIT), 32722),
+                         MaxAttributeSizeResponse(NO_LIMIT, NO_LIMIT))
 
 
 class SegmenterTests(unittest.TestCase):

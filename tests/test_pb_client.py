@@ -6,9 +6,6 @@ RESULT and CLOSE, segmented attributes included."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from twisted.trial import unittest
 from zope.interface import implementer
 
@@ -51,6 +48,7 @@ from nac.pb import (
 )
 from nac.tnccs.core import PeerInfo, TnccsCore, TransportLimits
 from nac.tnccs.imv_manager import ImvManager
+from tests.posture import tmpdir
 from tests.test_collectors import Host, attribute_bytes, capture_host, captured_session
 
 PT_TLS_BATCH = 2 * 1024 * 1024 - 16
@@ -58,12 +56,6 @@ PT_TLS_PA = PT_TLS_BATCH - 32
 CLOSE = PbBatch(B.CLOSE, Direction.TO_SERVER).build()
 SESSIONS = ("carol-sasl-open-ports-denied", "dave-cert-denied", "carol-sasl-second-assessment",
             "carol-sasl-allowed")
-
-
-def tmpdir(testcase) -> Path:
-    path = Path(tempfile.mkdtemp(prefix="nac-pb-client-"))
-    testcase.addCleanup(lambda: __import__("shutil").rmtree(path, ignore_errors=True))
-    return path
 
 
 def server_batch(btype, *messages, direction=Direction.TO_CLIENT) -> bytes:
@@ -122,7 +114,7 @@ class CapturedSessionTests(unittest.TestCase):
 
     def replay(self, name):
         records = captured_session(name)
-        client = PbTncClient(capture_host(tmpdir(self)).imcs(), max_batch_size=PT_TLS_BATCH,
+        client = PbTncClient(capture_host(tmpdir(self, "nac-pb-client-")).imcs(), max_batch_size=PT_TLS_BATCH,
                              max_message_size=PT_TLS_PA)
         ours = [client.start()]
         step = None
@@ -505,7 +497,7 @@ class BackToBackTests(unittest.TestCase):
         return [(f"lib{i:04d}", f"{i}.{i % 10}-1+deb12u{i % 4}") for i in range(n)] + list(extra)
 
     def test_segmented_inventory_reaches_result_and_close(self):
-        host = Host(tmpdir(self), self.packages(300))
+        host = Host(tmpdir(self, "nac-pb-client-"), self.packages(300))
         imv = PackagesImv(max_segment=1000)
         client = PbTncClient(host.imcs(), max_batch_size=65522, max_message_size=65490)
         core, conn, step, rounds = self.exchange(client, [imv], TransportLimits(65522, 65490))
@@ -522,7 +514,7 @@ class BackToBackTests(unittest.TestCase):
         self.assertEqual(rounds, imv.segments + 2)
 
     def test_isolation_with_reason_and_remediation(self):
-        host = Host(tmpdir(self), self.packages(20, [("telnet", "0.17+2.4-2")]))
+        host = Host(tmpdir(self, "nac-pb-client-"), self.packages(20, [("telnet", "0.17+2.4-2")]))
         client = PbTncClient(host.imcs(), max_batch_size=65522, max_message_size=65490)
         _, conn, step, _ = self.exchange(client, [PackagesImv()])
         outcome = step.outcome
@@ -533,7 +525,7 @@ class BackToBackTests(unittest.TestCase):
         self.assertEqual([(r.text, r.language) for r in outcome.remediation], [("remove telnet", "en")])
 
     def test_server_without_imvs_denies_at_once(self):
-        client = PbTncClient(Host(tmpdir(self), []).imcs(), max_batch_size=65522, max_message_size=65490)
+        client = PbTncClient(Host(tmpdir(self, "nac-pb-client-"), []).imcs(), max_batch_size=65522, max_message_size=65490)
         _, conn, step, rounds = self.exchange(client, [])
         self.assertEqual(rounds, 2)
         self.assertEqual(step.outcome.recommendation, AccessRecommendation.DENIED)

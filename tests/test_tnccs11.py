@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,11 +17,10 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from nac.ifimv import ActionRecommendation as A, ConnectionState, EvaluationResult as E
-from nac.interfaces import IImv, IImvConnection, IPolicyStore, ITnccsConnection
+from nac.interfaces import IImvConnection, IPolicyStore, ITnccsConnection
 from nac.pa import PaMessage
 from nac.pa.ietf import AssessmentResult, AttributeRequest, ProductInformation
-from nac.tnccs.core import PeerInfo, TnccsCore, TransportLimits
-from nac.tnccs.imv_manager import ImvManager
+from nac.tnccs.core import TransportLimits
 from nac.tnccs.tnccs11 import (
     MAX_DEPTH,
     BatchLayout,
@@ -43,8 +40,8 @@ from nac.tnccs.tnccs11 import (
     UnknownTnccsMessage,
     looks_like_tnccs11,
 )
+from tests.posture import VECTORS, CoreHarness, ScriptedImv
 
-VECTORS = Path(os.environ.get("NAC_VECTORS") or Path(__file__).resolve().parents[2] / "shared" / "vectors")
 HOSTAPD = VECTORS / "hostapd-tnccs11"
 STRONGSWAN = VECTORS / "strongswan-radius-tnccs11" / "eapol_test-strongswan-no-imcs.jsonl"
 
@@ -385,34 +382,6 @@ class GeneratedTests(unittest.TestCase):
 
 # -- the server ------------------------------------------------------------------------------
 
-@implementer(IImv)
-class ScriptedImv:
-    """An IMV whose reactions are given as functions of (connection[, message])."""
-
-    def __init__(self, name, subscriptions, on_message=None, on_batch_ending=None, on_solicit=None):
-        self.name = name
-        self.subscriptions = subscriptions
-        self.on_message, self.on_batch_ending, self.on_solicit = on_message, on_batch_ending, on_solicit
-        self.states: list[ConnectionState] = []
-        self.received = []
-
-    def notify_connection_change(self, connection, state):
-        self.states.append(state)
-
-    def receive_message(self, connection, message):
-        self.received.append(message)
-        if self.on_message:
-            return self.on_message(connection, message)
-
-    def batch_ending(self, connection):
-        if self.on_batch_ending:
-            return self.on_batch_ending(connection)
-
-    def solicit_recommendation(self, connection):
-        if self.on_solicit:
-            return self.on_solicit(connection)
-
-
 def os_imv(no_result=(A.NO_RECOMMENDATION, E.DONT_KNOW), verdict=None):
     """Like strongSwan's OS IMV: asks for the product information once,
     decides on the answer; solicited without one, gives ``no_result``."""
@@ -435,25 +404,19 @@ def os_imv(no_result=(A.NO_RECOMMENDATION, E.DONT_KNOW), verdict=None):
     def solicit(conn):
         conn.provide_recommendation(*no_result)
 
-    return ScriptedImv("os", [(IETF, OS)], message, batch_ending, solicit)
+    return ScriptedImv("os", [(IETF, OS)], message, on_batch_ending=batch_ending, on_solicit=solicit)
 
 
-class Harness:
-    def __init__(self, testcase, imvs, limits=None, **core_kw):
-        self.core = TnccsCore(ImvManager(imvs), **core_kw)
-        self.conn = self.core.open_connection(PeerInfo("radius", "127.0.0.1", identity="carol"),
-                                              limits or TransportLimits(), protocol="tnccs-1.1")
-        self.tc = testcase
+class Harness(CoreHarness):
+    """An IF-TNCCS 1.1 connection of the core, as the RADIUS transport opens it."""
 
-    def send(self, data: bytes):
-        outcomes = []
-        self.conn.receive_batch(data).addCallback(outcomes.append)
-        self.tc.assertEqual(len(outcomes), 1, "the core did not answer synchronously")
-        out = outcomes[0]
-        parsed = [TnccsBatch.parse(b) for b in out.batches]
-        for b in parsed:
-            self.tc.assertEqual(b.recipient, Recipient.TNCC)
-        return SimpleNamespace(batches=out.batches, parsed=parsed, decision=out.decision, close=out.close)
+    transport = "radius"
+    protocol = "tnccs-1.1"
+
+    def parse(self, batch: bytes) -> TnccsBatch:
+        parsed = TnccsBatch.parse(batch)
+        self.tc.assertEqual(parsed.recipient, Recipient.TNCC)
+        return parsed
 
 
 def only(batch: TnccsBatch, kind):

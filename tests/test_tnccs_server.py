@@ -5,18 +5,15 @@ dispatch, with small scripted IMVs."""
 from __future__ import annotations
 
 import json
-import os
 import struct
-from pathlib import Path
-from types import SimpleNamespace
 
 from twisted.internet import defer
 from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from nac.ifimv import ActionRecommendation as A, ConnectionState, EvaluationResult as E, RecommendationPolicy
-from nac.interfaces import IImv, IImvConnection, IPolicyStore, ITnccsConnection
+from nac.ifimv import ActionRecommendation as A, ConnectionState, EvaluationResult as E
+from nac.interfaces import IImvConnection, IPolicyStore, ITnccsConnection
 from nac.pb.batch import BatchType, Direction, PbBatch
 from nac.pb.messages import (
     AccessRecommendation,
@@ -31,10 +28,9 @@ from nac.pb.messages import (
     PbReasonString,
     UnknownPbMessage,
 )
-from nac.tnccs.core import PeerInfo, TnccsCore, TransportLimits
-from nac.tnccs.imv_manager import ImvManager
+from nac.tnccs.core import TransportLimits
+from tests.posture import VECTORS, CoreHarness, ScriptedImv
 
-VECTORS = Path(os.environ.get("NAC_VECTORS") or Path(__file__).resolve().parents[2] / "shared" / "vectors")
 DENIED = VECTORS / "strongswan-pt-tls" / "carol-sasl-open-ports-denied.jsonl"
 
 IETF, OS, FIREWALL, SWIMA = 0, 1, 5, 9
@@ -52,36 +48,6 @@ def attribute_names(message) -> list[str]:
     return [type(a).__name__ for a in message.pa.attributes]
 
 
-@implementer(IImv)
-class ScriptedImv:
-    """An IMV whose reactions are given as functions (connection, message)."""
-
-    def __init__(self, name, subscriptions, on_message=None, on_solicit=None, on_batch_ending=None):
-        self.name = name
-        self.subscriptions = subscriptions
-        self.on_message = on_message
-        self.on_solicit = on_solicit
-        self.on_batch_ending = on_batch_ending
-        self.states: list[ConnectionState] = []
-        self.received = []
-
-    def notify_connection_change(self, connection, state):
-        self.states.append(state)
-
-    def receive_message(self, connection, message):
-        self.received.append(message)
-        if self.on_message:
-            return self.on_message(connection, message)
-
-    def batch_ending(self, connection):
-        if self.on_batch_ending:
-            return self.on_batch_ending(connection)
-
-    def solicit_recommendation(self, connection):
-        if self.on_solicit:
-            return self.on_solicit(connection)
-
-
 def client_batch(btype=BatchType.CDATA, *messages, direction=Direction.TO_SERVER) -> bytes:
     return PbBatch(btype, direction, tuple(messages)).build()
 
@@ -91,22 +57,13 @@ def pa(subtype, body, collector=1, validator=0xFFFF, exclusive=False) -> PbPa:
                 body=body, exclusive=exclusive)
 
 
-class Harness:
-    def __init__(self, testcase, imvs, limits=None, **core_kw):
-        self.core = TnccsCore(ImvManager(imvs), **core_kw)
-        self.conn = self.core.open_connection(PeerInfo("test", "127.0.0.1", identity="carol"),
-                                              limits or TransportLimits())
-        self.tc = testcase
+class Harness(CoreHarness):
+    """A PB-TNC connection of the core."""
 
-    def send(self, data: bytes):
-        outcomes = []
-        self.conn.receive_batch(data).addCallback(outcomes.append)
-        self.tc.assertEqual(len(outcomes), 1, "the core did not answer synchronously")
-        out = outcomes[0]
-        parsed = [PbBatch.parse(b) for b in out.batches]
-        for b in parsed:
-            self.tc.assertEqual(b.direction, Direction.TO_CLIENT)
-        return SimpleNamespace(batches=out.batches, decision=out.decision, close=out.close, parsed=parsed)
+    def parse(self, batch: bytes) -> PbBatch:
+        parsed = PbBatch.parse(batch)
+        self.tc.assertEqual(parsed.direction, Direction.TO_CLIENT)
+        return parsed
 
 
 def result_of(batch: PbBatch):

@@ -39,8 +39,9 @@ from nac.pa import (
     pa_error_reply,
 )
 from nac.pa.ietf import PaTncErrorAttribute
-from nac.pa.segmentation import max_segment_size_for_message, needs_segmentation
+from nac.pa.segmentation import contract_response, max_segment_size_for_message, needs_segmentation
 from nac.pa.tcg import NO_LIMIT
+from nac.tnccs.imv_manager import ReceivedPaMessage
 
 __all__ = [
     "ANY_IMV_ID",
@@ -93,23 +94,6 @@ class IImc(Interface):
 
     def batch_ending(connection):
         """TNC_IMC_BatchEnding: the last message of a server batch was delivered."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedPaMessage:
-    """A PA-TNC message from an IMV, as delivered to an IMC.
-
-    ``pa`` is the parsed :class:`nac.pa.PaMessage` (parsed once for all
-    subscribed IMCs); ``body`` the exact bytes received.
-    """
-
-    vendor_id: int
-    subtype: int
-    collector_id: int
-    validator_id: int
-    exclusive: bool
-    body: bytes
-    pa: PaMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,15 +319,12 @@ class PaTncImc:
 
     def _accept_contract(self, connection, state: _PaImcState, imv: int,
                          request: MaxAttributeSizeRequest) -> MaxAttributeSizeResponse:
-        max_segment = request.max_segment_size
-        mine = max_segment_size_for_message(connection.max_message_size)
-        if max_segment != NO_LIMIT and max_segment > mine:
-            max_segment = mine  # a segment must fit one of our messages
-        state.contracts[imv] = SegmentationContract(request.max_attribute_size, max_segment)
+        response = contract_response(request, connection.max_message_size)
+        state.contracts[imv] = SegmentationContract(response.max_attribute_size, response.max_segment_size)
         log.debug("IMC \"{imc}\" accepts a segmentation contract from IMV {imv}: attributes up to "
                   "{attr}, segments up to {seg} bytes", imc=self.name, imv=imv,
-                  attr=request.max_attribute_size, seg=max_segment)
-        return MaxAttributeSizeResponse(request.max_attribute_size, max_segment, noskip=False)
+                  attr=response.max_attribute_size, seg=response.max_segment_size)
+        return response
 
     def _next_segment(self, state: _PaImcState, imv: int, request: NextSegment) -> SegmentEnvelope | None:
         key = (imv, request.base_attribute_id)

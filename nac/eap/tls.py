@@ -17,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
+
+from nac.certs import certificate_identity
 
 __all__ = ["TlsError", "TlsTunnel", "certificate_identity", "server_context"]
 
@@ -170,22 +171,3 @@ class TlsTunnel:
         """The client's certificate, verified against the CA when one was configured."""
         cert = self._conn.get_peer_certificate()
         return cert.to_cryptography() if cert is not None else None
-
-
-def certificate_identity(cert: x509.Certificate | None) -> str | None:
-    """The identity a client certificate proves: its first subjectAltName
-    (e-mail, DNS, URI) or else the subject common name, as strongSwan uses."""
-    if cert is None:
-        return None
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        for kind in (x509.RFC822Name, x509.DNSName, x509.UniformResourceIdentifier):
-            values = san.get_values_for_type(kind)
-            if values:
-                return values[0]
-    except x509.ExtensionNotFound:
-        pass
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if cns:
-        return str(cns[0].value)
-    return cert.subject.rfc4514_string() or None

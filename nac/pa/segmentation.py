@@ -32,13 +32,21 @@ from nac.pa.message import (
     PaTncErrorCode,
     parse_attribute,
 )
-from nac.pa.tcg import NO_LIMIT, SEGMENT_ENVELOPE_HEADER_SIZE, NextSegment, SegmentEnvelope
+from nac.pa.tcg import (
+    NO_LIMIT,
+    SEGMENT_ENVELOPE_HEADER_SIZE,
+    MaxAttributeSizeRequest,
+    MaxAttributeSizeResponse,
+    NextSegment,
+    SegmentEnvelope,
+)
 
 __all__ = [
     "DEFAULT_MAX_ATTRIBUTE_SIZE",
     "DEFAULT_MAX_PENDING",
     "Reassembler",
     "Segmenter",
+    "contract_response",
     "max_segment_size_for_batch",
     "max_segment_size_for_message",
     "needs_segmentation",
@@ -61,6 +69,17 @@ def max_segment_size_for_message(max_message_size: int) -> int:
 def max_segment_size_for_batch(max_batch_size: int) -> int:
     """Max Segment Size to offer when PB-TNC batches may be ``max_batch_size`` bytes."""
     return max_segment_size_for_message(max_batch_size - PB_TNC_OVERHEAD)
+
+
+def contract_response(request: MaxAttributeSizeRequest, max_message_size: int) -> MaxAttributeSizeResponse:
+    """The Max Attribute Size Response accepting ``request``: its attribute
+    size, and its segment size unless segments that large would not fit
+    our PA-TNC messages of ``max_message_size`` bytes."""
+    max_segment = request.max_segment_size
+    ours = max_segment_size_for_message(max_message_size)
+    if max_segment != NO_LIMIT and max_segment > ours:
+        max_segment = ours  # a segment must fit one of our PA-TNC messages
+    return MaxAttributeSizeResponse(request.max_attribute_size, max_segment)
 
 
 def needs_segmentation(attribute_size: int, max_segment_size: int) -> bool:

@@ -27,6 +27,7 @@ from nac.ifimv import (
     EvaluationResult,
 )
 from nac.interfaces import IImv, IImvConnection
+from nac.pa.message import PaMessage
 from nac.tnccs.recommendations import ImvVerdict
 
 log = Logger(namespace="nac.imv")
@@ -40,10 +41,11 @@ class ImvLoadError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ReceivedPaMessage:
-    """A PA-TNC message as delivered to an IMV.
+    """A PA-TNC message as delivered to an IMV, or on the client side to an
+    IMC (IF-IMV / IF-IMC ReceiveMessageLong), with its PB-PA header fields.
 
-    ``attributes`` is the parsed :class:`nac.pa.PaMessage` (parsed once by
-    the core for all subscribed IMVs); ``body`` the exact bytes received.
+    ``pa`` is the parsed :class:`nac.pa.PaMessage` (parsed once for all
+    subscribed IMVs or IMCs); ``body`` the exact bytes received.
     """
 
     vendor_id: int
@@ -52,7 +54,7 @@ class ReceivedPaMessage:
     validator_id: int
     exclusive: bool
     body: bytes
-    pa: Any
+    pa: PaMessage
 
 
 @dataclass(frozen=True, slots=True)

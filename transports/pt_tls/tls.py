@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 from OpenSSL import crypto
 from twisted.internet import ssl
 
+from nac.certs import certificate_identity
 from nac.config import ConfigError
+
+__all__ = ["certificate_identity", "server_context"]
 
 _TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -60,24 +62,3 @@ def server_context(*, cert: Path, key: Path, ca: Path | None, client_cert: str,
         raiseMinimumTo=_TLS_VERSIONS[min_tls_version],
         enableSessions=False, **kwargs)
     return options
-
-
-def certificate_identity(peer_certificate) -> str | None:
-    """The identity a client certificate proves: its first subjectAltName
-    (DNS, e-mail, URI) or else its subject common name, as strongSwan uses."""
-    if peer_certificate is None:
-        return None
-    cert = peer_certificate.to_cryptography() if hasattr(peer_certificate, "to_cryptography") \
-        else peer_certificate
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        for kind in (x509.RFC822Name, x509.DNSName, x509.UniformResourceIdentifier):
-            values = san.get_values_for_type(kind)
-            if values:
-                return values[0]
-    except x509.ExtensionNotFound:
-        pass
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if cns:
-        return str(cns[0].value)
-    return cert.subject.rfc4514_string() or None

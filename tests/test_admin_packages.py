@@ -24,7 +24,8 @@ from nac.ifimv import EvaluationResult as E
 from tests.test_admin import AdminMixin
 from tests.test_collectors import Host, dpkg_paragraph
 from tests.test_db import PostgresBackend, SqliteBackend, peer
-from tests.test_imv_os import MACHINE_ID, PRODUCT, ImvHarness, remediation_items, tmpdir
+from tests.posture import MACHINE_ID, ImvHarness, tmpdir
+from tests.test_imv_os import PRODUCT, remediation_items
 
 LISTING = """\
 adduser\t3.134

@@ -47,8 +47,7 @@ from nac.pa.ietf import (
     RemediationInstructions,
 )
 from nac.tnccs.imv_manager import load_imv
-# tests.test_admin_packages imports MACHINE_ID, ImvHarness and tmpdir from here
-from tests.posture import ETC, MACHINE_ID, PT_EAP, ImvHarness, PolicyStoreMixin, tmpdir  # noqa: F401
+from tests.posture import ETC, MACHINE_ID, PT_EAP, ImvHarness, PolicyStoreMixin
 from tests.test_collectors import SWIMA_PACKAGES, Host
 from tests.test_db import PostgresBackend, SqliteBackend
 

@@ -27,7 +27,7 @@ from nac.client.collectors.swima import SwimaImc
 from nac.client.imc import PaTncImc, ReceivedPaMessage
 from nac.db import models as m
 from nac.db.engine import make_engine, upgrade
-from nac.db.store import PolicyDb, PolicyStore
+from nac.db.store import PolicyDb
 from nac.ifimv import ActionRecommendation as A, EvaluationResult as E
 from nac.interfaces import IImv
 from nac.pa import (

@@ -14,7 +14,7 @@ failed) accumulates in :attr:`PbTncClient.outcome`.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.logger import Logger

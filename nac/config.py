@@ -297,6 +297,14 @@ _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 
 
+def _ip_literal(raw: str):
+    """An IPv4 or IPv6 address literal."""
+    try:
+        return ipaddress.ip_address(raw.strip())
+    except ValueError:
+        raise ValueError("is not an IP address") from None
+
+
 def address(raw: str) -> str:
     """An IPv4/IPv6 literal (``0.0.0.0`` and ``::`` included) or a hostname."""
     value = raw.strip()
@@ -582,6 +590,11 @@ declare_section("ikev2", [
            "Most half-open IKE SAs kept; further IKE_SA_INIT requests are dropped (bounds memory under a flood)."),
     Option("fragment_size", int_range(576, 65535), 1280,
            "Largest IP datagram of an IKE message fragment (RFC 7383), like strongSwan's charon.fragment_size."),
+    Option("dns", comma_list_of(_ip_literal), [], "DNS servers sent in configuration payloads."),
+    Option("half_open_timeout", seconds, 30.0, "A half-open IKE SA (IKE_SA_INIT done, no IKE_AUTH) is dropped after this."),
+    Option("auth_timeout", seconds, 60.0, "IKE_AUTH (all EAP rounds and the posture exchange) must end within this."),
+    Option("ike_lifetime", seconds, 86400.0, "An IKE SA not rekeyed by the initiator within this is deleted."),
+    Option("child_lifetime", seconds, 28800.0, "A CHILD_SA not rekeyed within this is deleted."),
 ])
 
 

@@ -21,9 +21,11 @@ server's main process) to get its CPU figure.
 Figures, per concurrency level (see ../shared/baselines.md for the method):
 completed assessments per second, p50 and p99 latency of a whole assessment,
 failures, and the server's CPU time (utime + stime + children's, from
-``/proc/PID/stat``) divided by the assessments completed.  ``--idle N``
-additionally opens N connections that stop after the PT-TLS version
-exchange and reports the server's resident memory per idle connection.
+``/proc/PID/stat``, summed over the server process and its live descendants
+such as nac's PT-TLS workers) divided by the assessments completed.
+``--idle N`` additionally opens N connections that stop after the PT-TLS
+version exchange and reports the server's resident memory (all its
+processes) per idle connection.
 """
 
 from __future__ import annotations
@@ -51,17 +53,54 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # -- server process figures --------------------------------------------------------------
 
-def server_cpu_seconds(pid: int) -> float:
-    """utime + stime + cutime + cstime of ``pid`` (fields 14-17 of /proc/PID/stat)."""
+def _stat(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state); field N is fields[N - 3]
-    return sum(int(x) for x in fields[11:15]) / CLK_TCK
+        # fields[0] is field 3 (state); field N is fields[N - 3]
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def server_processes(pid: int) -> list[int]:
+    """``pid`` and its live descendants (nac's PT-TLS worker processes),
+    found through the parent pid (field 4) of every /proc/PID/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                children.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass  # gone meanwhile
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, ()))
+    return found
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time of the server: utime + stime + cutime + cstime (fields 14-17
+    of /proc/PID/stat) of ``pid`` and of each live descendant.  A child's
+    time moves into its parent's cutime/cstime only once reaped, so the
+    live workers are counted one by one."""
+    total = 0
+    for p in server_processes(pid):
+        try:
+            total += sum(int(x) for x in _stat(p)[11:15])
+        except (OSError, IndexError, ValueError):
+            pass  # exited meanwhile: its time is in its parent's cutime once reaped
+    return total / CLK_TCK
 
 
 def server_rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * PAGE
+    """Resident memory of ``pid`` and its live descendants."""
+    total = 0
+    for p in server_processes(pid):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 # -- starting nac when no server is given --------------------------------------------------
@@ -86,6 +125,21 @@ class LocalNac:
                         "user", "add", self.USER, "--password", self.PASSWORD],
                        check=True, env=repo_env(), stdout=subprocess.DEVNULL)
         self.server.start()
+        self._wait_for_workers()
+
+    def _wait_for_workers(self, timeout: float = 60.0) -> None:
+        """Wait until the server (with nac's PT-TLS worker processes, if any)
+        has finished starting: their start-up must not count as CPU spent on
+        the first level's assessments.  Settled is two half-seconds in a row
+        in which all its processes together used under 5 % of a CPU."""
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        before = server_cpu_seconds(self.pid)
+        while quiet < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = server_cpu_seconds(self.pid)
+            quiet = quiet + 1 if now - before < 0.025 else 0
+            before = now
 
     @property
     def pid(self) -> int:

@@ -57,6 +57,8 @@ class Options(usage.Options):
                          ("imvs", "imvs"), ("recommendation-policy", "recommendation_policy")):
             if self[opt] is not None:
                 overrides[("nac", key)] = self[opt]
+        # kept as given: PT-TLS worker processes load the same file and overrides
+        self.nac_overrides = overrides
         try:
             self.nac_config = nac_config.load(self["config"], overrides)
         except nac_config.ConfigError as exc:
@@ -86,7 +88,9 @@ class CoreService(service.Service):
         return super().stopService()
 
 
-def build_core(cfg) -> TnccsCore:
+def build_core(cfg, connection_ids: tuple[int, int] = (1, 1)) -> TnccsCore:
+    """The TNCS core with the IMVs of ``[nac] imvs``; ``connection_ids`` is
+    the (first, step) of its Connection IDs (see :class:`TnccsCore`)."""
     manager = ImvManager()
     for spec in cfg.imvs:
         try:
@@ -96,7 +100,16 @@ def build_core(cfg) -> TnccsCore:
     languages = tuple(x for x in cfg.get("nac", "language")) if isinstance(
         cfg.get("nac", "language"), (list, tuple)) else (cfg.get("nac", "language"),)
     return TnccsCore(manager, policy=RecommendationPolicy(cfg.get("nac", "recommendation_policy")),
-                     languages=languages, max_rounds=cfg.get("nac", "max_rounds"))
+                     languages=languages, max_rounds=cfg.get("nac", "max_rounds"),
+                     connection_ids=connection_ids)
+
+
+def pt_tls_processes(cfg) -> int:
+    """How many processes serve PT-TLS (``[pt-tls] workers``; 1 without PT-TLS)."""
+    if "pt-tls" not in cfg.transports:
+        return 1
+    from transports.pt_tls.workers import process_count
+    return process_count(cfg.get("pt-tls", "workers"))
 
 
 def prepare_state_dir(cfg) -> Path:
@@ -121,13 +134,15 @@ def transport_factory(name: str):
     return getattr(module, attr)
 
 
-def build_store(cfg):
+def build_store(cfg, *, migrate: bool = True):
     """The policy store of ``[nac] db``.
 
     The embedded SQLite database is created or upgraded on start, so that one
     command gives a working server; a shared server database (PostgreSQL) is
     only checked: its schema belongs to `nac-admin init`, run once by the
-    operator, not to whichever nac instance starts first.
+    operator, not to whichever nac instance starts first.  ``migrate=False``
+    (PT-TLS worker processes, started after the main process migrated) only
+    checks SQLite too.
     """
     from nac.db.engine import DatabaseUnavailable, SchemaError, check_schema, display_url, \
         make_engine, sqlite_path, upgrade
@@ -140,7 +155,7 @@ def build_store(cfg):
         raise nac_config.ConfigError(f"{where}: {exc}") from exc
     shown = display_url(engine.url)
     try:
-        if sqlite_path(cfg.db_url) is not None:
+        if migrate and sqlite_path(cfg.db_url) is not None:
             revision = upgrade(engine)
             log.info("policy database {db} at schema revision {revision}", db=shown, revision=revision)
         else:
@@ -155,7 +170,14 @@ def build_store(cfg):
     except Exception as exc:  # driver errors: unreachable server, permissions
         engine.dispose()
         raise nac_config.ConfigError(f"{where}: cannot open {shown}: {exc}") from exc
-    return PolicyStore(engine, credential_cache_ttl=cfg.get("nac", "credential_cache_ttl"))
+    from nac.db.secrets import SecretBox, SecretKeyError, load_or_create_key
+
+    try:
+        secrets = SecretBox(load_or_create_key(cfg.get("nac", "secret_key_file")))
+    except SecretKeyError as exc:
+        engine.dispose()
+        raise nac_config.ConfigError(f"{cfg.source or 'defaults'}: [nac] secret_key_file: {exc}") from exc
+    return PolicyStore(engine, credential_cache_ttl=cfg.get("nac", "credential_cache_ttl"), secrets=secrets)
 
 
 def makeService(options) -> service.MultiService:
@@ -164,13 +186,19 @@ def makeService(options) -> service.MultiService:
     try:
         prepare_state_dir(cfg)
         store = build_store(cfg)
-        core = build_core(cfg)
+        # the main process is number 0 of the processes serving PT-TLS
+        core = build_core(cfg, connection_ids=(1, pt_tls_processes(cfg)))
         core.store = store
         top = service.MultiService()
         store.setServiceParent(top)
         CoreService(core).setServiceParent(top)
         for name in cfg.transports:
-            transport_factory(name)(cfg, core, store).setServiceParent(top)
+            make = transport_factory(name)
+            if name == "pt-tls":
+                transport = make(cfg, core, store, overrides=getattr(options, "nac_overrides", {}))
+            else:
+                transport = make(cfg, core, store)
+            transport.setServiceParent(top)
     except nac_config.ConfigError as exc:
         raise usage.UsageError(str(exc))
     log.info("nac configured from {source}; state in {state}",

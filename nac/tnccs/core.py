@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from zope.interface import implementer
 
@@ -73,13 +74,25 @@ class TnccsCore:
     def __init__(self, imvs: ImvManager | None = None, *,
                  policy: RecommendationPolicy = RecommendationPolicy.DEFAULT,
                  languages: tuple[str, ...] = ("en",), max_rounds: int = 10,
-                 store=None):
+                 store=None, connection_ids: tuple[int, int] | Iterator[int] = (1, 1)):
+        """``connection_ids`` is (first, step) of the Connection IDs this
+        core hands out, or an iterator of them, so that the cores of several
+        processes serving one database never share one (process k of n uses
+        (k + 1, n))."""
+        if isinstance(connection_ids, tuple):
+            first, step = connection_ids
+            if first < 1 or step < 1:
+                raise ValueError(f"connection_ids must be positive (first, step), not {connection_ids!r}")
+            ids: Iterator[int] = itertools.count(first, step)
+        else:
+            ids = iter(connection_ids)
         self.imvs = imvs if imvs is not None else ImvManager()
         self.policy = policy
         self.languages = tuple(languages) or ("en",)
         self.max_rounds = max_rounds
         self.store = store
-        self._ids = itertools.count(1)
+        self.connection_ids = connection_ids
+        self._ids = ids
         self.connections: dict[int, object] = {}
 
     def open_connection(self, peer: PeerInfo, limits: TransportLimits | None = None,

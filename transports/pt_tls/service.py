@@ -8,10 +8,13 @@ live in :mod:`transports.pt_tls.negotiation`, PB-TNC rules in
 from __future__ import annotations
 
 import itertools
+import socket
 from pathlib import Path
 
-from twisted.application import internet, service
+from twisted.application import service
 from twisted.internet import defer, protocol
+from twisted.internet.abstract import isIPv6Address
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
@@ -24,8 +27,6 @@ from transports.pt_tls.tls import certificate_identity, server_context
 
 log = Logger(namespace="nac.pt-tls")
 
-_ids = itertools.count(1)
-
 
 @implementer(IHandshakeListener)
 class PtTlsServerProtocol(protocol.Protocol):
@@ -34,7 +35,7 @@ class PtTlsServerProtocol(protocol.Protocol):
     def __init__(self, factory: "PtTlsFactory", peer):
         self.factory = factory
         self.peer_addr = peer
-        self.session_id = next(_ids)
+        self.session_id = next(factory.session_ids)
         self.pt: ptn.PtTlsServer | None = None
         self.tnccs = None
         self._timer = None
@@ -47,7 +48,7 @@ class PtTlsServerProtocol(protocol.Protocol):
         f = self.factory
         if f.active >= f.max_connections:
             log.warn("refusing PT-TLS connection from {peer}: {n} connections is the limit "
-                     "([pt-tls] max_connections)", peer=self._peer_str(), n=f.max_connections)
+                     "({limit})", peer=self._peer_str(), n=f.max_connections, limit=f.limit_name)
             self.transport.abortConnection()
             self._closing = True
             return
@@ -210,7 +211,8 @@ class PtTlsFactory(protocol.Factory):
 
     def __init__(self, core, *, check_password, max_message_size: int, max_connections: int,
                  handshake_timeout: float, negotiation_timeout: float, idle_timeout: float,
-                 sasl_enabled: bool = True, clock=None):
+                 sasl_enabled: bool = True, clock=None, session_ids: tuple[int, int] = (1, 1),
+                 limit_name: str = "[pt-tls] max_connections"):
         from twisted.internet import reactor
         self.core = core
         self.check_password = check_password
@@ -222,28 +224,99 @@ class PtTlsFactory(protocol.Factory):
         self.sasl_enabled = sasl_enabled
         self.clock = clock or reactor
         self.active = 0
+        self.limit_name = limit_name
+        # (first, step) like the core's Connection IDs: unique across processes
+        self.session_ids = itertools.count(*session_ids)
 
     def buildProtocol(self, addr):
         return PtTlsServerProtocol(self, addr)
 
 
+def listening_socket(interface: str, port: int, backlog: int = 50) -> socket.socket:
+    """The PT-TLS listening socket, bound and listening.
+
+    Made here rather than by ``listenTCP`` so that every process serving
+    PT-TLS adopts the same socket (``adoptStreamPort``) and none of them
+    shuts it down for the others when it stops listening.  The address
+    family, SO_REUSEADDR and the backlog are what ``listenTCP`` uses.
+    """
+    family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((interface, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise CannotListenError(interface, port, exc) from None
+    sock.setblocking(False)
+    return sock
+
+
 @implementer(IPostureTransport)
 class PtTlsService(service.MultiService):
+    """The PT-TLS listener of the main process, and its worker processes.
+
+    The socket is opened in :meth:`privilegedStartService` (port 271 needs
+    privileges twistd drops afterwards).  With ``workers`` (a
+    :class:`~transports.pt_tls.workers.WorkerSupervisor`) other processes
+    accept on the same socket; this process accepts too.
+    """
+
     transport_name = "pt-tls"
 
-    def __init__(self, core, factory: PtTlsFactory, context, port: int, interface: str):
+    def __init__(self, core, factory: PtTlsFactory, context, port: int, interface: str,
+                 workers=None, reactor=None):
         super().__init__()
         self.core = core
         self.factory = factory
         self.name = "pt-tls"
-        tls_factory = TLSMemoryBIOFactory(context, False, factory)
-        self.server = internet.TCPServer(port, tls_factory, interface=interface)
-        self.server.setServiceParent(self)
+        self.tls_factory = TLSMemoryBIOFactory(context, False, factory)
+        self.port_number = port
+        self.interface = interface
+        self.socket: socket.socket | None = None
+        self.listener = None
+        self.workers = workers
+        if workers is not None:
+            workers.setServiceParent(self)
+        self._reactor = reactor
         self._where = f"{interface}[{port}]"
 
+    @property
+    def reactor(self):
+        if self._reactor is None:
+            from twisted.internet import reactor
+            self._reactor = reactor
+        return self._reactor
+
+    def privilegedStartService(self):
+        if self.socket is None:
+            self.socket = listening_socket(self.interface, self.port_number)
+        super().privilegedStartService()
+
     def startService(self):
+        if self.socket is None:
+            self.socket = listening_socket(self.interface, self.port_number)
+        self.listener = self.reactor.adoptStreamPort(self.socket.fileno(), self.socket.family,
+                                                     self.tls_factory)
+        if self.workers is None:
+            log.info("PT-TLS listening on {where}", where=self._where)
+        else:
+            self.workers.listening_socket = self.socket
+            log.info("PT-TLS listening on {where} with {n} processes", where=self._where,
+                     n=self.workers.processes)
         super().startService()
-        log.info("PT-TLS listening on {where}", where=self._where)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        if self.listener is not None:
+            listener, self.listener = self.listener, None
+            yield listener.stopListening()
+        # the workers hold the socket until they exit
+        yield super().stopService()
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
 
 
 def _no_password_database(authcid: str, password: str):
@@ -251,8 +324,9 @@ def _no_password_database(authcid: str, password: str):
     return defer.succeed(False)
 
 
-def make_service(cfg, core, store=None, *, check_password=None, pki=None) -> PtTlsService:
-    """Build the PT-TLS service from the ``[pt-tls]`` section."""
+def tls_context(cfg, pki=None, *, announce: bool = True):
+    """The server's TLS settings from the ``[pt-tls]`` section (demo PKI when
+    no certificate is configured; ``announce`` logs which one)."""
     from nac.certs import ensure_demo_pki
 
     sec = cfg.section("pt-tls")
@@ -260,26 +334,64 @@ def make_service(cfg, core, store=None, *, check_password=None, pki=None) -> PtT
     cert, key, ca = sec["cert"], sec["key"], sec["ca"]
     if cert is None:
         pki = pki or ensure_demo_pki(Path(cfg.state_dir))
-        if pki.created:
+        if pki.created and announce:
             log.info("generated demo CA {ca} and server certificate {cert} (key {key})",
                      ca=pki.ca_cert, cert=pki.server_cert, key=pki.server_key)
-        else:
+        elif announce:
             log.info("using demo CA {ca} and server certificate {cert}",
                      ca=pki.ca_cert, cert=pki.server_cert)
         cert, key = pki.server_cert, pki.server_key
         ca = ca or pki.ca_cert
-    context = server_context(cert=Path(cert), key=Path(key), ca=Path(ca) if ca else None,
-                             client_cert=sec["client_cert"] if ca else "none",
-                             min_tls_version=sec["min_tls_version"], ciphers=sec["ciphers"],
-                             origin=origin)
+    return server_context(cert=Path(cert), key=Path(key), ca=Path(ca) if ca else None,
+                          client_cert=sec["client_cert"] if ca else "none",
+                          min_tls_version=sec["min_tls_version"], ciphers=sec["ciphers"],
+                          origin=origin)
+
+
+def make_factory(cfg, core, store=None, *, check_password=None, process: int = 0,
+                 processes: int = 1) -> PtTlsFactory:
+    """The PT-TLS protocol factory of process ``process`` (0: the main one)
+    of the ``processes`` serving PT-TLS: its share of ``max_connections``
+    and its own series of session ids."""
+    from transports.pt_tls.workers import connection_share
+
+    sec = cfg.section("pt-tls")
     if check_password is None:
         store = store if store is not None else getattr(core, "store", None)
         check_password = store.check_password if store is not None else _no_password_database
-    factory = PtTlsFactory(core, check_password=check_password,
-                           max_message_size=sec["max_message_size"],
-                           max_connections=sec["max_connections"],
-                           handshake_timeout=sec["handshake_timeout"],
-                           negotiation_timeout=sec["negotiation_timeout"],
-                           idle_timeout=sec["idle_timeout"],
-                           sasl_enabled=bool(sec["sasl"]))
-    return PtTlsService(core, factory, context, sec["port"], sec["listen"])
+    return PtTlsFactory(core, check_password=check_password,
+                        max_message_size=sec["max_message_size"],
+                        max_connections=connection_share(sec["max_connections"], processes, process),
+                        handshake_timeout=sec["handshake_timeout"],
+                        negotiation_timeout=sec["negotiation_timeout"],
+                        idle_timeout=sec["idle_timeout"],
+                        sasl_enabled=bool(sec["sasl"]),
+                        session_ids=(process + 1, processes),
+                        limit_name="[pt-tls] max_connections" if processes == 1 else
+                        f"this process's share of [pt-tls] max_connections {sec['max_connections']}, "
+                        f"split among {processes} processes")
+
+
+def make_service(cfg, core, store=None, *, check_password=None, pki=None,
+                 overrides=None) -> PtTlsService:
+    """Build the PT-TLS service from the ``[pt-tls]`` section.
+
+    With ``[pt-tls] workers`` above 1 the service spawns worker processes
+    that load the same configuration file and command-line ``overrides``
+    ({(section, key): raw value}); ``core`` must then hand out every
+    ``processes``-th Connection ID (``TnccsCore(connection_ids=(1, n))``).
+    """
+    from transports.pt_tls.workers import WorkerSupervisor, process_count
+
+    processes = process_count(cfg.get("pt-tls", "workers"))
+    first, step = getattr(core, "connection_ids", (1, 1))
+    if processes > 1 and (first, step) != (1, processes):
+        raise ValueError(f"{processes} PT-TLS processes need a TNCS core with connection_ids "
+                         f"(1, {processes}), not {(first, step)}: Connection IDs would repeat")
+    context = tls_context(cfg, pki)
+    factory = make_factory(cfg, core, store, check_password=check_password, processes=processes)
+    workers = None
+    if processes > 1:
+        workers = WorkerSupervisor(cfg.source, overrides or {}, processes)
+    sec = cfg.section("pt-tls")
+    return PtTlsService(core, factory, context, sec["port"], sec["listen"], workers=workers)

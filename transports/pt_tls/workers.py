@@ -1,0 +1,685 @@
+"""Worker processes that serve PT-TLS on the main process's listening socket.
+
+One reactor runs on one core.  With ``[pt-tls] workers`` above 1 the main
+process (twistd) spawns worker processes, hands each the listening socket as
+file descriptor 3 (``spawnProcess`` ``childFDs``) and goes on accepting
+itself; every process ``adoptStreamPort``\\ s the socket, so the kernel gives
+each new connection to whichever process accepts first.  A worker loads the
+same configuration file and command-line overrides as the main process and
+builds its own policy store (the main process has migrated the database),
+TNCS core and IMV instances; process k of n hands out Connection IDs
+k + 1, k + 1 + n, … so that they stay unique in logs and in the sessions
+table.  A worker announces each block of IDs before it uses one
+(:class:`ReservedConnectionIds`), so that the one started in place of a
+dead worker goes on after the last block its predecessor may have used.
+
+The main process speaks to a worker over its standard streams only:
+
+* stdin carries one JSON line, what to load, and then stays open: its end
+  of file tells the worker that the main process is gone, however it died;
+* stdout carries the worker's log events, one JSON object a line (see
+  :func:`event_line`), which the main process re-emits to its own log
+  observers with the worker's number (``worker``, and in the text log
+  ``[namespace#level worker N]``), so nothing is lost or cut mid-line
+  whatever the log destination, and log rotation stays the main process's;
+  and, as JSON lines with a ``nac_control`` key, that the worker is ready and
+  which Connection IDs it has reserved;
+* stderr, normally silent, is relayed line by line as errors (a Python
+  crash before logging was set up).
+
+The main process stops its workers with SIGTERM (SIGKILL after a grace
+period) and restarts, with exponential backoff, one that dies.
+
+Run as ``python -m transports.pt_tls.workers`` by the main process only.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+from twisted.application import service
+from twisted.internet import defer, error, fdesc, main as tmain, protocol
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import LogLevel, formatEvent
+from zope.interface import implementer
+
+from nac.log import Logger
+
+__all__ = [
+    "EventWriter",
+    "LogRelay",
+    "ReservedConnectionIds",
+    "WorkerProcess",
+    "WorkerSupervisor",
+    "connection_share",
+    "main",
+    "process_count",
+]
+
+log = Logger(namespace="nac.pt-tls.workers")
+
+#: The listening socket's descriptor in a worker.
+LISTEN_FD = 3
+#: Longest log line accepted from a worker (a traceback is far shorter).
+MAX_LOG_LINE = 1024 * 1024
+#: Longest launch line the worker reads from stdin.
+MAX_LAUNCH_LINE = 1024 * 1024
+#: Exit status of a worker that could not start (configuration, database …).
+EXIT_CANNOT_START = 2
+#: Connection IDs a worker reserves at a time.
+ID_BLOCK = 1000
+
+
+def process_count(setting: str | int) -> int:
+    """The number of processes serving PT-TLS for ``[pt-tls] workers``:
+    ``auto`` is the number of CPUs this process may run on."""
+    if setting == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):
+            return max(1, os.cpu_count() or 1)
+    return int(setting)
+
+
+def connection_share(total: int, processes: int, index: int) -> int:
+    """Process ``index``'s share of ``total`` connections (at least one)."""
+    return max(1, total // processes + (1 if index < total % processes else 0))
+
+
+# -- the log events' wire form ----------------------------------------------------------
+
+_SCALARS = (str, int, float, bool, type(None))
+_LEVELS = {level.name: level for level in LogLevel.iterconstants()}
+
+
+def event_line(event: dict) -> str:
+    """One log event as a line of JSON: level, namespace, time, the text as
+    the worker rendered it (with the traceback of a logged failure), and
+    the event's own fields whose values are JSON scalars.
+
+    Rendering in the worker keeps whatever objects the format refers to out
+    of the pipe, and costs half of ``twisted.logger.eventAsJSON`` +
+    ``eventFromJSON``.
+    """
+    text = formatEvent(event)
+    failure = event.get("log_failure")
+    if failure is not None:
+        try:
+            text = f"{text}\n{failure.getTraceback()}".rstrip("\n")
+        except Exception:  # a failure that cannot render its traceback still has its text
+            pass
+    # log_level first: a line that starts with {"nac_control" is a control message
+    fields = {"log_level": getattr(event.get("log_level"), "name", "info")}
+    fields.update((key, value) for key, value in event.items()
+                  if not key.startswith("log_") and isinstance(value, _SCALARS))
+    fields["log_namespace"] = str(event.get("log_namespace", "-"))
+    fields["log_time"] = event.get("log_time") if isinstance(event.get("log_time"), float) else time.time()
+    if isinstance(event.get("log_system"), str):
+        fields["log_system"] = event["log_system"]
+    fields["log_text"] = text
+    return json.dumps(fields, ensure_ascii=True, default=str)
+
+
+def event_from_line(line: bytes) -> dict | None:
+    """The event of an :func:`event_line`; None for anything else."""
+    try:
+        event = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(event, dict):
+        return None
+    level = _LEVELS.get(event.get("log_level"))
+    text = event.pop("log_text", None)
+    if level is None or not isinstance(text, str) or not isinstance(event.get("log_time"), (int, float)):
+        return None
+    event["log_level"] = level
+    event["log_format"] = text.replace("{", "{{").replace("}", "}}")
+    return event
+
+
+# -- main process: relaying the workers' log ----------------------------------------------
+
+
+class LogRelay:
+    """Turns what a worker writes on one stream into log events.
+
+    Bytes arrive in arbitrary pieces; only whole lines become events.  On
+    ``stdout`` a line is a JSON log event or a control message (to
+    ``control``); anything else (and every line on ``stderr``) becomes an
+    error event carrying the text.  Each event gets the worker's number and
+    pid and is passed to ``emit``; a worker's events then read in the main
+    log as ``[nac.pt-tls#info worker 1] …``.
+    """
+
+    def __init__(self, worker: int, pid: int | None, emit: Callable[[dict], None], *,
+                 stream: str = "stdout", max_line: int = MAX_LOG_LINE,
+                 control: Callable[[dict], None] | None = None):
+        self.worker = worker
+        self.pid = pid
+        self.emit = emit
+        self.control = control
+        self.stream = stream
+        self.max_line = max_line
+        self._buffer = bytearray()
+        self._discarding = False
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                break
+            line = bytes(self._buffer[:end])
+            del self._buffer[:end + 1]
+            if self._discarding:
+                self._discarding = False
+                continue
+            self._line(line)
+        if len(self._buffer) > self.max_line:
+            if not self._discarding:
+                self._text(f"a log line longer than {self.max_line} bytes was dropped", LogLevel.warn)
+            self._discarding = True
+            self._buffer.clear()
+
+    def end(self) -> None:
+        """The stream closed: a last line without its newline still counts."""
+        if self._buffer and not self._discarding:
+            self._line(bytes(self._buffer))
+        self._buffer.clear()
+        self._discarding = False
+
+    def _line(self, line: bytes) -> None:
+        line = line.rstrip(b"\r")
+        if not line.strip():
+            return
+        if self.stream == "stdout":
+            if self.control is not None and line.startswith(b'{"nac_control"'):
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    message = None
+                if isinstance(message, dict):
+                    self.control(message)
+                    return
+            event = event_from_line(line)
+            if event is not None:
+                self._emit(event)
+                return
+        self._text(line.decode("utf-8", "backslashreplace"), LogLevel.error)
+
+    def _text(self, text: str, level) -> None:
+        self._emit({"log_level": level, "log_namespace": "nac.pt-tls.workers",
+                    "log_format": "{stream} of PT-TLS worker {worker}: {text}",
+                    "stream": self.stream, "text": text, "log_time": time.time()})
+
+    def _emit(self, event: dict) -> None:
+        event["worker"] = self.worker
+        event["worker_pid"] = self.pid
+        event.setdefault("log_time", time.time())
+        level = event.get("log_level")
+        system = event.get("log_system")
+        if not system:
+            system = "{}#{}".format(event.get("log_namespace", "-"), getattr(level, "name", "-"))
+        event["log_system"] = f"{system} worker {self.worker}"
+        self.emit(event)
+
+
+# -- main process: spawning and supervising --------------------------------------------------
+
+
+def _exit_status(reason) -> str:
+    value = reason.value
+    sig = getattr(value, "signal", None)
+    if sig:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"killed by signal {sig} ({name})"
+    return f"exit status {getattr(value, 'exitCode', '?')}"
+
+
+class WorkerProcess(protocol.ProcessProtocol):
+    """The main process's end of one worker: launch line, log relay, exit."""
+
+    def __init__(self, supervisor: "WorkerSupervisor", worker: int, launch: bytes):
+        self.supervisor = supervisor
+        self.worker = worker
+        self.launch = launch
+        self.pid: int | None = None
+        self.ready = False
+        self.started = supervisor.reactor.seconds()
+        self.ended: defer.Deferred = defer.Deferred()
+        self.stdout = LogRelay(worker, None, supervisor.publish, stream="stdout", control=self._control)
+        self.stderr = LogRelay(worker, None, supervisor.publish, stream="stderr")
+
+    def connectionMade(self):
+        self.pid = self.transport.pid
+        self.stdout.pid = self.stderr.pid = self.pid
+        # stdin stays open: its end of file is how the worker learns we are gone
+        self.transport.write(self.launch)
+
+    def outReceived(self, data: bytes):
+        self.stdout.feed(data)
+
+    def errReceived(self, data: bytes):
+        self.stderr.feed(data)
+
+    def outConnectionLost(self):
+        self.stdout.end()
+
+    def errConnectionLost(self):
+        self.stderr.end()
+
+    def _control(self, message: dict) -> None:
+        what = message.get("nac_control")
+        if what == "ready":
+            self.ready = True
+            self.supervisor.worker_ready(self)
+        elif what == "ids" and isinstance(message.get("upto"), int):
+            self.supervisor.ids_reserved(self.worker, message["upto"])
+
+    def processEnded(self, reason):
+        self.stdout.end()
+        self.stderr.end()
+        self.supervisor.worker_ended(self, reason)
+        self.ended.callback(None)
+
+
+class WorkerSupervisor(service.Service):
+    """Spawns workers 1 … ``processes`` − 1 and keeps them running.
+
+    ``listening_socket`` must be set (by the PT-TLS service) before the
+    service starts.  A worker that exits while the service runs is logged
+    and started again after a delay that doubles from ``backoff[0]`` up to
+    ``backoff[1]`` seconds with each failure, back to the start once a
+    worker has served for ``stable`` seconds.  Stopping sends SIGTERM, and
+    SIGKILL to a worker still there ``stop_timeout`` seconds later.
+    """
+
+    name = "pt-tls-workers"
+
+    def __init__(self, config_path: str | None, overrides: Mapping[tuple[str, str], str],
+                 processes: int, *, reactor=None, publish: Callable[[dict], None] | None = None,
+                 backoff: tuple[float, float] = (0.5, 30.0), stable: float = 30.0,
+                 stop_timeout: float = 10.0):
+        if processes < 2:
+            raise ValueError("a WorkerSupervisor is for 2 or more processes")
+        self.config_path = os.path.abspath(config_path) if config_path else None
+        self.overrides = dict(overrides)
+        self.processes = processes
+        self.listening_socket = None
+        self.workers: dict[int, WorkerProcess] = {}
+        self.backoff = backoff
+        self.stable = stable
+        self.stop_timeout = stop_timeout
+        self._reactor = reactor
+        self._publish = publish
+        self._failures: dict[int, int] = {}
+        self._restarts: dict = {}
+        # the first Connection ID of each worker's next start
+        self._first_id = {worker: worker + 1 for worker in range(1, processes)}
+
+    @property
+    def reactor(self):
+        if self._reactor is None:
+            from twisted.internet import reactor
+            self._reactor = reactor
+        return self._reactor
+
+    def publish(self, event: dict) -> None:
+        """Hand a relayed worker event to this process's log observers."""
+        (self._publish or log.observer)(event)
+
+    # -- spawning --------------------------------------------------------------------------
+
+    def launch_line(self, worker: int) -> bytes:
+        sock = self.listening_socket
+        return json.dumps({
+            "family": int(sock.family), "first_id": self._first_id[worker],
+            "config": self.config_path,
+            "overrides": [[section, key, value] for (section, key), value in self.overrides.items()],
+        }).encode() + b"\n"
+
+    def command(self, worker: int) -> tuple[str, list[str], dict]:
+        """Executable, argv and environment of worker ``worker``."""
+        env = dict(os.environ)
+        # import this very nac, wherever the main process found it
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        argv = [sys.executable, "-m", "transports.pt_tls.workers",
+                "--worker", str(worker), "--processes", str(self.processes)]
+        return sys.executable, argv, env
+
+    def _spawn(self, worker: int) -> None:
+        self._restarts.pop(worker, None)
+        executable, argv, env = self.command(worker)
+        proto = WorkerProcess(self, worker, self.launch_line(worker))
+        try:
+            self.reactor.spawnProcess(
+                proto, executable, argv, env=env,
+                childFDs={0: "w", 1: "r", 2: "r", LISTEN_FD: self.listening_socket.fileno()})
+        except OSError as exc:
+            log.error("cannot start PT-TLS worker {worker}: {error}", worker=worker, error=exc)
+            self._again(worker, ready=False, lived=0.0)
+            return
+        self.workers[worker] = proto
+        log.info("started PT-TLS worker {worker} of {n} (pid {pid})", worker=worker,
+                 n=self.processes - 1, pid=proto.pid)
+
+    def worker_ready(self, proto: WorkerProcess) -> None:
+        if all(p.ready for p in self.workers.values()) and len(self.workers) == self.processes - 1:
+            log.info("all {n} PT-TLS worker processes are accepting", n=self.processes - 1)
+
+    def ids_reserved(self, worker: int, upto: int) -> None:
+        """Worker ``worker`` may use Connection IDs up to ``upto``: its
+        successor starts after them."""
+        if upto % self.processes == (worker + 1) % self.processes:
+            self._first_id[worker] = max(self._first_id[worker], upto + self.processes)
+
+    def worker_ended(self, proto: WorkerProcess, reason) -> None:
+        if self.workers.get(proto.worker) is proto:
+            del self.workers[proto.worker]
+        status = _exit_status(reason)
+        if not self.running:
+            log.info("PT-TLS worker {worker} (pid {pid}) stopped: {status}",
+                     worker=proto.worker, pid=proto.pid, status=status)
+            return
+        lived = self.reactor.seconds() - proto.started
+        delay = self._again(proto.worker, ready=proto.ready, lived=lived)
+        if proto.ready:
+            log.error("PT-TLS worker {worker} (pid {pid}) died after {lived:.0f} s: {status}; "
+                      "restarting it in {delay:g} s", worker=proto.worker, pid=proto.pid,
+                      lived=lived, status=status, delay=delay)
+        else:
+            log.error("PT-TLS worker {worker} (pid {pid}) failed to start: {status} (its reason "
+                      "is logged above); trying again in {delay:g} s", worker=proto.worker,
+                      pid=proto.pid, status=status, delay=delay)
+
+    def _again(self, worker: int, *, ready: bool, lived: float) -> float:
+        if ready and lived >= self.stable:
+            self._failures[worker] = 0
+        failures = self._failures.get(worker, 0)
+        self._failures[worker] = failures + 1
+        delay = min(self.backoff[1], self.backoff[0] * 2 ** failures)
+        self._restarts[worker] = self.reactor.callLater(delay, self._spawn, worker)
+        return delay
+
+    # -- service ---------------------------------------------------------------------------
+
+    def startService(self):
+        if self.listening_socket is None:
+            raise RuntimeError("WorkerSupervisor started without a listening socket")
+        super().startService()
+        for worker in range(1, self.processes):
+            self._spawn(worker)
+
+    def stopService(self):
+        super().stopService()
+        for call in self._restarts.values():
+            if call.active():
+                call.cancel()
+        self._restarts.clear()
+        live = list(self.workers.values())
+        for proto in live:
+            try:
+                proto.transport.signalProcess("TERM")
+            except error.ProcessExitedAlready:
+                pass
+        if not live:
+            return defer.succeed(None)
+        killer = self.reactor.callLater(self.stop_timeout, self._kill, live)
+        d = defer.DeferredList([proto.ended for proto in live])
+
+        def done(result):
+            if killer.active():
+                killer.cancel()
+            return None
+
+        return d.addCallback(done)
+
+    def _kill(self, live: list[WorkerProcess]) -> None:
+        for proto in live:
+            if not proto.ended.called:
+                log.warn("PT-TLS worker {worker} (pid {pid}) did not stop within {s:g} s; killing it",
+                         worker=proto.worker, pid=proto.pid, s=self.stop_timeout)
+                try:
+                    proto.transport.signalProcess("KILL")
+                except error.ProcessExitedAlready:
+                    pass
+
+
+# -- worker process -----------------------------------------------------------------------
+
+
+class EventWriter:
+    """Log observer of a worker: one JSON event a line on the pipe to the
+    main process.
+
+    The database threads log too, so writes are serialised.  A signal
+    handler (twisted logs "Received SIGTERM") can run in the middle of a
+    write in the same thread: its event is queued and written by the
+    interrupted call once its own line is complete, never inside it, and
+    never deadlocking on the lock.  When the pipe breaks the main process is
+    gone, and ``on_broken`` is called once.
+    """
+
+    def __init__(self, out, on_broken: Callable[[], None]):
+        self.out = out
+        self.on_broken = on_broken
+        self.broken = False
+        self._lock = threading.RLock()
+        self._pending: collections.deque[str] = collections.deque()
+        self._writing = False
+
+    def __call__(self, event: dict) -> None:
+        if not self.broken:
+            self._write(event_line(event))
+
+    def control(self, kind: str, **fields) -> None:
+        """A control message for the main process (``{"nac_control": kind,
+        …}``), written before this returns."""
+        if not self.broken:
+            self._write(json.dumps({"nac_control": kind, **fields}))
+
+    def _write(self, line: str) -> None:
+        with self._lock:
+            self._pending.append(line + "\n")
+            if self._writing:
+                return  # re-entered from a signal handler: the outer call writes it
+            self._writing = True
+            try:
+                while True:
+                    while self._pending and not self.broken:
+                        self.out.write(self._pending.popleft())
+                        self.out.flush()
+                    self._writing = False
+                    if not self._pending or self.broken:
+                        break
+                    self._writing = True
+            except (OSError, ValueError):
+                self.broken = True
+            finally:
+                self._writing = False
+        if self.broken:
+            self._pending.clear()
+            self.on_broken()
+
+
+class ReservedConnectionIds:
+    """Connection IDs ``first``, ``first + step``, … (an iterator for
+    :class:`~nac.tnccs.core.TnccsCore`), each block of ``block`` IDs
+    announced through ``reserve(last ID of the block)`` before its first ID
+    is handed out.  The announcement is written to the pipe before the ID
+    is used, so the main process knows it even if the worker is killed the
+    next moment."""
+
+    def __init__(self, first: int, step: int, reserve: Callable[[int], None], block: int = ID_BLOCK):
+        self._next = first
+        self.step = step
+        self.block = block
+        self.reserve = reserve
+        self.reserved_upto = first - step
+
+    def __iter__(self) -> "ReservedConnectionIds":
+        return self
+
+    def __next__(self) -> int:
+        if self._next > self.reserved_upto:
+            upto = self._next + self.step * (self.block - 1)
+            self.reserve(upto)
+            self.reserved_upto = upto
+        cid, self._next = self._next, self._next + self.step
+        return cid
+
+
+@implementer(IReadDescriptor)
+class ParentWatch:
+    """Reads the worker's stdin, which the main process never writes to
+    after the launch line: end of file means the main process is gone."""
+
+    def __init__(self, on_gone: Callable[[], None], fd: int = 0):
+        self.fd = fd
+        self.on_gone = on_gone
+        fdesc.setNonBlocking(fd)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def doRead(self):
+        try:
+            data = os.read(self.fd, 4096)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        return None if data else tmain.CONNECTION_DONE
+
+    def connectionLost(self, reason) -> None:
+        self.on_gone()
+
+    def logPrefix(self) -> str:
+        return "pt-tls-parent"
+
+
+def _stop_reactor(reactor) -> None:
+    try:
+        reactor.stop()
+    except error.ReactorNotRunning:
+        pass
+
+
+def _read_launch(fd: int = 0) -> dict:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise SystemExit(EXIT_CANNOT_START)  # the main process went away first
+        data += chunk
+        if len(data) > MAX_LAUNCH_LINE:
+            raise SystemExit(EXIT_CANNOT_START)
+    return json.loads(data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """A worker's life: read the launch line, set up, serve until told to
+    stop; it ends the process."""
+    import argparse
+
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+    from twisted.python import usage
+
+    from nac import config as nac_config
+    from nac import log as nac_log
+    from nac import tap
+    from transports.pt_tls.service import make_factory, tls_context
+
+    parser = argparse.ArgumentParser(description="PT-TLS worker process of nac (started by nac itself)")
+    parser.add_argument("--worker", type=int, required=True)
+    parser.add_argument("--processes", type=int, required=True)
+    args = parser.parse_args(argv)
+    worker, processes = args.worker, args.processes
+    launch = _read_launch()
+
+    # the pipe to the main process carries log events only: a stray write to
+    # fd 1 (a C library) goes to stderr, which is relayed as text
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="backslashreplace")
+    os.dup2(2, 1)
+    stopping = []
+
+    def stop(why: str | None = None) -> None:
+        if stopping:
+            return
+        stopping.append(why)
+        if why:
+            log.warn("PT-TLS worker {worker} stops: {why}", worker=worker, why=why)
+        reactor.callFromThread(_stop_reactor, reactor)
+
+    writer = EventWriter(out, lambda: stop())
+    globalLogBeginner.beginLoggingTo([writer], redirectStandardIO=True)
+
+    try:
+        overrides = {(section, key): value for section, key, value in launch["overrides"]}
+        cfg = nac_config.load(launch["config"], overrides)
+        nac_log.set_level(cfg.get("nac", "log_level"))
+        store = tap.build_store(cfg, migrate=False)
+        first_id = int(launch.get("first_id", worker + 1))
+        ids = ReservedConnectionIds(first_id, processes,
+                                    lambda upto: writer.control("ids", upto=upto))
+        core = tap.build_core(cfg, connection_ids=ids)
+        core.store = store
+        factory = make_factory(cfg, core, store, process=worker, processes=processes)
+        tls_factory = TLSMemoryBIOFactory(tls_context(cfg, announce=False), False, factory)
+        top = service.MultiService()
+        store.setServiceParent(top)
+        tap.CoreService(core).setServiceParent(top)
+        top.startService()
+        port = reactor.adoptStreamPort(LISTEN_FD, int(launch["family"]), tls_factory)
+        os.close(LISTEN_FD)  # adoptStreamPort took a duplicate
+    except (nac_config.ConfigError, usage.UsageError) as exc:
+        log.error("PT-TLS worker {worker} cannot start: {error}", worker=worker, error=str(exc))
+        _exit(EXIT_CANNOT_START)
+    except Exception:
+        log.failure("PT-TLS worker {worker} cannot start", worker=worker)
+        _exit(EXIT_CANNOT_START)
+
+    @defer.inlineCallbacks
+    def shutdown():
+        yield port.stopListening()
+        yield top.stopService()
+
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+    # from here on the reactor closing stdin is no news
+    reactor.addSystemEventTrigger("before", "shutdown", stopping.append, "shutdown")
+    reactor.addReader(ParentWatch(lambda: stop("the main nac process is gone")))
+    # Ctrl-C reaches the whole process group: the main process decides
+    reactor.callWhenRunning(signal.signal, signal.SIGINT, signal.SIG_IGN)
+    host = port.getHost()
+    log.info("PT-TLS worker {worker} (pid {pid}) accepting on {where} (Connection IDs {first}, "
+             "{first}+{step}, …)", worker=worker, pid=os.getpid(), where=f"{host.host}[{host.port}]",
+             first=first_id, step=processes)
+    writer.control("ready")
+    reactor.run()
+    _exit(0)
+
+
+def _exit(status: int) -> None:
+    """End the worker now.  Its log lines are written (each one is flushed)
+    and its services stopped, or never started; a thread that something
+    (a pool half started, an IMV) left running must not keep a worker the
+    main process believes stopped."""
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -39,7 +39,16 @@ if [ -z "${NAC_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" = 0 ] && command -v pg_ls
             psql -q -p $port -c \"CREATE ROLE nac_test LOGIN PASSWORD 'nac_test'\"" &&
         su postgres -c "psql -q -p $port -tc \"SELECT 1 FROM pg_database WHERE datname = 'nac_test'\" | grep -q 1 ||
             createdb -p $port -O nac_test nac_test" &&
-        NAC_TEST_POSTGRES_URL="postgresql+psycopg://nac_test:nac_test@127.0.0.1:$port/nac_test" &&
+        # the test role logs in with its password over the Unix socket too,
+        # which tests in network namespaces of their own can still reach
+        hba=$(pg_conftool $cluster show hba_file 2>/dev/null | sed "s/.*= *'\{0,1\}\([^']*\)'\{0,1\}/\1/") &&
+        hba=${hba:-/etc/postgresql/$(echo "$cluster" | tr ' ' /)/pg_hba.conf} &&
+        { grep -q '^local  *nac_test  *nac_test' "$hba" ||
+          { sed -i '0,/^local/s//local   nac_test        nac_test                                scram-sha-256\nlocal/' "$hba" &&
+            pg_ctlcluster $cluster reload; }; } &&
+        socket=$(pg_conftool $cluster show unix_socket_directories 2>/dev/null |
+                 sed "s/.*= *'\{0,1\}\([^',]*\).*/\1/") &&
+        NAC_TEST_POSTGRES_URL="postgresql+psycopg://nac_test:nac_test@/nac_test?host=${socket:-/var/run/postgresql}&port=$port" &&
         export NAC_TEST_POSTGRES_URL ||
         { echo "tests/run.sh: could not prepare the local PostgreSQL for the database tests" >&2; exit 1; }
     fi

@@ -92,6 +92,12 @@ class NamespacedNacServer(NacServer):
 class OsScannerEndToEndTests(unittest.TestCase):
     server: NamespacedNacServer | None = None
     product: str = ""
+    #: the server's database URL; empty: its embedded SQLite file
+    db_url: str = ""
+
+    @classmethod
+    def database_url(cls) -> str:
+        return ""
 
     def setUp(self):
         cls = type(self)
@@ -107,14 +113,18 @@ class OsScannerEndToEndTests(unittest.TestCase):
         atexit.register(subprocess.run, ["ip", "netns", "del", netns], capture_output=True)
         subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
 
+        cls.db_url = cls.database_url()
         server = NamespacedNacServer(netns, {
-            "nac": {"imvs": "imvs.os:OsImv, imvs.scanner:ScannerImv"},
+            "nac": {"imvs": "imvs.os:OsImv, imvs.scanner:ScannerImv",
+                    **({"db": cls.db_url} if cls.db_url else {})},
             # inside the namespace: reachable from nowhere else
             "pt-tls": {"listen": "0.0.0.0"},
             "imv:os": {"non_compliant_major": "isolate"},
             # strongSwan's open-port policy: only the listed port is forbidden
             "imv:scanner": {"closed_port_policy": "no", "tcp_ports": str(FORBIDDEN_PORT)},
         })
+        if cls.db_url:
+            server.admin("init")  # a server database's schema belongs to nac-admin
         # the server creates its SQLite database; nac-admin writes beside it
         cls.server = server.start()
         atexit.register(shutil.rmtree, server.dir, True)
@@ -138,7 +148,7 @@ class OsScannerEndToEndTests(unittest.TestCase):
 
     def db(self) -> PolicyDb:
         """The server's policy database, opened beside it."""
-        db = PolicyDb(make_engine(f"sqlite:///{self.server.state_dir / 'nac.db'}"))
+        db = PolicyDb(make_engine(self.db_url or f"sqlite:///{self.server.state_dir / 'nac.db'}"))
         self.addCleanup(db.engine.dispose)
         return db
 
@@ -230,3 +240,36 @@ class OsScannerEndToEndTests(unittest.TestCase):
         recorded = self.newest_results()
         self.assertEqual((recorded["os"].recommendation, recorded["scanner"].recommendation),
                          (A.NO_RECOMMENDATION, A.NO_RECOMMENDATION))
+
+
+class PostgresOsScannerEndToEndTests(OsScannerEndToEndTests):
+    """The same, with the server's policy database on PostgreSQL (a schema of
+    its own in the database of NAC_TEST_POSTGRES_URL, reached through the
+    Unix socket from inside the namespace)."""
+
+    server = None
+
+    @classmethod
+    def database_url(cls) -> str:
+        import sqlalchemy as sa
+
+        base = os.environ.get("NAC_TEST_POSTGRES_URL")
+        if not base:
+            raise unittest.SkipTest("set NAC_TEST_POSTGRES_URL to run the PostgreSQL tests")
+        url = sa.make_url(base)
+        if not url.query.get("host", "").startswith("/"):
+            raise unittest.SkipTest("the server runs in a network namespace: NAC_TEST_POSTGRES_URL must "
+                                    "reach PostgreSQL through its Unix socket (?host=/var/run/postgresql)")
+        schema = f"nac_e2e_{uuid.uuid4().hex[:12]}"
+        admin = make_engine(base)
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+
+        def drop():
+            with admin.begin() as connection:
+                connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+            admin.dispose()
+
+        atexit.register(drop)
+        options = " ".join(filter(None, [url.query.get("options"), f"-csearch_path={schema}"]))
+        return url.update_query_dict({"options": options}).render_as_string(hide_password=False)

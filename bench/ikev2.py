@@ -31,8 +31,9 @@ Phases:
   how many were answered (no more than the limit: the rest are dropped),
   and the server's resident memory per half-open IKE SA.
 
-Server CPU per operation is utime + stime of the server process
-(``/proc/PID/stat``) over the phase divided by what the phase completed.
+Server CPU per operation is utime + stime (and children's) of the server
+process and its live descendants (``/proc/PID/stat``) over the phase
+divided by what the phase completed; memory is their resident set.
 Client and server share the machine: compare figures of one run.
 """
 
@@ -52,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._measure import parse_server, server_cpu_seconds, server_rss_bytes  # noqa: E402
 from tests.nacserver import TWISTD, free_port, repo_env  # noqa: E402
 from tests.test_eap_ttls import TtlsPeer  # noqa: E402
 from tests.test_ikev2_sa import ScriptedInitiator  # noqa: E402
@@ -71,23 +73,9 @@ from transports.ikev2.message import (  # noqa: E402
 from transports.ikev2.transforms import parse_proposals  # noqa: E402
 
 PASSWORD = "bench-Secret-1"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # -- the server -----------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state): utime is field 14, stime field 15
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * PAGE
 
 
 class BenchServer:
@@ -345,8 +333,7 @@ def per_op(cpu: float | None, n: int) -> str:
 def run_phase(name: str, args, work: Path, *, cookie_threshold: int, max_half_open: int, body):
     server = None
     if args.server:
-        host, port = args.server.rsplit(":", 1)
-        target, pid = (host, int(port)), args.server_pid
+        target, pid = parse_server(args.server), args.server_pid
     else:
         server = BenchServer(work / name, cookie_threshold=cookie_threshold, max_half_open=max_half_open,
                              log_level=args.log_level)
@@ -356,11 +343,11 @@ def run_phase(name: str, args, work: Path, *, cookie_threshold: int, max_half_op
         target, pid = ("127.0.0.1", server.port), server.pid
     try:
         time.sleep(0.3)
-        cpu0 = cpu_seconds(pid) if pid else None
-        rss0 = rss_bytes(pid) if pid else None
+        cpu0 = server_cpu_seconds(pid) if pid else None
+        rss0 = server_rss_bytes(pid) if pid else None
         result = body(target, server)
-        cpu = cpu_seconds(pid) - cpu0 if pid else None
-        rss = rss_bytes(pid) - rss0 if pid else None
+        cpu = server_cpu_seconds(pid) - cpu0 if pid else None
+        rss = server_rss_bytes(pid) - rss0 if pid else None
         return result, cpu, rss, rss0
     finally:
         if server is not None:
@@ -425,7 +412,7 @@ def main(argv=None) -> int:
                 pid = server.pid if server is not None else args.server_pid
                 # up to the limit: every request makes a half-open IKE SA (they live 30 s) ...
                 first = flood(target, args.max_half_open, 60.0, args.window, with_cookies=False)
-                stages["rss_full"] = rss_bytes(pid) if pid else None
+                stages["rss_full"] = server_rss_bytes(pid) if pid else None
                 # ... beyond it: dropped, nothing more is kept
                 stages["beyond"] = flood(target, max(args.flood - args.max_half_open, 0), 60.0, args.window,
                                          with_cookies=False, pace=0.05)

@@ -32,75 +32,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import socket
 import ssl
-import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-# -- server process figures --------------------------------------------------------------
-
-def _stat(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
-        # fields[0] is field 3 (state); field N is fields[N - 3]
-        return f.read().rsplit(")", 1)[1].split()
-
-
-def server_processes(pid: int) -> list[int]:
-    """``pid`` and its live descendants (nac's PT-TLS worker processes),
-    found through the parent pid (field 4) of every /proc/PID/stat."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                children.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass  # gone meanwhile
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(children.get(p, ()))
-    return found
-
-
-def server_cpu_seconds(pid: int) -> float:
-    """CPU time of the server: utime + stime + cutime + cstime (fields 14-17
-    of /proc/PID/stat) of ``pid`` and of each live descendant.  A child's
-    time moves into its parent's cutime/cstime only once reaped, so the
-    live workers are counted one by one."""
-    total = 0
-    for p in server_processes(pid):
-        try:
-            total += sum(int(x) for x in _stat(p)[11:15])
-        except (OSError, IndexError, ValueError):
-            pass  # exited meanwhile: its time is in its parent's cutime once reaped
-    return total / CLK_TCK
-
-
-def server_rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and its live descendants."""
-    total = 0
-    for p in server_processes(pid):
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+from bench._measure import (  # noqa: E402
+    add_failures,
+    add_settings,
+    level_figures,
+    measure_once,
+    parse_server,
+    run_workers,
+    server_cpu_seconds,
+    server_rss_bytes,
+)
 
 
 # -- starting nac when no server is given --------------------------------------------------
@@ -113,12 +66,7 @@ class LocalNac:
     def __init__(self, imvs: str, extra: list[str]):
         from tests.nacserver import NacServer, repo_env
 
-        sections = {"nac": {"imvs": imvs}} if imvs else {}
-        for item in extra:
-            section_key, _, value = item.partition("=")
-            section, _, key = section_key.rpartition(".")
-            sections.setdefault(section, {})[key] = value
-        self.server = NacServer(sections)
+        self.server = NacServer(add_settings({"nac": {"imvs": imvs}} if imvs else {}, extra))
         subprocess.run([sys.executable, "-m", "nac.admin", "--config", str(self.server.config), "init"],
                        check=True, env=repo_env(), stdout=subprocess.DEVNULL)
         subprocess.run([sys.executable, "-m", "nac.admin", "--config", str(self.server.config),
@@ -151,22 +99,6 @@ class LocalNac:
 
 # -- the client workers ----------------------------------------------------------------------
 
-def _measure_once(imc) -> None:
-    """Replay the collector's first handshake measurement in every later
-    assessment: it is the same host within a run, and re-reading
-    /proc/net/tcp* full of the load's own TIME_WAIT sockets would make the
-    client, not the server, the thing measured."""
-    real = imc.handshake_attributes
-    memo: list = []
-
-    def handshake_attributes(connection):
-        if not memo:
-            memo.append(real(connection))
-        return list(memo[0])
-
-    imc.handshake_attributes = handshake_attributes
-
-
 def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: int | None, out) -> None:
     """One process: keep ``in_flight`` assessments running until ``stop_at``
     or until ``quota`` assessments were started."""
@@ -180,7 +112,7 @@ def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: 
     imcs = make_collectors(args["collectors"])
     if not args["fresh"]:
         for imc in imcs:
-            _measure_once(imc)
+            measure_once(imc)
     latencies: list[float] = []
     failures: dict[str, int] = {}
     running = [0]
@@ -224,56 +156,17 @@ def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: 
     out.close()
 
 
-def _split(total: int, parts: int) -> list[int]:
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
-
-
 def run_level(args: dict, concurrency: int, processes: int, duration: float, pid: int | None,
               count: int | None = None) -> dict:
-    processes = max(1, min(processes, concurrency))
-    shares = _split(concurrency, processes)
-    quotas = _split(count, processes) if count is not None else [None] * processes
-    ctx = multiprocessing.get_context("fork")
-    start_at = time.monotonic() + 1.0  # let every worker import and build its TLS context first
-    stop_at = start_at + duration
-    pipes, procs = [], []
-    for share, quota in zip(shares, quotas):
-        parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, args=(args, share, start_at, stop_at, quota, child))
-        p.start()
-        child.close()
-        pipes.append(parent)
-        procs.append(p)
-    time.sleep(max(0.0, start_at - time.monotonic()))
-    cpu_before = server_cpu_seconds(pid) if pid else None
-    wall_before = time.monotonic()
+    replies, wall, cpu = run_workers(_worker, args, concurrency, processes, duration, pid, count)
     latencies: list[float] = []
     failures: dict[str, int] = {}
-    for parent in pipes:
-        lat, fail = parent.recv()
+    for lat, fail in replies:
         latencies.extend(lat)
-        for k, v in fail.items():
-            failures[k] = failures.get(k, 0) + v
-    wall = time.monotonic() - wall_before
-    cpu = server_cpu_seconds(pid) - cpu_before if pid else None
-    for p in procs:
-        p.join()
-    latencies.sort()
+        add_failures(failures, fail)
     done = len(latencies)
-
-    def pct(q):
-        return latencies[min(done - 1, int(q * done))] if done else None
-
     return {
-        "concurrency": concurrency,
-        "completed": done,
-        "failed": sum(failures.values()),
-        "failures": failures,
-        "seconds": round(wall, 2),
-        "rate_per_s": round(done / wall, 1) if wall else None,
-        "p50_ms": round(pct(0.50) * 1e3, 1) if done else None,
-        "p99_ms": round(pct(0.99) * 1e3, 1) if done else None,
-        "mean_ms": round(statistics.fmean(latencies) * 1e3, 1) if done else None,
+        **level_figures(concurrency, latencies, failures, wall),
         "server_cpu_ms_per_assessment": round(cpu * 1e3 / done, 2) if (cpu is not None and done) else None,
     }
 
@@ -367,8 +260,7 @@ def main(argv=None) -> int:
 
     local = None
     if ns.server:
-        host, _, port = ns.server.rpartition(":")
-        host, port = host.strip("[]") or "127.0.0.1", int(port)
+        host, port = parse_server(ns.server)
         pid = ns.server_pid
         if not ns.cacert:
             p.error("--cacert is required with --server")

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import socket
 import statistics
@@ -48,7 +47,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.pt_tls_load import _measure_once, _split, server_cpu_seconds  # noqa: E402
+from bench._measure import (  # noqa: E402
+    add_failures,
+    add_settings,
+    level_figures,
+    measure_once,
+    parse_server,
+    run_workers,
+)
 
 
 # -- starting nac when no server is given --------------------------------------------------
@@ -70,11 +76,7 @@ class LocalNac:
                        "clients": "127.0.0.1/32", "max_conversations": "65536"},
             "eap": {"tnc": tnc},
         }
-        for item in extra:
-            section_key, _, value = item.partition("=")
-            section, _, key = section_key.rpartition(".")
-            sections.setdefault(section, {})[key] = value
-        self.server = NacServer(sections)
+        self.server = NacServer(add_settings(sections, extra))
         self.server.start()
         self.server.admin("user", "add", self.IDENTITY, "--password", self.PASSWORD, "--eap")
 
@@ -104,7 +106,7 @@ def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: 
         imcs = tuple(make_collectors(args["collectors"]))
         if not args["fresh"]:
             for imc in imcs:
-                _measure_once(imc)
+                measure_once(imc)
     settings = PeerSettings(identity=args["identity"], password=args["password"],
                             outer_identity=args["anonymous_identity"], inner=args["inner"], tls_context=context,
                             fragment_size=args["fragment_size"], tnc=args["tnc"], imcs=imcs)
@@ -166,54 +168,19 @@ def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: 
 
 def run_level(args: dict, concurrency: int, processes: int, duration: float, pid: int | None,
               count: int | None = None) -> dict:
-    processes = max(1, min(processes, concurrency))
-    shares = _split(concurrency, processes)
-    quotas = _split(count, processes) if count is not None else [None] * processes
-    ctx = multiprocessing.get_context("fork")
-    start_at = time.monotonic() + 1.0  # every worker imports and builds its TLS context first
-    stop_at = start_at + duration
-    pipes, procs = [], []
-    for share, quota in zip(shares, quotas):
-        parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, args=(args, share, start_at, stop_at, quota, child))
-        p.start()
-        child.close()
-        pipes.append(parent)
-        procs.append(p)
-    time.sleep(max(0.0, start_at - time.monotonic()))
-    cpu_before = server_cpu_seconds(pid) if pid else None
-    wall_before = time.monotonic()
+    replies, wall, cpu = run_workers(_worker, args, concurrency, processes, duration, pid, count)
     latencies: list[float] = []
     round_trips: list[int] = []
     failures: dict[str, int] = {}
     retransmissions = 0
-    for parent in pipes:
-        lat, trips, fail, again = parent.recv()
+    for lat, trips, fail, again in replies:
         latencies.extend(lat)
         round_trips.extend(trips)
         retransmissions += again
-        for k, v in fail.items():
-            failures[k] = failures.get(k, 0) + v
-    wall = time.monotonic() - wall_before
-    cpu = server_cpu_seconds(pid) - cpu_before if pid else None
-    for p in procs:
-        p.join()
-    latencies.sort()
+        add_failures(failures, fail)
     done = len(latencies)
-
-    def pct(q):
-        return latencies[min(done - 1, int(q * done))] if done else None
-
     return {
-        "concurrency": concurrency,
-        "completed": done,
-        "failed": sum(failures.values()),
-        "failures": failures,
-        "seconds": round(wall, 2),
-        "rate_per_s": round(done / wall, 1) if wall else None,
-        "p50_ms": round(pct(0.50) * 1e3, 1) if done else None,
-        "p99_ms": round(pct(0.99) * 1e3, 1) if done else None,
-        "mean_ms": round(statistics.fmean(latencies) * 1e3, 1) if done else None,
+        **level_figures(concurrency, latencies, failures, wall),
         "round_trips": round(statistics.fmean(round_trips), 1) if round_trips else None,
         "retransmissions": retransmissions,
         "server_cpu_ms_per_authentication": round(cpu * 1e3 / done, 2) if (cpu is not None and done) else None,
@@ -257,8 +224,7 @@ def main(argv=None) -> int:
 
     local = None
     if ns.server:
-        host, _, port = ns.server.rpartition(":")
-        host, port = host.strip("[]") or "127.0.0.1", int(port)
+        host, port = parse_server(ns.server)
         pid = ns.server_pid
         missing = [f"--{n}" for n in ("secret", "cacert", "identity", "password") if not getattr(ns, n)]
         if missing:

@@ -3,14 +3,19 @@ end-to-end tests."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
+
+from twisted.trial import unittest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,14 +36,66 @@ def repo_env(**extra) -> dict:
     return env
 
 
+def netns_unavailable() -> str | None:
+    """Why this test process cannot make network namespaces, or None."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "the ip command (iproute2) is not installed"
+    return None
+
+
+def make_netns(prefix: str) -> str:
+    """A new network namespace with its loopback up, deleted when the test
+    process exits; SkipTest when it cannot be made."""
+    why = netns_unavailable()
+    if why:
+        raise unittest.SkipTest(why)
+    netns = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    made = subprocess.run(["ip", "netns", "add", netns], capture_output=True, text=True)
+    if made.returncode != 0:
+        raise unittest.SkipTest(f"cannot create a network namespace: {made.stderr.strip()}")
+    atexit.register(subprocess.run, ["ip", "netns", "del", netns], capture_output=True)
+    subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
+    return netns
+
+
+def listen_in_netns(testcase, netns: str, port: int) -> None:
+    """A TCP server socket on every address of namespace ``netns``, until
+    ``testcase`` ends."""
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", netns, sys.executable, "-c",
+         "import socket, sys\n"
+         "s = socket.socket()\n"
+         f"s.bind(('0.0.0.0', {port}))\n"
+         "s.listen()\n"
+         "print('ready', flush=True)\n"
+         "sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def stop():
+        listener.stdin.close()
+        listener.wait(10)
+        listener.stdout.close()
+
+    testcase.addCleanup(stop)
+    testcase.assertEqual(listener.stdout.readline().strip(), "ready")
+
+
 class NacServer:
     """``twistd -n nac`` with a temporary state directory and configuration.
 
     ``sections`` maps section names to {key: value}; ``[nac] state_dir`` and
-    the PT-TLS listener on 127.0.0.1 with a free port are filled in.
+    the PT-TLS listener on 127.0.0.1 with a free port are filled in.  With
+    ``netns`` the server (and :meth:`client`) run in that network
+    namespace; with ``ready`` the server has started once its log holds
+    that text, else once the PT-TLS port listens.
     """
 
-    def __init__(self, sections: dict | None = None, *, args=(), workdir: str | None = None):
+    def __init__(self, sections: dict | None = None, *, args=(), workdir: str | None = None,
+                 netns: str | None = None, ready: str | None = None):
+        self.netns = netns
+        self.ready = ready
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="nac-e2e-"))
         self.state_dir = self.dir / "state"
         self.port = free_port()
@@ -60,23 +117,52 @@ class NacServer:
     def ca(self) -> Path:
         return self.state_dir / "ca.pem"
 
+    def in_netns(self, argv: list[str]) -> list[str]:
+        """``argv`` run in the server's network namespace, if it has one."""
+        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else list(argv)
+
     def start(self, timeout: float = 20.0) -> "NacServer":
         self.proc = subprocess.Popen(
-            TWISTD + ["-n", "--pidfile=", "--logfile", str(self.log), "nac",
-                      "--config", str(self.config)] + self.args,
+            self.in_netns(TWISTD + ["-n", "--pidfile=", "--logfile", str(self.log), "nac",
+                                    "--config", str(self.config)] + self.args),
             cwd=self.dir, env=repo_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode(errors="replace")
                 raise RuntimeError(f"nac exited with {self.proc.returncode}:\n{out}\n{self.log_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            if self._started():
                 return self
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"nac did not listen on {self.port} within {timeout}s:\n{self.log_text()}")
+        waited = repr(self.ready) if self.ready else f"listening on {self.port}"
+        raise RuntimeError(f"nac did not start ({waited}) within {timeout}s:\n{self.log_text()}")
+
+    def _started(self) -> bool:
+        if self.ready:
+            return self.ready in self.log_text()
+        if self.netns:
+            return self.listening(self.port)
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def listening(self, port: int) -> bool:
+        """Whether a TCP socket listens on ``port`` in the server's namespace
+        (/proc/PID/net shows the namespace of PID)."""
+        for table in ("tcp", "tcp6"):
+            try:
+                with open(f"/proc/{self.proc.pid}/net/{table}") as f:
+                    lines = f.read().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    return True
+        return False
 
     def admin(self, *args: str) -> str:
         """Run ``nac-admin --config <this server's config> ARGS``; its stdout."""
@@ -88,8 +174,8 @@ class NacServer:
 
     def client(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run the real ``nac-pt-tls-client`` against this server."""
-        return subprocess.run([sys.executable, "-m", "nac.client.cli", f"127.0.0.1:{self.port}",
-                               "--cacert", str(self.ca), *args],
+        return subprocess.run(self.in_netns([sys.executable, "-m", "nac.client.cli", f"127.0.0.1:{self.port}",
+                                             "--cacert", str(self.ca), *args]),
                               env=repo_env(), capture_output=True, text=True, timeout=timeout)
 
     def log_text(self) -> str:

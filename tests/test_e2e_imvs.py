@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 
@@ -26,7 +25,7 @@ from nac.client.collectors.os import read_os_info
 from nac.db import PolicyDb, make_engine
 from nac.ifimv import ActionRecommendation as A
 from nac.ifimv import EvaluationResult as E
-from tests.nacserver import TWISTD, NacServer, repo_env
+from tests.nacserver import NacServer, listen_in_netns, make_netns, netns_unavailable
 
 PASSWORD = "carol's e2e password"
 #: the port the Scanner policy forbids (the example of the issue)
@@ -34,63 +33,14 @@ FORBIDDEN_PORT = 41963
 
 
 def _netns_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    if shutil.which("ip") is None:
-        return "the ip command (iproute2) is not installed"
-    if shutil.which("dpkg-query") is None or read_os_info() is None:
-        return "not a Debian host: no dpkg-query or os-release"
-    return None
-
-
-class NamespacedNacServer(NacServer):
-    """NacServer run inside network namespace ``netns`` (with its client)."""
-
-    def __init__(self, netns: str, sections: dict):
-        super().__init__(sections)
-        self.netns = netns
-
-    def in_netns(self, argv: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.netns, *argv]
-
-    def start(self, timeout: float = 20.0) -> "NamespacedNacServer":
-        self.proc = subprocess.Popen(
-            self.in_netns(TWISTD + ["-n", "--pidfile=", "--logfile", str(self.log), "nac",
-                                    "--config", str(self.config)] + self.args),
-            cwd=self.dir, env=repo_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode(errors="replace")
-                raise RuntimeError(f"nac exited with {self.proc.returncode}:\n{out}\n{self.log_text()}")
-            if self.listening(self.port):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nac did not listen on {self.port} within {timeout}s:\n{self.log_text()}")
-
-    def listening(self, port: int) -> bool:
-        """Whether a TCP socket listens on ``port`` in the server's namespace
-        (/proc/PID/net shows the namespace of PID)."""
-        for table in ("tcp", "tcp6"):
-            try:
-                lines = open(f"/proc/{self.proc.pid}/net/{table}").read().splitlines()[1:]
-            except OSError:
-                continue
-            for line in lines:
-                fields = line.split()
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    return True
-        return False
-
-    def client(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(self.in_netns([sys.executable, "-m", "nac.client.cli", f"127.0.0.1:{self.port}",
-                                             "--cacert", str(self.ca), *args]),
-                              env=repo_env(), capture_output=True, text=True, timeout=timeout)
+    why = netns_unavailable()
+    if why is None and (shutil.which("dpkg-query") is None or read_os_info() is None):
+        why = "not a Debian host: no dpkg-query or os-release"
+    return why
 
 
 class OsScannerEndToEndTests(unittest.TestCase):
-    server: NamespacedNacServer | None = None
+    server: NacServer | None = None
     product: str = ""
     #: the server's database URL; empty: its embedded SQLite file
     db_url: str = ""
@@ -106,15 +56,10 @@ class OsScannerEndToEndTests(unittest.TestCase):
         why = _netns_unavailable()
         if why:
             raise unittest.SkipTest(why)
-        netns = f"nac-e2e-imvs-{uuid.uuid4().hex[:8]}"
-        made = subprocess.run(["ip", "netns", "add", netns], capture_output=True, text=True)
-        if made.returncode != 0:
-            raise unittest.SkipTest(f"cannot create a network namespace: {made.stderr.strip()}")
-        atexit.register(subprocess.run, ["ip", "netns", "del", netns], capture_output=True)
-        subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
+        netns = make_netns("nac-e2e-imvs")
 
         cls.db_url = cls.database_url()
-        server = NamespacedNacServer(netns, {
+        server = NacServer(netns=netns, sections={
             "nac": {"imvs": "imvs.os:OsImv, imvs.scanner:ScannerImv",
                     **({"db": cls.db_url} if cls.db_url else {})},
             # inside the namespace: reachable from nowhere else
@@ -165,24 +110,7 @@ class OsScannerEndToEndTests(unittest.TestCase):
         return {r.imv_name: r for r in results} | {"session": session}
 
     def listen_on(self, port: int) -> None:
-        """A TCP server socket on every address of the namespace, until the test ends."""
-        listener = subprocess.Popen(
-            self.server.in_netns([sys.executable, "-c",
-                                  "import socket, sys\n"
-                                  "s = socket.socket()\n"
-                                  f"s.bind(('0.0.0.0', {port}))\n"
-                                  "s.listen()\n"
-                                  "print('ready', flush=True)\n"
-                                  "sys.stdin.read()\n"]),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-        def stop():
-            listener.stdin.close()
-            listener.wait(10)
-            listener.stdout.close()
-
-        self.addCleanup(stop)
-        self.assertEqual(listener.stdout.readline().strip(), "ready")
+        listen_in_netns(self, self.server.netns, port)
 
     def test_clean_host_is_allowed(self):
         result = self.assess()

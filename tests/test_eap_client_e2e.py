@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -27,7 +26,7 @@ import uuid
 from twisted.trial import unittest
 
 from nac.certs import ensure_demo_pki
-from tests.nacserver import NacServer, free_port, repo_env
+from tests.nacserver import NacServer, free_port, listen_in_netns, make_netns, repo_env
 
 PASSWORD = "carol's radius password"
 SECRET = "nas-shared-secret"
@@ -174,14 +173,6 @@ class EapClientEndToEndTests(unittest.TestCase):
 # -- the Scanner policy, in a network namespace -----------------------------------------------------
 
 
-def _netns_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    if shutil.which("ip") is None:
-        return "the ip command (iproute2) is not installed"
-    return None
-
-
 class OpenPortPolicyTests(unittest.TestCase):
     """A closed-port Scanner policy with no port allowed: an open port is a
     minor violation, isolated by one server and denied by the other."""
@@ -192,23 +183,13 @@ class OpenPortPolicyTests(unittest.TestCase):
     def setUp(self):
         cls = type(self)
         if cls.netns is None:
-            why = _netns_unavailable()
-            if why:
-                raise unittest.SkipTest(why)
-            from tests.test_e2e_imvs import NamespacedNacServer
-
-            netns = f"nac-e2e-eap-{uuid.uuid4().hex[:8]}"
-            made = subprocess.run(["ip", "netns", "add", netns], capture_output=True, text=True)
-            if made.returncode != 0:
-                raise unittest.SkipTest(f"cannot create a network namespace: {made.stderr.strip()}")
-            atexit.register(subprocess.run, ["ip", "netns", "del", netns], capture_output=True)
-            subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
+            netns = make_netns("nac-e2e-eap")
             cls.netns = netns
             servers = {}
             for name, minor in (("isolate", "isolate"), ("deny", "no-access")):
                 port = free_port(socket.SOCK_DGRAM)
-                server = NamespacedNacServer(netns, radius_sections(port, **{"imv:scanner": {
-                    "closed_port_policy": "yes", "non_compliant_minor": minor}}))
+                server = NacServer(radius_sections(port, **{"imv:scanner": {
+                    "closed_port_policy": "yes", "non_compliant_minor": minor}}), netns=netns)
                 server.radius_port = port
                 server.start()
                 atexit.register(shutil.rmtree, server.dir, True)
@@ -225,30 +206,12 @@ class OpenPortPolicyTests(unittest.TestCase):
         server = self.servers[name]
         argv = eap_client_argv(server.radius_port, server.ca, "--password", PASSWORD, "--inner", "pap",
                                "--collectors", "os,scanner", "--json")
-        done = subprocess.run(["ip", "netns", "exec", self.netns, *argv], env=repo_env(), capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(server.in_netns(argv), env=repo_env(), capture_output=True, text=True, timeout=60)
         self.assertEqual(done.returncode, 0, done.stderr + server.log_text()[-3000:])
         return json.loads(done.stdout)
 
     def listen_on(self, port: int) -> None:
-        """A TCP server socket on every address of the namespace, until the test ends."""
-        listener = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, sys.executable, "-c",
-             "import socket, sys\n"
-             "s = socket.socket()\n"
-             f"s.bind(('0.0.0.0', {port}))\n"
-             "s.listen()\n"
-             "print('ready', flush=True)\n"
-             "sys.stdin.read()\n"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-        def stop():
-            listener.stdin.close()
-            listener.wait(10)
-            listener.stdout.close()
-
-        self.addCleanup(stop)
-        self.assertEqual(listener.stdout.readline().strip(), "ready")
+        listen_in_netns(self, self.netns, port)
 
     def test_no_open_port_is_allowed(self):
         result = self.assess("deny")

@@ -16,10 +16,9 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from nac.client.imc import IImc
-from nac.client.pb_client import PbTncClient
 from nac.eap.fragments import EAP_TNC, FragmentChannel
 from nac.eap.outcome import EapStatus
-from nac.eap.tnc import EAP_TNC_LIMITS, EapTnc, PtEap
+from nac.eap.tnc import EapTnc, PtEap
 from nac.ifimv import ActionRecommendation as A, ConnectionState, EvaluationResult as E
 from nac.interfaces import IImv
 from nac.pa import PaMessage
@@ -27,7 +26,7 @@ from nac.pa.ietf import ProductInformation
 from nac.pb import BatchType, PbBatch
 from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvManager
-from tests.test_eap_ttls import Fragmenter, PkiMixin, converse
+from tests.test_eap_ttls import PkiMixin, converse
 
 VECTORS = Path(os.environ.get("NAC_VECTORS") or Path(__file__).resolve().parents[2] / "shared" / "vectors")
 HOSTAPD = VECTORS / "hostapd-tnccs11"
@@ -92,49 +91,23 @@ class ProductImc:
         pass
 
 
-class PtEapPeer:
-    """PT-EAP (RFC 7171) client end: Start 0x80, version 1, M-fragments, around a PbTncClient."""
-
-    def __init__(self, client: PbTncClient, fragment_size: int = 65530):
-        self.client = client
-        self.frag = Fragmenter(1, fragment_size, length_flag=None)
-        self.step = None
-        self.sent: list[bytes] = []
-
-    def respond(self, eap_type: int, data: bytes) -> bytes:
-        assert eap_type == 54, eap_type
-        if data[0] & 0x80:
-            assert data == b"\x81", data
-            batch = self.client.start()
-            self.sent.append(batch)
-            return self.frag.send(batch)
-        reply, message = self.frag.take(data)
-        if reply is not None:
-            return reply
-        self.step = self.client.receive_batch(message)
-        if self.step.batch:
-            self.sent.append(self.step.batch)
-            return self.frag.send(self.step.batch)
-        return b"\x01"
-
-
 class Tnccs11Peer:
     """EAP-TNC client end as wpa_supplicant's: the captured IF-TNCCS 1.1 batch,
     then an empty acknowledgement of the server's batch."""
 
     def __init__(self, first_batch: bytes, fragment_size: int = 65530):
         self.first = first_batch
-        self.frag = Fragmenter(1, fragment_size)
+        self.channel = FragmentChannel(EAP_TNC, fragment_size=fragment_size, max_message_size=1 << 20)
         self.received: list[bytes] = []
 
     def respond(self, eap_type: int, data: bytes) -> bytes:
         assert eap_type == 38, eap_type
         if data[0] & 0x20:
-            return self.frag.send(self.first)
-        reply, message = self.frag.take(data)
-        if reply is not None:
-            return reply
-        self.received.append(message)
+            return self.channel.send(self.first)
+        received = self.channel.receive(data)
+        if received.send is not None:  # an ACK or our next fragment
+            return received.send
+        self.received.append(received.message)
         return b"\x01"
 
 
@@ -143,14 +116,12 @@ class PtEapTests(PkiMixin, unittest.TestCase):
                     posture_fragment_size=None):
         imv = VerdictImv(rec, ev)
         core = TnccsCore(ImvManager([imv]))
-        client = PbTncClient([ProductImc()], max_batch_size=EAP_TNC_LIMITS.max_batch_size,
-                             max_message_size=EAP_TNC_LIMITS.max_message_size)
-        posture = PtEapPeer(client)
         session = self.session(posture=lambda peer: PtEap(core, peer, fragment_size=posture_fragment_size),
                                fragment_size=fragment_size)
-        peer = self.peer(tls_version=tls_version, posture=posture, fragment_size=fragment_size)
+        # nac's own PT-EAP peer (nac.eap.peer.PtEapPeer) with its PB-TNC client
+        peer = self.peer(tls_version=tls_version, tnc="pt-eap", imcs=(ProductImc(),), fragment_size=fragment_size)
         outcome, rounds = converse(self, session, peer)
-        return outcome, peer, posture, imv, core
+        return outcome, peer, peer.peer.posture, imv, core
 
     def test_allowed_endpoint_succeeds_with_the_decision(self):
         outcome, peer, posture, imv, core = self.run_posture(A.ALLOW)
@@ -165,9 +136,10 @@ class PtEapTests(PkiMixin, unittest.TestCase):
                          ("carol", "eap-ttls/md5", "radius"))
         self.assertEqual(imv.states[-1], ConnectionState.DELETE)
         self.assertEqual(core.connections, {})
-        # the client got the RESULT and closed
-        self.assertEqual(posture.client.outcome.recommendation_label, "Access Allowed")
-        self.assertEqual(PbBatch.parse(posture.sent[-1]).batch_type, BatchType.CLOSE)
+        # the client got the RESULT and closed: its last PT-EAP message (code,
+        # id, length, type, flags, then the batch) is a CLOSE batch
+        self.assertEqual(posture.recommendation_label, "Access Allowed")
+        self.assertEqual(PbBatch.parse(peer.inner_packets[-1][1][6:]).batch_type, BatchType.CLOSE)
         # inner: Identity, MD5, MD5, PT-EAP Start, CDATA, RESULT, CLOSE, then the outer Success
         self.assertEqual([(d, p[4]) for d, p in peer.inner_packets],
                          [("c2s", 1), ("s2c", 4), ("c2s", 4), ("s2c", 54), ("c2s", 54), ("s2c", 54),
@@ -177,7 +149,7 @@ class PtEapTests(PkiMixin, unittest.TestCase):
         outcome, peer, posture, _, _ = self.run_posture(A.ISOLATE, E.NONCOMPLIANT_MINOR, tls_version="1.2")
         self.assertEqual(outcome.status, EapStatus.SUCCESS)
         self.assertEqual(outcome.decision.access, "isolate")
-        self.assertEqual(posture.client.outcome.recommendation_label, "Quarantined")
+        self.assertEqual(posture.recommendation_label, "Quarantined")
 
     def test_denied_endpoint_fails_with_the_decision(self):
         outcome, peer, posture, imv, core = self.run_posture(A.NO_ACCESS, E.NONCOMPLIANT_MAJOR)
@@ -185,7 +157,7 @@ class PtEapTests(PkiMixin, unittest.TestCase):
         self.assertEqual(peer.result, "failure")
         self.assertEqual(outcome.decision.access, "denied")
         self.assertIsNone(outcome.msk)
-        self.assertEqual(posture.client.outcome.recommendation_label, "Access Denied")
+        self.assertEqual(posture.recommendation_label, "Access Denied")
         self.assertEqual(core.connections, {})
 
     def test_fragmented_posture_messages(self):
@@ -205,9 +177,8 @@ class PtEapTests(PkiMixin, unittest.TestCase):
 
     def test_abort_releases_the_tnccs_connection(self):
         core = TnccsCore(ImvManager([VerdictImv()]))
-        client = PbTncClient([ProductImc()], max_batch_size=32754, max_message_size=32722)
         session = self.session(posture=lambda peer: PtEap(core, peer))
-        peer = self.peer(posture=PtEapPeer(client))
+        peer = self.peer(tnc="pt-eap", imcs=(ProductImc(),))
         request = session.start()
         while not core.connections:
             request = self.successResultOf(session.receive(peer.respond(request))).packet

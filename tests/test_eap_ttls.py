@@ -19,7 +19,6 @@ from nac.certs import ensure_demo_pki, issue_certificate
 from nac.eap import mschapv2
 from nac.eap import peer as eap_peer
 from nac.eap.avp import Avp, AvpCode, parse_avps
-from nac.eap.fragments import EAP_TNC, EAP_TTLS, PT_EAP, FragmentChannel
 from nac.eap.outcome import EapStatus
 from nac.eap.packet import EapPacket, EapType
 from nac.eap.server import EapServerSession, EapSettings
@@ -39,24 +38,6 @@ def eap(code: int, identifier: int, eap_type: int | None = None, data: bytes = b
     return struct.pack(">BBHB", code, identifier, 5 + len(data), eap_type) + data
 
 
-class Fragmenter:
-    """A peer's L/M fragments for the scripted posture peers of the EAP-TNC
-    tests: nac.eap.fragments.FragmentChannel, the framing picked by the
-    version and whether the method has a length field."""
-
-    def __init__(self, version: int, fragment_size: int, *, length_flag: int | None = 0x80):
-        framing = EAP_TTLS if version == 0 else EAP_TNC if length_flag else PT_EAP
-        self.channel = FragmentChannel(framing, fragment_size=fragment_size, max_message_size=1 << 20)
-
-    def send(self, message: bytes) -> bytes:
-        return self.channel.send(message)
-
-    def take(self, type_data: bytes) -> tuple[bytes | None, bytes | None]:
-        """(reply now, whole message): an ACK or next fragment, or the message."""
-        received = self.channel.receive(type_data)
-        return received.send, received.message
-
-
 class ScriptedPosture(eap_peer.PeerMethod):
     """A posture method answered by a test object's ``respond(eap_type, type_data)``."""
 
@@ -70,8 +51,9 @@ class ScriptedPosture(eap_peer.PeerMethod):
 class TtlsPeer:
     """nac's EAP peer running EAP-TTLS (nac.eap.peer), driven packet by
     packet: outer identity, TLS, the inner authentication (EAP-MD5,
-    EAP-MSCHAPv2, PAP or MS-CHAP-V2) and, when given, a scripted posture
-    peer for EAP-TNC / PT-EAP requests.  ``inner_packets`` records the
+    EAP-MSCHAPv2, PAP or MS-CHAP-V2) and the posture method ``tnc`` with
+    the collectors ``imcs`` (nac's own PT-EAP / EAP-TNC peer) or, when
+    given, a scripted ``posture`` peer for EAP-TNC / PT-EAP requests.  ``inner_packets`` records the
     tunnelled EAP packets; ``ttls_class`` replaces the EAP-TTLS method
     (tests that misbehave in phase 2)."""
 
@@ -79,7 +61,8 @@ class TtlsPeer:
 
     def __init__(self, ca: Path, identity: str, password: str, *, inner: str = "md5",
                  tls_version: str = "1.3", fragment_size: int = 1024, outer_identity: str = "anonymous",
-                 posture=None, client_cert: tuple[Path, Path] | None = None, phase2_with_finished: bool = False):
+                 posture=None, tnc: str = "none", imcs=(), client_cert: tuple[Path, Path] | None = None,
+                 phase2_with_finished: bool = False):
         cert, key = client_cert or (None, None)
         context = eap_peer.peer_context(cacert=ca, min_tls_version=tls_version, max_tls_version=tls_version,
                                         cert=cert, key=key)
@@ -88,7 +71,7 @@ class TtlsPeer:
         self.result: str | None = None
         settings = eap_peer.PeerSettings(
             identity=identity, password=password, outer_identity=outer_identity, inner=inner,
-            tls_context=context, fragment_size=fragment_size, tnc="none",
+            tls_context=context, fragment_size=fragment_size, tnc=tnc, imcs=tuple(imcs),
             phase2_with_finished=phase2_with_finished,
             trace=lambda direction, packet: self.inner_packets.append((direction, packet)))
         self.peer = eap_peer.EapPeer(settings)

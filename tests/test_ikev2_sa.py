@@ -25,15 +25,14 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from nac import config as nac_config
-from nac.client.pb_client import PbTncClient
 from nac.eap.outcome import EapStatus
 from nac.eap.server import EapServerSession, EapSettings, session_factory
-from nac.eap.tnc import EAP_TNC_LIMITS, PtEap
+from nac.eap.tnc import PtEap
 from nac.ifimv import ActionRecommendation as A, EvaluationResult as E
 from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvManager
 from tests.test_eap_server import Md5Peer
-from tests.test_eap_tnc import ProductImc, PtEapPeer, VerdictImv
+from tests.test_eap_tnc import ProductImc, VerdictImv
 from tests.test_eap_ttls import PASSWORDS, PkiMixin
 from transports.ikev2 import crypto
 from transports.ikev2.fragment import FragmentReassembly, fragment_message
@@ -788,17 +787,15 @@ class PostureTests(ResponderMixin, unittest.TestCase):
     def run_posture(self, recommendation, evaluation=E.COMPLIANT):
         imv = VerdictImv(recommendation, evaluation)
         core = TnccsCore(ImvManager([imv]))
-        client = PbTncClient([ProductImc()], max_batch_size=EAP_TNC_LIMITS.max_batch_size,
-                             max_message_size=EAP_TNC_LIMITS.max_message_size)
-        posture = PtEapPeer(client)
         harness = self.gateway(eap=self.ttls_factory(posture=lambda peer: PtEap(core, peer)))
-        initiator = ScriptedInitiator(eap_peer=self.peer(posture=posture), id_r="nac.test")
+        peer = self.peer(tnc="pt-eap", imcs=(ProductImc(),))
+        initiator = ScriptedInitiator(eap_peer=peer, id_r="nac.test")
         inner, rounds = establish(self, harness, initiator)
-        return harness, initiator, inner, imv, core, client
+        return harness, initiator, inner, imv, core, peer.peer
 
     def test_allowed_endpoint_gets_the_allow_network(self):
-        harness, initiator, inner, imv, core, client = self.run_posture(A.ALLOW)
-        self.assertEqual(client.outcome.recommendation_label, "Access Allowed")
+        harness, initiator, inner, imv, core, peer = self.run_posture(A.ALLOW)
+        self.assertEqual(peer.posture.recommendation_label, "Access Allowed")
         self.assertEqual(len(imv.received), 1)
         # the IMV saw who authenticated inside the tunnel, over IKEv2
         self.assertEqual((imv.peers[0].transport, imv.peers[0].identity, imv.peers[0].auth_method),
@@ -811,15 +808,15 @@ class PostureTests(ResponderMixin, unittest.TestCase):
         self.assertEqual(core.connections, {})
 
     def test_isolated_endpoint_gets_the_isolate_network(self):
-        harness, initiator, inner, imv, core, client = self.run_posture(A.ISOLATE, E.NONCOMPLIANT_MINOR)
-        self.assertEqual(client.outcome.recommendation_label, "Quarantined")
+        harness, initiator, inner, imv, core, peer = self.run_posture(A.ISOLATE, E.NONCOMPLIANT_MINOR)
+        self.assertEqual(peer.posture.recommendation_label, "Quarantined")
         self.assertEqual(payload(inner, TSr).selectors, (TrafficSelector.from_network("10.2.0.0/16"),))
         (sa,) = harness.responder.ike_sas
         self.assertEqual(sa.children[0].access, "isolate")
 
     def test_denied_endpoint_gets_authentication_failed(self):
-        harness, initiator, inner, imv, core, client = self.run_posture(A.NO_ACCESS, E.NONCOMPLIANT_MAJOR)
-        self.assertEqual(client.outcome.recommendation_label, "Access Denied")
+        harness, initiator, inner, imv, core, peer = self.run_posture(A.NO_ACCESS, E.NONCOMPLIANT_MAJOR)
+        self.assertEqual(peer.posture.recommendation_label, "Access Denied")
         self.assertEqual(payload(inner, Eap).data[0], 4)
         self.assertIn(NotifyType.AUTHENTICATION_FAILED, notifies(inner))
         self.assertEqual(harness.responder.ike_sas, [])
@@ -829,9 +826,8 @@ class PostureTests(ResponderMixin, unittest.TestCase):
     def test_isolated_peer_asking_only_for_the_allow_network_gets_ts_unacceptable(self):
         imv = VerdictImv(A.ISOLATE, E.NONCOMPLIANT_MINOR)
         core = TnccsCore(ImvManager([imv]))
-        client = PbTncClient([ProductImc()], max_batch_size=32754, max_message_size=32722)
         harness = self.gateway(eap=self.ttls_factory(posture=lambda peer: PtEap(core, peer)))
-        initiator = ScriptedInitiator(eap_peer=self.peer(posture=PtEapPeer(client)), ts_r="10.1.0.0/16")
+        initiator = ScriptedInitiator(eap_peer=self.peer(tnc="pt-eap", imcs=(ProductImc(),)), ts_r="10.1.0.0/16")
         inner, _ = establish(self, harness, initiator)
         self.assertEqual(notifies(inner), [NotifyType.TS_UNACCEPTABLE])
         # the IKE SA stands, without a CHILD_SA
@@ -843,9 +839,8 @@ class PostureTests(ResponderMixin, unittest.TestCase):
         cfg = nac_config.load(None, {("nac", "state_dir"): str(self.state), ("eap", "inner_methods"): "md5"})
         core = TnccsCore(ImvManager([VerdictImv(A.ALLOW)]))
         factory = session_factory(cfg, core, None, "ikev2", credentials=self.passwords.credentials)
-        client = PbTncClient([ProductImc()], max_batch_size=32754, max_message_size=32722)
         harness = self.gateway(eap=factory)
-        initiator = ScriptedInitiator(eap_peer=self.peer(posture=PtEapPeer(client)))
+        initiator = ScriptedInitiator(eap_peer=self.peer(tnc="pt-eap", imcs=(ProductImc(),)))
         inner, _ = establish(self, harness, initiator)
         self.assertEqual(harness.responder.ike_sas[0].decision.access, "allowed")
 

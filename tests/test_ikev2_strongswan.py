@@ -36,7 +36,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.nacserver import TWISTD, NacServer, repo_env
+from tests.nacserver import NacServer
 from transports.ikev2.kernel import kernel_esp_available
 
 CHARON = "/usr/sbin/charon-systemd"
@@ -73,29 +73,8 @@ CONNECTIONS = (
 )
 
 
-class NamespacedNac(NacServer):
-    """``twistd -n nac`` run inside a network namespace; ready when it logs
-    that the IKEv2 responder listens."""
-
-    def __init__(self, namespace: str, sections: dict, **kw):
-        super().__init__(sections, **kw)
-        self.namespace = namespace
-
-    def start(self, timeout: float = 60.0) -> "NamespacedNac":
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.namespace] + TWISTD
-            + ["-n", "--pidfile=", "--logfile", str(self.log), "nac", "--config", str(self.config)] + self.args,
-            cwd=self.dir, env=repo_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode(errors="replace")
-                raise RuntimeError(f"nac exited with {self.proc.returncode}:\n{out}\n{self.log_text()}")
-            if "IKEv2 responder listening" in self.log_text():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"nac did not start the IKEv2 responder within {timeout}s:\n{self.log_text()}")
+#: nac has started once it logs this (it listens on UDP, not on PT-TLS alone)
+IKEV2_READY = "IKEv2 responder listening"
 
 
 class Charon:
@@ -219,7 +198,7 @@ class Environment:
         try:
             subprocess.run(["ip", "-n", self.namespace, "link", "set", "lo", "up"], check=True)
             (self.directory / "nac").mkdir()
-            self.nac = NamespacedNac(self.namespace, {
+            self.nac = NacServer({
                 "nac": {"transports": "pt-tls,ikev2", "log_level": "info"},
                 "pt-tls": {"workers": "1"},
                 # small fragments: the EAP-TTLS and certificate messages are sent in RFC 7383
@@ -227,7 +206,7 @@ class Environment:
                 "ikev2": {"listen": "127.0.0.1", "port": "500", "nat_port": "4500", "fragment_size": "576",
                           "ike_proposals": IKE_PROPOSALS, "esp_proposals": ESP_PROPOSALS},
                 "eap": {"methods": "ttls, md5", "inner_methods": "md5", "tnc": "none"},
-            }, workdir=str(self.directory / "nac")).start()
+            }, workdir=str(self.directory / "nac"), netns=self.namespace, ready=IKEV2_READY).start(timeout=60)
             self.nac.admin("user", "add", "carol", "--password", PASSWORD, "--eap")
             self.nac.admin("user", "add", "dave", "--password", "daves-real-password", "--eap")
             self.charon = Charon(self.namespace, self.directory / "charon", self.nac.ca)
@@ -397,12 +376,12 @@ class XfrmKernelTests(unittest.TestCase):
         # answers to the virtual IPs leave by the veth, where the XFRM policy catches them
         self.ip(gateway, "route", "add", "10.10.0.0/24", "via", "10.99.0.2")
         (directory / "nac").mkdir()
-        nac = NamespacedNac(gateway, {
+        nac = NacServer({
             "nac": {"transports": "pt-tls,ikev2"},
             "pt-tls": {"workers": "1", "listen": "127.0.0.1"},
             "ikev2": {"listen": "10.99.0.1", "kernel": "xfrm", "esp_proposals": "aes256gcm16"},
             "eap": {"methods": "md5", "tnc": "none"},
-        }, workdir=str(directory / "nac")).start()
+        }, workdir=str(directory / "nac"), netns=gateway, ready=IKEV2_READY).start(timeout=60)
         self.addCleanup(nac.stop)
         nac.admin("user", "add", "carol", "--password", PASSWORD, "--eap")
         charon_dir = directory / "charon"

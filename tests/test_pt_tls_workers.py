@@ -513,7 +513,12 @@ class TwoProcessServerTests(unittest.TestCase):
         before = {s["id"] for s in self.sessions()}
         level = self.load(100)
         self.assertEqual((level["completed"], level["failed"]), (100, 0), level)
-        new = [s for s in self.sessions() if s["id"] not in before]
+        # the decision is written just after the result is sent: wait for the writes
+        for _ in range(100):
+            new = [s for s in self.sessions() if s["id"] not in before]
+            if len(new) == 100 and all(s["ended"] for s in new):
+                break
+            time.sleep(0.1)
         self.assertEqual(len(new), 100)
         ids = [s["connection_id"] for s in new]
         self.assertEqual(len(set(ids)), len(ids), "Connection IDs repeat")

@@ -26,6 +26,7 @@ from nac.eap.outcome import EapOutcome, EapStatus
 from nac.ifimv import ActionRecommendation, EvaluationResult
 from nac.interfaces import IEapSession, IEnforcement
 from nac.tnccs.core import Decision, PeerInfo
+from tests.test_radius_packet import independent_mppe_decrypt
 from transports.radius.enforcement import RadiusEnforcement
 from transports.radius.packet import (
     Attribute,
@@ -149,17 +150,6 @@ def decision(access: str) -> Decision:
     return Decision(rec, EvaluationResult.COMPLIANT, access)
 
 
-def mppe_decrypt(value: bytes, secret: bytes, request_auth: bytes) -> bytes:
-    """RFC 2548 §2.4.2, written independently of the code under test."""
-    salt, cipher = value[:2], value[2:]
-    plain, prev = b"", request_auth + salt
-    for i in range(0, len(cipher), 16):
-        b = hashlib.md5(secret + prev).digest()
-        plain += bytes(c ^ k for c, k in zip(cipher[i:i + 16], b))
-        prev = cipher[i:i + 16]
-    return plain[1:1 + plain[0]]
-
-
 class LogCapture:
     def __init__(self, test: unittest.TestCase):
         self.events: list[dict] = []
@@ -271,7 +261,7 @@ class EapConversationTests(ServerTestCase):
         for raw in accept.get_all(A.VENDOR_SPECIFIC):
             vsa = decode_value(A.VENDOR_SPECIFIC, raw)
             [sub] = vsa.subattributes()
-            keys[(vsa.vendor_id, sub.type)] = mppe_decrypt(sub.value, SECRET.encode(), request.authenticator)
+            keys[(vsa.vendor_id, sub.type)] = independent_mppe_decrypt(sub.value, SECRET.encode(), request.authenticator)
         msk = self.sessions[0].msk
         self.assertEqual(keys, {(311, 17): msk[:32], (311, 16): msk[32:]})
         self.assertEqual(self.server.conversations, 0)

@@ -5,18 +5,16 @@ and IF-TNCCS 1.1, real batches of both go through the one TnccsCore."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from twisted.trial import unittest
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from nac.ifimv import ActionRecommendation as A, ConnectionState, EvaluationResult as E
-from nac.interfaces import IImv, ITnccsConnection, ITnccsCore
+from nac.interfaces import ITnccsConnection, ITnccsCore
 from nac.pb.batch import BatchType, Direction, PbBatch
 from nac.pb.messages import AccessRecommendation, PbAccessRecommendation, PbLanguagePreference
-from nac.tnccs.core import PeerInfo, TnccsCore, TransportLimits
+from nac.tnccs.core import PeerInfo, TnccsCore
 from nac.tnccs.dynamic import DynamicTnccsConnection, TnccsProtocol, detect_protocol
 from nac.tnccs.imv_manager import ImvManager
 from nac.tnccs.pb_server import PbTncServerConnection
@@ -28,33 +26,15 @@ from nac.tnccs.tnccs11 import (
     TnccsRecommendation,
     Tnccs11ServerConnection,
 )
+from tests.posture import PT_EAP, VECTORS, CoreHarness, ScriptedImv
 
-VECTORS = Path(os.environ.get("NAC_VECTORS") or Path(__file__).resolve().parents[2] / "shared" / "vectors")
 EAPOL_TEST_FIRST = VECTORS / "hostapd-tnccs11" / "hostapd-ttls-md5-tnc.jsonl"
 PT_TLS_CLIENT = VECTORS / "strongswan-pt-tls" / "carol-sasl-open-ports-denied.jsonl"
 
 
-@implementer(IImv)
-class AllowingImv:
-    """Allows whoever it is asked about (solicited: it has nothing to check)."""
-
-    name = "allow"
-    subscriptions = [(0, 1)]
-
-    def __init__(self):
-        self.states = []
-
-    def notify_connection_change(self, connection, state):
-        self.states.append(state)
-
-    def receive_message(self, connection, message):
-        pass
-
-    def batch_ending(self, connection):
-        pass
-
-    def solicit_recommendation(self, connection):
-        connection.provide_recommendation(A.ALLOW, E.COMPLIANT)
+def allowing_imv() -> ScriptedImv:
+    """An IMV that allows whoever it is asked about (solicited: it has nothing to check)."""
+    return ScriptedImv("allow", [(0, 1)], on_solicit=lambda c: c.provide_recommendation(A.ALLOW, E.COMPLIANT))
 
 
 def first_record(path: Path, layer: str) -> bytes:
@@ -85,26 +65,24 @@ class DetectionTests(unittest.TestCase):
             self.assertEqual(detect_protocol(data), protocol, data)
 
 
-class Harness:
-    def __init__(self, testcase, imvs=()):
-        self.tc = testcase
-        self.imvs = list(imvs)
-        self.core = TnccsCore(ImvManager(self.imvs))
-        verifyObject(ITnccsCore, self.core)
-        self.conn = self.core.open_connection(PeerInfo("radius", "127.0.0.1", identity="carol"),
-                                              TransportLimits(max_batch_size=32754, max_message_size=32722),
-                                              protocol="dynamic")
+class Harness(CoreHarness):
+    """A "dynamic" connection (the TNCCS protocol picked by the first batch)
+    as RADIUS opens it; the tests parse the answers themselves."""
 
-    def send(self, data: bytes):
-        outcomes = []
-        self.conn.receive_batch(data).addCallback(outcomes.append)
-        self.tc.assertEqual(len(outcomes), 1)
-        return outcomes[0]
+    transport = "radius"
+    protocol = "dynamic"
+
+    def __init__(self, testcase, imvs=()):
+        super().__init__(testcase, list(imvs), PT_EAP)
+        verifyObject(ITnccsCore, self.core)
+
+    def parse(self, batch: bytes) -> bytes:
+        return batch
 
 
 class DynamicConnectionTests(unittest.TestCase):
     def test_eapol_test_first_batch_is_answered_in_tnccs_1_1(self):
-        h = Harness(self, [AllowingImv()])
+        h = Harness(self, [allowing_imv()])
         self.assertIsInstance(h.conn, DynamicTnccsConnection)
         verifyObject(ITnccsConnection, h.conn)
         self.assertEqual((h.conn.protocol, h.conn.decision, h.conn.finished), (None, None, False))
@@ -130,7 +108,7 @@ class DynamicConnectionTests(unittest.TestCase):
                          (TnccsRecommendation(RecommendationType.NONE),))
 
     def test_strongswan_client_first_batch_is_answered_in_pb_tnc(self):
-        imv = AllowingImv()
+        imv = allowing_imv()
         h = Harness(self, [imv])
         out = h.send(first_record(PT_TLS_CLIENT, "pb-tnc"))
         self.assertEqual(h.conn.protocol, TnccsProtocol.TNCCS_2_0)
@@ -183,7 +161,7 @@ class DynamicConnectionTests(unittest.TestCase):
         self.assertTrue(h.conn.finished)
         self.assertNotIn(h.conn.connection_id, h.core.connections)
 
-        imv = AllowingImv()
+        imv = allowing_imv()
         h = Harness(self, [imv])
         h.send(PbBatch(BatchType.CDATA, Direction.TO_SERVER).build())
         h.conn.abort("peer gone")

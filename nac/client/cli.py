@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from twisted.internet.defer import Deferred
 from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner, \
     textFileLogObserver
+from twisted.python.failure import Failure
 
 from nac.client.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from nac.client.pb_client import AssessmentOutcome
@@ -33,8 +36,9 @@ exit status:
 """
 
 
-def parse_target(text: str) -> tuple[str, int]:
-    """HOST, HOST:PORT, [IPV6]:PORT or a bare IPv6 address."""
+def parse_target(text: str, default_port: int = PT_TLS_PORT) -> tuple[str, int]:
+    """HOST, HOST:PORT, [IPV6]:PORT or a bare IPv6 address; ``default_port``
+    when no port is given."""
     port = None
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
@@ -48,13 +52,14 @@ def parse_target(text: str) -> tuple[str, int]:
     if not host:
         raise ValueError(f"bad address {text!r}: no host")
     if port is None:
-        return host, PT_TLS_PORT
+        return host, default_port
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"bad port {port!r} in {text!r}")
     return host, int(port)
 
 
-def _positive(value: str) -> float:
+def positive_seconds(value: str) -> float:
+    """argparse type of a duration in seconds above 0."""
     try:
         seconds = float(value)
     except ValueError:
@@ -85,23 +90,43 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(default: %(default)s); empty for none")
     parser.add_argument("--language", default="en", metavar="TAG",
                         help="preferred language of reason strings (default: %(default)s)")
-    parser.add_argument("--timeout", type=_positive, default=30.0, metavar="S",
+    parser.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="S",
                         help="give up after this many seconds (default: %(default)g)")
+    add_output_arguments(parser)
+    return parser
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--json and -v, the last options of both clients."""
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log to stderr (-v: progress, -vv: every message)")
-    return parser
+
+
+def parse_collectors(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The comma-separated --collectors list; a usage error names unknown ones."""
+    collectors = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in collectors if c.lower() not in COLLECTORS]
+    if unknown:
+        parser.error(f"unknown collector(s) {', '.join(unknown)}; choose from {', '.join(COLLECTORS)}")
+    return collectors
+
+
+def read_first_line(path: str, what: str) -> str:
+    """The first line of a secret or password file (a file keeps it out of
+    the process list); SetupError naming the file when it cannot be read."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise SetupError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    return lines[0] if lines else ""
 
 
 def _secret(args, parser) -> str | None:
     if args.secret is not None and args.secret_file is not None:
         parser.error("give --secret or --secret-file, not both")
     if args.secret_file is not None:
-        try:
-            lines = Path(args.secret_file).read_text().splitlines()
-        except OSError as exc:
-            raise SetupError(f"cannot read the secret file {args.secret_file}: {exc.strerror}") from None
-        return lines[0] if lines else ""
+        return read_first_line(args.secret_file, "secret")
     return args.secret
 
 
@@ -125,7 +150,8 @@ def format_text(outcome: AssessmentOutcome) -> str:
     return "\n".join(lines)
 
 
-def _start_logging(verbosity: int) -> None:
+def start_logging(verbosity: int) -> None:
+    """Nothing logged by default; -v: info and up to stderr, -vv: debug."""
     if verbosity <= 0:
         globalLogBeginner.beginLoggingTo([], redirectStandardIO=False, discardBuffer=True)
         return
@@ -142,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         host, port = parse_target(args.server)
     except ValueError as exc:
         parser.error(str(exc))
-    collectors = [c.strip() for c in args.collectors.split(",") if c.strip()]
-    unknown = [c for c in collectors if c.lower() not in COLLECTORS]
-    if unknown:
-        parser.error(f"unknown collector(s) {', '.join(unknown)}; choose from {', '.join(COLLECTORS)}")
+    collectors = parse_collectors(parser, args.collectors)
     if (args.cert is None) != (args.key is None):
         parser.error("--cert and --key go together")
     if args.client is None and args.cert is None:
@@ -153,31 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         password = _secret(args, parser)
     except AssessmentError as exc:
-        return _fail(exc)
+        return fail(PROG, exc)
     if args.client is not None and password is None:
         parser.error("--client needs --secret or --secret-file")
 
-    _start_logging(args.verbose)
-    from twisted.internet import reactor
-
-    outcome: list = []
-
-    def run():
-        d = run_assessment(reactor, host, port, cacert=args.cacert, identity=args.client, password=password,
-                           cert=args.cert, key=args.key, server_name=args.server_name,
-                           collectors=collectors, timeout=args.timeout, language=args.language)
-        d.addBoth(outcome.append)
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(run)
-    reactor.run()
-    result = outcome[0] if outcome else AssessmentError("interrupted")
-    if hasattr(result, "value"):  # a Failure
-        result = result.value
+    start_logging(args.verbose)
+    result = run_reactor(lambda reactor: run_assessment(
+        reactor, host, port, cacert=args.cacert, identity=args.client, password=password, cert=args.cert,
+        key=args.key, server_name=args.server_name, collectors=collectors, timeout=args.timeout,
+        language=args.language))
     if isinstance(result, AssessmentError):
-        return _fail(result)
+        return fail(PROG, result)
     if not isinstance(result, AssessmentOutcome):
-        return _fail(AssessmentError(f"internal error: {result!r}"))
+        return fail(PROG, AssessmentError(f"internal error: {result!r}"))
     if args.json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -185,8 +196,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _fail(error: Exception) -> int:
-    print(f"{PROG}: {' '.join(str(error).split())}", file=sys.stderr)
+def run_reactor(start: Callable[[object], Deferred]) -> object:
+    """Run the reactor until the Deferred ``start(reactor)`` returns fires;
+    its result, or the exception it failed with (AssessmentError when the
+    reactor was stopped first)."""
+    from twisted.internet import reactor
+
+    outcome: list = []
+
+    def run():
+        d = start(reactor)
+        d.addBoth(outcome.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(run)
+    reactor.run()
+    result = outcome[0] if outcome else AssessmentError("interrupted")
+    return result.value if isinstance(result, Failure) else result
+
+
+def fail(prog: str, error: Exception) -> int:
+    """Print ``error`` as one line after the program's name; its exit status."""
+    print(f"{prog}: {' '.join(str(error).split())}", file=sys.stderr)
     return getattr(error, "exit_code", 1)
 
 

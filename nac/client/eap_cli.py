@@ -14,11 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from nac.client.cli import _positive, _start_logging, format_text, parse_target
+from nac.client.cli import (
+    add_output_arguments,
+    fail,
+    format_text,
+    parse_collectors,
+    parse_target,
+    positive_seconds,
+    read_first_line,
+    run_reactor,
+    start_logging,
+)
 from nac.client.collectors import COLLECTORS
-from nac.client.pt_tls import PT_TLS_PORT, AssessmentError, ConnectionFailed, ProtocolFailure, SetupError
+from nac.client.pt_tls import AssessmentError, ConnectionFailed, ProtocolFailure, SetupError
 from nac.client.radius import MAX_TRANSMISSIONS, RADIUS_PORT, RETRANSMIT_INTERVAL, RadiusResult, authenticate
 from nac.eap.peer import INNER_METHOD_NAMES, POSTURE_METHOD_NAMES, EapPeer, PeerSettings, peer_context
 
@@ -34,14 +43,6 @@ exit status:
   5  RADIUS or EAP protocol error
   6  no result within --timeout
 """
-
-
-def parse_server(text: str) -> tuple[str, int]:
-    """HOST, HOST:PORT, [IPV6]:PORT or a bare IPv6 address; port 1812 by default."""
-    host, port = parse_target(text)
-    if port == PT_TLS_PORT and not text.rstrip().endswith(f":{PT_TLS_PORT}"):
-        port = RADIUS_PORT  # no port given: parse_target's default is PT-TLS's
-    return host, port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,22 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calling-station-id", metavar="ID", help="Calling-Station-Id (the endpoint's MAC)")
     parser.add_argument("--language", default="en", metavar="TAG",
                         help="preferred language of reason strings (default: %(default)s)")
-    parser.add_argument("--timeout", type=_positive, default=30.0, metavar="S",
+    parser.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="S",
                         help="give up after this many seconds (default: %(default)g)")
-    parser.add_argument("--retransmit", type=_positive, default=RETRANSMIT_INTERVAL, metavar="S",
+    parser.add_argument("--retransmit", type=positive_seconds, default=RETRANSMIT_INTERVAL, metavar="S",
                         help="first retransmission after this many seconds, then doubling (default: %(default)g)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log to stderr (-v: progress, -vv: every message)")
+    add_output_arguments(parser)
     return parser
-
-
-def _first_line(path: str, what: str) -> str:
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise SetupError(f"cannot read the {what} file {path}: {exc.strerror}") from None
-    return lines[0] if lines else ""
 
 
 def format_result(result: RadiusResult) -> str:
@@ -117,18 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        host, port = parse_server(args.server)
+        host, port = parse_target(args.server, RADIUS_PORT)
     except ValueError as exc:
         parser.error(str(exc))
-    collectors = [c.strip() for c in args.collectors.split(",") if c.strip()]
-    unknown = [c for c in collectors if c.lower() not in COLLECTORS]
-    if unknown:
-        parser.error(f"unknown collector(s) {', '.join(unknown)}; choose from {', '.join(COLLECTORS)}")
+    collectors = parse_collectors(parser, args.collectors)
     if not 64 <= args.fragment_size <= MAX_FRAGMENT_SIZE:
         parser.error(f"--fragment-size must be 64-{MAX_FRAGMENT_SIZE} (an Access-Request holds 4096 bytes)")
     try:
-        secret = args.secret if args.secret is not None else _first_line(args.secret_file, "secret")
-        password = args.password if args.password is not None else _first_line(args.password_file, "password")
+        secret = args.secret if args.secret is not None else read_first_line(args.secret_file, "secret")
+        password = args.password if args.password is not None else read_first_line(args.password_file, "password")
         if not secret:
             raise SetupError("the RADIUS shared secret is empty")
         low, high = (args.tls_version, args.tls_version) if args.tls_version else ("1.2", "1.3")
@@ -146,45 +134,28 @@ def main(argv: list[str] | None = None) -> int:
                                 imcs=imcs, language=args.language)
         peer = EapPeer(settings)
     except AssessmentError as exc:
-        return _fail(exc)
+        return fail(PROG, exc)
     except ValueError as exc:
-        return _fail(SetupError(str(exc)))
+        return fail(PROG, SetupError(str(exc)))
 
-    _start_logging(args.verbose)
-    from twisted.internet import reactor
-
-    outcome: list = []
-
-    def run():
-        d = authenticate(reactor, host, port, secret.encode("utf-8"), peer, timeout=args.timeout,
-                         retransmit_interval=args.retransmit, max_transmissions=MAX_TRANSMISSIONS,
-                         nas_identifier=args.nas_identifier, calling_station_id=args.calling_station_id)
-        d.addBoth(outcome.append)
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(run)
-    reactor.run()
-    result = outcome[0] if outcome else AssessmentError("interrupted")
-    if hasattr(result, "value"):  # a Failure
-        result = result.value
+    start_logging(args.verbose)
+    result = run_reactor(lambda reactor: authenticate(
+        reactor, host, port, secret.encode("utf-8"), peer, timeout=args.timeout,
+        retransmit_interval=args.retransmit, max_transmissions=MAX_TRANSMISSIONS,
+        nas_identifier=args.nas_identifier, calling_station_id=args.calling_station_id))
     if isinstance(result, AssessmentError):
-        return _fail(result)
+        return fail(PROG, result)
     if not isinstance(result, RadiusResult):
-        return _fail(AssessmentError(f"internal error: {result!r}"))
+        return fail(PROG, AssessmentError(f"internal error: {result!r}"))
     if result.peer_error is not None and not result.accepted:
         # we ended it: the server was not to be trusted, or broke the protocol
         failure = ConnectionFailed if result.tls_error else ProtocolFailure
-        return _fail(failure(f"{result.peer_error}; the server answered {result.code_name}"))
+        return fail(PROG, failure(f"{result.peer_error}; the server answered {result.code_name}"))
     if args.json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:
         print(format_result(result))
     return 0
-
-
-def _fail(error: Exception) -> int:
-    print(f"{PROG}: {' '.join(str(error).split())}", file=sys.stderr)
-    return getattr(error, "exit_code", 1)
 
 
 if __name__ == "__main__":

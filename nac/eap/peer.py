@@ -37,7 +37,6 @@ import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 from OpenSSL import SSL
@@ -57,7 +56,7 @@ from nac.eap.mschapv2 import (
     strip_domain,
 )
 from nac.eap.packet import EXPANDED_NAK, EapCode, EapError, EapPacket, EapType, type_name
-from nac.eap.tls import TlsError, TlsTunnel
+from nac.eap.tls import TlsError, TlsTunnel, peer_context
 from nac.eap.tnc import EAP_TNC_LIMITS, MAX_TNC_MESSAGE
 from nac.eap.ttls import CHALLENGE_LABEL, ttls_keys
 from nac.log import Logger
@@ -86,8 +85,6 @@ OUTER_METHOD_NAMES = ("ttls", "md5", "mschapv2")
 INNER_METHOD_NAMES = ("md5", "mschapv2", "pap", "ttls-mschapv2")
 POSTURE_METHOD_NAMES = ("pt-eap", "eap-tnc", "none")
 
-_TLS_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
-_READ_SIZE = 65536
 
 
 class PeerStatus(enum.Enum):
@@ -162,41 +159,6 @@ class PeerSettings:
     @property
     def eap_identity(self) -> str:
         return self.identity if self.outer_identity is None else self.outer_identity
-
-
-def peer_context(*, cacert: str | Path, min_tls_version: str = "1.2", max_tls_version: str = "1.3",
-                 cert: str | Path | None = None, key: str | Path | None = None) -> SSL.Context:
-    """The TLS client context of EAP-TTLS: trust the CA(s) in ``cacert`` and
-    nothing else; present ``cert``/``key`` when given.  Raises ``ValueError``
-    naming the file that could not be used."""
-    if _TLS_VERSIONS[min_tls_version] > _TLS_VERSIONS[max_tls_version]:
-        raise ValueError(f"min_tls_version {min_tls_version} is above max_tls_version {max_tls_version}")
-    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    ctx.set_min_proto_version(_TLS_VERSIONS[min_tls_version])
-    ctx.set_max_proto_version(_TLS_VERSIONS[max_tls_version])
-    ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
-    try:
-        ctx.load_verify_locations(str(cacert))
-    except (SSL.Error, OSError) as exc:
-        raise ValueError(f"cannot load the CA certificate {cacert}: {_ssl_reason(exc)}") from None
-    ctx.set_verify(SSL.VERIFY_PEER)
-    if (cert is None) != (key is None):
-        raise ValueError("a client certificate needs both a certificate and its private key")
-    if cert is not None:
-        try:
-            ctx.use_certificate_chain_file(str(cert))
-            ctx.use_privatekey_file(str(key))
-            ctx.check_privatekey()
-        except (SSL.Error, OSError) as exc:
-            raise ValueError(f"cannot use the client certificate {cert} with key {key}: "
-                             f"{_ssl_reason(exc)}") from None
-    return ctx
-
-
-def _ssl_reason(exc: Exception) -> str:
-    if isinstance(exc, SSL.Error) and exc.args and isinstance(exc.args[0], list):
-        return "; ".join(str(e[-1]) for e in exc.args[0] if e) or "OpenSSL error"
-    return getattr(exc, "strerror", None) or str(exc)
 
 
 # -- methods ---------------------------------------------------------------------------------
@@ -438,7 +400,7 @@ class TtlsPeer(PeerMethod):
             raise ValueError("EAP-TTLS needs a TLS context (peer_context)")
         self._channel = FragmentChannel(EAP_TTLS, fragment_size=settings.fragment_size,
                                         max_message_size=settings.max_message_size)
-        self._tunnel: _ClientTunnel | None = None
+        self._tunnel: TlsTunnel | None = None
         self._state = "start"  # start, handshake, phase2, done
         self._inner: PeerMethod | None = None
         self._posture: PeerMethod | None = None
@@ -524,7 +486,7 @@ class TtlsPeer(PeerMethod):
         if self._state != "start":
             raise PeerError("EAP-TTLS Start in the middle of the method")
         self._state = "handshake"
-        self._tunnel = _ClientTunnel(self.settings.tls_context)
+        self._tunnel = TlsTunnel(self.settings.tls_context, client=True)
         self._tunnel.receive(b"")
         return self._channel.send(self._tunnel.data_to_send())
 
@@ -730,15 +692,6 @@ def _posture_name(eap_type) -> str | None:
     if eap_type == EapType.TNC:
         return "eap-tnc"
     return None
-
-
-class _ClientTunnel(TlsTunnel):
-    """:class:`nac.eap.tls.TlsTunnel` in the client role: the same records
-    and exporter, the handshake started by us."""
-
-    def __init__(self, context: SSL.Context):
-        super().__init__(context)
-        self._conn.set_connect_state()
 
 
 # -- the conversation -------------------------------------------------------------------------

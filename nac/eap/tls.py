@@ -1,8 +1,8 @@
 """TLS for the EAP-TTLS tunnel: pyOpenSSL over memory BIOs, sans-IO.
 
-One :func:`server_context` per configuration (certificate loading and
-context set-up are the expensive part), one :class:`TlsTunnel` per
-conversation: TLS records in with :meth:`TlsTunnel.receive`, records out
+One :func:`server_context` (or, for the peer, :func:`peer_context`) per
+configuration (certificate loading and context set-up are the expensive
+part), one :class:`TlsTunnel` per conversation: TLS records in with :meth:`TlsTunnel.receive`, records out
 with :meth:`TlsTunnel.data_to_send`, no socket anywhere.
 
 Sessions are not resumed: EAP-TTLS here always runs phase 2, and a resumed
@@ -19,9 +19,7 @@ from pathlib import Path
 from cryptography import x509
 from OpenSSL import SSL
 
-from nac.certs import certificate_identity
-
-__all__ = ["TlsError", "TlsTunnel", "certificate_identity", "server_context"]
+__all__ = ["TlsError", "TlsTunnel", "peer_context", "server_context"]
 
 _VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 _READ_SIZE = 65536
@@ -77,18 +75,52 @@ def server_context(*, cert: Path, key: Path, ca: Path | None = None, client_cert
     return ctx
 
 
+def peer_context(*, cacert: str | Path, min_tls_version: str = "1.2", max_tls_version: str = "1.3",
+                 cert: str | Path | None = None, key: str | Path | None = None) -> SSL.Context:
+    """The TLS client context of EAP-TTLS: trust the CA(s) in ``cacert`` and
+    nothing else; present ``cert``/``key`` when given.  Raises ``ValueError``
+    naming the file that could not be used."""
+    if _VERSIONS[min_tls_version] > _VERSIONS[max_tls_version]:
+        raise ValueError(f"min_tls_version {min_tls_version} is above max_tls_version {max_tls_version}")
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_min_proto_version(_VERSIONS[min_tls_version])
+    ctx.set_max_proto_version(_VERSIONS[max_tls_version])
+    ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+    try:
+        ctx.load_verify_locations(str(cacert))
+    except (SSL.Error, OSError) as exc:
+        raise ValueError(f"cannot load the CA certificate {cacert}: {_reason(exc)}") from None
+    ctx.set_verify(SSL.VERIFY_PEER)
+    if (cert is None) != (key is None):
+        raise ValueError("a client certificate needs both a certificate and its private key")
+    if cert is not None:
+        try:
+            ctx.use_certificate_chain_file(str(cert))
+            ctx.use_privatekey_file(str(key))
+            ctx.check_privatekey()
+        except (SSL.Error, OSError) as exc:
+            raise ValueError(f"cannot use the client certificate {cert} with key {key}: "
+                             f"{_reason(exc)}") from None
+    return ctx
+
+
 def _reason(exc: Exception) -> str:
     if isinstance(exc, SSL.Error) and exc.args and isinstance(exc.args[0], list):
-        return "; ".join(str(e[-1]) for e in exc.args[0]) or "OpenSSL error"
+        return "; ".join(str(e[-1]) for e in exc.args[0] if e) or "OpenSSL error"
     return getattr(exc, "strerror", None) or str(exc)
 
 
 class TlsTunnel:
-    """The server end of one TLS connection whose records travel in EAP."""
+    """One end of a TLS connection whose records travel in EAP: the server
+    (EAP-TTLS authenticator) or, with ``client=True``, the peer, which
+    starts the handshake."""
 
-    def __init__(self, context: SSL.Context):
+    def __init__(self, context: SSL.Context, *, client: bool = False):
         self._conn = SSL.Connection(context, None)
-        self._conn.set_accept_state()
+        if client:
+            self._conn.set_connect_state()
+        else:
+            self._conn.set_accept_state()
         self.handshake_done = False
         self.closed = False
 
@@ -168,6 +200,6 @@ class TlsTunnel:
         return self._conn.export_keying_material(label, length, context)
 
     def peer_certificate(self) -> x509.Certificate | None:
-        """The client's certificate, verified against the CA when one was configured."""
+        """The other end's certificate, verified against the CA when one was configured."""
         cert = self._conn.get_peer_certificate()
         return cert.to_cryptography() if cert is not None else None

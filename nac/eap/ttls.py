@@ -36,6 +36,7 @@ from typing import Callable
 from OpenSSL import SSL
 from twisted.internet import defer
 
+from nac.certs import certificate_identity
 from nac.eap.avp import (
     VENDOR_MICROSOFT,
     Avp,
@@ -55,7 +56,7 @@ from nac.eap.mschapv2 import (
     strip_domain,
 )
 from nac.eap.packet import EapCode, EapError, EapPacket, EapType, nak_types, next_identifier, type_name
-from nac.eap.tls import TlsError, TlsTunnel, certificate_identity
+from nac.eap.tls import TlsError, TlsTunnel
 from nac.log import Logger
 
 __all__ = ["INNER_EAP_METHODS", "INNER_METHOD_NAMES", "TtlsServer", "TtlsSettings", "ttls_keys"]

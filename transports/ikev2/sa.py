@@ -673,9 +673,7 @@ class IkeResponder:
             log.info("applying DH public value failed ({error}), sending NO_PROPOSAL_CHOSEN", error=err.reason)
             self._init_error(header, NotifyType.NO_PROPOSAL_CHOSEN, b"", local, remote)
             return
-        spi_r = crypto.new_spi()
-        while spi_r in self._sas:
-            spi_r = crypto.new_spi()
+        spi_r = self._new_spi_r()
         nonce_r = crypto.new_nonce()
         keys = crypto.derive_ike_sa_keys(algorithms, shared, nonce.data, nonce_r, header.spi_i, spi_r)
         sa = IkeSa(self._next_ike_id, header.spi_i, spi_r, remote, local, self.now, last_seen=self.now, keys=keys,
@@ -1121,16 +1119,7 @@ class IkeResponder:
         algorithms = Algorithms.from_proposal(chosen)
         shared = None
         if not in_ike_auth and algorithms.dh_group is not None:
-            if ke is None or ke.group != algorithms.dh_group:
-                self.counters.invalid_ke_sent += 1
-                raise _Refused(NotifyType.INVALID_KE_PAYLOAD, f"DH group {_group_name(ke.group if ke else 0)} "
-                               f"unacceptable, requesting {_group_name(algorithms.dh_group)}",
-                               algorithms.dh_group.to_bytes(2, "big"))
-            dh = crypto.DiffieHellman.generate(algorithms.dh_group)
-            try:
-                shared = dh.shared_secret(ke.data)
-            except crypto.InvalidKeyExchangeData as err:
-                raise _Refused(NotifyType.NO_PROPOSAL_CHOSEN, f"applying DH public value failed ({err.reason})")
+            dh, shared = self._key_exchange(ke, algorithms.dh_group)
             dh_reply.append(KeyExchange(dh.group, dh.public_value))
         access = self._access(sa)
         networks = settings.isolate_ts if access == "isolate" else settings.allow_ts
@@ -1265,6 +1254,28 @@ class IkeResponder:
         # SA, [KE,] TSi, TSr from _new_child; Nr goes after SA as strongSwan orders it
         return [child_payloads[0], Nonce(nonce_r), *child_payloads[1:]]
 
+    def _key_exchange(self, ke: KeyExchange | None, group) -> tuple[crypto.DiffieHellman, bytes]:
+        """Our DH key and the shared secret of a CREATE_CHILD_SA exchange;
+        ``_Refused`` with INVALID_KE_PAYLOAD naming ``group`` when the peer's
+        KE is of another group (RFC 7296 §1.3), NO_PROPOSAL_CHOSEN when its
+        public value is unusable."""
+        if ke is None or ke.group != group:
+            self.counters.invalid_ke_sent += 1
+            raise _Refused(NotifyType.INVALID_KE_PAYLOAD, f"DH group {_group_name(ke.group if ke else 0)} "
+                           f"unacceptable, requesting {_group_name(group)}", group.to_bytes(2, "big"))
+        dh = crypto.DiffieHellman.generate(group)
+        try:
+            return dh, dh.shared_secret(ke.data)
+        except crypto.InvalidKeyExchangeData as err:
+            raise _Refused(NotifyType.NO_PROPOSAL_CHOSEN, f"applying DH public value failed ({err.reason})")
+
+    def _new_spi_r(self) -> bytes:
+        """A responder SPI no IKE SA of ours has."""
+        spi_r = crypto.new_spi()
+        while spi_r in self._sas:
+            spi_r = crypto.new_spi()
+        return spi_r
+
     def _rekey_ike_sa(self, sa: IkeSa, sa_payload: SecurityAssociation, nonce_i: bytes,
                       ke: KeyExchange | None) -> list[Payload]:
         received = [p for p in sa_payload.proposals if p.protocol == ProtocolId.IKE and len(p.spi) == 8]
@@ -1274,19 +1285,8 @@ class IkeResponder:
             raise _Refused(NotifyType.NO_PROPOSAL_CHOSEN, "no acceptable proposal found to rekey IKE_SA "
                            f"{self.settings.name}{sa.name}")
         algorithms = Algorithms.from_proposal(chosen)
-        if ke is None or ke.group != algorithms.dh_group:
-            self.counters.invalid_ke_sent += 1
-            raise _Refused(NotifyType.INVALID_KE_PAYLOAD, f"DH group {_group_name(ke.group if ke else 0)} "
-                           f"unacceptable, requesting {_group_name(algorithms.dh_group)}",
-                           algorithms.dh_group.to_bytes(2, "big"))
-        dh = crypto.DiffieHellman.generate(algorithms.dh_group)
-        try:
-            shared = dh.shared_secret(ke.data)
-        except crypto.InvalidKeyExchangeData as err:
-            raise _Refused(NotifyType.NO_PROPOSAL_CHOSEN, f"applying DH public value failed ({err.reason})")
-        spi_r = crypto.new_spi()
-        while spi_r in self._sas:
-            spi_r = crypto.new_spi()
+        dh, shared = self._key_exchange(ke, algorithms.dh_group)
+        spi_r = self._new_spi_r()
         nonce_r = crypto.new_nonce()
         keys = crypto.rekey_ike_sa_keys(sa.keys, algorithms, shared, nonce_i, nonce_r, chosen.spi, spi_r)
         new = IkeSa(self._next_ike_id, chosen.spi, spi_r, sa.remote, sa.local, self.now,

@@ -19,11 +19,12 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from nac.log import Logger
+from nac.certs import certificate_identity
 from nac.interfaces import IPostureTransport
+from nac.log import Logger
 from nac.tnccs.core import PeerInfo, TransportLimits
 from transports.pt_tls import negotiation as ptn
-from transports.pt_tls.tls import certificate_identity, server_context
+from transports.pt_tls.tls import server_context
 
 log = Logger(namespace="nac.pt-tls")
 

@@ -8,10 +8,9 @@ from cryptography import x509
 from OpenSSL import crypto
 from twisted.internet import ssl
 
-from nac.certs import certificate_identity
 from nac.config import ConfigError
 
-__all__ = ["certificate_identity", "server_context"]
+__all__ = ["server_context"]
 
 _TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 

@@ -3,11 +3,15 @@ NAC_TEST_POSTGRES_URL is set), driven through the real TNCS core by PB-TNC
 batches of nac's own TNC client running its OS collector over fixture
 files (os-release, /proc, dpkg status): clean hosts, blacklisted and
 outdated packages, forwarding and default passwords, segmented package
-lists, silent collectors, no database; Debian version ordering; the
-shared IMV policy helpers."""
+lists, silent collectors, no database; Debian version ordering (against
+dpkg and a transcription of its comparison); the package check against
+the store (a reference judgement, queries per chunk of names, the covering
+index); the shared IMV policy helpers."""
 
 from __future__ import annotations
 
+import functools
+import random
 import re
 import shutil
 import subprocess
@@ -22,19 +26,23 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+import imvs.os
 from imvs.os import (
     KnownRelease,
     OsImv,
     UpdatePolicy,
+    check_installed_packages,
     check_packages,
     compare_debian_versions,
     debian_version_key,
+    known_releases,
 )
 from imvs.policy import RemediationString, VerdictPolicy, combine_checks
 from nac import config
 from nac.client.collectors.os import OsImc
 from nac.client.imc import ReceivedPaMessage
 from nac.db import models as m
+from nac.db.store import PolicyDb
 from nac.ifimv import ActionRecommendation as A
 from nac.ifimv import EvaluationResult as E
 from nac.interfaces import IImv
@@ -49,7 +57,7 @@ from nac.pa.ietf import (
 from nac.tnccs.imv_manager import load_imv
 from tests.posture import ETC, MACHINE_ID, PT_EAP, ImvHarness, PolicyStoreMixin
 from tests.test_collectors import SWIMA_PACKAGES, Host
-from tests.test_db import PostgresBackend, SqliteBackend
+from tests.test_db import DatabaseMixin, PostgresBackend, SqliteBackend
 
 PRODUCT = "Debian 12 x86_64"
 OS_SUBTYPE = 1
@@ -452,6 +460,29 @@ class DebianVersionTests(unittest.TestCase):
         if ab <= 0 and compare_debian_versions(b, c) <= 0:
             self.assertLessEqual(compare_debian_versions(a, c), 0)
 
+    @given(st.lists(st.text(alphabet=st.sampled_from("0123456789.+~-:abzAZ\u00e9\u20ac!"), max_size=10),
+                    min_size=2, max_size=6))
+    @settings(max_examples=500, deadline=None)
+    def test_keys_order_as_dpkgs_comparison(self, versions):
+        # non-ASCII characters as dpkg meets them: UTF-8 bytes, each after every ASCII one
+        for a in versions:
+            for b in versions:
+                expected = dpkg_compare(a, b)
+                self.assertEqual(compare_debian_versions(a, b), expected, (a, b))
+                ka, kb = debian_version_key(a), debian_version_key(b)
+                self.assertEqual((ka > kb) - (ka < kb), expected, (a, b))
+
+    def test_keys_sort_in_dpkg_order(self):
+        shuffled = list(reversed(self.ORDERED))
+        random.Random(5).shuffle(shuffled)
+        ordered = sorted(shuffled, key=debian_version_key)
+        # "1.0" and "1.0-0" are equal: either order
+        self.assertEqual([v for v in ordered if v != "1.0-0"], [v for v in self.ORDERED if v != "1.0-0"])
+        self.assertEqual(debian_version_key("1.0"), debian_version_key("1.0-0"))
+        self.assertEqual(debian_version_key("1:007"), debian_version_key("01:7"))
+        # a number of any length, without int() and its digit limit
+        self.assertEqual(compare_debian_versions("1." + "9" * 5000, "1.1" + "0" * 5000), -1)
+
     def test_check_packages(self):
         known = {
             "curl": [KnownRelease("7.88.1-10+deb12u14", True, False),
@@ -471,6 +502,220 @@ class DebianVersionTests(unittest.TestCase):
         self.assertEqual(report.summary(),
                          "processed 5 packages: 1 vulnerable, 1 blacklisted, 1 ok, 2 unknown")
         self.assertEqual(check_packages(installed, known, UpdatePolicy.NONE).outdated, [])
+
+
+# dpkg's version comparison (lib/dpkg/version.c, verrevcmp), transcribed
+# character by character over UTF-8 bytes, as the reference for the keys
+
+
+def _dpkg_order(c: int) -> int:
+    if 0x30 <= c <= 0x39:
+        return 0
+    if 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A:
+        return c
+    if c == 0x7E:
+        return -1
+    return c + 256 if c else 0
+
+
+def _dpkg_verrevcmp(a: str, b: str) -> int:
+    x, y = a.encode() + b"\0", b.encode() + b"\0"
+    i = j = 0
+
+    def digit(c):
+        return 0x30 <= c <= 0x39
+
+    while x[i] or y[j]:
+        first_diff = 0
+        while (x[i] and not digit(x[i])) or (y[j] and not digit(y[j])):
+            ac, bc = _dpkg_order(x[i]), _dpkg_order(y[j])
+            if ac != bc:
+                return ac - bc
+            i, j = i + 1, j + 1
+        while x[i] == 0x30:
+            i += 1
+        while y[j] == 0x30:
+            j += 1
+        while digit(x[i]) and digit(y[j]):
+            if not first_diff:
+                first_diff = x[i] - y[j]
+            i, j = i + 1, j + 1
+        if digit(x[i]):
+            return 1
+        if digit(y[j]):
+            return -1
+        if first_diff:
+            return first_diff
+    return 0
+
+
+def _split_version(version: str) -> tuple[int, str, str]:
+    # as imvs.os reads a version: an epoch only when all digits
+    epoch, colon, rest = version.partition(":")
+    if not (colon and epoch.isascii() and epoch.isdigit()):
+        epoch, rest = "0", version
+    upstream, hyphen, revision = rest.rpartition("-")
+    if not hyphen:
+        upstream, revision = rest, ""
+    return int(epoch), upstream, revision
+
+
+def dpkg_compare(a: str, b: str) -> int:
+    (ea, ua, ra), (eb, ub, rb) = _split_version(a), _split_version(b)
+    result = (ea > eb) - (ea < eb) or _dpkg_verrevcmp(ua, ub) or _dpkg_verrevcmp(ra, rb)
+    return (result > 0) - (result < 0)
+
+
+def reference_judgement(installed, releases, updates: UpdatePolicy):
+    """What the package check must find, written plainly: ``releases`` maps
+    a name to its (release, security, blacklisted) rows."""
+    count, ok, unknown, outdated, blacklisted = 0, 0, 0, [], []
+    for name, release in installed:
+        count += 1
+        rows = releases.get(name)
+        if not rows:
+            unknown += 1
+            continue
+        if any(b for r, _, b in rows if r in (release, "*")):
+            blacklisted.append((name, release))
+            continue
+        candidates = [r for r, s, b in rows if r != "*" and not b and (s or updates is UpdatePolicy.ALL)]
+        newest = max(candidates, key=functools.cmp_to_key(dpkg_compare)) if candidates else None
+        if updates is not UpdatePolicy.NONE and newest and dpkg_compare(release, newest) < 0:
+            outdated.append((name, release, newest))
+        elif any(r == release for r, _, _ in rows):
+            ok += 1
+        else:
+            unknown += 1
+    return count, ok, unknown, outdated, blacklisted
+
+
+def _release(rng: random.Random) -> str:
+    epoch = rng.choice(["", "", "", "1:", "2:"])
+    upstream = ".".join(str(rng.randint(0, 12)) for _ in range(rng.randint(1, 3)))
+    upstream += rng.choice(["", "", "~rc1", "a", "+dfsg", "+git20230101"])
+    revision = rng.choice(["", f"-{rng.randint(0, 3)}", f"-{rng.randint(1, 3)}+deb12u{rng.randint(1, 4)}",
+                           f"-{rng.randint(1, 3)}~deb12u1", f"-{rng.randint(1, 3)}+b1"])
+    return epoch + upstream + revision
+
+
+class PackageCheckTestsMixin(DatabaseMixin):
+    """The package check as the store's thread runs it, against a real
+    database: every installed package judged as a plain reference judges
+    it, with the names looked up a few per query."""
+
+    def setUp(self):
+        super().setUp()
+        self.db = PolicyDb(self.engine)
+
+    def policy(self, seed: int = 11):
+        """A product's releases (some security, some blacklisted, some
+        packages blacklisted whole) and an endpoint's packages: current,
+        behind, unknown releases and names, names installed twice."""
+        rng = random.Random(seed)
+        releases: dict[str, list[tuple[str, bool, bool]]] = {}
+        for i in range(80):
+            distinct: list[str] = []
+            while len(distinct) < rng.randint(1, 6):
+                candidate = _release(rng)
+                # no two releases dpkg calls equal: "the newest" is one release
+                if all(dpkg_compare(candidate, other) for other in distinct):
+                    distinct.append(candidate)
+            releases[f"pkg-{i:02d}"] = [(r, rng.random() < 0.5, False) for r in distinct]
+        plain = [(n, r) for n, rows in releases.items() for r, s, _ in rows if not s]
+        security = [(n, r) for n, rows in releases.items() for r, s, _ in rows if s]
+        self.db.import_packages(PRODUCT, plain)
+        self.db.import_packages(PRODUCT, security, security=True)
+        self.db.import_packages("Other OS", [(n, "99:9") for n in releases], security=True)
+        for name in rng.sample(sorted(releases), 12):
+            rows = releases[name]
+            k = rng.randrange(len(rows))
+            release, security, _ = rows[k]
+            rows[k] = (release, security, True)
+            self.db.blacklist_package(PRODUCT, name, release)
+        for name in rng.sample(sorted(releases), 3):
+            releases[name].append(("*", False, True))
+            self.db.blacklist_package(PRODUCT, name)
+        installed = []
+        for name, rows in releases.items():
+            known = [r for r, _, _ in rows if r != "*"]
+            roll = rng.random()
+            release = rng.choice(known) if roll < 0.8 else _release(rng)
+            installed.append((name, release))
+            if roll > 0.9:  # multi-arch: the name again, the same or another release
+                installed.append((name, rng.choice([release, rng.choice(known), _release(rng)])))
+        installed += [(f"local-{i}", _release(rng)) for i in range(10)]
+        rng.shuffle(installed)
+        return releases, installed
+
+    def check(self, installed, updates=UpdatePolicy.SECURITY, product=PRODUCT):
+        report = self.db.run(check_installed_packages, product, installed, updates)
+        return report.count, report.ok, report.unknown, report.outdated, report.blacklisted
+
+    def test_every_package_is_judged_as_the_reference_judges_it(self):
+        releases, installed = self.policy()
+        # a few names per query: chunk boundaries inside the endpoint's list
+        self.patch(imvs.os, "SQL_CHUNK", 7)
+        self.patch(imvs.os, "ARRAY_CHUNK", 7)
+        for updates in UpdatePolicy:
+            expected = reference_judgement(installed, releases, updates)
+            self.assertEqual(self.check(installed, updates), expected, updates)
+            self.assertEqual(check_packages(installed, self.db.run(known_releases, PRODUCT,
+                                                                   [n for n, _ in installed]), updates),
+                             self.db.run(check_installed_packages, PRODUCT, installed, updates))
+        # the data exercises every verdict
+        count, ok, unknown, outdated, blacklisted = reference_judgement(installed, releases,
+                                                                        UpdatePolicy.SECURITY)
+        self.assertTrue(ok and unknown and outdated and blacklisted)
+        self.assertGreater(count, len({n for n, _ in installed}))  # names installed twice
+        # another product's releases are its own: no blacklisting, one newer release of each
+        count, ok, unknown, outdated, blacklisted = self.check(installed, product="Other OS")
+        self.assertEqual((ok, unknown, blacklisted), (0, 10, []))
+        self.assertEqual({newer for _, _, newer in outdated}, {"99:9"})
+        self.assertEqual(self.check(installed, product="No such OS")[1:3], (0, len(installed)))
+
+    def test_names_are_looked_up_a_chunk_at_a_time(self):
+        releases, installed = self.policy()
+        names = {n for n, _ in installed}
+        statements = []
+
+        def seen(connection, cursor, statement, parameters, context, executemany):
+            if statement.lstrip().upper().startswith("SELECT"):
+                statements.append(statement)
+
+        sa.event.listen(self.engine, "before_cursor_execute", seen)
+        self.addCleanup(sa.event.remove, self.engine, "before_cursor_execute", seen)
+        self.check(installed)
+        chunk = imvs.os.ARRAY_CHUNK if self.engine.dialect.name == "postgresql" else imvs.os.SQL_CHUNK
+        self.assertEqual(len(statements), 1 + -(-len(names) // chunk))  # the product, then the names
+        statements.clear()
+        self.patch(imvs.os, "SQL_CHUNK", 10)
+        self.patch(imvs.os, "ARRAY_CHUNK", 10)
+        self.check(installed)
+        self.assertEqual(len(statements), 1 + -(-len(names) // 10))
+        statements.clear()
+        self.check(installed, product="No such OS")
+        self.assertEqual(len(statements), 1)
+
+    def test_the_lookup_index_holds_every_column_read(self):
+        indexes = {i["name"]: i["column_names"] for i in sa.inspect(self.engine).get_indexes("versions")}
+        self.assertEqual(indexes["ix_versions_lookup"],
+                         ["package_id", "product_id", "release", "security", "blacklisted"])
+
+
+class SqlitePackageCheckTests(SqliteBackend, PackageCheckTestsMixin, unittest.TestCase):
+    def test_sqlite_reads_the_lookup_index_alone_in_name_order(self):
+        self.db.import_packages(PRODUCT, [("bash", "5.2.15-2+b8")])
+        query = imvs.os._RELEASES.params(product_id=1, names=["bash", "curl"])
+        sql = str(query.compile(self.engine, compile_kwargs={"literal_binds": True}))
+        with self.engine.connect() as connection:
+            plan = " | ".join(row[-1] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+        self.assertIn("COVERING INDEX ix_versions_lookup (package_id=?)", plan)
+        self.assertNotIn("TEMP B-TREE", plan)  # the name order comes from the lookup itself
+
+
+class PostgresPackageCheckTests(PostgresBackend, PackageCheckTestsMixin, unittest.TestCase):
+    pass
 
 
 class PolicyHelperTests(unittest.TestCase):

@@ -325,12 +325,14 @@ class Version(Base):
 
     ``security`` marks a release that fixes a vulnerability (older ones are
     then outdated); ``blacklisted`` forbids the release.  The OS IMV looks
-    releases up by (package, product), which the unique constraint indexes.
+    releases up by (package, product): ``ix_versions_lookup`` holds every
+    column it reads, so its lookups never touch the table.
     """
 
     __tablename__ = "versions"
     __table_args__ = (
         sa.UniqueConstraint("package_id", "product_id", "release"),
+        sa.Index("ix_versions_lookup", "package_id", "product_id", "release", "security", "blacklisted"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

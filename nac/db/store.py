@@ -414,8 +414,12 @@ class PolicyDb:
             ids = _package_ids(session, names)
             new_names = [name for name in names if name not in ids]
             if new_names:
-                session.execute(sa.insert(Package.__table__), [{"name": n} for n in new_names])
-                ids.update(_package_ids(session, new_names))
+                # the new ids come back from the insert itself: looking them up in
+                # the same transaction made PostgreSQL scan the unanalysed table
+                rows = session.execute(
+                    sa.insert(Package.__table__).returning(Package.__table__.c.id, Package.__table__.c.name),
+                    [{"name": n} for n in new_names])
+                ids.update({name: id_ for id_, name in rows})
             existing: dict[tuple[int, str], tuple[int, bool]] = {}
             for chunk in _chunks(sorted(set(ids.values()))):
                 rows = session.execute(

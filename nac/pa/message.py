@@ -24,6 +24,8 @@ from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, ClassVar, TypeVar
 
+from nac.tnc_tlv import NOSKIP, TLV_HEADER, build_tlv
+
 __all__ = [
     "ATTRIBUTE_HEADER_SIZE",
     "ATTRIBUTE_REGISTRY",
@@ -49,13 +51,12 @@ __all__ = [
 PA_TNC_VERSION = 1
 MESSAGE_HEADER_SIZE = 8
 ATTRIBUTE_HEADER_SIZE = 12
-NOSKIP = 0x80
 #: PEN 0xffffff and attribute type 0xffffffff are reserved (RFC 5792 §4.2).
 RESERVED_VENDOR = 0xFFFFFF
 RESERVED_TYPE = 0xFFFFFFFF
 
 _MESSAGE_HEADER = struct.Struct(">B3xI")
-_ATTRIBUTE_HEADER = struct.Struct(">III")
+_ATTRIBUTE_HEADER = TLV_HEADER
 
 
 class PaTncErrorCode(IntEnum):
@@ -434,15 +435,7 @@ class PaAttribute:
 
     def build(self) -> bytes:
         """The whole attribute: 12-byte header followed by the value."""
-        value = self.encode_value()
-        return (
-            _ATTRIBUTE_HEADER.pack(
-                (NOSKIP << 24 if self.noskip else 0) | self.attr_vendor,
-                self.attr_type,
-                ATTRIBUTE_HEADER_SIZE + len(value),
-            )
-            + value
-        )
+        return build_tlv(self.noskip, self.attr_vendor, self.attr_type, self.encode_value())
 
     @property
     def header(self) -> bytes:

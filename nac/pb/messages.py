@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from enum import IntEnum, IntFlag
 from typing import Any, ClassVar
 
+from nac.tnc_tlv import NOSKIP, TLV_HEADER, build_tlv
+
 __all__ = [
     "ANY_POSTURE_ID",
     "AccessRecommendation",
@@ -48,7 +50,6 @@ __all__ = [
 
 #: Flags (8) + PB-TNC Vendor ID (24), Message Type (32), Message Length (32).
 MESSAGE_HEADER_SIZE = 12
-NOSKIP = 0x80
 #: PEN 0xffffff and type 0xffffffff are reserved and never valid (§4.2, §4.5).
 RESERVED_VENDOR = 0xFFFFFF
 RESERVED_TYPE = 0xFFFFFFFF
@@ -56,7 +57,7 @@ RESERVED_TYPE = 0xFFFFFFFF
 ANY_POSTURE_ID = 0xFFFF
 PB_TNC_VERSION = 2
 
-_HEADER = struct.Struct(">III")
+_HEADER = TLV_HEADER
 _U32 = struct.Struct(">I")
 _U16U16 = struct.Struct(">HH")
 _PA_HEADER = struct.Struct(">IIHH")
@@ -348,15 +349,7 @@ class PbMessage:
 
     def build(self) -> bytes:
         """The whole message: 12-byte header followed by the value."""
-        value = self.encode_value()
-        return (
-            _HEADER.pack(
-                (NOSKIP << 24 if self.noskip else 0) | self.msg_vendor,
-                self.msg_type,
-                MESSAGE_HEADER_SIZE + len(value),
-            )
-            + value
-        )
+        return build_tlv(self.noskip, self.msg_vendor, self.msg_type, self.encode_value())
 
     @property
     def size(self) -> int:

@@ -37,9 +37,12 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import itertools
 import operator
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -57,8 +60,9 @@ from imvs.policy import (
     combine_checks,
     verdict_options,
 )
-from nac.config import Option, choice
+from nac.config import Option, choice, non_negative_int
 from nac.db.models import NAME_LENGTH, Package, Product, Version
+from nac.db.store import policy_generation
 from nac.ifimv import ANY_IMC_ID, EvaluationResult
 from nac.log import Logger
 from nac.pa import PaAttribute, PaSubtype, PaVendor, vendor_name
@@ -81,6 +85,7 @@ __all__ = [
     "OsImv",
     "OsState",
     "PackageReport",
+    "PackageReports",
     "PackageStatus",
     "UpdatePolicy",
     "check_installed_packages",
@@ -333,6 +338,8 @@ def check_installed_packages(session, product: str, installed: Sequence[tuple[st
     their details."""
     wanted: dict[str, str | tuple[str, ...]] = {}
     for name, release in installed:
+        if "\0" in name:
+            continue  # never stored (no control characters), and PostgreSQL refuses NULs
         other = wanted.setdefault(name, release)
         if other != release:  # a name installed twice (multi-arch, other releases)
             others = (other,) if isinstance(other, str) else other
@@ -355,6 +362,66 @@ def check_installed_packages(session, product: str, installed: Sequence[tuple[st
         else:
             report.add(name, release, *found.get((name, release), _UNKNOWN))
     return report
+
+
+class PackageReports:
+    """Package reports remembered while the package policy stays the same.
+
+    Hosts installed from one image send the same package list assessment
+    after assessment; judging it again against the store would give the
+    same report as long as no product, package or release changed, which
+    the store's policy generation (migration 0004: database triggers, so
+    changes by nac-admin, other servers or plain SQL all count) tells.
+    Reports are kept by (product, update policy, digest of the list), the
+    ``size`` most recently used ones; the first lookup in a new generation
+    forgets them all.  Safe to share between the store's threads.
+    """
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        self._generation: int | None = None
+        self._reports: OrderedDict[tuple, PackageReport] = OrderedDict()
+
+    @staticmethod
+    def digest(installed: Sequence[tuple[str, str]]) -> bytes | None:
+        """A digest naming the list exactly, None for a list it cannot name
+        (a NUL inside a name or release would make two lists look alike)."""
+        text = "\0".join(itertools.chain.from_iterable(installed))
+        if text.count("\0") != max(0, 2 * len(installed) - 1):
+            return None
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def check(self, session, product: str, installed: Sequence[tuple[str, str]],
+              updates: UpdatePolicy = UpdatePolicy.SECURITY) -> PackageReport:
+        """:func:`check_installed_packages`, or the report it gave for the
+        same list in this generation (run by PolicyStore.run)."""
+        if self.size <= 0:
+            return check_installed_packages(session, product, installed, updates)
+        generation = policy_generation(session)
+        digest = self.digest(installed)
+        key = (product, updates, digest)
+        with self._lock:
+            if generation != self._generation:
+                self._reports.clear()
+                self._generation = generation
+            report = self._reports.get(key) if digest is not None else None
+            if report is not None:
+                self._reports.move_to_end(key)
+                self.hits += 1
+                return report
+            self.misses += 1
+        report = check_installed_packages(session, product, installed, updates)
+        if digest is not None:
+            with self._lock:
+                # a report read before a change stays out of the next generation
+                if generation == self._generation:
+                    self._reports[key] = report
+                    if len(self._reports) > self.size:
+                        self._reports.popitem(last=False)
+        return report
 
 
 def package_status(release: str, rows: Iterable[KnownRelease],
@@ -477,6 +544,10 @@ class OsImv(PaTncImv):
         Option("package_updates", choice(*(p.value for p in UpdatePolicy)), UpdatePolicy.SECURITY.value,
                "When an installed package is outdated (a minor violation): security (older than "
                "its newest security release), all (older than its newest known release) or none."),
+        Option("package_report_cache", non_negative_int, 256,
+               "Package reports kept in memory for package lists seen again (hosts from one "
+               "image), until the package policy in the database changes; 0: judge every list "
+               "against the database."),
         *verdict_options(),
         PaTncImv.attribute_size_option(),
     ]
@@ -484,6 +555,7 @@ class OsImv(PaTncImv):
     def __init__(self, options: Mapping | None = None):
         super().__init__(options)
         self.updates = UpdatePolicy(self.options["package_updates"])
+        self.reports = PackageReports(self.options["package_report_cache"])
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -606,7 +678,7 @@ class OsImv(PaTncImv):
             else:
                 log.info("processing installed '{product}' packages", product=product)
                 try:
-                    report = yield store.run(check_installed_packages, product, state.packages, self.updates)
+                    report = yield store.run(self.reports.check, product, state.packages, self.updates)
                 except Exception:
                     log.failure("IMV {imv_id}: checking the installed packages of Connection ID {cid} "
                                 "failed", imv_id=connection.imv_id, cid=connection.connection_id)

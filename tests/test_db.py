@@ -47,7 +47,7 @@ EXPECTED_TABLES = {
     "users", "products", "devices", "groups", "group_devices", "group_identities",
     "enforcements", "packages", "versions", "sessions", "results", "measurements",
     "sw_identifiers", "swid_tags", "device_software", "swima_states", "files", "file_hashes",
-    "alembic_version",
+    "policy_generation", "alembic_version",
 }
 
 UTC = datetime.timezone.utc
@@ -163,6 +163,33 @@ class MigrationTestsMixin(DatabaseMixin):
         keys = [u["column_names"] for u in inspector.get_unique_constraints("versions")]
         keys += [i["column_names"] for i in inspector.get_indexes("versions")]
         self.assertTrue(any(k[:2] == ["package_id", "product_id"] for k in keys), keys)
+
+    def test_policy_generation_moves_on_with_every_package_policy_change(self):
+        from nac.db.store import policy_generation
+
+        upgrade(self.engine)
+        seen = []
+
+        def change(statement, **params):
+            with self.engine.begin() as connection:
+                connection.execute(statement, params)
+                seen.append(policy_generation(connection))
+
+        with self.engine.connect() as connection:
+            seen.append(policy_generation(connection))
+        change(sa.insert(m.Product.__table__).values(id=1, name="Debian 12 x86_64"))
+        change(sa.insert(m.Package.__table__).values(id=1, name="openssl"))
+        change(sa.insert(m.Version.__table__).values(id=1, package_id=1, product_id=1, release="3.0.1",
+                                                     time=m.utcnow()))
+        change(sa.update(m.Version.__table__).values(blacklisted=True))
+        change(sa.delete(m.Version.__table__))
+        change(sa.update(m.Package.__table__).values(name="libssl3"))
+        change(sa.delete(m.Product.__table__))
+        self.assertEqual(seen, sorted(set(seen)), "every change moves the generation on")
+        # sessions and devices are no package policy
+        change(sa.insert(m.User.__table__).values(name="carol", password_hash="x", created=m.utcnow(),
+                                                  enabled=True))
+        self.assertEqual(seen[-1], seen[-2])
 
     def test_downgrade_to_base_removes_every_table(self):
         from alembic import command

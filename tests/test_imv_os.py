@@ -31,6 +31,7 @@ from imvs.os import (
     KnownRelease,
     OsImv,
     UpdatePolicy,
+    PackageReports,
     check_installed_packages,
     check_packages,
     compare_debian_versions,
@@ -696,6 +697,70 @@ class PackageCheckTestsMixin(DatabaseMixin):
         statements.clear()
         self.check(installed, product="No such OS")
         self.assertEqual(len(statements), 1)
+
+    def summary(self, report):
+        return report.count, report.ok, report.unknown, report.outdated, report.blacklisted
+
+    def test_a_list_seen_again_is_judged_from_memory_until_the_policy_changes(self):
+        releases, installed = self.policy()
+        reports = PackageReports(size=8)
+        statements = []
+
+        def seen(connection, cursor, statement, parameters, context, executemany):
+            statements.append(statement)
+
+        sa.event.listen(self.engine, "before_cursor_execute", seen)
+        self.addCleanup(sa.event.remove, self.engine, "before_cursor_execute", seen)
+        first = self.db.run(reports.check, PRODUCT, installed)
+        self.assertEqual(self.summary(first), reference_judgement(installed, releases, UpdatePolicy.SECURITY))
+        statements.clear()
+        again = self.db.run(reports.check, PRODUCT, list(installed))
+        self.assertIs(again, first)
+        self.assertEqual((reports.hits, reports.misses), (1, 1))
+        self.assertEqual(len([s for s in statements if s.lstrip().upper().startswith("SELECT")]), 1,
+                         "only the generation is read")
+        # another update policy, product or list is another report
+        self.assertIsNot(self.db.run(reports.check, PRODUCT, installed, UpdatePolicy.NONE), first)
+        self.assertIsNot(self.db.run(reports.check, "Other OS", installed), first)
+        self.assertIsNot(self.db.run(reports.check, PRODUCT, installed[1:]), first)
+        # nac-admin blacklisting a package it called ok
+        name, release = next((n, r) for n, r in installed
+                             if not any(b for known, _, b in releases[n] if known in (r, "*"))
+                             if n in releases)
+        self.db.blacklist_package(PRODUCT, name, release)
+        releases[name] = [(r, s, b or r == release) for r, s, b in releases[name]]
+        after = self.db.run(reports.check, PRODUCT, installed)
+        self.assertIn((name, release), after.blacklisted)
+        self.assertEqual(self.summary(after), reference_judgement(installed, releases, UpdatePolicy.SECURITY))
+        # a change made with plain SQL counts as well
+        with self.engine.begin() as connection:
+            connection.execute(sa.update(m.Version.__table__).values(blacklisted=False))
+        cleared = self.db.run(reports.check, PRODUCT, installed)
+        self.assertEqual(cleared.blacklisted, [])
+
+    def test_only_the_most_recent_lists_are_kept(self):
+        _releases, installed = self.policy()
+        reports = PackageReports(size=2)
+        lists = [installed[i:] for i in range(3)]
+        made = [self.db.run(reports.check, PRODUCT, each) for each in lists]
+        self.assertIs(self.db.run(reports.check, PRODUCT, lists[2]), made[2])
+        self.assertIsNot(self.db.run(reports.check, PRODUCT, lists[0]), made[0])  # forgotten
+        self.assertEqual(reports.hits, 1)
+        nothing = PackageReports(size=0)
+        self.assertIsNot(self.db.run(nothing.check, PRODUCT, installed),
+                         self.db.run(nothing.check, PRODUCT, installed))
+
+    def test_lists_a_digest_cannot_tell_apart_are_never_shared(self):
+        self.db.import_packages(PRODUCT, [("a", "1")])
+        self.db.blacklist_package(PRODUCT, "a", "1")
+        reports = PackageReports()
+        # the same characters joined with NULs: "a\0b\0c\0d"
+        sneaky = [("a\0b", "c"), ("d", "1")]
+        plain = [("a", "b\0c"), ("d", "1")]
+        self.assertIsNone(PackageReports.digest(sneaky))
+        self.assertEqual(self.db.run(reports.check, PRODUCT, sneaky).blacklisted, [])
+        self.assertEqual(self.db.run(reports.check, PRODUCT, [("a", "1")] + plain).blacklisted, [("a", "1")])
+        self.assertEqual(reports.hits, 0)
 
     def test_the_lookup_index_holds_every_column_read(self):
         indexes = {i["name"]: i["column_names"] for i in sa.inspect(self.engine).get_indexes("versions")}

@@ -352,6 +352,17 @@ class Version(Base):
                 f"product_id={self.product_id!r}, release={self.release!r})")
 
 
+class PolicyGeneration(Base):
+    """One row whose ``generation`` moves on with every change to products,
+    packages or versions (database triggers, migration 0004): a server that
+    keeps package verdicts in memory reads it to know they still hold."""
+
+    __tablename__ = "policy_generation"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(sa.BigInteger, server_default="0")
+
+
 # -- assessments -------------------------------------------------------------------------
 
 

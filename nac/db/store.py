@@ -36,6 +36,7 @@ from nac.db.models import (
     ImvResult,
     Measurement,
     Package,
+    PolicyGeneration,
     Product,
     User,
     Version,
@@ -188,6 +189,17 @@ def check_against(verified: VerifiedCredentials | None, name: str, password: str
     else:
         matches = verify_password(password, stored)
     return matches and enabled
+
+
+_GENERATION = sa.select(PolicyGeneration.generation).where(PolicyGeneration.id == 1)
+
+
+def policy_generation(connection) -> int:
+    """The package policy's generation (migration 0004): it moves on with
+    every change to products, packages or versions, so verdicts made from
+    them hold while it stays the same.  ``connection``: a Connection or an
+    ORM Session."""
+    return connection.execute(_GENERATION).scalar_one()
 
 
 class PolicyDb:

@@ -20,7 +20,8 @@ server's main process) to get its CPU figure.
 
 Figures, per concurrency level (see ../shared/baselines.md for the method):
 completed assessments per second, p50 and p99 latency of a whole assessment,
-failures, and the server's CPU time (utime + stime + children's, from
+failures, the load generator's own CPU time per assessment (it shares the
+machine when both run here), and the server's CPU time (utime + stime + children's, from
 ``/proc/PID/stat``, summed over the server process and its live descendants
 such as nac's PT-TLS workers) divided by the assessments completed.
 ``--idle N`` additionally opens N connections that stop after the PT-TLS
@@ -104,8 +105,11 @@ def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: 
     or until ``quota`` assessments were started."""
     from twisted.internet import reactor
 
+    from nac import log as nac_log
     from nac.client.collectors import make_collectors
     from nac.client.pt_tls import client_tls_options, run_assessment
+
+    nac_log.set_level("error")  # the load generator's own log lines are read by nobody
 
     tls = client_tls_options(cacert=args["cacert"], server_name=args["server_name"],
                              cert=args["cert"], key=args["key"])
@@ -150,9 +154,15 @@ def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: 
         for _ in range(in_flight):
             launch()
 
-    reactor.callLater(max(0.0, start_at - time.monotonic()), begin)
+    cpu = []
+
+    def begin_measured():
+        cpu.append(time.process_time())
+        begin()
+
+    reactor.callLater(max(0.0, start_at - time.monotonic()), begin_measured)
     reactor.run(installSignalHandlers=False)
-    out.send((latencies, failures))
+    out.send((latencies, failures, time.process_time() - cpu[0] if cpu else 0.0))
     out.close()
 
 
@@ -161,13 +171,16 @@ def run_level(args: dict, concurrency: int, processes: int, duration: float, pid
     replies, wall, cpu = run_workers(_worker, args, concurrency, processes, duration, pid, count)
     latencies: list[float] = []
     failures: dict[str, int] = {}
-    for lat, fail in replies:
+    client_cpu = 0.0
+    for lat, fail, used in replies:
         latencies.extend(lat)
         add_failures(failures, fail)
+        client_cpu += used
     done = len(latencies)
     return {
         **level_figures(concurrency, latencies, failures, wall),
         "server_cpu_ms_per_assessment": round(cpu * 1e3 / done, 2) if (cpu is not None and done) else None,
+        "client_cpu_ms_per_assessment": round(client_cpu * 1e3 / done, 2) if done else None,
     }
 
 
@@ -287,7 +300,8 @@ def main(argv=None) -> int:
                 print(f"K={level:<4} {r['completed']:>6} done {r['failed']:>4} failed "
                       f"{r['rate_per_s'] or 0:>8.1f}/s  p50 {r['p50_ms'] or 0:>7.1f} ms  "
                       f"p99 {r['p99_ms'] or 0:>7.1f} ms  server CPU "
-                      f"{'n/a' if cpu is None else f'{cpu:.2f} ms'}/assessment", flush=True)
+                      f"{'n/a' if cpu is None else f'{cpu:.2f} ms'}/assessment  "
+                      f"(load generator {r['client_cpu_ms_per_assessment'] or 0:.2f} ms)", flush=True)
                 for reason, n in r["failures"].items():
                     print(f"        {n} × {reason}")
         if ns.idle and pid:

@@ -564,30 +564,30 @@ class OsImv(PaTncImv):
         if isinstance(attribute, ProductInformation):
             state.product_name, state.product_vendor = attribute.name, attribute.vendor_id
             if attribute.vendor_id:
-                log.info("operating system name is '{name}' from vendor {pen}",
+                log.debug("operating system name is '{name}' from vendor {pen}",
                          name=attribute.name, pen=vendor_name(attribute.vendor_id))
             else:
-                log.info("operating system name is '{name}'", name=attribute.name)
+                log.debug("operating system name is '{name}'", name=attribute.name)
         elif isinstance(attribute, StringVersion):
             state.version = attribute.version
             if attribute.version:
-                log.info("operating system version is '{version}'", version=attribute.version)
+                log.debug("operating system version is '{version}'", version=attribute.version)
         elif isinstance(attribute, NumericVersion):
             state.numeric_version = (attribute.major, attribute.minor)
-            log.info("operating system numeric version is {major}.{minor}",
+            log.debug("operating system numeric version is {major}.{minor}",
                      major=attribute.major, minor=attribute.minor)
         elif isinstance(attribute, OperationalStatus):
             state.operational = True
-            log.info("operational status: {status}, result: {result}",
+            log.debug("operational status: {status}, result: {result}",
                      status=attribute.status.name.lower().replace("_", " "),
                      result=attribute.result.name.lower())
-            log.info("last boot: {last_use}", last_use=attribute.last_use)
+            log.debug("last boot: {last_use}", last_use=attribute.last_use)
         elif isinstance(attribute, ForwardingEnabled):
             state.forwarding = attribute.status
-            log.info("IPv4 forwarding is {status}", status=attribute.status.name.lower())
+            log.debug("IPv4 forwarding is {status}", status=attribute.status.name.lower())
         elif isinstance(attribute, FactoryDefaultPasswordEnabled):
             state.default_password = attribute.enabled
-            log.info("factory default password is {state}", state="enabled" if attribute.enabled else "disabled")
+            log.debug("factory default password is {state}", state="enabled" if attribute.enabled else "disabled")
         elif isinstance(attribute, DeviceId):
             value = attribute.device_id
             if not value or len(value) > NAME_LENGTH or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
@@ -595,7 +595,7 @@ class OsImv(PaTncImv):
                          imv_id=imv_id, n=len(value))
             else:
                 state.device_id = value
-                log.info("device ID is {device}", device=value)
+                log.debug("device ID is {device}", device=value)
         elif isinstance(attribute, InstalledPackages):
             packages = state.packages if state.packages is not None else []
             room = MAX_PACKAGES - len(packages)
@@ -676,7 +676,7 @@ class OsImv(PaTncImv):
                 summary.append("no installed packages received" if state.packages is None
                                else "installed packages of an unnamed product")
             else:
-                log.info("processing installed '{product}' packages", product=product)
+                log.debug("processing installed '{product}' packages", product=product)
                 try:
                     report = yield store.run(self.reports.check, product, state.packages, self.updates)
                 except Exception:

@@ -286,7 +286,7 @@ def propose_contract(connection, max_attribute_size: int, message_type: str) -> 
     fit one PA-TNC message."""
     request = MaxAttributeSizeRequest(max_attribute_size,
                                       max_segment_size_for_message(connection.max_message_size))
-    log.info("IMV {imv_id} requests a segmentation contract for PA message type '{type}': {text}",
+    log.debug("IMV {imv_id} requests a segmentation contract for PA message type '{type}': {text}",
              imv_id=connection.imv_id, type=message_type, text=contract_text(request))
     return request
 
@@ -295,7 +295,7 @@ def accept_contract(connection, imc_id: int, request: MaxAttributeSizeRequest,
                     message_type: str) -> MaxAttributeSizeResponse:
     """The answer to a collector's segmentation contract request (what the
     IMV may send it)."""
-    log.info("IMV {imv_id} received a segmentation contract request from IMC {imc} for PA "
+    log.debug("IMV {imv_id} received a segmentation contract request from IMC {imc} for PA "
              "message type '{type}': {text}", imv_id=connection.imv_id, imc=imc_id,
              type=message_type, text=contract_text(request))
     return contract_response(request, connection.max_message_size)
@@ -304,7 +304,7 @@ def accept_contract(connection, imc_id: int, request: MaxAttributeSizeRequest,
 def contract_accepted(connection, imc_id: int, response: MaxAttributeSizeResponse,
                       message_type: str) -> None:
     """Log the collector's answer to the IMV's contract request."""
-    log.info("IMV {imv_id} received a segmentation contract response from IMC {imc} for PA "
+    log.debug("IMV {imv_id} received a segmentation contract response from IMC {imc} for PA "
              "message type '{type}': {text}", imv_id=connection.imv_id, imc=imc_id,
              type=message_type, text=contract_text(response))
 
@@ -488,7 +488,7 @@ class PaTncImv:
         state = self.state_of(connection)
         if message.vendor_id != self.vendor or message.subtype != self.subtype:
             return None
-        log.info("IMV {imv_id} \"{label}\" received message for Connection ID {cid} from IMC {imc}",
+        log.debug("IMV {imv_id} \"{label}\" received message for Connection ID {cid} from IMC {imc}",
                  imv_id=connection.imv_id, label=self.label, cid=connection.connection_id,
                  imc=message.collector_id)
         if state.imc_id is None:

@@ -557,7 +557,7 @@ class SwimaImv:
             return
         if message.subtype != PaSubtype.SWIMA:
             return
-        log.info("IMV {imv_id} \"SWIMA\" received message for Connection ID {cid} from IMC {imc}",
+        log.debug("IMV {imv_id} \"SWIMA\" received message for Connection ID {cid} from IMC {imc}",
                  imv_id=connection.imv_id, cid=connection.connection_id, imc=message.collector_id)
         if state.imc_id is None:
             state.imc_id = message.collector_id

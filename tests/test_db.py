@@ -671,6 +671,51 @@ class PolicyStoreTestsMixin(DatabaseMixin):
     def test_check_schema(self):
         self.assertEqual((yield self.store.check_schema()), head_revision())
 
+    @defer.inlineCallbacks
+    def test_writes_arriving_together_share_a_commit(self):
+        first = self.store.session_started(peer(identity="first"), 1)
+        # these arrive while the first one's transaction runs
+        rest = [self.store.session_started(peer(identity=f"u{i}"), i) for i in range(2, 40)]
+        ids = yield defer.gatherResults([first] + rest)
+        self.assertEqual(len(set(ids)), 39)
+        self.assertLessEqual(self.store.writes.batches, 3)
+        sessions = {s.id: s for s in self.store.db.list_sessions(limit=100)}
+        self.assertEqual(sessions[ids[0]].identity, "first")
+        self.assertEqual(sessions[ids[5]].connection_id, 6)
+
+    @defer.inlineCallbacks
+    def test_a_failing_write_costs_the_others_in_its_batch_nothing(self):
+        sid = yield self.store.session_started(peer(), 1)
+        writes = [self.store.add_measurement(sid, "os", "os", {"n": 1}),
+                  self.store.device_seen(sid, "d1", "Debian 12 x86_64"),
+                  self.store.session_decided(4242, decision()),
+                  self.store.session_decided(sid, decision()),
+                  self.store.device_seen(sid, "\x01bad", None)]
+        results = yield defer.DeferredList(writes, consumeErrors=True)
+        self.assertEqual([ok for ok, _ in results], [True, True, False, True, False])
+        results[2][1].trap(NotFound)
+        results[4][1].trap(StoreError)
+        info, imv_results = self.store.db.session_results(sid)
+        self.assertEqual((info.device, info.access), ("d1", "isolate"))
+        self.assertEqual(len(imv_results), 2)
+
+    @defer.inlineCallbacks
+    def test_a_known_device_gets_its_product_and_sessions(self):
+        one = yield self.store.session_started(peer(), 1)
+        two = yield self.store.session_started(peer(), 2)
+        pk = yield self.store.device_seen(one, "d1")
+        self.assertEqual((yield self.store.device_seen(two, "d1", "Debian 12 x86_64")), pk)
+        [device] = self.store.db.list_devices()
+        self.assertEqual((device.device_id, device.product), ("d1", "Debian 12 x86_64"))
+        self.assertEqual({s.device for s in self.store.db.list_sessions()}, {"d1"})
+
+    def test_stopping_commits_the_writes_still_waiting(self):
+        pending = [self.store.session_started(peer(identity=f"u{i}"), i) for i in range(10)]
+        self.store.stop()
+        self.assertEqual(len(self.store.db.list_sessions(limit=100)), 10)
+        for d in pending:
+            d.addErrback(lambda f: None)
+
 
 class SqlitePolicyStoreTests(SqliteBackend, PolicyStoreTestsMixin, unittest.TestCase):
     pass

@@ -19,6 +19,7 @@ from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredica
     textFileLogObserver
 from twisted.python.failure import Failure
 
+from nac import log as nac_log
 from nac.client.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from nac.client.pb_client import AssessmentOutcome
 from nac.client.pt_tls import PT_TLS_PORT, AssessmentError, SetupError, run_assessment
@@ -153,9 +154,11 @@ def format_text(outcome: AssessmentOutcome) -> str:
 def start_logging(verbosity: int) -> None:
     """Nothing logged by default; -v: info and up to stderr, -vv: debug."""
     if verbosity <= 0:
+        nac_log.set_level("error")  # nobody reads the events: do not make them
         globalLogBeginner.beginLoggingTo([], redirectStandardIO=False, discardBuffer=True)
         return
     level = LogLevel.info if verbosity == 1 else LogLevel.debug
+    nac_log.set_level(level.name)
     observer = FilteringLogObserver(textFileLogObserver(sys.stderr),
                                     [LogLevelFilterPredicate(defaultLogLevel=level)])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)

@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from twisted.logger import Logger
+from nac.log import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from nac.ifimv import ConnectionState, EvaluationResult

@@ -17,7 +17,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.logger import Logger
+from nac.log import Logger
 from zope.interface.verify import verifyObject
 
 from nac.client.imc import (

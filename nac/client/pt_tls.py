@@ -17,9 +17,10 @@ from pathlib import Path
 from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.internet import defer, endpoints, protocol, ssl
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost, DNSLookupError
 from twisted.internet.interfaces import IHandshakeListener
-from twisted.logger import Logger
+from nac.log import Logger
 from zope.interface import implementer
 
 from nac.client.collectors import DEFAULT_COLLECTORS, make_collectors
@@ -286,6 +287,17 @@ def _trace(direction: str, message) -> None:
               mid=message.message_id, name=message.name, size=16 + len(message.value))
 
 
+def tcp_endpoint(reactor, host: str, port: int):
+    """A TCP client endpoint for ``host``: an address is connected to as it
+    is; only a name goes through the resolver (HostnameEndpoint, which
+    tries each address it resolves to)."""
+    if isIPAddress(host):
+        return endpoints.TCP4ClientEndpoint(reactor, host, port)
+    if isIPv6Address(host):
+        return endpoints.TCP6ClientEndpoint(reactor, host, port)
+    return endpoints.HostnameEndpoint(reactor, host, port)
+
+
 def run_assessment(
     reactor,
     host: str,
@@ -331,7 +343,7 @@ def run_assessment(
     pb = PbTncClient(imcs, max_batch_size=pt.max_batch_size,
                      max_message_size=pt.max_batch_size - _PB_PA_OVERHEAD, language=language)
     proto = PtTlsClientProtocol(pt, pb, peer=peer)
-    endpoint = endpoints.wrapClientTLS(tls_options, endpoints.HostnameEndpoint(reactor, host, port))
+    endpoint = endpoints.wrapClientTLS(tls_options, tcp_endpoint(reactor, host, port))
     result: defer.Deferred = defer.Deferred()
     timed_out = []
 

@@ -17,9 +17,11 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import orm
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from twisted.application import service
-from twisted.internet import threads
+from twisted.internet import defer, threads
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -68,6 +70,9 @@ log = Logger(namespace="nac.db")
 _SESSIONS = AssessmentSession.__table__
 _RESULTS = ImvResult.__table__
 _DEVICES = Device.__table__
+_PRODUCTS = Product.__table__
+_PRODUCT_PK = sa.select(_PRODUCTS.c.id).where(_PRODUCTS.c.name == sa.bindparam("name"))
+_DEVICE_PK = sa.select(_DEVICES.c.id).where(_DEVICES.c.device_id == sa.bindparam("device_id"))
 _EAP_SECRET_ROW = sa.select(User.eap_secret, User.enabled).where(User.name == sa.bindparam("name"))
 _PASSWORD_ROW = sa.select(User.password_hash, User.enabled).where(User.name == sa.bindparam("name"))
 
@@ -202,6 +207,110 @@ def policy_generation(connection) -> int:
     return connection.execute(_GENERATION).scalar_one()
 
 
+# -- what an assessment writes (functions of a Connection in a transaction) ----------------
+
+
+# The statements are built once: building one (and its cache key) for
+# every execution cost more than running it.
+_B = sa.bindparam
+_INSERT_SESSION = sa.insert(_SESSIONS)
+_END_SESSION = sa.update(_SESSIONS).where(_SESSIONS.c.id == _B("b_id")).values(
+    ended=_B("b_ended"), recommendation=_B("b_recommendation"), evaluation=_B("b_evaluation"),
+    access=_B("b_access"), reason=_B("b_reason"))
+_BIND_DEVICE = sa.update(_SESSIONS).where(_SESSIONS.c.id == _B("b_id")).values(device_id=_B("b_device"))
+_DELETE_RESULTS = sa.delete(_RESULTS).where(_RESULTS.c.session_id == _B("b_id"))
+_INSERT_RESULTS = sa.insert(_RESULTS)
+_SESSION_DEVICE_SEEN = sa.update(_DEVICES).where(
+    _DEVICES.c.id == sa.select(_SESSIONS.c.device_id).where(_SESSIONS.c.id == _B("b_id")).scalar_subquery()
+).values(last_seen=_B("b_seen"))
+_DEVICE_SEEN = sa.update(_DEVICES).where(_DEVICES.c.id == _B("b_id")).values(last_seen=_B("b_seen"))
+_DEVICE_SEEN_ON = sa.update(_DEVICES).where(_DEVICES.c.id == _B("b_id")).values(
+    last_seen=_B("b_seen"), product_id=_B("b_product"))
+_INSERT_MEASUREMENT = sa.insert(Measurement.__table__)
+
+
+def record_session_start(connection, peer, connection_id: int) -> int:
+    """Insert the session row of an assessment of ``peer`` (a PeerInfo); its id."""
+    return connection.execute(_INSERT_SESSION, {
+        "connection_id": connection_id,
+        "identity": peer.identity[:IDENTIFIER_LENGTH] if peer.identity else None,
+        "auth_method": (peer.auth_method or "none")[:32], "transport": peer.transport[:16],
+        "peer_address": str(peer.address)[:64], "peer_port": int(peer.port or 0),
+        "started": utcnow(), "reason": ""}).inserted_primary_key[0]
+
+
+def record_decision(connection, session_id: int, decision) -> None:
+    """The final decision of a session and each IMV's result (replacing an earlier decision)."""
+    now = utcnow()
+    results = [{
+        "session_id": session_id,
+        "imv_id": verdict.imv_id,
+        "imv_name": verdict.imv_name[:64],
+        "recommendation": ActionRecommendation(verdict.recommendation),
+        "evaluation": EvaluationResult(verdict.evaluation),
+        "reason": verdict.reason or "",
+        "reason_language": (getattr(verdict, "reason_language", "") or "")[:32],
+        "remediation": _remediation_text(r for r in decision.remediation if r.imv_id == verdict.imv_id),
+        "forced": bool(verdict.forced),
+    } for verdict in decision.imv_results]
+    updated = connection.execute(_END_SESSION, {
+        "b_id": session_id, "b_ended": now,
+        "b_recommendation": ActionRecommendation(decision.recommendation),
+        "b_evaluation": EvaluationResult(decision.evaluation),
+        "b_access": decision.access,
+        "b_reason": "\n".join(text for text, _language in decision.reasons)})
+    if updated.rowcount == 0:
+        raise NotFound(f"no session {session_id}")
+    connection.execute(_DELETE_RESULTS, {"b_id": session_id})
+    if results:
+        connection.execute(_INSERT_RESULTS, results)
+    connection.execute(_SESSION_DEVICE_SEEN, {"b_id": session_id, "b_seen": now})
+
+
+def record_device(connection, session_id: int, device_id: str, product: str | None = None) -> int:
+    """Bind a session to the device an IMV identified (created if new, its
+    product too); the device's row id."""
+    _check_name("device id", device_id, NAME_LENGTH)
+    if product is not None:
+        _check_name("product", product, NAME_LENGTH)
+    now = utcnow()
+    product_pk = None
+    if product is not None:
+        product_pk = _row_id(connection, _PRODUCT_PK, {"name": product}, _PRODUCTS, {"name": product})
+    device_pk = connection.scalar(_DEVICE_PK, {"device_id": device_id})
+    if device_pk is None:
+        device_pk = _row_id(connection, _DEVICE_PK, {"device_id": device_id}, _DEVICES, {
+            "device_id": device_id, "product_id": product_pk, "first_seen": now, "last_seen": now,
+            "trusted": False, "description": ""})
+    elif product_pk is None:
+        connection.execute(_DEVICE_SEEN, {"b_id": device_pk, "b_seen": now})
+    else:
+        connection.execute(_DEVICE_SEEN_ON, {"b_id": device_pk, "b_seen": now, "b_product": product_pk})
+    bound = connection.execute(_BIND_DEVICE, {"b_id": session_id, "b_device": device_pk})
+    if bound.rowcount == 0:
+        raise NotFound(f"no session {session_id}")
+    return device_pk
+
+
+def _row_id(connection, query, params: dict, table: sa.Table, values: dict) -> int:
+    """The id ``query`` finds, after inserting ``values`` into ``table`` if
+    it finds none.  A row another server inserted meanwhile (PostgreSQL)
+    is taken as it is: the insert does nothing on a unique conflict."""
+    found = connection.scalar(query, params)
+    if found is not None:
+        return found
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    connection.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
+    return connection.scalar(query, params)
+
+
+def record_measurement(connection, session_id: int, imv_name: str, kind: str, payload: Any) -> int:
+    """Keep what an IMV measured in a session (``payload``: JSON-able); the row id."""
+    return connection.execute(_INSERT_MEASUREMENT, {
+        "session_id": session_id, "imv_name": imv_name[:64], "kind": kind[:64], "payload": payload,
+        "created": utcnow()}).inserted_primary_key[0]
+
+
 class PolicyDb:
     """Blocking access to the policy database; each method is one transaction."""
 
@@ -297,18 +406,14 @@ class PolicyDb:
 
     # -- assessments -------------------------------------------------------------------
 
-    # The two writes every assessment makes are plain Core statements: the
-    # ORM's unit of work would cost more than the rest of the assessment.
+    # Every write an assessment makes is a plain Core statement (the ORM's
+    # unit of work would cost more than the rest of the assessment), in a
+    # function of a Connection so the server can commit many in one
+    # transaction (PolicyStore's write queue).
 
     def session_started(self, peer, connection_id: int) -> int:
         """Record the start of an assessment of ``peer`` (a PeerInfo); its session id."""
-        identity = peer.identity[:IDENTIFIER_LENGTH] if peer.identity else None
-        with self.engine.begin() as connection:
-            return connection.execute(sa.insert(_SESSIONS).values(
-                connection_id=connection_id, identity=identity,
-                auth_method=(peer.auth_method or "none")[:32], transport=peer.transport[:16],
-                peer_address=str(peer.address)[:64], peer_port=int(peer.port or 0),
-                started=utcnow(), reason="")).inserted_primary_key[0]
+        return self.write(record_session_start, peer, connection_id)
 
     def session_decided(self, session_id: int, decision) -> None:
         """Record the final decision and each IMV's result.
@@ -316,54 +421,40 @@ class PolicyDb:
         A later decision of the same session (after a handshake retry)
         replaces the earlier one.
         """
-        now = utcnow()
-        results = [{
-            "session_id": session_id,
-            "imv_id": verdict.imv_id,
-            "imv_name": verdict.imv_name[:64],
-            "recommendation": ActionRecommendation(verdict.recommendation),
-            "evaluation": EvaluationResult(verdict.evaluation),
-            "reason": verdict.reason or "",
-            "reason_language": (getattr(verdict, "reason_language", "") or "")[:32],
-            "remediation": _remediation_text(r for r in decision.remediation if r.imv_id == verdict.imv_id),
-            "forced": bool(verdict.forced),
-        } for verdict in decision.imv_results]
-        with self.engine.begin() as connection:
-            updated = connection.execute(
-                sa.update(_SESSIONS).where(_SESSIONS.c.id == session_id).values(
-                    ended=now,
-                    recommendation=ActionRecommendation(decision.recommendation),
-                    evaluation=EvaluationResult(decision.evaluation),
-                    access=decision.access,
-                    reason="\n".join(text for text, _language in decision.reasons)))
-            if updated.rowcount == 0:
-                raise NotFound(f"no session {session_id}")
-            connection.execute(sa.delete(_RESULTS).where(_RESULTS.c.session_id == session_id))
-            if results:
-                connection.execute(sa.insert(_RESULTS), results)
-            connection.execute(
-                sa.update(_DEVICES)
-                .where(_DEVICES.c.id == sa.select(_SESSIONS.c.device_id)
-                       .where(_SESSIONS.c.id == session_id).scalar_subquery())
-                .values(last_seen=now))
+        return self.write(record_decision, session_id, decision)
 
     def device_seen(self, session_id: int, device_id: str, product: str | None = None) -> int:
         """Bind a session to the device an IMV identified (created if new); the device's row id."""
-        _check_name("device id", device_id, NAME_LENGTH)
-        if product is not None:
-            _check_name("product", product, NAME_LENGTH)
-        now = utcnow()
-        with self.transaction() as session:
-            row = session.get(AssessmentSession, session_id)
-            if row is None:
-                raise NotFound(f"no session {session_id}")
-            device = _get_or_create(session, Device, device_id=device_id)
-            device.last_seen = now
-            if product is not None:
-                device.product = _get_or_create(session, Product, name=product)
-            row.device = device
-            session.flush()
-            return device.id
+        return self.write(record_device, session_id, device_id, product)
+
+    def add_measurement(self, session_id: int, imv_name: str, kind: str, payload: Any) -> int:
+        """Keep what an IMV measured in a session (``payload``: JSON-able); the row id."""
+        return self.write(record_measurement, session_id, imv_name, kind, payload)
+
+    def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` in a transaction of its own."""
+        with self.engine.begin() as connection:
+            return fn(connection, *args)
+
+    def write_batch(self, writes: list[tuple[Callable[..., Any], tuple]]) -> list[tuple[bool, Any]]:
+        """Run each ``(fn, args)`` of ``writes`` as :meth:`write` does, all in
+        one transaction: one commit for many.  Should one fail, the batch is
+        rolled back and each write runs again in a transaction of its own,
+        so a bad write costs the others nothing.  For each write, (True, its
+        result) or (False, the Failure)."""
+        if len(writes) > 1:
+            try:
+                with self.engine.begin() as connection:
+                    return [(True, fn(connection, *args)) for fn, args in writes]
+            except Exception:
+                pass
+        results = []
+        for fn, args in writes:
+            try:
+                results.append((True, self.write(fn, *args)))
+            except Exception:
+                results.append((False, Failure()))
+        return results
 
     def list_sessions(self, limit: int = 20) -> list[SessionInfo]:
         """The newest ``limit`` sessions, newest first."""
@@ -394,15 +485,6 @@ class PolicyDb:
                 DeviceInfo(d.id, d.device_id, d.product.name if d.product else None, d.trusted,
                            d.first_seen, d.last_seen, d.description)
                 for d in rows]
-
-    # -- measurements (IMVs) -------------------------------------------------------------
-
-    def add_measurement(self, session_id: int, imv_name: str, kind: str, payload: Any) -> int:
-        """Keep what an IMV measured in a session (``payload``: JSON-able); the row id."""
-        with self.engine.begin() as connection:
-            return connection.execute(sa.insert(Measurement.__table__).values(
-                session_id=session_id, imv_name=imv_name[:64], kind=kind[:64], payload=payload,
-                created=utcnow())).inserted_primary_key[0]
 
     # -- package policy (nac-admin packages) ---------------------------------------------
 
@@ -710,6 +792,66 @@ def _get_or_create(session: orm.Session, model, **unique):
     return row
 
 
+class WriteQueue:
+    """The server's assessment writes, committed together (group commit).
+
+    A write waits while the batch before it runs in the store's pool; then
+    all the writes that arrived meanwhile go in one transaction
+    (:meth:`PolicyDb.write_batch`), at most ``max_batch`` at a time.  An idle
+    queue sends a write at once, so a lone assessment waits for nothing; a
+    busy server makes one commit (and one trip to the pool) for many
+    assessments.  Each write still gets its own result or failure.
+    """
+
+    def __init__(self, db: PolicyDb, defer_to_pool: Callable[..., defer.Deferred], max_batch: int = 256):
+        self._db = db
+        self._defer_to_pool = defer_to_pool
+        self.max_batch = max_batch
+        self._waiting: list[tuple[Callable[..., Any], tuple, defer.Deferred]] = []
+        self._running = False
+        self.batches = 0
+        """Transactions committed so far (for tests and figures)."""
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> defer.Deferred:
+        """Deferred firing with ``fn(connection, *args)`` once committed."""
+        d = defer.Deferred()
+        self._waiting.append((fn, args, d))
+        if not self._running:
+            self._send()
+        return d
+
+    def flush(self) -> None:
+        """Send every waiting write now, without waiting for the running
+        batch (the store is stopping: its pool runs what was queued)."""
+        while self._waiting:
+            self._send()
+
+    def _send(self) -> None:
+        batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+        self._running = True
+        self.batches += 1
+        d = self._defer_to_pool(self._db.write_batch, [(fn, args) for fn, args, _ in batch])
+
+        def deliver(results):
+            for (_fn, _args, waiting), (ok, value) in zip(batch, results):
+                if ok:
+                    waiting.callback(value)
+                else:
+                    waiting.errback(value)
+
+        def lost(failure):
+            for _fn, _args, waiting in batch:
+                waiting.errback(failure)
+
+        d.addCallbacks(deliver, lost)
+        d.addBoth(self._sent)
+
+    def _sent(self, _result) -> None:
+        self._running = False
+        if self._waiting:
+            self._send()
+
+
 @implementer(IPolicyStore)
 class PolicyStore(service.Service):
     """:class:`PolicyDb` off the reactor: every method returns a Deferred.
@@ -736,6 +878,7 @@ class PolicyStore(service.Service):
         self.auth_pool = ThreadPool(minthreads=0, maxthreads=2, name="nac-auth")
         self._reactor = reactor
         self._shutdown_trigger = None
+        self.writes = WriteQueue(self.db, self._defer)
 
     @property
     def reactor(self):
@@ -756,7 +899,9 @@ class PolicyStore(service.Service):
                 "during", "shutdown", self._stop_at_shutdown)
 
     def stop(self) -> None:
-        """Stop the pool, after the queries already queued have run."""
+        """Stop the pool, after the queries and writes already queued have run."""
+        if self.threadpool.started:
+            self.writes.flush()
         if self._shutdown_trigger is not None:
             self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
             self._shutdown_trigger = None
@@ -812,7 +957,7 @@ class PolicyStore(service.Service):
         return self._defer(self.db.password_row, name).addCallback(check)
 
     def session_started(self, peer, connection_id: int):
-        d = self._defer(self.db.session_started, peer, connection_id)
+        d = self.writes.submit(record_session_start, peer, connection_id)
 
         def started(session_id: int) -> int:
             log.debug("Connection ID {cid} from {peer} recorded as session {sid}",
@@ -822,13 +967,13 @@ class PolicyStore(service.Service):
         return d.addCallback(started)
 
     def session_decided(self, session_id: int, decision):
-        return self._defer(self.db.session_decided, session_id, decision)
+        return self.writes.submit(record_decision, session_id, decision)
 
     def device_seen(self, session_id: int, device_id: str, product: str | None = None):
-        return self._defer(self.db.device_seen, session_id, device_id, product)
+        return self.writes.submit(record_device, session_id, device_id, product)
 
     def add_measurement(self, session_id: int, imv_name: str, kind: str, payload: Any):
-        return self._defer(self.db.add_measurement, session_id, imv_name, kind, payload)
+        return self.writes.submit(record_measurement, session_id, imv_name, kind, payload)
 
     def import_packages(self, product: str, releases, *, security: bool = False):
         return self._defer(self.db.import_packages, product, list(releases), security=security)

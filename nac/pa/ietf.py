@@ -352,8 +352,15 @@ class InstalledPackages(_Ietf):
     NAME: ClassVar[str] = "Installed Packages"
 
     packages: tuple[tuple[str, str], ...] = ()
+    _value: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def encode_value(self) -> bytes:
+        # a collector sends the same list in assessment after assessment
+        if self._value is None:
+            _set_installed_value(self, self._encode())
+        return self._value
+
+    def _encode(self) -> bytes:
         if len(self.packages) > 0xFFFF:
             raise ValueError(f"{len(self.packages)} packages, at most 65535 fit in one attribute")
         out = bytearray(4)
@@ -406,6 +413,9 @@ class InstalledPackages(_Ietf):
                 r.text8(f"version of package {index + 1} of {count}")
             r.end()
         return cls._new(tuple(packages), noskip)
+
+
+_set_installed_value = InstalledPackages._value.__set__  # type: ignore[attr-defined]
 
 
 @register_attribute

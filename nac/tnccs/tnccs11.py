@@ -697,7 +697,7 @@ class Tnccs11ServerConnection(TnccsServerConnection):
         if self.finished:
             # the client's acknowledgement of the last batch, or a straggler
             return BatchOutcome(close=True, decision=self.decision)
-        log.info("received TNCCS Batch ({size} bytes) for Connection ID {cid}",
+        log.debug("received TNCCS Batch ({size} bytes) for Connection ID {cid}",
                  size=len(data), cid=self.connection_id)
         expected = self.batch_id + 1
         try:
@@ -823,7 +823,7 @@ class Tnccs11ServerConnection(TnccsServerConnection):
         self.batch_id += 1
         log.debug("creating TNCCS Batch #{id}", id=self.batch_id)
         data = TnccsBatch(self.batch_id, Recipient.TNCC, tuple(messages), layout=self.LAYOUT).build()
-        log.info("sending TNCCS Batch ({size} bytes) for Connection ID {cid}",
+        log.debug("sending TNCCS Batch ({size} bytes) for Connection ID {cid}",
                  size=len(data), cid=self.connection_id)
         return data
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from twisted.logger import Logger
+from nac.log import Logger
 
 from nac.client.imc import PaTncImc, ReceivedPaMessage
 from nac.pa import PaAttribute, PaSubtype, PaVendor
@@ -282,6 +282,7 @@ class OsImc(PaTncImc):
         self.device_id = device_id
         self.default_password_enabled = default_password_enabled
         self.push_info = push_info
+        self._packages: tuple[tuple[DpkgPackage, ...], InstalledPackages] | None = None
 
     # -- measurements, one method per attribute ---------------------------------------------
 
@@ -319,8 +320,16 @@ class OsImc(PaTncImc):
         return None if value is None else DeviceId(value)
 
     def installed_packages(self) -> InstalledPackages:
+        found = installed_packages(self.dpkg_status)
+        if self._packages is not None and self._packages[0] is found:
+            return self._packages[1]  # the status file has not changed: nor has the attribute
+        attribute = self._installed_packages(found)
+        self._packages = (found, attribute)
+        return attribute
+
+    def _installed_packages(self, found: tuple[DpkgPackage, ...]) -> InstalledPackages:
         packages = []
-        for pkg in installed_packages(self.dpkg_status):
+        for pkg in found:
             if len(pkg.name.encode()) > 255 or len(pkg.version.encode()) > 255:
                 log.warn("package {name} skipped: name or version longer than 255 bytes", name=pkg.name[:40])
                 continue

@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from twisted.logger import Logger
+from nac.log import Logger
 
 from nac.client.imc import PaTncImc, ReceivedPaMessage
 from nac.pa import PaAttribute, PaSubtype, PaVendor

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from twisted.logger import Logger
+from nac.log import Logger
 
 from nac.client.collectors.os import (
     DEFAULT_OS_RELEASE_PATHS,

@@ -386,6 +386,16 @@ class PackageReports:
         self._reports: OrderedDict[tuple, PackageReport] = OrderedDict()
 
     @staticmethod
+    def combine(digests: Sequence[bytes] | None) -> bytes | None:
+        """One digest for a list received in several Installed Packages
+        attributes, from theirs (None: no digest)."""
+        if not digests:
+            return None
+        if len(digests) == 1:
+            return digests[0]
+        return hashlib.blake2b(b"".join(digests), digest_size=16).digest()
+
+    @staticmethod
     def digest(installed: Sequence[tuple[str, str]]) -> bytes | None:
         """A digest naming the list exactly, None for a list it cannot name
         (a NUL inside a name or release would make two lists look alike)."""
@@ -395,13 +405,16 @@ class PackageReports:
         return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
     def check(self, session, product: str, installed: Sequence[tuple[str, str]],
-              updates: UpdatePolicy = UpdatePolicy.SECURITY) -> PackageReport:
+              updates: UpdatePolicy = UpdatePolicy.SECURITY, *, digest: bytes | None = None) -> PackageReport:
         """:func:`check_installed_packages`, or the report it gave for the
-        same list in this generation (run by PolicyStore.run)."""
+        same list in this generation (run by PolicyStore.run).  ``digest``
+        names the list when the caller knows one (the attributes' own,
+        :attr:`InstalledPackages.digest`); otherwise it is made here."""
         if self.size <= 0:
             return check_installed_packages(session, product, installed, updates)
         generation = policy_generation(session)
-        digest = self.digest(installed)
+        if digest is None:
+            digest = self.digest(installed)
         key = (product, updates, digest)
         with self._lock:
             if generation != self._generation:
@@ -520,6 +533,9 @@ class OsState(ImvState):
     default_password: bool | None = None
     device_id: str | None = None
     packages: list[tuple[str, str]] | None = None
+    package_digests: list[bytes] | None = field(default_factory=list)
+    """Digests of the Installed Packages attributes received whole (None
+    once a list was cut short): together they name ``packages``."""
     packages_requested: bool = False
 
     @property
@@ -602,6 +618,9 @@ class OsImv(PaTncImv):
             if len(attribute.packages) > room:
                 log.warn("IMV {imv_id}: more than {n} installed packages; the rest is ignored",
                          imv_id=imv_id, n=MAX_PACKAGES)
+                state.package_digests = None
+            elif state.package_digests is not None:
+                state.package_digests.append(attribute.digest)
             packages.extend(attribute.packages[:max(room, 0)])
             state.packages = packages
             log.debug("IMV {imv_id} received {n} installed packages", imv_id=imv_id,
@@ -678,7 +697,8 @@ class OsImv(PaTncImv):
             else:
                 log.debug("processing installed '{product}' packages", product=product)
                 try:
-                    report = yield store.run(self.reports.check, product, state.packages, self.updates)
+                    report = yield store.run(self.reports.check, product, state.packages, self.updates,
+                                            digest=PackageReports.combine(state.package_digests))
                 except Exception:
                     log.failure("IMV {imv_id}: checking the installed packages of Connection ID {cid} "
                                 "failed", imv_id=connection.imv_id, cid=connection.connection_id)

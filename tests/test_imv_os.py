@@ -173,6 +173,33 @@ class OsFlowTestsMixin(StoreMixin):
         self.assertEqual(result.decision.access, "isolate")
 
     @defer.inlineCallbacks
+    def test_the_same_host_again_is_judged_from_memory_until_the_policy_changes(self):
+        self.import_host()
+        imv = OsImv()
+        first = yield self.assess([self.host().os_imc()], [imv])
+        again = yield self.assess([self.host().os_imc()], [imv])
+        self.assertEqual((imv.reports.misses, imv.reports.hits), (1, 1))
+        for result in (first, again):
+            self.assertEqual(result.decision.access, "allowed")
+        self.db.blacklist_package(PRODUCT, "git")
+        after = yield self.assess([self.host().os_imc()], [imv])
+        self.assertEqual((imv.reports.misses, imv.reports.hits), (2, 1))
+        self.assertEqual(after.decision.access, "denied")
+
+    @defer.inlineCallbacks
+    def test_a_list_received_in_segments_is_the_same_list(self):
+        packages = [(f"package-{i:04d}", f"1:{i}.0-1") for i in range(2500)] + [("zz-last", "1.0-1")]
+        self.import_host(packages)
+        self.db.blacklist_package(PRODUCT, "zz-last")
+        imv = OsImv()
+        whole = yield self.assess([self.host(packages).os_imc()], [imv])
+        segmented = yield self.assess([self.host(packages).os_imc()], [imv], limits=PT_EAP, max_rounds=20)
+        self.assertGreaterEqual(len(segmented.sent(OS_SUBTYPE, NextSegment)), 1)
+        self.assertEqual((imv.reports.misses, imv.reports.hits), (1, 1))
+        for result in (whole, segmented):
+            self.assertEqual(result.verdict("os").evaluation, E.NONCOMPLIANT_MAJOR)
+
+    @defer.inlineCallbacks
     def test_only_the_blacklisted_release_fails(self):
         self.import_host()
         self.db.blacklist_package(PRODUCT, "curl", "7.88.1-10+deb12u12")

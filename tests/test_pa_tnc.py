@@ -345,6 +345,26 @@ class ErrorTests(unittest.TestCase):
             err = self.refuse(self.HEADER + self.attribute(0, 7, value))
             self.assertEqual(err.offset, 20 + 4 + 1 + at)
 
+    def test_a_package_list_seen_again_is_not_walked_again(self):
+        import nac.pa.ietf as ietf
+
+        value = InstalledPackages((("adduser", "3.134"), ("zstd", "1.5.4"))).encode_value()
+        first, again = (PaMessage.parse(self.HEADER + self.attribute(0, 7, value)).attributes[0]
+                        for _ in range(2))
+        self.assertEqual(first, again)
+        self.assertIs(first.packages, again.packages)
+        self.assertEqual(first.digest, InstalledPackages(first.packages).digest)
+        other = InstalledPackages((("adduser", "3.134"), ("zstd", "1.5.5"))).encode_value()
+        self.assertNotEqual(PaMessage.parse(self.HEADER + self.attribute(0, 7, other)).attributes[0].digest,
+                            first.digest)
+        # a refused list is not remembered; the memory stays bounded
+        self.patch(ietf, "PARSED_LISTS_KEPT", 3)
+        for i in range(10):
+            value = InstalledPackages(((f"p{i}", "1"),)).encode_value()
+            PaMessage.parse(self.HEADER + self.attribute(0, 7, value))
+            self.refuse(self.HEADER + self.attribute(0, 7, value[:-1]))
+        self.assertLessEqual(len(ietf._PARSED_LISTS), 3)
+
     def test_port_filter_entries_are_port_entries_with_a_boolean_blocked(self):
         # only the low bit of the flags byte is the B flag; the others are Reserved
         value = bytes.fromhex("fe 06 0016 03 11 0035 01 06 0050")

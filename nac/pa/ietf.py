@@ -8,6 +8,7 @@ registries (assessment results, error codes) keep unknown values as ints.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 from dataclasses import dataclass, field
@@ -353,12 +354,22 @@ class InstalledPackages(_Ietf):
 
     packages: tuple[tuple[str, str], ...] = ()
     _value: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _digest: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def encode_value(self) -> bytes:
         # a collector sends the same list in assessment after assessment
         if self._value is None:
             _set_installed_value(self, self._encode())
         return self._value
+
+    @property
+    def digest(self) -> bytes:
+        """A digest of the list as it is encoded (names and versions with
+        their lengths, so it names the list exactly): what a verifier can
+        remember a verdict on the list by."""
+        if self._digest is None:
+            _set_installed_digest(self, _packages_digest(self.encode_value()))
+        return self._digest
 
     def _encode(self) -> bytes:
         if len(self.packages) > 0xFFFF:
@@ -377,6 +388,22 @@ class InstalledPackages(_Ietf):
 
     @classmethod
     def parse_value(cls, value, *, noskip, offset=ATTRIBUTE_HEADER_SIZE):
+        # Hosts installed from one image send the same list again and again:
+        # the same bytes parse to the same packages, so the last lists seen
+        # are looked up by digest instead of walked again.
+        digest = _packages_digest(value)
+        packages = _PARSED_LISTS.get(digest)
+        if packages is None:
+            packages = cls._walk(value, offset)
+            _PARSED_LISTS[digest] = packages
+            while len(_PARSED_LISTS) > PARSED_LISTS_KEPT:
+                del _PARSED_LISTS[next(iter(_PARSED_LISTS))]
+        attribute = cls._new(packages, noskip)
+        _set_installed_digest(attribute, digest)
+        return attribute
+
+    @staticmethod
+    def _walk(value: bytes, offset: int) -> tuple[tuple[str, str], ...]:
         # ~750 entries from a Debian endpoint: one tight loop, checks after it
         total = len(value)
         if total < 4:
@@ -412,9 +439,20 @@ class InstalledPackages(_Ietf):
                 r.text8(f"name of package {index + 1} of {count}")
                 r.text8(f"version of package {index + 1} of {count}")
             r.end()
-        return cls._new(tuple(packages), noskip)
+        return tuple(packages)
 
 
+#: Installed Packages lists remembered by the digest of their bytes (each
+#: entry holds one host's list: a few hundred KB for thousands of packages).
+PARSED_LISTS_KEPT = 32
+_PARSED_LISTS: dict[bytes, tuple[tuple[str, str], ...]] = {}
+
+
+def _packages_digest(value: bytes) -> bytes:
+    return hashlib.blake2b(value, digest_size=16).digest()
+
+
+_set_installed_digest = InstalledPackages._digest.__set__  # type: ignore[attr-defined]
 _set_installed_value = InstalledPackages._value.__set__  # type: ignore[attr-defined]
 
 

@@ -672,6 +672,22 @@ class OsImv(PaTncImv):
 
     # -- judging --------------------------------------------------------------------------------
 
+    def record_device(self, connection, state: OsState, product: str | None) -> None:
+        """Bind the session to the endpoint's device, in the background (as
+        :meth:`measure`); failures are logged."""
+        store = connection.store
+
+        def bind(session_id):
+            if session_id is not None:
+                return store.device_seen(session_id, state.device_id, product)
+            return None
+
+        def failed(failure):
+            log.failure("IMV {imv_id}: recording device '{device}' failed", failure,
+                        imv_id=connection.imv_id, device=state.device_id)
+
+        self.session_id(connection, state).addCallback(bind).addErrback(failed)
+
     @defer.inlineCallbacks
     def judge(self, connection, state: OsState):
         if not state.received_any:
@@ -683,13 +699,8 @@ class OsImv(PaTncImv):
         report: PackageReport | None = None
 
         if store is not None:
-            session_id = yield self.session_id(connection, state)
-            if session_id is not None and state.device_id is not None:
-                try:
-                    yield store.device_seen(session_id, state.device_id, product)
-                except Exception:
-                    log.failure("IMV {imv_id}: recording device '{device}' failed",
-                                imv_id=connection.imv_id, device=state.device_id)
+            if state.device_id is not None:
+                self.record_device(connection, state, product)
             if state.packages is None or product is None:
                 checks.append(None)
                 summary.append("no installed packages received" if state.packages is None
@@ -744,7 +755,7 @@ class OsImv(PaTncImv):
             if state.default_password:
                 remediation.add_instruction(PASSWORD_TITLE, PASSWORD_DESCRIPTION)
 
-        yield self.measure(connection, state, "os", {
+        self.measure(connection, state, "os", {
             "product": product,
             "device_id": state.device_id,
             "forwarding": None if state.forwarding is None else state.forwarding.name.lower(),

@@ -638,18 +638,22 @@ class PaTncImv:
         """Deferred firing with this assessment's session id (None without a store)."""
         return fetch_session_id(connection, state)
 
-    @defer.inlineCallbacks
-    def measure(self, connection, state: ImvState, kind: str, payload: dict):
-        """Keep ``payload`` as a measurement of this session (errors logged)."""
+    def measure(self, connection, state: ImvState, kind: str, payload: dict) -> None:
+        """Keep ``payload`` as a measurement of this session.  The write
+        goes on in the background (the store commits it before the
+        session's decision, which is queued after it): the verdict does
+        not wait for it.  Failures are logged."""
         store = connection.store
         if store is None:
+            return
+
+        def write(session_id):
+            if session_id is not None:
+                return store.add_measurement(session_id, self.name, kind, payload)
             return None
-        session_id = yield self.session_id(connection, state)
-        if session_id is None:
-            return None
-        try:
-            yield store.add_measurement(session_id, self.name, kind, payload)
-        except Exception:
+
+        def failed(failure):
             log.failure("IMV {imv_id}: storing the {kind} measurement of Connection ID {cid} failed",
-                        imv_id=connection.imv_id, kind=kind, cid=connection.connection_id)
-        return None
+                        failure, imv_id=connection.imv_id, kind=kind, cid=connection.connection_id)
+
+        self.session_id(connection, state).addCallback(write).addErrback(failed)

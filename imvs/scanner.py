@@ -194,9 +194,9 @@ class ScannerImv(PaTncImv):
                                   (REASON_OPEN_PORTS,), remediation, "; ".join(summary))
         open_ports = [{"protocol": PROTOCOL_NAMES.get(e.protocol, e.protocol), "port": e.port}
                       for e in state.ports if not e.blocked]
-        d = self.measure(connection, state, "open-ports", {
+        self.measure(connection, state, "open-ports", {
             "open": open_ports,
             "violations": [f"{PROTOCOL_NAMES[proto]}/{port}" for proto, port in violations],
             "closed_port_policy": self.closed_port_policy,
         })
-        return d.addCallback(lambda _: judgement)
+        return judgement

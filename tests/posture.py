@@ -119,6 +119,9 @@ class ImvHarness:
         result = yield run_assessment(self, imcs, imvs, store=self.store if use_store else None,
                                       limits=limits, max_rounds=max_rounds, language=language)
         self.assertTrue(result.outcome.completed, result.outcome.error)
+        if use_store and self.store is not None:
+            # the IMVs' records and the decision are written in the background
+            yield self.store.writes.idle()
         return result
 
 

@@ -709,6 +709,16 @@ class PolicyStoreTestsMixin(DatabaseMixin):
         self.assertEqual((device.device_id, device.product), ("d1", "Debian 12 x86_64"))
         self.assertEqual({s.device for s in self.store.db.list_sessions()}, {"d1"})
 
+    @defer.inlineCallbacks
+    def test_idle_fires_once_the_writes_and_those_they_lead_to_are_committed(self):
+        yield self.store.writes.idle()  # nothing to wait for
+        sid = self.store.session_started(peer(), 1)
+        # a write submitted when the first one's result arrives
+        sid.addCallback(lambda session_id: self.store.session_decided(session_id, decision()))
+        yield self.store.writes.idle()
+        [info] = self.store.db.list_sessions()
+        self.assertEqual(info.access, "isolate")
+
     def test_stopping_commits_the_writes_still_waiting(self):
         pending = [self.store.session_started(peer(identity=f"u{i}"), i) for i in range(10)]
         self.store.stop()

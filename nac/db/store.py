@@ -809,6 +809,7 @@ class WriteQueue:
         self.max_batch = max_batch
         self._waiting: list[tuple[Callable[..., Any], tuple, defer.Deferred]] = []
         self._running = False
+        self._idle_waiters: list[defer.Deferred] = []
         self.batches = 0
         """Transactions committed so far (for tests and figures)."""
 
@@ -818,6 +819,14 @@ class WriteQueue:
         self._waiting.append((fn, args, d))
         if not self._running:
             self._send()
+        return d
+
+    def idle(self) -> defer.Deferred:
+        """Fires once every write submitted so far is committed (or failed)."""
+        if not self._running and not self._waiting:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._idle_waiters.append(d)
         return d
 
     def flush(self) -> None:
@@ -850,6 +859,10 @@ class WriteQueue:
         self._running = False
         if self._waiting:
             self._send()
+        elif self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
 
 
 @implementer(IPolicyStore)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import statistics
 import time
 from collections.abc import Callable
@@ -110,6 +111,15 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
+def _run_worker(worker: Callable, *args) -> None:
+    """A worker with the default SIGINT and SIGTERM actions: a handler the
+    parent installed would otherwise raise inside the worker's reactor,
+    which logs the exception and runs on, and the parent would wait for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    worker(*args)
+
+
 def run_workers(worker: Callable, args: dict, concurrency: int, processes: int, duration: float,
                 pid: int | None, count: int | None = None) -> tuple[list, float, float | None]:
     """Fork ``processes`` (at most ``concurrency``) processes running
@@ -129,17 +139,28 @@ def run_workers(worker: Callable, args: dict, concurrency: int, processes: int, 
     pipes, procs = [], []
     for share, quota in zip(shares, quotas):
         parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=worker, args=(args, share, start_at, stop_at, quota, child))
+        p = ctx.Process(target=_run_worker, args=(worker, args, share, start_at, stop_at, quota, child))
         p.start()
         child.close()
         pipes.append(parent)
         procs.append(p)
-    time.sleep(max(0.0, start_at - time.monotonic()))
-    cpu_before = server_cpu_seconds(pid) if pid else None
-    wall_before = time.monotonic()
-    replies = [parent.recv() for parent in pipes]
-    wall = time.monotonic() - wall_before
-    cpu = server_cpu_seconds(pid) - cpu_before if pid else None
+    try:
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        cpu_before = server_cpu_seconds(pid) if pid else None
+        wall_before = time.monotonic()
+        replies = [parent.recv() for parent in pipes]
+        wall = time.monotonic() - wall_before
+        cpu = server_cpu_seconds(pid) - cpu_before if pid else None
+    except BaseException:
+        # Ctrl-C or an error here: stop the workers rather than wait for stop_at
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(5)
+            if p.exitcode is None:
+                p.kill()
+                p.join()
+        raise
     for p in procs:
         p.join()
     return replies, wall, cpu

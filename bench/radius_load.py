@@ -64,7 +64,7 @@ class LocalNac:
 
     IDENTITY, PASSWORD, SECRET = "bench", "bench-password", "bench-radius-secret"
 
-    def __init__(self, *, imvs: str, tnc: str, extra: list[str]):
+    def __init__(self, *, imvs: str, tnc: str, extra: list[str], workdir: str | None = None):
         from tests.nacserver import NacServer, free_port
 
         self.radius_port = free_port(socket.SOCK_DGRAM)
@@ -76,9 +76,13 @@ class LocalNac:
                        "clients": "127.0.0.1/32", "max_conversations": "65536"},
             "eap": {"tnc": tnc},
         }
-        self.server = NacServer(add_settings(sections, extra))
+        self.server = NacServer(add_settings(sections, extra), workdir=workdir)
         self.server.start()
-        self.server.admin("user", "add", self.IDENTITY, "--password", self.PASSWORD, "--eap")
+        try:
+            self.server.admin("user", "add", self.IDENTITY, "--password", self.PASSWORD, "--eap")
+        except BaseException:
+            self.server.stop()
+            raise
 
     @property
     def pid(self) -> int:
@@ -90,6 +94,25 @@ class LocalNac:
 
 # -- the client workers ----------------------------------------------------------------------
 
+def client_context(args: dict):
+    """The peer's TLS context: the CA, the TLS version and, with
+    ``--groups``, the key exchange groups it offers.  The OpenSSL that
+    pyOpenSSL brings may put a post-quantum hybrid (X25519MLKEM768) first,
+    whose key shares make the ClientHello and the server's flight longer
+    (more EAP fragments) against servers that know it; a server on an older
+    OpenSSL picks X25519 instead.  Raises ValueError for unknown groups."""
+    from nac.eap.peer import peer_context
+
+    context = peer_context(cacert=args["cacert"], min_tls_version=args["tls_version"] or "1.2",
+                           max_tls_version=args["tls_version"] or "1.3")
+    if args.get("groups"):
+        from OpenSSL._util import lib  # pyOpenSSL has no setter for the groups
+
+        if lib.SSL_CTX_set1_curves_list(context._context, args["groups"].encode()) != 1:
+            raise ValueError(f"TLS groups {args['groups']!r}: not all known to OpenSSL")
+    return context
+
+
 def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: int | None, out) -> None:
     """One process: keep ``in_flight`` conversations running, each on its own
     socket, until ``stop_at`` or until ``quota`` were started."""
@@ -97,10 +120,9 @@ def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: 
 
     from nac.client.collectors import make_collectors
     from nac.client.radius import RadiusClientProtocol, RadiusEapExchange
-    from nac.eap.peer import EapPeer, PeerSettings, PeerStatus, peer_context
+    from nac.eap.peer import EapPeer, PeerSettings, PeerStatus
 
-    context = peer_context(cacert=args["cacert"], min_tls_version=args["tls_version"] or "1.2",
-                           max_tls_version=args["tls_version"] or "1.3")
+    context = client_context(args)
     imcs = ()
     if args["tnc"] != "none":
         imcs = tuple(make_collectors(args["collectors"]))
@@ -109,24 +131,38 @@ def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: 
                 measure_once(imc)
     settings = PeerSettings(identity=args["identity"], password=args["password"],
                             outer_identity=args["anonymous_identity"], inner=args["inner"], tls_context=context,
-                            fragment_size=args["fragment_size"], tnc=args["tnc"], imcs=imcs)
+                            fragment_size=args["fragment_size"], tnc=args["tnc"], imcs=imcs,
+                            phase2_with_finished=args.get("phase2_with_finished", True))
     secret = args["secret"].encode()
     latencies: list[float] = []
     round_trips: list[int] = []
     failures: dict[str, int] = {}
     counts = {"running": 0, "started": 0, "retransmissions": 0}
     sockets = []
+    # --max-rate: this process's share, as the earliest time of its next start
+    interval = 1.0 / args["rate_share"] if args.get("rate_share") else 0.0
+    pace = {"next": 0.0}
 
     def failed(reason: str) -> None:
         failures[reason[:140]] = failures.get(reason[:140], 0) + 1
 
     def launch(proto) -> None:
-        if time.monotonic() >= stop_at or (quota is not None and counts["started"] >= quota):
+        now = time.monotonic()
+        at = max(now, pace["next"])
+        if at >= stop_at or (quota is not None and counts["started"] >= quota):
             counts["running"] -= 1
             if counts["running"] == 0:
                 reactor.stop()
             return
         counts["started"] += 1
+        if interval:
+            pace["next"] = at + interval
+            if at > now:
+                reactor.callLater(at - now, start, proto)
+                return
+        start(proto)
+
+    def start(proto) -> None:
         began = time.monotonic()
         exchange = RadiusEapExchange(EapPeer(settings), secret, identifier=proto.next_identifier)
         d = proto.run(exchange, args["timeout"])
@@ -168,6 +204,9 @@ def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: 
 
 def run_level(args: dict, concurrency: int, processes: int, duration: float, pid: int | None,
               count: int | None = None) -> dict:
+    if args.get("max_rate"):
+        # run_workers forks at most one process per conversation in flight
+        args = {**args, "rate_share": args["max_rate"] / max(1, min(processes, concurrency))}
     replies, wall, cpu = run_workers(_worker, args, concurrency, processes, duration, pid, count)
     latencies: list[float] = []
     round_trips: list[int] = []
@@ -209,6 +248,11 @@ def main(argv=None) -> int:
     p.add_argument("--tls-version", default="1.3", choices=("1.2", "1.3", ""),
                    help="TLS version; empty: either (default: %(default)s)")
     p.add_argument("--fragment-size", type=int, default=1024, help="EAP-TTLS fragment size of the peer")
+    p.add_argument("--groups", metavar="G1:G2",
+                   help="TLS key exchange groups the peer offers, e.g. X25519 (default: OpenSSL's)")
+    p.add_argument("--phase2-with-finished", action=argparse.BooleanOptionalAction, default=True,
+                   help="TLS 1.3: start phase 2 in the client Finished's message (default: %(default)s); "
+                        "hostapd 2.10 wants it on the next round trip")
     p.add_argument("--imvs", help="IMVs of the local nac (default: imvs.os:OsImv with a posture method, else none)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="extra configuration of the local nac, e.g. radius.fragment_size=1400")
@@ -219,6 +263,9 @@ def main(argv=None) -> int:
     p.add_argument("--count", type=int, metavar="N",
                    help="run exactly N authentications per level instead of --duration seconds")
     p.add_argument("--timeout", type=float, default=30.0, help="per-authentication timeout")
+    p.add_argument("--max-rate", type=float, metavar="R",
+                   help="start at most R authentications per second in all (hostapd's RADIUS server "
+                        "rejects new conversations above 200/s: it keeps each finished one 5 s, 1000 at most)")
     p.add_argument("--json", action="store_true", help="print JSON")
     ns = p.parse_args(argv)
 
@@ -240,11 +287,19 @@ def main(argv=None) -> int:
     args = {"host": host, "port": port, "secret": ns.secret, "cacert": ns.cacert, "identity": ns.identity,
             "password": ns.password, "anonymous_identity": ns.anonymous_identity, "inner": ns.inner,
             "tnc": ns.tnc, "collectors": [c for c in ns.collectors.split(",") if c], "fresh": ns.fresh,
-            "tls_version": ns.tls_version or None, "fragment_size": ns.fragment_size, "timeout": ns.timeout}
+            "tls_version": ns.tls_version or None, "fragment_size": ns.fragment_size, "timeout": ns.timeout,
+            "phase2_with_finished": ns.phase2_with_finished, "max_rate": ns.max_rate, "groups": ns.groups}
+    try:
+        client_context(args)
+    except ValueError as exc:
+        if local:
+            local.stop()
+        p.error(str(exc))
     method = f"EAP-TTLS/{ns.inner.upper()}" + ("" if ns.tnc == "none" else f" + {ns.tnc.upper()}")
     results = {"server": f"{host}:{port}", "server_pid": pid, "method": method,
                "tls_version": ns.tls_version or "any", "collectors": args["collectors"] if ns.tnc != "none" else [],
-               "client_processes": ns.processes, "levels": []}
+               "client_processes": ns.processes, "max_rate": ns.max_rate, "groups": ns.groups or "default",
+               "levels": []}
     if not ns.json:
         print(f"{method} against {host}:{port}" + (f" (pid {pid})" if pid else ""), flush=True)
     try:

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Sets up a fresh Debian machine for nac's test suite and runs it.
 # As root: installs the Debian packages the interoperability tests drive
-# (eapol_test, radclient, strongSwan, PostgreSQL) and starts a local
+# (eapol_test, radclient, strongSwan, PostgreSQL, and hostapd and FreeRADIUS
+# as the reference RADIUS servers of bench/radius_reference.py) and starts a local
 # PostgreSQL with a test database, so the database tests run on SQLite and
 # on PostgreSQL.  Then installs nac with its test extras and runs pytest.
 # Extra arguments go to pytest.
@@ -9,7 +10,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES="openssl iproute2 eapoltest freeradius-utils charon-systemd strongswan-swanctl
-libcharon-extra-plugins libstrongswan-extra-plugins postgresql"
+libcharon-extra-plugins libstrongswan-extra-plugins postgresql hostapd freeradius"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
@@ -20,6 +21,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
     fi
+    # the packaged daemons are not what the tests run: they start their own
+    for daemon in freeradius hostapd; do
+        service "$daemon" stop >/dev/null 2>&1 || true
+    done
 fi
 
 # eapol_test's EAP-TNC client reads its IMC list from /etc/tnc_config; an

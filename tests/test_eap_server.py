@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 from nac import config
 from nac.eap.outcome import EapStatus
 from nac.eap.server import EapServerSession, EapSettings, session_factory
+from nac.eap.ttls import TtlsSettings
 from nac.interfaces import IEapSession
 from nac.tnccs.core import PeerInfo, TnccsCore
 from tests.test_eap_ttls import PASSWORDS, Passwords, PkiMixin, TtlsPeer, converse, eap, mschapv2_reply
@@ -48,6 +49,11 @@ class Md5Peer:
 class SessionTests(PkiMixin, unittest.TestCase):
     def md5_session(self, methods=("md5",), **kw):
         return EapServerSession(PEER, EapSettings(methods=methods, credentials=self.passwords.credentials, **kw))
+
+    def ttls_session(self, **ttls_kw):
+        ttls = TtlsSettings(context=self.context(), credentials=self.passwords.credentials, **ttls_kw)
+        return EapServerSession(PEER, EapSettings(methods=("ttls",), ttls=ttls,
+                                                  credentials=self.passwords.credentials))
 
     def test_interface(self):
         verifyObject(IEapSession, self.md5_session())
@@ -172,6 +178,49 @@ class SessionTests(PkiMixin, unittest.TestCase):
         pending.callback(PASSWORDS["carol"])
         self.assertEqual(self.successResultOf(first).status, EapStatus.SUCCESS)
         self.assertEqual(self.successResultOf(second).status, EapStatus.DISCARD)
+
+    def test_packets_passed_by_an_outcomes_reader_queue_behind_the_waiting_ones(self):
+        pending = defer.Deferred()
+        session = EapServerSession(PEER, EapSettings(methods=("md5",), credentials=lambda identity: pending))
+        peer = Md5Peer("carol", PASSWORDS["carol"])
+        challenge = self.successResultOf(session.receive(peer.respond(session.start()))).packet
+        response = peer.respond(challenge)
+        order = []
+        first = session.receive(response)
+        second = session.receive(b"\x02")  # queued behind the first: too short, discarded
+        # the transport reads the first outcome and passes another packet at once
+        first.addCallback(lambda outcome: (order.append(("first", outcome.status)),
+                                           session.receive(eap(2, 99, 1, b"x")).addCallback(
+                                               lambda o: order.append(("third", o.status)))))
+        second.addCallback(lambda outcome: order.append(("second", outcome.status)))
+        self.assertEqual(order, [])
+        pending.callback(PASSWORDS["carol"])
+        self.assertEqual(order, [("first", EapStatus.SUCCESS), ("second", EapStatus.DISCARD),
+                                 ("third", EapStatus.DISCARD)])
+
+    def test_immediate_steps_are_answered_at_once(self):
+        # fragments, ACKs, TLS flights: no waiting for the reactor or a thread
+        session = self.ttls_session()
+        request = session.start()
+        d = session.receive(eap(2, request[1], 1, b"anonymous"))
+        self.assertEqual(self.successResultOf(d).packet[4:], b"\x15\x20")  # EAP-TTLS Start
+
+    def test_request_size_limit_lowers_the_ttls_fragment_size(self):
+        for fragment_size, limit, largest in ((1024, 300, 300), (1024, None, 1029), (200, 1400, 205)):
+            session = self.ttls_session(fragment_size=fragment_size)
+            if limit is not None:
+                session.limit_request_size(limit)
+            peer = TtlsPeer(self.pki.ca_cert, "carol", PASSWORDS["carol"])
+            sizes = []
+            request = session.start()
+            while True:
+                sizes.append(len(request))
+                outcome = self.successResultOf(session.receive(peer.respond(request)))
+                if outcome.status is not EapStatus.CONTINUE:
+                    break
+                request = outcome.packet
+            self.assertEqual(outcome.status, EapStatus.SUCCESS, (fragment_size, limit))
+            self.assertEqual(max(sizes), largest, (fragment_size, limit))
 
     def test_abort_while_waiting(self):
         pending = defer.Deferred()

@@ -19,6 +19,7 @@ from nac.certs import ensure_demo_pki, issue_certificate
 from nac.eap import mschapv2
 from nac.eap import peer as eap_peer
 from nac.eap.avp import Avp, AvpCode, parse_avps
+from nac.eap.fragments import EAP_TTLS, FragmentChannel
 from nac.eap.outcome import EapStatus
 from nac.eap.packet import EapPacket, EapType
 from nac.eap.server import EapServerSession, EapSettings
@@ -300,6 +301,29 @@ class FragmentationTests(PkiMixin, unittest.TestCase):
                                                        + b"\x16" * 100)))
         self.assertEqual(out.status, EapStatus.FAILURE)
         self.assertIn("exceeds", out.reason)
+
+    def test_unannounced_fragments_beyond_the_cap_fail(self):
+        # fragments without a Message Length: the cap applies as they arrive
+        session = self.session(max_message_size=4096)
+        request = session.start()
+        out = self.successResultOf(session.receive(eap(2, request[1], 1, b"anonymous")))
+        for _ in range(4):
+            out = self.successResultOf(session.receive(eap(2, out.packet[1], 21, b"\x40" + b"\x16" * 1000)))
+            self.assertEqual((out.status, out.packet[5:]), (EapStatus.CONTINUE, b"\x00"))  # ACK
+        out = self.successResultOf(session.receive(eap(2, out.packet[1], 21, b"\x40" + b"\x16" * 1000)))
+        self.assertEqual(out.status, EapStatus.FAILURE)
+        self.assertIn("exceed the 4096-byte", out.reason)
+
+    def test_many_fragments_reassemble_in_order(self):
+        channel = FragmentChannel(EAP_TTLS, fragment_size=1024, max_message_size=1 << 20)
+        message = bytes(range(256)) * 2000  # 512000 bytes in 500 fragments
+        pieces = [message[i:i + 1024] for i in range(0, len(message), 1024)]
+        first = b"\xc0" + struct.pack(">I", len(message)) + pieces[0]
+        self.assertEqual(channel.receive(first).send, b"\x00")
+        for piece in pieces[1:-1]:
+            self.assertEqual(channel.receive(b"\x40" + piece).send, b"\x00")
+        self.assertEqual(channel.receive(b"\x00" + pieces[-1]).message, message)
+        self.assertFalse(channel.receiving)
 
     def test_fragments_beyond_the_announced_length_fail(self):
         session = self.session()

@@ -23,7 +23,7 @@ from nac.client.radius import (
     SendRequest,
     authenticate,
 )
-from nac.eap.peer import EapPeer, PeerStatus
+from nac.eap.peer import DEFAULT_FRAGMENT_SIZE, EapPeer, PeerStatus
 from nac.eap.server import EapServerSession
 from nac.eap.tnc import PtEap
 from nac.ifimv import ActionRecommendation as A, EvaluationResult as E
@@ -214,6 +214,62 @@ class ExchangeTests(RadiusMixin, unittest.TestCase):
             else:
                 self.assertIsInstance(event, Failed)
                 self.assertIn("does not fit one Access-Request", event.reason)
+
+    def eap_sizes(self, server: RadiusServer, exchange: RadiusEapExchange):
+        """Relay a whole conversation; the sizes of the EAP packets each way and the result."""
+        sent, received = [], []
+        request = exchange.start()
+        for _ in range(200):
+            sent.append(len(RadiusPacket.parse(request).eap_message()))
+            reply = self.successResultOf(server.datagram_received(request, NAS, 0.0))
+            received.append(len(RadiusPacket.parse(reply).eap_message() or b""))
+            event = exchange.receive(reply)
+            if not isinstance(event, SendRequest):
+                return sent, received, event
+            request = event.datagram
+        raise AssertionError("no final reply")
+
+    def test_framed_mtu_bounds_the_servers_eap_packets(self):
+        # RFC 3580 §3.17: EAP packets of at most Framed-MTU - 4 bytes reach the peer
+        for framed_mtu, largest in ((300, 296), (700, 696)):
+            exchange = RadiusEapExchange(self.make_peer(tls_version="1.3"), SECRET, framed_mtu=framed_mtu)
+            _, received, event = self.eap_sizes(self.radius_server(fragment_size=1024), exchange)
+            self.assertTrue(event.result.accepted, framed_mtu)
+            self.assertIs(event.result.mppe_keys_ok, True)
+            self.assertEqual(max(received), largest, framed_mtu)  # the TLS flight fills each fragment
+
+    def test_framed_mtu_never_raises_the_configured_fragment_size(self):
+        exchange = RadiusEapExchange(self.make_peer(tls_version="1.3"), SECRET, framed_mtu=9000)
+        _, received, event = self.eap_sizes(self.radius_server(fragment_size=400), exchange)
+        self.assertTrue(event.result.accepted)
+        self.assertEqual(max(received), 400 + 5)  # type-data of fragment_size, after the 5-byte header
+
+    def test_unusable_framed_mtu_is_ignored(self):
+        for framed_mtu in (20, 70000):
+            exchange = RadiusEapExchange(self.make_peer(tls_version="1.3"), SECRET, framed_mtu=framed_mtu)
+            _, received, event = self.eap_sizes(self.radius_server(fragment_size=500), exchange)
+            self.assertTrue(event.result.accepted, framed_mtu)
+            self.assertEqual(max(received), 500 + 5, framed_mtu)
+
+    def test_peer_fragments_fill_wpa_supplicants_fragment_size_by_default(self):
+        class LargeImc(ProductImc):
+            def begin_handshake(self, connection):
+                body = PaMessage(1, (ProductInformation(vendor_id=0, product_id=0, name="D" * 5000),)).build()
+                connection.send_message(0, 1, body)
+
+        core = TnccsCore(ImvManager([VerdictImv(A.ALLOW)]))
+        server = self.radius_server(posture=lambda p: PtEap(core, p))
+        rounds = {}
+        for fragment_size in (None, 1024):
+            kw = {} if fragment_size is None else {"fragment_size": fragment_size}
+            exchange = RadiusEapExchange(self.make_peer(tnc="pt-eap", imcs=(LargeImc(),), **kw), SECRET)
+            sent, _, event = self.eap_sizes(server, exchange)
+            self.assertTrue(event.result.accepted)
+            rounds[fragment_size] = event.result.round_trips
+            # EAP header (4), Type, and type-data of fragment_size
+            self.assertEqual(max(sent), 5 + (fragment_size or DEFAULT_FRAGMENT_SIZE))
+        self.assertEqual(DEFAULT_FRAGMENT_SIZE, 1398)
+        self.assertLess(rounds[None], rounds[1024])
 
     def test_challenge_without_eap_ends_the_exchange(self):
         exchange = RadiusEapExchange(self.make_peer(), SECRET)

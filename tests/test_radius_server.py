@@ -342,6 +342,79 @@ class EapConversationTests(ServerTestCase):
         self.assertEqual([len(v) for v in challenge.get_all(A.EAP_MESSAGE)], [253] * 5 + [135])
         self.assertEqual(challenge.eap_message(), big)
 
+    def framed_mtu_limits(self, *framed_mtus: bytes) -> list[list[int]]:
+        """Start one conversation per Framed-MTU value (raw); the request size
+        limits each session was given."""
+        limits: list[list[int]] = []
+
+        class Sized(Md5Authenticator):
+            def __init__(self, *args, **kw):
+                super().__init__(*args, **kw)
+                self.limits: list[int] = []
+                limits.append(self.limits)
+
+            def limit_request_size(self, size):
+                self.limits.append(size)
+
+        self.make_server()
+        self.server.eap_factory = lambda peer: Sized(peer, {"carol": PASSWORD})
+        for raw in framed_mtus:
+            extra = () if raw is None else (Attribute(A.FRAMED_MTU, raw),)
+            request = self.nas.request(eap(EAP_RESPONSE, 7, bytes((EAP_IDENTITY,)) + b"carol"), extra=extra)
+            challenge = self.nas.exchange(request)
+            self.assertEqual(challenge.code, Code.ACCESS_CHALLENGE)
+            # later requests of the conversation do not change it
+            later = self.nas.request(md5_response(challenge.eap_message(), PASSWORD), challenge.get(A.STATE),
+                                     extra=(Attribute(A.FRAMED_MTU, (100).to_bytes(4, "big")),))
+            self.assertEqual(self.nas.exchange(later).code, Code.ACCESS_ACCEPT)
+        return limits
+
+    def test_framed_mtu_less_the_8021x_header_bounds_the_eap_packets(self):
+        # RFC 3580 §3.17: EAP packets as large as Framed-MTU minus the 4-byte 802.1X header
+        limits = self.framed_mtu_limits((1400).to_bytes(4, "big"), (64).to_bytes(4, "big"), None)
+        self.assertEqual(limits, [[1396], [60], []])
+
+    def test_unusable_framed_mtu_is_ignored_with_a_log_line(self):
+        limits = self.framed_mtu_limits((63).to_bytes(4, "big"), (65536).to_bytes(4, "big"), b"\x05\x78")
+        self.assertEqual(limits, [[], [], []])
+        self.assert_logged("ignoring the Framed-MTU 63 from client '127.0.0.1': outside 64-65535")
+        self.assert_logged("ignoring the Framed-MTU 65536 from client '127.0.0.1': outside 64-65535")
+        self.assert_logged("ignoring the Framed-MTU from client '127.0.0.1': Framed-MTU is 2 bytes, "
+                           "not a 4-byte integer")
+
+    def test_sessions_without_a_size_limit_ignore_framed_mtu(self):
+        self.make_server()
+        request = self.nas.request(eap(EAP_RESPONSE, 7, bytes((EAP_IDENTITY,)) + b"carol"),
+                                   extra=(Attribute(A.FRAMED_MTU, (1400).to_bytes(4, "big")),))
+        self.assertEqual(self.nas.exchange(request).code, Code.ACCESS_CHALLENGE)
+
+    def test_states_are_fresh_random_values(self):
+        self.make_server()
+        states = set()
+        for _ in range(300):
+            _, challenge = self.identity()
+            state = challenge.get(A.STATE)
+            self.assertEqual(len(state), 16)
+            states.add(state)
+        self.assertEqual(len(states), 300)
+
+    def test_a_forked_child_draws_other_random_values(self):
+        from transports.radius.server import _urandom_pool
+        _urandom_pool(16)  # the pool has a block in hand
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.write(write, _urandom_pool(16))
+            finally:
+                os._exit(0)
+        os.close(write)
+        child = os.read(read, 16)
+        os.close(read)
+        os.waitpid(pid, 0)
+        self.assertEqual(len(child), 16)
+        self.assertNotEqual(child, _urandom_pool(16))
+
     def test_outcomes_that_cannot_become_a_reply_end_the_conversation(self):
         for outcome, logged in (
                 (EapOutcome(EapStatus.CONTINUE, eap(EAP_REQUEST, 2, bytes(4090))), "longer than 4096"),

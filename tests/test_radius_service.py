@@ -195,6 +195,27 @@ class RadiusServiceTests(unittest.TestCase):
         self.addCleanup(s.close)
         s.bind(("127.0.0.1", self.port))
 
+    def test_a_reply_that_cannot_be_sent_costs_a_log_line_only(self):
+        from transports.radius.service import RadiusProtocol
+
+        class RefusingUdp:
+            def write(self, datagram, addr):
+                raise OSError(90, "Message too long")
+
+        svc = make_service(self.config(), core=None, store=None, eap_factory=self.factory)
+        proto = RadiusProtocol(svc.server, task.Clock())
+        proto.transport = RefusingUdp()
+        first, data = request(IDENTITY)
+        proto.datagramReceived(data, ("127.0.0.1", 40000))
+        self.assertIn("cannot send the RADIUS reply to 127.0.0.1[40000]", self.logged())
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        # the conversation goes on: the NAS's retransmission is answered from the cache
+        sent = []
+        proto.transport = type("Udp", (), {"write": lambda self, d, a: sent.append((d, a))})()
+        proto.datagramReceived(data, ("127.0.0.1", 40000))
+        reply = verify_response(sent[0][0], first.authenticator, SECRET.encode())
+        self.assertEqual((reply.code, sent[0][1]), (Code.ACCESS_CHALLENGE, ("127.0.0.1", 40000)))
+
     def test_secret_is_required(self):
         cfg = nac_config.load(None, {("radius", "listen"): "127.0.0.1"})
         with self.assertRaises(nac_config.ConfigError) as cm:

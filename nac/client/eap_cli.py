@@ -29,7 +29,14 @@ from nac.client.cli import (
 from nac.client.collectors import COLLECTORS
 from nac.client.pt_tls import AssessmentError, ConnectionFailed, ProtocolFailure, SetupError
 from nac.client.radius import MAX_TRANSMISSIONS, RADIUS_PORT, RETRANSMIT_INTERVAL, RadiusResult, authenticate
-from nac.eap.peer import INNER_METHOD_NAMES, POSTURE_METHOD_NAMES, EapPeer, PeerSettings, peer_context
+from nac.eap.peer import (
+    DEFAULT_FRAGMENT_SIZE,
+    INNER_METHOD_NAMES,
+    POSTURE_METHOD_NAMES,
+    EapPeer,
+    PeerSettings,
+    peer_context,
+)
 
 PROG = "nac-eap-client"
 #: EAP-TTLS type-data that still fits an Access-Request with the usual attributes
@@ -76,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s); empty for none")
     parser.add_argument("--tls-version", choices=("1.2", "1.3"), metavar="V",
                         help="only this TLS version (1.2 or 1.3; default: either)")
-    parser.add_argument("--fragment-size", type=int, default=1024, metavar="N",
+    parser.add_argument("--fragment-size", type=int, default=DEFAULT_FRAGMENT_SIZE, metavar="N",
                         help=f"largest EAP-TTLS fragment sent, 64-{MAX_FRAGMENT_SIZE} (default: %(default)s)")
     parser.add_argument("--nas-identifier", default=PROG, metavar="NAME",
                         help="NAS-Identifier of the requests (default: %(default)s)")

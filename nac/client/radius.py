@@ -450,10 +450,14 @@ class RadiusClientProtocol(protocol.DatagramProtocol):
         else:
             self.transmissions = 1
             self._interval = self.retransmit_interval
-        self._cancel(retransmit_only=True)
         if self.transport is not None:
             self.transport.write(datagram)
-        if self._done is not None:  # not ended by an ICMP error reported by the write
+        if self._done is None:  # ended by an ICMP error reported by the write
+            self._cancel(retransmit_only=True)
+        elif self._retransmit is not None and self._retransmit.active():
+            # one timer per exchange, moved on: cheaper than a new one per round trip
+            self._retransmit.reset(self._interval)
+        else:
             self._retransmit = self.clock.callLater(self._interval, self._no_reply)
 
     def _no_reply(self) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from nac.log import Logger
+from nac.log import Logger, LogLevel
 
 __all__ = [
     "EAP_TNC",
@@ -30,6 +30,7 @@ __all__ = [
     "FragmentChannel",
     "FragmentError",
     "Framing",
+    "MIN_FRAGMENT_SIZE",
     "PT_EAP",
     "Received",
 ]
@@ -40,6 +41,8 @@ _LENGTH = struct.Struct(">I")
 VERSION_MASK = 0x07
 MAX_TYPE_DATA = 0xFFFF - 5
 """Type-data bytes of the largest EAP packet."""
+MIN_FRAGMENT_SIZE = 16
+"""Smallest ``fragment_size``: the flags, a Message Length and some data."""
 
 
 class FragmentError(Exception):
@@ -135,8 +138,8 @@ class FragmentChannel:
     """Both directions of one method's fragmented messages, server side."""
 
     def __init__(self, framing: Framing, *, fragment_size: int | None, max_message_size: int):
-        if fragment_size is not None and fragment_size < 16:
-            raise ValueError("fragment_size must leave room for data (at least 16)")
+        if fragment_size is not None and fragment_size < MIN_FRAGMENT_SIZE:
+            raise ValueError(f"fragment_size must leave room for data (at least {MIN_FRAGMENT_SIZE})")
         self.framing = framing
         self.fragment_size = min(fragment_size or MAX_TYPE_DATA, MAX_TYPE_DATA)
         self.max_message_size = max_message_size
@@ -225,8 +228,9 @@ class FragmentChannel:
             self._reset_in()
             raise FragmentError(f"{f.name} fragments exceed the {limit}-byte message", 0)
         if more:
-            log.debug("received {name} fragment ({n} bytes, {total} so far); sending acknowledgement",
-                      name=f.name, n=len(frag.data), total=size)
+            if LogLevel.debug in Logger.enabled:
+                log.debug("received {name} fragment ({n} bytes, {total} so far); sending acknowledgement",
+                          name=f.name, n=len(frag.data), total=size)
             return Received(send=f.ack())
         if self._in_expected is not None and size != self._in_expected:
             expected = self._in_expected

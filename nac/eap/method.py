@@ -8,7 +8,11 @@ identifiers, Nak handling and the Success/Failure packets.
 
 ``process`` returns a Deferred because some steps wait for something
 outside: the password store, or the TNCS core with its IMVs.  The other
-methods answer with an already fired Deferred.
+methods answer with an already fired Deferred.  :meth:`EapMethod.respond`
+is the same step without that Deferred when the answer is ready at once,
+as it is for most packets of a conversation (fragment acknowledgements,
+TLS flights): the authenticator calls it, so those packets cost no
+Deferred chain.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ __all__ = [
     "EapMethod",
     "MethodResult",
     "MethodStep",
+    "as_deferred",
     "no_credentials",
 ]
 
@@ -99,5 +104,15 @@ class EapMethod:
         """Handle one Response of this method's type; fires with a MethodStep."""
         raise NotImplementedError
 
+    def respond(self, response: EapPacket) -> "MethodStep | defer.Deferred":
+        """:meth:`process`, with a step that is ready at once returned as it
+        is rather than in a fired Deferred."""
+        return self.process(response)
+
     def abort(self, reason: str) -> None:
         """The conversation ends before the method did: release what it holds."""
+
+
+def as_deferred(result: "MethodStep | defer.Deferred") -> defer.Deferred:
+    """What :meth:`EapMethod.respond` returned, as :meth:`EapMethod.process` returns it."""
+    return result if isinstance(result, defer.Deferred) else defer.succeed(result)

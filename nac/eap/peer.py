@@ -59,9 +59,10 @@ from nac.eap.packet import EXPANDED_NAK, EapCode, EapError, EapPacket, EapType, 
 from nac.eap.tls import TlsError, TlsTunnel, peer_context
 from nac.eap.tnc import EAP_TNC_LIMITS, MAX_TNC_MESSAGE
 from nac.eap.ttls import CHALLENGE_LABEL, ttls_keys
-from nac.log import Logger
+from nac.log import Logger, LogLevel
 
 __all__ = [
+    "DEFAULT_FRAGMENT_SIZE",
     "EapPeer",
     "EapTncPeer",
     "INNER_METHOD_NAMES",
@@ -84,6 +85,10 @@ log = Logger(namespace="nac.eap.peer")
 OUTER_METHOD_NAMES = ("ttls", "md5", "mschapv2")
 INNER_METHOD_NAMES = ("md5", "mschapv2", "pap", "ttls-mschapv2")
 POSTURE_METHOD_NAMES = ("pt-eap", "eap-tnc", "none")
+DEFAULT_FRAGMENT_SIZE = 1398
+"""wpa_supplicant's EAP fragment_size: an 802.1X supplicant's fragments fill an
+Ethernet frame.  strongSwan's 1024 needs about a third more fragments, each a
+RADIUS round trip, for a large posture report."""
 
 
 
@@ -137,7 +142,7 @@ class PeerSettings:
     server_name: str | None = None
     """A DNS name or IP address the server certificate must carry; None: any
     certificate chaining to the CA."""
-    fragment_size: int = 1024
+    fragment_size: int = DEFAULT_FRAGMENT_SIZE
     """Largest EAP-TTLS type-data the peer sends (flags and length included)."""
     posture_fragment_size: int | None = None
     """Largest PT-EAP / EAP-TNC type-data inside the tunnel; None: whole batches."""
@@ -608,7 +613,8 @@ class TtlsPeer(PeerMethod):
         except EapError as err:
             raise PeerError(f"invalid tunnelled EAP packet: {err}") from None
         self._trace("s2c", eap)
-        log.debug("received tunneled EAP-TTLS AVP [{what}]", what=packet.describe())
+        if LogLevel.debug in Logger.enabled:
+            log.debug("received tunneled EAP-TTLS AVP [{what}]", what=packet.describe())
         if packet.code == EapCode.SUCCESS:
             # not sent by hostapd or nac; an empty response lets the outer Success come
             return b""
@@ -678,7 +684,8 @@ class TtlsPeer(PeerMethod):
         """The EAP-Message AVP carrying the inner ``packet`` (traced)."""
         data = packet.build()
         self._trace("c2s", data)
-        log.debug("sending tunneled EAP-TTLS AVP [{what}]", what=packet.describe())
+        if LogLevel.debug in Logger.enabled:
+            log.debug("sending tunneled EAP-TTLS AVP [{what}]", what=packet.describe())
         return Avp(AvpCode.EAP_MESSAGE, data).build()
 
     def _trace(self, direction: str, packet: bytes) -> None:

@@ -15,19 +15,32 @@ table) and returns the callable that makes a session per peer.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from nac.eap.fragments import MIN_FRAGMENT_SIZE
 from nac.eap.method import CheckPassword, Credentials, EapMethod, MethodResult, MethodStep, no_credentials
 from nac.eap.md5 import Md5Challenge
 from nac.eap.mschapv2 import MsChapV2Method
 from nac.eap.outcome import EapOutcome, EapStatus
-from nac.eap.packet import EapCode, EapError, EapPacket, EapType, nak_types, next_identifier, type_name
+from nac.eap.packet import (
+    EAP_HEADER_SIZE,
+    EapCode,
+    EapError,
+    EapPacket,
+    EapType,
+    nak_types,
+    next_identifier,
+    type_name,
+)
 from nac.eap.tls import server_context
 from nac.eap.tnc import EapTnc, PtEap
 from nac.eap.ttls import TtlsServer, TtlsSettings
@@ -57,11 +70,18 @@ class EapSettings:
     max_packet_size: int = 0xFFFF
 
 
-def _make_method(name: str, settings: EapSettings, identity: str, peer, random) -> EapMethod:
+def _make_method(name: str, settings: EapSettings, identity: str, peer, random,
+                 max_request: int | None = None) -> EapMethod:
     if name == "ttls":
         if settings.ttls is None:
             raise ValueError("EAP-TTLS is enabled without TLS settings")
-        return TtlsServer(settings.ttls, peer, random=random)
+        ttls = settings.ttls
+        if max_request is not None:
+            # the EAP header and Type take 5 bytes; FreeRADIUS likewise only lowers its fragment size
+            fragment_size = max(MIN_FRAGMENT_SIZE, max_request - EAP_HEADER_SIZE - 1)
+            if fragment_size < ttls.fragment_size:
+                ttls = dataclasses.replace(ttls, fragment_size=fragment_size)
+        return TtlsServer(ttls, peer, random=random)
     if name == "md5":
         return Md5Challenge(identity, settings.credentials, random=random)
     if name == "mschapv2":
@@ -91,7 +111,10 @@ class EapServerSession:
         self._answered = False
         self._tried: set[str] = set()
         self.rounds = 0
-        self._tail: defer.Deferred = defer.succeed(None)
+        self._busy = False
+        """A packet waits for something outside (password store, TNCS core)."""
+        self._waiting: deque[tuple[bytes, defer.Deferred]] = deque()
+        self._max_request: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -108,16 +131,43 @@ class EapServerSession:
         return EapPacket.request(self._identifier, EapType.IDENTITY).build()
 
     def receive(self, packet: bytes) -> defer.Deferred:
-        d = defer.Deferred()
+        if self._busy:
+            # answered in order, once the packet before has been
+            d = defer.Deferred()
+            self._waiting.append((bytes(packet), d))
+            return d
+        return self._run(bytes(packet))
 
-        def run(_):
-            inner = defer.maybeDeferred(self._receive, bytes(packet))
-            inner.addErrback(self._crashed)
-            inner.chainDeferred(d)
-            return inner.addErrback(lambda _f: None)
+    def limit_request_size(self, size: int) -> None:
+        """The carrier says no EAP packet to the peer may exceed ``size``
+        bytes (RADIUS: Framed-MTU - 4, RFC 3580 §3.17); methods started
+        afterwards fragment to fit, when that is smaller than configured."""
+        self._max_request = size
 
-        self._tail.addCallback(run)
-        return d
+    def _run(self, data: bytes) -> defer.Deferred:
+        # most packets (fragments, acknowledgements, TLS flights) are
+        # answered at once: a fired Deferred, no chain
+        try:
+            outcome = self._receive(data)
+        except Exception:
+            outcome = self._crashed(Failure())
+        if not isinstance(outcome, defer.Deferred):
+            return defer.succeed(outcome)
+        self._busy = True
+        done = defer.Deferred()
+        outcome.addErrback(self._crashed)
+        outcome.addCallback(self._ran, done)
+        return done
+
+    def _ran(self, outcome: EapOutcome, done: defer.Deferred) -> None:
+        # still busy while the caller handles the outcome: a packet it passes
+        # meanwhile queues behind the ones already waiting
+        done.callback(outcome)
+        self._busy = False
+        waiting = self._waiting
+        while waiting and not self._busy:
+            data, d = waiting.popleft()
+            self._run(data).chainDeferred(d)
 
     def abort(self, reason: str) -> None:
         if self._state == "done":
@@ -158,9 +208,10 @@ class EapServerSession:
         if packet.type != method.TYPE:
             return self._discard(f"{type_name(packet.type)} response, {method.label} expected")
         self._answered = True
-        d = method.process(packet)
-        d.addCallback(self._step, packet, method)
-        return d
+        step = method.respond(packet)
+        if isinstance(step, defer.Deferred):
+            return step.addCallback(self._step, packet, method)
+        return self._step(step, packet, method)
 
     def _on_identity(self, packet: EapPacket):
         raw = packet.type_data.split(b"\x00", 1)[0][:MAX_IDENTITY]
@@ -175,7 +226,8 @@ class EapServerSession:
             if name in self._tried or (proposed and int(eap_type) not in proposed):
                 continue
             self._tried.add(name)
-            method = _make_method(name, self.settings, self.identity, self.peer, self._random)
+            method = _make_method(name, self.settings, self.identity, self.peer, self._random,
+                                  self._max_request)
             self._method, self._method_name, self._answered = method, name, False
             self._state = "method"
             return self._continue(eap_type, method.initiate(), response, initiating=True)

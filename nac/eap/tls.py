@@ -147,10 +147,13 @@ class TlsTunnel:
         chunks = []
         while True:
             try:
-                chunks.append(self._conn.bio_read(_READ_SIZE))
+                chunk = self._conn.bio_read(_READ_SIZE)
             except SSL.WantReadError:
                 break
-        return b"".join(chunks)
+            chunks.append(chunk)
+            if len(chunk) < _READ_SIZE:
+                break  # a memory BIO hands out all it holds: no need to be told it is empty
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # -- application data ------------------------------------------------------------
 

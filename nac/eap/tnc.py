@@ -24,7 +24,7 @@ from typing import ClassVar
 from twisted.internet import defer
 
 from nac.eap.fragments import EAP_TNC, PT_EAP, FragmentChannel, FragmentError, Framing
-from nac.eap.method import EapMethod, MethodStep
+from nac.eap.method import EapMethod, MethodStep, as_deferred
 from nac.eap.packet import EapPacket, EapType
 from nac.log import Logger
 from nac.tnccs.core import TransportLimits
@@ -72,24 +72,29 @@ class PostureMethod(EapMethod):
         return self.FRAMING.start_packet()
 
     def process(self, response: EapPacket) -> defer.Deferred:
+        return as_deferred(self.respond(response))
+
+    def respond(self, response: EapPacket):
+        # fragments and acknowledgements are answered at once; only a whole
+        # batch goes to the TNCS core (and maybe to the database)
         if self._ended or self.connection is None:
-            return defer.succeed(MethodStep.failure(f"{self.label} response after the method ended"))
+            return MethodStep.failure(f"{self.label} response after the method ended")
         try:
             received = self._channel.receive(response.type_data)
         except FragmentError as err:
-            return defer.succeed(self._fail(f"invalid {self.label} packet: {err}"))
+            return self._fail(f"invalid {self.label} packet: {err}")
         if received.send is not None:
-            return defer.succeed(MethodStep.send(received.send))
+            return MethodStep.send(received.send)
         message = received.message
         if self._closing:
             # the peer's last word after the TNCS closed: an ACK or its CLOSE batch
-            return defer.succeed(self._finish())
+            return self._finish()
         if not message:
             if self._pending:
-                return defer.succeed(self._send_batch(self._pending.pop(0)))
+                return self._send_batch(self._pending.pop(0))
             if self.connection.finished:
-                return defer.succeed(self._finish())
-            return defer.succeed(self._fail(f"empty {self.label} message before the assessment ended"))
+                return self._finish()
+            return self._fail(f"empty {self.label} message before the assessment ended")
         d = self.connection.receive_batch(message)
         d.addCallbacks(self._batch_outcome, self._core_failed)
         return d

@@ -35,6 +35,7 @@ from typing import Callable
 
 from OpenSSL import SSL
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from nac.certs import certificate_identity
 from nac.eap.avp import (
@@ -47,7 +48,15 @@ from nac.eap.avp import (
 )
 from nac.eap.fragments import EAP_TTLS, FragmentChannel, FragmentError
 from nac.eap.md5 import Md5Challenge
-from nac.eap.method import CheckPassword, Credentials, EapMethod, MethodResult, MethodStep, no_credentials
+from nac.eap.method import (
+    CheckPassword,
+    Credentials,
+    EapMethod,
+    MethodResult,
+    MethodStep,
+    as_deferred,
+    no_credentials,
+)
 from nac.eap.mschapv2 import (
     MsChapV2Method,
     authenticator_response,
@@ -57,7 +66,7 @@ from nac.eap.mschapv2 import (
 )
 from nac.eap.packet import EapCode, EapError, EapPacket, EapType, nak_types, next_identifier, type_name
 from nac.eap.tls import TlsError, TlsTunnel
-from nac.log import Logger
+from nac.log import Logger, LogLevel
 
 __all__ = ["INNER_EAP_METHODS", "INNER_METHOD_NAMES", "TtlsServer", "TtlsSettings", "ttls_keys"]
 
@@ -144,9 +153,16 @@ class TtlsServer(EapMethod):
         return EAP_TTLS.start_packet()
 
     def process(self, response: EapPacket) -> defer.Deferred:
-        d = defer.maybeDeferred(self._process, response)
-        d.addErrback(self._crashed)
-        return d
+        return as_deferred(self.respond(response))
+
+    def respond(self, response: EapPacket):
+        try:
+            step = self._process(response)
+        except Exception:
+            return self._crashed(Failure())
+        if isinstance(step, defer.Deferred):
+            step.addErrback(self._crashed)
+        return step
 
     def abort(self, reason: str) -> None:
         self._state = "done"
@@ -249,7 +265,8 @@ class TtlsServer(EapMethod):
             packet = EapPacket.parse(data)
         except EapError as err:
             return self._fail(f"invalid tunneled EAP packet: {err}")
-        log.debug("received tunneled EAP-TTLS AVP [{what}]", what=packet.describe())
+        if LogLevel.debug in Logger.enabled:
+            log.debug("received tunneled EAP-TTLS AVP [{what}]", what=packet.describe())
         if packet.code != EapCode.RESPONSE:
             return self._fail(f"{EapCode(packet.code).name.title()} received inside the tunnel")
         if self._phase == "identity":
@@ -278,9 +295,10 @@ class TtlsServer(EapMethod):
         if packet.type != method.TYPE:
             return self._fail(f"tunneled {type_name(packet.type)} response, {method.label} expected")
         self._inner_answered = True
-        d = method.process(packet)
-        d.addCallback(self._inner_step, method)
-        return d
+        step = method.respond(packet)
+        if isinstance(step, defer.Deferred):
+            return step.addCallback(self._inner_step, method)
+        return self._inner_step(step, method)
 
     def _start_inner(self, proposed: tuple[int, ...]):
         for name in self.settings.inner_eap:
@@ -401,7 +419,8 @@ class TtlsServer(EapMethod):
     def _send_inner(self, eap_type: EapType, type_data: bytes) -> MethodStep:
         self._inner_id = next_identifier(self._inner_id)
         packet = EapPacket.request(self._inner_id, eap_type, type_data)
-        log.debug("sending tunneled EAP-TTLS AVP [{what}]", what=packet.describe())
+        if LogLevel.debug in Logger.enabled:
+            log.debug("sending tunneled EAP-TTLS AVP [{what}]", what=packet.describe())
         return self._tunnel_send(Avp(AvpCode.EAP_MESSAGE, packet.build()).build())
 
     def _tunnel_send(self, payload: bytes) -> MethodStep:

@@ -21,6 +21,10 @@ What the server does with a request:
   (one :class:`nac.interfaces.IEapSession` from the factory); later requests
   of the conversation carry the State of the Access-Challenge they answer.
   Each challenge gets a new random State, so a State is good for one round.
+  A Framed-MTU in that first request bounds the EAP packets sent to the
+  peer (Framed-MTU - 4, RFC 3580 §3.17) when the session can fragment to
+  fit (``limit_request_size``): they never exceed what the NAS can carry,
+  and never the configured fragment size either.
 
 The EAP session's outcome becomes the reply: Access-Challenge (continue),
 Access-Accept with EAP-Success, User-Name, MS-MPPE keys and the enforcement
@@ -43,7 +47,7 @@ from typing import Callable, Iterable, Sequence
 from twisted.internet import defer
 
 from nac.eap.outcome import EapOutcome, EapStatus
-from nac.log import Logger
+from nac.log import Logger, LogLevel
 from nac.tnccs.core import PeerInfo
 from transports.radius.enforcement import RadiusEnforcement, RadiusEnforcementAction
 from transports.radius.packet import (
@@ -54,6 +58,7 @@ from transports.radius.packet import (
     RadiusPacket,
     RadiusPacketError,
     code_name,
+    decode_value,
     eap_message_attributes,
     mppe_key_attributes,
     sign_response,
@@ -72,6 +77,42 @@ _PASSWORDS = frozenset(map(int, (AttributeType.USER_PASSWORD, AttributeType.CHAP
                                  AttributeType.ARAP_PASSWORD)))
 _MA_PLACEHOLDER = Attribute(AttributeType.MESSAGE_AUTHENTICATOR, bytes(16))
 _MAX_CLIENT_CACHE = 4096
+# RFC 2865 §5.12: Framed-MTU values range from 64 to 65535
+MIN_FRAMED_MTU, MAX_FRAMED_MTU = 64, 65535
+# RFC 3580 §3.17: Version (1), Type (1) and Body Length (2) of the 802.1X frame
+EAPOL_HEADER_SIZE = 4
+
+
+class _RandomPool:
+    """``os.urandom`` read a block at a time: a State per round trip then costs
+    a slice, not a system call (which also hands the GIL to the database
+    threads).  Each value is a part of the block nobody else gets; a forked
+    child starts a block of its own."""
+
+    BLOCK = 4096
+
+    def __init__(self):
+        self._block = b""
+        self._pos = 0
+
+    def __call__(self, n: int) -> bytes:
+        pos = self._pos
+        end = pos + n
+        if end > len(self._block):
+            if n > self.BLOCK:
+                return os.urandom(n)
+            self._block = os.urandom(self.BLOCK)
+            pos, end = 0, n
+        self._pos = end
+        return self._block[pos:end]
+
+    def forget(self) -> None:
+        self._block = b""
+        self._pos = 0
+
+
+_urandom_pool = _RandomPool()
+os.register_at_fork(after_in_child=_urandom_pool.forget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +221,7 @@ class RadiusServer:
     def __init__(self, clients: Sequence[RadiusClient] | RadiusClientTable, eap_factory: Callable,
                  enforcement: RadiusEnforcement | None = None, *, conversation_timeout: float = 30.0,
                  max_conversations: int = 4096, duplicate_lifetime: float = DEFAULT_DUPLICATE_LIFETIME,
-                 random_bytes: Callable[[int], bytes] = os.urandom, transport_name: str = "radius"):
+                 random_bytes: Callable[[int], bytes] = _urandom_pool, transport_name: str = "radius"):
         self.clients = clients if isinstance(clients, RadiusClientTable) else RadiusClientTable(clients)
         self.eap_factory = eap_factory
         self.enforcement = enforcement if enforcement is not None else RadiusEnforcement()
@@ -328,8 +369,9 @@ class RadiusServer:
         conv.pending = True
         entry = _Reply(packet.authenticator, None, now + self.conversation_timeout)
         self._cache(key, entry)
-        log.debug("received RADIUS Access-Request 0x{id:02x} from client '{client}' with {n} bytes of EAP",
-                  id=packet.identifier, client=host, n=len(eap))
+        if LogLevel.debug in Logger.enabled:
+            log.debug("received RADIUS Access-Request 0x{id:02x} from client '{client}' with {n} bytes of EAP",
+                      id=packet.identifier, client=host, n=len(eap))
         try:
             d = conv.session.receive(eap)
         except Exception:
@@ -363,10 +405,31 @@ class RadiusServer:
         conv = _Conversation(state, session, client, host, port, peer,
                              packet.get(AttributeType.USER_NAME), now)
         conversations[state] = conv
+        framed_mtu = packet.get(AttributeType.FRAMED_MTU)
+        if framed_mtu is not None:
+            self._link_mtu(session, framed_mtu, host)
         # debug: one info line per authentication (its outcome) is what operators read
         log.debug("new EAP conversation from client '{client}' for '{user}'",
                  client=host, user=_user_name(conv.user_name))
         return conv
+
+    @staticmethod
+    def _link_mtu(session, raw: bytes, host: str) -> None:
+        # RFC 3580 §3.17: the NAS's Framed-MTU bounds the EAP packets it can pass
+        # to the peer, less the 4-byte 802.1X header; a hint, so a bad one is ignored
+        limit = getattr(session, "limit_request_size", None)
+        if limit is None:
+            return
+        try:
+            mtu = decode_value(AttributeType.FRAMED_MTU, raw)
+        except RadiusPacketError as exc:
+            log.warn("ignoring the Framed-MTU from client '{client}': {reason}", client=host, reason=exc.reason)
+            return
+        if not MIN_FRAMED_MTU <= mtu <= MAX_FRAMED_MTU:
+            log.warn("ignoring the Framed-MTU {mtu} from client '{client}': outside {low}-{high}",
+                     mtu=mtu, client=host, low=MIN_FRAMED_MTU, high=MAX_FRAMED_MTU)
+            return
+        limit(mtu - EAPOL_HEADER_SIZE)
 
     # -- EAP outcomes -------------------------------------------------------------------
 
@@ -427,7 +490,8 @@ class RadiusServer:
         conversations[state] = conv
         conv.rounds += 1
         self.counters.access_challenges += 1
-        log.debug("sending RADIUS Access-Challenge to client '{client}'", client=conv.host)
+        if LogLevel.debug in Logger.enabled:
+            log.debug("sending RADIUS Access-Challenge to client '{client}'", client=conv.host)
         return reply
 
     def _success(self, conv: _Conversation, request: RadiusPacket, outcome: EapOutcome) -> bytes:

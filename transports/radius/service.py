@@ -44,12 +44,14 @@ class RadiusProtocol(protocol.DatagramProtocol):
             log.failure("internal error on a RADIUS packet from {host}[{port}]", host=addr[0], port=addr[1])
             return
         if d is not None:
-            d.addCallback(self._send, addr)
-            d.addErrback(self._failed, addr)
+            d.addCallbacks(self._send, self._failed, callbackArgs=(addr,), errbackArgs=(addr,))
 
     def _send(self, reply: bytes | None, addr) -> None:
         if reply is not None and self.transport is not None:
-            self.transport.write(reply, addr)
+            try:
+                self.transport.write(reply, addr)
+            except Exception:
+                log.failure("cannot send the RADIUS reply to {host}[{port}]", host=addr[0], port=addr[1])
 
     def _failed(self, failure, addr) -> None:
         log.failure("internal error answering a RADIUS packet from {host}[{port}]", failure,

@@ -247,7 +247,8 @@ def main(argv=None) -> int:
                    help="let the collectors measure the host in every authentication (default: once per worker)")
     p.add_argument("--tls-version", default="1.3", choices=("1.2", "1.3", ""),
                    help="TLS version; empty: either (default: %(default)s)")
-    p.add_argument("--fragment-size", type=int, default=1024, help="EAP-TTLS fragment size of the peer")
+    p.add_argument("--fragment-size", type=int, default=1398,
+                   help="EAP-TTLS fragment size of the peer (default: %(default)s, wpa_supplicant's)")
     p.add_argument("--groups", metavar="G1:G2",
                    help="TLS key exchange groups the peer offers, e.g. X25519 (default: OpenSSL's)")
     p.add_argument("--phase2-with-finished", action=argparse.BooleanOptionalAction, default=True,

@@ -29,7 +29,6 @@ built like strongSwan's ``imv_agent``: read for facts, written anew.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -38,6 +37,7 @@ from xml.sax.saxutils import escape
 from twisted.internet import defer
 from zope.interface import implementer
 
+from nac.entropy import random_id32
 from nac.config import Option, byte_size, choice, optional, text
 from nac.ifimv import ANY_IMC_ID, ActionRecommendation, ConnectionState, EvaluationResult
 from nac.interfaces import IImv
@@ -362,7 +362,7 @@ def send_attributes(connection, vendor: int, subtype: int, attributes: Sequence[
         parts.append(data)
         size += len(data)
     if parts:
-        body = PaMessage(secrets.randbits(32)).build() + b"".join(parts)
+        body = PaMessage(random_id32()).build() + b"".join(parts)
         connection.send_message(vendor, subtype, body, collector_id=collector_id, exclusive=exclusive)
 
 

@@ -528,7 +528,9 @@ declare_section("radius", [
            "VLAN for Isolate. Empty: no VLAN attributes."),
     Option("session_timeout", non_negative_int, 0, "Session-Timeout in seconds sent with Access-Accept; 0: none."),
     Option("fragment_size", int_range(64, 4000), 1024,
-           "Largest EAP-TTLS/PT-EAP fragment per EAP message (must fit one RADIUS packet)."),
+           "Largest EAP-TTLS/PT-EAP fragment per EAP message (must fit one RADIUS packet); a "
+           "Framed-MTU in the NAS's first Access-Request lowers it so that EAP packets fit "
+           "Framed-MTU - 4 bytes (RFC 3580)."),
     Option("conversation_timeout", seconds, 30.0,
            "An EAP conversation with no request for this long is forgotten."),
     Option("max_conversations", positive_int, 4096, "Most EAP conversations in progress at once."),

@@ -168,3 +168,7 @@ class IEapSession(Interface):
     def abort(reason):
         """The transport gave up on the peer (timeout, shutdown): release all
         state, including any TNCCS connection, and never reply again."""
+
+    # Optional: ``limit_request_size(size)``, the largest EAP packet the
+    # transport can carry to the peer (RADIUS: Framed-MTU - 4, RFC 3580);
+    # a session having it lowers its fragment size to fit, never raises it.

@@ -399,7 +399,7 @@ class EapConversationTests(ServerTestCase):
         self.assertEqual(len(states), 300)
 
     def test_a_forked_child_draws_other_random_values(self):
-        from transports.radius.server import _urandom_pool
+        from nac.entropy import random_bytes as _urandom_pool
         _urandom_pool(16)  # the pool has a block in hand
         read, write = os.pipe()
         pid = os.fork()

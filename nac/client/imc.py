@@ -16,10 +16,10 @@ messages that fit the transport.
 from __future__ import annotations
 
 import itertools
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from nac.entropy import random_id32
 from nac.log import Logger
 from zope.interface import Attribute, Interface, implementer
 
@@ -296,7 +296,7 @@ class PaTncImc:
             size += len(data)
         for parts in messages:
             if parts:
-                body = PaMessage(secrets.randbits(32)).build() + b"".join(parts)
+                body = PaMessage(random_id32()).build() + b"".join(parts)
                 connection.send_message(self.vendor, self.subtype, body,
                                         validator_id=validator_id, exclusive=exclusive)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 
+from nac.entropy import random_id32
 from nac.pa.ietf import PaTncErrorAttribute
 from nac.pa.message import PaAttribute, PaMessage, PaTncError
 
@@ -42,5 +42,5 @@ def pa_error_reply(
         refused = source.unsupported_noskip() if unsupported is None else unsupported
         attributes = tuple(attribute_type_not_supported_error(header, a) for a in refused)
     if message_id is None:
-        message_id = secrets.randbits(32)
+        message_id = random_id32()
     return PaMessage(message_id, attributes).build()

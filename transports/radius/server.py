@@ -46,6 +46,7 @@ from typing import Callable, Iterable, Sequence
 
 from twisted.internet import defer
 
+from nac.entropy import random_bytes as pool_bytes
 from nac.eap.outcome import EapOutcome, EapStatus
 from nac.log import Logger, LogLevel
 from nac.tnccs.core import PeerInfo
@@ -83,36 +84,6 @@ MIN_FRAMED_MTU, MAX_FRAMED_MTU = 64, 65535
 EAPOL_HEADER_SIZE = 4
 
 
-class _RandomPool:
-    """``os.urandom`` read a block at a time: a State per round trip then costs
-    a slice, not a system call (which also hands the GIL to the database
-    threads).  Each value is a part of the block nobody else gets; a forked
-    child starts a block of its own."""
-
-    BLOCK = 4096
-
-    def __init__(self):
-        self._block = b""
-        self._pos = 0
-
-    def __call__(self, n: int) -> bytes:
-        pos = self._pos
-        end = pos + n
-        if end > len(self._block):
-            if n > self.BLOCK:
-                return os.urandom(n)
-            self._block = os.urandom(self.BLOCK)
-            pos, end = 0, n
-        self._pos = end
-        return self._block[pos:end]
-
-    def forget(self) -> None:
-        self._block = b""
-        self._pos = 0
-
-
-_urandom_pool = _RandomPool()
-os.register_at_fork(after_in_child=_urandom_pool.forget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +192,7 @@ class RadiusServer:
     def __init__(self, clients: Sequence[RadiusClient] | RadiusClientTable, eap_factory: Callable,
                  enforcement: RadiusEnforcement | None = None, *, conversation_timeout: float = 30.0,
                  max_conversations: int = 4096, duplicate_lifetime: float = DEFAULT_DUPLICATE_LIFETIME,
-                 random_bytes: Callable[[int], bytes] = _urandom_pool, transport_name: str = "radius"):
+                 random_bytes: Callable[[int], bytes] = pool_bytes, transport_name: str = "radius"):
         self.clients = clients if isinstance(clients, RadiusClientTable) else RadiusClientTable(clients)
         self.eap_factory = eap_factory
         self.enforcement = enforcement if enforcement is not None else RadiusEnforcement()

@@ -3,15 +3,23 @@
 ``[nac] log_level`` drops events below the threshold where they are made,
 before an event dict is built or a format string rendered, so the per-packet
 debug lines cost next to nothing on a busy server.  Observers still see
-everything at or above the threshold, as twistd configures them.
+everything at or above the threshold.
+
+:class:`ClassicFileObserver` writes twistd's log file in twistd's format for
+less; the nac plugin offers it to twistd (:func:`twistd_log_observer`).
 """
 
 from __future__ import annotations
 
-from twisted.logger import Logger as _TwistedLogger
-from twisted.logger import LogLevel
+import signal
+import sys
 
-__all__ = ["Logger", "LogLevel", "set_level"]
+from twisted.logger import Logger as _TwistedLogger
+from twisted.logger import LogLevel, formatEventAsClassicLogText, formatTime, timeFormatRFC3339
+from twisted.python.compat import ioType
+from twisted.python.logfile import LogFile
+
+__all__ = ["ClassicFileObserver", "Logger", "LogLevel", "set_level", "twistd_log_observer"]
 
 _ORDER = (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)
 
@@ -28,3 +36,88 @@ def set_level(name: str | LogLevel) -> None:
     """Log events of this level and more severe ones ('debug', 'info', 'warn', 'error')."""
     level = name if isinstance(name, type(LogLevel.info)) else LogLevel.levelWithName(name)
     Logger.enabled = frozenset(_ORDER[_ORDER.index(level):])
+
+
+# -- twistd's log file, written with less work --------------------------------------------
+
+
+class ClassicFileObserver:
+    """Writes events as twistd's text observer does, ``<time> [<system>]
+    <text>``, byte for byte, for a fraction of its cost.
+
+    twistd's observer works out the time zone and formats the time stamp
+    anew for every event and renders the text through a call-aware
+    formatter; a busy server logs a dozen milestones per assessment.  Here
+    the time stamp is made once per second and plain events (a ``log_format``
+    of named fields, no failure) are rendered with ``str.format``; anything
+    else (tracebacks, ``{x()}`` calls, legacy events) goes through Twisted's
+    own formatter.
+    """
+
+    def __init__(self, out, time_format: str = timeFormatRFC3339):
+        self._out = out
+        self._encode = ioType(out) is not str
+        self._time_format = time_format
+        self._second: int | None = None
+        self._stamp = "-"
+
+    def _time(self, when) -> str:
+        if when is None:
+            return "-"
+        second = int(when)
+        if second != self._second:
+            self._stamp = formatTime(second, self._time_format)
+            self._second = second
+        return self._stamp
+
+    def format(self, event) -> str | None:
+        """The line for ``event`` (None when there is nothing to write)."""
+        fmt = event.get("log_format")
+        if type(fmt) is not str or "log_failure" in event or "log_flattened" in event:
+            return formatEventAsClassicLogText(event, self._time)
+        try:
+            text = fmt.format(**event)
+        except Exception:
+            return formatEventAsClassicLogText(event, self._time)
+        if not text:
+            return None
+        system = event.get("log_system")
+        if system is None:
+            level = event.get("log_level")
+            system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+        elif type(system) is not str:
+            return formatEventAsClassicLogText(event, self._time)
+        if "\n" in text:
+            text = text.replace("\n", "\n\t")
+        return f"{self._time(event.get('log_time'))} [{system}] {text}\n"
+
+    def __call__(self, event) -> None:
+        text = self.format(event)
+        if text:
+            self._out.write(text.encode("utf-8") if self._encode else text)
+            self._out.flush()
+
+
+def twistd_log_observer(server_options) -> ClassicFileObserver | None:
+    """The observer for the file twistd would log to with ``server_options``
+    (its command line: ``--logfile``, ``--nodaemon``), or None where twistd
+    should choose (``--syslog``, ``--logger``, options of another kind)."""
+    get = getattr(server_options, "get", None)
+    if get is None or get("syslog") or get("logger") or "logfile" not in server_options:
+        return None
+    name, nodaemon = get("logfile"), get("nodaemon")
+    if name == "-":
+        if not nodaemon:
+            return None  # twistd refuses this itself
+        return ClassicFileObserver(sys.stdout)
+    if nodaemon and not name:
+        return ClassicFileObserver(sys.stdout)
+    log_file = LogFile.fromFullPath(name or "twistd.log")
+    # as twistd: SIGUSR1 rotates the file, unless someone else took the signal
+    if not signal.getsignal(signal.SIGUSR1):
+        def rotate(_signum, _frame):
+            from twisted.internet import reactor
+            reactor.callFromThread(log_file.rotate)
+
+        signal.signal(signal.SIGUSR1, rotate)
+    return ClassicFileObserver(log_file)

@@ -1,7 +1,7 @@
 """``twistd nac``: command-line options and the service tree.
 
-One :class:`~twisted.application.service.MultiService` holds the TNCS core
-service and one service per enabled transport.
+One :class:`NacService` (a MultiService) holds the TNCS core service and
+one service per enabled transport.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 
 from twisted.application import service
+from twisted.logger import ILogObserver
 from twisted.python import usage
+from twisted.python.components import Componentized
 
 from nac import config as nac_config
 from nac import log as nac_log
@@ -180,6 +182,24 @@ def build_store(cfg, *, migrate: bool = True):
     return PolicyStore(engine, credential_cache_ttl=cfg.get("nac", "credential_cache_ttl"), secrets=secrets)
 
 
+class NacService(service.MultiService):
+    """nac's service tree.  When twistd adds it to its application, it also
+    offers twistd the log observer for the file twistd would log to
+    (:func:`nac.log.twistd_log_observer`: the same lines, made for less),
+    which twistd takes unless ``--logger`` names another."""
+
+    def __init__(self, twistd_options=None):
+        super().__init__()
+        self.twistd_options = twistd_options
+
+    def setServiceParent(self, parent):
+        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
+            observer = nac_log.twistd_log_observer(self.twistd_options)
+            if observer is not None:
+                parent.setComponent(ILogObserver, observer)
+        super().setServiceParent(parent)
+
+
 def makeService(options) -> service.MultiService:
     cfg = options.nac_config
     nac_log.set_level(cfg.get("nac", "log_level"))
@@ -189,7 +209,7 @@ def makeService(options) -> service.MultiService:
         # the main process is number 0 of the processes serving PT-TLS
         core = build_core(cfg, connection_ids=(1, pt_tls_processes(cfg)))
         core.store = store
-        top = service.MultiService()
+        top = NacService(getattr(options, "parent", None))
         store.setServiceParent(top)
         CoreService(core).setServiceParent(top)
         for name in cfg.transports:

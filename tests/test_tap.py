@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 from twisted.application.service import IService, MultiService
@@ -76,6 +77,35 @@ class ServiceTreeTests(unittest.TestCase):
         verifyObject(IService, pt)
         verifyObject(IPostureTransport, pt)
         self.assertIs(pt.core, core)
+
+    def test_twistd_is_offered_nacs_log_observer_for_its_log_file(self):
+        from twisted.application.service import Application
+        from twisted.logger import ILogObserver
+        from twisted.scripts.twistd import ServerOptions
+
+        from nac.log import ClassicFileObserver
+
+        log_path = self.mktemp()
+        server = ServerOptions()
+        server.parseOptions(["--logfile", log_path, "nac", "--state-dir", self.mktemp(),
+                             "--config", self._conf(free_port())])
+        top = tap.makeService(server.subOptions)
+        self.addCleanup(top.getServiceNamed("policy-store").db.engine.dispose)
+        application = Application("nac")
+        top.setServiceParent(application)
+        observer = application.getComponent(ILogObserver)
+        self.assertIsInstance(observer, ClassicFileObserver)
+        self.addCleanup(observer._out.close)
+        self.assertEqual(observer._out.path, os.path.abspath(log_path))
+        # one named by --logger wins, as twistd has it
+        server = ServerOptions()
+        server.parseOptions(["--logger", "twisted.logger.jsonFileLogObserver", "nac", "--state-dir",
+                             self.mktemp(), "--config", self._conf(free_port())])
+        top = tap.makeService(server.subOptions)
+        self.addCleanup(top.getServiceNamed("policy-store").db.engine.dispose)
+        application = Application("nac")
+        top.setServiceParent(application)
+        self.assertIsNone(application.getComponent(ILogObserver))
 
     def _conf(self, port):
         path = self.mktemp()

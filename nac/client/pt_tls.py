@@ -26,6 +26,7 @@ from zope.interface import implementer
 from nac.client.collectors import DEFAULT_COLLECTORS, make_collectors
 from nac.client.pb_client import AssessmentOutcome, PbTncClient
 from transports.pt_tls import negotiation as ptn
+from transports.pt_tls.tls import hold_declarations
 from transports.pt_tls.wire import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = [
@@ -181,6 +182,8 @@ class PtTlsClientProtocol(protocol.Protocol):
     # -- connection life ------------------------------------------------------------
 
     def connectionMade(self):
+        # the next connections' TLS wrappers find their declarations made
+        hold_declarations(self.transport, getattr(self.transport, "transport", None))
         log.info("connected to {peer}, starting TLS", peer=self.peer)
         self.pt.start()  # the Version Request waits in TLS until the handshake is done
         self._flush()

@@ -16,7 +16,6 @@ from twisted.internet import defer, protocol
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHandshakeListener
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from nac.certs import certificate_identity
@@ -24,7 +23,7 @@ from nac.interfaces import IPostureTransport
 from nac.log import Logger
 from nac.tnccs.core import PeerInfo, TransportLimits
 from transports.pt_tls import negotiation as ptn
-from transports.pt_tls.tls import server_context
+from transports.pt_tls.tls import TlsServerFactory, server_context
 
 log = Logger(namespace="nac.pt-tls")
 
@@ -272,7 +271,7 @@ class PtTlsService(service.MultiService):
         self.core = core
         self.factory = factory
         self.name = "pt-tls"
-        self.tls_factory = TLSMemoryBIOFactory(context, False, factory)
+        self.tls_factory = TlsServerFactory(context, False, factory)
         self.port_number = port
         self.interface = interface
         self.socket: socket.socket | None = None

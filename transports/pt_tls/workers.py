@@ -596,7 +596,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
-    from twisted.protocols.tls import TLSMemoryBIOFactory
+    from transports.pt_tls.tls import TlsServerFactory
     from twisted.python import usage
 
     from nac import config as nac_config
@@ -639,7 +639,7 @@ def main(argv: list[str] | None = None) -> None:
         core = tap.build_core(cfg, connection_ids=ids)
         core.store = store
         factory = make_factory(cfg, core, store, process=worker, processes=processes)
-        tls_factory = TLSMemoryBIOFactory(tls_context(cfg, announce=False), False, factory)
+        tls_factory = TlsServerFactory(tls_context(cfg, announce=False), False, factory)
         top = service.MultiService()
         store.setServiceParent(top)
         tap.CoreService(core).setServiceParent(top)

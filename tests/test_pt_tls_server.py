@@ -228,3 +228,33 @@ class PtTlsServerTests(unittest.TestCase):
         for t in threads:
             t.join(60)
         self.assertEqual(errors, [])
+
+
+class TlsDeclarationTests(unittest.TestCase):
+    def test_declarations_made_for_one_connection_serve_the_next(self):
+        import gc
+
+        from twisted.internet.interfaces import ITCPTransport
+        from twisted.internet.testing import StringTransport
+        from zope.interface import implementer
+        from zope.interface.declarations import InstanceDeclarations, Provides
+
+        from transports.pt_tls.tls import TlsServerProtocol, hold_declarations
+
+        @implementer(ITCPTransport)
+        class Transport(StringTransport):
+            pass
+
+        class Unheld(TlsServerProtocol):
+            pass
+
+        # zope.interface forgets declarations nobody holds ...
+        Provides(Unheld, ITCPTransport)
+        gc.collect()
+        self.assertNotIn((Unheld, ITCPTransport), InstanceDeclarations)
+        # ... the ones of a connection made are held for the next
+        protocol = TlsServerProtocol.__new__(TlsServerProtocol)
+        hold_declarations(protocol, Transport())
+        gc.collect()
+        self.assertIn((TlsServerProtocol, ITCPTransport), InstanceDeclarations)
+        hold_declarations(protocol, None)  # a client without a transport yet: nothing

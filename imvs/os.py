@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql
 from twisted.internet import defer
 
@@ -259,7 +260,8 @@ def releases_by_package(session, product: str,
     if product_id is None:
         return
     unique = sorted(set(names))
-    connection = session.connection()  # plain rows: no ORM bookkeeping for thousands of them
+    # plain rows: no ORM bookkeeping for thousands of them
+    connection = session.connection() if isinstance(session, orm.Session) else session
     if connection.dialect.name == "postgresql":
         query, chunk = _RELEASES_ARRAY, ARRAY_CHUNK
     else:
@@ -407,7 +409,7 @@ class PackageReports:
     def check(self, session, product: str, installed: Sequence[tuple[str, str]],
               updates: UpdatePolicy = UpdatePolicy.SECURITY, *, digest: bytes | None = None) -> PackageReport:
         """:func:`check_installed_packages`, or the report it gave for the
-        same list in this generation (run by PolicyStore.run).  ``digest``
+        same list in this generation (run by PolicyStore.read or .run).  ``digest``
         names the list when the caller knows one (the attributes' own,
         :attr:`InstalledPackages.digest`); otherwise it is made here."""
         if self.size <= 0:
@@ -708,7 +710,7 @@ class OsImv(PaTncImv):
             else:
                 log.debug("processing installed '{product}' packages", product=product)
                 try:
-                    report = yield store.run(self.reports.check, product, state.packages, self.updates,
+                    report = yield store.read(self.reports.check, product, state.packages, self.updates,
                                             digest=PackageReports.combine(state.package_digests))
                 except Exception:
                     log.failure("IMV {imv_id}: checking the installed packages of Connection ID {cid} "

@@ -33,7 +33,7 @@ from nac.db.engine import (
     upgrade,
 )
 from nac.db.passwords import hash_password, verify_password
-from nac.db.store import AlreadyExists, NotFound, PolicyDb, PolicyStore, StoreError
+from nac.db.store import AlreadyExists, NotFound, PolicyDb, PolicyStore, StoreError, policy_generation
 from nac.ifimv import ActionRecommendation as A
 from nac.ifimv import EvaluationResult as E
 from nac.interfaces import IPolicyStore
@@ -576,7 +576,23 @@ class PolicyDbTestsMixin(DatabaseMixin):
 
 
 class SqlitePolicyDbTests(SqliteBackend, PolicyDbTestsMixin, unittest.TestCase):
-    pass
+    def test_reads_go_on_while_another_process_writes(self):
+        import sqlite3
+
+        self.db.add_user("carol", "pw")
+        other = sqlite3.connect(self.engine.url.database, isolation_level=None, timeout=0)
+        self.addCleanup(other.close)
+        with self.engine.connect() as connection:  # no waiting for locks: fail at once
+            connection.exec_driver_sql("PRAGMA busy_timeout = 0")
+        other.execute("BEGIN IMMEDIATE")  # a writer elsewhere holds the write lock
+        other.execute("UPDATE users SET enabled = 1")
+        self.assertEqual(self.db.password_row("carol")[1], True)
+        self.assertEqual(self.db.read(policy_generation), self.db.read(policy_generation))
+        # a write would wait for that lock: reads are what skip it
+        with self.assertRaises(sa.exc.OperationalError):
+            with self.engine.begin() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        other.execute("ROLLBACK")
 
 
 class PostgresPolicyDbTests(PostgresBackend, PolicyDbTestsMixin, unittest.TestCase):

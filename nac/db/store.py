@@ -334,6 +334,12 @@ class PolicyDb:
         with self.transaction() as session:
             return fn(session, *args, **kwargs)
 
+    def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(connection, *args, **kwargs)`` in a read-only transaction on a
+        plain Connection: no ORM session, and on SQLite no write lock."""
+        with self.engine.connect() as connection:
+            return fn(connection.execution_options(nac_read_only=True), *args, **kwargs)
+
     def check_schema(self) -> str:
         """The schema revision; :class:`~nac.db.engine.SchemaError` if not this nac's."""
         return db_engine.check_schema(self.engine)
@@ -348,8 +354,7 @@ class PolicyDb:
         """The EAP password of enabled user ``name``; None when there is no
         such user, it is disabled or has no EAP secret, or the secret does
         not open with this key (logged: the key file is wrong)."""
-        with self.engine.connect() as connection:
-            row = connection.execute(_EAP_SECRET_ROW, {"name": name}).one_or_none()
+        row = self.read(lambda connection: connection.execute(_EAP_SECRET_ROW, {"name": name}).one_or_none())
         if row is None or not row.enabled or row.eap_secret is None or self.secrets is None:
             return None
         try:
@@ -360,8 +365,7 @@ class PolicyDb:
 
     def password_row(self, name: str) -> tuple[str, bool] | None:
         """(stored password hash, enabled) of user ``name``, None if there is none."""
-        with self.engine.connect() as connection:
-            row = connection.execute(_PASSWORD_ROW, {"name": name}).one_or_none()
+        row = self.read(lambda connection: connection.execute(_PASSWORD_ROW, {"name": name}).one_or_none())
         return None if row is None else (row.password_hash, row.enabled)
 
     def add_user(self, name: str, password: str | bytes, *, eap: bool = False) -> UserInfo:
@@ -943,6 +947,10 @@ class PolicyStore(service.Service):
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any):
         """Deferred firing with ``fn(session, *args, **kwargs)``, run in one transaction."""
         return self._defer(self.db.run, fn, *args, **kwargs)
+
+    def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any):
+        """Deferred firing with ``fn(connection, *args, **kwargs)`` (:meth:`PolicyDb.read`)."""
+        return self._defer(self.db.read, fn, *args, **kwargs)
 
     def check_schema(self):
         """Deferred firing with the schema revision, or failing with SchemaError."""

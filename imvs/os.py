@@ -397,45 +397,33 @@ class PackageReports:
             return digests[0]
         return hashlib.blake2b(b"".join(digests), digest_size=16).digest()
 
-    @staticmethod
-    def digest(installed: Sequence[tuple[str, str]]) -> bytes | None:
-        """A digest naming the list exactly, None for a list it cannot name
-        (a NUL inside a name or release would make two lists look alike)."""
-        text = "\0".join(itertools.chain.from_iterable(installed))
-        if text.count("\0") != max(0, 2 * len(installed) - 1):
-            return None
-        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
     def check(self, session, product: str, installed: Sequence[tuple[str, str]],
               updates: UpdatePolicy = UpdatePolicy.SECURITY, *, digest: bytes | None = None) -> PackageReport:
         """:func:`check_installed_packages`, or the report it gave for the
-        same list in this generation (run by PolicyStore.read or .run).  ``digest``
-        names the list when the caller knows one (the attributes' own,
-        :attr:`InstalledPackages.digest`); otherwise it is made here."""
-        if self.size <= 0:
+        same list in this generation (run by PolicyStore.read or .run).
+        ``digest`` names the list (:attr:`InstalledPackages.digest`, or
+        :meth:`combine` of several); a list without one is judged afresh."""
+        if self.size <= 0 or digest is None:
             return check_installed_packages(session, product, installed, updates)
         generation = policy_generation(session)
-        if digest is None:
-            digest = self.digest(installed)
         key = (product, updates, digest)
         with self._lock:
             if generation != self._generation:
                 self._reports.clear()
                 self._generation = generation
-            report = self._reports.get(key) if digest is not None else None
+            report = self._reports.get(key)
             if report is not None:
                 self._reports.move_to_end(key)
                 self.hits += 1
                 return report
             self.misses += 1
         report = check_installed_packages(session, product, installed, updates)
-        if digest is not None:
-            with self._lock:
-                # a report read before a change stays out of the next generation
-                if generation == self._generation:
-                    self._reports[key] = report
-                    if len(self._reports) > self.size:
-                        self._reports.popitem(last=False)
+        with self._lock:
+            # a report read before a change stays out of the next generation
+            if generation == self._generation:
+                self._reports[key] = report
+                if len(self._reports) > self.size:
+                    self._reports.popitem(last=False)
         return report
 
 
@@ -674,22 +662,6 @@ class OsImv(PaTncImv):
 
     # -- judging --------------------------------------------------------------------------------
 
-    def record_device(self, connection, state: OsState, product: str | None) -> None:
-        """Bind the session to the endpoint's device, in the background (as
-        :meth:`measure`); failures are logged."""
-        store = connection.store
-
-        def bind(session_id):
-            if session_id is not None:
-                return store.device_seen(session_id, state.device_id, product)
-            return None
-
-        def failed(failure):
-            log.failure("IMV {imv_id}: recording device '{device}' failed", failure,
-                        imv_id=connection.imv_id, device=state.device_id)
-
-        self.session_id(connection, state).addCallback(bind).addErrback(failed)
-
     @defer.inlineCallbacks
     def judge(self, connection, state: OsState):
         if not state.received_any:
@@ -702,7 +674,9 @@ class OsImv(PaTncImv):
 
         if store is not None:
             if state.device_id is not None:
-                self.record_device(connection, state, product)
+                device_id = state.device_id
+                self.record(connection, state, f"device '{device_id}'",
+                            lambda session_id: store.device_seen(session_id, device_id, product))
             if state.packages is None or product is None:
                 checks.append(None)
                 summary.append("no installed packages received" if state.packages is None

@@ -639,21 +639,22 @@ class PaTncImv:
         return fetch_session_id(connection, state)
 
     def measure(self, connection, state: ImvState, kind: str, payload: dict) -> None:
-        """Keep ``payload`` as a measurement of this session.  The write
-        goes on in the background (the store commits it before the
-        session's decision, which is queued after it): the verdict does
-        not wait for it.  Failures are logged."""
+        """Keep ``payload`` as a measurement of this session (see :meth:`record`)."""
         store = connection.store
-        if store is None:
-            return
+        if store is not None:
+            self.record(connection, state, f"the {kind} measurement",
+                        lambda session_id: store.add_measurement(session_id, self.name, kind, payload))
 
-        def write(session_id):
-            if session_id is not None:
-                return store.add_measurement(session_id, self.name, kind, payload)
-            return None
+    def record(self, connection, state: ImvState, what: str, write) -> None:
+        """``write(session_id)`` (a store write) once this session has its id,
+        in the background: the store commits it before the session's
+        decision, which is queued after it, so verdicts need not wait for
+        it.  A failure is logged as storing ``what`` failed."""
+        def run(session_id):
+            return None if session_id is None else write(session_id)
 
         def failed(failure):
-            log.failure("IMV {imv_id}: storing the {kind} measurement of Connection ID {cid} failed",
-                        failure, imv_id=connection.imv_id, kind=kind, cid=connection.connection_id)
+            log.failure("IMV {imv_id}: storing {what} of Connection ID {cid} failed", failure,
+                        imv_id=connection.imv_id, what=what, cid=connection.connection_id)
 
-        self.session_id(connection, state).addCallback(write).addErrback(failed)
+        self.session_id(connection, state).addCallback(run).addErrback(failed)

@@ -52,6 +52,7 @@ from nac.pa.ietf import (
     AssessmentResult,
     AttributeRequest,
     IetfAttributeType,
+    InstalledPackages,
     PaTncErrorAttribute,
     RemediationInstructions,
 )
@@ -171,6 +172,19 @@ class OsFlowTestsMixin(StoreMixin):
         # the policy decides what a major violation means
         result = yield self.assess([self.host().os_imc()], [OsImv({"non_compliant_major": "isolate"})])
         self.assertEqual(result.decision.access, "isolate")
+
+    @defer.inlineCallbacks
+    def test_a_failing_record_is_logged_and_the_verdict_stands(self):
+        from nac.db.store import StoreError
+
+        self.import_host()
+        self.patch(self.store, "device_seen", lambda *args: defer.fail(StoreError("disk full")))
+        self.patch(self.store, "add_measurement", lambda *args: defer.fail(StoreError("disk full")))
+        result = yield self.assess([self.host().os_imc()], [OsImv()])
+        self.assertEqual(result.decision.access, "allowed")
+        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 2)
+        [session] = yield self.decided_sessions()
+        self.assertEqual((session.access, session.device), ("allowed", None))
 
     @defer.inlineCallbacks
     def test_the_same_host_again_is_judged_from_memory_until_the_policy_changes(self):
@@ -738,56 +752,64 @@ class PackageCheckTestsMixin(DatabaseMixin):
 
         sa.event.listen(self.engine, "before_cursor_execute", seen)
         self.addCleanup(sa.event.remove, self.engine, "before_cursor_execute", seen)
-        first = self.db.run(reports.check, PRODUCT, installed)
+        first = self.known(reports, PRODUCT, installed)
         self.assertEqual(self.summary(first), reference_judgement(installed, releases, UpdatePolicy.SECURITY))
         statements.clear()
-        again = self.db.run(reports.check, PRODUCT, list(installed))
+        again = self.known(reports, PRODUCT, list(installed))
         self.assertIs(again, first)
         self.assertEqual((reports.hits, reports.misses), (1, 1))
         self.assertEqual(len([s for s in statements if s.lstrip().upper().startswith("SELECT")]), 1,
                          "only the generation is read")
         # another update policy, product or list is another report
-        self.assertIsNot(self.db.run(reports.check, PRODUCT, installed, UpdatePolicy.NONE), first)
-        self.assertIsNot(self.db.run(reports.check, "Other OS", installed), first)
-        self.assertIsNot(self.db.run(reports.check, PRODUCT, installed[1:]), first)
+        self.assertIsNot(self.known(reports, PRODUCT, installed, UpdatePolicy.NONE), first)
+        self.assertIsNot(self.known(reports, "Other OS", installed), first)
+        self.assertIsNot(self.known(reports, PRODUCT, installed[1:]), first)
         # nac-admin blacklisting a package it called ok
         name, release = next((n, r) for n, r in installed
                              if not any(b for known, _, b in releases[n] if known in (r, "*"))
                              if n in releases)
         self.db.blacklist_package(PRODUCT, name, release)
         releases[name] = [(r, s, b or r == release) for r, s, b in releases[name]]
-        after = self.db.run(reports.check, PRODUCT, installed)
+        after = self.known(reports, PRODUCT, installed)
         self.assertIn((name, release), after.blacklisted)
         self.assertEqual(self.summary(after), reference_judgement(installed, releases, UpdatePolicy.SECURITY))
         # a change made with plain SQL counts as well
         with self.engine.begin() as connection:
             connection.execute(sa.update(m.Version.__table__).values(blacklisted=False))
-        cleared = self.db.run(reports.check, PRODUCT, installed)
+        cleared = self.known(reports, PRODUCT, installed)
         self.assertEqual(cleared.blacklisted, [])
 
     def test_only_the_most_recent_lists_are_kept(self):
         _releases, installed = self.policy()
         reports = PackageReports(size=2)
         lists = [installed[i:] for i in range(3)]
-        made = [self.db.run(reports.check, PRODUCT, each) for each in lists]
-        self.assertIs(self.db.run(reports.check, PRODUCT, lists[2]), made[2])
-        self.assertIsNot(self.db.run(reports.check, PRODUCT, lists[0]), made[0])  # forgotten
+        made = [self.known(reports, PRODUCT, each) for each in lists]
+        self.assertIs(self.known(reports, PRODUCT, lists[2]), made[2])
+        self.assertIsNot(self.known(reports, PRODUCT, lists[0]), made[0])  # forgotten
         self.assertEqual(reports.hits, 1)
         nothing = PackageReports(size=0)
-        self.assertIsNot(self.db.run(nothing.check, PRODUCT, installed),
-                         self.db.run(nothing.check, PRODUCT, installed))
+        self.assertIsNot(self.known(nothing, PRODUCT, installed),
+                         self.known(nothing, PRODUCT, installed))
 
-    def test_lists_a_digest_cannot_tell_apart_are_never_shared(self):
+    def test_a_list_without_a_digest_is_judged_afresh(self):
         self.db.import_packages(PRODUCT, [("a", "1")])
         self.db.blacklist_package(PRODUCT, "a", "1")
         reports = PackageReports()
-        # the same characters joined with NULs: "a\0b\0c\0d"
-        sneaky = [("a\0b", "c"), ("d", "1")]
-        plain = [("a", "b\0c"), ("d", "1")]
-        self.assertIsNone(PackageReports.digest(sneaky))
-        self.assertEqual(self.db.run(reports.check, PRODUCT, sneaky).blacklisted, [])
-        self.assertEqual(self.db.run(reports.check, PRODUCT, [("a", "1")] + plain).blacklisted, [("a", "1")])
-        self.assertEqual(reports.hits, 0)
+        installed = [("a", "1"), ("d", "1")]
+        first, again = (self.db.read(reports.check, PRODUCT, installed) for _ in range(2))
+        self.assertIsNot(first, again)
+        self.assertEqual(again.blacklisted, [("a", "1")])
+        self.assertEqual((reports.hits, reports.misses), (0, 0))
+        # on a plain connection (PolicyStore.read) as in an ORM session
+        self.assertEqual(self.known(reports, PRODUCT, installed).blacklisted, [("a", "1")])
+        self.assertIs(self.db.read(reports.check, PRODUCT, installed,
+                                   digest=InstalledPackages(tuple(installed)).digest),
+                      self.known(reports, PRODUCT, installed))
+
+    def known(self, reports, product, installed, updates=UpdatePolicy.SECURITY):
+        """``reports.check`` given the list's digest, as the OS IMV gives it."""
+        return self.db.run(reports.check, product, installed, updates,
+                           digest=InstalledPackages(tuple(installed)).digest)
 
     def test_the_lookup_index_holds_every_column_read(self):
         indexes = {i["name"]: i["column_names"] for i in sa.inspect(self.engine).get_indexes("versions")}

@@ -191,3 +191,26 @@ def level_figures(concurrency: int, latencies: list[float], failures: dict[str, 
         "p99_ms": round(pct(0.99) * 1e3, 1) if done else None,
         "mean_ms": round(statistics.fmean(latencies) * 1e3, 1) if done else None,
     }
+
+
+def run_levels(concurrency: str, measure: Callable[[int], dict], *, quiet: bool,
+               details: Callable[[dict], str]) -> list[dict]:
+    """``measure(level)`` for each level of ``concurrency`` ("1,16,256"),
+    each printed as it comes (unless ``quiet``): counts, rate, p50 and p99,
+    then ``details(figures)``, then the failures by reason."""
+    results = []
+    for level in (int(x) for x in concurrency.split(",") if x):
+        r = measure(level)
+        results.append(r)
+        if not quiet:
+            print(f"K={level:<4} {r['completed']:>6} done {r['failed']:>4} failed "
+                  f"{r['rate_per_s'] or 0:>8.1f}/s  p50 {r['p50_ms'] or 0:>7.1f} ms  "
+                  f"p99 {r['p99_ms'] or 0:>7.1f} ms  {details(r)}", flush=True)
+            for reason, n in r["failures"].items():
+                print(f"        {n} × {reason}")
+    return results
+
+
+def cpu_text(ms: float | None, per: str) -> str:
+    """``server CPU 2.50 ms/<per>`` (n/a without the server's pid)."""
+    return f"server CPU {'n/a' if ms is None else f'{ms:.2f} ms'}/{per}"

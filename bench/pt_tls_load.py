@@ -48,9 +48,11 @@ sys.path.insert(0, str(REPO))
 from bench._measure import (  # noqa: E402
     add_failures,
     add_settings,
+    cpu_text,
     level_figures,
     measure_once,
     parse_server,
+    run_levels,
     run_workers,
     server_cpu_seconds,
     server_rss_bytes,
@@ -290,20 +292,13 @@ def main(argv=None) -> int:
             "fresh": ns.fresh}
     results = {"server": f"{host}:{port}", "server_pid": pid, "collectors": args["collectors"],
                "client_processes": ns.processes, "levels": []}
+    duration = ns.duration if ns.count is None else 3600.0
     try:
-        for level in (int(x) for x in ns.concurrency.split(",") if x):
-            duration = ns.duration if ns.count is None else 3600.0
-            r = run_level(args, level, ns.processes, duration, pid, ns.count)
-            results["levels"].append(r)
-            if not ns.json:
-                cpu = r["server_cpu_ms_per_assessment"]
-                print(f"K={level:<4} {r['completed']:>6} done {r['failed']:>4} failed "
-                      f"{r['rate_per_s'] or 0:>8.1f}/s  p50 {r['p50_ms'] or 0:>7.1f} ms  "
-                      f"p99 {r['p99_ms'] or 0:>7.1f} ms  server CPU "
-                      f"{'n/a' if cpu is None else f'{cpu:.2f} ms'}/assessment  "
-                      f"(load generator {r['client_cpu_ms_per_assessment'] or 0:.2f} ms)", flush=True)
-                for reason, n in r["failures"].items():
-                    print(f"        {n} × {reason}")
+        results["levels"] = run_levels(
+            ns.concurrency, lambda level: run_level(args, level, ns.processes, duration, pid, ns.count),
+            quiet=ns.json,
+            details=lambda r: (f"{cpu_text(r['server_cpu_ms_per_assessment'], 'assessment')}  "
+                               f"(load generator {r['client_cpu_ms_per_assessment'] or 0:.2f} ms)"))
         if ns.idle and pid:
             results["idle"] = idle_memory(args, ns.idle, pid)
             if not ns.json:

@@ -50,9 +50,11 @@ sys.path.insert(0, str(REPO))
 from bench._measure import (  # noqa: E402
     add_failures,
     add_settings,
+    cpu_text,
     level_figures,
     measure_once,
     parse_server,
+    run_levels,
     run_workers,
 )
 
@@ -303,20 +305,13 @@ def main(argv=None) -> int:
                "levels": []}
     if not ns.json:
         print(f"{method} against {host}:{port}" + (f" (pid {pid})" if pid else ""), flush=True)
+    duration = ns.duration if ns.count is None else 3600.0
     try:
-        for level in (int(x) for x in ns.concurrency.split(",") if x):
-            duration = ns.duration if ns.count is None else 3600.0
-            r = run_level(args, level, ns.processes, duration, pid, ns.count)
-            results["levels"].append(r)
-            if not ns.json:
-                cpu = r["server_cpu_ms_per_authentication"]
-                print(f"K={level:<4} {r['completed']:>6} done {r['failed']:>4} failed "
-                      f"{r['rate_per_s'] or 0:>8.1f}/s  p50 {r['p50_ms'] or 0:>7.1f} ms  "
-                      f"p99 {r['p99_ms'] or 0:>7.1f} ms  {r['round_trips'] or 0:>4} round trips  "
-                      f"{r['retransmissions']} retransmitted  server CPU "
-                      f"{'n/a' if cpu is None else f'{cpu:.2f} ms'}/authentication", flush=True)
-                for reason, n in r["failures"].items():
-                    print(f"        {n} × {reason}")
+        results["levels"] = run_levels(
+            ns.concurrency, lambda level: run_level(args, level, ns.processes, duration, pid, ns.count),
+            quiet=ns.json,
+            details=lambda r: (f"{r['round_trips'] or 0:>4} round trips  {r['retransmissions']} retransmitted  "
+                               f"{cpu_text(r['server_cpu_ms_per_authentication'], 'authentication')}"))
     finally:
         if local:
             local.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 from zope.interface import implementer
+from zope.interface.exceptions import Invalid
 
 from nac.client.imc import ANY_IMV_ID, IImc
 from nac.client.pb_client import AssessmentOutcome, PbState, PbTncClient
@@ -199,6 +200,20 @@ class ClientProtocolTests(unittest.TestCase):
         c = PbTncClient(list(imcs), **kw)
         self.first = c.start()
         return c
+
+    def test_a_collector_missing_part_of_the_interface_is_refused_every_time(self):
+        @implementer(IImc)
+        class Incomplete:
+            name = "Incomplete"
+            subscriptions = ((0, 1),)
+
+        incomplete = Incomplete()
+        for _ in range(2):
+            with self.assertRaises(Invalid):
+                self.client([incomplete])
+        shared = RecordingImc()
+        for _ in range(2):  # checked once, then taken as it is
+            self.assertIs(self.client([shared]).state, PbState.SERVER_WORKING)
 
     def test_first_batch_without_collectors_is_language_preference_only(self):
         c = self.client(language="de")

@@ -14,9 +14,11 @@ import json
 import subprocess
 import sys
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from nac.certs import ensure_demo_pki, issue_certificate
+from nac.client.pt_tls import ConnectionFailed, client_tls_options, run_assessment
 from tests.nacserver import REPO, NacServer, free_port, repo_env
 
 PASSWORD = "carol's password"
@@ -113,6 +115,31 @@ class PtTlsClientEndToEndTests(unittest.TestCase):
                               env=repo_env(), capture_output=True, text=True, timeout=60)
         self.assertNotEqual(done.returncode, 0)
         self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
+
+    def test_server_certificate_for_another_name_is_refused(self):
+        done = self.server.client("--client", "carol", "--secret", PASSWORD,
+                                  "--server-name", "gateway.example.org")
+        self.assertNotEqual(done.returncode, 0)
+        self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
+        self.assertIn("does not match the expected server name", done.stderr)
+
+    @defer.inlineCallbacks
+    def test_server_name_is_checked_on_every_connection(self):
+        """One set of client TLS options serves many connections (the load
+        generator's way); the name check holds on each of them."""
+        from twisted.internet import reactor
+        for name in ("localhost", "127.0.0.1"):
+            tls = client_tls_options(cacert=self.server.ca, server_name=name)
+            for _ in range(2):
+                outcome = yield run_assessment(reactor, "127.0.0.1", self.server.port, identity="carol",
+                                               password=PASSWORD, collectors=["os"], tls_options=tls)
+                self.assertTrue(outcome.completed)
+        wrong = client_tls_options(cacert=self.server.ca, server_name="gateway.example.org")
+        for _ in range(2):
+            with self.assertRaises(ConnectionFailed) as raised:
+                yield run_assessment(reactor, "127.0.0.1", self.server.port, identity="carol",
+                                     password=PASSWORD, collectors=["os"], tls_options=wrong)
+            self.assertIn("does not match the expected server name", str(raised.exception))
 
     def test_no_server_is_a_one_line_error(self):
         done = subprocess.run([sys.executable, "-m", "nac.client.cli", f"127.0.0.1:{free_port()}",

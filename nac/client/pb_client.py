@@ -14,6 +14,7 @@ failed) accumulates in :attr:`PbTncClient.outcome`.
 from __future__ import annotations
 
 import itertools
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,6 +195,23 @@ class _Loaded:
 _connection_ids = itertools.count(1)
 
 
+# IMCs shared by many clients (a load generator's) are checked once.
+_CHECKED_IMCS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _verify_imc(imc) -> None:
+    try:
+        if imc in _CHECKED_IMCS:
+            return
+    except TypeError:  # unhashable: checked every time
+        pass
+    verifyObject(IImc, imc)
+    try:
+        _CHECKED_IMCS.add(imc)
+    except TypeError:  # no weak references to it, or unhashable
+        pass
+
+
 class PbTncClient:
     """One PB-TNC (IF-TNCCS 2.0) connection, client role.
 
@@ -214,7 +232,7 @@ class PbTncClient:
         self.finished = False
         self._imcs: list[_Loaded] = []
         for imc in imcs:
-            verifyObject(IImc, imc)
+            _verify_imc(imc)
             imc_id = len(self._imcs) + 1
             self._imcs.append(_Loaded(imc_id, imc, ImcConnection(self, imc_id, imc.name),
                                       tuple((int(v), int(s)) for v, s in imc.subscriptions)))

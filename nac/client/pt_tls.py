@@ -16,15 +16,18 @@ from pathlib import Path
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
+from service_identity import VerificationError
+from service_identity.cryptography import verify_certificate_hostname, verify_certificate_ip_address
 from twisted.internet import defer, endpoints, protocol, ssl
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost, DNSLookupError
-from twisted.internet.interfaces import IHandshakeListener
-from nac.log import Logger
+from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from nac.client.collectors import DEFAULT_COLLECTORS, make_collectors
 from nac.client.pb_client import AssessmentOutcome, PbTncClient
+from nac.log import Logger
 from transports.pt_tls import negotiation as ptn
 from transports.pt_tls.tls import hold_declarations
 from transports.pt_tls.wire import DEFAULT_MAX_MESSAGE_SIZE
@@ -33,6 +36,7 @@ __all__ = [
     "AssessmentError",
     "AssessmentTimeout",
     "ClientAuthenticationFailed",
+    "ClientTls",
     "ConnectionFailed",
     "PT_TLS_PORT",
     "ProtocolFailure",
@@ -105,7 +109,7 @@ def _read(path: str | Path, what: str) -> bytes:
 
 
 def client_tls_options(*, cacert: str | Path, server_name: str, cert: str | Path | None = None,
-                       key: str | Path | None = None):
+                       key: str | Path | None = None) -> "ClientTls":
     """TLS client options: trust only the CA(s) in ``cacert``, check the
     server's certificate names ``server_name`` (service-identity: DNS name
     or IP address), and present ``cert``/``key`` when given."""
@@ -135,8 +139,64 @@ def client_tls_options(*, cacert: str | Path, server_name: str, cert: str | Path
             ctx.check_privatekey()
         except SSL.Error:
             raise SetupError(f"{key} is not the private key of {cert}") from None
-    return ssl.optionsForClientTLS(server_name, trustRoot=ssl.trustRootFromCertificates(cas),
-                                   clientCertificate=client)
+    return ClientTls(server_name, ssl.trustRootFromCertificates(cas), client)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class ClientTls:
+    """TLS client connections to one server name, as Twisted's
+    ``optionsForClientTLS`` makes them (OpenSSL checks the chain, SNI for
+    a DNS name, service-identity checks the name), with the per-connection
+    Python work left out: Twisted gives every connection a verify callback
+    of its own, here one callback on the shared context serves them all,
+    and a server certificate whose name matched once is recognised by its
+    bytes instead of being checked again.
+    """
+
+    _MATCHED_KEPT = 16
+
+    def __init__(self, server_name: str, trust_root, client=None):
+        self.server_name = server_name
+        kwargs = {}
+        if client is not None:
+            kwargs = {"privateKey": client.privateKey.original, "certificate": client.original}
+        self._context = ssl.CertificateOptions(trustRoot=trust_root, **kwargs).getContext()
+        if isIPAddress(server_name) or isIPv6Address(server_name):
+            self._sni = None
+            self._name_check = lambda certificate: verify_certificate_ip_address(certificate, server_name)
+        else:
+            self._sni = server_name.encode("idna")
+            self._name_check = lambda certificate: verify_certificate_hostname(certificate, server_name)
+        self._matched: set[bytes] = set()
+        self._context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
+
+    def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tlsProtocol)
+        if self._sni is not None:
+            connection.set_tlsext_host_name(self._sni)
+        return connection
+
+    def _verify(self, connection, certificate, _errno, depth, ok) -> bool:
+        # OpenSSL has checked the chain (``ok``); the name is the server
+        # certificate's (depth 0).  An exception must not escape into OpenSSL.
+        if not ok or depth:
+            return bool(ok)
+        try:
+            der = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
+            if der in self._matched:
+                return True
+            self._name_check(certificate.to_cryptography())
+        except VerificationError:
+            connection.get_app_data().failVerification(Failure())
+            return False
+        except Exception:
+            log.failure("while checking the server certificate's name")
+            return False
+        if len(self._matched) >= self._MATCHED_KEPT:
+            self._matched.clear()
+        self._matched.add(der)
+        return True
 
 
 def _describe(failure) -> str:

@@ -194,7 +194,9 @@ class NacService(service.MultiService):
 
     def setServiceParent(self, parent):
         if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
-            observer = nac_log.twistd_log_observer(self.twistd_options)
+            from twisted.internet import reactor  # twistd's, installed by now
+
+            observer = nac_log.twistd_log_observer(self.twistd_options, reactor)
             if observer is not None:
                 parent.setComponent(ILogObserver, observer)
         super().setServiceParent(parent)

@@ -95,6 +95,9 @@ class ServiceTreeTests(unittest.TestCase):
         top.setServiceParent(application)
         observer = application.getComponent(ILogObserver)
         self.assertIsInstance(observer, ClassicFileObserver)
+        # a new-style observer: twistd hands it events as they are, without
+        # converting each to a legacy event first
+        self.assertTrue(ILogObserver.providedBy(observer))
         self.addCleanup(observer._out.close)
         self.assertEqual(observer._out.path, os.path.abspath(log_path))
         # one named by --logger wins, as twistd has it

@@ -397,6 +397,23 @@ class PackageReports:
             return digests[0]
         return hashlib.blake2b(b"".join(digests), digest_size=16).digest()
 
+    def cached(self, product: str, updates: UpdatePolicy, digest: bytes | None,
+               generation: int | None) -> PackageReport | None:
+        """The report kept for this list if it was made in ``generation``
+        (one the store read at or after this assessment's start), else None:
+        then :meth:`check` it."""
+        if digest is None or generation is None:
+            return None
+        key = (product, updates, digest)
+        with self._lock:
+            if generation != self._generation:
+                return None
+            report = self._reports.get(key)
+            if report is not None:
+                self._reports.move_to_end(key)
+                self.hits += 1
+            return report
+
     def check(self, session, product: str, installed: Sequence[tuple[str, str]],
               updates: UpdatePolicy = UpdatePolicy.SECURITY, *, digest: bytes | None = None) -> PackageReport:
         """:func:`check_installed_packages`, or the report it gave for the
@@ -683,9 +700,17 @@ class OsImv(PaTncImv):
                                else "installed packages of an unnamed product")
             else:
                 log.debug("processing installed '{product}' packages", product=product)
+                digest = PackageReports.combine(state.package_digests)
                 try:
-                    report = yield store.read(self.reports.check, product, state.packages, self.updates,
-                                            digest=PackageReports.combine(state.package_digests))
+                    # the policy generation read when this session started
+                    # spares a trip to the database for a list judged before
+                    session_id = yield self.session_id(connection, state)
+                    report = self.reports.cached(
+                        product, self.updates, digest,
+                        getattr(store, "policy_generation", None) if session_id is not None else None)
+                    if report is None:
+                        report = yield store.read(self.reports.check, product, state.packages, self.updates,
+                                                  digest=digest)
                 except Exception:
                     log.failure("IMV {imv_id}: checking the installed packages of Connection ID {cid} "
                                 "failed", imv_id=connection.imv_id, cid=connection.connection_id)

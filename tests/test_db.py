@@ -700,6 +700,19 @@ class PolicyStoreTestsMixin(DatabaseMixin):
         self.assertEqual(sessions[ids[5]].connection_id, 6)
 
     @defer.inlineCallbacks
+    def test_a_session_start_brings_the_policy_generation_with_it(self):
+        self.assertIsNone(self.store.policy_generation)
+        yield self.store.session_started(peer(), 1)
+        before = self.store.db.read(policy_generation)
+        self.assertEqual(self.store.policy_generation, before)
+        yield self.store.session_decided((yield self.store.session_started(peer(), 2)), decision())
+        self.assertEqual(self.store.policy_generation, before)
+        self.store.db.import_packages("Debian 12", [("git", "1:2.39.5-0+deb12u2")])  # nac-admin
+        yield self.store.session_started(peer(), 3)
+        self.assertGreater(self.store.policy_generation, before)
+        self.assertEqual(self.store.policy_generation, self.store.db.read(policy_generation))
+
+    @defer.inlineCallbacks
     def test_a_failing_write_costs_the_others_in_its_batch_nothing(self):
         sid = yield self.store.session_started(peer(), 1)
         writes = [self.store.add_measurement(sid, "os", "os", {"n": 1}),

@@ -190,14 +190,20 @@ class OsFlowTestsMixin(StoreMixin):
     def test_the_same_host_again_is_judged_from_memory_until_the_policy_changes(self):
         self.import_host()
         imv = OsImv()
+        reads = []
+        read = self.store.read
+        self.patch(self.store, "read", lambda fn, *args, **kw: reads.append(fn) or read(fn, *args, **kw))
         first = yield self.assess([self.host().os_imc()], [imv])
         again = yield self.assess([self.host().os_imc()], [imv])
         self.assertEqual((imv.reports.misses, imv.reports.hits), (1, 1))
+        # the generation read with the second session's start sufficed
+        self.assertEqual(reads, [imv.reports.check])
         for result in (first, again):
             self.assertEqual(result.decision.access, "allowed")
         self.db.blacklist_package(PRODUCT, "git")
         after = yield self.assess([self.host().os_imc()], [imv])
         self.assertEqual((imv.reports.misses, imv.reports.hits), (2, 1))
+        self.assertEqual(reads, [imv.reports.check] * 2)
         self.assertEqual(after.decision.access, "denied")
 
     @defer.inlineCallbacks

@@ -805,6 +805,12 @@ class WriteQueue:
     queue sends a write at once, so a lone assessment waits for nothing; a
     busy server makes one commit (and one trip to the pool) for many
     assessments.  Each write still gets its own result or failure.
+
+    A batch that starts sessions also reads the package policy's generation
+    (:func:`policy_generation`) in its transaction, before those sessions
+    learn their ids: :attr:`generation` is then at least the one in force
+    when each of them started, so an assessment that has its session id
+    can use it instead of reading it again.
     """
 
     def __init__(self, db: PolicyDb, defer_to_pool: Callable[..., defer.Deferred], max_batch: int = 256):
@@ -816,6 +822,9 @@ class WriteQueue:
         self._idle_waiters: list[defer.Deferred] = []
         self.batches = 0
         """Transactions committed so far (for tests and figures)."""
+        self.generation: int | None = None
+        """The package policy's generation as the newest batch that started
+        sessions read it (None before the first)."""
 
     def submit(self, fn: Callable[..., T], *args: Any) -> defer.Deferred:
         """Deferred firing with ``fn(connection, *args)`` once committed."""
@@ -843,9 +852,16 @@ class WriteQueue:
         batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
         self._running = True
         self.batches += 1
-        d = self._defer_to_pool(self._db.write_batch, [(fn, args) for fn, args, _ in batch])
+        writes = [(fn, args) for fn, args, _ in batch]
+        starts = any(fn is record_session_start for fn, _args in writes)
+        if starts:
+            writes.append((policy_generation, ()))
+        d = self._defer_to_pool(self._db.write_batch, writes)
 
         def deliver(results):
+            if starts:
+                ok, generation = results.pop()
+                self.generation = generation if ok else None
             for (_fn, _args, waiting), (ok, value) in zip(batch, results):
                 if ok:
                     waiting.callback(value)
@@ -951,6 +967,13 @@ class PolicyStore(service.Service):
     def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any):
         """Deferred firing with ``fn(connection, *args, **kwargs)`` (:meth:`PolicyDb.read`)."""
         return self._defer(self.db.read, fn, *args, **kwargs)
+
+    @property
+    def policy_generation(self) -> int | None:
+        """The package policy's generation in force when the sessions with
+        an id so far started, or a later one (:attr:`WriteQueue.generation`);
+        None when not known."""
+        return self.writes.generation
 
     def check_schema(self):
         """Deferred firing with the schema revision, or failing with SchemaError."""

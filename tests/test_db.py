@@ -464,6 +464,67 @@ class PolicyDbTestsMixin(DatabaseMixin):
         super().setUp()
         self.db = PolicyDb(self.engine)
 
+    def test_assessment_rows_are_stored_as_sqlalchemy_stores_them(self):
+        """The assessment writes run on the driver's cursor (nac.db.store._Hot):
+        the very values SQLAlchemy's own execution would have stored."""
+        from nac.db import store
+
+        sid = self.db.session_started(peer(), 7)
+        self.db.device_seen(sid, "device-1", "Debian 12")
+        self.db.add_measurement(sid, "os", "os", {"packages": 3, "names": ["a", "ü"], "ok": True})
+        self.db.session_decided(sid, decision())
+        # the same rows again, through SQLAlchemy
+        now = m.utcnow()
+        with self.engine.begin() as connection:
+            raw_peer = {"connection_id": 7, "identity": "alice", "auth_method": "sasl-plain",
+                        "transport": "pt-tls", "peer_address": "192.0.2.7", "peer_port": 40000,
+                        "started": now, "reason": ""}
+            other = connection.execute(store._INSERT_SESSION.statement, raw_peer).scalar_one()
+            connection.execute(sa.update(m.AssessmentSession).where(m.AssessmentSession.id == sid)
+                               .values(started=now))
+        tables = {"sessions": m.AssessmentSession.__table__, "results": m.ImvResult.__table__,
+                  "measurements": m.Measurement.__table__, "devices": m.Device.__table__}
+        with self.engine.connect() as connection:
+            def stored(table, column, value):
+                # what the driver hands back, before SQLAlchemy converts it
+                cursor = connection.connection.cursor()
+                cursor.execute(f"SELECT * FROM {table} WHERE {column} = {int(value)} ORDER BY id")
+                return [row[1:] for row in cursor.fetchall()]
+
+            hot, plain = stored("sessions", "id", sid)[0], stored("sessions", "id", other)[0]
+            names = [c.name for c in tables["sessions"].columns][1:]
+            for name, a, b in zip(names, hot, plain):
+                if name not in ("device_id", "ended", "recommendation", "evaluation", "access", "reason"):
+                    self.assertEqual((name, type(a), a), (name, type(b), b))
+            results = stored("results", "session_id", sid)
+            self.assertEqual(len(results), 2)
+            with self.engine.begin() as c2:
+                c2.execute(sa.delete(m.ImvResult).where(m.ImvResult.session_id == sid))
+                c2.execute(sa.insert(m.ImvResult.__table__), [
+                    {"session_id": sid, "imv_id": 1, "imv_name": "os", "recommendation": A.ISOLATE,
+                     "evaluation": E.NONCOMPLIANT_MINOR, "reason": "2 packages need updates",
+                     "reason_language": "en", "remediation": "apt upgrade openssl\nhttps://example.org/fix",
+                     "forced": False},
+                    {"session_id": sid, "imv_id": 2, "imv_name": "scanner",
+                     "recommendation": A.NO_RECOMMENDATION, "evaluation": E.DONT_KNOW, "reason": "",
+                     "reason_language": "", "remediation": "", "forced": True}])
+            again = stored("results", "session_id", sid)
+            self.assertEqual([(type(v), v) for row in results for v in row],
+                             [(type(v), v) for row in again for v in row])
+            [(measured_sid, imv, kind, payload, created)] = stored("measurements", "session_id", sid)
+            with self.engine.begin() as c2:
+                c2.execute(sa.insert(m.Measurement.__table__).values(
+                    session_id=sid, imv_name="os", kind="os", created=m.utcnow(),
+                    payload={"packages": 3, "names": ["a", "ü"], "ok": True}))
+            plain_payload = stored("measurements", "session_id", sid)[1][3]
+            self.assertEqual((type(payload), payload), (type(plain_payload), plain_payload))
+        # and they read back as the ORM has them
+        info, results = self.db.session_results(sid)
+        self.assertEqual((info.identity, info.device, info.access), ("alice", "device-1", "isolate"))
+        self.assertEqual(info.started.tzinfo, datetime.timezone.utc)
+        self.assertEqual([(r.imv_name, r.recommendation, r.forced) for r in results],
+                         [("os", A.ISOLATE, False), ("scanner", A.NO_RECOMMENDATION, True)])
+
     def test_password_check(self):
         self.db.add_user("alice", "wonderland")
         self.assertTrue(self.db.check_password("alice", "wonderland"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -210,33 +210,109 @@ def policy_generation(connection) -> int:
 # -- what an assessment writes (functions of a Connection in a transaction) ----------------
 
 
-# The statements are built once: building one (and its cache key) for
-# every execution cost more than running it.
+class _Hot:
+    """A statement the server runs for every assessment, compiled once per
+    database dialect and run straight on the driver's cursor.
+
+    SQLAlchemy's execution machinery costs several times what SQLite takes
+    to run such a statement, and an assessment runs a dozen of them; the
+    SQL and the value conversions (time stamps, enums, booleans, JSON) are
+    still SQLAlchemy's own, taken from the compiled statement.  ``keys``:
+    the columns an INSERT is given, every time all of them.
+    """
+
+    __slots__ = ("statement", "keys", "_made")
+
+    def __init__(self, statement, keys: Sequence[str] | None = None):
+        self.statement = statement
+        self.keys = list(keys) if keys is not None else None
+        self._made: dict = {}
+
+    def _compiled(self, dialect):
+        made = self._made.get(type(dialect))
+        if made is None:
+            compiled = self.statement.compile(dialect=dialect, column_keys=self.keys)
+            order = list(compiled.positiontup) if dialect.positional else None
+            made = (compiled.string, order, dict(compiled._bind_processors))
+            self._made[type(dialect)] = made
+        return made
+
+    @staticmethod
+    def _arguments(made, params: dict):
+        _sql, order, processors = made
+        if processors:
+            params = {key: processors[key](value) if key in processors else value
+                      for key, value in params.items()}
+        return params if order is None else [params[key] for key in order]
+
+    def cursor(self, connection, params: dict):
+        """The driver's cursor, the statement run with ``params`` on it,
+        in ``connection``'s transaction."""
+        made = self._compiled(connection.dialect)
+        cursor = connection.connection.cursor()
+        cursor.execute(made[0], self._arguments(made, params))
+        return cursor
+
+    def rowcount(self, connection, params: dict) -> int:
+        cursor = self.cursor(connection, params)
+        try:
+            return cursor.rowcount
+        finally:
+            cursor.close()
+
+    def first(self, connection, params: dict):
+        """The first row (a tuple), None without one."""
+        cursor = self.cursor(connection, params)
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+
+    def scalar(self, connection, params: dict):
+        row = self.first(connection, params)
+        return None if row is None else row[0]
+
+    def many(self, connection, rows: list[dict]) -> None:
+        made = self._compiled(connection.dialect)
+        cursor = connection.connection.cursor()
+        try:
+            cursor.executemany(made[0], [self._arguments(made, params) for params in rows])
+        finally:
+            cursor.close()
+
+
 _B = sa.bindparam
-_INSERT_SESSION = sa.insert(_SESSIONS)
-_END_SESSION = sa.update(_SESSIONS).where(_SESSIONS.c.id == _B("b_id")).values(
+_INSERT_SESSION = _Hot(sa.insert(_SESSIONS).returning(_SESSIONS.c.id), (
+    "connection_id", "identity", "auth_method", "transport", "peer_address", "peer_port", "started", "reason"))
+_END_SESSION = _Hot(sa.update(_SESSIONS).where(_SESSIONS.c.id == _B("b_id")).values(
     ended=_B("b_ended"), recommendation=_B("b_recommendation"), evaluation=_B("b_evaluation"),
-    access=_B("b_access"), reason=_B("b_reason"))
-_BIND_DEVICE = sa.update(_SESSIONS).where(_SESSIONS.c.id == _B("b_id")).values(device_id=_B("b_device"))
-_DELETE_RESULTS = sa.delete(_RESULTS).where(_RESULTS.c.session_id == _B("b_id"))
-_INSERT_RESULTS = sa.insert(_RESULTS)
-_SESSION_DEVICE_SEEN = sa.update(_DEVICES).where(
+    access=_B("b_access"), reason=_B("b_reason")))
+_BIND_DEVICE = _Hot(sa.update(_SESSIONS).where(_SESSIONS.c.id == _B("b_id")).values(device_id=_B("b_device")))
+_DELETE_RESULTS = _Hot(sa.delete(_RESULTS).where(_RESULTS.c.session_id == _B("b_id")))
+_INSERT_RESULTS = _Hot(sa.insert(_RESULTS), (
+    "session_id", "imv_id", "imv_name", "recommendation", "evaluation", "reason", "reason_language",
+    "remediation", "forced"))
+_SESSION_DEVICE_SEEN = _Hot(sa.update(_DEVICES).where(
     _DEVICES.c.id == sa.select(_SESSIONS.c.device_id).where(_SESSIONS.c.id == _B("b_id")).scalar_subquery()
-).values(last_seen=_B("b_seen"))
-_DEVICE_SEEN = sa.update(_DEVICES).where(_DEVICES.c.id == _B("b_id")).values(last_seen=_B("b_seen"))
-_DEVICE_SEEN_ON = sa.update(_DEVICES).where(_DEVICES.c.id == _B("b_id")).values(
-    last_seen=_B("b_seen"), product_id=_B("b_product"))
-_INSERT_MEASUREMENT = sa.insert(Measurement.__table__)
+).values(last_seen=_B("b_seen")))
+_DEVICE_SEEN = _Hot(sa.update(_DEVICES).where(_DEVICES.c.id == _B("b_id")).values(last_seen=_B("b_seen")))
+_DEVICE_SEEN_ON = _Hot(sa.update(_DEVICES).where(_DEVICES.c.id == _B("b_id")).values(
+    last_seen=_B("b_seen"), product_id=_B("b_product")))
+_INSERT_MEASUREMENT = _Hot(sa.insert(Measurement.__table__).returning(Measurement.__table__.c.id), (
+    "session_id", "imv_name", "kind", "payload", "created"))
+_HOT_PRODUCT_PK = _Hot(_PRODUCT_PK)
+_HOT_DEVICE_PK = _Hot(_DEVICE_PK)
+_HOT_PASSWORD_ROW = _Hot(_PASSWORD_ROW)
 
 
 def record_session_start(connection, peer, connection_id: int) -> int:
     """Insert the session row of an assessment of ``peer`` (a PeerInfo); its id."""
-    return connection.execute(_INSERT_SESSION, {
+    return _INSERT_SESSION.scalar(connection, {
         "connection_id": connection_id,
         "identity": peer.identity[:IDENTIFIER_LENGTH] if peer.identity else None,
         "auth_method": (peer.auth_method or "none")[:32], "transport": peer.transport[:16],
         "peer_address": str(peer.address)[:64], "peer_port": int(peer.port or 0),
-        "started": utcnow(), "reason": ""}).inserted_primary_key[0]
+        "started": utcnow(), "reason": ""})
 
 
 def record_decision(connection, session_id: int, decision) -> None:
@@ -253,18 +329,18 @@ def record_decision(connection, session_id: int, decision) -> None:
         "remediation": _remediation_text(r for r in decision.remediation if r.imv_id == verdict.imv_id),
         "forced": bool(verdict.forced),
     } for verdict in decision.imv_results]
-    updated = connection.execute(_END_SESSION, {
+    updated = _END_SESSION.rowcount(connection, {
         "b_id": session_id, "b_ended": now,
         "b_recommendation": ActionRecommendation(decision.recommendation),
         "b_evaluation": EvaluationResult(decision.evaluation),
         "b_access": decision.access,
         "b_reason": "\n".join(text for text, _language in decision.reasons)})
-    if updated.rowcount == 0:
+    if updated == 0:
         raise NotFound(f"no session {session_id}")
-    connection.execute(_DELETE_RESULTS, {"b_id": session_id})
+    _DELETE_RESULTS.rowcount(connection, {"b_id": session_id})
     if results:
-        connection.execute(_INSERT_RESULTS, results)
-    connection.execute(_SESSION_DEVICE_SEEN, {"b_id": session_id, "b_seen": now})
+        _INSERT_RESULTS.many(connection, results)
+    _SESSION_DEVICE_SEEN.rowcount(connection, {"b_id": session_id, "b_seen": now})
 
 
 def record_device(connection, session_id: int, device_id: str, product: str | None = None) -> int:
@@ -276,18 +352,19 @@ def record_device(connection, session_id: int, device_id: str, product: str | No
     now = utcnow()
     product_pk = None
     if product is not None:
-        product_pk = _row_id(connection, _PRODUCT_PK, {"name": product}, _PRODUCTS, {"name": product})
-    device_pk = connection.scalar(_DEVICE_PK, {"device_id": device_id})
+        product_pk = _HOT_PRODUCT_PK.scalar(connection, {"name": product})
+        if product_pk is None:
+            product_pk = _row_id(connection, _PRODUCT_PK, {"name": product}, _PRODUCTS, {"name": product})
+    device_pk = _HOT_DEVICE_PK.scalar(connection, {"device_id": device_id})
     if device_pk is None:
         device_pk = _row_id(connection, _DEVICE_PK, {"device_id": device_id}, _DEVICES, {
             "device_id": device_id, "product_id": product_pk, "first_seen": now, "last_seen": now,
             "trusted": False, "description": ""})
     elif product_pk is None:
-        connection.execute(_DEVICE_SEEN, {"b_id": device_pk, "b_seen": now})
+        _DEVICE_SEEN.rowcount(connection, {"b_id": device_pk, "b_seen": now})
     else:
-        connection.execute(_DEVICE_SEEN_ON, {"b_id": device_pk, "b_seen": now, "b_product": product_pk})
-    bound = connection.execute(_BIND_DEVICE, {"b_id": session_id, "b_device": device_pk})
-    if bound.rowcount == 0:
+        _DEVICE_SEEN_ON.rowcount(connection, {"b_id": device_pk, "b_seen": now, "b_product": product_pk})
+    if _BIND_DEVICE.rowcount(connection, {"b_id": session_id, "b_device": device_pk}) == 0:
         raise NotFound(f"no session {session_id}")
     return device_pk
 
@@ -306,9 +383,9 @@ def _row_id(connection, query, params: dict, table: sa.Table, values: dict) -> i
 
 def record_measurement(connection, session_id: int, imv_name: str, kind: str, payload: Any) -> int:
     """Keep what an IMV measured in a session (``payload``: JSON-able); the row id."""
-    return connection.execute(_INSERT_MEASUREMENT, {
+    return _INSERT_MEASUREMENT.scalar(connection, {
         "session_id": session_id, "imv_name": imv_name[:64], "kind": kind[:64], "payload": payload,
-        "created": utcnow()}).inserted_primary_key[0]
+        "created": utcnow()})
 
 
 class PolicyDb:
@@ -365,8 +442,8 @@ class PolicyDb:
 
     def password_row(self, name: str) -> tuple[str, bool] | None:
         """(stored password hash, enabled) of user ``name``, None if there is none."""
-        row = self.read(lambda connection: connection.execute(_PASSWORD_ROW, {"name": name}).one_or_none())
-        return None if row is None else (row.password_hash, row.enabled)
+        row = self.read(lambda connection: _HOT_PASSWORD_ROW.first(connection, {"name": name}))
+        return None if row is None else (row[0], bool(row[1]))
 
     def add_user(self, name: str, password: str | bytes, *, eap: bool = False) -> UserInfo:
         """Add a user; with ``eap`` the password also serves EAP-MD5 and

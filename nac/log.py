@@ -14,6 +14,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 
 from twisted.logger import ILogObserver
 from twisted.logger import Logger as _TwistedLogger
@@ -32,8 +33,17 @@ class Logger(_TwistedLogger):
     enabled: frozenset = frozenset(_ORDER[1:])
 
     def emit(self, level, format=None, **kwargs):
-        if level in Logger.enabled:
-            super().emit(level, format, **kwargs)
+        if level not in Logger.enabled:
+            if level not in _ORDER:  # not a level at all: Twisted's emit reports that
+                super().emit(level, format, **kwargs)
+            return
+        # the event Twisted's Logger.emit makes, without it checking the
+        # level against every LogLevel constant (sorted anew each time)
+        kwargs.update(log_logger=self, log_level=level, log_namespace=self.namespace,
+                      log_source=self.source, log_format=format, log_time=time.time())
+        if "log_trace" in kwargs:
+            kwargs["log_trace"].append((self, self.observer))
+        self.observer(kwargs)
 
 
 def set_level(name: str | LogLevel) -> None:

@@ -15,7 +15,11 @@ from twisted.python.logfile import LogFile
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial import unittest
 
-from nac.log import ClassicFileObserver, twistd_log_observer
+from twisted.logger import Logger as TwistedLogger
+from twisted.logger import LogPublisher
+
+from nac import log as nac_log
+from nac.log import ClassicFileObserver, Logger, twistd_log_observer
 
 WHEN = 1795437296.25  # 2026-11-23T...
 
@@ -43,6 +47,48 @@ def events():
         {**base, "log_time": WHEN + 3600.5, "log_format": "an hour later"},
         {"message": ("legacy",), "log_time": WHEN},
     ]
+
+
+class LoggerTests(unittest.TestCase):
+    def events(self, logger_type, level_name="info"):
+        seen = []
+        logger = logger_type(namespace="nac.test", source=self, observer=seen.append)
+        self.addCleanup(nac_log.set_level, "info")
+        nac_log.set_level(level_name)
+        logger.debug("debug {n}", n=1)
+        logger.info("accepting PT-TLS stream from {peer}", peer="127.0.0.1[4000]")
+        logger.error("failed {n}", n=2)
+        return logger, seen
+
+    def test_events_are_twisteds(self):
+        ours, made = self.events(Logger, "debug")
+        theirs, reference = self.events(TwistedLogger, "debug")
+        self.assertEqual(len(made), 3)
+        for event, expected in zip(made, reference):
+            self.assertLess(abs(event.pop("log_time") - expected.pop("log_time")), 5)
+            self.assertIs(event.pop("log_logger"), ours)
+            self.assertIs(expected.pop("log_logger"), theirs)
+            self.assertEqual(event, expected)
+
+    def test_events_below_the_threshold_are_not_made(self):
+        _logger, made = self.events(Logger, "info")
+        self.assertEqual([e["log_format"] for e in made], ["accepting PT-TLS stream from {peer}", "failed {n}"])
+        _logger, made = self.events(Logger, "error")
+        self.assertEqual([e["log_format"] for e in made], ["failed {n}"])
+
+    def test_a_value_that_is_no_level_is_reported_as_twisted_does(self):
+        seen = []
+        Logger(namespace="nac.test", observer=seen.append).emit("loud", "text")
+        self.assertEqual(len(seen), 1)
+        self.assertIn("invalid log level", seen[0]["log_format"])
+        self.flushLoggedErrors()
+
+    def test_traces_are_kept(self):
+        publisher = LogPublisher()
+        logger = Logger(namespace="nac.test", observer=publisher)
+        trace = []
+        logger.info("traced", log_trace=trace)
+        self.assertEqual(trace[0], (logger, publisher))
 
 
 class ClassicFileObserverTests(unittest.TestCase):

@@ -13,7 +13,7 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from nac import config
-from nac.eap.outcome import EapStatus
+from nac.eap.outcome import EapOutcome, EapStatus
 from nac.eap.server import EapServerSession, EapSettings, session_factory
 from nac.eap.ttls import TtlsSettings
 from nac.interfaces import IEapSession
@@ -204,6 +204,30 @@ class SessionTests(PkiMixin, unittest.TestCase):
         request = session.start()
         d = session.receive(eap(2, request[1], 1, b"anonymous"))
         self.assertEqual(self.successResultOf(d).packet[4:], b"\x15\x20")  # EAP-TTLS Start
+
+    def test_answer_gives_the_outcome_itself_when_ready_at_once(self):
+        session = self.ttls_session()
+        request = session.start()
+        outcome = session.answer(eap(2, request[1], 1, b"anonymous"))
+        self.assertIsInstance(outcome, EapOutcome)
+        self.assertEqual((outcome.status, outcome.packet[4:]), (EapStatus.CONTINUE, b"\x15\x20"))
+
+    def test_answer_waits_with_a_deferred_and_queues_behind_it(self):
+        pending = defer.Deferred()
+        session = EapServerSession(PEER, EapSettings(methods=("md5",), credentials=lambda identity: pending))
+        peer = Md5Peer("carol", PASSWORDS["carol"])
+        challenge = session.answer(peer.respond(session.start())).packet
+        first = session.answer(peer.respond(challenge))
+        second = session.answer(peer.respond(challenge))  # a retransmission, queued
+        self.assertIsInstance(first, defer.Deferred)
+        self.assertIsInstance(second, defer.Deferred)
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        pending.callback(PASSWORDS["carol"])
+        self.assertEqual(self.successResultOf(first).status, EapStatus.SUCCESS)
+        self.assertEqual(self.successResultOf(second).status, EapStatus.DISCARD)
+        # done waiting: answered at once again
+        self.assertEqual(session.answer(eap(2, 1, 1, b"x")).status, EapStatus.DISCARD)
 
     def test_request_size_limit_lowers_the_ttls_fragment_size(self):
         for fragment_size, limit, largest in ((1024, 300, 300), (1024, None, 1029), (200, 1400, 205)):

@@ -38,11 +38,15 @@ from transports.radius.packet import (
     decode_value,
     decrypt_mppe_key,
     eap_message_attributes,
+    encode_attributes,
+    encode_eap_message,
     encode_value,
     encrypt_mppe_key,
+    message_authenticator,
     mppe_key_attributes,
     sign_request,
     sign_response,
+    signed_reply,
     verify_response,
 )
 
@@ -245,6 +249,36 @@ class AuthenticatorTests(unittest.TestCase):
                          independent_message_authenticator(data, b"k"))
         self.assertTrue(RadiusPacket.parse(data).message_authenticator_valid(b"k"))
 
+    @given(st.binary(min_size=1, max_size=200), st.binary(max_size=300))
+    @settings(max_examples=60, deadline=None)
+    def test_hmac_md5_is_rfc_2104_for_any_secret(self, secret, data):
+        # secrets longer than MD5's 64-byte block are hashed first (RFC 2104 §2)
+        self.assertEqual(message_authenticator(data, secret), hmac.new(secret, data, "md5").digest())
+
+    @given(st.sampled_from([Code.ACCESS_CHALLENGE, Code.ACCESS_ACCEPT, Code.ACCESS_REJECT]),
+           st.integers(0, 255), st.binary(min_size=16, max_size=16), st.binary(min_size=1, max_size=80),
+           st.lists(st.tuples(st.integers(1, 255), st.binary(max_size=253)), max_size=4),
+           st.binary(max_size=1200))
+    @settings(max_examples=60, deadline=None)
+    def test_signed_reply_is_sign_response_of_the_same_attributes(self, code, identifier, req_auth, secret,
+                                                                   attrs, eap):
+        attrs = [Attribute(t, v) for t, v in attrs if t != A.MESSAGE_AUTHENTICATOR]
+        eap_attrs = eap_message_attributes(eap) if eap else []
+        data = signed_reply(code, identifier, req_auth, secret,
+                            (encode_eap_message(eap) if eap else b"") + encode_attributes(attrs))
+        expected = sign_response(RadiusPacket(code, identifier, b"", (
+            Attribute(A.MESSAGE_AUTHENTICATOR, bytes(16)), *eap_attrs, *attrs)), req_auth, secret)
+        self.assertEqual(data, expected)
+        self.assertEqual(data[4:20], independent_response_authenticator(data, secret, req_auth))
+        self.assertEqual(data[22:38], independent_message_authenticator(data, secret, req_auth))
+        self.assertEqual(verify_response(data, req_auth, secret).eap_message(), eap or None)
+
+    def test_signed_reply_refuses_oversize(self):
+        with self.assertRaises(RadiusPacketError):
+            signed_reply(Code.ACCESS_CHALLENGE, 1, bytes(16), b"k", encode_eap_message(bytes(4059)))
+        with self.assertRaises(RadiusPacketError):
+            encode_attributes([Attribute(A.STATE, bytes(254))])
+
     def test_message_authenticator_absent(self):
         packet = RadiusPacket.parse(RadiusPacket(Code.ACCESS_REQUEST, 1, bytes(16), ()).build())
         self.assertFalse(packet.has_message_authenticator)
@@ -300,6 +334,11 @@ class EapMessageTests(unittest.TestCase):
                 Code.ACCESS_CHALLENGE, 1, bytes(16), (Attribute(A.STATE, b"x"), *attrs,
                                                        Attribute(A.MESSAGE_AUTHENTICATOR, bytes(16)))).build())
             self.assertEqual(packet.eap_message(), eap)
+
+    def test_encoded_eap_message_is_the_encoded_attributes(self):
+        for size in (0, 1, 252, 253, 254, 505, 506, 507, 1400, 3800):
+            eap = os.urandom(size)
+            self.assertEqual(encode_eap_message(eap), encode_attributes(eap_message_attributes(eap)))
 
     def test_eap_messages_must_be_consecutive(self):
         packet = RadiusPacket(Code.ACCESS_REQUEST, 1, bytes(16),

@@ -137,6 +137,28 @@ class Md5Authenticator:
         return self._discard("conversation over")
 
 
+class ImmediateMd5Authenticator(Md5Authenticator):
+    """The same authenticator offering ``answer`` as nac's EAP server does:
+    the outcome itself when it is ready at once, a Deferred when held."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.answered = 0
+
+    def receive(self, packet: bytes) -> defer.Deferred:
+        raise AssertionError("the RADIUS server should call answer()")
+
+    def answer(self, packet: bytes):
+        self.answered += 1
+        self.received.append(packet)
+        outcome = self._process(packet)
+        if self.hold:
+            d = defer.Deferred()
+            self.held.append((d, outcome))
+            return d
+        return outcome
+
+
 def md5_response(challenge_packet: bytes, password: str) -> bytes:
     """The peer's EAP-MD5 Response to an EAP-MD5 Request (RFC 3748 §5.4)."""
     ident, challenge = challenge_packet[1], challenge_packet[6:6 + challenge_packet[5]]
@@ -500,6 +522,71 @@ class EapConversationTests(ServerTestCase):
         self.assertEqual(self.sessions[-1].peer.address, "127.0.0.2")
         v6 = Nas(self, self.server, secret="v6-secret", addr=("::1", 1812))
         self.assertEqual(self.identity(v6)[1].code, Code.ACCESS_CHALLENGE)
+
+
+class ImmediateAnswerTests(ServerTestCase):
+    """Sessions that answer at once get their reply in the same call, no Deferred."""
+
+    def factory(self, peer: PeerInfo) -> Md5Authenticator:
+        session = ImmediateMd5Authenticator(peer, {"carol": PASSWORD}, decision=self.decision, hold=self.hold)
+        self.sessions.append(session)
+        return session
+
+    def respond(self, request: tuple[RadiusPacket, bytes]):
+        return self.server.respond(request[1], NAS, self.nas.now)
+
+    def test_whole_conversation_answered_in_the_same_call(self):
+        self.make_server()
+        first = self.nas.request(eap(EAP_RESPONSE, 7, bytes((EAP_IDENTITY,)) + b"carol"))
+        data = self.respond(first)
+        self.assertIsInstance(data, bytes)
+        challenge = self.nas.verify(data, first[0])
+        self.assertEqual(challenge.code, Code.ACCESS_CHALLENGE)
+        # a retransmission gets the same bytes, without a second answer
+        self.assertEqual(self.respond(first), data)
+        self.assertEqual(self.sessions[0].answered, 1)
+        second = self.nas.request(md5_response(challenge.eap_message(), PASSWORD), challenge.get(A.STATE))
+        accept = self.nas.verify(self.respond(second), second[0])
+        self.assertEqual((accept.code, accept.eap_message()[0], accept.value(A.FILTER_ID)),
+                         (Code.ACCESS_ACCEPT, EAP_SUCCESS, "allow"))
+        self.assertEqual(self.server.conversations, 0)
+
+    def test_datagram_received_still_answers_with_a_deferred(self):
+        self.make_server()
+        request, challenge = self.identity()
+        self.assertEqual(challenge.code, Code.ACCESS_CHALLENGE)
+        self.assertEqual(self.sessions[0].answered, 1)
+
+    def test_held_answer_is_a_deferred_reply(self):
+        self.hold = True
+        self.make_server()
+        first = self.nas.request(eap(EAP_RESPONSE, 7, bytes((EAP_IDENTITY,)) + b"carol"))
+        d = self.respond(first)
+        self.assertIsInstance(d, defer.Deferred)
+        self.assertNoResult(d)
+        self.assertIsNone(self.respond(first))  # retransmission while pending: discarded
+        self.sessions[0].release()
+        self.assertEqual(self.nas.verify(self.successResultOf(d), first[0]).code, Code.ACCESS_CHALLENGE)
+
+    def test_discarded_first_packet_needs_no_reply(self):
+        self.make_server()
+        self.assertIsNone(self.respond(self.nas.request(eap(EAP_RESPONSE, 7, bytes((EAP_MD5, 16)) + bytes(16)))))
+        self.assertEqual(self.server.conversations, 0)
+        self.assert_logged("discarded by the EAP server")
+
+    def test_answer_that_raises_ends_the_conversation(self):
+        self.make_server()
+
+        def broken(packet):
+            raise RuntimeError("bug")
+
+        request = self.nas.request(eap(EAP_RESPONSE, 7, bytes((EAP_IDENTITY,)) + b"carol"))
+        self.server.eap_factory = lambda peer: type("Broken", (), {"answer": staticmethod(broken),
+                                                                    "receive": None,
+                                                                    "abort": lambda self, r: None})()
+        self.assertIsNone(self.respond(request))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.server.conversations, 0)
 
 
 class DuplicateDetectionTests(ServerTestCase):

@@ -131,6 +131,16 @@ class EapServerSession:
         return EapPacket.request(self._identifier, EapType.IDENTITY).build()
 
     def receive(self, packet: bytes) -> defer.Deferred:
+        outcome = self.answer(packet)
+        if isinstance(outcome, defer.Deferred):
+            return outcome
+        return defer.succeed(outcome)
+
+    def answer(self, packet: bytes) -> EapOutcome | defer.Deferred:
+        """:meth:`receive` without a Deferred where none is needed: the
+        outcome itself when it is ready at once (fragments, acknowledgements,
+        TLS flights), else a Deferred firing with it once what it waits on
+        (password store, TNCS core) has answered."""
         if self._busy:
             # answered in order, once the packet before has been
             d = defer.Deferred()
@@ -144,15 +154,15 @@ class EapServerSession:
         afterwards fragment to fit, when that is smaller than configured."""
         self._max_request = size
 
-    def _run(self, data: bytes) -> defer.Deferred:
+    def _run(self, data: bytes) -> EapOutcome | defer.Deferred:
         # most packets (fragments, acknowledgements, TLS flights) are
-        # answered at once: a fired Deferred, no chain
+        # answered at once: the outcome itself, no Deferred
         try:
             outcome = self._receive(data)
         except Exception:
             outcome = self._crashed(Failure())
         if not isinstance(outcome, defer.Deferred):
-            return defer.succeed(outcome)
+            return outcome
         self._busy = True
         done = defer.Deferred()
         outcome.addErrback(self._crashed)
@@ -167,7 +177,11 @@ class EapServerSession:
         waiting = self._waiting
         while waiting and not self._busy:
             data, d = waiting.popleft()
-            self._run(data).chainDeferred(d)
+            outcome = self._run(data)
+            if isinstance(outcome, defer.Deferred):
+                outcome.chainDeferred(d)
+            else:
+                d.callback(outcome)
 
     def abort(self, reason: str) -> None:
         if self._state == "done":

@@ -66,6 +66,8 @@ __all__ = [
     "decode_value",
     "decrypt_mppe_key",
     "eap_message_attributes",
+    "encode_attributes",
+    "encode_eap_message",
     "encode_value",
     "encrypt_mppe_key",
     "message_authenticator",
@@ -73,6 +75,7 @@ __all__ = [
     "response_authenticator",
     "sign_request",
     "sign_response",
+    "signed_reply",
     "verify_response",
 ]
 
@@ -533,16 +536,12 @@ class RadiusPacket:
         if off is None:
             return False
         raw = memoryview(self.raw)
-        mac = _hmac_md5(secret)
         if request_authenticator is None:
-            mac.update(raw[:off])
+            mac = _hmac_md5(secret, raw[:off], _ZERO_AUTHENTICATOR, raw[off + 16:])
         else:
-            mac.update(raw[:4])
-            mac.update(request_authenticator)
-            mac.update(raw[20:off])
-        mac.update(_ZERO_AUTHENTICATOR)
-        mac.update(raw[off + 16:])
-        return hmac.compare_digest(mac.digest(), raw[off:off + 16])
+            mac = _hmac_md5(secret, raw[:4], request_authenticator, raw[20:off], _ZERO_AUTHENTICATOR,
+                            raw[off + 16:])
+        return hmac.compare_digest(mac, raw[off:off + 16])
 
 
 def _assemble(code: int, identifier: int, authenticator: bytes,
@@ -568,6 +567,9 @@ def _assemble(code: int, identifier: int, authenticator: bytes,
     return out, ma_offset
 
 
+_EAP_MESSAGE_FULL = bytes((79, MAX_ATTRIBUTE_VALUE + 2))
+
+
 def eap_message_attributes(eap: bytes) -> list[Attribute]:
     """``eap`` cut into EAP-Message attributes of at most 253 bytes (RFC 3579 §3.1)."""
     if len(eap) <= MAX_ATTRIBUTE_VALUE:
@@ -575,26 +577,71 @@ def eap_message_attributes(eap: bytes) -> list[Attribute]:
     return [Attribute(79, eap[i:i + MAX_ATTRIBUTE_VALUE]) for i in range(0, len(eap), MAX_ATTRIBUTE_VALUE)]
 
 
+def encode_attributes(attributes: Iterable[Attribute]) -> bytes:
+    """``attributes`` as on the wire, each Type | Length | Value."""
+    parts = []
+    append = parts.append
+    for attr_type, value in attributes:
+        size = len(value)
+        if size > MAX_ATTRIBUTE_VALUE:
+            raise RadiusPacketError(f"{attribute_name(attr_type)} value is {size} bytes; at most 253 fit")
+        append(bytes((attr_type, size + 2)))
+        append(value)
+    return b"".join(parts)
+
+
+def encode_eap_message(eap: bytes) -> bytes:
+    """``eap`` as consecutive EAP-Message attributes on the wire, 253 bytes
+    each but the last (RFC 3579 §3.1): what :func:`eap_message_attributes`
+    gives, encoded, without an Attribute per chunk."""
+    size = len(eap)
+    if size <= MAX_ATTRIBUTE_VALUE:
+        return bytes((79, size + 2)) + eap
+    whole = size - size % MAX_ATTRIBUTE_VALUE
+    parts = []
+    append = parts.append
+    for i in range(0, whole, MAX_ATTRIBUTE_VALUE):
+        append(_EAP_MESSAGE_FULL)
+        append(eap[i:i + MAX_ATTRIBUTE_VALUE])
+    if whole < size:
+        append(bytes((79, size - whole + 2)))
+        append(eap[whole:])
+    return b"".join(parts)
+
+
 # -- authenticators -----------------------------------------------------------------
 
 
+_MD5_BLOCK = 64
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
 @functools.lru_cache(maxsize=256)
-def _hmac_md5_keyed(secret: bytes):
-    return hmac.new(secret, digestmod=hashlib.md5)
+def _hmac_md5_pads(secret: bytes):
+    """The MD5 states after the inner and the outer padded key (RFC 2104 §2),
+    made once per secret: a MAC then costs two MD5 runs over its data and
+    the inner digest, not the key schedule and wrapper objects each time."""
+    key = hashlib.md5(secret).digest() if len(secret) > _MD5_BLOCK else secret
+    key = key.ljust(_MD5_BLOCK, b"\0")
+    return hashlib.md5(key.translate(_IPAD)), hashlib.md5(key.translate(_OPAD))
 
 
-def _hmac_md5(secret: bytes):
-    """A fresh HMAC-MD5 keyed with ``secret``: a copy of one keyed once per
-    secret, which saves hashing the padded key twice for every packet."""
-    return _hmac_md5_keyed(secret).copy()
+def _hmac_md5(secret: bytes, *parts) -> bytes:
+    """HMAC-MD5 with ``secret`` over the concatenation of ``parts``."""
+    inner, outer = _hmac_md5_pads(secret)
+    inner = inner.copy()
+    for part in parts:
+        inner.update(part)
+    outer = outer.copy()
+    outer.update(inner.digest())
+    return outer.digest()
 
 
 def message_authenticator(packet: bytes | bytearray, secret: bytes) -> bytes:
     """HMAC-MD5 of ``packet`` (whose Message-Authenticator value is zero and
     whose header holds the authenticator to sign over) with ``secret``."""
-    mac = _hmac_md5(secret)
-    mac.update(packet)
-    return mac.digest()
+    return _hmac_md5(secret, packet)
 
 
 def response_authenticator(packet: bytes, secret: bytes) -> bytes:
@@ -624,7 +671,34 @@ def sign_response(packet: RadiusPacket, request_authenticator: bytes, secret: by
     the header (RFC 3579 §3.2), then the Response Authenticator replaces it
     (RFC 2865 §3).  ``packet.authenticator`` is ignored."""
     data, ma_offset = _assemble(packet.code, packet.identifier, request_authenticator, packet.attributes)
-    _fill_message_authenticator(data, ma_offset, secret)
+    return _sign_reply(data, ma_offset, secret)
+
+
+_MESSAGE_AUTHENTICATOR_ZERO = bytes((80, 18)) + _ZERO_AUTHENTICATOR
+
+
+def signed_reply(code: int, identifier: int, request_authenticator: bytes, secret: bytes,
+                 attributes: bytes) -> bytes:
+    """A reply on the wire whose first attribute is a Message-Authenticator,
+    followed by ``attributes`` already encoded (:func:`encode_attributes`,
+    :func:`encode_eap_message`): the same bytes :func:`sign_response` gives
+    for a packet whose attributes start with a zero Message-Authenticator,
+    without building the packet object first."""
+    length = HEADER_SIZE + 18 + len(attributes)
+    if length > MAX_PACKET_SIZE:
+        raise RadiusPacketError(f"packet of {length} bytes is longer than 4096")
+    if len(request_authenticator) != AUTHENTICATOR_SIZE:
+        raise RadiusPacketError("the authenticator is not 16 bytes")
+    data = bytearray(_HEADER.pack(code, identifier, length, request_authenticator))
+    data += _MESSAGE_AUTHENTICATOR_ZERO
+    data += attributes
+    return _sign_reply(data, HEADER_SIZE + 2, secret)
+
+
+def _sign_reply(data: bytearray, ma_offset: int | None, secret: bytes) -> bytes:
+    if ma_offset is not None:
+        data[ma_offset:ma_offset + 16] = _ZERO_AUTHENTICATOR
+        data[ma_offset:ma_offset + 16] = _hmac_md5(secret, data)
     digest = hashlib.md5(data)
     digest.update(secret)
     data[4:20] = digest.digest()

@@ -1,9 +1,10 @@
 """A sans-IO RADIUS authentication server carrying EAP (RFC 2865, RFC 3579).
 
-Feed every datagram to :meth:`RadiusServer.datagram_received` with its
-source address and the current time; send the reply it produces back to that
-address.  Call :meth:`RadiusServer.expire` now and then with the current
-time.  Nothing here touches a socket or reads a clock.
+Feed every datagram to :meth:`RadiusServer.respond` (or
+:meth:`RadiusServer.datagram_received`, which always answers with a
+Deferred) with its source address and the current time; send the reply it
+produces back to that address.  Call :meth:`RadiusServer.expire` now and
+then with the current time.  Nothing here touches a socket or reads a clock.
 
 What the server does with a request:
 
@@ -60,9 +61,10 @@ from transports.radius.packet import (
     RadiusPacketError,
     code_name,
     decode_value,
-    eap_message_attributes,
+    encode_attributes,
+    encode_eap_message,
     mppe_key_attributes,
-    sign_response,
+    signed_reply,
 )
 
 __all__ = ["RadiusClient", "RadiusClientTable", "RadiusCounters", "RadiusServer"]
@@ -76,7 +78,7 @@ DEFAULT_DUPLICATE_LIFETIME = 10.0
 # the only attributes besides EAP-Message that may carry credentials (RFC 3579 §3.3 Note 1)
 _PASSWORDS = frozenset(map(int, (AttributeType.USER_PASSWORD, AttributeType.CHAP_PASSWORD,
                                  AttributeType.ARAP_PASSWORD)))
-_MA_PLACEHOLDER = Attribute(AttributeType.MESSAGE_AUTHENTICATOR, bytes(16))
+_PROXY_STATE = int(AttributeType.PROXY_STATE)
 _MAX_CLIENT_CACHE = 4096
 # RFC 2865 §5.12: Framed-MTU values range from 64 to 65535
 MIN_FRAMED_MTU, MAX_FRAMED_MTU = 64, 65535
@@ -151,12 +153,15 @@ class RadiusCounters:
 class _Conversation:
     """One EAP conversation between a NAS and the EAP server."""
 
-    __slots__ = ("state", "session", "client", "host", "port", "peer", "user_name", "last_seen",
+    __slots__ = ("state", "session", "answer", "client", "host", "port", "peer", "user_name", "last_seen",
                  "pending", "closed", "rounds")
 
     def __init__(self, state, session, client, host, port, peer, user_name, now):
         self.state: bytes = state
         self.session = session
+        # the session's answer at once when it has one (EapServerSession.answer),
+        # else its IEapSession.receive Deferred
+        self.answer = getattr(session, "answer", None) or session.receive
         self.client: RadiusClient = client
         self.host: str = host
         self.port: int = port
@@ -225,6 +230,17 @@ class RadiusServer:
             firing with the reply datagram for ``addr``, or with None when
             processing ended without a reply.
         """
+        reply = self.respond(data, addr, now)
+        if reply is None or isinstance(reply, defer.Deferred):
+            return reply
+        return defer.succeed(reply)
+
+    def respond(self, data: bytes, addr: tuple, now: float) -> bytes | defer.Deferred | None:
+        """:meth:`datagram_received` without a Deferred where none is needed:
+        the reply datagram when it is ready at once (most are: fragments,
+        acknowledgements, TLS flights), None when nothing will be sent back,
+        or a Deferred firing with the reply (or None) when the EAP session
+        waits on something outside (password store, TNCS core)."""
         self._now = now
         if self.closed:
             return None
@@ -271,7 +287,7 @@ class RadiusServer:
             return self._drop(packet, host, "bad Message-Authenticator (is the shared secret the same?)")
         self.counters.status_servers += 1
         log.debug("received RADIUS Status-Server from client '{client}'", client=host)
-        return defer.succeed(self._reply(packet, client, Code.ACCESS_ACCEPT, [_MA_PLACEHOLDER]))
+        return self._reply(packet, client, Code.ACCESS_ACCEPT, b"")
 
     def _access_request(self, packet: RadiusPacket, client: RadiusClient, host: str, port: int, now: float):
         signed = packet.has_message_authenticator
@@ -303,17 +319,17 @@ class RadiusServer:
                     return None
                 log.info("RADIUS Access-Request 0x{id:02x} from client '{client}' is a retransmission, "
                          "sending the same reply again", id=packet.identifier, client=host)
-                return defer.succeed(cached.reply)
+                return cached.reply
             del self._replies[key]
 
         if eap is None:
             log.info("RADIUS Access-Request 0x{id:02x} from client '{client}' for '{user}' has no "
                      "EAP-Message; only EAP authentication is offered, sending Access-Reject",
                      id=packet.identifier, client=host, user=_user_name(packet.get(AttributeType.USER_NAME)))
-            reply = self._reply(packet, client, Code.ACCESS_REJECT, [_MA_PLACEHOLDER])
+            reply = self._reply(packet, client, Code.ACCESS_REJECT, b"")
             self.counters.access_rejects += 1
             self._cache(key, _Reply(packet.authenticator, reply, now + self.duplicate_lifetime))
-            return defer.succeed(reply)
+            return reply
 
         conversations = self._conversations
         state = packet.get(AttributeType.STATE)
@@ -344,15 +360,17 @@ class RadiusServer:
             log.debug("received RADIUS Access-Request 0x{id:02x} from client '{client}' with {n} bytes of EAP",
                       id=packet.identifier, client=host, n=len(eap))
         try:
-            d = conv.session.receive(eap)
+            outcome = conv.answer(eap)
         except Exception:
             log.failure("the EAP session failed on a request from client '{client}'", client=host)
             self._forget(key, entry)
             self._end(conv, "internal error")
             return None
-        d.addCallbacks(self._eap_outcome, self._eap_failed,
-                       callbackArgs=(conv, packet, key, entry), errbackArgs=(conv, key, entry))
-        return d
+        if isinstance(outcome, defer.Deferred):
+            outcome.addCallbacks(self._eap_outcome, self._eap_failed,
+                                 callbackArgs=(conv, packet, key, entry), errbackArgs=(conv, key, entry))
+            return outcome
+        return self._eap_outcome(outcome, conv, packet, key, entry)
 
     def _start_conversation(self, packet, client, host, port, now) -> _Conversation | None:
         conversations = self._conversations
@@ -453,9 +471,9 @@ class RadiusServer:
         state = self.random_bytes(STATE_SIZE)
         while state in conversations:
             state = self.random_bytes(STATE_SIZE)
-        attrs = [_MA_PLACEHOLDER, Attribute(AttributeType.STATE, state)]
-        attrs += eap_message_attributes(outcome.packet)
-        reply = self._reply(request, conv.client, Code.ACCESS_CHALLENGE, attrs)
+        reply = self._reply(request, conv.client, Code.ACCESS_CHALLENGE,
+                            bytes((AttributeType.STATE, len(state) + 2)) + state
+                            + encode_eap_message(outcome.packet))
         conversations.pop(conv.state, None)
         conv.state = state
         conversations[state] = conv
@@ -473,8 +491,7 @@ class RadiusServer:
             failure = bytes((4, eap_id, 0, 4))  # EAP-Failure (RFC 3748 §4.2)
             return self._reject(conv, request, failure, "access denied by the posture assessment",
                                 identity=identity)
-        attrs = [_MA_PLACEHOLDER]
-        attrs += eap_message_attributes(outcome.packet or bytes((3, 0, 0, 4)))
+        attrs = []
         user = _encode_user_name(identity) if identity else conv.user_name
         if user:
             # RFC 3579 §3: a User-Name in the request means one in the Access-Accept
@@ -483,7 +500,8 @@ class RadiusServer:
             attrs += mppe_key_attributes(outcome.msk, conv.client.secret, request.authenticator,
                                          self.random_bytes(2))
         attrs += action.attributes
-        reply = self._reply(request, conv.client, Code.ACCESS_ACCEPT, attrs)
+        reply = self._reply(request, conv.client, Code.ACCESS_ACCEPT,
+                            encode_eap_message(outcome.packet or bytes((3, 0, 0, 4))) + encode_attributes(attrs))
         self._end(conv, None)
         self.counters.access_accepts += 1
         log.info("sending RADIUS Access-Accept for '{identity}' to client '{client}': {enforcement}",
@@ -493,10 +511,8 @@ class RadiusServer:
 
     def _reject(self, conv: _Conversation, request: RadiusPacket, eap_failure: bytes | None, reason: str,
                 identity: str | None = None) -> bytes:
-        attrs = [_MA_PLACEHOLDER]
-        if eap_failure:
-            attrs += eap_message_attributes(eap_failure)
-        reply = self._reply(request, conv.client, Code.ACCESS_REJECT, attrs)
+        reply = self._reply(request, conv.client, Code.ACCESS_REJECT,
+                            encode_eap_message(eap_failure) if eap_failure else b"")
         self._end(conv, None)
         self.counters.access_rejects += 1
         log.info("sending RADIUS Access-Reject for '{identity}' to client '{client}': {reason}",
@@ -512,13 +528,14 @@ class RadiusServer:
 
     # -- replies and state ---------------------------------------------------------------
 
-    def _reply(self, request: RadiusPacket, client: RadiusClient, code: Code, attrs: list[Attribute]) -> bytes:
+    def _reply(self, request: RadiusPacket, client: RadiusClient, code: Code, attributes: bytes) -> bytes:
+        """The signed reply: Message-Authenticator first, then ``attributes``
+        (encoded), then the request's Proxy-States."""
         # RFC 2865 §5.33: Proxy-State attributes go back unmodified and in order
-        for attr in request.attributes:
-            if attr.type == AttributeType.PROXY_STATE:
-                attrs.append(attr)
-        return sign_response(RadiusPacket(code, request.identifier, b"", tuple(attrs)),
-                             request.authenticator, client.secret)
+        proxy_states = [attr for attr in request.attributes if attr.type == _PROXY_STATE]
+        if proxy_states:
+            attributes += encode_attributes(proxy_states)
+        return signed_reply(code, request.identifier, request.authenticator, client.secret, attributes)
 
     def _drop(self, packet: RadiusPacket, host: str, reason: str) -> None:
         self.counters.packets_dropped += 1

@@ -38,13 +38,17 @@ class RadiusProtocol(protocol.DatagramProtocol):
 
     def datagramReceived(self, data: bytes, addr):
         try:
-            d = self.server.datagram_received(data, addr, self.clock.seconds())
+            reply = self.server.respond(data, addr, self.clock.seconds())
         except Exception:
             # a bug of ours must cost this datagram only, never the listener
             log.failure("internal error on a RADIUS packet from {host}[{port}]", host=addr[0], port=addr[1])
             return
-        if d is not None:
-            d.addCallbacks(self._send, self._failed, callbackArgs=(addr,), errbackArgs=(addr,))
+        if reply is None:
+            return
+        if isinstance(reply, bytes):
+            self._send(reply, addr)
+        else:
+            reply.addCallbacks(self._send, self._failed, callbackArgs=(addr,), errbackArgs=(addr,))
 
     def _send(self, reply: bytes | None, addr) -> None:
         if reply is not None and self.transport is not None:

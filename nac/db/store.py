@@ -303,6 +303,7 @@ _INSERT_MEASUREMENT = _Hot(sa.insert(Measurement.__table__).returning(Measuremen
 _HOT_PRODUCT_PK = _Hot(_PRODUCT_PK)
 _HOT_DEVICE_PK = _Hot(_DEVICE_PK)
 _HOT_PASSWORD_ROW = _Hot(_PASSWORD_ROW)
+_HOT_EAP_SECRET_ROW = _Hot(_EAP_SECRET_ROW)
 
 
 def record_session_start(connection, peer, connection_id: int) -> int:
@@ -431,11 +432,11 @@ class PolicyDb:
         """The EAP password of enabled user ``name``; None when there is no
         such user, it is disabled or has no EAP secret, or the secret does
         not open with this key (logged: the key file is wrong)."""
-        row = self.read(lambda connection: connection.execute(_EAP_SECRET_ROW, {"name": name}).one_or_none())
-        if row is None or not row.enabled or row.eap_secret is None or self.secrets is None:
+        row = self.read(lambda connection: _HOT_EAP_SECRET_ROW.first(connection, {"name": name}))
+        if row is None or not row[1] or row[0] is None or self.secrets is None:
             return None
         try:
-            return self.secrets.open(name, row.eap_secret)
+            return self.secrets.open(name, row[0])
         except SecretKeyError as exc:
             log.error("{error}", error=str(exc))
             return None

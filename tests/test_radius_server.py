@@ -83,13 +83,18 @@ class Md5Authenticator:
         return eap(EAP_REQUEST, self.ident, bytes((EAP_IDENTITY,)))
 
     def receive(self, packet: bytes) -> defer.Deferred:
+        outcome = self._outcome(packet)
+        return outcome if isinstance(outcome, defer.Deferred) else defer.succeed(outcome)
+
+    def _outcome(self, packet: bytes):
+        """The outcome, or a Deferred of it while held."""
         self.received.append(packet)
         outcome = self._process(packet)
         if self.hold:
             d = defer.Deferred()
             self.held.append((d, outcome))
             return d
-        return defer.succeed(outcome)
+        return outcome
 
     def release(self) -> None:
         held, self.held = self.held, []
@@ -150,13 +155,7 @@ class ImmediateMd5Authenticator(Md5Authenticator):
 
     def answer(self, packet: bytes):
         self.answered += 1
-        self.received.append(packet)
-        outcome = self._process(packet)
-        if self.hold:
-            d = defer.Deferred()
-            self.held.append((d, outcome))
-            return d
-        return outcome
+        return self._outcome(packet)
 
 
 def md5_response(challenge_packet: bytes, password: str) -> bytes:

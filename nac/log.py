@@ -81,8 +81,10 @@ class ClassicFileObserver:
         self._second: int | None = None
         self._stamp = "-"
         self._pending: list[str] = []
-        self._lock = threading.Lock()
-        self._scheduled = False
+        # reentrant: a signal handler (twistd's "Received SIGTERM") may log
+        # while this thread is in the middle of a write
+        self._lock = threading.RLock()
+        self._scheduled: float | None = None
         self._reactor = None
         if reactor is not None:
             self._reactor = reactor
@@ -127,22 +129,28 @@ class ClassicFileObserver:
             if self._reactor is None or not isInIOThread():
                 self._write()  # with the reactor's lines before it, in order
                 return
-            if self._scheduled:
+            now = self._reactor.seconds()
+            # a flush asked for long ago was lost (a call scheduled from a
+            # signal handler at the wrong moment can be): ask again
+            if self._scheduled is not None and 0 <= now - self._scheduled < 1.0:
                 return
-            self._scheduled = True
+            self._scheduled = now
         self._reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
         """Write out the lines collected in this turn of the reactor."""
         with self._lock:
-            self._scheduled = False
+            self._scheduled = None
             self._write()
 
     def _write(self) -> None:
-        # the lines of one reactor turn go out in one write (the file is unbuffered)
-        if self._pending:
-            text = "".join(self._pending)
-            self._pending.clear()
+        # the lines of one reactor turn go out in one write (the file is
+        # unbuffered); a line added meanwhile by a signal handler goes to
+        # the new list, never lost
+        pending = self._pending
+        if pending:
+            self._pending = []
+            text = "".join(pending)
             self._out.write(text.encode("utf-8") if self._encode else text)
             self._out.flush()
 
@@ -150,7 +158,7 @@ class ClassicFileObserver:
         # what is logged after the reactor stopped is written at once
         with self._lock:
             self._reactor = None
-            self._scheduled = False
+            self._scheduled = None
             self._write()
 
 

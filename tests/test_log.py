@@ -165,6 +165,42 @@ class ReactorTurnTests(unittest.TestCase):
         lines = self.out.getvalue().splitlines()
         self.assertEqual([line.rsplit("] ", 1)[1] for line in lines], ["reactor first", "from a thread"])
 
+    def test_a_line_logged_in_the_middle_of_a_write_is_kept(self):
+        """As from a signal handler (twistd logs "Received SIGTERM") that
+        runs while this thread writes: no deadlock, no line lost."""
+        observer = self.observer
+
+        class Interrupted(CountedWrites):
+            interrupted = False
+
+            def write(self, text):
+                if not self.interrupted:
+                    self.interrupted = True
+                    observer({"log_time": WHEN, "log_format": "Received SIGTERM, shutting down."})
+                return super().write(text)
+
+        self.observer._out = Interrupted()
+        thread = threading.Thread(target=self.log, args=("from a thread",), daemon=True)
+        thread.start()
+        thread.join(10)
+        self.assertFalse(thread.is_alive(), "deadlocked")
+        self.log("in the reactor")
+        self.reactor.advance(0)
+        lines = [line.rsplit("] ", 1)[1] for line in self.observer._out.getvalue().splitlines()]
+        self.assertEqual(sorted(lines), ["Received SIGTERM, shutting down.", "from a thread", "in the reactor"])
+
+    def test_a_lost_flush_is_asked_for_again(self):
+        self.log("one")
+        self.reactor.calls.clear()  # the call scheduled from a signal handler that got lost
+        self.reactor.advance(0.5)
+        self.log("two")
+        self.assertEqual(self.reactor.calls, [])
+        self.reactor.advance(1)
+        self.log("three")
+        self.reactor.advance(0)
+        self.assertEqual([line.rsplit("] ", 1)[1] for line in self.out.getvalue().splitlines()],
+                         ["one", "two", "three"])
+
     def test_after_the_reactor_stopped_lines_are_written_at_once(self):
         self.log("last turn")
         for trigger, args, kwargs in self.reactor.triggers["after"]["shutdown"]:

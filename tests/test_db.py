@@ -761,6 +761,15 @@ class PolicyStoreTestsMixin(DatabaseMixin):
         self.assertEqual(sessions[ids[5]].connection_id, 6)
 
     @defer.inlineCallbacks
+    def test_the_writes_of_one_reactor_turn_go_together(self):
+        before = self.store.writes.batches
+        ids = yield defer.gatherResults([self.store.session_started(peer(), i) for i in (1, 2, 3)])
+        self.assertEqual((len(set(ids)), self.store.writes.batches - before), (3, 1))
+        yield defer.gatherResults([self.store.session_decided(sid, decision()) for sid in ids]
+                                  + [self.store.add_measurement(ids[0], "os", "os", {"n": 1})])
+        self.assertEqual(self.store.writes.batches - before, 2)
+
+    @defer.inlineCallbacks
     def test_a_session_start_brings_the_policy_generation_with_it(self):
         self.assertIsNone(self.store.policy_generation)
         yield self.store.session_started(peer(), 1)

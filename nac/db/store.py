@@ -880,9 +880,11 @@ class WriteQueue:
     A write waits while the batch before it runs in the store's pool; then
     all the writes that arrived meanwhile go in one transaction
     (:meth:`PolicyDb.write_batch`), at most ``max_batch`` at a time.  An idle
-    queue sends a write at once, so a lone assessment waits for nothing; a
-    busy server makes one commit (and one trip to the pool) for many
-    assessments.  Each write still gets its own result or failure.
+    queue sends a write at once, or with ``call_soon`` (the server's: the
+    end of the reactor turn) together with the others made in the same
+    turn, so a lone assessment waits for nothing; a busy server makes one
+    commit (and one trip to the pool) for many assessments.  Each write
+    still gets its own result or failure.
 
     A batch that starts sessions also reads the package policy's generation
     (:func:`policy_generation`) in its transaction, before those sessions
@@ -891,12 +893,15 @@ class WriteQueue:
     can use it instead of reading it again.
     """
 
-    def __init__(self, db: PolicyDb, defer_to_pool: Callable[..., defer.Deferred], max_batch: int = 256):
+    def __init__(self, db: PolicyDb, defer_to_pool: Callable[..., defer.Deferred], max_batch: int = 256,
+                 call_soon: Callable[[Callable[[], None]], Any] | None = None):
         self._db = db
         self._defer_to_pool = defer_to_pool
         self.max_batch = max_batch
+        self._call_soon = call_soon
         self._waiting: list[tuple[Callable[..., Any], tuple, defer.Deferred]] = []
         self._running = False
+        self._soon = False
         self._idle_waiters: list[defer.Deferred] = []
         self.batches = 0
         """Transactions committed so far (for tests and figures)."""
@@ -908,9 +913,20 @@ class WriteQueue:
         """Deferred firing with ``fn(connection, *args)`` once committed."""
         d = defer.Deferred()
         self._waiting.append((fn, args, d))
-        if not self._running:
-            self._send()
+        if not self._running and not self._soon:
+            if self._call_soon is None:
+                self._send()
+            else:
+                # the other writes of this turn of the reactor (an IMV's
+                # device and measurements, the decision) go along
+                self._soon = True
+                self._call_soon(self._send_soon)
         return d
+
+    def _send_soon(self) -> None:
+        self._soon = False
+        if not self._running and self._waiting:
+            self._send()
 
     def idle(self) -> defer.Deferred:
         """Fires once every write submitted so far is committed (or failed)."""
@@ -989,7 +1005,8 @@ class PolicyStore(service.Service):
         self.auth_pool = ThreadPool(minthreads=0, maxthreads=2, name="nac-auth")
         self._reactor = reactor
         self._shutdown_trigger = None
-        self.writes = WriteQueue(self.db, self._defer)
+        self.writes = WriteQueue(self.db, self._defer,
+                                 call_soon=lambda fn: self.reactor.callLater(0, fn))
 
     @property
     def reactor(self):

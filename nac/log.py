@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 import time
 
 from twisted.logger import ILogObserver
@@ -21,7 +20,6 @@ from twisted.logger import Logger as _TwistedLogger
 from twisted.logger import LogLevel, formatEventAsClassicLogText, formatTime, timeFormatRFC3339
 from twisted.python.compat import ioType
 from twisted.python.logfile import LogFile
-from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 __all__ = ["ClassicFileObserver", "Logger", "LogLevel", "set_level", "twistd_log_observer"]
@@ -67,28 +65,14 @@ class ClassicFileObserver:
     of named fields, no failure) are rendered with ``str.format``; anything
     else (tracebacks, ``{x()}`` calls, legacy events) goes through Twisted's
     own formatter.
-
-    With a ``reactor``, the lines logged in one turn of the reactor are
-    written together at its end (twistd's file is unbuffered: one system
-    call a line otherwise); lines from other threads, and everything once
-    the reactor has stopped, are written at once.
     """
 
-    def __init__(self, out, time_format: str = timeFormatRFC3339, *, reactor=None):
+    def __init__(self, out, time_format: str = timeFormatRFC3339):
         self._out = out
         self._encode = ioType(out) is not str
         self._time_format = time_format
         self._second: int | None = None
         self._stamp = "-"
-        self._pending: list[str] = []
-        # reentrant: a signal handler (twistd's "Received SIGTERM") may log
-        # while this thread is in the middle of a write
-        self._lock = threading.RLock()
-        self._scheduled: float | None = None
-        self._reactor = None
-        if reactor is not None:
-            self._reactor = reactor
-            reactor.addSystemEventTrigger("after", "shutdown", self._reactor_stopped)
 
     def _time(self, when) -> str:
         if when is None:
@@ -122,47 +106,12 @@ class ClassicFileObserver:
 
     def __call__(self, event) -> None:
         text = self.format(event)
-        if not text:
-            return
-        with self._lock:
-            self._pending.append(text)
-            if self._reactor is None or not isInIOThread():
-                self._write()  # with the reactor's lines before it, in order
-                return
-            now = self._reactor.seconds()
-            # a flush asked for long ago was lost (a call scheduled from a
-            # signal handler at the wrong moment can be): ask again
-            if self._scheduled is not None and 0 <= now - self._scheduled < 1.0:
-                return
-            self._scheduled = now
-        self._reactor.callLater(0, self.flush)
-
-    def flush(self) -> None:
-        """Write out the lines collected in this turn of the reactor."""
-        with self._lock:
-            self._scheduled = None
-            self._write()
-
-    def _write(self) -> None:
-        # the lines of one reactor turn go out in one write (the file is
-        # unbuffered); a line added meanwhile by a signal handler goes to
-        # the new list, never lost
-        pending = self._pending
-        if pending:
-            self._pending = []
-            text = "".join(pending)
+        if text:
             self._out.write(text.encode("utf-8") if self._encode else text)
             self._out.flush()
 
-    def _reactor_stopped(self) -> None:
-        # what is logged after the reactor stopped is written at once
-        with self._lock:
-            self._reactor = None
-            self._scheduled = None
-            self._write()
 
-
-def twistd_log_observer(server_options, reactor=None) -> ClassicFileObserver | None:
+def twistd_log_observer(server_options) -> ClassicFileObserver | None:
     """The observer for the file twistd would log to with ``server_options``
     (its command line: ``--logfile``, ``--nodaemon``), or None where twistd
     should choose (``--syslog``, ``--logger``, options of another kind)."""
@@ -173,9 +122,9 @@ def twistd_log_observer(server_options, reactor=None) -> ClassicFileObserver | N
     if name == "-":
         if not nodaemon:
             return None  # twistd refuses this itself
-        return ClassicFileObserver(sys.stdout, reactor=reactor)
+        return ClassicFileObserver(sys.stdout)
     if nodaemon and not name:
-        return ClassicFileObserver(sys.stdout, reactor=reactor)
+        return ClassicFileObserver(sys.stdout)
     log_file = LogFile.fromFullPath(name or "twistd.log")
     # as twistd: SIGUSR1 rotates the file, unless someone else took the signal
     if not signal.getsignal(signal.SIGUSR1):
@@ -184,4 +133,4 @@ def twistd_log_observer(server_options, reactor=None) -> ClassicFileObserver | N
             reactor.callFromThread(log_file.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)
-    return ClassicFileObserver(log_file, reactor=reactor)
+    return ClassicFileObserver(log_file)

@@ -194,9 +194,7 @@ class NacService(service.MultiService):
 
     def setServiceParent(self, parent):
         if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
-            from twisted.internet import reactor  # twistd's, installed by now
-
-            observer = nac_log.twistd_log_observer(self.twistd_options, reactor)
+            observer = nac_log.twistd_log_observer(self.twistd_options)
             if observer is not None:
                 parent.setComponent(ILogObserver, observer)
         super().setServiceParent(parent)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import io
 import signal
 import sys
-import threading
 
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, textFileLogObserver
 from twisted.python.failure import Failure
-from twisted.python import threadable
 from twisted.python.logfile import LogFile
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial import unittest
@@ -118,96 +115,6 @@ class ClassicFileObserverTests(unittest.TestCase):
         event = {"log_format": "IMV {imv_id} \"{label}\"", "imv_id": 1, "label": "OS"}
         line = ClassicFileObserver(io.StringIO()).format(dict(event))
         self.assertTrue(line.endswith(f" {formatEvent(event)}\n"), line)
-
-
-class CountedWrites(io.StringIO):
-    def __init__(self):
-        super().__init__()
-        self.writes = 0
-
-    def write(self, text):
-        self.writes += 1
-        return super().write(text)
-
-
-class ReactorTurnTests(unittest.TestCase):
-    """With a reactor, a turn's lines are written together at its end."""
-
-    def setUp(self):
-        # this thread runs the reactor, as trial's does (pytest's does not say)
-        self.addCleanup(setattr, threadable, "ioThread", threadable.ioThread)
-        threadable.registerAsIOThread()
-        self.reactor = MemoryReactorClock()
-        self.out = CountedWrites()
-        self.observer = ClassicFileObserver(self.out, reactor=self.reactor)
-
-    def log(self, text):
-        self.observer({"log_time": WHEN, "log_format": text})
-
-    def test_one_write_for_the_lines_of_a_turn(self):
-        reference = io.StringIO()
-        for text in ("one", "two", "three"):
-            self.log(text)
-            textFileLogObserver(reference)({"log_time": WHEN, "log_format": text})
-        self.assertEqual(self.out.getvalue(), "")
-        self.reactor.advance(0)
-        self.assertEqual((self.out.getvalue(), self.out.writes), (reference.getvalue(), 1))
-        self.log("four")
-        self.reactor.advance(0)
-        self.assertEqual(self.out.writes, 2)
-        self.assertTrue(self.out.getvalue().endswith("] four\n"))
-
-    def test_lines_from_other_threads_are_written_at_once_and_in_order(self):
-        self.log("reactor first")
-        thread = threading.Thread(target=self.log, args=("from a thread",))
-        thread.start()
-        thread.join()
-        lines = self.out.getvalue().splitlines()
-        self.assertEqual([line.rsplit("] ", 1)[1] for line in lines], ["reactor first", "from a thread"])
-
-    def test_a_line_logged_in_the_middle_of_a_write_is_kept(self):
-        """As from a signal handler (twistd logs "Received SIGTERM") that
-        runs while this thread writes: no deadlock, no line lost."""
-        observer = self.observer
-
-        class Interrupted(CountedWrites):
-            interrupted = False
-
-            def write(self, text):
-                if not self.interrupted:
-                    self.interrupted = True
-                    observer({"log_time": WHEN, "log_format": "Received SIGTERM, shutting down."})
-                return super().write(text)
-
-        self.observer._out = Interrupted()
-        thread = threading.Thread(target=self.log, args=("from a thread",), daemon=True)
-        thread.start()
-        thread.join(10)
-        self.assertFalse(thread.is_alive(), "deadlocked")
-        self.log("in the reactor")
-        self.reactor.advance(0)
-        lines = [line.rsplit("] ", 1)[1] for line in self.observer._out.getvalue().splitlines()]
-        self.assertEqual(sorted(lines), ["Received SIGTERM, shutting down.", "from a thread", "in the reactor"])
-
-    def test_a_lost_flush_is_asked_for_again(self):
-        self.log("one")
-        self.reactor.calls.clear()  # the call scheduled from a signal handler that got lost
-        self.reactor.advance(0.5)
-        self.log("two")
-        self.assertEqual(self.reactor.calls, [])
-        self.reactor.advance(1)
-        self.log("three")
-        self.reactor.advance(0)
-        self.assertEqual([line.rsplit("] ", 1)[1] for line in self.out.getvalue().splitlines()],
-                         ["one", "two", "three"])
-
-    def test_after_the_reactor_stopped_lines_are_written_at_once(self):
-        self.log("last turn")
-        for trigger, args, kwargs in self.reactor.triggers["after"]["shutdown"]:
-            trigger(*args, **kwargs)
-        self.assertIn("] last turn\n", self.out.getvalue())
-        self.log("Server Shut Down.")
-        self.assertTrue(self.out.getvalue().endswith("] Server Shut Down.\n"))
 
 
 class TwistdLogObserverTests(unittest.TestCase):

@@ -525,6 +525,22 @@ class PolicyDbTestsMixin(DatabaseMixin):
         self.assertEqual([(r.imv_name, r.recommendation, r.forced) for r in results],
                          [("os", A.ISOLATE, False), ("scanner", A.NO_RECOMMENDATION, True)])
 
+    def test_assessment_writes_work_through_sqlalchemy_too(self):
+        """Where SQLAlchemy's compiler lacks what the driver's-cursor path
+        takes from it, the statements run through SQLAlchemy instead."""
+        from nac.db import store
+
+        self.patch(store._Hot, "_compiled", lambda hot, dialect: False)
+        self.db.add_user("alice", "wonderland")
+        self.assertTrue(self.db.check_password("alice", "wonderland"))
+        sid = self.db.session_started(peer(), 7)
+        self.db.device_seen(sid, "device-1", "Debian 12")
+        self.db.add_measurement(sid, "os", "os", {"packages": 3})
+        self.db.session_decided(sid, decision())
+        info, results = self.db.session_results(sid)
+        self.assertEqual((info.identity, info.device, info.access, len(results)),
+                         ("alice", "device-1", "isolate", 2))
+
     def test_password_check(self):
         self.db.add_user("alice", "wonderland")
         self.assertTrue(self.db.check_password("alice", "wonderland"))

@@ -219,6 +219,11 @@ class _Hot:
     SQL and the value conversions (time stamps, enums, booleans, JSON) are
     still SQLAlchemy's own, taken from the compiled statement.  ``keys``:
     the columns an INSERT is given, every time all of them.
+
+    The conversions come from a SQLAlchemy 2 compiler attribute
+    (``_bind_processors``); should a release not have it, the statement
+    runs through SQLAlchemy as any other (``tests/test_db.py`` compares
+    what both ways store).
     """
 
     __slots__ = ("statement", "keys", "_made")
@@ -232,8 +237,12 @@ class _Hot:
         made = self._made.get(type(dialect))
         if made is None:
             compiled = self.statement.compile(dialect=dialect, column_keys=self.keys)
-            order = list(compiled.positiontup) if dialect.positional else None
-            made = (compiled.string, order, dict(compiled._bind_processors))
+            processors = getattr(compiled, "_bind_processors", None)
+            order = getattr(compiled, "positiontup", None) if dialect.positional else None
+            if processors is None or (dialect.positional and order is None):
+                made = False  # SQLAlchemy's own execution, below
+            else:
+                made = (compiled.string, None if order is None else list(order), dict(processors))
             self._made[type(dialect)] = made
         return made
 
@@ -249,6 +258,8 @@ class _Hot:
         """The driver's cursor, the statement run with ``params`` on it,
         in ``connection``'s transaction."""
         made = self._compiled(connection.dialect)
+        if not made:
+            return connection.execute(self.statement, params)
         cursor = connection.connection.cursor()
         cursor.execute(made[0], self._arguments(made, params))
         return cursor
@@ -274,6 +285,9 @@ class _Hot:
 
     def many(self, connection, rows: list[dict]) -> None:
         made = self._compiled(connection.dialect)
+        if not made:
+            connection.execute(self.statement, rows)
+            return
         cursor = connection.connection.cursor()
         try:
             cursor.executemany(made[0], [self._arguments(made, params) for params in rows])

@@ -236,13 +236,7 @@ class SessionTests(PkiMixin, unittest.TestCase):
                 session.limit_request_size(limit)
             peer = TtlsPeer(self.pki.ca_cert, "carol", PASSWORDS["carol"])
             sizes = []
-            request = session.start()
-            while True:
-                sizes.append(len(request))
-                outcome = self.successResultOf(session.receive(peer.respond(request)))
-                if outcome.status is not EapStatus.CONTINUE:
-                    break
-                request = outcome.packet
+            outcome, _rounds = converse(self, session, peer, sizes=sizes)
             self.assertEqual(outcome.status, EapStatus.SUCCESS, (fragment_size, limit))
             self.assertEqual(max(sizes), largest, (fragment_size, limit))
 

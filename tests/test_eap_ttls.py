@@ -116,12 +116,16 @@ def mschapv2_reply(data: bytes, identity: str, password: str) -> tuple[bytes, by
     return (b"\x03" if opcode == 3 else b"\x04"), None
 
 
-def converse(testcase, session, peer, *, first: bytes | None = None, limit: int = 400):
-    """Run a whole conversation; returns (final outcome, number of round trips)."""
+def converse(testcase, session, peer, *, first: bytes | None = None, limit: int = 400,
+             sizes: list[int] | None = None):
+    """Run a whole conversation; returns (final outcome, number of round trips).
+    ``sizes`` collects the length of each request the server sent on the way."""
     request = session.start() if first is None else None
     response = first
     for rounds in range(1, limit):
         if request is not None:
+            if sizes is not None:
+                sizes.append(len(request))
             response = peer.respond(request)
         outcome = testcase.successResultOf(session.receive(response))
         if outcome.status is not EapStatus.CONTINUE:
@@ -282,13 +286,7 @@ class FragmentationTests(PkiMixin, unittest.TestCase):
         session = self.session(fragment_size=100)
         peer = self.peer(fragment_size=1400)
         sizes = []
-        request = session.start()
-        while True:
-            sizes.append(len(request))
-            outcome = self.successResultOf(session.receive(peer.respond(request)))
-            if outcome.status is not EapStatus.CONTINUE:
-                break
-            request = outcome.packet
+        outcome, _rounds = converse(self, session, peer, sizes=sizes)
         self.assertEqual(outcome.status, EapStatus.SUCCESS)
         self.assertLessEqual(max(sizes), 105)
 

@@ -42,7 +42,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,21 +242,11 @@ class Database:
         self.revision = upgrade(self.engine)
 
     def _private_schema(self, url) -> str:
-        from nac.db.engine import make_engine
+        from tests.nacserver import private_postgres_schema
 
-        schema = f"nac_bench_{uuid.uuid4().hex[:12]}"
-        admin = make_engine(url)
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-
-        def drop():
-            with admin.begin() as connection:
-                connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-            admin.dispose()
-
+        private, drop = private_postgres_schema(url.render_as_string(hide_password=False), "nac_bench")
         self._cleanup.append(drop)
-        options = " ".join(filter(None, [url.query.get("options"), f"-csearch_path={schema}"]))
-        return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
+        return private
 
     def close(self) -> None:
         self.engine.dispose()

@@ -45,6 +45,28 @@ def netns_unavailable() -> str | None:
     return None
 
 
+def private_postgres_schema(base_url: str, prefix: str):
+    """A new schema in the PostgreSQL database at ``base_url``: (the URL of a
+    connection whose search_path is that schema, a function that drops it)."""
+    import sqlalchemy as sa
+
+    from nac.db.engine import make_engine
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(base_url)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+
+    def drop():
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+    url = sa.make_url(base_url)
+    options = " ".join(filter(None, [url.query.get("options"), f"-csearch_path={schema}"]))
+    return url.update_query_dict({"options": options}).render_as_string(hide_password=False), drop
+
+
 def make_netns(prefix: str) -> str:
     """A new network namespace with its loopback up, deleted when the test
     process exits; SkipTest when it cannot be made."""

@@ -12,7 +12,6 @@ import base64
 import datetime
 import os
 import threading
-import uuid
 
 import sqlalchemy as sa
 from hypothesis import given, settings
@@ -40,6 +39,7 @@ from nac.interfaces import IPolicyStore
 from nac.tnccs.core import Decision, PeerInfo
 from nac.tnccs.imv_manager import Remediation
 from nac.tnccs.recommendations import ImvVerdict
+from tests.nacserver import private_postgres_schema
 
 POSTGRES_URL_ENV = "NAC_TEST_POSTGRES_URL"
 
@@ -74,20 +74,9 @@ class PostgresBackend:
         base = os.environ.get(POSTGRES_URL_ENV)
         if not base:
             raise unittest.SkipTest(f"set {POSTGRES_URL_ENV} to run the PostgreSQL tests")
-        schema = f"nac_test_{uuid.uuid4().hex[:12]}"
-        admin = make_engine(base)
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-
-        def drop():
-            with admin.begin() as connection:
-                connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-            admin.dispose()
-
+        url, drop = private_postgres_schema(base, "nac_test")
         self.addCleanup(drop)
-        url = sa.make_url(base)
-        options = " ".join(filter(None, [url.query.get("options"), f"-csearch_path={schema}"]))
-        return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
+        return url
 
 
 class DatabaseMixin:

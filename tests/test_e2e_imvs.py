@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 
 from twisted.trial import unittest
 
@@ -25,7 +24,7 @@ from nac.client.collectors.os import read_os_info
 from nac.db import PolicyDb, make_engine
 from nac.ifimv import ActionRecommendation as A
 from nac.ifimv import EvaluationResult as E
-from tests.nacserver import NacServer, listen_in_netns, make_netns, netns_unavailable
+from tests.nacserver import NacServer, listen_in_netns, make_netns, netns_unavailable, private_postgres_schema
 
 PASSWORD = "carol's e2e password"
 #: the port the Scanner policy forbids (the example of the issue)
@@ -188,16 +187,6 @@ class PostgresOsScannerEndToEndTests(OsScannerEndToEndTests):
         if not url.query.get("host", "").startswith("/"):
             raise unittest.SkipTest("the server runs in a network namespace: NAC_TEST_POSTGRES_URL must "
                                     "reach PostgreSQL through its Unix socket (?host=/var/run/postgresql)")
-        schema = f"nac_e2e_{uuid.uuid4().hex[:12]}"
-        admin = make_engine(base)
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-
-        def drop():
-            with admin.begin() as connection:
-                connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-            admin.dispose()
-
+        private, drop = private_postgres_schema(base, "nac_e2e")
         atexit.register(drop)
-        options = " ".join(filter(None, [url.query.get("options"), f"-csearch_path={schema}"]))
-        return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
+        return private

@@ -45,6 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.pt_tls_replay import record, replay_worker  # noqa: E402
 from bench._measure import (  # noqa: E402
     add_failures,
     add_settings,
@@ -101,6 +102,25 @@ class LocalNac:
 
 
 # -- the client workers ----------------------------------------------------------------------
+
+def recorded_session(args: dict):
+    """A :class:`~bench.pt_tls_replay.Script` recorded from ``args``' server
+    by nac's client, in a process of its own (it runs a reactor, which this
+    one must not before forking the workers); or the reason there is none."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=record, args=(args, child))
+    p.start()
+    child.close()
+    try:
+        return parent.recv()
+    except EOFError:
+        return "the recording process died"
+    finally:
+        p.join()
+
 
 def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: int | None, out) -> None:
     """One process: keep ``in_flight`` assessments running until ``stop_at``
@@ -170,7 +190,8 @@ def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: 
 
 def run_level(args: dict, concurrency: int, processes: int, duration: float, pid: int | None,
               count: int | None = None) -> dict:
-    replies, wall, cpu = run_workers(_worker, args, concurrency, processes, duration, pid, count)
+    worker = replay_worker if args.get("script") else _worker
+    replies, wall, cpu = run_workers(worker, args, concurrency, processes, duration, pid, count)
     latencies: list[float] = []
     failures: dict[str, int] = {}
     client_cpu = 0.0
@@ -257,6 +278,9 @@ def main(argv=None) -> int:
     p.add_argument("--cert", help="client certificate (PEM)")
     p.add_argument("--key", help="client private key (PEM)")
     p.add_argument("--collectors", default="os,scanner", help="collectors to run (default: %(default)s)")
+    p.add_argument("--replay", action="store_true",
+                   help="record two live sessions with nac's client, then replay the recorded messages over "
+                        "new TLS sessions, checking every server message (bench/pt_tls_replay.py)")
     p.add_argument("--fresh", action="store_true",
                    help="let the collectors measure the host in every assessment (default: once per worker)")
     p.add_argument("--imvs", default="", help="IMVs of the local nac, e.g. imvs.os:OsImv (default: none)")
@@ -291,9 +315,19 @@ def main(argv=None) -> int:
             "collectors": [c for c in ns.collectors.split(",") if c], "timeout": ns.timeout,
             "fresh": ns.fresh}
     results = {"server": f"{host}:{port}", "server_pid": pid, "collectors": args["collectors"],
-               "client_processes": ns.processes, "levels": []}
+               "client_processes": ns.processes, "client": "replay" if ns.replay else "nac", "levels": []}
     duration = ns.duration if ns.count is None else 3600.0
     try:
+        if ns.replay:
+            args["script"] = recorded_session(args)
+            if isinstance(args["script"], str):
+                print(args["script"], file=sys.stderr)
+                return 1
+            if not ns.json:
+                steps = args["script"].steps
+                print(f"replaying a recorded session: {sum(s for s, _ in steps)} client and "
+                      f"{sum(not s for s, _ in steps)} server messages, "
+                      f"{sum(len(m) for s, m in steps if s)} bytes sent", flush=True)
         results["levels"] = run_levels(
             ns.concurrency, lambda level: run_level(args, level, ns.processes, duration, pid, ns.count),
             quiet=ns.json,

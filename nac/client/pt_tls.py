@@ -11,7 +11,7 @@ the collectors once and passes them to each call).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -30,7 +30,7 @@ from nac.client.pb_client import AssessmentOutcome, PbTncClient
 from nac.log import Logger
 from transports.pt_tls import negotiation as ptn
 from transports.pt_tls.tls import hold_declarations
-from transports.pt_tls.wire import DEFAULT_MAX_MESSAGE_SIZE
+from transports.pt_tls.wire import DEFAULT_MAX_MESSAGE_SIZE, PtTlsMessage
 
 __all__ = [
     "AssessmentError",
@@ -171,8 +171,14 @@ class ClientTls:
         self._context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
 
     def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
-        connection = SSL.Connection(self._context, None)
-        connection.set_app_data(tlsProtocol)
+        return self.connection(tlsProtocol)
+
+    def connection(self, app, sock=None) -> SSL.Connection:
+        """A client connection over ``sock`` (None: memory BIOs, as Twisted
+        uses it); ``app.failVerification(failure)`` hears of a server
+        certificate that names someone else."""
+        connection = SSL.Connection(self._context, sock)
+        connection.set_app_data(app)
         if self._sni is not None:
             connection.set_tlsext_host_name(self._sni)
         return connection
@@ -377,6 +383,7 @@ def run_assessment(
     language: str = "en",
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     tls_options=None,
+    trace: Callable[[str, PtTlsMessage], None] | None = None,
 ) -> defer.Deferred:
     """Run one assessment against the PT-TLS server at ``host``:``port``.
 
@@ -384,7 +391,10 @@ def run_assessment(
     or IMC objects, which may be shared by concurrent assessments.
     ``tls_options``: prebuilt :func:`client_tls_options` (then ``cacert``,
     ``cert``, ``key`` and ``server_name`` are not read).  SASL PLAIN uses
-    ``identity``/``password`` when the server asks for it.
+    ``identity``/``password`` when the server asks for it.  ``trace`` is
+    called with ``"sending"`` or ``"received"`` and each PT-TLS message, in
+    the order the client queued and read them (the messages of a session,
+    as a load generator replays them).
 
     Fires with an :class:`AssessmentOutcome` whose ``completed`` is True
     (whatever the recommendation), or fails with an :class:`AssessmentError`.
@@ -401,8 +411,14 @@ def run_assessment(
         return defer.fail(exc)
 
     peer = f"{host}[{port}]"
+    if trace is None:
+        traced = _trace
+    else:
+        def traced(direction: str, message: PtTlsMessage) -> None:
+            _trace(direction, message)
+            trace(direction, message)
     pt = ptn.PtTlsClient(sasl_identity=identity, sasl_password=password,
-                         max_message_size=max_message_size, trace=_trace)
+                         max_message_size=max_message_size, trace=traced)
     pb = PbTncClient(imcs, max_batch_size=pt.max_batch_size,
                      max_message_size=pt.max_batch_size - _PB_PA_OVERHEAD, language=language)
     proto = PtTlsClientProtocol(pt, pb, peer=peer)

@@ -1,0 +1,146 @@
+"""The PT-TLS load generator's replaying client (bench/pt_tls_replay.py).
+
+Sessions are recorded live from the real server (``twistd -n nac`` with the
+OS and Scanner IMVs) by nac's client, then replayed over new TLS sessions;
+the server must record every replayed session as a complete assessment, and
+a server that answers differently from the recording must be noticed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import subprocess
+import sys
+
+from twisted.internet import defer, reactor, threads
+from twisted.trial import unittest
+
+from bench.pt_tls_replay import Replayer, Script
+from nac.client.pt_tls import run_assessment
+from tests.nacserver import REPO, NacServer, repo_env
+
+PASSWORD = "dave's password"
+IMVS = "imvs.os:OsImv,imvs.scanner:ScannerImv"
+
+
+class ScriptTests(unittest.TestCase):
+    """Which server bytes may differ from the recording."""
+
+    FIRST = [("sending", b"hello"), ("received", b"\x00\x01\x02\x03"), ("sending", b"bye")]
+
+    def test_bytes_that_differed_between_the_recordings_are_free(self):
+        script = Script.from_sessions(self.FIRST, [("sending", b"hellO"), ("received", b"\x00\x09\x02\x03"),
+                                                   ("sending", b"bye")])
+        self.assertEqual(script.steps[0], (True, b"hello"))  # the client's bytes: the first recording's
+        self.assertEqual(script.free, {1: frozenset({1})})
+        self.assertTrue(script.matches(1, b"\x00\x07\x02\x03"))
+        self.assertFalse(script.matches(1, b"\x00\x07\x02\x04"))
+        self.assertFalse(script.matches(1, b"\x00\x07\x02"))
+        self.assertFalse(script.matches(0, b"hello"))  # a client step is never what the server sends
+
+    def test_recordings_of_different_shape_cannot_be_replayed(self):
+        with self.assertRaises(ValueError):
+            Script.from_sessions(self.FIRST, self.FIRST[:2] + [("sending", b"byebye")])
+        with self.assertRaises(ValueError):
+            Script.from_sessions(self.FIRST, self.FIRST[:2])
+
+
+class ReplayAgainstNacTests(unittest.TestCase):
+    server: NacServer | None = None
+
+    def setUp(self):
+        cls = type(self)
+        if cls.server is None:
+            server = NacServer({"nac": {"imvs": IMVS}})
+            server.admin("init")
+            server.admin("user", "add", "dave", "--password", PASSWORD)
+            cls.server = server.start()
+            atexit.register(server.stop)
+
+    def tearDown(self):
+        self.assertTrue(self.server.alive(), self.server.log_text()[-4000:])
+
+    def args(self) -> dict:
+        return {"host": "127.0.0.1", "port": self.server.port, "server_name": "127.0.0.1",
+                "cacert": str(self.server.ca), "client": "dave", "secret": PASSWORD, "cert": None,
+                "key": None, "collectors": ["os", "scanner"], "timeout": 30.0}
+
+    def session_count(self) -> int:
+        return len(json.loads(self.server.admin("sessions", "list", "--limit", "10000", "--json")))
+
+    @defer.inlineCallbacks
+    def recorded(self) -> Script:
+        sessions = []
+        for _ in range(2):
+            messages = []
+            outcome = yield run_assessment(
+                reactor, "127.0.0.1", self.server.port, cacert=self.server.ca, identity="dave",
+                password=PASSWORD, collectors=["os", "scanner"],
+                trace=lambda direction, message: messages.append((direction, message.build())))
+            self.assertTrue(outcome.completed)
+            sessions.append(messages)
+        return Script.from_sessions(*sessions)
+
+    def replay(self, script: Script, count: int):
+        def run():
+            replayer = Replayer(self.args(), script, 2, float("inf"), count)
+            replayer.run()
+            return replayer
+        return threads.deferToThread(run)
+
+    @defer.inlineCallbacks
+    def test_replayed_sessions_are_complete_assessments(self):
+        script = yield self.recorded()
+        # the IMVs' PA-TNC message identifiers are the server's own choice each time
+        self.assertTrue(script.free)
+        before = self.session_count()
+        replayer = yield self.replay(script, 3)
+        self.assertEqual((len(replayer.latencies), replayer.failures), (3, {}))
+        sessions = json.loads(self.server.admin("sessions", "list", "--limit", "3", "--json"))
+        self.assertEqual(self.session_count(), before + 3)
+        for s in sessions:
+            self.assertEqual((s["identity"], s["transport"]), ("dave", "pt-tls"))
+            self.assertIsNotNone(s["ended"])
+            self.assertIsNotNone(s["recommendation"])
+
+    @defer.inlineCallbacks
+    def test_a_server_answering_otherwise_is_noticed(self):
+        script = yield self.recorded()
+        # expect another assessment result than the server gives: one byte
+        # the server did not choose freely, in its last message
+        last = max(i for i, (sending, _) in enumerate(script.steps) if not sending)
+        expected = bytearray(script.steps[last][1])
+        fixed = max(k for k in range(len(expected)) if k not in script.free.get(last, ()))
+        expected[fixed] ^= 0xFF
+        steps = list(script.steps)
+        steps[last] = (False, bytes(expected))
+        replayer = yield self.replay(Script(tuple(steps), script.free), 2)
+        self.assertEqual(replayer.latencies, [])
+        self.assertEqual(replayer.failures, {f"server message {last} differs from the recorded session": 2})
+
+    def test_load_generator_replays_against_a_given_server(self):
+        before = self.session_count()
+        done = subprocess.run(
+            [sys.executable, str(REPO / "bench" / "pt_tls_load.py"), "--replay",
+             "--server", f"127.0.0.1:{self.server.port}", "--server-pid", str(self.server.proc.pid),
+             "--cacert", str(self.server.ca), "--client", "dave", "--secret", PASSWORD,
+             "--concurrency", "1,8", "--count", "16", "--processes", "1", "--json"],
+            env=repo_env(), capture_output=True, text=True, timeout=300)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        figures = json.loads(done.stdout)
+        self.assertEqual(figures["client"], "replay")
+        self.assertEqual([(lv["completed"], lv["failed"]) for lv in figures["levels"]], [(16, 0), (16, 0)])
+        self.assertGreater(figures["levels"][1]["server_cpu_ms_per_assessment"], 0)
+        # two live sessions were recorded, then 32 replayed
+        self.assertEqual(self.session_count(), before + 2 + 32)
+
+    def test_load_generator_says_why_it_cannot_record(self):
+        done = subprocess.run(
+            [sys.executable, str(REPO / "bench" / "pt_tls_load.py"), "--replay",
+             "--server", f"127.0.0.1:{self.server.port}", "--cacert", str(self.server.ca),
+             "--client", "dave", "--secret", "not the password", "--count", "1", "--concurrency", "1"],
+            env=repo_env(), capture_output=True, text=True, timeout=300)
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("cannot record a session to replay", done.stderr)
+        self.assertIn("SASL authentication as 'dave' failed", done.stderr)

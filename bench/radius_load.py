@@ -189,7 +189,10 @@ def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: 
 
         d.addCallbacks(ok, bad).addBoth(lambda _: reactor.callLater(0, launch, proto))
 
+    cpu = []
+
     def begin():
+        cpu.append(time.process_time())
         counts["running"] = in_flight
         for _ in range(in_flight):
             proto = RadiusClientProtocol.connect(reactor, args["host"], args["port"])
@@ -200,7 +203,8 @@ def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: 
     reactor.callLater(max(0.0, start_at - time.monotonic()), begin)
     reactor.run(installSignalHandlers=False)
     counts["retransmissions"] = sum(p.retransmissions for p in sockets)
-    out.send((latencies, round_trips, failures, counts["retransmissions"]))
+    out.send((latencies, round_trips, failures, counts["retransmissions"],
+              time.process_time() - cpu[0] if cpu else 0.0))
     out.close()
 
 
@@ -214,7 +218,9 @@ def run_level(args: dict, concurrency: int, processes: int, duration: float, pid
     round_trips: list[int] = []
     failures: dict[str, int] = {}
     retransmissions = 0
-    for lat, trips, fail, again in replies:
+    client_cpu = 0.0
+    for lat, trips, fail, again, used in replies:
+        client_cpu += used
         latencies.extend(lat)
         round_trips.extend(trips)
         retransmissions += again
@@ -225,6 +231,7 @@ def run_level(args: dict, concurrency: int, processes: int, duration: float, pid
         "round_trips": round(statistics.fmean(round_trips), 1) if round_trips else None,
         "retransmissions": retransmissions,
         "server_cpu_ms_per_authentication": round(cpu * 1e3 / done, 2) if (cpu is not None and done) else None,
+        "client_cpu_ms_per_authentication": round(client_cpu * 1e3 / done, 2) if done else None,
     }
 
 
@@ -311,7 +318,8 @@ def main(argv=None) -> int:
             ns.concurrency, lambda level: run_level(args, level, ns.processes, duration, pid, ns.count),
             quiet=ns.json,
             details=lambda r: (f"{r['round_trips'] or 0:>4} round trips  {r['retransmissions']} retransmitted  "
-                               f"{cpu_text(r['server_cpu_ms_per_authentication'], 'authentication')}"))
+                               f"{cpu_text(r['server_cpu_ms_per_authentication'], 'authentication')}  "
+                               f"(load generator {r['client_cpu_ms_per_authentication'] or 0:.2f} ms)"))
     finally:
         if local:
             local.stop()

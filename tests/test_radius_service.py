@@ -216,6 +216,43 @@ class RadiusServiceTests(unittest.TestCase):
         reply = verify_response(sent[0][0], first.authenticator, SECRET.encode())
         self.assertEqual((reply.code, sent[0][1]), (Code.ACCESS_CHALLENGE, ("127.0.0.1", 40000)))
 
+    def test_replies_go_straight_to_the_listening_socket(self):
+        from transports.radius.service import RadiusProtocol
+
+        class Socket:
+            def __init__(self, error=None):
+                self.sent, self.error = [], error
+
+            def sendto(self, datagram, addr):
+                if self.error is not None:
+                    raise self.error
+                self.sent.append((datagram, addr))
+
+        class Port:
+            def __init__(self, sock):
+                self.socket = sock
+
+            def write(self, datagram, addr):
+                raise AssertionError("the reply went through Port.write")
+
+        svc = make_service(self.config(), core=None, store=None, eap_factory=self.factory)
+        proto = RadiusProtocol(svc.server, task.Clock())
+        first, data = request(IDENTITY)
+        # a full socket buffer: the reply is lost (the NAS retransmits), a log line says so
+        proto.transport = Port(Socket(BlockingIOError(11, "Resource temporarily unavailable")))
+        proto.datagramReceived(data, ("127.0.0.1", 40001))
+        self.assertIn("cannot send the RADIUS reply to 127.0.0.1[40001]", self.logged())
+        self.assertEqual(len(self.flushLoggedErrors(BlockingIOError)), 1)
+        # an ICMP error left on the socket by an earlier datagram is no reason for a log line
+        proto.transport = Port(Socket(ConnectionRefusedError(111, "Connection refused")))
+        proto.datagramReceived(data, ("127.0.0.1", 40001))
+        self.assertEqual(self.logged().count("cannot send the RADIUS reply"), 1)
+        sock = Socket()
+        proto.transport = Port(sock)
+        proto.datagramReceived(data, ("127.0.0.1", 40001))
+        reply = verify_response(sock.sent[0][0], first.authenticator, SECRET.encode())
+        self.assertEqual((reply.code, sock.sent[0][1]), (Code.ACCESS_CHALLENGE, ("127.0.0.1", 40001)))
+
     def test_secret_is_required(self):
         cfg = nac_config.load(None, {("radius", "listen"): "127.0.0.1"})
         with self.assertRaises(nac_config.ConfigError) as cm:

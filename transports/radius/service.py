@@ -51,11 +51,21 @@ class RadiusProtocol(protocol.DatagramProtocol):
             reply.addCallbacks(self._send, self._failed, callbackArgs=(addr,), errbackArgs=(addr,))
 
     def _send(self, reply: bytes | None, addr) -> None:
-        if reply is not None and self.transport is not None:
-            try:
+        if reply is None or self.transport is None:
+            return
+        # ``addr`` is where the request came from, as the socket gave it:
+        # the checks Twisted's ``Port.write`` makes of an address (three
+        # parses per reply) are spent, the socket takes the reply directly
+        sock = getattr(self.transport, "socket", None)
+        try:
+            if sock is None:
                 self.transport.write(reply, addr)
-            except Exception:
-                log.failure("cannot send the RADIUS reply to {host}[{port}]", host=addr[0], port=addr[1])
+            else:
+                sock.sendto(reply, addr)
+        except ConnectionRefusedError:
+            pass  # an ICMP error of an earlier datagram (Twisted's Port.write ignores it too)
+        except Exception:
+            log.failure("cannot send the RADIUS reply to {host}[{port}]", host=addr[0], port=addr[1])
 
     def _failed(self, failure, addr) -> None:
         log.failure("internal error answering a RADIUS packet from {host}[{port}]", failure,

@@ -22,7 +22,7 @@ from twisted.python.compat import ioType
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
-__all__ = ["ClassicFileObserver", "Logger", "LogLevel", "set_level", "twistd_log_observer"]
+__all__ = ["ClassicFileObserver", "Logger", "LogLevel", "plain_text", "set_level", "twistd_log_observer"]
 
 _ORDER = (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)
 
@@ -51,6 +51,20 @@ def set_level(name: str | LogLevel) -> None:
 
 
 # -- twistd's log file, written with less work --------------------------------------------
+
+
+def plain_text(event) -> str | None:
+    """The text of an event whose ``log_format`` names plain fields, by
+    ``str.format``, as Twisted's ``formatEvent`` renders it for about a
+    tenth of the work; None for anything else (``{x()}`` calls, legacy or
+    flattened events, a format that fails), which Twisted renders."""
+    fmt = event.get("log_format")
+    if type(fmt) is not str or "log_flattened" in event:
+        return None
+    try:
+        return fmt.format(**event)
+    except Exception:
+        return None
 
 
 @implementer(ILogObserver)
@@ -85,12 +99,8 @@ class ClassicFileObserver:
 
     def format(self, event) -> str | None:
         """The line for ``event`` (None when there is nothing to write)."""
-        fmt = event.get("log_format")
-        if type(fmt) is not str or "log_failure" in event or "log_flattened" in event:
-            return formatEventAsClassicLogText(event, self._time)
-        try:
-            text = fmt.format(**event)
-        except Exception:
+        text = None if "log_failure" in event else plain_text(event)
+        if text is None:
             return formatEventAsClassicLogText(event, self._time)
         if not text:
             return None

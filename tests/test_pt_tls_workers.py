@@ -18,7 +18,7 @@ import time
 
 from twisted.internet import error
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, Logger, formatEventAsClassicLogText
+from twisted.logger import LogLevel, Logger, formatEvent, formatEventAsClassicLogText
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -187,6 +187,22 @@ class LogRelayTests(unittest.TestCase):
         self.assertNotIn("peer", back)
         self.assertEqual(back["identity"], "erin")
         self.assertIn("from peer-object as erin", formatEventAsClassicLogText(back))
+
+    def test_worker_text_is_what_twisted_renders(self):
+        class Peer:
+            def describe(self):
+                return "a described peer"
+
+        events = worker_events(
+            ("info", "from {peer} as {identity!r}", {"peer": "127.0.0.1[9]", "identity": "erin"}),
+            ("info", "call {p.describe()}", {"p": Peer()}),  # Twisted's call syntax
+            ("info", "missing {field}", {}),  # a format that fails to render
+            ("info", "{d[k]:>5}", {"d": {"k": "v"}}))
+        for event in events:
+            back = w.event_from_line(w.event_line(event).encode())
+            self.assertEqual(formatEvent(back), formatEvent(event))
+        self.assertEqual(formatEvent(events[1]), "call a described peer")
+        self.assertIn("Unable to format event", formatEvent(events[2]))
 
     def test_other_output_becomes_an_error_line(self):
         relay, got = self.relay()

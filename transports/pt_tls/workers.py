@@ -51,7 +51,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import LogLevel, formatEvent
 from zope.interface import implementer
 
-from nac.log import Logger
+from nac.log import Logger, plain_text
 
 __all__ = [
     "EventWriter",
@@ -109,7 +109,9 @@ def event_line(event: dict) -> str:
     of the pipe, and costs half of ``twisted.logger.eventAsJSON`` +
     ``eventFromJSON``.
     """
-    text = formatEvent(event)
+    text = plain_text(event)
+    if text is None:
+        text = formatEvent(event)
     failure = event.get("log_failure")
     if failure is not None:
         try:

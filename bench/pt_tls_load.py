@@ -195,13 +195,18 @@ def run_level(args: dict, concurrency: int, processes: int, duration: float, pid
     latencies: list[float] = []
     failures: dict[str, int] = {}
     client_cpu = 0.0
-    for lat, fail, used in replies:
+    mismatches: dict[str, tuple[str, str]] = {}
+    for lat, fail, used, *more in replies:
         latencies.extend(lat)
         add_failures(failures, fail)
         client_cpu += used
+        for reason, first in (more[0] if more else {}).items():
+            mismatches.setdefault(reason, first)
     done = len(latencies)
     return {
         **level_figures(concurrency, latencies, failures, wall),
+        # --replay: the first server message that differed, for each kind (where, hex)
+        "mismatches": mismatches,
         "server_cpu_ms_per_assessment": round(cpu * 1e3 / done, 2) if (cpu is not None and done) else None,
         "client_cpu_ms_per_assessment": round(client_cpu * 1e3 / done, 2) if done else None,
     }
@@ -332,7 +337,9 @@ def main(argv=None) -> int:
             ns.concurrency, lambda level: run_level(args, level, ns.processes, duration, pid, ns.count),
             quiet=ns.json,
             details=lambda r: (f"{cpu_text(r['server_cpu_ms_per_assessment'], 'assessment')}  "
-                               f"(load generator {r['client_cpu_ms_per_assessment'] or 0:.2f} ms)"))
+                               f"(load generator {r['client_cpu_ms_per_assessment'] or 0:.2f} ms)"
+                               + "".join(f"\n        {reason}: first at {where}; the message: {message}"
+                                         for reason, (where, message) in r["mismatches"].items())))
         if ns.idle and pid:
             results["idle"] = idle_memory(args, ns.idle, pid)
             if not ns.json:

@@ -6,9 +6,10 @@ replaying a captured session.  This is that method for any PT-TLS server:
 * :func:`record` runs two live assessments with nac's own TNC client
   (``run_assessment``, the collectors reading this host) against the
   server under test and keeps every PT-TLS message both ways, in order.
-  The bytes in which the two sessions' *server* messages differ are the
-  server's free choices (the random PA-TNC message identifiers of RFC 5792
-  §4.1); everything else the server sent must come back byte for byte.
+  The server's free choices are the identifiers of the PA-TNC messages in
+  its batches (random, RFC 5792 §4.1; found by parsing the batches) and
+  any other byte in which the two sessions' *server* messages differ;
+  everything else the server sent must come back byte for byte.
 * :func:`replay_worker` then runs many sessions at once in one process
   with non-blocking sockets and a selector (no reactor, no PB-TNC client):
   each session makes its own TLS handshake with the same TLS client as
@@ -35,6 +36,10 @@ from dataclasses import dataclass
 
 from OpenSSL import SSL
 
+from nac.pb.batch import PbBatch
+from nac.pb.messages import PbPa, PbTncError
+from transports.pt_tls.wire import PtTlsMessageType
+
 HEADER = 16  # RFC 6876 §3.5: reserved/vendor (4), type (4), length (4), identifier (4)
 
 
@@ -55,19 +60,52 @@ class Script:
                              "order or sizes: the session cannot be replayed")
         free = {}
         for i, ((direction, a), (_, b)) in enumerate(zip(first, second)):
-            if direction == "received" and a != b:
-                free[i] = frozenset(k for k in range(len(a)) if a[k] != b[k])
+            if direction == "received":
+                # a random identifier can repeat a byte by chance: its whole field is free
+                chosen = pa_message_ids(a) | {k for k in range(len(a)) if a[k] != b[k]}
+                if chosen:
+                    free[i] = frozenset(chosen)
         return cls(tuple((d == "sending", m) for d, m in first), free)
 
     def matches(self, index: int, message: bytes) -> bool:
         """Whether ``message`` is what the server sent as step ``index``."""
+        return self.difference(index, message) is None
+
+    def difference(self, index: int, message: bytes) -> str | None:
+        """Where ``message`` differs from the server's step ``index``, in a
+        few words; None when it is the same but for the free bytes."""
         sending, expected = self.steps[index]
-        if sending or len(message) != len(expected):
-            return False
+        if sending:
+            return "the server sent a message where the client was to"
         if message == expected:
-            return True
+            return None
+        if len(message) != len(expected):
+            return f"{len(message)} bytes instead of {len(expected)}"
         free = self.free.get(index, ())
-        return all(message[k] == expected[k] or k in free for k in range(len(expected)))
+        for k in range(len(expected)):
+            if message[k] != expected[k] and k not in free:
+                return f"byte {k} is 0x{message[k]:02x}, not 0x{expected[k]:02x}"
+        return None
+
+
+def pa_message_ids(message: bytes) -> set[int]:
+    """The offsets, in a PT-TLS message, of the identifiers of the PA-TNC
+    messages it carries (RFC 5792 §4.1: each a random choice of the sender):
+    in a PB-TNC Batch, each PB-PA message's body (after its 12-byte PB-TNC
+    and 12-byte PB-PA headers) starts with the PA-TNC version and 3 reserved
+    bytes, then the 4-byte identifier."""
+    if len(message) < HEADER or int.from_bytes(message[:8], "big") != PtTlsMessageType.PB_TNC_BATCH:
+        return set()
+    try:
+        batch = PbBatch.parse(message[HEADER:])
+    except PbTncError:
+        return set()
+    found: set[int] = set()
+    for pos, pb in zip(batch.offsets(), batch.messages):
+        if isinstance(pb, PbPa):
+            start = HEADER + pos + 12 + 12 + 4
+            found.update(range(start, start + 4))
+    return found
 
 
 def record(args: dict, out) -> None:
@@ -146,6 +184,8 @@ class Replayer:
         self.failures: dict[str, int] = {}
         self.started = 0
         self.vacant = 0
+        self.differences: dict[str, tuple[str, bytes]] = {}
+        """For each kind of mismatch, the first one: where, and the message."""
         self.live: set[_Session] = set()
 
     # -- running --------------------------------------------------------------------------
@@ -223,8 +263,11 @@ class Replayer:
             length = int.from_bytes(s.inbox[8:12], "big")
             if len(s.inbox) < length:
                 break
-            if length < HEADER or not self.script.matches(s.step, s.inbox[:length]):
+            differs = "a length below the header's" if length < HEADER else \
+                self.script.difference(s.step, s.inbox[:length])
+            if differs is not None:
                 s.failed = f"server message {s.step} differs from the recorded session"
+                self.differences.setdefault(s.failed, (differs, s.inbox[:length]))
                 return
             s.inbox = s.inbox[length:]
             s.step += 1
@@ -272,5 +315,6 @@ def replay_worker(args: dict, in_flight: int, start_at: float, stop_at: float, q
     time.sleep(max(0.0, start_at - time.monotonic()))
     cpu = time.process_time()
     replayer.run()
-    out.send((replayer.latencies, replayer.failures, time.process_time() - cpu))
+    out.send((replayer.latencies, replayer.failures, time.process_time() - cpu,
+              {reason: (where, message.hex()) for reason, (where, message) in replayer.differences.items()}))
     out.close()

@@ -468,6 +468,11 @@ declare_section("nac", [
     Option("secret_key_file", optional(path), None,
            "Key sealing the EAP secrets in the database. Empty: <state_dir>/secret.key, "
            "created when first needed. Every nac sharing a database needs the same file."),
+    Option("db_inline", boolean, True,
+           "With a SQLite database file: run the assessments' writes and the user lookups of a login "
+           "in the server's own thread when the database is not locked, instead of handing each to "
+           "the database thread, which costs more CPU than the SQLite work (no: always the thread). "
+           "PostgreSQL always uses the thread."),
     Option("credential_cache_ttl", non_negative_int, 300,
            "Seconds a verified password is remembered (as a keyed hash) so re-authentication skips "
            "the deliberately slow scrypt; 0 disables."),

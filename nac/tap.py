@@ -179,7 +179,8 @@ def build_store(cfg, *, migrate: bool = True):
     except SecretKeyError as exc:
         engine.dispose()
         raise nac_config.ConfigError(f"{cfg.source or 'defaults'}: [nac] secret_key_file: {exc}") from exc
-    return PolicyStore(engine, credential_cache_ttl=cfg.get("nac", "credential_cache_ttl"), secrets=secrets)
+    return PolicyStore(engine, credential_cache_ttl=cfg.get("nac", "credential_cache_ttl"), secrets=secrets,
+                       inline=cfg.get("nac", "db_inline"))
 
 
 class NacService(service.MultiService):

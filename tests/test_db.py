@@ -832,11 +832,122 @@ class PolicyStoreTestsMixin(DatabaseMixin):
 
 
 class SqlitePolicyStoreTests(SqliteBackend, PolicyStoreTestsMixin, unittest.TestCase):
-    pass
+    def pool_work(self) -> list[str]:
+        """Names of the pool PolicyDb's methods called from now on."""
+        called: list[str] = []
+        for name in ("write_batch", "password_row", "eap_secret", "checkpoint"):
+            real = getattr(self.store.db, name)
+
+            def spy(*args, _real=real, _name=name, **kwargs):
+                called.append(_name)
+                return _real(*args, **kwargs)
+
+            setattr(self.store.db, name, spy)
+        return called
+
+    def hold_write_lock(self):
+        """Another connection (as another process) takes the write lock;
+        returns the function that releases it."""
+        import sqlite3
+
+        other = sqlite3.connect(self.engine.url.database, isolation_level=None, timeout=0)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE users SET enabled = 1")
+
+        def release():
+            other.execute("ROLLBACK")
+            other.close()
+
+        return release
+
+    def test_inline_engine_never_waits_for_a_lock_nor_checkpoints(self):
+        def pragmas(engine):
+            with engine.connect() as connection:
+                return tuple(connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                             for name in ("busy_timeout", "wal_autocheckpoint", "journal_mode"))
+
+        self.assertEqual(pragmas(self.store.inline_db.engine), (0, 0, "wal"))
+        self.assertEqual(pragmas(self.engine), (db_engine.SQLITE_BUSY_TIMEOUT_MS, 1000, "wal"))
+        self.assertIs(self.store.inline_db.verified, self.store.db.verified)
+        with self.assertRaises(ValueError):
+            db_engine.make_engine("sqlite://", inline=True)  # in memory: no second engine sees it
+
+    @defer.inlineCallbacks
+    def test_assessment_writes_and_logins_run_inline(self):
+        self.store.db.add_user("carol", "carol's password", eap=False)
+        pool = self.pool_work()
+        sid = yield self.store.session_started(peer(identity="carol"), 1)
+        yield defer.gatherResults([self.store.device_seen(sid, "d1", "Debian 12 x86_64"),
+                                   self.store.add_measurement(sid, "os", "os", {"n": 1})])
+        yield self.store.session_decided(sid, decision("allow"))
+        self.assertTrue((yield self.store.check_password("carol", "carol's password")))
+        self.assertTrue((yield self.store.check_password("carol", "carol's password")))  # verified before
+        self.assertFalse((yield self.store.check_password("carol", "wrong")))
+        self.assertIsNone((yield self.store.eap_secret("carol")))
+        self.assertEqual(pool, [])
+        self.assertEqual((self.store.inline_runs, self.store.inline_fallbacks), (3 + 3 + 1, 0))
+        info, results = self.store.db.session_results(sid)
+        self.assertEqual((info.identity, info.device, info.access, len(results)), ("carol", "d1", "allow", 2))
+
+    @defer.inlineCallbacks
+    def test_a_locked_database_sends_the_writes_to_the_pool(self):
+        from twisted.internet import reactor
+
+        self.store.db.add_user("carol", "carol's password")
+        pool = self.pool_work()
+        release = self.hold_write_lock()
+        reactor.callLater(0.3, release)  # the other writer finishes, the pool's wait ends
+        started = self.store.session_started(peer(identity="carol"), 1)
+        # a reader is not held up by the writer (WAL): the login lookup stays inline
+        self.assertTrue((yield self.store.check_password("carol", "carol's password")))
+        self.assertFalse(started.called)
+        sid = yield started
+        self.assertEqual(pool, ["write_batch"])
+        self.assertEqual(self.store.inline_fallbacks, 1)
+        self.assertEqual(self.store.db.session_results(sid)[0].identity, "carol")
+        # the lock gone, the next writes are inline again
+        yield self.store.session_decided(sid, decision())
+        self.assertEqual(pool, ["write_batch"])
+
+    @defer.inlineCallbacks
+    def test_the_pool_checkpoints_what_the_inline_writes_logged(self):
+        self.store.CHECKPOINT_EVERY = 3
+        pool = self.pool_work()
+        for i in range(7):  # one batch each
+            yield self.store.session_started(peer(), i)
+            if i % 3 == 2:
+                yield self.store.run(lambda session: None)  # after the checkpoint queued in the pool
+        self.assertEqual(pool, ["checkpoint", "checkpoint"])
+        self.assertEqual(self.store.checkpoints, 2)
+        busy, logged, copied = self.store.db.checkpoint()
+        self.assertEqual((busy, logged), (0, copied))
+
+
+class InlineSettingTests(unittest.TestCase):
+    def test_only_a_sqlite_file_has_an_inline_engine_and_it_can_be_turned_off(self):
+        from nac import config as nac_config
+        from nac.tap import build_store
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+
+        def store(extra):
+            cfg = nac_config.load(None, {("nac", "state_dir"): directory, **extra})
+            made = build_store(cfg)
+            self.addCleanup(made.db.engine.dispose)
+            self.addCleanup(made.stop)
+            return made
+
+        self.assertIsNotNone(store({}).inline_db)
+        self.assertIsNone(store({("nac", "db_inline"): "no"}).inline_db)
+        memory = make_engine("sqlite://")
+        self.addCleanup(memory.dispose)
+        self.assertIsNone(PolicyStore(memory).inline_db)
 
 
 class PostgresPolicyStoreTests(PostgresBackend, PolicyStoreTestsMixin, unittest.TestCase):
-    pass
+    def test_everything_goes_through_the_pool(self):
+        self.assertIsNone(self.store.inline_db)
 
 
 class RecordingReactor:

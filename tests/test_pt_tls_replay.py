@@ -16,8 +16,11 @@ import sys
 from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
-from bench.pt_tls_replay import Replayer, Script
+from bench.pt_tls_replay import Replayer, Script, pa_message_ids
 from nac.client.pt_tls import run_assessment
+from nac.pa.message import PaMessage
+from nac.pb.batch import PbBatch
+from nac.pb.messages import PbPa
 from tests.nacserver import REPO, NacServer, repo_env
 
 PASSWORD = "dave's password"
@@ -70,7 +73,8 @@ class ReplayAgainstNacTests(unittest.TestCase):
         return len(json.loads(self.server.admin("sessions", "list", "--limit", "10000", "--json")))
 
     @defer.inlineCallbacks
-    def recorded(self) -> Script:
+    def sessions(self):
+        """Two live sessions' PT-TLS messages, as ``record`` keeps them."""
         sessions = []
         for _ in range(2):
             messages = []
@@ -80,7 +84,31 @@ class ReplayAgainstNacTests(unittest.TestCase):
                 trace=lambda direction, message: messages.append((direction, message.build())))
             self.assertTrue(outcome.completed)
             sessions.append(messages)
-        return Script.from_sessions(*sessions)
+        return sessions
+
+    @defer.inlineCallbacks
+    def recorded(self) -> Script:
+        return Script.from_sessions(*(yield self.sessions()))
+
+    @defer.inlineCallbacks
+    def test_pa_message_identifiers_are_free_however_the_random_bytes_fell(self):
+        first, second = yield self.sessions()
+        # recordings whose identifiers happen to share bytes: here, all of them
+        script = Script.from_sessions(first, first)
+        found = 0
+        for i, (direction, message) in enumerate(first):
+            ids = pa_message_ids(message)
+            if direction == "sending" or not ids:
+                continue
+            self.assertEqual(script.free[i], ids)
+            # the offsets are those of the identifiers nac's codecs read
+            batch = PbBatch.parse(message[16:])
+            expected = {PaMessage.parse(pb.body).message_id for pb in batch.messages if isinstance(pb, PbPa)}
+            starts = sorted(ids)[::4]
+            self.assertEqual({int.from_bytes(message[k:k + 4], "big") for k in starts}, expected)
+            found += len(expected)
+        self.assertGreaterEqual(found, 2)  # the OS and Scanner IMVs' requests, at least
+        self.assertEqual(pa_message_ids(first[0][1]), set())  # not a PB-TNC batch
 
     def replay(self, script: Script, count: int):
         def run():
@@ -117,7 +145,11 @@ class ReplayAgainstNacTests(unittest.TestCase):
         steps[last] = (False, bytes(expected))
         replayer = yield self.replay(Script(tuple(steps), script.free), 2)
         self.assertEqual(replayer.latencies, [])
-        self.assertEqual(replayer.failures, {f"server message {last} differs from the recorded session": 2})
+        reason = f"server message {last} differs from the recorded session"
+        self.assertEqual(replayer.failures, {reason: 2})
+        where, message = replayer.differences[reason]
+        self.assertEqual(where, f"byte {fixed} is 0x{message[fixed]:02x}, not 0x{expected[fixed]:02x}")
+        self.assertEqual(len(message), len(expected))
 
     def test_load_generator_replays_against_a_given_server(self):
         before = self.session_count()

@@ -75,7 +75,7 @@ def sqlite_path(url: str | URL) -> str | None:
     return database
 
 
-def make_engine(url: str | URL) -> Engine:
+def make_engine(url: str | URL, *, inline: bool = False) -> Engine:
     """An Engine for ``url``, set up for nac's concurrent use.
 
     SQLite: WAL journal (readers do not block the writer), foreign keys
@@ -85,6 +85,12 @@ def make_engine(url: str | URL) -> Engine:
     created (mode 0700).  An in-memory SQLite database (``sqlite://``) is
     a single connection shared by all: for tests and one-thread tools only.
     ``postgresql://`` means psycopg 3.
+
+    ``inline``: an engine for the server's own thread (SQLite files only,
+    see :class:`nac.db.store.PolicyStore`): it never waits for a lock (a
+    locked database fails at once, with "database is locked") and never
+    checkpoints the write-ahead log itself, which takes file syncs; the
+    database thread does that.
     """
     try:
         url = sa.make_url(url)
@@ -93,8 +99,10 @@ def make_engine(url: str | URL) -> Engine:
         raise DatabaseUnavailable(
             "not a database URL of the form dialect[+driver]://...") from None
     backend = url.get_backend_name()
+    if inline and (backend != "sqlite" or sqlite_path(url) is None):
+        raise ValueError(f"{display_url(url)}: only a SQLite database file has an inline engine")
     if backend == "sqlite":
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, inline=inline)
     if backend == "postgresql":
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
@@ -111,7 +119,7 @@ def make_engine(url: str | URL) -> Engine:
                                   f"(sqlite or postgresql): {exc}") from None
 
 
-def _sqlite_engine(url: URL) -> Engine:
+def _sqlite_engine(url: URL, *, inline: bool = False) -> Engine:
     path = sqlite_path(url)
     kwargs: dict = {}
     if path is None and not (url.database or "").startswith("file:"):
@@ -130,9 +138,11 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA foreign_keys = ON")
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout = {0 if inline else SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")  # safe with WAL
+            if inline:
+                cursor.execute("PRAGMA wal_autocheckpoint = 0")
         finally:
             cursor.close()
 

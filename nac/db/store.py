@@ -540,8 +540,7 @@ class PolicyDb:
         result) or (False, the Failure)."""
         if len(writes) > 1:
             try:
-                with self.engine.begin() as connection:
-                    return [(True, fn(connection, *args)) for fn, args in writes]
+                return self.write_batch_once(writes)
             except Exception:
                 pass
         results = []
@@ -551,6 +550,28 @@ class PolicyDb:
             except Exception:
                 results.append((False, Failure()))
         return results
+
+    def write_batch_once(self, writes: list[tuple[Callable[..., Any], tuple]]) -> list[tuple[bool, Any]]:
+        """:meth:`write_batch` in one transaction only: should a write fail
+        (or the database be locked), nothing is kept and the exception is
+        raised.  For each write, (True, its result)."""
+        with self.engine.begin() as connection:
+            return [(True, fn(connection, *args)) for fn, args in writes]
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy what the SQLite write-ahead log holds into the database file
+        as far as no reader needs it (``PRAGMA wal_checkpoint(PASSIVE)``,
+        outside any transaction): (busy, frames in the log, frames copied)."""
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                return tuple(cursor.fetchone())
+            finally:
+                cursor.close()
+        finally:
+            raw.close()
 
     def list_sessions(self, limit: int = 20) -> list[SessionInfo]:
         """The newest ``limit`` sessions, newest first."""
@@ -900,6 +921,11 @@ class WriteQueue:
     commit (and one trip to the pool) for many assessments.  Each write
     still gets its own result or failure.
 
+    With ``inline`` (:meth:`PolicyDb.write_batch_once` of an engine that
+    never waits for a lock) a batch is first tried right where it is sent;
+    if that raises (the database is locked, or a write failed and was
+    rolled back with the others), the pool runs it as before.
+
     A batch that starts sessions also reads the package policy's generation
     (:func:`policy_generation`) in its transaction, before those sessions
     learn their ids: :attr:`generation` is then at least the one in force
@@ -908,9 +934,11 @@ class WriteQueue:
     """
 
     def __init__(self, db: PolicyDb, defer_to_pool: Callable[..., defer.Deferred], max_batch: int = 256,
-                 call_soon: Callable[[Callable[[], None]], Any] | None = None):
+                 call_soon: Callable[[Callable[[], None]], Any] | None = None,
+                 inline: Callable[[list], list] | None = None):
         self._db = db
         self._defer_to_pool = defer_to_pool
+        self._inline = inline
         self.max_batch = max_batch
         self._call_soon = call_soon
         self._waiting: list[tuple[Callable[..., Any], tuple, defer.Deferred]] = []
@@ -964,7 +992,14 @@ class WriteQueue:
         starts = any(fn is record_session_start for fn, _args in writes)
         if starts:
             writes.append((policy_generation, ()))
-        d = self._defer_to_pool(self._db.write_batch, writes)
+        d = None
+        if self._inline is not None:
+            try:
+                d = defer.succeed(self._inline(writes))
+            except Exception:
+                pass  # nothing was kept: the pool runs the batch
+        if d is None:
+            d = self._defer_to_pool(self._db.write_batch, writes)
 
         def deliver(results):
             if starts:
@@ -986,7 +1021,13 @@ class WriteQueue:
     def _sent(self, _result) -> None:
         self._running = False
         if self._waiting:
-            self._send()
+            if self._call_soon is None:
+                self._send()
+            elif not self._soon:
+                # writes the last batch's results led to: the rest of this
+                # turn's go along
+                self._soon = True
+                self._call_soon(self._send_soon)
         elif self._idle_waiters:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
@@ -1003,13 +1044,39 @@ class PolicyStore(service.Service):
     :meth:`start` wait in the pool's queue.  As a Service, starting and
     stopping it does the same; :meth:`start` also stops the pool when the
     reactor shuts down, should nobody call :meth:`stop`.
+
+    ``inline`` (``[nac] db_inline``), with a SQLite database file: the
+    assessments' writes and the user lookups of a login run first in the
+    caller's thread (the reactor's) on an engine of their own that never
+    waits for a lock.  They are short (a few indexed statements, no file
+    sync), and handing them to a thread costs more than running them: the
+    two threads take turns at the GIL for every SQLite call.  Should the
+    database be locked (another process writing, the pool's own work) or
+    anything fail, the pool runs the operation as before.  The pool also
+    checkpoints the write-ahead log every :attr:`CHECKPOINT_EVERY` inline
+    write transactions, which the inline engine never does (it syncs files).
     """
 
     name = "policy-store"
 
+    CHECKPOINT_EVERY = 64
+
     def __init__(self, engine: Engine, threadpool: ThreadPool | None = None, reactor=None,
-                 credential_cache_ttl: float = 300.0, secrets: SecretBox | None = None):
+                 credential_cache_ttl: float = 300.0, secrets: SecretBox | None = None,
+                 inline: bool = True):
         self.db = PolicyDb(engine, VerifiedCredentials(credential_cache_ttl), secrets)
+        self.inline_db: PolicyDb | None = None
+        """The same database on the inline engine (None: everything in the pool)."""
+        if inline and engine.dialect.name == "sqlite" and db_engine.sqlite_path(engine.url) is not None:
+            self.inline_db = PolicyDb(db_engine.make_engine(engine.url, inline=True), self.db.verified, secrets)
+        self.inline_runs = 0
+        """Operations run inline so far (for tests and figures)."""
+        self.inline_fallbacks = 0
+        """Inline attempts the pool took over."""
+        self.checkpoints = 0
+        """Write-ahead log checkpoints the pool made for the inline writes."""
+        self._since_checkpoint = 0
+        self._checkpointing = False
         # SQLite has one writer at a time: more threads would only queue on
         # its lock (busy-waiting), so its queries go through one thread.
         single = engine.dialect.name == "sqlite"
@@ -1020,7 +1087,8 @@ class PolicyStore(service.Service):
         self._reactor = reactor
         self._shutdown_trigger = None
         self.writes = WriteQueue(self.db, self._defer,
-                                 call_soon=lambda fn: self.reactor.callLater(0, fn))
+                                 call_soon=lambda fn: self.reactor.callLater(0, fn),
+                                 inline=None if self.inline_db is None else self._inline_batch)
 
     @property
     def reactor(self):
@@ -1051,6 +1119,8 @@ class PolicyStore(service.Service):
             self.threadpool.stop()
         if self.auth_pool.started:
             self.auth_pool.stop()
+        if self.inline_db is not None:
+            self.inline_db.engine.dispose()  # it reconnects should anything come later
 
     def _stop_at_shutdown(self) -> None:
         self._shutdown_trigger = None
@@ -1068,6 +1138,47 @@ class PolicyStore(service.Service):
 
     def _defer(self, fn: Callable[..., T], *args: Any, **kwargs: Any):
         return threads.deferToThreadPool(self.reactor, self.threadpool, fn, *args, **kwargs)
+
+    def _quick(self, method: str, *args: Any):
+        """Deferred firing with ``PolicyDb.<method>(*args)``: inline when it
+        can be, else in the pool."""
+        if self.inline_db is not None:
+            try:
+                return defer.succeed(self._inline(method, *args))
+            except Exception:
+                pass
+        return self._defer(getattr(self.db, method), *args)
+
+    def _inline(self, method: str, *args: Any):
+        try:
+            result = getattr(self.inline_db, method)(*args)
+        except Exception as exc:
+            self.inline_fallbacks += 1
+            log.debug("policy database: {method} goes to the database thread ({error})",
+                      method=method, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            raise
+        self.inline_runs += 1
+        return result
+
+    def _inline_batch(self, writes: list) -> list:
+        results = self._inline("write_batch_once", writes)
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= self.CHECKPOINT_EVERY and not self._checkpointing:
+            self._checkpoint()
+        return results
+
+    def _checkpoint(self) -> None:
+        self._checkpointing = True
+        self._since_checkpoint = 0
+
+        def done(result):
+            self._checkpointing = False
+            if isinstance(result, Failure):
+                log.failure("checkpointing the policy database's write-ahead log failed", result)
+            else:
+                self.checkpoints += 1
+
+        self._defer(self.db.checkpoint).addBoth(done)
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any):
         """Deferred firing with ``fn(session, *args, **kwargs)``, run in one transaction."""
@@ -1090,14 +1201,14 @@ class PolicyStore(service.Service):
 
     def eap_secret(self, name: str):
         """Deferred firing with the EAP password of enabled user ``name`` or None."""
-        return self._defer(self.db.eap_secret, name)
+        return self._quick("eap_secret", name)
 
     def check_password(self, name: str, password: str | bytes):
         """Deferred firing with True only for an enabled user with this password.
 
-        The user's row is read in the database pool; a password verified
-        recently is recognised at once, any other goes through scrypt in a
-        pool of its own so slow checks never hold up the queries.
+        The user's row is read (inline or in the database pool); a password
+        verified recently is recognised at once, any other goes through
+        scrypt in a pool of its own so slow checks never hold up the queries.
         """
         verified = self.db.verified
 
@@ -1107,7 +1218,7 @@ class PolicyStore(service.Service):
             return threads.deferToThreadPool(self.reactor, self.auth_pool, check_against,
                                              verified, name, password, row)
 
-        return self._defer(self.db.password_row, name).addCallback(check)
+        return self._quick("password_row", name).addCallback(check)
 
     def session_started(self, peer, connection_id: int):
         d = self.writes.submit(record_session_start, peer, connection_id)

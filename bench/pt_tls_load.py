@@ -3,18 +3,22 @@
     python bench/pt_tls_load.py [--server HOST:PORT --server-pid PID] \\
         --cacert CA.pem (--client ID --secret PW | --cert C.pem --key K.pem) \\
         [--concurrency 1,4,16] [--duration 10] [--processes 2] [--collectors os,scanner] \\
-        [--idle N] [--json]
+        [--live [--fresh]] [--idle N] [--json]
 
-Each assessment is a complete RFC 6876 session run by nac's own TNC client
-library (TLS handshake, version exchange, SASL PLAIN or a client
-certificate, PB-TNC with the chosen collectors reading this host) against
-any PT-TLS server: nac, or strongSwan's PDP for a side-by-side figure.  The
-client runs in ``--processes`` worker processes, each with one reactor and
-``concurrency / processes`` assessments in flight, so the client is less
-likely to be what limits the rate.
+Each assessment is a complete RFC 6876 session (TLS handshake, version
+exchange, SASL PLAIN or a client certificate, PB-TNC with the chosen
+collectors' measurements of this host) against any PT-TLS server: nac, or
+strongSwan's PDP for a side-by-side figure.  By default two sessions are
+recorded live by nac's own TNC client library and then replayed over new
+TLS sessions, every server message checked against the recording
+(bench/pt_tls_replay.py: the method of ../shared/baselines.md); with
+``--live`` nac's client builds every session.  The client runs in
+``--processes`` worker processes, each with ``concurrency / processes``
+assessments in flight.
 
 Without ``--server`` the script starts nac itself (``twistd -n nac`` with a
-temporary state directory, the demo PKI and a SASL user) with the IMVs of
+temporary state directory, the demo PKI, a SASL user and the PT-TLS worker
+processes of the default ``[pt-tls] workers = auto``) with the IMVs of
 ``--imvs``, and knows its pid.  With ``--server``, pass ``--server-pid`` (the
 server's main process) to get its CPU figure.
 
@@ -70,7 +74,11 @@ class LocalNac:
     def __init__(self, imvs: str, extra: list[str]):
         from tests.nacserver import NacServer, repo_env
 
-        self.server = NacServer(add_settings({"nac": {"imvs": imvs}} if imvs else {}, extra))
+        # the server's own default, one PT-TLS process per CPU, unless --set says otherwise
+        sections = {"pt-tls": {"workers": "auto"}}
+        if imvs:
+            sections["nac"] = {"imvs": imvs}
+        self.server = NacServer(add_settings(sections, extra))
         subprocess.run([sys.executable, "-m", "nac.admin", "--config", str(self.server.config), "init"],
                        check=True, env=repo_env(), stdout=subprocess.DEVNULL)
         subprocess.run([sys.executable, "-m", "nac.admin", "--config", str(self.server.config),
@@ -205,7 +213,7 @@ def run_level(args: dict, concurrency: int, processes: int, duration: float, pid
     done = len(latencies)
     return {
         **level_figures(concurrency, latencies, failures, wall),
-        # --replay: the first server message that differed, for each kind (where, hex)
+        # replaying: the first server message that differed, for each kind (where, hex)
         "mismatches": mismatches,
         "server_cpu_ms_per_assessment": round(cpu * 1e3 / done, 2) if (cpu is not None and done) else None,
         "client_cpu_ms_per_assessment": round(client_cpu * 1e3 / done, 2) if done else None,
@@ -283,9 +291,10 @@ def main(argv=None) -> int:
     p.add_argument("--cert", help="client certificate (PEM)")
     p.add_argument("--key", help="client private key (PEM)")
     p.add_argument("--collectors", default="os,scanner", help="collectors to run (default: %(default)s)")
-    p.add_argument("--replay", action="store_true",
-                   help="record two live sessions with nac's client, then replay the recorded messages over "
-                        "new TLS sessions, checking every server message (bench/pt_tls_replay.py)")
+    p.add_argument("--live", action="store_true",
+                   help="build every session with nac's client and collectors instead of replaying two "
+                        "recorded ones (the default, bench/pt_tls_replay.py: new TLS sessions, every "
+                        "server message checked); the load generator then costs about twice the CPU")
     p.add_argument("--fresh", action="store_true",
                    help="let the collectors measure the host in every assessment (default: once per worker)")
     p.add_argument("--imvs", default="", help="IMVs of the local nac, e.g. imvs.os:OsImv (default: none)")
@@ -319,11 +328,13 @@ def main(argv=None) -> int:
             "client": ns.client, "secret": ns.secret, "cert": ns.cert, "key": ns.key,
             "collectors": [c for c in ns.collectors.split(",") if c], "timeout": ns.timeout,
             "fresh": ns.fresh}
+    if ns.fresh and not ns.live:
+        p.error("--fresh measures the host in every assessment: it needs --live")
     results = {"server": f"{host}:{port}", "server_pid": pid, "collectors": args["collectors"],
-               "client_processes": ns.processes, "client": "replay" if ns.replay else "nac", "levels": []}
+               "client_processes": ns.processes, "client": "nac" if ns.live else "replay", "levels": []}
     duration = ns.duration if ns.count is None else 3600.0
     try:
-        if ns.replay:
+        if not ns.live:
             args["script"] = recorded_session(args)
             if isinstance(args["script"], str):
                 print(args["script"], file=sys.stderr)

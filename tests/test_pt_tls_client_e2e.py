@@ -155,7 +155,7 @@ class PtTlsClientEndToEndTests(unittest.TestCase):
         load generator in bench/), all completed; the server keeps serving."""
         before = len(self.sessions())
         done = subprocess.run(
-            [sys.executable, str(REPO / "bench" / "pt_tls_load.py"),
+            [sys.executable, str(REPO / "bench" / "pt_tls_load.py"), "--live",
              "--server", f"127.0.0.1:{self.server.port}", "--server-pid", str(self.server.proc.pid),
              "--cacert", str(self.server.ca), "--client", "carol", "--secret", PASSWORD,
              "--collectors", "os", "--concurrency", "100", "--count", "100", "--processes", "1",

@@ -154,7 +154,7 @@ class ReplayAgainstNacTests(unittest.TestCase):
     def test_load_generator_replays_against_a_given_server(self):
         before = self.session_count()
         done = subprocess.run(
-            [sys.executable, str(REPO / "bench" / "pt_tls_load.py"), "--replay",
+            [sys.executable, str(REPO / "bench" / "pt_tls_load.py"),
              "--server", f"127.0.0.1:{self.server.port}", "--server-pid", str(self.server.proc.pid),
              "--cacert", str(self.server.ca), "--client", "dave", "--secret", PASSWORD,
              "--concurrency", "1,8", "--count", "16", "--processes", "1", "--json"],
@@ -169,7 +169,7 @@ class ReplayAgainstNacTests(unittest.TestCase):
 
     def test_load_generator_says_why_it_cannot_record(self):
         done = subprocess.run(
-            [sys.executable, str(REPO / "bench" / "pt_tls_load.py"), "--replay",
+            [sys.executable, str(REPO / "bench" / "pt_tls_load.py"),
              "--server", f"127.0.0.1:{self.server.port}", "--cacert", str(self.server.ca),
              "--client", "dave", "--secret", "not the password", "--count", "1", "--concurrency", "1"],
             env=repo_env(), capture_output=True, text=True, timeout=300)

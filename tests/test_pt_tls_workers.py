@@ -513,7 +513,7 @@ class TwoProcessServerTests(unittest.TestCase):
 
     def load(self, count: int, concurrency: int = 16) -> dict:
         done = subprocess.run(
-            [sys.executable, str(REPO / "bench" / "pt_tls_load.py"),
+            [sys.executable, str(REPO / "bench" / "pt_tls_load.py"), "--live",
              "--server", f"127.0.0.1:{self.server.port}", "--server-pid", str(self.server.proc.pid),
              "--cacert", str(self.server.ca), "--client", "erin", "--secret", PASSWORD,
              "--collectors", "os", "--concurrency", str(concurrency), "--count", str(count),

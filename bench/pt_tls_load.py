@@ -74,8 +74,9 @@ class LocalNac:
     def __init__(self, imvs: str, extra: list[str]):
         from tests.nacserver import NacServer, repo_env
 
-        # the server's own default, one PT-TLS process per CPU, unless --set says otherwise
-        sections = {"pt-tls": {"workers": "auto"}}
+        # the server's own default, one PT-TLS process per CPU, unless --set says otherwise;
+        # room for --idle's connections however the kernel spreads them over the processes
+        sections = {"pt-tls": {"workers": "auto", "max_connections": "4096"}}
         if imvs:
             sections["nac"] = {"imvs": imvs}
         self.server = NacServer(add_settings(sections, extra))
@@ -263,9 +264,13 @@ def idle_memory(args: dict, count: int, pid: int) -> dict:
     held = []
     try:
         for _ in range(count):
-            raw = socket.create_connection((args["host"], args["port"]), timeout=30)
-            s = ctx.wrap_socket(raw, server_hostname=args["server_name"])
-            _authenticate(s, args, PtTlsFramer())
+            try:
+                raw = socket.create_connection((args["host"], args["port"]), timeout=30)
+                s = ctx.wrap_socket(raw, server_hostname=args["server_name"])
+                _authenticate(s, args, PtTlsFramer())
+            except (OSError, ValueError) as exc:
+                raise SystemExit(f"idle: the server refused connection {len(held) + 1} of {count} "
+                                 f"({type(exc).__name__}: {exc}); is its [pt-tls] max_connections lower?")
             held.append(s)
         time.sleep(0.5)
         after = server_rss_bytes(pid)

@@ -176,3 +176,29 @@ class ReplayAgainstNacTests(unittest.TestCase):
         self.assertEqual(done.returncode, 1)
         self.assertIn("cannot record a session to replay", done.stderr)
         self.assertIn("SASL authentication as 'dave' failed", done.stderr)
+
+    def test_idle_connections_are_measured_up_to_the_servers_limit(self):
+        def idle(server, n):
+            return subprocess.run(
+                [sys.executable, str(REPO / "bench" / "pt_tls_load.py"),
+                 "--server", f"127.0.0.1:{server.port}", "--server-pid", str(server.proc.pid),
+                 "--cacert", str(server.ca), "--client", "dave", "--secret", PASSWORD,
+                 "--concurrency", "1", "--count", "1", "--idle", str(n), "--json"],
+                env=repo_env(), capture_output=True, text=True, timeout=300)
+
+        done = idle(self.server, 20)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        figures = json.loads(done.stdout)["idle"]
+        self.assertEqual(figures["idle_connections"], 20)
+        self.assertIn("kib_per_idle_connection", figures)
+        small = NacServer({"pt-tls": {"max_connections": "5"}})
+        small.admin("init")
+        small.admin("user", "add", "dave", "--password", PASSWORD)
+        small.start()
+        self.addCleanup(small.stop)
+        done = idle(small, 10)
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn("idle: the server refused connection 6 of 10", done.stderr)
+        self.assertNotIn("Traceback", done.stderr)
+        self.assertIn("refusing PT-TLS connection", small.log_text())
+

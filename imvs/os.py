@@ -62,7 +62,7 @@ from imvs.policy import (
     verdict_options,
 )
 from nac.config import Option, choice, non_negative_int
-from nac.db.models import NAME_LENGTH, Package, Product, Version
+from nac.db.models import NAME_LENGTH, Package, Product, Version, has_control_characters
 from nac.db.store import policy_generation
 from nac.ifimv import ANY_IMC_ID, EvaluationResult
 from nac.log import Logger
@@ -613,7 +613,7 @@ class OsImv(PaTncImv):
             log.debug("factory default password is {state}", state="enabled" if attribute.enabled else "disabled")
         elif isinstance(attribute, DeviceId):
             value = attribute.device_id
-            if not value or len(value) > NAME_LENGTH or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            if not value or len(value) > NAME_LENGTH or has_control_characters(value):
                 log.warn("IMV {imv_id} ignores an unusable Device ID of {n} characters",
                          imv_id=imv_id, n=len(value))
             else:

@@ -65,6 +65,7 @@ from nac.db.models import (
     SoftwareIdentifier,
     SwidTag as SwidTagRow,
     SwimaState,
+    has_control_characters,
     utcnow,
 )
 from nac.ifimv import ANY_IMC_ID, ActionRecommendation, ConnectionState, EvaluationResult
@@ -477,7 +478,7 @@ class SwimaConnectionState:
 
 
 def _valid_text(value: str, limit: int) -> bool:
-    return 0 < len(value.encode()) <= limit and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+    return 0 < len(value.encode()) <= limit and not has_control_characters(value)
 
 
 @implementer(IImv)

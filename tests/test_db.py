@@ -56,6 +56,15 @@ UTC = datetime.timezone.utc
 # -- backends (mixins, also used by test_admin) ------------------------------------------
 
 
+class ControlCharacterTests(unittest.TestCase):
+    def test_control_characters_are_c0_and_del(self):
+        for code in range(0x300):
+            c = chr(code)
+            self.assertEqual(m.has_control_characters(f"a{c}b"), code < 0x20 or code == 0x7F, hex(code))
+        self.assertFalse(m.has_control_characters("Debian GNU/Linux 12 (bookworm) x86_64 é€"))
+        self.assertFalse(m.has_control_characters(""))
+
+
 class SqliteBackend:
     """Each test gets a new SQLite file in its own temporary directory."""
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -69,6 +70,15 @@ NAMING_CONVENTION = {
 
 # Lengths of indexed strings stay well below PostgreSQL's B-tree entry limit.
 NAME_LENGTH = 255
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a C0 control character or DEL, which no name,
+    identifier or package field the database keeps may contain."""
+    return _CONTROL.search(text) is not None
+
 IDENTIFIER_LENGTH = 1024
 
 

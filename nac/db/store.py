@@ -42,6 +42,7 @@ from nac.db.models import (
     Product,
     User,
     Version,
+    has_control_characters,
     utcnow,
 )
 from nac.db.passwords import VerifiedCredentials, hash_password, verify_password
@@ -157,7 +158,7 @@ def _check_name(what: str, name: str, limit: int) -> str:
         raise StoreError(f"{what} must not be empty")
     if len(name) > limit:
         raise StoreError(f"{what} is longer than {limit} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if has_control_characters(name):
         raise StoreError(f"{what} must not contain control characters")
     return name
 

@@ -71,6 +71,26 @@ def server_rss_bytes(pid: int) -> int:
     return total
 
 
+def machine_cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all CPUs so far, from the ``cpu`` line of
+    /proc/stat: busy is everything but idle and I/O wait, steal included
+    (time the hypervisor gave someone else); None where there is no such file."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    total = sum(fields[:8])  # guest time is already counted in user time
+    return total - fields[3] - fields[4], total
+
+
+def busy_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """How busy the machine's CPUs were between two :func:`machine_cpu_ticks`, in percent."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
 # -- the target ----------------------------------------------------------------------------
 
 def parse_server(text: str) -> tuple[str, int]:
@@ -128,8 +148,10 @@ def run_workers(worker: Callable, args: dict, concurrency: int, processes: int, 
     seconds or ``count`` operations, and send one reply down ``pipe``.
 
     Returns the replies, the wall-clock seconds from the common start to
-    the last reply, and the server's CPU seconds over that time (None
-    without ``pid``)."""
+    the last reply, the server's CPU seconds over that time (None without
+    ``pid``) and how busy all the machine's CPUs were then, in percent (a
+    rate measured near 100 % is what the shared machine allowed, not what
+    the server alone could do)."""
     processes = max(1, min(processes, concurrency))
     shares = split(concurrency, processes)
     quotas = split(count, processes) if count is not None else [None] * processes
@@ -147,10 +169,12 @@ def run_workers(worker: Callable, args: dict, concurrency: int, processes: int, 
     try:
         time.sleep(max(0.0, start_at - time.monotonic()))
         cpu_before = server_cpu_seconds(pid) if pid else None
+        ticks_before = machine_cpu_ticks()
         wall_before = time.monotonic()
         replies = [parent.recv() for parent in pipes]
         wall = time.monotonic() - wall_before
         cpu = server_cpu_seconds(pid) - cpu_before if pid else None
+        busy = busy_percent(ticks_before, machine_cpu_ticks())
     except BaseException:
         # Ctrl-C or an error here: stop the workers rather than wait for stop_at
         for p in procs:
@@ -163,7 +187,7 @@ def run_workers(worker: Callable, args: dict, concurrency: int, processes: int, 
         raise
     for p in procs:
         p.join()
-    return replies, wall, cpu
+    return replies, wall, cpu, busy
 
 
 def add_failures(total: dict[str, int], more: dict[str, int]) -> None:
@@ -172,8 +196,10 @@ def add_failures(total: dict[str, int], more: dict[str, int]) -> None:
         total[k] = total.get(k, 0) + v
 
 
-def level_figures(concurrency: int, latencies: list[float], failures: dict[str, int], wall: float) -> dict:
-    """Completed, failed, rate and latency (p50, p99, mean) of one level."""
+def level_figures(concurrency: int, latencies: list[float], failures: dict[str, int], wall: float,
+                  busy: float | None = None) -> dict:
+    """Completed, failed, rate and latency (p50, p99, mean) of one level,
+    and how busy the machine was (:func:`run_workers`)."""
     latencies = sorted(latencies)
     done = len(latencies)
 
@@ -190,6 +216,7 @@ def level_figures(concurrency: int, latencies: list[float], failures: dict[str, 
         "p50_ms": round(pct(0.50) * 1e3, 1) if done else None,
         "p99_ms": round(pct(0.99) * 1e3, 1) if done else None,
         "mean_ms": round(statistics.fmean(latencies) * 1e3, 1) if done else None,
+        "machine_busy_pct": busy,
     }
 
 
@@ -205,7 +232,9 @@ def run_levels(concurrency: str, measure: Callable[[int], dict], *, quiet: bool,
         if not quiet:
             print(f"K={level:<4} {r['completed']:>6} done {r['failed']:>4} failed "
                   f"{r['rate_per_s'] or 0:>8.1f}/s  p50 {r['p50_ms'] or 0:>7.1f} ms  "
-                  f"p99 {r['p99_ms'] or 0:>7.1f} ms  {details(r)}", flush=True)
+                  f"p99 {r['p99_ms'] or 0:>7.1f} ms  {details(r)}"
+                  + (f"  [machine {r['machine_busy_pct']:.0f}% busy]" if r.get("machine_busy_pct") is not None
+                     else ""), flush=True)
             for reason, n in r["failures"].items():
                 print(f"        {n} × {reason}")
     return results

@@ -200,7 +200,7 @@ def _worker(args: dict, in_flight: int, start_at: float, stop_at: float, quota: 
 def run_level(args: dict, concurrency: int, processes: int, duration: float, pid: int | None,
               count: int | None = None) -> dict:
     worker = replay_worker if args.get("script") else _worker
-    replies, wall, cpu = run_workers(worker, args, concurrency, processes, duration, pid, count)
+    replies, wall, cpu, busy = run_workers(worker, args, concurrency, processes, duration, pid, count)
     latencies: list[float] = []
     failures: dict[str, int] = {}
     client_cpu = 0.0
@@ -213,7 +213,7 @@ def run_level(args: dict, concurrency: int, processes: int, duration: float, pid
             mismatches.setdefault(reason, first)
     done = len(latencies)
     return {
-        **level_figures(concurrency, latencies, failures, wall),
+        **level_figures(concurrency, latencies, failures, wall, busy),
         # replaying: the first server message that differed, for each kind (where, hex)
         "mismatches": mismatches,
         "server_cpu_ms_per_assessment": round(cpu * 1e3 / done, 2) if (cpu is not None and done) else None,

@@ -213,7 +213,7 @@ def run_level(args: dict, concurrency: int, processes: int, duration: float, pid
     if args.get("max_rate"):
         # run_workers forks at most one process per conversation in flight
         args = {**args, "rate_share": args["max_rate"] / max(1, min(processes, concurrency))}
-    replies, wall, cpu = run_workers(_worker, args, concurrency, processes, duration, pid, count)
+    replies, wall, cpu, busy = run_workers(_worker, args, concurrency, processes, duration, pid, count)
     latencies: list[float] = []
     round_trips: list[int] = []
     failures: dict[str, int] = {}
@@ -227,7 +227,7 @@ def run_level(args: dict, concurrency: int, processes: int, duration: float, pid
         add_failures(failures, fail)
     done = len(latencies)
     return {
-        **level_figures(concurrency, latencies, failures, wall),
+        **level_figures(concurrency, latencies, failures, wall, busy),
         "round_trips": round(statistics.fmean(round_trips), 1) if round_trips else None,
         "retransmissions": retransmissions,
         "server_cpu_ms_per_authentication": round(cpu * 1e3 / done, 2) if (cpu is not None and done) else None,

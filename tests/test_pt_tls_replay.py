@@ -49,6 +49,17 @@ class ScriptTests(unittest.TestCase):
             Script.from_sessions(self.FIRST, self.FIRST[:2])
 
 
+class MachineLoadTests(unittest.TestCase):
+    def test_busy_is_all_but_idle_and_iowait(self):
+        from bench._measure import busy_percent, machine_cpu_ticks
+
+        busy, total = machine_cpu_ticks()
+        self.assertLessEqual(busy, total)
+        self.assertEqual(busy_percent((100, 1000), (175, 1100)), 75.0)
+        self.assertIsNone(busy_percent((100, 1000), (100, 1000)))  # no time passed
+        self.assertIsNone(busy_percent(None, (100, 1000)))
+
+
 class ReplayAgainstNacTests(unittest.TestCase):
     server: NacServer | None = None
 
@@ -164,6 +175,8 @@ class ReplayAgainstNacTests(unittest.TestCase):
         self.assertEqual(figures["client"], "replay")
         self.assertEqual([(lv["completed"], lv["failed"]) for lv in figures["levels"]], [(16, 0), (16, 0)])
         self.assertGreater(figures["levels"][1]["server_cpu_ms_per_assessment"], 0)
+        for level in figures["levels"]:
+            self.assertTrue(0 < level["machine_busy_pct"] <= 100, level)
         # two live sessions were recorded, then 32 replayed
         self.assertEqual(self.session_count(), before + 2 + 32)
 

@@ -315,6 +315,8 @@ def main(argv=None) -> int:
     p.add_argument("--idle", type=int, default=0, metavar="N", help="also measure N idle connections")
     p.add_argument("--json", action="store_true", help="print JSON")
     ns = p.parse_args(argv)
+    if ns.fresh and not ns.live:
+        p.error("--fresh measures the host in every assessment: it needs --live")
 
     local = None
     if ns.server:
@@ -333,8 +335,6 @@ def main(argv=None) -> int:
             "client": ns.client, "secret": ns.secret, "cert": ns.cert, "key": ns.key,
             "collectors": [c for c in ns.collectors.split(",") if c], "timeout": ns.timeout,
             "fresh": ns.fresh}
-    if ns.fresh and not ns.live:
-        p.error("--fresh measures the host in every assessment: it needs --live")
     results = {"server": f"{host}:{port}", "server_pid": pid, "collectors": args["collectors"],
                "client_processes": ns.processes, "client": "nac" if ns.live else "replay", "levels": []}
     duration = ns.duration if ns.count is None else 3600.0

@@ -15,7 +15,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
@@ -259,10 +259,13 @@ class AuthenticatorTests(unittest.TestCase):
            st.integers(0, 255), st.binary(min_size=16, max_size=16), st.binary(min_size=1, max_size=80),
            st.lists(st.tuples(st.integers(1, 255), st.binary(max_size=253)), max_size=4),
            st.binary(max_size=1200))
+    @example(Code.ACCESS_CHALLENGE, 0, bytes(16), b"\x00", [(1, b""), (79, b"")], b"\x00")
+    @example(Code.ACCESS_CHALLENGE, 0, bytes(16), b"\x00", [(79, b"")], b"")
     @settings(max_examples=60, deadline=None)
     def test_signed_reply_is_sign_response_of_the_same_attributes(self, code, identifier, req_auth, secret,
                                                                    attrs, eap):
-        attrs = [Attribute(t, v) for t, v in attrs if t != A.MESSAGE_AUTHENTICATOR]
+        # the reply's own EAP-Message and Message-Authenticator come from ``eap`` and the signing
+        attrs = [Attribute(t, v) for t, v in attrs if t not in (A.MESSAGE_AUTHENTICATOR, A.EAP_MESSAGE)]
         eap_attrs = eap_message_attributes(eap) if eap else []
         data = signed_reply(code, identifier, req_auth, secret,
                             (encode_eap_message(eap) if eap else b"") + encode_attributes(attrs))

@@ -32,7 +32,15 @@ from nac.db.engine import (
     upgrade,
 )
 from nac.db.passwords import hash_password, verify_password
-from nac.db.store import AlreadyExists, NotFound, PolicyDb, PolicyStore, StoreError, policy_generation
+from nac.db.store import (
+    AlreadyExists,
+    HeldConnectionDb,
+    NotFound,
+    PolicyDb,
+    PolicyStore,
+    StoreError,
+    policy_generation,
+)
 from nac.ifimv import ActionRecommendation as A
 from nac.ifimv import EvaluationResult as E
 from nac.interfaces import IPolicyStore
@@ -930,6 +938,47 @@ class SqlitePolicyStoreTests(SqliteBackend, PolicyStoreTestsMixin, unittest.Test
         self.assertEqual(self.store.checkpoints, 2)
         busy, logged, copied = self.store.db.checkpoint()
         self.assertEqual((busy, logged), (0, copied))
+
+
+class HeldConnectionDbTests(SqliteBackend, DatabaseMixin, unittest.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.db = PolicyDb(self.engine)
+        self.held = HeldConnectionDb(make_engine(self.url, inline=True))
+        self.addCleanup(self.held.engine.dispose)
+        self.addCleanup(self.held.close)
+
+    def test_transactions_and_reads_reuse_their_connections(self):
+        from nac.db.store import record_session_start
+
+        self.db.add_user("carol", "pw")
+        self.held.write_batch_once([(record_session_start, (peer(), 1))])
+        writer = self.held._writer.connection.dbapi_connection
+        self.held.write_batch_once([(record_session_start, (peer(), 2))])
+        self.assertIs(self.held._writer.connection.dbapi_connection, writer)
+        self.assertEqual(self.held.password_row("carol")[1], True)
+        reader = self.held._reader.connection.dbapi_connection
+        self.assertIsNot(reader, writer)
+        # a read through SQLAlchemy (it begins a transaction) leaves none open to hold a WAL snapshot
+        self.assertEqual(self.held.read(policy_generation), self.db.read(policy_generation))
+        self.assertFalse(self.held._reader.in_transaction())
+        self.assertIs(self.held._reader.connection.dbapi_connection, reader)
+        self.assertEqual(len(self.db.list_sessions()), 2)
+
+    def test_a_failed_transaction_keeps_nothing_and_its_connection_is_replaced(self):
+        from nac.db.store import record_decision, record_session_start
+
+        first = self.held._writer
+        with self.assertRaises(NotFound):
+            self.held.write_batch_once([(record_session_start, (peer(), 1)), (record_decision, (4242, decision()))])
+        self.assertIsNone(self.held._writer)
+        self.assertEqual(self.db.list_sessions(), [])
+        [(ok, sid)] = self.held.write_batch_once([(record_session_start, (peer(), 2))])
+        self.assertTrue(ok)
+        self.assertIsNot(self.held._writer, first)
+        self.assertEqual([s.id for s in self.db.list_sessions()], [sid])
+        self.held.close()
+        self.assertEqual((self.held._writer, self.held._reader), (None, None))
 
 
 class InlineSettingTests(unittest.TestCase):

@@ -910,6 +910,57 @@ def _get_or_create(session: orm.Session, model, **unique):
     return row
 
 
+class HeldConnectionDb(PolicyDb):
+    """:class:`PolicyDb` for one thread (the inline engine's, the reactor's):
+    its write transactions and reads go through two connections it keeps
+    open, one for each, instead of taking one from the engine's pool each
+    time (the check-out, reset and check-in cost more than a short
+    transaction's statements).  A connection whose work failed is closed
+    and a new one taken next time."""
+
+    def __init__(self, engine: Engine, verified: VerifiedCredentials | None = None,
+                 secrets: SecretBox | None = None):
+        super().__init__(engine, verified, secrets)
+        self._writer = None
+        self._reader = None
+
+    def write_batch_once(self, writes: list[tuple[Callable[..., Any], tuple]]) -> list[tuple[bool, Any]]:
+        if self._writer is None:
+            self._writer = self.engine.connect()
+        try:
+            with self._writer.begin():
+                return [(True, fn(self._writer, *args)) for fn, args in writes]
+        except BaseException:
+            self._drop("_writer")
+            raise
+
+    def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._reader is None:
+            self._reader = self.engine.connect().execution_options(nac_read_only=True)
+        try:
+            result = fn(self._reader, *args, **kwargs)
+            if self._reader.in_transaction():
+                self._reader.rollback()  # end the read (SQLAlchemy began one): keep no snapshot open
+            return result
+        except BaseException:
+            self._drop("_reader")
+            raise
+
+    def _drop(self, name: str) -> None:
+        connection = getattr(self, name)
+        setattr(self, name, None)
+        try:
+            connection.close()
+        except Exception:
+            pass  # a broken connection: the pool discards it
+
+    def close(self) -> None:
+        """Close the held connections (the engine can be disposed after)."""
+        for name in ("_writer", "_reader"):
+            if getattr(self, name) is not None:
+                self._drop(name)
+
+
 class WriteQueue:
     """The server's assessment writes, committed together (group commit).
 
@@ -1066,10 +1117,11 @@ class PolicyStore(service.Service):
                  credential_cache_ttl: float = 300.0, secrets: SecretBox | None = None,
                  inline: bool = True):
         self.db = PolicyDb(engine, VerifiedCredentials(credential_cache_ttl), secrets)
-        self.inline_db: PolicyDb | None = None
+        self.inline_db: HeldConnectionDb | None = None
         """The same database on the inline engine (None: everything in the pool)."""
         if inline and engine.dialect.name == "sqlite" and db_engine.sqlite_path(engine.url) is not None:
-            self.inline_db = PolicyDb(db_engine.make_engine(engine.url, inline=True), self.db.verified, secrets)
+            self.inline_db = HeldConnectionDb(db_engine.make_engine(engine.url, inline=True), self.db.verified,
+                                              secrets)
         self.inline_runs = 0
         """Operations run inline so far (for tests and figures)."""
         self.inline_fallbacks = 0
@@ -1121,6 +1173,7 @@ class PolicyStore(service.Service):
         if self.auth_pool.started:
             self.auth_pool.stop()
         if self.inline_db is not None:
+            self.inline_db.close()
             self.inline_db.engine.dispose()  # it reconnects should anything come later
 
     def _stop_at_shutdown(self) -> None:

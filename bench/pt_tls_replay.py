@@ -38,9 +38,8 @@ from OpenSSL import SSL
 
 from nac.pb.batch import PbBatch
 from nac.pb.messages import PbPa, PbTncError
-from transports.pt_tls.wire import PtTlsMessageType
+from transports.pt_tls.wire import HEADER_SIZE, PtTlsFramer, PtTlsMessageType, PtTlsProtocolError
 
-HEADER = 16  # RFC 6876 §3.5: reserved/vendor (4), type (4), length (4), identifier (4)
 
 
 @dataclass(frozen=True)
@@ -67,10 +66,6 @@ class Script:
                     free[i] = frozenset(chosen)
         return cls(tuple((d == "sending", m) for d, m in first), free)
 
-    def matches(self, index: int, message: bytes) -> bool:
-        """Whether ``message`` is what the server sent as step ``index``."""
-        return self.difference(index, message) is None
-
     def difference(self, index: int, message: bytes) -> str | None:
         """Where ``message`` differs from the server's step ``index``, in a
         few words; None when it is the same but for the free bytes."""
@@ -94,16 +89,16 @@ def pa_message_ids(message: bytes) -> set[int]:
     in a PB-TNC Batch, each PB-PA message's body (after its 12-byte PB-TNC
     and 12-byte PB-PA headers) starts with the PA-TNC version and 3 reserved
     bytes, then the 4-byte identifier."""
-    if len(message) < HEADER or int.from_bytes(message[:8], "big") != PtTlsMessageType.PB_TNC_BATCH:
+    if len(message) < HEADER_SIZE or int.from_bytes(message[:8], "big") != PtTlsMessageType.PB_TNC_BATCH:
         return set()
     try:
-        batch = PbBatch.parse(message[HEADER:])
+        batch = PbBatch.parse(message[HEADER_SIZE:])
     except PbTncError:
         return set()
     found: set[int] = set()
     for pos, pb in zip(batch.offsets(), batch.messages):
         if isinstance(pb, PbPa):
-            start = HEADER + pos + 12 + 12 + 4
+            start = HEADER_SIZE + pos + 12 + 12 + 4
             found.update(range(start, start + 4))
     return found
 
@@ -150,12 +145,12 @@ def record(args: dict, out) -> None:
 class _Session:
     """One replayed session on a non-blocking socket."""
 
-    __slots__ = ("tls", "sock", "began", "step", "inbox", "outbox", "shaking", "failed", "done")
+    __slots__ = ("tls", "sock", "began", "step", "framer", "outbox", "shaking", "failed", "done")
 
     def __init__(self, tls: SSL.Connection, sock: socket.socket, began: float):
         self.tls, self.sock, self.began = tls, sock, began
         self.step = 0
-        self.inbox = b""
+        self.framer = PtTlsFramer()  # as nac's client: a header announcing too much fails the session
         self.outbox = b""
         self.shaking = True
         self.failed: str | None = None
@@ -252,24 +247,26 @@ class Replayer:
         closed = False
         while True:
             try:
-                s.inbox += s.tls.recv(65536)
+                s.framer.receive(s.tls.recv(65536))
             except SSL.WantReadError:
                 break
             except SSL.ZeroReturnError:
                 closed = True
                 break
-        steps = self.script.steps
-        while len(s.inbox) >= HEADER and not s.done:
-            length = int.from_bytes(s.inbox[8:12], "big")
-            if len(s.inbox) < length:
+        while not s.done:
+            try:
+                message = s.framer.next_message()
+            except PtTlsProtocolError as exc:
+                s.failed = f"server message {s.step} is not PT-TLS: {exc}"[:120]
+                return
+            if message is None:
                 break
-            differs = "a length below the header's" if length < HEADER else \
-                self.script.difference(s.step, s.inbox[:length])
+            raw = message.build()
+            differs = self.script.difference(s.step, raw)
             if differs is not None:
                 s.failed = f"server message {s.step} differs from the recorded session"
-                self.differences.setdefault(s.failed, (differs, s.inbox[:length]))
+                self.differences.setdefault(s.failed, (differs, raw))
                 return
-            s.inbox = s.inbox[length:]
             s.step += 1
             self._send_due(s)
         if closed and not s.done:

@@ -37,10 +37,11 @@ class ScriptTests(unittest.TestCase):
                                                    ("sending", b"bye")])
         self.assertEqual(script.steps[0], (True, b"hello"))  # the client's bytes: the first recording's
         self.assertEqual(script.free, {1: frozenset({1})})
-        self.assertTrue(script.matches(1, b"\x00\x07\x02\x03"))
-        self.assertFalse(script.matches(1, b"\x00\x07\x02\x04"))
-        self.assertFalse(script.matches(1, b"\x00\x07\x02"))
-        self.assertFalse(script.matches(0, b"hello"))  # a client step is never what the server sends
+        self.assertIsNone(script.difference(1, b"\x00\x07\x02\x03"))
+        self.assertEqual(script.difference(1, b"\x00\x07\x02\x04"), "byte 3 is 0x04, not 0x03")
+        self.assertEqual(script.difference(1, b"\x00\x07\x02"), "3 bytes instead of 4")
+        # a client step is never what the server sends
+        self.assertIsNotNone(script.difference(0, b"hello"))
 
     def test_recordings_of_different_shape_cannot_be_replayed(self):
         with self.assertRaises(ValueError):

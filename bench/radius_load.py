@@ -74,8 +74,9 @@ class LocalNac:
             "nac": {"transports": "pt-tls,radius", "imvs": imvs},
             # NacServer waits for the PT-TLS port; one process serves it
             "pt-tls": {"workers": "1"},
+            # the server's default: one process per CPU
             "radius": {"listen": "127.0.0.1", "port": self.radius_port, "secret": self.SECRET,
-                       "clients": "127.0.0.1/32", "max_conversations": "65536"},
+                       "clients": "127.0.0.1/32", "max_conversations": "65536", "workers": "auto"},
             "eap": {"tnc": tnc},
         }
         self.server = NacServer(add_settings(sections, extra), workdir=workdir)

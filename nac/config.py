@@ -478,7 +478,7 @@ declare_section("nac", [
            "the deliberately slow scrypt; 0 disables."),
 ])
 
-def _pt_tls_workers(raw: str) -> str | int:
+def _workers(raw: str) -> str | int:
     # resolved by transports.pt_tls.workers, where the CPUs are counted
     if raw.strip().lower() == "auto":
         return "auto"
@@ -509,7 +509,7 @@ declare_section("pt-tls", [
     Option("idle_timeout", seconds, 300.0, "Connection closed after this long without a message."),
     Option("max_connections", positive_int, 1000,
            "Most PT-TLS connections open at once, shared out among the worker processes."),
-    Option("workers", _pt_tls_workers, "auto",
+    Option("workers", _workers, "auto",
            "Processes serving PT-TLS on the one listening socket: auto (one per CPU) or a "
            "number; 1 serves everything in the main process."),
     Option("sasl", optional(choice("plain")), "plain",
@@ -538,7 +538,12 @@ declare_section("radius", [
            "Framed-MTU - 4 bytes (RFC 3580)."),
     Option("conversation_timeout", seconds, 30.0,
            "An EAP conversation with no request for this long is forgotten."),
-    Option("max_conversations", positive_int, 4096, "Most EAP conversations in progress at once."),
+    Option("max_conversations", positive_int, 4096,
+           "Most EAP conversations in progress at once, shared out among the worker processes."),
+    Option("workers", _workers, "auto",
+           "Processes serving RADIUS on the one UDP socket: auto (one per CPU) or a number; 1 serves "
+           "everything in the main process. Each conversation stays with one process: a request "
+           "another process receives is handed to it."),
 ])
 
 declare_section("eap", [

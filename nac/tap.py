@@ -106,12 +106,13 @@ def build_core(cfg, connection_ids: tuple[int, int] = (1, 1)) -> TnccsCore:
                      connection_ids=connection_ids)
 
 
-def pt_tls_processes(cfg) -> int:
-    """How many processes serve PT-TLS (``[pt-tls] workers``; 1 without PT-TLS)."""
-    if "pt-tls" not in cfg.transports:
-        return 1
+def worker_processes(cfg) -> dict[str, int]:
+    """How many processes serve each transport that can have worker
+    processes (``[pt-tls] workers``, ``[radius] workers``; 1 when the
+    transport is off)."""
     from transports.pt_tls.workers import process_count
-    return process_count(cfg.get("pt-tls", "workers"))
+    return {name: process_count(cfg.get(name, "workers")) if name in cfg.transports else 1
+            for name in ("pt-tls", "radius")}
 
 
 def prepare_state_dir(cfg) -> Path:
@@ -207,19 +208,29 @@ def makeService(options) -> service.MultiService:
     try:
         prepare_state_dir(cfg)
         store = build_store(cfg)
-        # the main process is number 0 of the processes serving PT-TLS
-        core = build_core(cfg, connection_ids=(1, pt_tls_processes(cfg)))
+        # the main process is number 0 of nac's processes
+        counts = worker_processes(cfg)
+        processes = max(counts.values())
+        core = build_core(cfg, connection_ids=(1, processes))
         core.store = store
         top = NacService(getattr(options, "parent", None))
         store.setServiceParent(top)
         CoreService(core).setServiceParent(top)
+        workers = None
+        if processes > 1:
+            from transports.pt_tls.workers import WorkerSupervisor
+            workers = WorkerSupervisor(cfg.source, getattr(options, "nac_overrides", {}), processes)
         for name in cfg.transports:
             make = transport_factory(name)
-            if name == "pt-tls":
-                transport = make(cfg, core, store, overrides=getattr(options, "nac_overrides", {}))
+            if name in counts:
+                transport = make(cfg, core, store, overrides=getattr(options, "nac_overrides", {}),
+                                 workers=workers)
             else:
                 transport = make(cfg, core, store)
             transport.setServiceParent(top)
+        if workers is not None:
+            # started after the transports, which hand it their sockets
+            workers.setServiceParent(top)
     except nac_config.ConfigError as exc:
         raise usage.UsageError(str(exc))
     log.info("nac configured from {source}; state in {state}",

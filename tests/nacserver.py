@@ -121,10 +121,11 @@ class NacServer:
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="nac-e2e-"))
         self.state_dir = self.dir / "state"
         self.port = free_port()
-        # one process unless a test asks for PT-TLS workers: fewer processes
-        # on a 2-core machine, and log lines written where they happen
+        # one process unless a test asks for PT-TLS or RADIUS workers: fewer
+        # processes on a 2-core machine, and log lines written where they happen
         conf = {"nac": {"state_dir": str(self.state_dir)},
-                "pt-tls": {"listen": "127.0.0.1", "port": str(self.port), "workers": "1"}}
+                "pt-tls": {"listen": "127.0.0.1", "port": str(self.port), "workers": "1"},
+                "radius": {"workers": "1"}}
         for section, values in (sections or {}).items():
             conf.setdefault(section, {}).update({k: str(v) for k, v in values.items()})
         self.config = self.dir / "nac.conf"

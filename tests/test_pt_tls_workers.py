@@ -377,6 +377,33 @@ class SupervisorTests(unittest.TestCase):
             process.proto.outReceived(w.event_line(event).encode() + b"\n")
         self.assertEqual([(e["worker"], e["worker_pid"]) for e in self.events], [(2, 1002), (1, 1001)])
 
+    def test_radius_socket_and_relay_ends_go_to_the_workers_that_serve_radius(self):
+        from transports.radius.relay import mesh
+
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(udp.close)
+        ends = mesh(3)
+        self.addCleanup(lambda: [sock.close() for sock in ends.values()])
+        # PT-TLS in processes 0 and 1, RADIUS in all three
+        self.sup.pt_tls_processes = 2
+        self.sup.radius_socket, self.sup.radius_mesh = udp, ends
+        self.assertEqual([self.sup.kind(k) for k in (1, 2)], ["PT-TLS and RADIUS", "RADIUS"])
+        self.sup.startService()
+        (one, _, _, _, fds1), (two, _, _, _, fds2) = self.reactor.spawned
+        self.assertEqual(fds1, {0: "w", 1: "r", 2: "r", 3: self.socket.fileno(), 4: udp.fileno(),
+                                5: ends[1, 0].fileno()})
+        self.assertEqual(fds2, {0: "w", 1: "r", 2: "r", 4: udp.fileno(), 5: ends[2, 0].fileno()})
+        launch1, launch2 = json.loads(one.written), json.loads(two.written)
+        self.assertEqual(launch1["family"], int(self.socket.family))
+        self.assertIsNone(launch2["family"])  # no PT-TLS in worker 2
+        for launch in (launch1, launch2):
+            self.assertEqual(launch["radius"], {"family": int(socket.AF_INET), "processes": 3,
+                                                "relay": {"0": 5}})
+        self.ready(one)
+        self.ready(two)
+        self.assertIn("all 2 nac worker processes are accepting", self.texts())
+        self.assertIn("started RADIUS worker 2 of 2 (pid 1002)", self.texts())
+
     def test_dead_worker_is_restarted_with_backoff(self):
         self.sup.startService()
         first = self.reactor.spawned[0][0]

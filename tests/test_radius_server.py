@@ -39,7 +39,7 @@ from transports.radius.packet import (
     sign_request,
     verify_response,
 )
-from transports.radius.server import RadiusClient, RadiusServer
+from transports.radius.server import Forward, RadiusClient, RadiusServer, owner_of
 
 SECRET = "nas-shared-s3cret"
 PASSWORD = "carol's md5 password"
@@ -894,3 +894,110 @@ class EnforcementTests(unittest.TestCase):
                           Attribute(A.TUNNEL_PRIVATE_GROUP_ID, b"\x0110"),
                           Attribute(A.SESSION_TIMEOUT, (600).to_bytes(4, "big"))))
         self.assertEqual(e.enforce(None, decision("isolate")).attributes[0], Attribute(A.FILTER_ID, b"isolate"))
+
+
+class ProcessesTests(ServerTestCase):
+    """A server that is one of several processes serving the port: each
+    conversation belongs to one process, named by the first byte of its
+    States; a request without State to the process its Request
+    Authenticator selects."""
+
+    def opening(self, owner: int, processes: int) -> tuple[RadiusPacket, bytes]:
+        """An EAP-Response/Identity request that process ``owner`` serves."""
+        while True:
+            packet, data = self.nas.request(eap(EAP_RESPONSE, 7, bytes((EAP_IDENTITY,)) + b"carol"))
+            if packet.authenticator[0] % processes == owner:
+                return packet, data
+
+    def respond(self, data: bytes, **kw):
+        result = self.server.respond(data, self.nas.addr, self.nas.now, **kw)
+        return self.successResultOf(result) if isinstance(result, defer.Deferred) else result
+
+    def test_a_whole_conversation_stays_with_its_process(self):
+        self.make_server(process=1, processes=3)
+        packet, data = self.opening(1, 3)
+        challenge = self.nas.verify(self.respond(data), packet)
+        self.assertEqual(challenge.code, Code.ACCESS_CHALLENGE)
+        state = challenge.get(A.STATE)
+        self.assertEqual((len(state), state[0]), (16, 1))
+        request = self.nas.request(md5_response(challenge.eap_message(), PASSWORD), state)
+        accept = self.nas.verify(self.respond(request[1]), request[0])
+        self.assertEqual(accept.code, Code.ACCESS_ACCEPT)
+        self.assertEqual(self.server.counters.forwarded, 0)
+
+    def test_requests_of_other_processes_are_forwarded_untouched(self):
+        self.make_server(process=1, processes=3)
+        packet, data = self.opening(2, 3)
+        self.assertEqual(self.respond(data), Forward(2, True))
+        # the same again (a retransmission) goes to the same process
+        self.assertEqual(self.respond(data), Forward(2, True))
+        other_state = bytes((0,)) + os.urandom(15)
+        _, data = self.nas.request(eap(EAP_RESPONSE, 8, bytes((4,)) + bytes(17)), other_state)
+        self.assertEqual(self.respond(data), Forward(0, False))
+        # nothing started, cached or counted as an Access-Request here
+        self.assertEqual((self.sessions, self.server.conversations, self.server.counters.access_requests,
+                          self.server.counters.forwarded), ([], 0, 0, 3))
+        self.assertEqual(self.server._replies, {})
+
+    def test_a_forwarded_request_is_served_whatever_it_carries(self):
+        self.make_server(process=1, processes=3)
+        packet, data = self.opening(2, 3)
+        # its owner could not be reached: this process serves it, and owns the conversation
+        challenge = self.nas.verify(self.respond(data, forwarded=True), packet)
+        self.assertEqual(challenge.get(A.STATE)[0], 1)
+        # a State of another process that reaches this one is unknown here
+        _, data = self.nas.request(eap(EAP_RESPONSE, 8, bytes((4,)) + bytes(17)), bytes((2,)) + bytes(15))
+        self.assertIsNone(self.respond(data, forwarded=True))
+        self.assert_logged("carries an unknown State")
+
+    def test_a_state_naming_no_process_is_served_here_and_unknown(self):
+        self.make_server(process=0, processes=2)
+        for state in (bytes((2,)) + bytes(15), bytes((0,)) * 5):
+            _, data = self.nas.request(eap(EAP_RESPONSE, 8, bytes((4,)) + bytes(17)), state)
+            self.assertIsNone(self.respond(data))
+        self.assertEqual(self.server.counters.forwarded, 0)
+        self.assertEqual(self.server.counters.packets_dropped, 2)
+
+    def test_status_server_is_answered_where_it_arrives(self):
+        self.make_server(process=0, processes=2)
+        for _ in range(8):
+            packet, data = self.nas.request(None, code=Code.STATUS_SERVER)
+            self.assertEqual(self.nas.verify(self.respond(data), packet).code, Code.ACCESS_ACCEPT)
+
+    def test_new_conversations_are_spread_evenly(self):
+        for processes in (2, 3, 4, 7):
+            owners = [owner_of(RadiusPacket(Code.ACCESS_REQUEST, 0, bytes((first,)) + bytes(15), ()).build(),
+                               processes) for first in range(256)]
+            counts = [owners.count((k, True)) for k in range(processes)]
+            self.assertLessEqual(max(counts) - min(counts), 1, (processes, counts))
+
+    def test_the_owner_is_read_from_the_attribute_headers_only(self):
+        self.make_server(process=0, processes=3)
+        state = bytes((2,)) + bytes(15)
+        packet, data = self.nas.request(eap(EAP_RESPONSE, 8, bytes((4,)) + bytes(17)), state,
+                                        extra=[Attribute(A.PROXY_STATE, b"p" * 200)] * 3)
+        self.assertEqual(owner_of(data, 3), (2, False))
+        self.assertEqual(owner_of(data + bytes(30), 3), (2, False))  # padding after Length
+        self.assertEqual(owner_of(data, 2), (None, False))  # no such process
+        # malformed: no owner, so the receiving process parses it and says why it is dropped
+        for bad in (data[:19], data[:-1], data[:20] + b"\x18\x01" + data[22:],
+                    data[:2] + (len(data) + 1).to_bytes(2, "big") + data[4:]):
+            self.assertEqual(owner_of(bad, 3), (None, False))
+        short_state = self.nas.request(None, b"\x01\x02")[1]
+        self.assertEqual(owner_of(short_state, 3), (None, False))
+
+    def test_a_malformed_request_is_dropped_where_it_arrives(self):
+        self.make_server(process=0, processes=2)
+        _, data = self.nas.request(eap(EAP_RESPONSE, 8, bytes((4,)) + bytes(17)), bytes((1,)) + bytes(15))
+        self.assertIsNone(self.respond(data[:-3]))
+        self.assertEqual((self.server.counters.forwarded, self.server.counters.malformed_packets), (0, 1))
+        self.assert_logged("received invalid RADIUS message from client '127.0.0.1'")
+
+    def test_process_numbers_fit_a_state_byte(self):
+        for process, processes in ((0, 0), (2, 2), (-1, 2), (0, 257)):
+            with self.assertRaises(ValueError):
+                self.make_server(process=process, processes=processes)
+        # one process: States are wholly random
+        self.make_server()
+        firsts = {self.identity()[1].get(A.STATE)[0] for _ in range(64)}
+        self.assertGreater(len(firsts), 1)

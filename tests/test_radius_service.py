@@ -253,6 +253,98 @@ class RadiusServiceTests(unittest.TestCase):
         reply = verify_response(sock.sent[0][0], first.authenticator, SECRET.encode())
         self.assertEqual((reply.code, sock.sent[0][1]), (Code.ACCESS_CHALLENGE, ("127.0.0.1", 40001)))
 
+    def two_processes(self, *, worker: bool = True):
+        """The main process's service and (in this same process and reactor)
+        worker 1's, as ``[radius] workers = 2`` has them: the worker gets a
+        copy of the UDP socket and its end of the relay."""
+        import types
+
+        supervisor = types.SimpleNamespace(processes=2)
+        cfg = self.config(workers=2)
+        sessions = {0: [], 1: []}
+
+        def factory(process):
+            def make(peer):
+                session = Md5Authenticator(peer, {"carol": PASSWORD}, decision=decision("allowed"))
+                sessions[process].append(session)
+                return session
+            return make
+
+        # Connection IDs must not repeat across the processes
+        with self.assertRaises(ValueError):
+            make_service(cfg, core=types.SimpleNamespace(connection_ids=(1, 1)), store=None,
+                         eap_factory=factory(0), workers=supervisor)
+        main = make_service(cfg, core=types.SimpleNamespace(connection_ids=(1, 2)), store=None,
+                            eap_factory=factory(0), workers=supervisor)
+        main.startService()
+        self.addCleanup(main.stopService)
+        self.assertEqual((supervisor.radius_processes, main.server.process, main.server.processes), (2, 0, 2))
+        self.assertIs(supervisor.radius_socket, main._listening.socket)
+        if not worker:
+            return main, None, sessions
+        relay_end = supervisor.radius_mesh[1, 0]
+        second = make_service(cfg, core=None, store=None, eap_factory=factory(1), process=1, processes=2,
+                              adopt=(os.dup(supervisor.radius_socket.fileno()), socket.AF_INET),
+                              relay={0: os.dup(relay_end.fileno())})
+        second.startService()
+        self.addCleanup(second.stopService)
+        self.assertEqual(second.where, f"127.0.0.1[{self.port}]")
+        return main, second, sessions
+
+    @defer.inlineCallbacks
+    def test_two_processes_serve_one_port_each_its_own_conversations(self):
+        main, second, sessions = self.two_processes()
+        self.assertIn(f"RADIUS server listening on 127.0.0.1[{self.port}] with 2 processes", self.logged())
+        nas = self.nas()
+        for n in range(24):
+            first, data = request(IDENTITY, identifier=2 * n)
+            nas.send(data)
+            challenge = verify_response((yield nas.reply()), first.authenticator, SECRET.encode())
+            # the State names the process its Request Authenticator chose
+            self.assertEqual(challenge.get(A.STATE)[0], first.authenticator[0] % 2)
+            second_request, data = request(md5_response(challenge.eap_message(), PASSWORD),
+                                           challenge.get(A.STATE), identifier=2 * n + 1)
+            nas.send(data)
+            accept = verify_response((yield nas.reply()), second_request.authenticator, SECRET.encode())
+            self.assertEqual(accept.code, Code.ACCESS_ACCEPT)
+            # a retransmission reaches the process that answered it, and its cache
+            nas.send(data)
+            self.assertEqual((yield nas.reply()), accept.raw)
+        served = {k: len(v) for k, v in sessions.items()}
+        self.assertEqual(sum(served.values()), 24)
+        self.assertTrue(served[0] and served[1], served)
+        self.assertTrue(all(len(session.received) == 2 for v in sessions.values() for session in v))
+        # only the main process reads the socket; the worker's requests went through the relay
+        self.assertEqual(main.server.counters.forwarded, second.protocol.relay.received)
+        self.assertEqual(main.server.counters.forwarded, 3 * served[1])
+        self.assertEqual(second.server.counters.dup_access_requests, served[1])
+
+    @defer.inlineCallbacks
+    def test_requests_for_a_process_that_cannot_be_reached(self):
+        main, _, sessions = self.two_processes(worker=False)
+        # worker 1 is gone for good: no end of the relay is left on its side
+        main._mesh[1, 0].close()
+        nas = self.nas()
+        owned = {0: None, 1: None}
+        while owned[1] is None:
+            packet, data = request(IDENTITY)
+            owned[packet.authenticator[0] % 2] = (packet, data)
+        # a new conversation is served where it arrived, and stays there
+        nas.send(owned[1][1])
+        challenge = verify_response((yield nas.reply()), owned[1][0].authenticator, SECRET.encode())
+        self.assertEqual(challenge.get(A.STATE)[0], 0)
+        self.assertEqual(len(sessions[0]), 1)
+        # one of its own conversations cannot go on: discarded, and said once
+        for _ in range(3):
+            nas.send(request(md5_response(challenge.eap_message(), PASSWORD), bytes((1,)) + bytes(15))[1])
+        nas.send(request(md5_response(challenge.eap_message(), PASSWORD), challenge.get(A.STATE),
+                         identifier=1)[1])
+        accept = yield nas.reply()
+        self.assertEqual(accept[0], Code.ACCESS_ACCEPT)
+        self.assertEqual(nas.replies, [])
+        self.assertEqual(self.logged().count("cannot hand RADIUS requests to process 1"), 1)
+        self.assertEqual(main.server.counters.packets_dropped, 3)
+
     def test_secret_is_required(self):
         cfg = nac_config.load(None, {("radius", "listen"): "127.0.0.1"})
         with self.assertRaises(nac_config.ConfigError) as cm:

@@ -64,7 +64,10 @@ class ServiceTreeTests(unittest.TestCase):
         top = tap.makeService(opts)
         self.assertIsInstance(top, MultiService)
         names = [s.name for s in top]
-        self.assertEqual(names, ["policy-store", "tnccs", "pt-tls"])
+        from transports.pt_tls.workers import process_count
+        # the worker processes' supervisor starts last, once the transports have their sockets
+        self.assertEqual(names, ["policy-store", "tnccs", "pt-tls"]
+                         + (["workers"] if process_count("auto") > 1 else []))
         core = top.getServiceNamed("tnccs").core
         verifyObject(ITnccsCore, core)
         store = top.getServiceNamed("policy-store")
@@ -77,6 +80,28 @@ class ServiceTreeTests(unittest.TestCase):
         verifyObject(IService, pt)
         verifyObject(IPostureTransport, pt)
         self.assertIs(pt.core, core)
+
+    def test_one_set_of_workers_serves_both_transports(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"[nac]\ntransports = pt-tls,radius\n"
+                    f"[pt-tls]\nlisten = 127.0.0.1\nport = {free_port()}\nworkers = 2\n"
+                    f"[radius]\nlisten = 127.0.0.1\nport = 1812\nsecret = s\nworkers = 3\n"
+                    f"max_conversations = 10\n")
+        opts = tap.Options()
+        opts.parseOptions(["--state-dir", self.mktemp(), "--config", path])
+        top = tap.makeService(opts)
+        self.addCleanup(top.getServiceNamed("policy-store").db.engine.dispose)
+        self.assertEqual([s.name for s in top], ["policy-store", "tnccs", "pt-tls", "radius", "workers"])
+        workers = top.getServiceNamed("workers")
+        # three processes: PT-TLS in the first two, RADIUS in all three
+        self.assertEqual((workers.processes, workers.pt_tls_processes, workers.radius_processes), (3, 2, 3))
+        # Connection IDs and PT-TLS session ids step over every process
+        self.assertEqual(top.getServiceNamed("tnccs").core.connection_ids, (1, 3))
+        self.assertEqual(next(top.getServiceNamed("pt-tls").factory.session_ids), 1)
+        self.assertEqual(next(top.getServiceNamed("pt-tls").factory.session_ids), 4)
+        radius = top.getServiceNamed("radius").server
+        self.assertEqual((radius.process, radius.processes, radius.max_conversations), (0, 3, 4))
 
     def test_twistd_is_offered_nacs_log_observer_for_its_log_file(self):
         from twisted.application.service import Application

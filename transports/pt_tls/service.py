@@ -266,7 +266,7 @@ class PtTlsService(service.MultiService):
     transport_name = "pt-tls"
 
     def __init__(self, core, factory: PtTlsFactory, context, port: int, interface: str,
-                 workers=None, reactor=None):
+                 workers=None, reactor=None, *, supervise: bool = True):
         super().__init__()
         self.core = core
         self.factory = factory
@@ -277,7 +277,7 @@ class PtTlsService(service.MultiService):
         self.socket: socket.socket | None = None
         self.listener = None
         self.workers = workers
-        if workers is not None:
+        if workers is not None and supervise:
             workers.setServiceParent(self)
         self._reactor = reactor
         self._where = f"{interface}[{port}]"
@@ -299,12 +299,12 @@ class PtTlsService(service.MultiService):
             self.socket = listening_socket(self.interface, self.port_number)
         self.listener = self.reactor.adoptStreamPort(self.socket.fileno(), self.socket.family,
                                                      self.tls_factory)
-        if self.workers is None:
+        if self.workers is None or self.workers.pt_tls_processes < 2:
             log.info("PT-TLS listening on {where}", where=self._where)
         else:
             self.workers.listening_socket = self.socket
             log.info("PT-TLS listening on {where} with {n} processes", where=self._where,
-                     n=self.workers.processes)
+                     n=self.workers.pt_tls_processes)
         super().startService()
 
     @defer.inlineCallbacks
@@ -349,10 +349,11 @@ def tls_context(cfg, pki=None, *, announce: bool = True):
 
 
 def make_factory(cfg, core, store=None, *, check_password=None, process: int = 0,
-                 processes: int = 1) -> PtTlsFactory:
+                 processes: int = 1, id_step: int | None = None) -> PtTlsFactory:
     """The PT-TLS protocol factory of process ``process`` (0: the main one)
     of the ``processes`` serving PT-TLS: its share of ``max_connections``
-    and its own series of session ids."""
+    and its own series of session ids (every ``id_step``-th, the number of
+    nac's processes; default ``processes``)."""
     from transports.pt_tls.workers import connection_share
 
     sec = cfg.section("pt-tls")
@@ -366,32 +367,40 @@ def make_factory(cfg, core, store=None, *, check_password=None, process: int = 0
                         negotiation_timeout=sec["negotiation_timeout"],
                         idle_timeout=sec["idle_timeout"],
                         sasl_enabled=bool(sec["sasl"]),
-                        session_ids=(process + 1, processes),
+                        session_ids=(process + 1, id_step or processes),
                         limit_name="[pt-tls] max_connections" if processes == 1 else
                         f"this process's share of [pt-tls] max_connections {sec['max_connections']}, "
                         f"split among {processes} processes")
 
 
 def make_service(cfg, core, store=None, *, check_password=None, pki=None,
-                 overrides=None) -> PtTlsService:
+                 overrides=None, workers=None) -> PtTlsService:
     """Build the PT-TLS service from the ``[pt-tls]`` section.
 
-    With ``[pt-tls] workers`` above 1 the service spawns worker processes
-    that load the same configuration file and command-line ``overrides``
-    ({(section, key): raw value}); ``core`` must then hand out every
-    ``processes``-th Connection ID (``TnccsCore(connection_ids=(1, n))``).
+    With ``[pt-tls] workers`` above 1 worker processes load the same
+    configuration file and command-line ``overrides`` ({(section, key): raw
+    value}) and serve PT-TLS too: those of ``workers`` (the
+    :class:`~transports.pt_tls.workers.WorkerSupervisor` of nac's service
+    tree) when given, else of a supervisor of the PT-TLS service's own.
+    ``core`` must then hand out every n-th Connection ID, n being the number
+    of nac's processes (``TnccsCore(connection_ids=(1, n))``).
     """
     from transports.pt_tls.workers import WorkerSupervisor, process_count
 
     processes = process_count(cfg.get("pt-tls", "workers"))
-    first, step = getattr(core, "connection_ids", (1, 1))
-    if processes > 1 and (first, step) != (1, processes):
-        raise ValueError(f"{processes} PT-TLS processes need a TNCS core with connection_ids "
-                         f"(1, {processes}), not {(first, step)}: Connection IDs would repeat")
-    context = tls_context(cfg, pki)
-    factory = make_factory(cfg, core, store, check_password=check_password, processes=processes)
-    workers = None
-    if processes > 1:
+    supervise = workers is None
+    if workers is None and processes > 1:
         workers = WorkerSupervisor(cfg.source, overrides or {}, processes)
+    total = workers.processes if workers is not None else 1
+    if workers is not None:
+        workers.pt_tls_processes = min(processes, total)
+    first, step = getattr(core, "connection_ids", (1, 1))
+    if total > 1 and (first, step) != (1, total):
+        raise ValueError(f"{total} processes need a TNCS core with connection_ids "
+                         f"(1, {total}), not {(first, step)}: Connection IDs would repeat")
+    context = tls_context(cfg, pki)
+    factory = make_factory(cfg, core, store, check_password=check_password, processes=min(processes, total),
+                           id_step=total)
     sec = cfg.section("pt-tls")
-    return PtTlsService(core, factory, context, sec["port"], sec["listen"], workers=workers)
+    return PtTlsService(core, factory, context, sec["port"], sec["listen"], workers=workers,
+                        supervise=supervise)

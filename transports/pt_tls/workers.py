@@ -1,10 +1,15 @@
-"""Worker processes that serve PT-TLS on the main process's listening socket.
+"""Worker processes that serve PT-TLS and RADIUS on the main process's sockets.
 
-One reactor runs on one core.  With ``[pt-tls] workers`` above 1 the main
-process (twistd) spawns worker processes, hands each the listening socket as
-file descriptor 3 (``spawnProcess`` ``childFDs``) and goes on accepting
-itself; every process ``adoptStreamPort``\\ s the socket, so the kernel gives
-each new connection to whichever process accepts first.  A worker loads the
+One reactor runs on one core.  With ``[pt-tls] workers`` or ``[radius]
+workers`` above 1 the main process (twistd) spawns worker processes (as many
+as the larger of the two asks for, less itself); worker k serves each
+transport that asks for more than k processes.  It hands a worker the PT-TLS
+listening socket as file descriptor 3 and the RADIUS UDP socket as file
+descriptor 4 (``spawnProcess`` ``childFDs``) and goes on serving itself.
+Every process ``adoptStreamPort``\\ s the TCP socket, so the kernel gives
+each new connection to whichever process accepts first; every process reads
+the UDP socket, and hands a RADIUS request of a conversation another process
+serves to that process (see :mod:`transports.radius.relay`).  A worker loads the
 same configuration file and command-line overrides as the main process and
 builds its own policy store (the main process has migrated the database),
 TNCS core and IMV instances; process k of n hands out Connection IDs
@@ -66,8 +71,10 @@ __all__ = [
 
 log = Logger(namespace="nac.pt-tls.workers")
 
-#: The listening socket's descriptor in a worker.
+#: The PT-TLS listening socket's descriptor in a worker.
 LISTEN_FD = 3
+#: The RADIUS socket's descriptor in a worker.
+RADIUS_FD = 4
 #: Longest log line accepted from a worker (a traceback is far shorter).
 MAX_LOG_LINE = 1024 * 1024
 #: Longest launch line the worker reads from stdin.
@@ -79,7 +86,7 @@ ID_BLOCK = 1000
 
 
 def process_count(setting: str | int) -> int:
-    """The number of processes serving PT-TLS for ``[pt-tls] workers``:
+    """The number of processes for a ``workers`` setting:
     ``auto`` is the number of CPUs this process may run on."""
     if setting == "auto":
         try:
@@ -163,8 +170,9 @@ class LogRelay:
 
     def __init__(self, worker: int, pid: int | None, emit: Callable[[dict], None], *,
                  stream: str = "stdout", max_line: int = MAX_LOG_LINE,
-                 control: Callable[[dict], None] | None = None):
+                 control: Callable[[dict], None] | None = None, kind: str = "PT-TLS"):
         self.worker = worker
+        self.kind = kind
         self.pid = pid
         self.emit = emit
         self.control = control
@@ -219,8 +227,8 @@ class LogRelay:
 
     def _text(self, text: str, level) -> None:
         self._emit({"log_level": level, "log_namespace": "nac.pt-tls.workers",
-                    "log_format": "{stream} of PT-TLS worker {worker}: {text}",
-                    "stream": self.stream, "text": text, "log_time": time.time()})
+                    "log_format": "{stream} of {kind} worker {worker}: {text}",
+                    "kind": self.kind, "stream": self.stream, "text": text, "log_time": time.time()})
 
     def _emit(self, event: dict) -> None:
         event["worker"] = self.worker
@@ -260,8 +268,10 @@ class WorkerProcess(protocol.ProcessProtocol):
         self.ready = False
         self.started = supervisor.reactor.seconds()
         self.ended: defer.Deferred = defer.Deferred()
-        self.stdout = LogRelay(worker, None, supervisor.publish, stream="stdout", control=self._control)
-        self.stderr = LogRelay(worker, None, supervisor.publish, stream="stderr")
+        kind = supervisor.kind(worker)
+        self.stdout = LogRelay(worker, None, supervisor.publish, stream="stdout", control=self._control,
+                               kind=kind)
+        self.stderr = LogRelay(worker, None, supervisor.publish, stream="stderr", kind=kind)
 
     def connectionMade(self):
         self.pid = self.transport.pid
@@ -299,15 +309,18 @@ class WorkerProcess(protocol.ProcessProtocol):
 class WorkerSupervisor(service.Service):
     """Spawns workers 1 … ``processes`` − 1 and keeps them running.
 
-    ``listening_socket`` must be set (by the PT-TLS service) before the
-    service starts.  A worker that exits while the service runs is logged
+    The transports set their sockets before the service starts: the PT-TLS
+    service ``listening_socket`` (served by processes 0 …
+    ``pt_tls_processes`` − 1), the RADIUS service ``radius_socket`` and
+    ``radius_mesh`` (the ends of :func:`transports.radius.relay.mesh`;
+    served by processes 0 … ``radius_processes`` − 1).  A worker that exits while the service runs is logged
     and started again after a delay that doubles from ``backoff[0]`` up to
     ``backoff[1]`` seconds with each failure, back to the start once a
     worker has served for ``stable`` seconds.  Stopping sends SIGTERM, and
     SIGKILL to a worker still there ``stop_timeout`` seconds later.
     """
 
-    name = "pt-tls-workers"
+    name = "workers"
 
     def __init__(self, config_path: str | None, overrides: Mapping[tuple[str, str], str],
                  processes: int, *, reactor=None, publish: Callable[[dict], None] | None = None,
@@ -319,6 +332,10 @@ class WorkerSupervisor(service.Service):
         self.overrides = dict(overrides)
         self.processes = processes
         self.listening_socket = None
+        self.pt_tls_processes = processes
+        self.radius_socket = None
+        self.radius_mesh: dict | None = None
+        self.radius_processes = processes
         self.workers: dict[int, WorkerProcess] = {}
         self.backoff = backoff
         self.stable = stable
@@ -343,10 +360,31 @@ class WorkerSupervisor(service.Service):
 
     # -- spawning --------------------------------------------------------------------------
 
+    def serves(self, worker: int) -> tuple[bool, bool]:
+        """(PT-TLS, RADIUS): which transports worker ``worker`` serves."""
+        return (self.listening_socket is not None and worker < self.pt_tls_processes,
+                self.radius_socket is not None and worker < self.radius_processes)
+
+    def kind(self, worker: int) -> str:
+        """What worker ``worker`` is called in the log: 'PT-TLS', 'RADIUS' or both."""
+        pt_tls, radius = self.serves(worker)
+        return " and ".join(name for name, served in (("PT-TLS", pt_tls), ("RADIUS", radius)) if served) \
+            or "idle"
+
+    def _relay_fds(self, worker: int) -> dict[int, tuple[int, int]]:
+        """{peer: (worker's descriptor, ours)} of worker ``worker``'s relay ends."""
+        ends = sorted((j, sock) for (i, j), sock in (self.radius_mesh or {}).items() if i == worker)
+        return {peer: (RADIUS_FD + 1 + n, sock.fileno()) for n, (peer, sock) in enumerate(ends)}
+
     def launch_line(self, worker: int) -> bytes:
-        sock = self.listening_socket
+        pt_tls, radius = self.serves(worker)
         return json.dumps({
-            "family": int(sock.family), "first_id": self._first_id[worker],
+            "family": int(self.listening_socket.family) if pt_tls else None,
+            "pt_tls_processes": self.pt_tls_processes,
+            "radius": {"family": int(self.radius_socket.family), "processes": self.radius_processes,
+                       "relay": {str(peer): fds[0] for peer, fds in self._relay_fds(worker).items()}}
+            if radius else None,
+            "first_id": self._first_id[worker],
             "config": self.config_path,
             "overrides": [[section, key, value] for (section, key), value in self.overrides.items()],
         }).encode() + b"\n"
@@ -365,21 +403,29 @@ class WorkerSupervisor(service.Service):
         self._restarts.pop(worker, None)
         executable, argv, env = self.command(worker)
         proto = WorkerProcess(self, worker, self.launch_line(worker))
+        fds = {0: "w", 1: "r", 2: "r"}
+        pt_tls, radius = self.serves(worker)
+        if pt_tls:
+            fds[LISTEN_FD] = self.listening_socket.fileno()
+        if radius:
+            fds[RADIUS_FD] = self.radius_socket.fileno()
+            fds.update(self._relay_fds(worker).values())
+        kind = self.kind(worker)
         try:
-            self.reactor.spawnProcess(
-                proto, executable, argv, env=env,
-                childFDs={0: "w", 1: "r", 2: "r", LISTEN_FD: self.listening_socket.fileno()})
+            self.reactor.spawnProcess(proto, executable, argv, env=env, childFDs=fds)
         except OSError as exc:
-            log.error("cannot start PT-TLS worker {worker}: {error}", worker=worker, error=exc)
+            log.error("cannot start {kind} worker {worker}: {error}", kind=kind, worker=worker, error=exc)
             self._again(worker, ready=False, lived=0.0)
             return
         self.workers[worker] = proto
-        log.info("started PT-TLS worker {worker} of {n} (pid {pid})", worker=worker,
+        log.info("started {kind} worker {worker} of {n} (pid {pid})", kind=kind, worker=worker,
                  n=self.processes - 1, pid=proto.pid)
 
     def worker_ready(self, proto: WorkerProcess) -> None:
         if all(p.ready for p in self.workers.values()) and len(self.workers) == self.processes - 1:
-            log.info("all {n} PT-TLS worker processes are accepting", n=self.processes - 1)
+            kinds = {self.kind(worker) for worker in range(1, self.processes)}
+            log.info("all {n} {kind} worker processes are accepting", n=self.processes - 1,
+                     kind=kinds.pop() if len(kinds) == 1 else "nac")
 
     def ids_reserved(self, worker: int, upto: int) -> None:
         """Worker ``worker`` may use Connection IDs up to ``upto``: its
@@ -391,19 +437,20 @@ class WorkerSupervisor(service.Service):
         if self.workers.get(proto.worker) is proto:
             del self.workers[proto.worker]
         status = _exit_status(reason)
+        kind = self.kind(proto.worker)
         if not self.running:
-            log.info("PT-TLS worker {worker} (pid {pid}) stopped: {status}",
-                     worker=proto.worker, pid=proto.pid, status=status)
+            log.info("{kind} worker {worker} (pid {pid}) stopped: {status}",
+                     kind=kind, worker=proto.worker, pid=proto.pid, status=status)
             return
         lived = self.reactor.seconds() - proto.started
         delay = self._again(proto.worker, ready=proto.ready, lived=lived)
         if proto.ready:
-            log.error("PT-TLS worker {worker} (pid {pid}) died after {lived:.0f} s: {status}; "
-                      "restarting it in {delay:g} s", worker=proto.worker, pid=proto.pid,
+            log.error("{kind} worker {worker} (pid {pid}) died after {lived:.0f} s: {status}; "
+                      "restarting it in {delay:g} s", kind=kind, worker=proto.worker, pid=proto.pid,
                       lived=lived, status=status, delay=delay)
         else:
-            log.error("PT-TLS worker {worker} (pid {pid}) failed to start: {status} (its reason "
-                      "is logged above); trying again in {delay:g} s", worker=proto.worker,
+            log.error("{kind} worker {worker} (pid {pid}) failed to start: {status} (its reason "
+                      "is logged above); trying again in {delay:g} s", kind=kind, worker=proto.worker,
                       pid=proto.pid, status=status, delay=delay)
 
     def _again(self, worker: int, *, ready: bool, lived: float) -> float:
@@ -418,8 +465,8 @@ class WorkerSupervisor(service.Service):
     # -- service ---------------------------------------------------------------------------
 
     def startService(self):
-        if self.listening_socket is None:
-            raise RuntimeError("WorkerSupervisor started without a listening socket")
+        if self.listening_socket is None and self.radius_socket is None:
+            raise RuntimeError("WorkerSupervisor started without a socket to serve")
         super().startService()
         for worker in range(1, self.processes):
             self._spawn(worker)
@@ -451,8 +498,8 @@ class WorkerSupervisor(service.Service):
     def _kill(self, live: list[WorkerProcess]) -> None:
         for proto in live:
             if not proto.ended.called:
-                log.warn("PT-TLS worker {worker} (pid {pid}) did not stop within {s:g} s; killing it",
-                         worker=proto.worker, pid=proto.pid, s=self.stop_timeout)
+                log.warn("{kind} worker {worker} (pid {pid}) did not stop within {s:g} s; killing it",
+                         kind=self.kind(proto.worker), worker=proto.worker, pid=proto.pid, s=self.stop_timeout)
                 try:
                     proto.transport.signalProcess("KILL")
                 except error.ProcessExitedAlready:
@@ -606,12 +653,16 @@ def main(argv: list[str] | None = None) -> None:
     from nac import tap
     from transports.pt_tls.service import make_factory, tls_context
 
-    parser = argparse.ArgumentParser(description="PT-TLS worker process of nac (started by nac itself)")
+    parser = argparse.ArgumentParser(description="worker process of nac (started by nac itself)")
     parser.add_argument("--worker", type=int, required=True)
     parser.add_argument("--processes", type=int, required=True)
     args = parser.parse_args(argv)
     worker, processes = args.worker, args.processes
     launch = _read_launch()
+    radius_launch = launch.get("radius")
+    pt_tls = launch.get("family") is not None
+    kind = " and ".join(name for name, served in (("PT-TLS", pt_tls), ("RADIUS", bool(radius_launch)))
+                        if served)
 
     # the pipe to the main process carries log events only: a stray write to
     # fd 1 (a C library) goes to stderr, which is relayed as text
@@ -624,7 +675,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         stopping.append(why)
         if why:
-            log.warn("PT-TLS worker {worker} stops: {why}", worker=worker, why=why)
+            log.warn("{kind} worker {worker} stops: {why}", kind=kind, worker=worker, why=why)
         reactor.callFromThread(_stop_reactor, reactor)
 
     writer = EventWriter(out, lambda: stop())
@@ -640,24 +691,35 @@ def main(argv: list[str] | None = None) -> None:
                                     lambda upto: writer.control("ids", upto=upto))
         core = tap.build_core(cfg, connection_ids=ids)
         core.store = store
-        factory = make_factory(cfg, core, store, process=worker, processes=processes)
-        tls_factory = TlsServerFactory(tls_context(cfg, announce=False), False, factory)
         top = service.MultiService()
         store.setServiceParent(top)
         tap.CoreService(core).setServiceParent(top)
+        if radius_launch:
+            from transports.radius.service import make_service as make_radius
+            make_radius(cfg, core, store, process=worker, processes=int(radius_launch["processes"]),
+                        adopt=(RADIUS_FD, int(radius_launch["family"])),
+                        relay={int(peer): int(fd) for peer, fd in radius_launch["relay"].items()}
+                        ).setServiceParent(top)
         top.startService()
-        port = reactor.adoptStreamPort(LISTEN_FD, int(launch["family"]), tls_factory)
-        os.close(LISTEN_FD)  # adoptStreamPort took a duplicate
+        port = None
+        if pt_tls:
+            factory = make_factory(cfg, core, store, process=worker,
+                                   processes=int(launch.get("pt_tls_processes", processes)),
+                                   id_step=processes)
+            tls_factory = TlsServerFactory(tls_context(cfg, announce=False), False, factory)
+            port = reactor.adoptStreamPort(LISTEN_FD, int(launch["family"]), tls_factory)
+            os.close(LISTEN_FD)  # adoptStreamPort took a duplicate
     except (nac_config.ConfigError, usage.UsageError) as exc:
-        log.error("PT-TLS worker {worker} cannot start: {error}", worker=worker, error=str(exc))
+        log.error("{kind} worker {worker} cannot start: {error}", kind=kind, worker=worker, error=str(exc))
         _exit(EXIT_CANNOT_START)
     except Exception:
-        log.failure("PT-TLS worker {worker} cannot start", worker=worker)
+        log.failure("{kind} worker {worker} cannot start", kind=kind, worker=worker)
         _exit(EXIT_CANNOT_START)
 
     @defer.inlineCallbacks
     def shutdown():
-        yield port.stopListening()
+        if port is not None:
+            yield port.stopListening()
         yield top.stopService()
 
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
@@ -666,9 +728,14 @@ def main(argv: list[str] | None = None) -> None:
     reactor.addReader(ParentWatch(lambda: stop("the main nac process is gone")))
     # Ctrl-C reaches the whole process group: the main process decides
     reactor.callWhenRunning(signal.signal, signal.SIGINT, signal.SIG_IGN)
-    host = port.getHost()
-    log.info("PT-TLS worker {worker} (pid {pid}) accepting on {where} (Connection IDs {first}, "
-             "{first}+{step}, …)", worker=worker, pid=os.getpid(), where=f"{host.host}[{host.port}]",
+    where = []
+    if port is not None:
+        host = port.getHost()
+        where.append(f"{host.host}[{host.port}]")
+    if radius_launch:
+        where.append(f"{top.getServiceNamed('radius').where} (RADIUS)")
+    log.info("{kind} worker {worker} (pid {pid}) accepting on {where} (Connection IDs {first}, "
+             "{first}+{step}, …)", kind=kind, worker=worker, pid=os.getpid(), where=", ".join(where),
              first=first_id, step=processes)
     writer.control("ready")
     reactor.run()

@@ -36,12 +36,21 @@ first, as recommended against forgery of replies (the "BlastRADIUS" attack).
 
 Conversations are forgotten ``conversation_timeout`` seconds after their
 last request and at most ``max_conversations`` run at once.
+
+Several processes can serve one RADIUS port (``[radius] workers``): each
+runs a server with its number ``process`` of ``processes``.  A conversation
+belongs to one process: its States start with that process's number, and a
+request without State belongs to the process its Request Authenticator
+selects (random, so new conversations are spread evenly; the same for a
+retransmission, so duplicate detection still sees it).  The process that
+reads the socket gets :class:`Forward` from :meth:`RadiusServer.respond`
+for a request another process serves; that one gets the datagram with
+``forwarded=True``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -53,6 +62,7 @@ from nac.log import Logger, LogLevel
 from nac.tnccs.core import PeerInfo
 from transports.radius.enforcement import RadiusEnforcement, RadiusEnforcementAction
 from transports.radius.packet import (
+    HEADER_SIZE,
     MAX_ATTRIBUTE_VALUE,
     Attribute,
     AttributeType,
@@ -67,7 +77,7 @@ from transports.radius.packet import (
     signed_reply,
 )
 
-__all__ = ["RadiusClient", "RadiusClientTable", "RadiusCounters", "RadiusServer"]
+__all__ = ["Forward", "RadiusClient", "RadiusClientTable", "RadiusCounters", "RadiusServer", "owner_of"]
 
 log = Logger(namespace="nac.radius")
 
@@ -86,6 +96,48 @@ MIN_FRAMED_MTU, MAX_FRAMED_MTU = 64, 65535
 EAPOL_HEADER_SIZE = 4
 
 
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """:meth:`RadiusServer.respond`'s answer for a request of a conversation
+    that process ``process`` serves: hand it the datagram."""
+
+    process: int
+    #: the request opens a conversation (no State): another process may
+    #: serve it when ``process`` cannot be reached
+    opening: bool
+
+
+_STATE = int(AttributeType.STATE)
+
+
+def owner_of(data: bytes, processes: int) -> tuple[int | None, bool]:
+    """(the process serving the conversation of the Access-Request ``data``
+    or None when that is not for this function to say, whether it opens a
+    conversation).  States start with their process's number; a request
+    without State goes by its Request Authenticator, which a retransmission
+    repeats.  Only the attribute headers are read (the owner checks the
+    rest); a malformed request has no owner here."""
+    size = len(data)
+    if size < HEADER_SIZE:
+        return None, False
+    length = (data[2] << 8) | data[3]
+    if length < HEADER_SIZE or length > size:
+        return None, False
+    pos = HEADER_SIZE
+    while pos < length:
+        if pos + 2 > length:
+            return None, False
+        attr_len = data[pos + 1]
+        if attr_len < 2 or pos + attr_len > length:
+            return None, False
+        if data[pos] == _STATE:
+            if attr_len != STATE_SIZE + 2 or data[pos + 2] >= processes:
+                return None, False
+            return data[pos + 2], False
+        pos += attr_len
+    return data[4] % processes, True
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +200,8 @@ class RadiusCounters:
     packets_dropped: int = 0
     unknown_types: int = 0
     unknown_clients: int = 0
+    #: requests handed to the process serving their conversation
+    forwarded: int = 0
 
 
 class _Conversation:
@@ -197,7 +251,10 @@ class RadiusServer:
     def __init__(self, clients: Sequence[RadiusClient] | RadiusClientTable, eap_factory: Callable,
                  enforcement: RadiusEnforcement | None = None, *, conversation_timeout: float = 30.0,
                  max_conversations: int = 4096, duplicate_lifetime: float = DEFAULT_DUPLICATE_LIFETIME,
-                 random_bytes: Callable[[int], bytes] = pool_bytes, transport_name: str = "radius"):
+                 random_bytes: Callable[[int], bytes] = pool_bytes, transport_name: str = "radius",
+                 process: int = 0, processes: int = 1):
+        if not 0 <= process < processes <= 256:
+            raise ValueError(f"process {process} of {processes}: a State byte numbers the processes")
         self.clients = clients if isinstance(clients, RadiusClientTable) else RadiusClientTable(clients)
         self.eap_factory = eap_factory
         self.enforcement = enforcement if enforcement is not None else RadiusEnforcement()
@@ -207,6 +264,8 @@ class RadiusServer:
         self.max_cached_replies = 4 * max_conversations + 1024
         self.random_bytes = random_bytes
         self.transport_name = transport_name
+        self.process = process
+        self.processes = processes
         self.counters = RadiusCounters()
         # State -> conversation, in order of last request (oldest first)
         self._conversations: dict[bytes, _Conversation] = {}
@@ -235,12 +294,17 @@ class RadiusServer:
             return reply
         return defer.succeed(reply)
 
-    def respond(self, data: bytes, addr: tuple, now: float) -> bytes | defer.Deferred | None:
+    def respond(self, data: bytes, addr: tuple, now: float, *,
+                forwarded: bool = False) -> bytes | defer.Deferred | Forward | None:
         """:meth:`datagram_received` without a Deferred where none is needed:
         the reply datagram when it is ready at once (most are: fragments,
         acknowledgements, TLS flights), None when nothing will be sent back,
         or a Deferred firing with the reply (or None) when the EAP session
-        waits on something outside (password store, TNCS core)."""
+        waits on something outside (password store, TNCS core).
+
+        With several processes, an Access-Request of a conversation another
+        process serves gets :class:`Forward` (unless ``forwarded``: another
+        process sent it here; it is served here whatever it carries)."""
         self._now = now
         if self.closed:
             return None
@@ -259,6 +323,12 @@ class RadiusServer:
                          "(not in [radius] clients; further packets from it are discarded quietly)",
                          host=host, port=port)
             return None
+        if self.processes > 1 and not forwarded and data[:1] == b"\x01":  # an Access-Request
+            owner, opening = owner_of(data, self.processes)
+            if owner is not None and owner != self.process:
+                # its owner checks it (parse, authenticators, duplicates)
+                self.counters.forwarded += 1
+                return Forward(owner, opening)
         try:
             packet = RadiusPacket.parse(data)
         except RadiusPacketError as exc:
@@ -372,6 +442,16 @@ class RadiusServer:
             return outcome
         return self._eap_outcome(outcome, conv, packet, key, entry)
 
+    def _new_state(self) -> bytes:
+        # unique among this process's conversations, and naming this process
+        conversations = self._conversations
+        while True:
+            state = self.random_bytes(STATE_SIZE)
+            if self.processes > 1:
+                state = bytes((self.process,)) + state[1:]
+            if state not in conversations:  # only a broken random source repeats
+                return state
+
     def _start_conversation(self, packet, client, host, port, now) -> _Conversation | None:
         conversations = self._conversations
         if len(conversations) >= self.max_conversations:
@@ -388,9 +468,7 @@ class RadiusServer:
         except Exception:
             log.failure("cannot start an EAP session for client '{client}'", client=host)
             return None
-        state = self.random_bytes(STATE_SIZE)
-        while state in conversations:  # only a broken random source repeats
-            state = self.random_bytes(STATE_SIZE)
+        state = self._new_state()
         conv = _Conversation(state, session, client, host, port, peer,
                              packet.get(AttributeType.USER_NAME), now)
         conversations[state] = conv
@@ -468,9 +546,7 @@ class RadiusServer:
         if not outcome.packet:
             raise RadiusPacketError("the EAP server continued without an EAP-Request")
         conversations = self._conversations
-        state = self.random_bytes(STATE_SIZE)
-        while state in conversations:
-            state = self.random_bytes(STATE_SIZE)
+        state = self._new_state()
         reply = self._reply(request, conv.client, Code.ACCESS_CHALLENGE,
                             bytes((AttributeType.STATE, len(state) + 2)) + state
                             + encode_eap_message(outcome.packet))

@@ -1,10 +1,16 @@
 """The RADIUS listener: UDP datagrams in and out of the sans-IO RADIUS server.
 
 This module only moves datagrams and runs the expiry timer: RADIUS rules live
-in :mod:`transports.radius.server`, EAP in :mod:`nac.eap`.
+in :mod:`transports.radius.server`, EAP in :mod:`nac.eap`.  With ``[radius]
+workers`` above 1, worker processes (:mod:`transports.pt_tls.workers`) serve
+RADIUS too: the main process reads the UDP socket and hands each worker the
+requests of its conversations (:mod:`transports.radius.relay`); a worker
+answers through its copy of the socket.
 """
 
 from __future__ import annotations
+
+import socket
 
 from twisted.application import service
 from twisted.internet import protocol, task
@@ -15,7 +21,8 @@ from nac.interfaces import IPostureTransport
 from nac.log import Logger
 from transports.radius.enforcement import RadiusEnforcement
 from transports.radius.packet import MAX_PACKET_SIZE
-from transports.radius.server import RadiusClient, RadiusServer
+from transports.radius.relay import RadiusRelay, mesh
+from transports.radius.server import Forward, RadiusClient, RadiusServer
 
 __all__ = ["RadiusProtocol", "RadiusService", "make_service"]
 
@@ -35,10 +42,17 @@ class RadiusProtocol(protocol.DatagramProtocol):
     def __init__(self, server: RadiusServer, clock):
         self.server = server
         self.clock = clock
+        #: the other processes serving this port (None: this one alone)
+        self.relay: RadiusRelay | None = None
+        #: the UDP socket replies go out on (a worker's, which it does not read)
+        self.sock: socket.socket | None = None
+        self._unreachable: set[int] = set()
 
-    def datagramReceived(self, data: bytes, addr):
+    def datagramReceived(self, data: bytes, addr, forwarded: bool = False):
         try:
-            reply = self.server.respond(data, addr, self.clock.seconds())
+            reply = self.server.respond(data, addr, self.clock.seconds(), forwarded=forwarded)
+            if reply is not None and reply.__class__ is Forward:
+                reply = self._forward(reply, data, addr)
         except Exception:
             # a bug of ours must cost this datagram only, never the listener
             log.failure("internal error on a RADIUS packet from {host}[{port}]", host=addr[0], port=addr[1])
@@ -50,13 +64,38 @@ class RadiusProtocol(protocol.DatagramProtocol):
         else:
             reply.addCallbacks(self._send, self._failed, callbackArgs=(addr,), errbackArgs=(addr,))
 
+    def forwarded(self, data: bytes, addr) -> None:
+        """A request another process received for a conversation of this one."""
+        self.datagramReceived(data, addr, forwarded=True)
+
+    def _forward(self, forward: Forward, data: bytes, addr):
+        owner = forward.process
+        why = "no relay" if self.relay is None else self.relay.send(owner, data, addr)
+        if why is None:
+            if owner in self._unreachable:
+                self._unreachable.discard(owner)
+                log.info("RADIUS process {process} takes requests again", process=owner)
+            return None
+        if owner not in self._unreachable:
+            # once until it is back: a dead process must not flood the log
+            self._unreachable.add(owner)
+            log.warn("cannot hand RADIUS requests to process {process} ({why}): requests opening a "
+                     "conversation are served here, its own conversations' requests are discarded",
+                     process=owner, why=why)
+        if forward.opening:
+            return self.server.respond(data, addr, self.clock.seconds(), forwarded=True)
+        self.server.counters.packets_dropped += 1
+        return None
+
     def _send(self, reply: bytes | None, addr) -> None:
-        if reply is None or self.transport is None:
+        sock = self.sock
+        if reply is None or (self.transport is None and sock is None):
             return
         # ``addr`` is where the request came from, as the socket gave it:
         # the checks Twisted's ``Port.write`` makes of an address (three
         # parses per reply) are spent, the socket takes the reply directly
-        sock = getattr(self.transport, "socket", None)
+        if sock is None:
+            sock = getattr(self.transport, "socket", None)
         try:
             if sock is None:
                 self.transport.write(reply, addr)
@@ -79,7 +118,13 @@ class RadiusService(service.Service):
     transport_name = "radius"
     name = "radius"
 
-    def __init__(self, core, server: RadiusServer, port: int, interface: str, clock=None):
+    def __init__(self, core, server: RadiusServer, port: int, interface: str, clock=None, *,
+                 workers=None, adopt: tuple[int, int] | None = None, relay: dict[int, int] | None = None):
+        """``workers``: the supervisor of nac's worker processes (main
+        process, several processes serving RADIUS); ``adopt`` (file
+        descriptor, address family) and ``relay`` ({process: file
+        descriptor}): a worker's UDP socket and its ends of the relay
+        :func:`~transports.radius.relay.mesh`."""
         from twisted.internet import reactor
         self.core = core
         self.server = server
@@ -87,22 +132,57 @@ class RadiusService(service.Service):
         self.interface = interface
         self.clock = clock or reactor
         self.protocol = RadiusProtocol(server, self.clock)
+        self.workers = workers
+        self.adopt = adopt
+        self.relay_fds = relay
+        self._mesh: dict | None = None
         self._listening = None
         self._sweeper = None
 
     def startService(self):
         from twisted.internet import reactor
         super().startService()
-        self._listening = reactor.listenUDP(self.port, self.protocol, interface=self.interface)
+        if self.adopt is not None:
+            # a worker: the main process reads the socket and hands this one
+            # its requests; its replies leave from the socket's address
+            fd, _family = self.adopt
+            self.protocol.sock = socket.socket(fileno=fd)
+            self.protocol.sock.setblocking(False)
+        else:
+            self._listening = reactor.listenUDP(self.port, self.protocol, interface=self.interface)
+        if self.server.processes > 1:
+            if self.relay_fds is not None:
+                ends = {int(peer): socket.socket(fileno=fd) for peer, fd in self.relay_fds.items()}
+                for sock in ends.values():
+                    sock.setblocking(False)
+            else:
+                # the main process: every end, for the workers (and their successors)
+                self._mesh = mesh(self.server.processes)
+                ends = {j: sock for (i, j), sock in self._mesh.items() if i == self.server.process}
+            relay = RadiusRelay(self.server.process, ends, self.protocol.forwarded)
+            self.protocol.relay = relay
+            relay.start(reactor)
+        if self.workers is not None and self.server.processes > 1:
+            self.workers.radius_socket = self._listening.socket
+            self.workers.radius_mesh = self._mesh
         self._sweeper = task.LoopingCall(lambda: self.server.expire(self.clock.seconds()))
         self._sweeper.clock = self.clock
         self._sweeper.start(EXPIRY_INTERVAL, now=False)
-        log.info("RADIUS server listening on {where}", where=self.where)
+        if self.server.processes > 1 and self.adopt is None:
+            log.info("RADIUS server listening on {where} with {n} processes", where=self.where,
+                     n=self.server.processes)
+        elif self.adopt is None:
+            log.info("RADIUS server listening on {where}", where=self.where)
 
     @property
     def where(self) -> str:
         """``address[port]`` as listening (the real port when 0 was asked for)."""
-        port = self._listening.getHost().port if self._listening is not None else self.port
+        if self._listening is not None:
+            port = self._listening.getHost().port
+        elif self.protocol.sock is not None:
+            port = self.protocol.sock.getsockname()[1]
+        else:
+            port = self.port
         return f"{self.interface}[{port}]"
 
     def stopService(self):
@@ -110,18 +190,44 @@ class RadiusService(service.Service):
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self.server.close("server shutting down")
+        relay, self.protocol.relay = self.protocol.relay, None
+        if relay is not None:
+            from twisted.internet import reactor
+            relay.stop(reactor)
+            if self._mesh is None:
+                for sock in relay.ends.values():
+                    sock.close()
+        if self._mesh is not None:
+            # the workers have stopped (their supervisor stops first)
+            for sock in self._mesh.values():
+                sock.close()
+            self._mesh = None
+        sock, self.protocol.sock = self.protocol.sock, None
+        if sock is not None:
+            sock.close()
         if self._listening is not None:
             listening, self._listening = self._listening, None
             return listening.stopListening()
         return None
 
 
-def make_service(cfg, core, store=None, *, eap_factory=None, clock=None) -> RadiusService:
+def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, overrides=None, workers=None,
+                 process: int = 0, processes: int | None = None, adopt: tuple[int, int] | None = None,
+                 relay: dict[int, int] | None = None) -> RadiusService:
     """Build the RADIUS service from the ``[radius]`` section.
 
     ``eap_factory`` (``eap_factory(peer) -> IEapSession``) defaults to the EAP
     server of :mod:`nac.eap.server` configured from the same section.
+
+    In the main process, ``workers`` (nac's
+    :class:`~transports.pt_tls.workers.WorkerSupervisor`) runs the other
+    processes of ``[radius] workers``; without it RADIUS is served by this
+    process alone.  A worker process passes its number ``process`` of
+    ``processes``, its socket (``adopt``) and its ``relay`` ends.
+    ``overrides`` is accepted for the symmetry with PT-TLS (the supervisor
+    has them).
     """
+    from transports.pt_tls.workers import connection_share, process_count
     sec = cfg.section("radius")
     origin = cfg.origin("radius", "secret")
     if sec["secret"] is None:
@@ -132,9 +238,20 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None) -> Radi
         except ImportError as exc:
             raise nac_config.ConfigError(f"transport 'radius' needs the EAP server (nac.eap.server): {exc}")
         eap_factory = session_factory(cfg, core, store, section="radius")
+    if processes is None:
+        processes = 1
+        if workers is not None:
+            processes = min(process_count(sec["workers"]), workers.processes)
+            workers.radius_processes = processes
+    first, step = getattr(core, "connection_ids", (1, 1)) if workers is not None else (1, processes)
+    if processes > 1 and step < processes:
+        raise ValueError(f"{processes} RADIUS processes need a TNCS core handing out every n-th "
+                         f"Connection ID (n >= {processes}), not {(first, step)}")
     secret = sec["secret"].encode("utf-8")
     clients = [RadiusClient(network, secret, str(network)) for network in sec["clients"]]
     server = RadiusServer(clients, eap_factory, RadiusEnforcement.from_config(sec),
                           conversation_timeout=sec["conversation_timeout"],
-                          max_conversations=sec["max_conversations"])
-    return RadiusService(core, server, sec["port"], sec["listen"], clock=clock)
+                          max_conversations=connection_share(sec["max_conversations"], processes, process),
+                          process=process, processes=processes)
+    return RadiusService(core, server, sec["port"], sec["listen"], clock=clock,
+                         workers=workers if processes > 1 else None, adopt=adopt, relay=relay)

@@ -7,12 +7,14 @@ transport that asks for more than k processes.  It hands a worker the PT-TLS
 listening socket as file descriptor 3 and the RADIUS UDP socket as file
 descriptor 4 (``spawnProcess`` ``childFDs``) and goes on serving itself.
 Every process ``adoptStreamPort``\\ s the TCP socket, so the kernel gives
-each new connection to whichever process accepts first; every process reads
-the UDP socket, and hands a RADIUS request of a conversation another process
-serves to that process (see :mod:`transports.radius.relay`).  A worker loads the
-same configuration file and command-line overrides as the main process and
-builds its own policy store (the main process has migrated the database),
-TNCS core and IMV instances; process k of n hands out Connection IDs
+each new connection to whichever process accepts first.  Only the main
+process reads the UDP socket: it hands a worker the RADIUS requests of the
+worker's conversations over a Unix socket pair (descriptors 5 and up; see
+:mod:`transports.radius.relay`), and the worker answers through its copy of
+the socket.  A worker loads the same configuration file and command-line
+overrides as the main process and builds its own policy store (the main
+process has migrated the database), TNCS core and IMV instances; process k
+of n hands out Connection IDs
 k + 1, k + 1 + n, … so that they stay unique in logs and in the sessions
 table.  A worker announces each block of IDs before it uses one
 (:class:`ReservedConnectionIds`), so that the one started in place of a
@@ -313,11 +315,12 @@ class WorkerSupervisor(service.Service):
     service ``listening_socket`` (served by processes 0 …
     ``pt_tls_processes`` − 1), the RADIUS service ``radius_socket`` and
     ``radius_mesh`` (the ends of :func:`transports.radius.relay.mesh`;
-    served by processes 0 … ``radius_processes`` − 1).  A worker that exits while the service runs is logged
-    and started again after a delay that doubles from ``backoff[0]`` up to
-    ``backoff[1]`` seconds with each failure, back to the start once a
-    worker has served for ``stable`` seconds.  Stopping sends SIGTERM, and
-    SIGKILL to a worker still there ``stop_timeout`` seconds later.
+    served by processes 0 … ``radius_processes`` − 1).  A worker that exits
+    while the service runs is logged and started again after a delay that
+    doubles from ``backoff[0]`` up to ``backoff[1]`` seconds with each
+    failure, back to the start once a worker has served for ``stable``
+    seconds.  Stopping sends SIGTERM, and SIGKILL to a worker still there
+    ``stop_timeout`` seconds later.
     """
 
     name = "workers"

@@ -2,7 +2,7 @@
 
     python bench/radius_reference.py [--servers nac,hostapd,freeradius] \\
         [--inner md5|pap|mschapv2] [--tls-version 1.3|1.2] [--groups X25519:P-256] \\
-        [--key-type ecdsa|rsa] [--fragment-size 1024] \\
+        [--key-type ecdsa|rsa] [--fragment-size 1024] [--nac-workers auto|N] \\
         [--concurrency 1,16,64] [--duration 10 | --count N] [--processes 1] [--json]
 
 The reference servers of ../shared/baselines.md, started here on free
@@ -118,8 +118,10 @@ def _last_line(path: Path) -> str:
 class Settings:
     """What every server is configured with in one run."""
 
-    def __init__(self, workdir: Path, *, inner: str, tls_version: str, fragment_size: int, key_type: str):
+    def __init__(self, workdir: Path, *, inner: str, tls_version: str, fragment_size: int, key_type: str,
+                 nac_workers: str = "auto"):
         self.workdir = workdir
+        self.nac_workers = nac_workers
         self.inner = inner
         self.tls_version = tls_version
         self.fragment_size = fragment_size
@@ -433,6 +435,7 @@ class Nac:
             f"eap.min_tls_version={s.tls_version}", f"eap.max_tls_version={s.tls_version}",
             f"eap.inner_methods={s.inner}",
             f"radius.fragment_size={s.fragment_size}",
+            f"radius.workers={s.nac_workers}",
         ])
         from importlib.metadata import PackageNotFoundError, version
         try:
@@ -476,6 +479,7 @@ def run(ns) -> dict:
     report = {"method": method, "tls_version": ns.tls_version, "groups": ns.groups or "default",
               "key_type": ns.key_type,
               "fragment_size": ns.fragment_size, "client_processes": ns.processes,
+              "nac_workers": ns.nac_workers,
               "phase2_with_finished": ns.phase2_with_finished,
               "duration_s": None if ns.count else ns.duration, "count": ns.count, "servers": []}
     workdir = Path(tempfile.mkdtemp(prefix="nac-radius-reference-"))
@@ -483,7 +487,7 @@ def run(ns) -> dict:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         settings = Settings(workdir, inner=ns.inner, tls_version=ns.tls_version,
-                            fragment_size=ns.fragment_size, key_type=ns.key_type)
+                            fragment_size=ns.fragment_size, key_type=ns.key_type, nac_workers=ns.nac_workers)
         args = {"host": "127.0.0.1", "secret": SECRET, "cacert": str(settings.ca), "identity": IDENTITY,
                 "password": PASSWORD, "anonymous_identity": ns.anonymous_identity, "inner": ns.inner,
                 "tnc": "none", "collectors": [], "fresh": False, "tls_version": ns.tls_version,
@@ -604,6 +608,9 @@ def main(argv=None) -> int:
                    help="the one TLS version every server accepts (default: %(default)s)")
     p.add_argument("--key-type", default="ecdsa", choices=("ecdsa", "rsa"),
                    help="server certificate key: ECDSA P-256 or RSA-2048 (default: %(default)s)")
+    p.add_argument("--nac-workers", default="auto", metavar="auto|N",
+                   help="nac's [radius] workers (default: %(default)s, the server's default: one process "
+                        "per CPU; 1: one process, as hostapd)")
     p.add_argument("--fragment-size", type=int, default=1024,
                    help="EAP-TTLS fragment size of the servers and the peer (default: %(default)s)")
     p.add_argument("--groups", default="X25519:P-256", metavar="G1:G2",

@@ -77,15 +77,55 @@ CONNECTIONS = (
 IKEV2_READY = "IKEv2 responder listening"
 
 
-class Charon:
-    """charon-systemd in the namespace and its own mount namespace."""
+def strongswan_conf(directory: Path, plugins: str, port: int, options: str = "", plugin_options: str = "") -> str:
+    """A ``strongswan.conf`` for charon-systemd in ``directory``: its log
+    file and vici socket there, IKE on ``port`` (NAT-T on the next one, or
+    4500 beside 500), routes left alone; ``options`` and ``plugin_options``
+    are more lines for the daemon's section and its ``plugins``."""
+    return f"""
+charon-systemd {{
+  load = {plugins}
+  port = {port}
+  port_nat_t = {4500 if port == 500 else port + 1}
+  retransmit_tries = 2
+  retransmit_timeout = 2
+  install_routes = no
+{options}
+  filelog {{
+    test {{
+      path = {directory}/charon.log
+      flush_line = yes
+      default = 1
+      ike = 2
+      cfg = 2
+    }}
+  }}
+  journal {{
+    default = -1
+  }}
+  plugins {{
+    vici {{
+      socket = unix://{directory}/charon.vici
+    }}
+{plugin_options}
+  }}
+}}
+swanctl {{
+  socket = unix://{directory}/charon.vici
+}}
+"""
 
-    def __init__(self, namespace: str, directory: Path, ca: Path, connections=CONNECTIONS) -> None:
+
+class CharonDaemon:
+    """charon-systemd in the namespace and its own mount namespace, started
+    with ``strongswan.conf`` and ``swanctl.conf`` (loaded) in ``directory``."""
+
+    def __init__(self, namespace: str, directory: Path, conf: str, swanctl_conf: str) -> None:
         self.namespace = namespace
         self.directory = directory
-        (directory / "x509ca").mkdir(parents=True, exist_ok=True)
-        shutil.copy(ca, directory / "x509ca" / "nac-ca.pem")
-        self.write_config(connections)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "strongswan.conf").write_text(conf)
+        (directory / "swanctl.conf").write_text(swanctl_conf)
         self.env = dict(os.environ, STRONGSWAN_CONF=str(directory / "strongswan.conf"))
         self.process = subprocess.Popen(
             ["ip", "netns", "exec", namespace, "unshare", "-m", "sh", "-c",
@@ -98,42 +138,39 @@ class Charon:
             time.sleep(0.1)
         self.swanctl("--load-all", "--file", str(directory / "swanctl.conf"))
 
-    def write_config(self, connections) -> None:
-        d = self.directory
-        (d / "strongswan.conf").write_text(f"""
-charon-systemd {{
-  load = {PLUGINS}
-  port = 5500
-  port_nat_t = 5501
-  retransmit_tries = 2
-  retransmit_timeout = 2
-  fragment_size = 300
-  install_routes = no
-  filelog {{
-    test {{
-      path = {d}/charon.log
-      flush_line = yes
-      default = 1
-      ike = 2
-      cfg = 2
-    }}
-  }}
-  journal {{
-    default = -1
-  }}
-  plugins {{
-    vici {{
-      socket = unix://{d}/charon.vici
-    }}
-    eap-ttls {{
-      phase2_method = md5
-    }}
-  }}
-}}
-swanctl {{
-  socket = unix://{d}/charon.vici
-}}
-""")
+    def swanctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([SWANCTL, *args, "--uri", f"unix://{self.directory}/charon.vici"], env=self.env,
+                              capture_output=True, text=True, timeout=timeout, check=check)
+
+    def log(self) -> str:
+        path = self.directory / "charon.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Charon(CharonDaemon):
+    """The initiator of these tests: a connection for each of ``connections``."""
+
+    def __init__(self, namespace: str, directory: Path, ca: Path, connections=CONNECTIONS) -> None:
+        (directory / "x509ca").mkdir(parents=True, exist_ok=True)
+        shutil.copy(ca, directory / "x509ca" / "nac-ca.pem")
+        conf = strongswan_conf(directory, PLUGINS, 5500, options="  fragment_size = 300",
+                               plugin_options="    eap-ttls {\n      phase2_method = md5\n    }")
+        super().__init__(namespace, directory, conf, self.swanctl_conf(connections))
+
+    @staticmethod
+    def swanctl_conf(connections, remote_ts: str = "0.0.0.0/0") -> str:
+        """swanctl.conf of initiator ``connections`` (name, IKE proposal, ESP
+        proposal, local auth, EAP identity, EAP secret) to 127.0.0.1:500,
+        asking for a virtual IP and a tunnel to ``remote_ts``."""
         conns, secrets = [], {}
         for name, ike, esp, auth, eap_id, secret in connections:
             conns.append(f"""
@@ -158,32 +195,15 @@ swanctl {{
     children {{
       {name} {{
         esp_proposals = {esp}
-        remote_ts = 0.0.0.0/0
+        remote_ts = {remote_ts}
         start_action = none
       }}
     }}
   }}""")
             secrets[eap_id] = secret
-        (d / "swanctl.conf").write_text("connections {" + "".join(conns) + "\n}\nsecrets {\n" + "".join(
+        return ("connections {" + "".join(conns) + "\n}\nsecrets {\n" + "".join(
             f'  eap-{who} {{\n    id = {who}\n    secret = "{secret}"\n  }}\n' for who, secret in secrets.items())
             + "}\n")
-
-    def swanctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([SWANCTL, *args, "--uri", f"unix://{self.directory}/charon.vici"], env=self.env,
-                              capture_output=True, text=True, timeout=timeout, check=check)
-
-    def log(self) -> str:
-        path = self.directory / "charon.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 class Environment:
@@ -223,25 +243,36 @@ class Environment:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-_environment: Environment | None = None
-_environment_error: str | None = None
+class SharedEnvironment:
+    """One environment (namespace, daemons) for every test of a module:
+    ``make()`` is started by the first test that calls this object, after
+    ``unavailable()`` had nothing to say (else the test is skipped), and
+    stopped at exit.  An environment that failed to start fails every later
+    test at once, with its reason."""
+
+    def __init__(self, make, unavailable=unavailable):
+        self.make = make
+        self.unavailable = unavailable
+        self.environment = None
+        self.error: str | None = None
+
+    def __call__(self):
+        reason = self.unavailable()
+        if reason:
+            raise unittest.SkipTest(reason)
+        if self.error is not None:
+            raise RuntimeError(self.error)
+        if self.environment is None:
+            try:
+                self.environment = self.make()
+            except Exception as exc:
+                self.error = f"the test environment did not start: {exc}"
+                raise
+            atexit.register(self.environment.stop)
+        return self.environment
 
 
-def environment() -> Environment:
-    global _environment, _environment_error
-    reason = unavailable()
-    if reason:
-        raise unittest.SkipTest(reason)
-    if _environment_error is not None:
-        raise RuntimeError(_environment_error)
-    if _environment is None:
-        try:
-            _environment = Environment()
-        except Exception as exc:
-            _environment_error = f"the test environment did not start: {exc}"
-            raise
-        atexit.register(_environment.stop)
-    return _environment
+environment = SharedEnvironment(lambda: Environment())
 
 
 class StrongSwanInitiatorTests(unittest.TestCase):

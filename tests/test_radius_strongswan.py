@@ -20,96 +20,23 @@ EAP-TTLS/EAP-MD5.  Each charon runs in its own mount namespace (a private
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from twisted.trial import unittest
 
 from tests.nacserver import NacServer
-from tests.test_ikev2_strongswan import CHARON, SWANCTL, unavailable
+from tests.test_ikev2_strongswan import Charon, CharonDaemon, SharedEnvironment, strongswan_conf, unavailable
 
 SECRET = "gateway-radius-s3cret"
 PASSWORD = "carol-Secret-42"
 COMMON_PLUGINS = ("random nonce openssl kdf pem pkcs1 pkcs8 x509 pubkey curve25519 socket-default vici "
                   "kernel-libipsec kernel-netlink")
 READY = "all 1 RADIUS worker processes are accepting"
-
-
-def strongswan_conf(directory: Path, plugins: str, port: int, extra: str = "") -> str:
-    return f"""
-charon-systemd {{
-  load = {COMMON_PLUGINS} {plugins}
-  port = {port}
-  port_nat_t = {port + 1 if port != 500 else 4500}
-  retransmit_tries = 2
-  retransmit_timeout = 2
-  install_routes = no
-  filelog {{
-    test {{
-      path = {directory}/charon.log
-      flush_line = yes
-      default = 1
-      ike = 2
-      cfg = 2
-    }}
-  }}
-  journal {{
-    default = -1
-  }}
-  plugins {{
-    vici {{
-      socket = unix://{directory}/charon.vici
-    }}
-{extra}
-  }}
-}}
-swanctl {{
-  socket = unix://{directory}/charon.vici
-}}
-"""
-
-
-class Daemon:
-    """charon-systemd in the namespace and its own mount namespace."""
-
-    def __init__(self, namespace: str, directory: Path, conf: str, swanctl_conf: str) -> None:
-        self.directory = directory
-        (directory / "strongswan.conf").write_text(conf)
-        (directory / "swanctl.conf").write_text(swanctl_conf)
-        self.env = dict(os.environ, STRONGSWAN_CONF=str(directory / "strongswan.conf"))
-        self.process = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, "unshare", "-m", "sh", "-c",
-             f"mount -t tmpfs tmpfs /run && exec {CHARON}"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while not (directory / "charon.vici").exists():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"charon-systemd did not start:\n{self.log()}")
-            time.sleep(0.1)
-        self.swanctl("--load-all", "--file", str(directory / "swanctl.conf"))
-
-    def swanctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([SWANCTL, *args, "--uri", f"unix://{self.directory}/charon.vici"], env=self.env,
-                              capture_output=True, text=True, timeout=timeout, check=check)
-
-    def log(self) -> str:
-        path = self.directory / "charon.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 class Environment:
@@ -138,7 +65,7 @@ class Environment:
             self.stop()
             raise
 
-    def _gateway(self, d: Path) -> Daemon:
+    def _gateway(self, d: Path) -> CharonDaemon:
         # the gateway shows nac's demo certificate (nac.test): the road warrior
         # checks it for IKE and, as the same identity, for EAP-TTLS
         for sub in ("x509", "x509ca", "pkcs8"):
@@ -187,47 +114,21 @@ pools {
   }
 }
 """
-        return Daemon(self.namespace, d, strongswan_conf(d, "eap-identity eap-radius", 500, extra), swanctl_conf)
+        return CharonDaemon(self.namespace, d, strongswan_conf(d, f"{COMMON_PLUGINS} eap-identity eap-radius", 500,
+                                                               plugin_options=extra), swanctl_conf)
 
-    def _client(self, d: Path) -> Daemon:
+    def _client(self, d: Path) -> CharonDaemon:
         (d / "x509ca").mkdir(parents=True)
         shutil.copy(self.nac.state_dir / "ca.pem", d / "x509ca" / "ca.pem")
         extra = """    eap-ttls {
       phase2_method = md5
     }"""
-        conns = []
-        for name, who in (("carol", "carol"), ("dave", "dave")):
-            conns.append(f"""
-  {name} {{
-    version = 2
-    local_addrs = 127.0.0.1
-    remote_addrs = 127.0.0.1
-    local_port = 5500
-    remote_port = 500
-    proposals = aes256-sha256-x25519
-    vips = 0.0.0.0
-    local {{
-      auth = eap-ttls
-      id = {who}@strongswan.org
-      eap_id = {who}
-    }}
-    remote {{
-      auth = pubkey
-      id = nac.test
-    }}
-    children {{
-      {name} {{
-        remote_ts = 10.1.0.1/32
-        esp_proposals = aes256gcm16
-        start_action = none
-      }}
-    }}
-  }}""")
-        swanctl_conf = ("connections {" + "".join(conns) + "\n}\nsecrets {\n"
-                        f'  eap-carol {{\n    id = carol\n    secret = "{PASSWORD}"\n  }}\n'
-                        '  eap-dave {\n    id = dave\n    secret = "not-daves-password"\n  }\n}\n')
-        return Daemon(self.namespace, d, strongswan_conf(d, "eap-identity eap-md5 eap-ttls", 5500, extra),
-                      swanctl_conf)
+        swanctl_conf = Charon.swanctl_conf(
+            (("carol", "aes256-sha256-x25519", "aes256gcm16", "eap-ttls", "carol", PASSWORD),
+             ("dave", "aes256-sha256-x25519", "aes256gcm16", "eap-ttls", "dave", "not-daves-password")),
+            remote_ts="10.1.0.1/32")
+        return CharonDaemon(self.namespace, d, strongswan_conf(d, f"{COMMON_PLUGINS} eap-identity eap-md5 eap-ttls",
+                                                               5500, plugin_options=extra), swanctl_conf)
 
     def stop(self) -> None:
         for daemon in (self.client, self.gateway):
@@ -239,27 +140,13 @@ pools {
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-_environment: Environment | None = None
-_environment_error: str | None = None
-
-
-def environment() -> Environment:
-    global _environment, _environment_error
-    reason = unavailable()
-    if reason:
-        raise unittest.SkipTest(reason)
+def _unavailable() -> str | None:
     if not os.path.exists("/usr/lib/ipsec/plugins/libstrongswan-eap-radius.so"):
-        raise unittest.SkipTest("strongSwan's eap-radius plugin is not installed (libcharon-extra-plugins)")
-    if _environment_error is not None:
-        raise RuntimeError(_environment_error)
-    if _environment is None:
-        try:
-            _environment = Environment()
-        except Exception as exc:
-            _environment_error = f"the test environment did not start: {exc}"
-            raise
-        atexit.register(_environment.stop)
-    return _environment
+        return "strongSwan's eap-radius plugin is not installed (libcharon-extra-plugins)"
+    return unavailable()
+
+
+environment = SharedEnvironment(lambda: Environment(), _unavailable)
 
 
 class StrongSwanGatewayTests(unittest.TestCase):

@@ -542,8 +542,8 @@ declare_section("radius", [
            "Most EAP conversations in progress at once, shared out among the worker processes."),
     Option("workers", _workers, "auto",
            "Processes serving RADIUS on the one UDP socket: auto (one per CPU) or a number; 1 serves "
-           "everything in the main process. Each conversation stays with one process: a request "
-           "another process receives is handed to it."),
+           "everything in the main process. The main process reads the socket and hands each worker "
+           "the requests of its conversations; a conversation stays with one process."),
 ])
 
 declare_section("eap", [

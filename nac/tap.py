@@ -222,9 +222,11 @@ def makeService(options) -> service.MultiService:
             workers = WorkerSupervisor(cfg.source, getattr(options, "nac_overrides", {}), processes)
         for name in cfg.transports:
             make = transport_factory(name)
-            if name in counts:
+            if name == "pt-tls":
                 transport = make(cfg, core, store, overrides=getattr(options, "nac_overrides", {}),
                                  workers=workers)
+            elif name == "radius":
+                transport = make(cfg, core, store, workers=workers)
             else:
                 transport = make(cfg, core, store)
             transport.setServiceParent(top)

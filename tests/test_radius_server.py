@@ -950,6 +950,21 @@ class ProcessesTests(ServerTestCase):
         self.assertIsNone(self.respond(data, forwarded=True))
         self.assert_logged("carries an unknown State")
 
+    def test_a_request_its_process_cannot_take(self):
+        self.make_server(process=0, processes=2)
+        packet, data = self.opening(1, 2)
+        forward = self.respond(data)
+        # a new conversation is served here instead, and stays here
+        reply = self.server.not_forwarded(forward, data, self.nas.addr, self.nas.now)
+        reply = self.successResultOf(reply) if isinstance(reply, defer.Deferred) else reply
+        self.assertEqual(self.nas.verify(reply, packet).get(A.STATE)[0], 0)
+        # a request of process 1's conversation is dropped: the NAS sends it again
+        _, data = self.nas.request(eap(EAP_RESPONSE, 8, bytes((4,)) + bytes(17)), bytes((1,)) + bytes(15))
+        forward = self.respond(data)
+        self.assertEqual(forward, Forward(1, False))
+        self.assertIsNone(self.server.not_forwarded(forward, data, self.nas.addr, self.nas.now))
+        self.assertEqual(self.server.counters.packets_dropped, 1)
+
     def test_a_state_naming_no_process_is_served_here_and_unknown(self):
         self.make_server(process=0, processes=2)
         for state in (bytes((2,)) + bytes(15), bytes((0,)) * 5):

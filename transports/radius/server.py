@@ -347,6 +347,16 @@ class RadiusServer:
                  "authentication server answers", code=code_name(code), client=host)
         return None
 
+    def not_forwarded(self, forward: Forward, data: bytes, addr: tuple, now: float):
+        """The request ``respond`` answered with ``forward`` could not be
+        handed to its process: one that opens a conversation is served here
+        (and the conversation stays here); one of that process's
+        conversations is dropped, and the NAS sends it again."""
+        if forward.opening:
+            return self.respond(data, addr, now, forwarded=True)
+        self.counters.packets_dropped += 1
+        return None
+
     def _status_server(self, packet: RadiusPacket, client: RadiusClient, host: str):
         # RFC 5997 §3: Status-Server MUST carry a Message-Authenticator; it is
         # never retransmitted, so it bypasses the duplicate cache

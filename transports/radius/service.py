@@ -82,10 +82,7 @@ class RadiusProtocol(protocol.DatagramProtocol):
             log.warn("cannot hand RADIUS requests to process {process} ({why}): requests opening a "
                      "conversation are served here, its own conversations' requests are discarded",
                      process=owner, why=why)
-        if forward.opening:
-            return self.server.respond(data, addr, self.clock.seconds(), forwarded=True)
-        self.server.counters.packets_dropped += 1
-        return None
+        return self.server.not_forwarded(forward, data, addr, self.clock.seconds())
 
     def _send(self, reply: bytes | None, addr) -> None:
         sock = self.sock
@@ -211,7 +208,7 @@ class RadiusService(service.Service):
         return None
 
 
-def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, overrides=None, workers=None,
+def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers=None,
                  process: int = 0, processes: int | None = None, adopt: tuple[int, int] | None = None,
                  relay: dict[int, int] | None = None) -> RadiusService:
     """Build the RADIUS service from the ``[radius]`` section.
@@ -224,8 +221,6 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, overrid
     processes of ``[radius] workers``; without it RADIUS is served by this
     process alone.  A worker process passes its number ``process`` of
     ``processes``, its socket (``adopt``) and its ``relay`` ends.
-    ``overrides`` is accepted for the symmetry with PT-TLS (the supervisor
-    has them).
     """
     from transports.pt_tls.workers import connection_share, process_count
     sec = cfg.section("radius")

@@ -4,9 +4,11 @@
 
 One operation = parse the PB-TNC batch, parse every PA-TNC message inside
 its PB-PA messages, build those PA messages again and build the batch.
-Batches measured: the largest PB-TNC batch in the vectors (strongSwan's
-19,344-byte CDATA with installed packages) and a typical small CDATA batch
-(the one closest to 300 bytes), each also PB-TNC only.  The parser's
+Batches measured, from strongSwan's pt-tls-client session
+``tests/data/vectors/strongswan-pt-tls/carol-sasl-allowed.jsonl``: its
+largest PB-TNC batch (the 19,344-byte CDATA with installed packages) and a
+typical small CDATA batch (the one closest to 300 bytes), each also PB-TNC
+only.  The parser's
 memory of package lists seen before is off: the figures are those of a list
 never seen.
 
@@ -31,7 +33,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -53,19 +54,16 @@ SMALL_TARGET_OPS = 30_000
 SAMPLE_S = 0.001
 
 
-def vectors_dir() -> Path:
-    env = os.environ.get("NAC_VECTORS")
-    return Path(env) if env else REPO.parent / "shared" / "vectors"
+SESSION = REPO / "tests" / "data" / "vectors" / "strongswan-pt-tls" / "carol-sasl-allowed.jsonl"
 
 
 def captured_batches() -> list[bytes]:
     found = []
-    for path in sorted(vectors_dir().glob("**/*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                if record.get("layer") == "pb-tnc":
-                    found.append(bytes.fromhex(record["hex"]))
+    for line in SESSION.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            if record.get("layer") == "pb-tnc":
+                found.append(bytes.fromhex(record["hex"]))
     return found
 
 
@@ -197,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     batches = captured_batches()
     if not batches:
-        print(f"no pb-tnc records under {vectors_dir()} (set NAC_VECTORS)", file=sys.stderr)
+        print(f"no pb-tnc records in {SESSION}", file=sys.stderr)
         return 2
 
     with tempfile.TemporaryDirectory() as tmp:

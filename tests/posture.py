@@ -7,7 +7,6 @@ directly (:class:`CoreHarness`)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from nac.tnccs.imv_manager import ImvManager
 from tests.test_collectors import SWIMA_PACKAGES, Host
 from tests.test_db import DatabaseMixin
 
-VECTORS = Path(os.environ.get("NAC_VECTORS") or Path(__file__).resolve().parents[2] / "shared" / "vectors")
+from tests.vectors import VECTORS  # noqa: F401 (the core's tests import it from here)
 ETC = Path(__file__).resolve().parents[1] / "etc" / "nac.conf"
 #: The ITA Device ID of the fixture hosts (tests.test_collectors.Host).
 MACHINE_ID = "3d1219c7c4c5404aaa1f6d2a48adfda4"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
 import os
 import socket
 import tempfile
@@ -54,6 +53,7 @@ from nac.pa.swima import (
 )
 from nac.pb import PbBatch, PbPa
 from zope.interface.verify import verifyObject
+from tests.vectors import records
 
 UTC = datetime.timezone.utc
 
@@ -61,19 +61,11 @@ UTC = datetime.timezone.utc
 # -- fixtures ----------------------------------------------------------------------------
 
 
-def vectors_dir() -> Path:
-    env = os.environ.get("NAC_VECTORS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "vectors"
-
-
 @lru_cache(maxsize=None)
 def captured_session(name: str) -> tuple[tuple[str, bytes], ...]:
     """(dir, batch) of the PB-TNC records of one strongswan-pt-tls session."""
-    path = vectors_dir() / "strongswan-pt-tls" / f"{name}.jsonl"
-    if not path.is_file():
-        raise unittest.SkipTest(f"captured vectors not found at {path} (set NAC_VECTORS)")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return tuple((r["dir"], bytes.fromhex(r["hex"])) for r in records if r["layer"] == "pb-tnc")
+    return tuple((r["dir"], bytes.fromhex(r["hex"])) for r in records(f"strongswan-pt-tls/{name}.jsonl")
+                 if r["layer"] == "pb-tnc")
 
 
 def captured_pa(name: str, index: int, subtype: int) -> PbPa:

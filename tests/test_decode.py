@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import shutil
 import struct
 import subprocess
@@ -21,22 +20,14 @@ from twisted.trial import unittest
 from nac import decode as decode_module
 from nac.pb import BatchType, Direction, PbBatch, PbPa
 from nac.decode import main
-
-
-def vectors_dir() -> Path:
-    env = os.environ.get("NAC_VECTORS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "vectors"
+from tests.vectors import records
 
 
 SESSION = "strongswan-pt-tls/carol-sasl-open-ports-denied.jsonl"
 
 
 def pb_batches() -> list[bytes]:
-    path = vectors_dir() / SESSION
-    if not path.is_file():
-        raise unittest.SkipTest(f"captured vectors not found at {path} (set NAC_VECTORS)")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [bytes.fromhex(r["hex"]) for r in records if r["layer"] == "pb-tnc"]
+    return [bytes.fromhex(r["hex"]) for r in records(SESSION) if r["layer"] == "pb-tnc"]
 
 
 def pa_available() -> bool:

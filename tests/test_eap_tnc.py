@@ -8,9 +8,6 @@ them."""
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 
 from twisted.trial import unittest
 from zope.interface import implementer
@@ -27,17 +24,13 @@ from nac.pb import BatchType, PbBatch
 from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvManager
 from tests.test_eap_ttls import PkiMixin, converse
+from tests.vectors import records as vector_records
 
-VECTORS = Path(os.environ.get("NAC_VECTORS") or Path(__file__).resolve().parents[2] / "shared" / "vectors")
-HOSTAPD = VECTORS / "hostapd-tnccs11"
 IETF, OS = 0, 1
 
 
 def records(name: str) -> list[dict]:
-    path = HOSTAPD / name
-    if not path.exists():
-        raise unittest.SkipTest(f"vectors not found at {path}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return vector_records(f"hostapd-tnccs11/{name}")
 
 
 @implementer(IImv)

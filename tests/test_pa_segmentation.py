@@ -5,10 +5,7 @@ raising only PaTncError."""
 
 from __future__ import annotations
 
-import json
-import os
 import struct
-from pathlib import Path
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
@@ -30,20 +27,12 @@ from nac.pa.tcg import (
     NextSegment,
     SegmentEnvelope,
 )
-
-
-def vectors_dir() -> Path:
-    env = os.environ.get("NAC_VECTORS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "vectors"
+from tests.vectors import records
 
 
 def captured_installed_packages() -> bytes:
     """The 19,121-byte Installed Packages attribute strongSwan's OS IMC sent."""
-    path = vectors_dir() / "strongswan-pt-tls" / "carol-sasl-open-ports-denied.jsonl"
-    if not path.exists():
-        raise unittest.SkipTest(f"captured vectors not found at {vectors_dir()} (set NAC_VECTORS)")
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
+    for record in records("strongswan-pt-tls/carol-sasl-open-ports-denied.jsonl"):
         if record["layer"] != "pb-tnc":
             continue
         batch, pos = bytes.fromhex(record["hex"]), 8

@@ -7,12 +7,9 @@ asks for."""
 from __future__ import annotations
 
 import base64
-import json
-import os
 import re
 import struct
 from functools import lru_cache
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial import unittest
@@ -79,11 +76,7 @@ from nac.pa.swima import (
     SwimaRequestFlag,
 )
 from nac.pa.tcg import NO_LIMIT, MaxAttributeSizeRequest, MaxAttributeSizeResponse, NextSegment, SegmentEnvelope
-
-
-def vectors_dir() -> Path:
-    env = os.environ.get("NAC_VECTORS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "vectors"
+from tests.vectors import VECTORS, log_texts, record_files, records as vector_records
 
 
 def pb_pa_bodies(batch: bytes) -> list[tuple[int, int, bytes]]:
@@ -117,11 +110,8 @@ def tnccs11_bodies(text: str) -> list[tuple[int, int, bytes]]:
 def captured() -> tuple[tuple[str, str, int, int, bytes], ...]:
     """(file, direction, PA vendor, PA subtype, PA-TNC message) in wire order."""
     out = []
-    for path in sorted(vectors_dir().glob("*/*.jsonl")):
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            record = json.loads(line)
+    for path in record_files():
+        for record in vector_records(str(path.relative_to(VECTORS))):
             if record["layer"] == "pb-tnc":
                 bodies = pb_pa_bodies(bytes.fromhex(record["hex"]))
             elif record["layer"] == "tnccs-1.1":
@@ -130,11 +120,6 @@ def captured() -> tuple[tuple[str, str, int, int, bytes], ...]:
                 continue
             out.extend((path.name, record["dir"], vendor, subtype, body) for vendor, subtype, body in bodies)
     return tuple(out)
-
-
-def need_vectors() -> None:
-    if not vectors_dir().is_dir():
-        raise unittest.SkipTest(f"captured vectors not found at {vectors_dir()} (set NAC_VECTORS)")
 
 
 def attributes_of(cls, file_prefix: str = "", direction: str | None = None) -> list:
@@ -147,11 +132,13 @@ def attributes_of(cls, file_prefix: str = "", direction: str | None = None) -> l
     ]
 
 
+def is_pts(attribute) -> bool:
+    """A TCG attribute of the PTS range (TCG Attestation PTS Protocol: Binding to TNC IF-M, 0x00100000…)."""
+    return attribute.attr_vendor == 0x005597 and attribute.attr_type >= 0x00100000
+
+
 class CapturedMessageTests(unittest.TestCase):
     """What strongSwan's IMCs and IMVs put on the wire."""
-
-    def setUp(self):
-        need_vectors()
 
     def test_every_captured_message_rebuilds_byte_for_byte(self):
         self.assertGreaterEqual(len(captured()), 48)
@@ -161,8 +148,19 @@ class CapturedMessageTests(unittest.TestCase):
             self.assertEqual(PaMessage(message.message_id, message.attributes, message.version).build(), body, name)
             self.assertEqual(message.build(), body)
             for attribute in message.attributes:
-                self.assertFalse(isinstance(attribute, UnknownAttribute), f"{name}: {attribute.describe()}")
+                if not is_pts(attribute):
+                    self.assertFalse(isinstance(attribute, UnknownAttribute), f"{name}: {attribute.describe()}")
                 self.assertEqual(parse_attribute(attribute.build(), 0)[0], attribute)
+
+    def test_only_pts_attributes_are_not_understood_yet(self):
+        # TCG PTS attributes (attestation) come with the attestation IMV;
+        # until then they are carried as unknown attributes, byte for byte
+        unknown = {a.describe() for *_, body in captured() for a in PaMessage.parse(body).attributes
+                   if isinstance(a, UnknownAttribute)}
+        self.assertTrue(unknown)
+        self.assertEqual({a.describe() for *_, body in captured() for a in PaMessage.parse(body).attributes
+                          if isinstance(a, UnknownAttribute) and not is_pts(a)}, set())
+        self.assertTrue(all(d.startswith("'TCG/") for d in unknown), unknown)
 
     def test_messages_of_both_transports_are_included(self):
         files = {name for name, *_ in captured()}
@@ -171,8 +169,8 @@ class CapturedMessageTests(unittest.TestCase):
 
     def test_describe_matches_what_strongswan_logs(self):
         logged = set()
-        for log in vectors_dir().glob("*/*.log"):
-            logged.update(re.findall(r"attribute type ('[^']*' 0x[0-9a-f]{6}/0x[0-9a-f]{8})", log.read_text()))
+        for _, text in log_texts():
+            logged.update(re.findall(r"attribute type ('[^']*' 0x[0-9a-f]{6}/0x[0-9a-f]{8})", text))
         described = {a.describe() for _, _, _, _, body in captured() for a in PaMessage.parse(body).attributes}
         self.assertEqual(described - logged, set())
         self.assertIn("'TCG/Segmentation Contract Request' 0x005597/0x00000021", described)
@@ -637,13 +635,11 @@ class NeverCrashTests(unittest.TestCase):
     @FAST
     @given(st.data())
     def test_mutated_captured_messages(self, data):
-        need_vectors()
         bodies = sorted({body for *_, body in captured() if len(body) < 4096})
         parse_or_error(self, mutations(data, data.draw(st.sampled_from(bodies))))
 
     @settings(max_examples=25, deadline=None)
     @given(st.data())
     def test_mutated_installed_packages(self, data):
-        need_vectors()
         body = max((body for *_, body in captured()), key=len)
         parse_or_error(self, mutations(data, body))

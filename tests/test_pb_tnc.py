@@ -4,11 +4,8 @@ every error path with its code and offset, and generated round trips."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import pickle
 import struct
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,24 +35,12 @@ from nac.pb import (
     UnknownPbMessage,
 )
 from nac.pb.messages import message_class
-
-
-def vectors_dir() -> Path:
-    env = os.environ.get("NAC_VECTORS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "vectors"
+from tests.vectors import layer_records
 
 
 def pb_records() -> list[tuple[str, dict]]:
     """Every ``layer: pb-tnc`` record of every vector file, in wire order."""
-    found = []
-    for path in sorted(vectors_dir().glob("**/*.jsonl")):
-        with path.open() as lines:
-            for line in lines:
-                if line.strip():
-                    record = json.loads(line)
-                    if record.get("layer") == "pb-tnc":
-                        found.append((path.name, record))
-    return found
+    return list(layer_records("pb-tnc"))
 
 
 def session(name: str) -> list[PbBatch]:
@@ -74,11 +59,8 @@ def msg_bytes(vendor: int, msg_type: int, value: bytes, *, flags: int = 0, lengt
 
 class VectorTestCase(unittest.TestCase):
     def setUp(self):
-        if not vectors_dir().is_dir():
-            raise unittest.SkipTest(f"captured vectors not found at {vectors_dir()} (set NAC_VECTORS)")
         self.records = pb_records()
-        if not self.records:
-            raise unittest.SkipTest("no pb-tnc records in the vectors")
+        self.assertGreater(len(self.records), 50)
 
 
 class CapturedBatchTests(VectorTestCase):
@@ -150,7 +132,8 @@ class CapturedBatchTests(VectorTestCase):
         self.assertEqual(close.build(), bytes.fromhex("0200000600000008"))
 
     def test_largest_batch_is_cdata_with_two_pa_messages(self):
-        big = max((bytes.fromhex(r["hex"]) for _, r in self.records), key=len)
+        # of a session without SWIMA or attestation: the installed packages
+        big = max((bytes.fromhex(r["hex"]) for f, r in self.records if f == "carol-sasl-allowed.jsonl"), key=len)
         self.assertEqual(len(big), 19344)
         batch = PbBatch.parse(big)
         self.assertEqual(batch.batch_type, BatchType.CDATA)

@@ -5,11 +5,8 @@ every error path."""
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import re
 import struct
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -46,21 +43,14 @@ from transports.pt_tls.wire import (
     VersionRequest,
     VersionResponse,
 )
+from tests.vectors import records
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PASSWORD = "hunter2"
 
 
-def vectors_dir() -> Path:
-    env = os.environ.get("NAC_VECTORS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "vectors"
-
-
 def session_records(name: str) -> list[dict]:
-    path = vectors_dir() / "strongswan-pt-tls" / name
-    if not path.is_file():
-        raise unittest.SkipTest(f"captured vectors not found at {path} (set NAC_VECTORS)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return records(f"strongswan-pt-tls/{name}")
 
 
 def server_stream(records: list[dict]) -> list[PtTlsMessage]:

@@ -3,11 +3,8 @@ messages, every error path with its code and offset, and generated round trips."
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
 import struct
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,26 +32,14 @@ from transports.pt_tls.wire import (
     VersionResponse,
     message_type_name,
 )
+from tests.vectors import layer_records
 
 FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def vectors_dir() -> Path:
-    env = os.environ.get("NAC_VECTORS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "vectors"
-
-
 def pt_tls_records() -> list[tuple[str, dict]]:
     """Every ``layer: pt-tls`` record of every vector file, in wire order."""
-    found = []
-    for path in sorted(vectors_dir().glob("**/*.jsonl")):
-        with path.open() as lines:
-            for line in lines:
-                if line.strip():
-                    record = json.loads(line)
-                    if record.get("layer") == "pt-tls":
-                        found.append((path.name, record))
-    return found
+    return list(layer_records("pt-tls"))
 
 
 def header(vendor: int, msg_type: int, length: int, message_id: int = 0, reserved: int = 0) -> bytes:
@@ -67,11 +52,8 @@ def message(vendor: int, msg_type: int, value: bytes, message_id: int = 0) -> by
 
 class CapturedStrongSwanMessagesTests(unittest.TestCase):
     def setUp(self):
-        if not vectors_dir().is_dir():
-            raise unittest.SkipTest(f"captured vectors not found at {vectors_dir()} (set NAC_VECTORS)")
         self.records = pt_tls_records()
-        if not self.records:
-            raise unittest.SkipTest("no pt-tls records in the vectors")
+        self.assertGreater(len(self.records), 50)
 
     def test_every_captured_message_parses_and_rebuilds_byte_identically(self):
         for name, record in self.records:

@@ -1,7 +1,7 @@
 """RADIUS packet codec and cryptography (transports.radius.packet).
 
 The authenticators and MS-MPPE keys are checked against bytes captured
-between hostapd's RADIUS server and eapol_test (../shared/vectors), and
+between hostapd's RADIUS server and eapol_test (tests/data/vectors), and
 against an independent computation written here with hashlib/hmac.
 """
 
@@ -13,7 +13,6 @@ import ipaddress
 import os
 import re
 from functools import lru_cache
-from pathlib import Path
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -49,13 +48,9 @@ from transports.radius.packet import (
     signed_reply,
     verify_response,
 )
+from tests.vectors import log_text
 
 SECRET = b"testing123"  # hostapd.radius_clients of the captures
-
-
-def vectors_dir() -> Path:
-    env = os.environ.get("NAC_VECTORS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "vectors"
 
 
 # -- independent computations (RFC 2865 §3, RFC 3579 §3.2, RFC 2548 §2.4.2) ---------------
@@ -106,10 +101,7 @@ _KEY = re.compile(r"(MS-MPPE-(?:Send|Recv)-Key) \([a-z]+\) - hexdump\(len=32\): 
 
 
 def _read(name: str) -> list[str]:
-    path = vectors_dir() / "hostapd-tnccs11" / name
-    if not path.is_file():
-        raise unittest.SkipTest(f"captured vectors not found at {path} (set NAC_VECTORS)")
-    return path.read_text(errors="replace").splitlines()
+    return log_text(f"hostapd-tnccs11/{name}").splitlines()
 
 
 @lru_cache(maxsize=None)

@@ -6,7 +6,6 @@ IMVs defined here."""
 from __future__ import annotations
 
 import base64
-import json
 import re
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from nac.tnccs.tnccs11 import (
     looks_like_tnccs11,
 )
 from tests.posture import VECTORS, CoreHarness, ScriptedImv
+from tests.vectors import records as vector_records
 
 HOSTAPD = VECTORS / "hostapd-tnccs11"
 STRONGSWAN = VECTORS / "strongswan-radius-tnccs11" / "eapol_test-strongswan-no-imcs.jsonl"
@@ -50,9 +50,7 @@ NS = "http://www.trustedcomputinggroup.org/IWG/TNC/1_0/IF_TNCCS#"
 
 
 def records(path: Path) -> list[dict]:
-    if not path.exists():
-        raise unittest.SkipTest(f"vectors not found at {path}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return vector_records(str(path.relative_to(VECTORS)))
 
 
 def client_batch(batch_id: int, body: str = "", recipient: str = "TNCS") -> bytes:

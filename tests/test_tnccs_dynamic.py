@@ -4,7 +4,6 @@ and IF-TNCCS 1.1, real batches of both go through the one TnccsCore."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from twisted.trial import unittest
@@ -27,6 +26,7 @@ from nac.tnccs.tnccs11 import (
     Tnccs11ServerConnection,
 )
 from tests.posture import PT_EAP, VECTORS, CoreHarness, ScriptedImv
+from tests.vectors import records
 
 EAPOL_TEST_FIRST = VECTORS / "hostapd-tnccs11" / "hostapd-ttls-md5-tnc.jsonl"
 PT_TLS_CLIENT = VECTORS / "strongswan-pt-tls" / "carol-sasl-open-ports-denied.jsonl"
@@ -38,10 +38,7 @@ def allowing_imv() -> ScriptedImv:
 
 
 def first_record(path: Path, layer: str) -> bytes:
-    if not path.exists():
-        raise unittest.SkipTest(f"vectors not found at {path}")
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
+    for rec in records(str(path.relative_to(VECTORS))):
         if rec["dir"] == "c2s" and rec["layer"] == layer:
             return rec["text"].encode() if "text" in rec else bytes.fromhex(rec["hex"])
     raise AssertionError(f"no client {layer} record in {path}")

@@ -4,7 +4,6 @@ dispatch, with small scripted IMVs."""
 
 from __future__ import annotations
 
-import json
 import struct
 
 from twisted.internet import defer
@@ -30,6 +29,7 @@ from nac.pb.messages import (
 )
 from nac.tnccs.core import TransportLimits
 from tests.posture import VECTORS, CoreHarness, ScriptedImv
+from tests.vectors import records
 
 DENIED = VECTORS / "strongswan-pt-tls" / "carol-sasl-open-ports-denied.jsonl"
 
@@ -75,10 +75,7 @@ class CapturedSessionTests(unittest.TestCase):
     """strongSwan's pt-tls-client batches from a denied session, replayed."""
 
     def setUp(self):
-        if not DENIED.exists():
-            raise unittest.SkipTest(f"vectors not found at {VECTORS}")
-        records = [json.loads(line) for line in DENIED.read_text().splitlines()]
-        self.client = [bytes.fromhex(r["hex"]) for r in records
+        self.client = [bytes.fromhex(r["hex"]) for r in records(str(DENIED.relative_to(VECTORS)))
                        if r["layer"] == "pb-tnc" and r["dir"] == "c2s"]
 
     def make_imvs(self):

@@ -36,11 +36,10 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.nacserver import NacServer
+from tests.charon import CHARON, SWANCTL, CharonDaemon, CharonExited, start_charon
+from tests.nacserver import NacServer, make_netns
 from transports.ikev2.kernel import kernel_esp_available
 
-CHARON = "/usr/sbin/charon-systemd"
-SWANCTL = "/usr/sbin/swanctl"
 PLUGINS = ("random nonce openssl kdf pem pkcs1 pkcs8 x509 pubkey curve25519 socket-default vici "
            "eap-identity eap-md5 eap-ttls kernel-libipsec kernel-netlink")
 PASSWORD = "carol-Secret-42"
@@ -116,46 +115,6 @@ swanctl {{
 """
 
 
-class CharonDaemon:
-    """charon-systemd in the namespace and its own mount namespace, started
-    with ``strongswan.conf`` and ``swanctl.conf`` (loaded) in ``directory``."""
-
-    def __init__(self, namespace: str, directory: Path, conf: str, swanctl_conf: str) -> None:
-        self.namespace = namespace
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "strongswan.conf").write_text(conf)
-        (directory / "swanctl.conf").write_text(swanctl_conf)
-        self.env = dict(os.environ, STRONGSWAN_CONF=str(directory / "strongswan.conf"))
-        self.process = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, "unshare", "-m", "sh", "-c",
-             f"mount -t tmpfs tmpfs /run && exec {CHARON}"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while not (directory / "charon.vici").exists():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"charon-systemd did not start:\n{self.log()}")
-            time.sleep(0.1)
-        self.swanctl("--load-all", "--file", str(directory / "swanctl.conf"))
-
-    def swanctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([SWANCTL, *args, "--uri", f"unix://{self.directory}/charon.vici"], env=self.env,
-                              capture_output=True, text=True, timeout=timeout, check=check)
-
-    def log(self) -> str:
-        path = self.directory / "charon.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 class Charon(CharonDaemon):
     """The initiator of these tests: a connection for each of ``connections``."""
 
@@ -164,7 +123,10 @@ class Charon(CharonDaemon):
         shutil.copy(ca, directory / "x509ca" / "nac-ca.pem")
         conf = strongswan_conf(directory, PLUGINS, 5500, options="  fragment_size = 300",
                                plugin_options="    eap-ttls {\n      phase2_method = md5\n    }")
-        super().__init__(namespace, directory, conf, self.swanctl_conf(connections))
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "strongswan.conf").write_text(conf)
+        (directory / "swanctl.conf").write_text(self.swanctl_conf(connections))
+        super().__init__(directory, namespace=namespace)
 
     @staticmethod
     def swanctl_conf(connections, remote_ts: str = "0.0.0.0/0") -> str:
@@ -471,20 +433,9 @@ secrets {{
   }}
 }}
 """)
-        env = dict(os.environ, STRONGSWAN_CONF=str(charon_dir / "strongswan.conf"))
-        charon = subprocess.Popen(["ip", "netns", "exec", client, "unshare", "-m", "sh", "-c",
-                                   f"mount -t tmpfs tmpfs /run && exec {CHARON}"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: (charon.terminate(), charon.wait(10)))
-        deadline = time.monotonic() + 20
-        while not (charon_dir / "charon.vici").exists():
-            self.assertLess(time.monotonic(), deadline, "charon-systemd did not start")
-            time.sleep(0.1)
-        uri = ["--uri", f"unix://{charon_dir}/charon.vici"]
-        subprocess.run([SWANCTL, "--load-all", "--file", str(charon_dir / "swanctl.conf"), *uri], env=env,
-                       check=True, capture_output=True, timeout=30)
-        done = subprocess.run([SWANCTL, "--initiate", "--child", "xfrm", "--timeout", "60", *uri], env=env,
-                              capture_output=True, text=True, timeout=90)
+        charon = CharonDaemon(charon_dir, namespace=client)
+        self.addCleanup(charon.stop)
+        done = charon.swanctl("--initiate", "--child", "xfrm", "--timeout", "60", check=False, timeout=90)
         self.assertEqual(done.returncode, 0, f"{done.stdout}\nnac:\n{nac.log_text()}")
         states = subprocess.run(["ip", "-n", gateway, "xfrm", "state"], capture_output=True, text=True).stdout
         self.assertEqual(states.count("proto esp"), 2, states)
@@ -494,9 +445,28 @@ secrets {{
                                "10.1.0.1"], capture_output=True, text=True, timeout=30)
         self.assertEqual(ping.returncode, 0, ping.stdout + ping.stderr)
         # deleting the IKE SA removes what nac installed
-        subprocess.run([SWANCTL, "--terminate", "--ike", "xfrm", *uri], env=env, capture_output=True, timeout=30)
+        charon.swanctl("--terminate", "--ike", "xfrm", check=False, timeout=30)
         deadline = time.monotonic() + 10
         while "proto esp" in subprocess.run(["ip", "-n", gateway, "xfrm", "state"], capture_output=True,
                                             text=True).stdout:
             self.assertLess(time.monotonic(), deadline, "nac left its XFRM states behind")
             time.sleep(0.2)
+
+
+class CharonHarnessTests(unittest.TestCase):
+    """A charon that cannot start is reported as such, not as swanctl's exit status 111."""
+
+    def setUp(self):
+        reason = unavailable()
+        if reason:
+            raise unittest.SkipTest(reason)
+
+    def test_a_charon_that_exits_is_reported_with_its_status_and_output(self):
+        directory = Path(tempfile.mkdtemp(prefix="nac-charon-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        # a critical plugin ('!') that does not exist: charon gives up at start
+        conf = strongswan_conf(directory, PLUGINS + " nac-no-such-plugin!", 5500)
+        error = self.assertRaises(CharonExited, start_charon, directory, conf, "",
+                                  namespace=make_netns("nac-charon"))
+        self.assertIn("charon-systemd exited with status", str(error))
+        self.assertIn("nac-no-such-plugin", str(error))

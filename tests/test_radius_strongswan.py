@@ -30,7 +30,8 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from tests.nacserver import NacServer
-from tests.test_ikev2_strongswan import Charon, CharonDaemon, SharedEnvironment, strongswan_conf, unavailable
+from tests.charon import CharonDaemon, start_charon
+from tests.test_ikev2_strongswan import Charon, SharedEnvironment, strongswan_conf, unavailable
 
 SECRET = "gateway-radius-s3cret"
 PASSWORD = "carol-Secret-42"
@@ -114,8 +115,8 @@ pools {
   }
 }
 """
-        return CharonDaemon(self.namespace, d, strongswan_conf(d, f"{COMMON_PLUGINS} eap-identity eap-radius", 500,
-                                                               plugin_options=extra), swanctl_conf)
+        return start_charon(d, strongswan_conf(d, f"{COMMON_PLUGINS} eap-identity eap-radius", 500,
+                                               plugin_options=extra), swanctl_conf, namespace=self.namespace)
 
     def _client(self, d: Path) -> CharonDaemon:
         (d / "x509ca").mkdir(parents=True)
@@ -127,8 +128,8 @@ pools {
             (("carol", "aes256-sha256-x25519", "aes256gcm16", "eap-ttls", "carol", PASSWORD),
              ("dave", "aes256-sha256-x25519", "aes256gcm16", "eap-ttls", "dave", "not-daves-password")),
             remote_ts="10.1.0.1/32")
-        return CharonDaemon(self.namespace, d, strongswan_conf(d, f"{COMMON_PLUGINS} eap-identity eap-md5 eap-ttls",
-                                                               5500, plugin_options=extra), swanctl_conf)
+        return start_charon(d, strongswan_conf(d, f"{COMMON_PLUGINS} eap-identity eap-md5 eap-ttls", 5500,
+                                               plugin_options=extra), swanctl_conf, namespace=self.namespace)
 
     def stop(self) -> None:
         for daemon in (self.client, self.gateway):

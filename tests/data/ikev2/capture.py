@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.charon import CHARON, SWANCTL, CharonDaemon  # noqa: E402
 from transports.ikev2 import crypto  # noqa: E402
 from transports.ikev2.fragment import FragmentReassembly, fragment_message  # noqa: E402
 from transports.ikev2.message import (  # noqa: E402
@@ -72,8 +73,6 @@ from transports.ikev2.message import (  # noqa: E402
 )
 from transports.ikev2.transforms import Algorithms, parse_proposals, select_proposal  # noqa: E402
 
-CHARON = "/usr/sbin/charon-systemd"
-SWANCTL = "/usr/sbin/swanctl"
 INITIATOR_PORT = 5500
 INITIATOR_NAT_PORT = 5501
 LOCALHOST = "127.0.0.1"
@@ -260,40 +259,18 @@ secrets {{
 """)
 
 
-class Charon:
-    """charon-systemd in its own mount namespace (private /run)."""
+class Charon(CharonDaemon):
+    """charon-systemd in its own mount namespace (private /run); ``swanctl``
+    can also run in the background while this script plays the responder."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        env = dict(os.environ, STRONGSWAN_CONF=str(directory / "strongswan.conf"))
-        self.env = env
-        self.process = subprocess.Popen(
-            ["unshare", "-m", "sh", "-c", f"mount -t tmpfs tmpfs /run && exec {CHARON}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while not (directory / "charon.vici").exists():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError("charon-systemd did not start")
-            time.sleep(0.1)
-        self.swanctl("--load-all", "--file", str(directory / "swanctl.conf"))
+        super().__init__(directory, start_timeout=15)
 
     def swanctl(self, *args: str, wait: bool = True):
-        command = [SWANCTL, *args, "--uri", f"unix://{self.directory}/charon.vici"]
         if wait:
-            return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=60, check=True)
-        return subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def log(self) -> str:
-        path = self.directory / "charon.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            return super().swanctl(*args)
+        return subprocess.Popen([SWANCTL, *args, "--uri", f"unix://{self.vici}"], env=self.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 _SECRET_LINE = re.compile(r"^(\d+)\[(?:IKE|CHD)\] (.+?) => (\d+) bytes @ 0x[0-9a-f]+$")

@@ -125,8 +125,8 @@ class ImvHarness:
 
 
 class PolicyStoreMixin(DatabaseMixin):
-    """A migrated database per test (SQLite, or PostgreSQL when
-    NAC_TEST_POSTGRES_URL names one) behind a real, started PolicyStore:
+    """A migrated database per test (SQLite or PostgreSQL, see
+    tests/postgres.py) behind a real, started PolicyStore:
     ``self.store`` and its ``self.db``."""
 
     def setUp(self):

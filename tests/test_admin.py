@@ -1,5 +1,5 @@
-"""nac-admin, run in-process on a temporary database (SQLite; PostgreSQL too
-when NAC_TEST_POSTGRES_URL is set, see test_db)."""
+"""nac-admin, run in-process on a temporary database (SQLite, and PostgreSQL:
+see tests/postgres.py)."""
 
 from __future__ import annotations
 

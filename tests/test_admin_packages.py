@@ -1,5 +1,5 @@
 """nac-admin packages and group commands, run in-process on a temporary
-database (SQLite; PostgreSQL too when NAC_TEST_POSTGRES_URL is set), and
+database (SQLite and PostgreSQL, see tests/postgres.py), and
 the round trip into the OS IMV: what the admin imports and blacklists is
 what the IMV judges an endpoint by."""
 

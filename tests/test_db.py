@@ -1,9 +1,9 @@
 """nac.db: migrations, engine settings, models, passwords, PolicyDb and PolicyStore.
 
-Database tests run on SQLite (a temporary file) and, when the environment
-variable NAC_TEST_POSTGRES_URL names a PostgreSQL database (for example
-``postgresql+psycopg://nac@localhost/nac_test``), on PostgreSQL too: each
-test there works in a schema of its own, dropped afterwards.
+Database tests run on SQLite (a temporary file) and on PostgreSQL
+(tests/postgres.py: the server NAC_TEST_POSTGRES_URL names, else a private
+one the tests start): each test there works in a schema of its own, dropped
+afterwards.
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ from nac.tnccs.core import Decision, PeerInfo
 from nac.tnccs.imv_manager import Remediation
 from nac.tnccs.recommendations import ImvVerdict
 from tests.nacserver import private_postgres_schema
-
-POSTGRES_URL_ENV = "NAC_TEST_POSTGRES_URL"
+from tests.postgres import PostgresUnavailable, postgres_url
 
 EXPECTED_TABLES = {
     "users", "products", "devices", "groups", "group_devices", "group_identities",
@@ -83,14 +82,15 @@ class SqliteBackend:
 
 
 class PostgresBackend:
-    """Each test gets a fresh schema in the database of NAC_TEST_POSTGRES_URL."""
+    """Each test gets a fresh schema in the tests' PostgreSQL database."""
 
     backend = "postgresql"
 
     def database_url(self) -> str:
-        base = os.environ.get(POSTGRES_URL_ENV)
-        if not base:
-            raise unittest.SkipTest(f"set {POSTGRES_URL_ENV} to run the PostgreSQL tests")
+        try:
+            base = postgres_url()
+        except PostgresUnavailable as why:
+            raise unittest.SkipTest(str(why))
         url, drop = private_postgres_schema(base, "nac_test")
         self.addCleanup(drop)
         return url

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -25,6 +24,7 @@ from nac.db import PolicyDb, make_engine
 from nac.ifimv import ActionRecommendation as A
 from nac.ifimv import EvaluationResult as E
 from tests.nacserver import NacServer, listen_in_netns, make_netns, netns_unavailable, private_postgres_schema
+from tests.postgres import PostgresUnavailable, postgres_url
 
 PASSWORD = "carol's e2e password"
 #: the port the Scanner policy forbids (the example of the issue)
@@ -171,8 +171,8 @@ class OsScannerEndToEndTests(unittest.TestCase):
 
 class PostgresOsScannerEndToEndTests(OsScannerEndToEndTests):
     """The same, with the server's policy database on PostgreSQL (a schema of
-    its own in the database of NAC_TEST_POSTGRES_URL, reached through the
-    Unix socket from inside the namespace)."""
+    its own in the tests' PostgreSQL database, see tests/postgres.py, reached
+    through its Unix socket from inside the namespace)."""
 
     server = None
 
@@ -180,9 +180,10 @@ class PostgresOsScannerEndToEndTests(OsScannerEndToEndTests):
     def database_url(cls) -> str:
         import sqlalchemy as sa
 
-        base = os.environ.get("NAC_TEST_POSTGRES_URL")
-        if not base:
-            raise unittest.SkipTest("set NAC_TEST_POSTGRES_URL to run the PostgreSQL tests")
+        try:
+            base = postgres_url()
+        except PostgresUnavailable as why:
+            raise unittest.SkipTest(str(why))
         url = sa.make_url(base)
         if not url.query.get("host", "").startswith("/"):
             raise unittest.SkipTest("the server runs in a network namespace: NAC_TEST_POSTGRES_URL must "

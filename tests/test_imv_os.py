@@ -1,5 +1,5 @@
-"""The OS IMV against a real policy store (SQLite; PostgreSQL too when
-NAC_TEST_POSTGRES_URL is set), driven through the real TNCS core by PB-TNC
+"""The OS IMV against a real policy store (SQLite and PostgreSQL, see
+tests/postgres.py), driven through the real TNCS core by PB-TNC
 batches of nac's own TNC client running its OS collector over fixture
 files (os-release, /proc, dpkg status): clean hosts, blacklisted and
 outdated packages, forwarding and default passwords, segmented package

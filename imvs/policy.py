@@ -53,6 +53,7 @@ from nac.pa import (
     PaVendor,
     Reassembler,
     SegmentEnvelope,
+    error_attribute,
 )
 from nac.pa.ietf import AssessmentResult, PaTncErrorAttribute, RemediationInstructions
 from nac.pa.segmentation import (
@@ -320,7 +321,7 @@ def reassemble(connection, reassembler: Reassembler, imc_id: int, envelope: Segm
         log.warn("IMV {imv_id} received an invalid segment from IMC {imc}: {err}",
                  imv_id=connection.imv_id, imc=imc_id, err=str(err))
         if not err.in_error_attribute:
-            reply.append(err.to_attribute())
+            reply.append(error_attribute(err))
         return None
     if whole is None:
         log.debug("IMV {imv_id} received {n} bytes of base attribute {base}, asking for the "

@@ -36,6 +36,7 @@ from nac.pa import (
     Reassembler,
     SegmentEnvelope,
     Segmenter,
+    error_attribute,
     pa_error_reply,
 )
 from nac.pa.ietf import PaTncErrorAttribute
@@ -346,7 +347,7 @@ class PaTncImc:
             log.warn("IMC \"{imc}\": bad segment from IMV {imv}: {err}",
                      imc=self.name, imv=message.validator_id, err=str(err))
             if not err.in_error_attribute:
-                reply.append(err.to_attribute())
+                reply.append(error_attribute(err))
             return None
         if whole is None:
             reply.append(NextSegment(envelope.base_attribute_id))

@@ -5,7 +5,7 @@ TCG, ITA-HSR), so :meth:`PaMessage.parse` knows them all.
 """
 
 from nac.pa import ietf, ita, swima, tcg  # noqa: F401  (fill the registry)
-from nac.pa.errors import attribute_type_not_supported_error, pa_error_reply
+from nac.pa.errors import attribute_type_not_supported_error, error_attribute, pa_error_reply
 from nac.pa.ietf import IetfAttributeType, PaTncErrorAttribute
 from nac.pa.message import (
     ATTRIBUTE_HEADER_SIZE,
@@ -49,6 +49,7 @@ __all__ = [
     "UnknownAttribute",
     "attribute_type_name",
     "attribute_type_not_supported_error",
+    "error_attribute",
     "ietf",
     "ita",
     "pa_error_reply",

@@ -6,9 +6,19 @@ from collections.abc import Sequence
 
 from nac.entropy import random_id32
 from nac.pa.ietf import PaTncErrorAttribute
-from nac.pa.message import PaAttribute, PaMessage, PaTncError
+from nac.pa.message import MESSAGE_HEADER_SIZE, PaAttribute, PaMessage, PaTncError, PaTncErrorCode
 
-__all__ = ["attribute_type_not_supported_error", "pa_error_reply"]
+__all__ = ["attribute_type_not_supported_error", "error_attribute", "pa_error_reply"]
+
+
+def error_attribute(error: PaTncError) -> PaTncErrorAttribute:
+    """The IETF PA-TNC Error attribute (RFC 5792 §4.2.8) reporting ``error``."""
+    header = error.message_header[:MESSAGE_HEADER_SIZE].ljust(MESSAGE_HEADER_SIZE, b"\0")
+    if error.code == PaTncErrorCode.VERSION_NOT_SUPPORTED:
+        return PaTncErrorAttribute.version_not_supported(header)
+    if error.code == PaTncErrorCode.ATTRIBUTE_TYPE_NOT_SUPPORTED and error.attribute_header:
+        return PaTncErrorAttribute.attribute_type_not_supported(header, error.attribute_header)
+    return PaTncErrorAttribute.invalid_parameter(header, error.offset)
 
 
 def attribute_type_not_supported_error(message_header: bytes, attribute: PaAttribute) -> PaTncErrorAttribute:
@@ -36,7 +46,7 @@ def pa_error_reply(
     answered at all (§4.2.8): check before calling.
     """
     if isinstance(source, PaTncError):
-        attributes: tuple[PaAttribute, ...] = (source.to_attribute(),)
+        attributes: tuple[PaAttribute, ...] = (error_attribute(source),)
     else:
         header = raw[:8] if raw else source.header
         refused = source.unsupported_noskip() if unsupported is None else unsupported

@@ -136,7 +136,7 @@ class PaTncError(Exception):
     any: what the PA-TNC Error attribute echoes.  ``attribute_type`` is that
     attribute's (vendor, type), for logs and because RFC 5792 §4.2.8 forbids
     answering a malformed PA-TNC Error attribute with another one.
-    :meth:`to_attribute` gives the IETF PA-TNC Error attribute to send back.
+    :func:`nac.pa.errors.error_attribute` gives the IETF PA-TNC Error attribute to send back.
     """
 
     def __init__(
@@ -178,17 +178,6 @@ class PaTncError(Exception):
     def in_error_attribute(self) -> bool:
         """True when the malformed attribute is itself a PA-TNC Error (no reply due)."""
         return self.attribute_type == (PaVendor.IETF, 8)
-
-    def to_attribute(self) -> PaAttribute:
-        """The IETF PA-TNC Error attribute (RFC 5792 §4.2.8) reporting this error."""
-        from nac.pa.ietf import PaTncErrorAttribute  # ietf builds on this module
-
-        header = self.message_header[:MESSAGE_HEADER_SIZE].ljust(MESSAGE_HEADER_SIZE, b"\0")
-        if self.code == PaTncErrorCode.VERSION_NOT_SUPPORTED:
-            return PaTncErrorAttribute.version_not_supported(header)
-        if self.code == PaTncErrorCode.ATTRIBUTE_TYPE_NOT_SUPPORTED and self.attribute_header:
-            return PaTncErrorAttribute.attribute_type_not_supported(header, self.attribute_header)
-        return PaTncErrorAttribute.invalid_parameter(header, self.offset)
 
 
 # --------------------------------------------------------------------------

@@ -353,7 +353,7 @@ def _server(store, options):
 
 
 def _peer():
-    from nac.tnccs.core import PeerInfo
+    from nac.tnccs.assessment import PeerInfo
 
     return PeerInfo("pt-tls", "127.0.0.1", 40000, "carol", auth_method="sasl-plain")
 
@@ -363,7 +363,7 @@ def record_client(core, store, host):
     """One assessment with nac's TNC client and its OS collector: the
     client's batches and the decision."""
     from nac.client.pb_client import PbTncClient
-    from nac.tnccs.core import TransportLimits
+    from nac.tnccs.assessment import TransportLimits
 
     limits = TransportLimits()
     connection = core.open_connection(_peer(), limits)

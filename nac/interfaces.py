@@ -20,9 +20,9 @@ class ITnccsCore(Interface):
         XML protocol of legacy EAP-TNC clients) or 'dynamic' (decided by the
         client's first batch, as strongSwan's tnccs-dynamic does).
 
-        :param peer: a :class:`nac.tnccs.core.PeerInfo` (transport name,
+        :param peer: a :class:`nac.tnccs.assessment.PeerInfo` (transport name,
             address, authenticated identity).
-        :param limits: a :class:`nac.tnccs.core.TransportLimits` (maximum
+        :param limits: a :class:`nac.tnccs.assessment.TransportLimits` (maximum
             batch and PA message size the transport can carry).
         :returns: an :class:`ITnccsConnection`.
         """
@@ -36,14 +36,14 @@ class ITnccsConnection(Interface):
     """
 
     connection_id = Attribute("Connection ID, unique within the process")
-    decision = Attribute("The nac.tnccs.core.Decision once reached, else None")
+    decision = Attribute("The nac.tnccs.assessment.Decision once reached, else None")
     finished = Attribute("True once nothing more may be sent or received")
 
     def receive_batch(data):
         """Process one whole batch from the endpoint.
 
         :returns: a Deferred firing with a
-            :class:`nac.tnccs.core.BatchOutcome` (batches to send, decision
+            :class:`nac.tnccs.assessment.BatchOutcome` (batches to send, decision
             if one was reached, whether the transport should close).  Batches
             passed while an earlier one is still being processed are queued.
         """
@@ -59,7 +59,7 @@ class IImvConnection(Interface):
 
     connection_id = Attribute("Connection ID")
     imv_id = Attribute("The IMV's id (PB-PA Posture Validator Identifier)")
-    peer = Attribute("nac.tnccs.core.PeerInfo of the endpoint")
+    peer = Attribute("nac.tnccs.assessment.PeerInfo of the endpoint")
     preferred_language = Attribute("Accept-Language value of the client, or ''")
     max_message_size = Attribute("Largest PA message the transport carries")
     state = Attribute("Free slot for the IMV's own per-connection state")

@@ -22,7 +22,8 @@ from nac.ifimv import ConnectionState
 from nac.interfaces import IImv
 from nac.pa import PaMessage
 from nac.pb import PbBatch, PbPa
-from nac.tnccs.core import PeerInfo, TnccsCore, TransportLimits
+from nac.tnccs.assessment import PeerInfo, TransportLimits
+from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvManager
 from tests.test_collectors import SWIMA_PACKAGES, Host
 from tests.test_db import DatabaseMixin

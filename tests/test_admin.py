@@ -16,7 +16,7 @@ from nac import admin
 from nac.db import PolicyDb, head_revision, make_engine
 from nac.ifimv import ActionRecommendation as A
 from nac.ifimv import EvaluationResult as E
-from nac.tnccs.core import Decision
+from nac.tnccs.assessment import Decision
 from nac.tnccs.imv_manager import Remediation
 from nac.tnccs.recommendations import ImvVerdict
 from tests.test_db import PostgresBackend, SqliteBackend, peer

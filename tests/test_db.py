@@ -44,7 +44,7 @@ from nac.db.store import (
 from nac.ifimv import ActionRecommendation as A
 from nac.ifimv import EvaluationResult as E
 from nac.interfaces import IPolicyStore
-from nac.tnccs.core import Decision, PeerInfo
+from nac.tnccs.assessment import Decision, PeerInfo
 from nac.tnccs.imv_manager import Remediation
 from nac.tnccs.recommendations import ImvVerdict
 from tests.nacserver import private_postgres_schema

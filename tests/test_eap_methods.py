@@ -35,7 +35,8 @@ from nac.eap.mschapv2 import (
 )
 from nac.eap.packet import EapCode, EapError, EapPacket, EapType, nak_types
 from nac.eap.tnc import EapTnc, PtEap
-from nac.tnccs.core import PeerInfo, TnccsCore
+from nac.tnccs.assessment import PeerInfo
+from nac.tnccs.core import TnccsCore
 from tests.test_eap_ttls import Passwords
 from tests.vectors import VECTORS, vector_path
 

@@ -33,7 +33,8 @@ from nac.eap.tnc import EAP_TNC_LIMITS, EapTnc, PtEap
 from nac.eap.ttls import TtlsServer
 from nac.ifimv import ActionRecommendation as A, EvaluationResult as E
 from nac.pb import BatchType, PbBatch
-from nac.tnccs.core import PeerInfo, TnccsCore
+from nac.tnccs.assessment import PeerInfo
+from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvManager
 from tests.test_eap_tnc import ProductImc, VerdictImv
 from tests.test_eap_ttls import PASSWORDS, PkiMixin

@@ -17,7 +17,8 @@ from nac.eap.outcome import EapOutcome, EapStatus
 from nac.eap.server import EapServerSession, EapSettings, session_factory
 from nac.eap.ttls import TtlsSettings
 from nac.interfaces import IEapSession
-from nac.tnccs.core import PeerInfo, TnccsCore
+from nac.tnccs.assessment import PeerInfo
+from nac.tnccs.core import TnccsCore
 from tests.test_eap_ttls import PASSWORDS, Passwords, PkiMixin, TtlsPeer, converse, eap, mschapv2_reply
 
 PEER = PeerInfo("ikev2", "127.0.0.1", 500)

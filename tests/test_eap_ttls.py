@@ -26,7 +26,7 @@ from nac.eap.server import EapServerSession, EapSettings
 from nac.eap.tls import server_context
 from nac.eap.ttls import TtlsSettings
 from nac.interfaces import IEapSession
-from nac.tnccs.core import PeerInfo
+from nac.tnccs.assessment import PeerInfo
 
 PASSWORDS = {"carol": "K8FW9", "dave": "Secret\u00e9!"}
 

@@ -53,7 +53,8 @@ from nac.pa.swima import (
     SwimaRequestFlag,
 )
 from nac.pb import BatchType as B, Direction, PbBatch, PbPa
-from nac.tnccs.core import PeerInfo, TnccsCore, TransportLimits
+from nac.tnccs.assessment import PeerInfo, TransportLimits
+from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvManager, load_imv
 from tests.posture import ETC, MACHINE_ID, PT_EAP, Assessment, PolicyStoreMixin, run_assessment, tmpdir
 from tests.test_collectors import HISTORY, SWIMA_PACKAGES, Host, sw_id

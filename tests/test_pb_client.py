@@ -47,7 +47,8 @@ from nac.pb import (
     PbRemediationParameters,
     UnknownPbMessage,
 )
-from nac.tnccs.core import PeerInfo, TnccsCore, TransportLimits
+from nac.tnccs.assessment import PeerInfo, TransportLimits
+from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvManager
 from tests.posture import tmpdir
 from tests.test_collectors import Host, attribute_bytes, capture_host, captured_session

@@ -23,7 +23,8 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from nac import config as nac_config
-from nac.tnccs.core import PeerInfo, TnccsCore
+from nac.tnccs.assessment import PeerInfo
+from nac.tnccs.core import TnccsCore
 from tests.nacserver import REPO, NacServer, repo_env
 from transports.pt_tls import service as pt_service
 from transports.pt_tls import workers as w

@@ -25,7 +25,7 @@ from nac import log as nac_log
 from nac.eap.outcome import EapOutcome, EapStatus
 from nac.ifimv import ActionRecommendation, EvaluationResult
 from nac.interfaces import IEapSession, IEnforcement
-from nac.tnccs.core import Decision, PeerInfo
+from nac.tnccs.assessment import Decision, PeerInfo
 from tests.test_radius_packet import independent_mppe_decrypt
 from transports.radius.enforcement import RadiusEnforcement
 from transports.radius.packet import (

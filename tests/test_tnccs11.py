@@ -19,7 +19,7 @@ from nac.ifimv import ActionRecommendation as A, ConnectionState, EvaluationResu
 from nac.interfaces import IImvConnection, IPolicyStore, ITnccsConnection
 from nac.pa import PaMessage
 from nac.pa.ietf import AssessmentResult, AttributeRequest, ProductInformation
-from nac.tnccs.core import TransportLimits
+from nac.tnccs.assessment import TransportLimits
 from nac.tnccs.tnccs11 import (
     MAX_DEPTH,
     BatchLayout,

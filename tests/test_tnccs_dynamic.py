@@ -13,7 +13,8 @@ from nac.ifimv import ActionRecommendation as A, ConnectionState, EvaluationResu
 from nac.interfaces import ITnccsConnection, ITnccsCore
 from nac.pb.batch import BatchType, Direction, PbBatch
 from nac.pb.messages import AccessRecommendation, PbAccessRecommendation, PbLanguagePreference
-from nac.tnccs.core import PeerInfo, TnccsCore
+from nac.tnccs.assessment import PeerInfo
+from nac.tnccs.core import TnccsCore
 from nac.tnccs.dynamic import DynamicTnccsConnection, TnccsProtocol, detect_protocol
 from nac.tnccs.imv_manager import ImvManager
 from nac.tnccs.pb_server import PbTncServerConnection

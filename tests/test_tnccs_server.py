@@ -27,7 +27,7 @@ from nac.pb.messages import (
     PbReasonString,
     UnknownPbMessage,
 )
-from nac.tnccs.core import TransportLimits
+from nac.tnccs.assessment import TransportLimits
 from tests.posture import VECTORS, CoreHarness, ScriptedImv
 from tests.vectors import records
 

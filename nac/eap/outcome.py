@@ -37,7 +37,7 @@ class EapOutcome:
     """The identity the peer authenticated as (inner identity for tunnelled
     methods), or the EAP-Response/Identity value before that."""
     decision: object | None = None
-    """The nac.tnccs.core.Decision of the posture exchange run inside the
+    """The nac.tnccs.assessment.Decision of the posture exchange run inside the
     conversation, or None when no posture exchange took place."""
     reason: str = ""
     """Why the conversation failed or was discarded, for the transport's log

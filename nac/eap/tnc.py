@@ -27,7 +27,7 @@ from nac.eap.fragments import EAP_TNC, PT_EAP, FragmentChannel, FragmentError, F
 from nac.eap.method import EapMethod, MethodStep, as_deferred
 from nac.eap.packet import EapPacket, EapType
 from nac.log import Logger
-from nac.tnccs.core import TransportLimits
+from nac.tnccs.assessment import TransportLimits
 
 __all__ = ["EAP_TNC_LIMITS", "EapTnc", "PostureMethod", "PtEap"]
 
@@ -44,7 +44,7 @@ the TNCCS layer applies its own, smaller batch limit after that."""
 class PostureMethod(EapMethod):
     """Base of PT-EAP and EAP-TNC: one TNCCS connection on the core.
 
-    ``peer`` is the nac.tnccs.core.PeerInfo the assessment is recorded under
+    ``peer`` is the nac.tnccs.assessment.PeerInfo the assessment is recorded under
     (the authenticated identity); ``fragment_size`` bounds the type-data of
     each packet (None: one packet per batch, as strongSwan sends them).
     """

@@ -120,7 +120,7 @@ class TtlsSettings:
 class TtlsServer(EapMethod):
     """One EAP-TTLS conversation, server side.
 
-    ``peer`` is the transport's nac.tnccs.core.PeerInfo; the posture
+    ``peer`` is the transport's nac.tnccs.assessment.PeerInfo; the posture
     exchange gets a copy with the authenticated identity.
     """
 

@@ -4,7 +4,7 @@ PB-TNC (RFC 5793) and IF-TNCCS 1.1 (TCG XML) differ only in how batches
 look on the wire.  Behind the codec they do the same work, which lives here
 once: the IMVs' handle on the connection (IF-IMV's TNC_TNCS_* back-calls),
 PA message dispatch with PA-TNC error replies, bounded rounds that end in
-solicited recommendations, the combined :class:`~nac.tnccs.core.Decision`,
+solicited recommendations, the combined :class:`~nac.tnccs.assessment.Decision`,
 recording in the policy store, and the serialisation of batches handed in
 while an earlier one is still being processed.
 
@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from nac.ifimv import ActionRecommendation, ConnectionState, EvaluationResult
 from nac.log import Logger
 from nac.pa import PaMessage, PaTncError, pa_error_reply
-from nac.tnccs.core import BatchOutcome, Decision
+from nac.tnccs.assessment import BatchOutcome, Decision
 from nac.tnccs.imv_manager import ImvConnection, OutgoingPaMessage, ReceivedPaMessage
 from nac.tnccs.recommendations import combine
 
@@ -53,7 +53,7 @@ class TnccsServerConnection:
     """Base of the TNCS side of one TNCCS connection.
 
     Subclasses implement :meth:`_process` (one received batch in, a
-    :class:`~nac.tnccs.core.BatchOutcome` out) and :meth:`_wrap_pa` (an IMV's
+    :class:`~nac.tnccs.assessment.BatchOutcome` out) and :meth:`_wrap_pa` (an IMV's
     outgoing PA message as the protocol's message object, kept in
     ``self._queue`` until a batch takes it).  They provide the
     :class:`nac.interfaces.ITnccsConnection` contract through this class.

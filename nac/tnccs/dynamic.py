@@ -18,7 +18,7 @@ from zope.interface import implementer
 from nac.interfaces import ITnccsConnection
 from nac.log import Logger
 from nac.pb.messages import PB_TNC_VERSION
-from nac.tnccs.core import BatchOutcome
+from nac.tnccs.assessment import BatchOutcome
 from nac.tnccs.pb_server import PbTncServerConnection
 from nac.tnccs.tnccs11 import Tnccs11ServerConnection, looks_like_tnccs11
 

@@ -38,7 +38,7 @@ from nac.pb.messages import (
     PbTncError,
 )
 from nac.tnccs.connection import TnccsServerConnection
-from nac.tnccs.core import BatchOutcome
+from nac.tnccs.assessment import BatchOutcome
 from nac.tnccs.imv_manager import OutgoingPaMessage
 
 log = Logger(namespace="nac.tnccs.pb")

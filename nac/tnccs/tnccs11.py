@@ -48,7 +48,7 @@ from nac.ifimv import ANY_IMC_ID, ANY_SUBTYPE, ANY_VENDOR, ActionRecommendation,
 from nac.interfaces import ITnccsConnection
 from nac.log import Logger
 from nac.tnccs.connection import TnccsServerConnection
-from nac.tnccs.core import BatchOutcome
+from nac.tnccs.assessment import BatchOutcome
 from nac.tnccs.imv_manager import OutgoingPaMessage
 
 log = Logger(namespace="nac.tnccs.tnccs11")

@@ -75,7 +75,7 @@ from twisted.internet import defer
 
 from nac.eap.outcome import EapOutcome, EapStatus
 from nac.log import Logger
-from nac.tnccs.core import PeerInfo
+from nac.tnccs.assessment import PeerInfo
 from transports.ikev2 import crypto
 from transports.ikev2.fragment import (
     DEFAULT_FRAGMENT_SIZE,

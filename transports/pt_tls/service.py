@@ -21,7 +21,7 @@ from zope.interface import implementer
 from nac.certs import certificate_identity
 from nac.interfaces import IPostureTransport
 from nac.log import Logger
-from nac.tnccs.core import PeerInfo, TransportLimits
+from nac.tnccs.assessment import PeerInfo, TransportLimits
 from transports.pt_tls import negotiation as ptn
 from transports.pt_tls.tls import TlsServerFactory, server_context
 

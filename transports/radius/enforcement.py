@@ -55,7 +55,7 @@ _PLAIN_ACCEPT = RadiusEnforcementAction(True, (), "no posture assessment, no enf
 
 @implementer(IEnforcement)
 class RadiusEnforcement:
-    """Maps a :class:`nac.tnccs.core.Decision` to reply attributes.
+    """Maps a :class:`nac.tnccs.assessment.Decision` to reply attributes.
 
     The attributes of each access level are built once, here: the per-reply
     path only looks them up.

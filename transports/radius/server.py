@@ -59,7 +59,7 @@ from twisted.internet import defer
 from nac.entropy import random_bytes as pool_bytes
 from nac.eap.outcome import EapOutcome, EapStatus
 from nac.log import Logger, LogLevel
-from nac.tnccs.core import PeerInfo
+from nac.tnccs.assessment import PeerInfo
 from transports.radius.enforcement import RadiusEnforcement, RadiusEnforcementAction
 from transports.radius.packet import (
     HEADER_SIZE,

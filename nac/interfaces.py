@@ -48,6 +48,19 @@ class ITnccsConnection(Interface):
             passed while an earlier one is still being processed are queued.
         """
 
+    def receive_acknowledgement():
+        """The endpoint acknowledged the last batch without a batch of its
+        own: IF-TNCCS 1.1 over EAP-TNC, whose clients answer with an empty
+        message when their collectors have nothing to say (strongSwan's does
+        after a request it cannot serve).
+
+        :returns: for IF-TNCCS 1.1, a Deferred firing with the
+            :class:`nac.tnccs.assessment.BatchOutcome` of the batch carrying
+            the recommendation, which the IMVs are asked for now; None where
+            every turn is a batch (PB-TNC, or no protocol chosen yet), and the
+            transport treats the empty message as an error.
+        """
+
     def abort(reason):
         """The transport lost the endpoint (timeout, disconnect): release all
         state, notify the IMVs, and never reply again."""

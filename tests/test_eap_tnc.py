@@ -60,6 +60,16 @@ class VerdictImv:
         connection.provide_recommendation(self.rec, self.ev)
 
 
+@implementer(IImv)
+class AskingImv(VerdictImv):
+    """Asks the endpoint's OS collector something (as the SWIMA IMV asks for
+    an inventory) and decides only when solicited."""
+
+    def receive_message(self, connection, message):
+        self.received.append(message)
+        connection.send_message(IETF, OS, PaMessage(7, (ProductInformation(0, 0, "asking"),)).build())
+
+
 @implementer(IImc)
 class ProductImc:
     """An OS collector that reports its product at the start of the handshake."""
@@ -206,6 +216,41 @@ class EapTncTests(PkiMixin, unittest.TestCase):
         (batch,) = posture.received
         self.assertIn(b'Recipient="TNCC"', batch)
         self.assertIn(b'<TNCCS-Recommendation type="allow">', batch)
+
+    def test_an_empty_acknowledgement_before_the_decision_gets_the_recommendation(self):
+        """strongSwan's client answers a batch its collectors cannot serve
+        with an empty EAP-TNC response (02 id 00 06 26 01): the TNCS decides
+        then and sends the recommendation in the next batch."""
+        imv = AskingImv(A.ISOLATE, E.NONCOMPLIANT_MINOR)
+        core = TnccsCore(ImvManager([imv]))
+        # the first batch of eapol_test with strongSwan's OS and Scanner IMCs
+        first = [r for r in vector_records("strongswan-radius/r1-eapol-imcs-allowed.jsonl")
+                 if r["layer"] == "tnccs-1.1"][0]
+        posture = Tnccs11Peer(first["text"].encode())
+        session = self.session(posture=lambda peer: EapTnc(core, peer), inner_methods=("md5",))
+        peer = self.peer(tls_version="1.2", posture=posture)
+        outcome, _ = converse(self, session, peer)
+        self.assertEqual(outcome.status, EapStatus.SUCCESS)
+        self.assertEqual(outcome.decision.access, "isolate")
+        acks = [p for d, p in peer.inner_packets if d == "c2s" and p[4] == 38 and len(p) == 6]
+        self.assertEqual([p[2:] for p in acks], [bytes.fromhex("00062601")] * 2)
+        asked, decided = posture.received
+        self.assertIn(b'BatchId="2"', asked)
+        self.assertIn(b"<IMC-IMV-Message>", asked)
+        self.assertNotIn(b"TNCCS-Recommendation", asked)
+        # the empty turn took no BatchId: the client numbers only what it sends
+        self.assertIn(b'BatchId="3"', decided)
+        self.assertIn(b'<TNCCS-Recommendation type="isolate">', decided)
+        self.assertEqual(core.connections, {})
+
+    def test_an_empty_message_opening_the_exchange_fails(self):
+        core = TnccsCore(ImvManager([VerdictImv()]))
+        posture = Tnccs11Peer(b"")
+        session = self.session(posture=lambda peer: EapTnc(core, peer))
+        outcome, _ = converse(self, session, self.peer(posture=posture))
+        self.assertEqual(outcome.status, EapStatus.FAILURE)
+        self.assertIsNone(outcome.decision)
+        self.assertEqual(core.connections, {})
 
     def test_tnccs11_denied_ends_in_failure(self):
         core = TnccsCore(ImvManager([VerdictImv(A.NO_ACCESS, E.NONCOMPLIANT_MAJOR)]))

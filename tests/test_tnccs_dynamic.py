@@ -84,6 +84,8 @@ class DynamicConnectionTests(unittest.TestCase):
         self.assertIsInstance(h.conn, DynamicTnccsConnection)
         verifyObject(ITnccsConnection, h.conn)
         self.assertEqual((h.conn.protocol, h.conn.decision, h.conn.finished), (None, None, False))
+        # no protocol yet: an empty message cannot be an acknowledgement
+        self.assertIsNone(h.conn.receive_acknowledgement())
 
         out = h.send(first_record(EAPOL_TEST_FIRST, "tnccs-1.1"))
         self.assertEqual(h.conn.protocol, TnccsProtocol.TNCCS_1_1)

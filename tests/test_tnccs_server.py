@@ -106,6 +106,8 @@ class CapturedSessionTests(unittest.TestCase):
         h = Harness(self, imvs)
         verifyObject(ITnccsConnection, h.conn)
 
+        # PB-TNC has no turn without a batch
+        self.assertIsNone(h.conn.receive_acknowledgement())
         out = h.send(self.client[0])
         (sdata,) = out.parsed
         self.assertEqual(sdata.batch_type, BatchType.SDATA)

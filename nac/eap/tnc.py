@@ -8,7 +8,9 @@ carries IF-TNCCS 1.1 or PB-TNC, told apart by the client's first batch
 (the core's 'dynamic' protocol, as strongSwan's tnccs-dynamic).
 
 The exchange, as hostapd and strongSwan run it inside EAP-TTLS: the server's
-Start; the client's first batch; batch for batch until the TNCS has decided;
+Start; the client's first batch; batch for batch until the TNCS has decided
+(an IF-TNCCS 1.1 client with nothing to send answers a batch with an empty
+message, upon which the TNCS decides);
 the client's last message (PB-TNC: its CLOSE batch after the RESULT;
 IF-TNCCS 1.1: an empty acknowledgement of the batch with the
 recommendation) ends the method.  The method succeeds when access is
@@ -94,7 +96,12 @@ class PostureMethod(EapMethod):
                 return self._send_batch(self._pending.pop(0))
             if self.connection.finished:
                 return self._finish()
-            return self._fail(f"empty {self.label} message before the assessment ended")
+            # IF-TNCCS 1.1: the client's collectors have nothing to say
+            acknowledged = self.connection.receive_acknowledgement()
+            if acknowledged is None:
+                return self._fail(f"empty {self.label} message before the assessment ended")
+            acknowledged.addCallbacks(self._batch_outcome, self._core_failed)
+            return acknowledged
         d = self.connection.receive_batch(message)
         d.addCallbacks(self._batch_outcome, self._core_failed)
         return d

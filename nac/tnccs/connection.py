@@ -91,6 +91,13 @@ class TnccsServerConnection:
         """The protocol message carrying ``msg``, or None when it cannot be sent."""
         raise NotImplementedError
 
+    ACKNOWLEDGEMENTS: ClassVar[bool] = False
+    """Whether the endpoint may acknowledge a batch without one of its own
+    (then :meth:`_acknowledged` answers it)."""
+
+    async def _acknowledged(self) -> BatchOutcome:
+        raise NotImplementedError
+
     # -- IImvConnection back-calls --------------------------------------------------
 
     def queue_pa_message(self, msg: OutgoingPaMessage) -> None:
@@ -112,10 +119,19 @@ class TnccsServerConnection:
     # -- ITnccsConnection -------------------------------------------------------------
 
     def receive_batch(self, data: bytes) -> defer.Deferred:
+        data = bytes(data)
+        return self._in_turn(lambda: self._process(data))
+
+    def receive_acknowledgement(self) -> defer.Deferred | None:
+        return self._in_turn(self._acknowledged) if self.ACKNOWLEDGEMENTS else None
+
+    def _in_turn(self, work) -> defer.Deferred:
+        """``work()`` (a coroutine) once everything the endpoint sent before
+        has been processed; a Deferred of its result."""
         d = defer.Deferred()
 
         def run(_):
-            inner = defer.ensureDeferred(self._process(bytes(data)))
+            inner = defer.ensureDeferred(work())
             inner.chainDeferred(d)
             return inner.addErrback(lambda _f: None)
 

@@ -94,6 +94,10 @@ class DynamicTnccsConnection:
             self.delegate = server(self.core, self.connection_id, self.peer, self.limits)
         return self.delegate.receive_batch(data)
 
+    def receive_acknowledgement(self) -> defer.Deferred | None:
+        # before the first batch there is no protocol that has acknowledgements
+        return self.delegate.receive_acknowledgement() if self.delegate is not None else None
+
     def abort(self, reason: str) -> None:
         if self.delegate is not None:
             self.delegate.abort(reason)

@@ -676,6 +676,8 @@ class Tnccs11ServerConnection(TnccsServerConnection):
     """What nac writes: the layout wpa_supplicant's own TNCC writes, with the
     standard Recipient="TNCC" (hostapd writes "TNCS", a known quirk)."""
 
+    ACKNOWLEDGEMENTS = True
+
     def __init__(self, core, connection_id: int, peer, limits):
         super().__init__(core, connection_id, peer, limits)
         self.batch_id = 0
@@ -735,6 +737,17 @@ class Tnccs11ServerConnection(TnccsServerConnection):
                 return BatchOutcome(batches=[self._build(messages)])
             verdict = await self._solicit()
         return self._send_recommendation(*verdict)
+
+    async def _acknowledged(self) -> BatchOutcome:
+        # As strongSwan's TNCS: an empty turn of the client takes no BatchId
+        # (the client numbers only the batches it sends); nothing more will
+        # come from its collectors, so the IMVs decide now and the next
+        # batch carries the recommendation.
+        if self.finished:
+            return BatchOutcome(close=True, decision=self.decision)
+        log.info("TNC client acknowledged TNCCS Batch #{id} without a batch on Connection ID {cid}; "
+                 "soliciting recommendations", id=self.batch_id, cid=self.connection_id)
+        return self._send_recommendation(*await self._solicit())
 
     async def _handle_messages(self, batch: TnccsBatch) -> bool:
         """Dispatch the messages of a batch; True if the client sent a TNCCS-Error."""

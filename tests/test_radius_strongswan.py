@@ -12,7 +12,7 @@ EAP-TTLS/EAP-MD5.  Each charon runs in its own mount namespace (a private
 * the road warrior's IKE_SA is established with its CHILD_SA installed, the
   gateway logs the RADIUS authentication as successful, and nac sends
   Access-Accept with the MS-MPPE keys the gateway uses for its AUTH payload;
-* a wrong password: AUTHENTICATION_FAILED at the road warrior, Access-Reject
+* a wrong password: an EAP-Failure at the road warrior, Access-Reject
   at nac;
 * new conversations are served by both of nac's processes, whichever of
   the gateway's source ports their requests come from.

@@ -26,9 +26,9 @@ What it does:
   5998); the EAP conversation (EAP-TTLS with PT-EAP inside, EAP-MD5 …) in as
   many IKE_AUTH exchanges as it takes; AUTH from the MSK (or SK_pi/SK_pr for
   methods without one) both ways; the first CHILD_SA with a virtual IP.
-  EAP-Failure, a denied posture or a wrong AUTH end it with
-  AUTHENTICATION_FAILED (next to the EAP-Failure, so that a strongSwan
-  client reports exactly that) and every trace of the IKE SA removed.
+  EAP-Failure or a denied posture end it with the EAP-Failure alone (as
+  strongSwan's responder: the client reports the EAP failure), a wrong AUTH
+  with AUTHENTICATION_FAILED, and every trace of the IKE SA is removed.
   INITIAL_CONTACT replaces the older IKE SAs of the same identities.
 * CHILD_SAs: ESP proposal selection from ``esp_proposals`` (with PFS in
   CREATE_CHILD_SA), traffic selectors narrowed to ``allow_ts`` or, when the
@@ -995,9 +995,11 @@ class IkeResponder:
         if outcome.packet and len(outcome.packet) > 1:
             identifier = outcome.packet[1]
         failure = outcome.packet if status is EapStatus.FAILURE and outcome.packet else bytes((4, identifier, 0, 4))
-        log.info("EAP authentication of '{peer}' failed: {reason}; sending EAP_FAILURE and "
-                 "AUTHENTICATION_FAILED", peer=outcome.identity or sa.identity, reason=reason)
-        return [Eap(failure), Notify(NotifyType.AUTHENTICATION_FAILED)]
+        # no AUTHENTICATION_FAILED beside the EAP-Failure (strongSwan's
+        # responder leaves it out too): the client reports the EAP failure
+        log.info("EAP authentication of '{peer}' failed: {reason}; sending EAP_FAILURE",
+                 peer=outcome.identity or sa.identity, reason=reason)
+        return [Eap(failure)]
 
     def _final_ike_auth(self, sa: IkeSa, inner: Sequence[Payload]) -> list[Payload]:
         auth = _first(inner, Authentication)

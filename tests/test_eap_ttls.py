@@ -23,10 +23,13 @@ from nac.eap.fragments import EAP_TTLS, FragmentChannel
 from nac.eap.outcome import EapStatus
 from nac.eap.packet import EapPacket, EapType
 from nac.eap.server import EapServerSession, EapSettings
-from nac.eap.tls import server_context
+from nac.eap.tls import TlsError, TlsTunnel, peer_context, server_context
+from nac.eap.tnc import PtEap
 from nac.eap.ttls import TtlsSettings
 from nac.interfaces import IEapSession
 from nac.tnccs.assessment import PeerInfo
+from nac.tnccs.core import TnccsCore
+from twisted.logger import formatEvent, globalLogPublisher
 
 PASSWORDS = {"carol": "K8FW9", "dave": "Secret\u00e9!"}
 
@@ -267,6 +270,54 @@ class TtlsKeyTests(PkiMixin, unittest.TestCase):
         self.assertEqual(self.passwords.asked, [])
 
 
+class TlsTunnelEndTests(PkiMixin, unittest.TestCase):
+    """How the end of a tunnel by the peer is reported."""
+
+    def tunnels(self, version: str) -> tuple[TlsTunnel, TlsTunnel]:
+        server = TlsTunnel(self.context())
+        client = TlsTunnel(peer_context(cacert=self.pki.ca_cert, min_tls_version=version,
+                                        max_tls_version=version), client=True)
+        client.receive(b"")
+        return server, client
+
+    def established(self, version: str) -> tuple[TlsTunnel, TlsTunnel]:
+        server, client = self.tunnels(version)
+        while not (server.handshake_done and client.handshake_done):
+            server.receive(client.data_to_send())
+            client.receive(server.data_to_send())
+        return server, client
+
+    def test_close_notify_after_the_handshake(self):
+        for version in ("1.2", "1.3"):
+            server, client = self.established(version)
+            client._conn.shutdown()
+            server.receive(client.data_to_send())
+            error = self.assertRaises(TlsError, server.read)
+            self.assertEqual((str(error), error.peer_closed),
+                             ("the peer closed the TLS connection (close_notify)", True))
+
+    def test_close_notify_sent_as_a_fatal_alert(self):
+        # strongSwan's TLS stack closes with level 2 (fatal): OpenSSL reports
+        # it, at TLS 1.2, as an error without a reason ("OpenSSL error" before)
+        server, client = self.tunnels("1.2")
+        client_hello = client.data_to_send()
+        error = self.assertRaises(TlsError, server.receive, client_hello + bytes.fromhex("15030300020200"))
+        self.assertEqual((str(error), error.peer_closed),
+                         ("the peer closed the TLS connection (close_notify as a fatal alert)", True))
+
+    def test_another_fatal_alert_is_named(self):
+        server, client = self.tunnels("1.2")
+        error = self.assertRaises(TlsError, server.receive, client.data_to_send() + bytes.fromhex("15030300020228"))
+        self.assertTrue(error.peer_closed)
+        self.assertEqual(str(error), "the peer ended the TLS connection with a fatal alert: tls alert handshake failure")
+
+    def test_a_failure_of_our_own_is_not_the_peers_end(self):
+        server, _ = self.tunnels("1.2")
+        error = self.assertRaises(TlsError, server.receive, b"\x16\x03\x03\x00\x05" + b"\xff" * 5)
+        self.assertFalse(error.peer_closed)
+        self.assertTrue(str(error).startswith("TLS handshake failed: "), str(error))
+
+
 def peer_last_id(outcome) -> int:
     return outcome.packet[1]
 
@@ -393,6 +444,29 @@ class MalformedTests(PkiMixin, unittest.TestCase):
         outcome, _ = converse(self, self.session(), self.peer_with(WrongId))
         self.assertEqual(outcome.status, EapStatus.FAILURE)
         self.assertIn("identifier", outcome.reason)
+
+    def test_peer_closing_the_tunnel_during_the_posture_assessment_is_named(self):
+        """A client that ends the tunnel with close_notify in phase 2, as
+        strongSwan's does after a fatal PB-TNC error, is logged as such."""
+        class Closing(eap_peer.TtlsPeer):
+            def phase2(self, data):
+                request = EapPacket.parse([a for a in parse_avps(data) if a.code == AvpCode.EAP_MESSAGE][0].data)
+                if request.type == EapType.PT_EAP:
+                    self._tunnel._conn.shutdown()  # the close_notify record, nothing else
+                    return b""
+                return super().phase2(data)
+
+        core = TnccsCore()
+        session = self.session(posture=lambda peer: PtEap(core, peer))
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        outcome, _ = converse(self, session, self.peer_with(Closing, tnc="pt-eap"))
+        self.assertEqual(outcome.status, EapStatus.FAILURE)
+        self.assertEqual(outcome.reason, "the peer closed the TLS connection (close_notify) during the posture "
+                                         "assessment (EAP_PT_EAP)")
+        self.assertIn("EAP_TTLS: " + outcome.reason, [formatEvent(e) for e in events])
+        self.assertEqual(core.connections, {})
 
     def test_silent_peer_is_asked_for_its_identity(self):
         class Silent(eap_peer.TtlsPeer):

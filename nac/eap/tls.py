@@ -27,7 +27,12 @@ _READ_SIZE = 65536
 
 class TlsError(Exception):
     """The TLS layer failed (handshake failure, alert, close); the message
-    is OpenSSL's reason, which never holds key material."""
+    is OpenSSL's reason, which never holds key material.  ``peer_closed``:
+    the other end ended the connection (close_notify or a fatal alert)."""
+
+    def __init__(self, message: str, *, peer_closed: bool = False):
+        super().__init__(message)
+        self.peer_closed = peer_closed
 
 
 def server_context(*, cert: Path, key: Path, ca: Path | None = None, client_cert: str = "none",
@@ -104,10 +109,26 @@ def peer_context(*, cacert: str | Path, min_tls_version: str = "1.2", max_tls_ve
     return ctx
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception, default: str = "OpenSSL error") -> str:
     if isinstance(exc, SSL.Error) and exc.args and isinstance(exc.args[0], list):
-        return "; ".join(str(e[-1]) for e in exc.args[0] if e) or "OpenSSL error"
-    return getattr(exc, "strerror", None) or str(exc)
+        return "; ".join(str(e[-1]) for e in exc.args[0] if e and e[-1]) or default
+    return getattr(exc, "strerror", None) or str(exc) or default
+
+
+def _tls_error(exc: SSL.Error, conn: SSL.Connection, doing: str) -> TlsError:
+    """The TlsError for ``exc`` raised while ``doing``: a peer that ended the
+    connection is named as such.  strongSwan closes its tunnels with a
+    close_notify of level fatal, which OpenSSL reports (TLS 1.2) as an error
+    without a reason, not as the end of the data."""
+    if isinstance(exc, SSL.ZeroReturnError):
+        return TlsError("the peer closed the TLS connection (close_notify)", peer_closed=True)
+    if conn.get_shutdown() & SSL.RECEIVED_SHUTDOWN:
+        reason = _reason(exc, default="")
+        if not reason:
+            return TlsError("the peer closed the TLS connection (close_notify as a fatal alert)",
+                            peer_closed=True)
+        return TlsError(f"the peer ended the TLS connection with a fatal alert: {reason}", peer_closed=True)
+    return TlsError(f"{doing}: {_reason(exc)}")
 
 
 class TlsTunnel:
@@ -139,7 +160,7 @@ class TlsTunnel:
                 return
             except SSL.Error as exc:
                 self.closed = True
-                raise TlsError(f"TLS handshake failed: {_reason(exc)}") from None
+                raise _tls_error(exc, self._conn, "TLS handshake failed") from None
             self.handshake_done = True
 
     def data_to_send(self) -> bytes:
@@ -167,12 +188,9 @@ class TlsTunnel:
                 chunks.append(self._conn.recv(_READ_SIZE))
             except SSL.WantReadError:
                 break
-            except SSL.ZeroReturnError:
-                self.closed = True
-                raise TlsError("the peer closed the TLS connection") from None
             except SSL.Error as exc:
                 self.closed = True
-                raise TlsError(f"TLS error: {_reason(exc)}") from None
+                raise _tls_error(exc, self._conn, "TLS error") from None
         return b"".join(chunks)
 
     def write(self, data: bytes) -> None:
@@ -181,7 +199,7 @@ class TlsTunnel:
             self._conn.sendall(data)
         except SSL.Error as exc:
             self.closed = True
-            raise TlsError(f"TLS error: {_reason(exc)}") from None
+            raise _tls_error(exc, self._conn, "TLS error") from None
 
     # -- what was negotiated -------------------------------------------------------------
 

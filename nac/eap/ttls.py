@@ -190,6 +190,9 @@ class TtlsServer(EapMethod):
                 self._tunnel.receive(message)
             data = self._tunnel.read()
         except TlsError as err:
+            if err.peer_closed and self._phase == "posture":
+                # strongSwan's client does so after a fatal PB-TNC error
+                return self._fail(f"{err} during the posture assessment ({self._posture.label})")
             return self._fail(str(err))
         if not data:
             return self._phase2_empty()

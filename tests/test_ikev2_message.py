@@ -385,6 +385,19 @@ class PayloadTests(unittest.TestCase):
         self.assertEqual(str(IDi(IdType.ID_NULL, b"")), "%any")
         self.body_error(PayloadType.IDi, b"\x02\x00", 0)
 
+    def test_distinguished_names_print_as_strongswan_prints_them(self) -> None:
+        # C=CH, O=strongSwan, CN=carol: PrintableString, UTF8String, UTF8String (DER by hand)
+        der = bytes.fromhex("3032" "310b3009060355040613024348"
+                            "3113301106035504" "0a0c0a" + b"strongSwan".hex() +
+                            "310e300c06035504030c05" + b"carol".hex())
+        self.assertEqual(str(IDi(IdType.ID_DER_ASN1_DN, der)), "C=CH, O=strongSwan, CN=carol")
+        # a control character of the peer's choosing cannot break the log line
+        evil = bytes.fromhex("3011310f300d06035504030c06") + b"a\nb\x1b[m"
+        self.assertEqual(str(IDr(IdType.ID_DER_ASN1_DN, evil)), "CN=a\\x0ab\\x1b[m")
+        # not a Name: the bytes in hex, as before
+        self.assertEqual(str(IDi(IdType.ID_DER_ASN1_DN, b"\x30\x03\x01\x01\x00")), "ID_DER_ASN1_DN:3003010100")
+        self.assertEqual(str(IDi(IdType.ID_FQDN, b"moon\n")), "moon\\x0a")
+
     def test_identification_reserved_octets_kept_for_auth(self) -> None:
         body = b"\x02\x01\x02\x03moon"
         parsed = IkeMessage.parse(message_with((PayloadType.IDr, 0, body))).payloads[0]

@@ -29,6 +29,10 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import ClassVar, Protocol, Union
 
+from pyasn1.type import char
+
+from nac.escape import printable
+
 __all__ = [
     "HEADER_SIZE",
     "IKE_MAJOR_VERSION",
@@ -706,10 +710,50 @@ class _Identification:
         if self.id_type == IdType.ID_IPV6_ADDR and len(self.data) == 16:
             return str(ipaddress.IPv6Address(self.data))
         if self.id_type in (IdType.ID_FQDN, IdType.ID_RFC822_ADDR):
-            return self.data.decode("utf-8", "backslashreplace")
+            return printable(self.data.decode("utf-8", "backslashreplace"))
         if self.id_type == IdType.ID_NULL:
             return "%any"
+        if self.id_type == IdType.ID_DER_ASN1_DN:
+            text = distinguished_name(self.data)
+            if text is not None:
+                return text
         return f"{_name(IdType, self.id_type)}:{self.data.hex()}"
+
+
+#: attribute types of distinguished names by the short names strongSwan prints
+DN_ATTRIBUTE_NAMES = {
+    "2.5.4.3": "CN", "2.5.4.4": "SN", "2.5.4.5": "serialNumber", "2.5.4.6": "C", "2.5.4.7": "L",
+    "2.5.4.8": "ST", "2.5.4.9": "street", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.12": "T",
+    "2.5.4.13": "D", "2.5.4.17": "postalCode", "2.5.4.41": "N", "2.5.4.42": "G", "2.5.4.43": "I",
+    "2.5.4.44": "genQualifier", "2.5.4.45": "ID", "2.5.4.46": "dnQualifier", "2.5.4.65": "pseudonym",
+    "1.2.840.113549.1.9.1": "E", "0.9.2342.19200300.100.1.1": "UID", "0.9.2342.19200300.100.1.25": "DC",
+}
+
+
+def distinguished_name(der: bytes) -> str | None:
+    """A DER distinguished name (an ID_DER_ASN1_DN identity) as text, the way
+    strongSwan prints it (``C=CH, O=strongSwan, CN=carol``), its values
+    escaped for a log line; None when ``der`` is not a Name."""
+    from pyasn1.codec.der import decoder
+    from pyasn1.error import PyAsn1Error
+    from pyasn1_modules import rfc5280
+
+    try:
+        name, rest = decoder.decode(der, asn1Spec=rfc5280.Name())
+        if rest:
+            return None
+        parts = []
+        for rdn in name[0]:
+            for attribute in rdn:
+                oid = str(attribute["type"])
+                value, _ = decoder.decode(attribute["value"])
+                # a string type as its text, anything else as RFC 4514's #hex of its DER
+                text = str(value) if isinstance(value, char.AbstractCharacterString) else \
+                    "#" + bytes(attribute["value"]).hex()
+                parts.append(f"{DN_ATTRIBUTE_NAMES.get(oid, oid)}={printable(text)}")
+    except (PyAsn1Error, ValueError, TypeError, UnicodeError):
+        return None
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

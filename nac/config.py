@@ -226,6 +226,20 @@ def comma_list_of(item: Callable[[str], Any], *, allow_empty: bool = True,
     return parse
 
 
+def eap_only_mode(raw: str) -> str:
+    """auto, yes or no; the booleans of earlier versions count as yes and no."""
+    value = raw.strip().lower()
+    if value == "auto":
+        return "auto"
+    try:
+        return "yes" if boolean(value) else "no"
+    except ValueError:
+        raise ValueError("is not one of: auto, yes, no") from None
+
+
+eap_only_mode.choices = ("auto", "yes", "no")
+
+
 def choice(*values: str) -> Callable[[str], str]:
     """One of ``values`` (compared case-insensitively, returned as declared)."""
     by_lower = {v.lower(): v for v in values}
@@ -584,18 +598,28 @@ declare_section("ikev2", [
            ["aes256-sha256-x25519", "aes128-sha256-modp3072", "aes256gcm16-prfsha384-ecp384"],
            "IKE SA proposals in strongSwan syntax, most preferred first."),
     Option("esp_proposals", comma_list_of(_proposal, allow_empty=False),
-           ["aes256gcm16", "aes128-sha256"], "ESP (CHILD_SA) proposals in strongSwan syntax."),
+           ["aes256gcm16-aes128gcm16-x25519-ecp256-ecp384-modp3072-modp2048-none",
+            "aes256-aes128-sha256-sha384-sha512-x25519-ecp256-ecp384-modp3072-modp2048-none"],
+           "ESP (CHILD_SA) proposals in strongSwan syntax, most preferred first. The DH groups are for "
+           "CHILD_SAs made or rekeyed with PFS in CREATE_CHILD_SA ('none': without PFS); the CHILD_SA of "
+           "IKE_AUTH has no key exchange of its own."),
     Option("pool", cidr, ipaddress.ip_network("10.10.0.0/24"),
            "Virtual IP addresses handed out in configuration payloads."),
     Option("allow_ts", comma_list_of(cidr, allow_empty=False), [ipaddress.ip_network("10.1.0.0/16")],
            "Traffic selectors (networks) for Access Allowed."),
-    Option("isolate_ts", comma_list_of(cidr, allow_empty=False), [ipaddress.ip_network("10.2.0.0/16")],
-           "Traffic selectors (networks) for Isolate (remediation network)."),
+    Option("isolate_ts", comma_list_of(cidr, allow_empty=False), [ipaddress.ip_network("10.1.0.16/28")],
+           "Traffic selectors (networks) for Isolate: the remediation network. The networks an initiator "
+           "asks for are narrowed to these (RFC 7296 §2.9): put them inside what clients ask for (by default "
+           "a part of allow_ts), or an isolated client gets TS_UNACCEPTABLE."),
     Option("kernel", choice("none", "xfrm"), "none",
            "Install CHILD_SAs in the kernel (xfrm) or only negotiate them (none)."),
     *_tls_paths("server"),
-    Option("eap_only", boolean, False,
-           "Authenticate the server with EAP only (RFC 5998), without a certificate AUTH."),
+    Option("eap_only", eap_only_mode, "auto",
+           "Authenticate the gateway by EAP alone (RFC 5998, no certificate AUTH) when the initiator offers it "
+           "(EAP_ONLY_AUTHENTICATION): yes; never: no; auto: when the first of [eap] methods authenticates "
+           "the gateway itself (ttls) and the initiator asks for no certificate (no CERTREQ, as strongSwan "
+           "clients with 'remote { auth = eap-ttls }' and send_certreq = no) or there is none to show. "
+           "strongSwan clients offer it whatever they expect, so their CERTREQ tells the two apart."),
     Option("cookie_threshold", positive_int, 50,
            "Half-open IKE SAs from which IKE_SA_INIT requires a cookie."),
     Option("max_half_open", positive_int, 10000,

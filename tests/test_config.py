@@ -45,7 +45,7 @@ class DefaultsTests(ConfigFileMixin, unittest.TestCase):
         self.assertIsNone(cfg.get("radius", "secret"))
         self.assertEqual(cfg.get("radius", "clients"), [ipaddress.ip_network("127.0.0.1/32")])
         self.assertEqual(cfg.get("ikev2", "pool"), ipaddress.ip_network("10.10.0.0/24"))
-        self.assertIs(cfg.get("ikev2", "eap_only"), False)
+        self.assertEqual(cfg.get("ikev2", "eap_only"), "auto")
 
     def test_section_fills_every_declared_key(self):
         cfg = load(None)
@@ -293,7 +293,7 @@ class ErrorMessageTests(ConfigFileMixin, unittest.TestCase):
         self.assertEqual(cfg.get("radius", "vlan_allow"), "10")
         self.assertIsNone(cfg.get("radius", "filter_id_isolate"))
         self.assertEqual(len(cfg.get("ikev2", "allow_ts")), 2)
-        self.assertTrue(cfg.get("ikev2", "eap_only"))
+        self.assertEqual(cfg.get("ikev2", "eap_only"), "yes")
         self.assertEqual(cfg.get("ikev2", "ike_proposals"), ["aes128-sha256-modp2048"])
 
     def test_bad_cipher_string_is_caught_at_load(self):

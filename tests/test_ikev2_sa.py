@@ -12,6 +12,7 @@ XFRM requests of ``kernel = xfrm``."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
 from pathlib import Path
@@ -40,6 +41,8 @@ from transports.ikev2.kernel import XfrmKernel, install_commands, masked, remove
 from transports.ikev2.message import (
     AuthMethod,
     Authentication,
+    CertEncoding,
+    CertRequest,
     Certificate,
     CfgType,
     Configuration,
@@ -96,7 +99,7 @@ class ScriptedInitiator:
                  identity: str = "carol@strongswan.org", eap_peer=None, fragmentation: bool = True,
                  hashes: bool = True, virtual_ip: bool = True, eap_only: bool = False, id_r: str | None = None,
                  ts_r: str = "0.0.0.0/0", fragment_size: int | None = None, address=CLIENT,
-                 behind_nat: bool = False, initial_contact: bool = True) -> None:
+                 behind_nat: bool = False, initial_contact: bool = True, certreq: bool = False) -> None:
         self.ike = parse_proposals([ike])
         self.esp = parse_proposals([esp], ProtocolId.ESP)
         self.group = ke_group or Algorithms.from_proposal(self.ike[0]).dh_group
@@ -110,6 +113,7 @@ class ScriptedInitiator:
         self.ts_r = ts_r
         self.fragment_size = fragment_size
         self.initial_contact = initial_contact
+        self.certreq = certreq
         self.address = address
         # behind a NAT, the address an initiator sees on its interface is not the one the gateway sees
         self.claimed_address = ("192.168.1.10", address[1]) if behind_nat else address
@@ -220,6 +224,8 @@ class ScriptedInitiator:
             inner.append(IDr.of(self.id_r))
         if self.initial_contact:
             inner.append(Notify(NotifyType.INITIAL_CONTACT))
+        if self.certreq:  # for any CA: strongSwan names its CAs by key hash
+            inner.append(CertRequest(CertEncoding.X509_CERT_SIGNATURE, hashlib.sha1(b"some CA key").digest()))
         if self.virtual_ip:
             inner.append(Configuration(CfgType.CFG_REQUEST, (
                 ConfigurationAttribute(ConfigurationAttributeType.INTERNAL_IP4_ADDRESS),
@@ -620,7 +626,7 @@ class IkeAuthTests(ResponderMixin, unittest.TestCase):
         self.assertEqual(harness.responder.ike_sas, [])
 
     def test_eap_only_authentication_rfc5998(self):
-        harness = self.gateway(eap_only=True, eap=self.ttls_factory())
+        harness = self.gateway(eap_only="yes", eap=self.ttls_factory())
         initiator = ScriptedInitiator(eap_peer=self.peer(), eap_only=True)
         inner, _ = establish(self, harness, initiator)
         self.assertIsNone(initiator.server_auth)  # no certificate AUTH
@@ -628,7 +634,7 @@ class IkeAuthTests(ResponderMixin, unittest.TestCase):
         self.assertEqual(harness.responder.ike_sas[0].state, IkeSaState.ESTABLISHED)
 
     def test_eap_only_with_a_method_without_msk_fails(self):
-        harness = self.gateway(eap_only=True)
+        harness = self.gateway(eap_only="yes")
         initiator = self.md5_initiator(eap_only=True)
         inner, _ = establish(self, harness, initiator)
         self.assertIsNone(initiator.server_auth)
@@ -637,8 +643,33 @@ class IkeAuthTests(ResponderMixin, unittest.TestCase):
         self.assertEqual(harness.responder.ike_sas, [])
 
     def test_eap_only_not_offered_falls_back_to_the_certificate(self):
-        harness = self.gateway(eap_only=True)
+        harness = self.gateway(eap_only="yes")
         initiator = self.md5_initiator()
+        establish(self, harness, initiator)
+        self.assertIsNotNone(initiator.server_auth)
+
+    def test_eap_only_auto_follows_the_initiators_certificate_request(self):
+        # strongSwan initiators offer EAP-only whatever they expect: one
+        # with 'remote { auth = eap-ttls }' and send_certreq = no asks for no
+        # certificate, one with 'remote { auth = pubkey }' sends CERTREQ
+        for certreq, eap_only in ((False, True), (True, False)):
+            harness = self.gateway(eap=self.ttls_factory(), eap_authenticates_gateway=True)
+            self.assertEqual(harness.responder.settings.eap_only, "auto")
+            initiator = ScriptedInitiator(eap_peer=self.peer(), eap_only=True, certreq=certreq)
+            establish(self, harness, initiator)
+            self.assertEqual(initiator.server_auth is None, eap_only, certreq)
+            self.assertEqual(harness.responder.ike_sas[0].state, IkeSaState.ESTABLISHED)
+
+    def test_eap_only_auto_needs_a_method_that_authenticates_the_gateway(self):
+        harness = self.gateway(eap_authenticates_gateway=False)  # [eap] methods = md5
+        initiator = self.md5_initiator(eap_only=True)
+        establish(self, harness, initiator)
+        self.assertIsNotNone(initiator.server_auth)
+        self.assertEqual(harness.responder.ike_sas[0].state, IkeSaState.ESTABLISHED)
+
+    def test_eap_only_no_always_shows_the_certificate(self):
+        harness = self.gateway(eap_only="no", eap=self.ttls_factory(), eap_authenticates_gateway=True)
+        initiator = ScriptedInitiator(eap_peer=self.peer(), eap_only=True)
         establish(self, harness, initiator)
         self.assertIsNotNone(initiator.server_auth)
 
@@ -812,7 +843,8 @@ class PostureTests(ResponderMixin, unittest.TestCase):
     def test_isolated_endpoint_gets_the_isolate_network(self):
         harness, initiator, inner, imv, core, peer = self.run_posture(A.ISOLATE, E.NONCOMPLIANT_MINOR)
         self.assertEqual(peer.posture.recommendation_label, "Quarantined")
-        self.assertEqual(payload(inner, TSr).selectors, (TrafficSelector.from_network("10.2.0.0/16"),))
+        # narrowed from the 0.0.0.0/0 asked for to the remediation network inside the allow network
+        self.assertEqual(payload(inner, TSr).selectors, (TrafficSelector.from_network("10.1.0.16/28"),))
         (sa,) = harness.responder.ike_sas
         self.assertEqual(sa.children[0].access, "isolate")
 
@@ -825,10 +857,21 @@ class PostureTests(ResponderMixin, unittest.TestCase):
         self.assertEqual(self.pool.online, 0)
         self.assertEqual(core.connections, {})
 
-    def test_isolated_peer_asking_only_for_the_allow_network_gets_ts_unacceptable(self):
+    def test_isolated_peer_asking_for_the_allow_network_is_narrowed_to_the_remediation_network(self):
+        # strongSwan's TNC examples: the client asks for 10.1.0.0/16 however it is judged
         imv = VerdictImv(A.ISOLATE, E.NONCOMPLIANT_MINOR)
         core = TnccsCore(ImvManager([imv]))
         harness = self.gateway(eap=self.ttls_factory(posture=lambda peer: PtEap(core, peer)))
+        initiator = ScriptedInitiator(eap_peer=self.peer(tnc="pt-eap", imcs=(ProductImc(),)), ts_r="10.1.0.0/16")
+        inner, _ = establish(self, harness, initiator)
+        self.assertEqual(payload(inner, TSr).selectors, (TrafficSelector.from_network("10.1.0.16/28"),))
+        self.assertEqual(harness.responder.ike_sas[0].children[0].access, "isolate")
+
+    def test_isolated_peer_asking_only_outside_the_isolate_network_gets_ts_unacceptable(self):
+        imv = VerdictImv(A.ISOLATE, E.NONCOMPLIANT_MINOR)
+        core = TnccsCore(ImvManager([imv]))
+        harness = self.gateway(eap=self.ttls_factory(posture=lambda peer: PtEap(core, peer)),
+                               isolate_ts=(ipaddress.ip_network("10.2.0.0/16"),))
         initiator = ScriptedInitiator(eap_peer=self.peer(tnc="pt-eap", imcs=(ProductImc(),)), ts_r="10.1.0.0/16")
         inner, _ = establish(self, harness, initiator)
         self.assertEqual(notifies(inner), [NotifyType.TS_UNACCEPTABLE])

@@ -45,7 +45,6 @@ PLUGINS = ("random nonce openssl kdf pem pkcs1 pkcs8 x509 pubkey curve25519 sock
 PASSWORD = "carol-Secret-42"
 IKE_PROPOSALS = ("aes256-sha256-x25519, aes128-sha256-modp2048, aes128gcm16-prfsha256-ecp256, "
                  "aes128-sha256-modp3072, aes256gcm16-prfsha384-ecp384")
-ESP_PROPOSALS = "aes256gcm16, aes128-sha256"
 
 
 def unavailable() -> str | None:
@@ -69,6 +68,10 @@ CONNECTIONS = (
     ("g14-cbc", "aes128-sha256-modp2048", "aes128-sha256", "eap-ttls", "carol", PASSWORD),
     ("g19-gcm", "aes128gcm16-prfsha256-ecp256", "aes256gcm16", "eap-ttls", "carol", PASSWORD),
     ("g31-cbc", "aes256-sha256-x25519", "aes128-sha256", "eap-ttls", "carol", PASSWORD),
+    # strongSwan's TNC examples: the gateway authenticated by EAP-TTLS alone
+    # (RFC 5998), no certificate asked for, and PFS in the ESP proposal
+    ("ttls-eap-only", "aes128-sha256-modp3072", "aes128gcm16-modp3072", "eap-ttls", "carol", PASSWORD,
+     "eap-ttls", "send_certreq = no"),
 )
 
 
@@ -131,10 +134,13 @@ class Charon(CharonDaemon):
     @staticmethod
     def swanctl_conf(connections, remote_ts: str = "0.0.0.0/0") -> str:
         """swanctl.conf of initiator ``connections`` (name, IKE proposal, ESP
-        proposal, local auth, EAP identity, EAP secret) to 127.0.0.1:500,
-        asking for a virtual IP and a tunnel to ``remote_ts``."""
+        proposal, local auth, EAP identity, EAP secret[, remote auth[, more
+        lines of the connection]]) to 127.0.0.1:500, asking for a virtual IP
+        and a tunnel to ``remote_ts``; the gateway's remote auth is pubkey
+        unless given."""
         conns, secrets = [], {}
-        for name, ike, esp, auth, eap_id, secret in connections:
+        for name, ike, esp, auth, eap_id, secret, *rest in connections:
+            remote_auth, more = (list(rest) + ["pubkey", ""])[:2] if len(rest) < 2 else rest
             conns.append(f"""
   {name} {{
     version = 2
@@ -151,9 +157,10 @@ class Charon(CharonDaemon):
       eap_id = {eap_id}
     }}
     remote {{
-      auth = pubkey
+      auth = {remote_auth}
       id = nac.test
     }}
+    {more}
     children {{
       {name} {{
         esp_proposals = {esp}
@@ -186,7 +193,7 @@ class Environment:
                 # small fragments: the EAP-TTLS and certificate messages are sent in RFC 7383
                 # fragments both ways
                 "ikev2": {"listen": "127.0.0.1", "port": "500", "nat_port": "4500", "fragment_size": "576",
-                          "ike_proposals": IKE_PROPOSALS, "esp_proposals": ESP_PROPOSALS},
+                          "ike_proposals": IKE_PROPOSALS},  # nac's default ESP proposals
                 "eap": {"methods": "ttls, md5", "inner_methods": "md5", "tnc": "none"},
             }, workdir=str(self.directory / "nac"), netns=self.namespace, ready=IKEV2_READY).start(timeout=60)
             self.nac.admin("user", "add", "carol", "--password", PASSWORD, "--eap")
@@ -265,7 +272,9 @@ class StrongSwanInitiatorTests(unittest.TestCase):
     def list_sa(self, name: str) -> str:
         return self.env.charon.swanctl("--list-sas", "--ike", name).stdout
 
-    def assert_established(self, name: str, ike: str, esp: str):
+    def assert_established(self, name: str, ike: str, esp: str, during=None):
+        """Connection ``name`` is established with these algorithms; ``during(name)``
+        runs before it is terminated."""
         done, log = self.initiate(name)
         try:
             self.assertEqual(done.returncode, 0, f"swanctl --initiate failed:\n{done.stdout}\n{log}\n"
@@ -285,6 +294,8 @@ class StrongSwanInitiatorTests(unittest.TestCase):
             # and on nac's side
             self.assertRegex(self.nac_log, r"IKE_SA ikev2\[\d+\] established between 127\.0\.0\.1\[nac\.test\]")
             self.assertRegex(self.nac_log, r"CHILD_SA ikev2\{\d+\} established with SPIs")
+            if during is not None:
+                during(name)
             return listing, log
         finally:
             self.terminate(name)
@@ -302,6 +313,29 @@ class StrongSwanInitiatorTests(unittest.TestCase):
         self.assertRegex(log, r"reassembled fragmented IKE message \(\d+ bytes\)")
         self.assertRegex(self.nac_log, r"received fragment #\d+ of \d+, reassembled fragmented IKE message")
         self.assertRegex(self.nac_log, r"splitting IKE message \(\d+ bytes\) into \d+ fragments")
+
+    def rekey_with_pfs(self, name: str) -> None:
+        """The CHILD_SA rekeyed by the client with a key exchange (its ESP
+        proposal names a DH group: PFS), as after its lifetime."""
+        start = len(self.env.charon.log())
+        self.env.charon.swanctl("--rekey", "--child", name)
+        deadline = time.monotonic() + 30
+        while not re.search(rf"CHILD_SA {name}{{\d+}} established", self.env.charon.log()[start:]):
+            log = self.env.charon.log()[start:]
+            self.assertNotIn("NO_PROPOSAL_CHOSEN", log)
+            self.assertLess(time.monotonic(), deadline, f"no rekeyed CHILD_SA:\n{log}")
+            time.sleep(0.1)
+        log = self.env.charon.log()[start:]
+        self.assertRegex(log, r"generating CREATE_CHILD_SA request \d+ \[ N\(REKEY_SA\) SA No KE TSi TSr \]")
+        self.assertRegex(log, r"parsed CREATE_CHILD_SA response \d+ \[ SA No KE TSi TSr \]")
+        self.assertIn("AES_GCM_16-128/MODP_3072", self.list_sa(name))
+
+    def test_gateway_authenticated_by_eap_ttls_alone(self):
+        listing, log = self.assert_established("ttls-eap-only", "AES_CBC-128/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/"
+                                               "MODP_3072", "AES_GCM_16-128", during=self.rekey_with_pfs)
+        self.assertNotIn("with ECDSA_WITH_SHA256_DER successful", log)  # no certificate AUTH
+        self.assertIn("EAP method EAP_TTLS succeeded, MSK established", log)
+        self.assertIn("authentication of 'nac.test' with EAP successful", log)
 
     def test_eap_md5(self):
         listing, log = self.assert_established("eap-md5", "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/"

@@ -91,6 +91,7 @@ from transports.ikev2.message import (
     Authentication,
     CertEncoding,
     Certificate,
+    CertRequest,
     CfgType,
     Configuration,
     ConfigurationAttribute,
@@ -210,11 +211,16 @@ class ResponderSettings:
     ike_proposals: tuple[Proposal, ...]
     esp_proposals: tuple[Proposal, ...]
     allow_ts: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (ipaddress.ip_network("10.1.0.0/16"),)
-    isolate_ts: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (ipaddress.ip_network("10.2.0.0/16"),)
+    isolate_ts: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (ipaddress.ip_network("10.1.0.16/28"),)
     credential: GatewayCredential | None = None
     """Certificate and key of the gateway; None allows only EAP-only authentication."""
-    eap_only: bool = False
-    """Authenticate the gateway by EAP alone (RFC 5998) when the initiator offers it."""
+    eap_only: str = "auto"
+    """Authenticate the gateway by EAP alone (RFC 5998) when the initiator
+    offers it: 'yes', 'no', or 'auto': when ``eap_authenticates_gateway``
+    and the initiator sent no CERTREQ (or there is no ``credential``)."""
+    eap_authenticates_gateway: bool = False
+    """The first EAP method offered authenticates the gateway and makes
+    keys (EAP-TTLS), as EAP-only authentication needs (RFC 5998 §4)."""
     pool: VirtualIpPool | None = None
     dns: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
     nat_port: int = 4500
@@ -442,6 +448,16 @@ class _Refused(Exception):
         self.notify = notify
         self.reason = reason
         self.data = data
+
+
+def _eap_only_wanted(settings: ResponderSettings, *, asks_certificate: bool) -> bool:
+    """Whether the gateway authenticates by EAP alone with an initiator
+    that offered it (``[ikev2] eap_only``)."""
+    if settings.eap_only == "yes" or settings.credential is None:
+        return settings.eap_only != "no"
+    # strongSwan initiators offer EAP-only whatever they expect of the
+    # gateway; one that wants a certificate AUTH asks for the certificate
+    return settings.eap_only == "auto" and settings.eap_authenticates_gateway and not asks_certificate
 
 
 def _first(payloads: Sequence[Payload], kind: type):
@@ -928,12 +944,12 @@ class IkeResponder:
             raise _Refused(NotifyType.AUTHENTICATION_FAILED,
                            f"peer '{id_i}' authenticates with an AUTH payload, only EAP is configured for "
                            "initiators")
-        eap_only = _notify(inner, NotifyType.EAP_ONLY_AUTHENTICATION) is not None
-        if settings.eap_only and eap_only:
+        offered = _notify(inner, NotifyType.EAP_ONLY_AUTHENTICATION) is not None
+        if offered and _eap_only_wanted(settings, asks_certificate=_first(inner, CertRequest) is not None):
             sa.eap_only = True
         elif settings.credential is None:
             raise _Refused(NotifyType.AUTHENTICATION_FAILED,
-                           "configured EAP-only authentication, but peer does not support it" if settings.eap_only
+                           "configured EAP-only authentication, but peer does not support it" if not offered
                            else "no gateway certificate configured")
         wanted = _first(inner, IDr)
         credential = settings.credential

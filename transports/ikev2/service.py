@@ -232,7 +232,9 @@ def settings_from_config(cfg) -> ResponderSettings:
               if sec.get(key) is not None}
     return ResponderSettings(
         ike_proposals=ike, esp_proposals=esp, allow_ts=tuple(sec["allow_ts"]), isolate_ts=tuple(sec["isolate_ts"]),
-        credential=credential, eap_only=sec["eap_only"], pool=VirtualIpPool(sec["pool"]), dns=dns,
+        credential=credential, eap_only=sec["eap_only"],
+        eap_authenticates_gateway=cfg.get("eap", "methods")[0] == "ttls",
+        pool=VirtualIpPool(sec["pool"]), dns=dns,
         nat_port=sec["nat_port"], cookie_threshold=sec["cookie_threshold"], max_half_open=sec["max_half_open"],
         fragment_size=sec["fragment_size"], **timers)
 

@@ -7,6 +7,8 @@ discard, never in an exception."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from zope.interface.verify import verifyObject
 from nac.certs import ensure_demo_pki, issue_certificate
 from nac.eap import mschapv2
 from nac.eap import peer as eap_peer
-from nac.eap.avp import Avp, AvpCode, parse_avps
+from nac.eap.avp import VENDOR_MICROSOFT, Avp, AvpCode, MicrosoftAvpCode, build_avps, parse_avps
 from nac.eap.fragments import EAP_TTLS, FragmentChannel
 from nac.eap.outcome import EapStatus
 from nac.eap.packet import EapPacket, EapType
@@ -316,6 +318,114 @@ class TlsTunnelEndTests(PkiMixin, unittest.TestCase):
         error = self.assertRaises(TlsError, server.receive, b"\x16\x03\x03\x00\x05" + b"\xff" * 5)
         self.assertFalse(error.peer_closed)
         self.assertTrue(str(error).startswith("TLS handshake failed: "), str(error))
+
+
+# -- the TLS exporters, written from RFC 5705 / RFC 5246 §5 and RFC 8446 §7.1, §7.5,
+# independently of nac.eap (which asks OpenSSL for them)
+
+
+def tls12_prf(secret: bytes, label: bytes, seed: bytes, length: int, digest: str) -> bytes:
+    out, a = b"", label + seed
+    while len(out) < length:
+        a = hmac.new(secret, a, digest).digest()
+        out += hmac.new(secret, a + label + seed, digest).digest()
+    return out[:length]
+
+
+def hkdf_expand_label(secret: bytes, label: bytes, context: bytes, length: int, digest: str) -> bytes:
+    info = length.to_bytes(2, "big") + bytes((6 + len(label),)) + b"tls13 " + label + bytes((len(context),)) + context
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(secret, block + info + bytes((counter,)), digest).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def tls13_exporter(exporter_secret: bytes, label: bytes, context: bytes, length: int, digest: str) -> bytes:
+    derived = hkdf_expand_label(exporter_secret, label, hashlib.new(digest, b"").digest(),
+                                hashlib.new(digest).digest_size, digest)
+    return hkdf_expand_label(derived, b"exporter", hashlib.new(digest, context).digest(), length, digest)
+
+
+class IndependentKeyTests(PkiMixin, unittest.TestCase):
+    """MSK, EMSK and the MS-CHAP-V2 implicit challenge against the RFCs'
+    labels and lengths, from the TLS secrets OpenSSL logs (RFC 5281 §8 and
+    §11.2.4 for TLS 1.2; RFC 9427 §2.1 for TLS 1.3)."""
+
+    def keylogged_session(self, **kw):
+        self.keylog: list[str] = []
+        context = self.context()
+        context.set_keylog_callback(lambda _conn, line: self.keylog.append(line.decode()))
+        return self.session(context=context, **kw)
+
+    def exporter(self, tls: dict, label: bytes, context: bytes | None, length: int) -> bytes:
+        """The TLS exporter of the conversation ``tls`` describes, computed here."""
+        digest = "sha384" if tls["cipher"].endswith("SHA384") else "sha256"
+        if tls["version"] == "TLSv1.3":
+            secret = next(bytes.fromhex(line.split()[2]) for line in self.keylog
+                          if line.startswith("EXPORTER_SECRET ") and line.split()[1] == tls["client_random"].hex())
+            return tls13_exporter(secret, label, context or b"", length, digest)
+        assert context is None
+        return tls12_prf(tls["master_key"], label, tls["client_random"] + tls["server_random"], length, digest)
+
+    def recording_peer(self, *, tls_version: str, inner: str = "md5", challenge_label: bytes | None = None):
+        """nac's peer, recording what its TLS connection negotiated; with
+        ``challenge_label``, its MS-CHAP-V2 challenge is computed here."""
+        test, seen = self, {}
+
+        class Recording(eap_peer.TtlsPeer):
+            def phase2_start(self):
+                conn = self._tunnel._conn
+                seen.update(version=conn.get_protocol_version_name(), cipher=conn.get_cipher_name(),
+                            client_random=conn.client_random(), server_random=conn.server_random(),
+                            master_key=conn.master_key() if conn.get_protocol_version_name() != "TLSv1.3" else b"")
+                return super().phase2_start()
+
+            def _ms_chap_v2(self, name):
+                if challenge_label is None:
+                    return super()._ms_chap_v2(name)
+                implicit = test.exporter(seen, challenge_label, None, 17)
+                challenge, ident = implicit[:16], implicit[16]
+                password_hash = mschapv2.nt_password_hash(self.settings.password)
+                peer_challenge = b"\x42" * 16
+                nt_response = mschapv2.generate_nt_response(challenge, peer_challenge, name, password_hash)
+                self._ms_expected = bytes((ident,)) + mschapv2.authenticator_response(
+                    password_hash, nt_response, peer_challenge, challenge, name)
+                return build_avps((Avp(AvpCode.USER_NAME, name),
+                                   Avp(MicrosoftAvpCode.MS_CHAP_CHALLENGE, challenge, VENDOR_MICROSOFT),
+                                   Avp(MicrosoftAvpCode.MS_CHAP2_RESPONSE,
+                                       bytes((ident, 0)) + peer_challenge + bytes(8) + nt_response,
+                                       VENDOR_MICROSOFT)))
+
+        peer_class = type("Peer", (TtlsPeer,), {"ttls_class": Recording})
+        return peer_class(self.pki.ca_cert, "carol", PASSWORDS["carol"], tls_version=tls_version, inner=inner), seen
+
+    def test_msk_and_emsk_are_the_rfcs_exports(self):
+        for version, label, context in (("1.2", b"ttls keying material", None),
+                                        ("1.3", b"EXPORTER_EAP_TLS_Key_Material", b"\x15")):
+            session = self.keylogged_session()
+            peer, tls = self.recording_peer(tls_version=version)
+            outcome, _ = converse(self, session, peer)
+            self.assertEqual(outcome.status, EapStatus.SUCCESS)
+            self.assertEqual(tls["version"], f"TLSv{version}")
+            material = self.exporter(tls, label, context, 128)
+            self.assertEqual((outcome.msk, outcome.emsk), (material[:64], material[64:]), version)
+
+    def test_ttls_mschapv2_implicit_challenge_is_the_ttls_challenge_export(self):
+        for version in ("1.2", "1.3"):
+            session = self.keylogged_session()
+            peer, _ = self.recording_peer(tls_version=version, inner="ttls-mschapv2", challenge_label=b"ttls challenge")
+            outcome, _ = converse(self, session, peer)
+            self.assertEqual(outcome.status, EapStatus.SUCCESS, outcome.reason)
+            self.assertEqual(peer.result, "success")  # the server's authenticator response verified too
+
+    def test_ttls_mschapv2_challenge_of_another_label_is_refused(self):
+        session = self.keylogged_session()
+        peer, _ = self.recording_peer(tls_version="1.2", inner="ttls-mschapv2", challenge_label=b"ttls keying material")
+        outcome, _ = converse(self, session, peer)
+        self.assertEqual(outcome.status, EapStatus.FAILURE)
+        self.assertIn("implicit challenge", outcome.reason)
 
 
 def peer_last_id(outcome) -> int:

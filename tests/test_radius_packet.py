@@ -227,6 +227,27 @@ class AuthenticatorTests(unittest.TestCase):
             verify_response(bytes(data), self.request_auth, b"s3cret")
         self.assertNotIn("s3cret", str(cm.exception))
 
+    def test_wrong_response_authenticator_is_refused_beside_a_valid_message_authenticator(self):
+        # RFC 3579 §3.2: the reply's Message-Authenticator is computed with the
+        # Request Authenticator in the header, so it stays valid when only the
+        # Response Authenticator is wrong: that check alone must catch it
+        data = bytearray(self.reply())
+        data[4] ^= 0x80
+        self.assertEqual(RadiusPacket.parse(bytes(data)).get(A.MESSAGE_AUTHENTICATOR),
+                         independent_message_authenticator(bytes(data), b"s3cret", self.request_auth))
+        with self.assertRaises(RadiusPacketError) as cm:
+            verify_response(bytes(data), self.request_auth, b"s3cret")
+        self.assertEqual(cm.exception.reason, "bad Response Authenticator")
+
+    def test_wrong_response_authenticator_without_message_authenticator_is_refused(self):
+        data = bytearray(sign_response(RadiusPacket(Code.ACCESS_REJECT, 3, b"", ()), self.request_auth, b"k"))
+        self.assertEqual(bytes(data[4:20]), independent_response_authenticator(bytes(data), b"k", self.request_auth))
+        self.assertEqual(verify_response(bytes(data), self.request_auth, b"k").code, Code.ACCESS_REJECT)
+        data[19] ^= 1
+        with self.assertRaises(RadiusPacketError) as cm:
+            verify_response(bytes(data), self.request_auth, b"k")
+        self.assertEqual(cm.exception.reason, "bad Response Authenticator")
+
     def test_reply_without_message_authenticator_still_gets_a_response_authenticator(self):
         data = sign_response(RadiusPacket(Code.ACCESS_REJECT, 3, b"", ()), self.request_auth, b"k")
         self.assertEqual(len(data), 20)

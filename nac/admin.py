@@ -5,7 +5,9 @@
     nac-admin [--config FILE] [--db URL] [--json] COMMAND
 
     init                         create the schema or upgrade it to this nac's
-    user add NAME [--password PW | --password-stdin]
+    user add NAME [--password PW | --password-file F | --password-stdin] [--eap]
+    user passwd NAME [--password PW | --password-file F | --password-stdin]
+    user disable NAME | user enable NAME
     user del NAME
     user list
     sessions list [--limit N]
@@ -151,8 +153,18 @@ def cmd_init(url: str, args) -> Output:
 
 
 def _read_password(args) -> str:
+    """The password of ``--password``, ``--password-file`` or
+    ``--password-stdin`` (their first line), else asked for twice."""
     if args.password is not None:
         password = args.password
+    elif args.password_file is not None:
+        try:
+            with open(args.password_file, encoding="utf-8") as f:
+                password = f.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise AdminError(f"cannot read {args.password_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise AdminError(f"{args.password_file}: not UTF-8 text") from None
     elif args.password_stdin:
         line = sys.stdin.readline()
         if not line:
@@ -193,11 +205,32 @@ def cmd_user_del(db: PolicyDb, args) -> Output:
     return Output({"name": args.name, "deleted": True}, f"user {args.name!r} deleted")
 
 
+def cmd_user_passwd(db: PolicyDb, args) -> Output:
+    # an unknown user is said before the password is asked for; the key is
+    # only needed (and only created) for a user with an EAP secret
+    if db.user(args.name).eap:
+        db.secrets = _secret_box(args)
+    password = _read_password(args)
+    user = db.set_password(args.name, password)
+    also = " (and its EAP secret)" if user.eap else ""
+    return Output(_record(user), f"password of user {user.name!r}{also} changed")
+
+
+def cmd_user_enable(db: PolicyDb, args) -> Output:
+    user = db.set_enabled(args.name, True)
+    return Output(_record(user), f"user {user.name!r} enabled")
+
+
+def cmd_user_disable(db: PolicyDb, args) -> Output:
+    user = db.set_enabled(args.name, False)
+    return Output(_record(user), f"user {user.name!r} disabled: its logins are refused")
+
+
 def cmd_user_list(db: PolicyDb, args) -> Output:
     users = db.list_users()
-    columns = [("name", "NAME"), ("enabled", "ENABLED"), ("created", "CREATED (UTC)")]
-    return Output([_record(u) for u in users],
-                  _table([asdict(u) for u in users], columns, "no users"))
+    rows = [{**asdict(u), "state": "enabled" if u.enabled else "disabled"} for u in users]
+    columns = [("name", "NAME"), ("state", "STATE"), ("eap", "EAP"), ("created", "CREATED (UTC)")]
+    return Output([_record(u) for u in users], _table(rows, columns, "no users"))
 
 
 _SESSION_COLUMNS = [
@@ -457,17 +490,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     user = commands.add_parser("user", help="manage password accounts")
     users = user.add_subparsers(dest="action", metavar="ACTION", required=True)
+    def password_options(sub: argparse.ArgumentParser) -> None:
+        source = sub.add_mutually_exclusive_group()
+        source.add_argument("--password", metavar="PW",
+                            help="the password (visible to other local users in the process "
+                                 "list; prefer --password-file, standard input or the prompt)")
+        source.add_argument("--password-file", metavar="FILE",
+                            help="read the password from the first line of FILE")
+        source.add_argument("--password-stdin", action="store_true",
+                            help="read the password from the first line of standard input "
+                                 "(without any of these options it is asked for twice)")
+
     add = command(users, "add", cmd_user_add, "add a user")
     add.add_argument("name", metavar="NAME")
-    source = add.add_mutually_exclusive_group()
-    source.add_argument("--password", metavar="PW",
-                        help="the password (visible to other local users in the process "
-                             "list; prefer --password-stdin or the prompt)")
-    source.add_argument("--password-stdin", action="store_true",
-                        help="read the password from the first line of standard input")
+    password_options(add)
     add.add_argument("--eap", action="store_true",
                      help="also accept the password for EAP-MD5 and EAP-MSCHAPv2, which need it "
                           "back: it is then also stored sealed with [nac] secret_key_file")
+    passwd = command(users, "passwd", cmd_user_passwd,
+                     "change a user's password (and its EAP secret, when it has one); the old "
+                     "password is refused from the next login on")
+    passwd.add_argument("name", metavar="NAME")
+    password_options(passwd)
+    for name, func, text in (
+            ("disable", cmd_user_disable, "refuse a user's logins from the next one on, keeping the account"),
+            ("enable", cmd_user_enable, "accept a disabled user's logins again")):
+        sub = command(users, name, func, text)
+        sub.add_argument("name", metavar="NAME")
     delete = command(users, "del", cmd_user_del, "delete a user")
     delete.add_argument("name", metavar="NAME")
     command(users, "list", cmd_user_list, "list the users")

@@ -237,7 +237,7 @@ def cmd_user_list(db: PolicyDb, args) -> Output:
 
 _SESSION_COLUMNS = [
     ("id", "SESSION"), ("started", "STARTED (UTC)"), ("ended", "ENDED (UTC)"),
-    ("transport", "TRANSPORT"), ("peer_address", "PEER"), ("identity", "IDENTITY"),
+    ("transport", "TRANSPORT"), ("nas", "NAS"), ("peer_address", "PEER"), ("identity", "IDENTITY"),
     ("device", "DEVICE"), ("recommendation", "RECOMMENDATION"),
     ("evaluation", "EVALUATION"), ("access", "ACCESS"),
 ]
@@ -263,7 +263,7 @@ def cmd_results_show(db: PolicyDb, args) -> Output:
     fields = [
         ("session", session.id), ("connection id", session.connection_id),
         ("started (UTC)", session.started), ("ended (UTC)", session.ended),
-        ("transport", session.transport),
+        ("transport", session.transport), ("nas", session.nas),
         ("peer", f"{session.peer_address} port {session.peer_port}"),
         ("identity", session.identity), ("auth method", session.auth_method),
         ("device", session.device), ("recommendation", session.recommendation),

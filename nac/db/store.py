@@ -133,6 +133,8 @@ class SessionInfo:
     evaluation: EvaluationResult | None
     access: str | None
     reason: str
+    nas: str | None = None
+    """The short name of the NAS that relayed the endpoint (RADIUS), if it has one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +155,7 @@ def _session_info(row: AssessmentSession) -> SessionInfo:
         auth_method=row.auth_method, transport=row.transport, peer_address=row.peer_address,
         peer_port=row.peer_port, device=row.device.device_id if row.device else None,
         started=row.started, ended=row.ended, recommendation=row.recommendation,
-        evaluation=row.evaluation, access=row.access, reason=row.reason)
+        evaluation=row.evaluation, access=row.access, reason=row.reason, nas=row.nas)
 
 
 def _check_name(what: str, name: str, limit: int) -> str:
@@ -301,7 +303,8 @@ class _Hot:
 
 _B = sa.bindparam
 _INSERT_SESSION = _Hot(sa.insert(_SESSIONS).returning(_SESSIONS.c.id), (
-    "connection_id", "identity", "auth_method", "transport", "peer_address", "peer_port", "started", "reason"))
+    "connection_id", "identity", "auth_method", "transport", "peer_address", "peer_port", "nas", "started",
+    "reason"))
 _END_SESSION = _Hot(sa.update(_SESSIONS).where(_SESSIONS.c.id == _B("b_id")).values(
     ended=_B("b_ended"), recommendation=_B("b_recommendation"), evaluation=_B("b_evaluation"),
     access=_B("b_access"), reason=_B("b_reason")))
@@ -326,12 +329,13 @@ _HOT_EAP_SECRET_ROW = _Hot(_EAP_SECRET_ROW)
 
 def record_session_start(connection, peer, connection_id: int) -> int:
     """Insert the session row of an assessment of ``peer`` (a PeerInfo); its id."""
+    nas = getattr(peer, "nas", None)
     return _INSERT_SESSION.scalar(connection, {
         "connection_id": connection_id,
         "identity": peer.identity[:IDENTIFIER_LENGTH] if peer.identity else None,
         "auth_method": (peer.auth_method or "none")[:32], "transport": peer.transport[:16],
         "peer_address": str(peer.address)[:64], "peer_port": int(peer.port or 0),
-        "started": utcnow(), "reason": ""})
+        "nas": nas[:64] if nas else None, "started": utcnow(), "reason": ""})
 
 
 def record_decision(connection, session_id: int, decision) -> None:

@@ -5,7 +5,9 @@
     nac-admin [--config FILE] [--db URL] [--json] COMMAND
 
     init                         create the schema or upgrade it to this nac's
-    user add NAME [--password PW | --password-stdin]
+    user add NAME [--password PW | --password-file F | --password-stdin] [--eap]
+    user passwd NAME [--password PW | --password-file F | --password-stdin]
+    user disable NAME | user enable NAME
     user del NAME
     user list
     sessions list [--limit N]
@@ -19,6 +21,7 @@
     group list
     group member add|del GROUP (--device DEVICE_ID | --identity NAME)
     group member list GROUP
+    cert issue NAME [--ca-cert F --ca-key F] [--out DIR] [--days N] [--san NAME]... [--force]
 
 ``packages import`` reads a Debian archive's ``Packages`` file (plain, gzip,
 xz or bzip2; a dpkg ``status`` file too) or a ``dpkg-query -W`` listing
@@ -51,6 +54,7 @@ from typing import Any, Callable, Sequence
 
 import sqlalchemy as sa
 
+from nac.certs import KEY_TYPES
 from nac.db.engine import (
     DatabaseUnavailable,
     SchemaError,
@@ -151,8 +155,18 @@ def cmd_init(url: str, args) -> Output:
 
 
 def _read_password(args) -> str:
+    """The password of ``--password``, ``--password-file`` or
+    ``--password-stdin`` (their first line), else asked for twice."""
     if args.password is not None:
         password = args.password
+    elif args.password_file is not None:
+        try:
+            with open(args.password_file, encoding="utf-8") as f:
+                password = f.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise AdminError(f"cannot read {args.password_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise AdminError(f"{args.password_file}: not UTF-8 text") from None
     elif args.password_stdin:
         line = sys.stdin.readline()
         if not line:
@@ -193,16 +207,37 @@ def cmd_user_del(db: PolicyDb, args) -> Output:
     return Output({"name": args.name, "deleted": True}, f"user {args.name!r} deleted")
 
 
+def cmd_user_passwd(db: PolicyDb, args) -> Output:
+    # an unknown user is said before the password is asked for; the key is
+    # only needed (and only created) for a user with an EAP secret
+    if db.user(args.name).eap:
+        db.secrets = _secret_box(args)
+    password = _read_password(args)
+    user = db.set_password(args.name, password)
+    also = " (and its EAP secret)" if user.eap else ""
+    return Output(_record(user), f"password of user {user.name!r}{also} changed")
+
+
+def cmd_user_enable(db: PolicyDb, args) -> Output:
+    user = db.set_enabled(args.name, True)
+    return Output(_record(user), f"user {user.name!r} enabled")
+
+
+def cmd_user_disable(db: PolicyDb, args) -> Output:
+    user = db.set_enabled(args.name, False)
+    return Output(_record(user), f"user {user.name!r} disabled: its logins are refused")
+
+
 def cmd_user_list(db: PolicyDb, args) -> Output:
     users = db.list_users()
-    columns = [("name", "NAME"), ("enabled", "ENABLED"), ("created", "CREATED (UTC)")]
-    return Output([_record(u) for u in users],
-                  _table([asdict(u) for u in users], columns, "no users"))
+    rows = [{**asdict(u), "state": "enabled" if u.enabled else "disabled"} for u in users]
+    columns = [("name", "NAME"), ("state", "STATE"), ("eap", "EAP"), ("created", "CREATED (UTC)")]
+    return Output([_record(u) for u in users], _table(rows, columns, "no users"))
 
 
 _SESSION_COLUMNS = [
     ("id", "SESSION"), ("started", "STARTED (UTC)"), ("ended", "ENDED (UTC)"),
-    ("transport", "TRANSPORT"), ("peer_address", "PEER"), ("identity", "IDENTITY"),
+    ("transport", "TRANSPORT"), ("nas", "NAS"), ("peer_address", "PEER"), ("identity", "IDENTITY"),
     ("device", "DEVICE"), ("recommendation", "RECOMMENDATION"),
     ("evaluation", "EVALUATION"), ("access", "ACCESS"),
 ]
@@ -228,7 +263,7 @@ def cmd_results_show(db: PolicyDb, args) -> Output:
     fields = [
         ("session", session.id), ("connection id", session.connection_id),
         ("started (UTC)", session.started), ("ended (UTC)", session.ended),
-        ("transport", session.transport),
+        ("transport", session.transport), ("nas", session.nas),
         ("peer", f"{session.peer_address} port {session.peer_port}"),
         ("identity", session.identity), ("auth method", session.auth_method),
         ("device", session.device), ("recommendation", session.recommendation),
@@ -419,6 +454,75 @@ def cmd_group_member_list(db: PolicyDb, args) -> Output:
                   _table([asdict(m) for m in members], columns, f"group {args.group!r} has no members"))
 
 
+# -- certificates ------------------------------------------------------------------------
+
+#: A certificate's name is also its files' name: no path, no hidden file.
+_CERT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._+-]{0,63}")
+DEFAULT_CERT_DAYS = 365
+
+
+def cmd_cert_issue(args) -> Output:
+    """A client certificate (clientAuth) and its key from the demo CA of the
+    state directory, or from ``--ca-cert``/``--ca-key``."""
+    from cryptography import x509
+
+    from nac import certs
+
+    if not _CERT_NAME.fullmatch(args.name) or args.name.endswith("."):
+        raise AdminError(f"{args.name[:80]!r} is not a certificate name: 1-64 letters, digits and "
+                         "@ . _ + -, starting with a letter or digit (it also names the files)")
+    if (args.ca_cert is None) != (args.ca_key is None):
+        raise AdminError("--ca-cert and --ca-key go together")
+    if args.ca_cert is None:
+        from nac import config as nac_config
+
+        try:
+            state = nac_config.load(getattr(args, "config", None)).state_dir
+        except nac_config.ConfigError as exc:
+            raise AdminError("; ".join(exc.problems) or str(exc)) from None
+        ca_cert, ca_key = os.path.join(state, certs.CA_CERT), os.path.join(state, certs.CA_KEY)
+        if not os.path.exists(ca_cert):
+            raise AdminError(f"no demo CA in {state} (the server makes it when it first starts): "
+                             "start it once, or give --ca-cert and --ca-key")
+    else:
+        ca_cert, ca_key = args.ca_cert, args.ca_key
+    out = args.out
+    try:
+        os.makedirs(out, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise AdminError(f"{out}: cannot create the directory: {exc.strerror}") from None
+    cert_path, key_path = os.path.join(out, f"{args.name}.pem"), os.path.join(out, f"{args.name}.key")
+    try:
+        certs.issue_certificate(ca_cert, ca_key, args.name, cert_path, key_path, client=True,
+                                san_dns=args.san or (), key_type=args.key_type,
+                                validity=datetime.timedelta(days=args.days), replace=args.force)
+        with open(cert_path, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+    except certs.PkiError as exc:
+        message = str(exc)
+        if "refusing to overwrite" in message:
+            message += " (--force replaces it)"
+        raise AdminError(message) from None
+    except OSError as exc:
+        raise AdminError(f"{exc.filename}: {exc.strerror}") from None
+    not_after = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after
+    identity = certs.certificate_identity(cert)
+    data = {"name": args.name, "identity": identity, "certificate": os.path.abspath(cert_path),
+            "key": os.path.abspath(key_path), "issuer": cert.issuer.rfc4514_string(),
+            "serial": f"{cert.serial_number:x}", "not_after": not_after.isoformat()}
+    text = (f"certificate {args.name!r} issued by {data['issuer']} until "
+            f"{not_after.strftime('%Y-%m-%d %H:%M:%S')} UTC (identity {identity!r}): "
+            f"{cert_path}, key {key_path}")
+    return Output(data, text)
+
+
+def _days(text: str) -> int:
+    value = _positive_int(text)
+    if value > 36500:
+        raise argparse.ArgumentTypeError(f"{text!r} days is more than 100 years")
+    return value
+
+
 # -- command line ------------------------------------------------------------------------
 
 
@@ -457,17 +561,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     user = commands.add_parser("user", help="manage password accounts")
     users = user.add_subparsers(dest="action", metavar="ACTION", required=True)
+    def password_options(sub: argparse.ArgumentParser) -> None:
+        source = sub.add_mutually_exclusive_group()
+        source.add_argument("--password", metavar="PW",
+                            help="the password (visible to other local users in the process "
+                                 "list; prefer --password-file, standard input or the prompt)")
+        source.add_argument("--password-file", metavar="FILE",
+                            help="read the password from the first line of FILE")
+        source.add_argument("--password-stdin", action="store_true",
+                            help="read the password from the first line of standard input "
+                                 "(without any of these options it is asked for twice)")
+
     add = command(users, "add", cmd_user_add, "add a user")
     add.add_argument("name", metavar="NAME")
-    source = add.add_mutually_exclusive_group()
-    source.add_argument("--password", metavar="PW",
-                        help="the password (visible to other local users in the process "
-                             "list; prefer --password-stdin or the prompt)")
-    source.add_argument("--password-stdin", action="store_true",
-                        help="read the password from the first line of standard input")
+    password_options(add)
     add.add_argument("--eap", action="store_true",
                      help="also accept the password for EAP-MD5 and EAP-MSCHAPv2, which need it "
                           "back: it is then also stored sealed with [nac] secret_key_file")
+    passwd = command(users, "passwd", cmd_user_passwd,
+                     "change a user's password (and its EAP secret, when it has one); the old "
+                     "password is refused from the next login on")
+    passwd.add_argument("name", metavar="NAME")
+    password_options(passwd)
+    for name, func, text in (
+            ("disable", cmd_user_disable, "refuse a user's logins from the next one on, keeping the account"),
+            ("enable", cmd_user_enable, "accept a disabled user's logins again")):
+        sub = command(users, name, func, text)
+        sub.add_argument("name", metavar="NAME")
     delete = command(users, "del", cmd_user_del, "delete a user")
     delete.add_argument("name", metavar="NAME")
     command(users, "list", cmd_user_list, "list the users")
@@ -532,7 +652,31 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an identity (user name, certificate subject) as transports authenticate it")
     mlist = command(member_actions, "list", cmd_group_member_list, "list the members of a group")
     mlist.add_argument("group", metavar="GROUP")
+    cert = commands.add_parser("cert", help="certificates from nac's CA")
+    cert_actions = cert.add_subparsers(dest="action", metavar="ACTION", required=True)
+    issue = command(cert_actions, "issue", cmd_cert_issue,
+                    "issue a client certificate (PT-TLS, EAP-TLS-style clients): NAME.pem and NAME.key "
+                    "(mode 0600) from the demo CA in the state directory, or another CA")
+    issue.add_argument("name", metavar="NAME", help="the common name, also the files' name")
+    issue.add_argument("--ca-cert", metavar="FILE", help="the issuing CA's certificate (PEM); "
+                                                         "default: ca.pem in the state directory")
+    issue.add_argument("--ca-key", metavar="FILE", help="the issuing CA's private key (unencrypted PEM); "
+                                                        "default: ca.key in the state directory")
+    issue.add_argument("--out", metavar="DIR", default=".", help="where to write the files (default: here)")
+    issue.add_argument("--days", type=_days, default=DEFAULT_CERT_DAYS, metavar="N",
+                       help=f"validity in days (default {DEFAULT_CERT_DAYS}; never beyond the CA's)")
+    issue.add_argument("--san", action="append", metavar="NAME",
+                       help="a subjectAltName: an e-mail address (user@host), IP address, DNS name, "
+                            "or email:/uri:/dns:/ip: followed by one; repeatable.  The first e-mail, "
+                            "DNS or URI name is the identity nac sees, else NAME")
+    issue.add_argument("--key-type", choices=KEY_TYPES, default="ecdsa",
+                       help="ecdsa (P-256, the default) or rsa (2048 bits)")
+    issue.add_argument("--force", action="store_true", help="replace existing files")
     return parser
+
+
+#: Commands that need no database.
+_WITHOUT_DATABASE = (cmd_cert_issue,)
 
 
 def _database_url(args) -> str:
@@ -564,6 +708,8 @@ def _open_existing(url: str) -> sa.Engine:
 
 
 def _run(args) -> Output:
+    if args.func in _WITHOUT_DATABASE:
+        return args.func(args)
     url = _database_url(args)
     if args.func is cmd_init:
         return cmd_init(url, args)

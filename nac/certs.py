@@ -139,7 +139,10 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def _write_pair(cert_path: Path, cert: x509.Certificate, key_path: Path, key) -> None:
+def _write_pair(cert_path: Path, cert: x509.Certificate, key_path: Path, key, *, replace: bool = False) -> None:
+    if replace:
+        _replace_pair(cert_path, cert, key_path, key)
+        return
     # the key first, and withdrawn again if the certificate cannot be written,
     # so a failure does not leave half a pair behind
     _write_new(key_path, _key_pem(key), _KEY_MODE)
@@ -148,6 +151,30 @@ def _write_pair(cert_path: Path, cert: x509.Certificate, key_path: Path, key) ->
     except BaseException:
         key_path.unlink(missing_ok=True)
         raise
+
+
+def _replace_pair(cert_path: Path, cert: x509.Certificate, key_path: Path, key) -> None:
+    """Write the pair beside the old files, then rename them over it: the
+    new key is never readable by others (created 0600), and a failure leaves
+    the old pair as it was.  A symbolic link is replaced, not followed."""
+    for path in (cert_path, key_path):
+        if path.is_dir():
+            raise PkiError(f"{path}: is a directory")
+    suffix = f".new-{os.getpid()}"
+    new_key, new_cert = key_path.with_name(key_path.name + suffix), cert_path.with_name(cert_path.name + suffix)
+    for stale in (new_key, new_cert):
+        stale.unlink(missing_ok=True)
+    try:
+        _write_new(new_key, _key_pem(key), _KEY_MODE)
+        _write_new(new_cert, _cert_pem(cert), _CERT_MODE)
+        try:
+            os.replace(new_key, key_path)
+            os.replace(new_cert, cert_path)
+        except OSError as exc:
+            raise PkiError(f"{exc.filename2 or exc.filename}: cannot replace: {exc.strerror}") from None
+    finally:
+        for leftover in (new_key, new_cert):
+            leftover.unlink(missing_ok=True)
 
 
 def _read_cert(path: Path) -> x509.Certificate:
@@ -206,11 +233,39 @@ def _make_ca(key) -> x509.Certificate:
     )
 
 
+#: subjectAltName entries by an explicit kind (``email:carol@example.net``)
+_SAN_KINDS = {"dns": "DNS name", "ip": "IP address", "email": "e-mail address", "uri": "URI"}
+
+
 def _san_entry(name: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        pass
+    """``name`` as a subjectAltName entry: ``email:``, ``uri:``, ``dns:`` or
+    ``ip:`` say which kind; otherwise an IP literal is an IP address, a
+    name with ``@`` an e-mail address, anything else a DNS name."""
+    kind, colon, value = name.partition(":")
+    kind = kind.lower()
+    if not colon or kind not in _SAN_KINDS:
+        kind, value = ("email" if "@" in name else None), name
+    if not value:
+        raise PkiError(f"{name!r}: no {_SAN_KINDS.get(kind, 'name')} after the colon")
+    if kind == "email":
+        local, at, domain = value.rpartition("@")
+        if not at or not local or not domain or any(c.isspace() for c in value):
+            raise PkiError(f"{value!r} is not an e-mail address")
+        try:
+            return x509.RFC822Name(f"{local}@{domain.encode('idna').decode('ascii')}")
+        except (UnicodeError, ValueError):
+            raise PkiError(f"{value!r} is not an e-mail address for a certificate") from None
+    if kind == "uri":
+        if not value.isascii() or any(c.isspace() for c in value) or ":" not in value:
+            raise PkiError(f"{value!r} is not a URI (scheme:...)")
+        return x509.UniformResourceIdentifier(value)
+    if kind in (None, "ip"):
+        try:
+            return x509.IPAddress(ipaddress.ip_address(value))
+        except ValueError:
+            if kind == "ip":
+                raise PkiError(f"{value!r} is not an IP address") from None
+    name = value
     try:
         # DNSName wants the ASCII (A-label) form of internationalised names
         return x509.DNSName(name.encode("idna").decode("ascii"))
@@ -231,8 +286,9 @@ def _issue(ca_cert: x509.Certificate, ca_key, common_name: str, key, *, client: 
     now = _now()
     builder = (
         x509.CertificateBuilder()
+        # the issuer's organisation ("nac demo" for the demo CA)
         .subject_name(x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "nac demo"),
+            *ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME),
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]))
         .issuer_name(ca_cert.subject)
@@ -322,18 +378,21 @@ def ensure_demo_pki(state_dir: Path, server_name: str = "nac.test", *, key_type:
 
 def issue_certificate(ca_cert_path, ca_key_path, common_name: str, out_cert, out_key, *,
                       client: bool = True, san_dns: Iterable[str] = (), key_type: str = "ecdsa",
-                      validity: datetime.timedelta = SERVER_VALIDITY) -> tuple[Path, Path]:
+                      validity: datetime.timedelta = SERVER_VALIDITY, replace: bool = False) -> tuple[Path, Path]:
     """Issue a certificate signed by the CA at ``ca_cert_path``/``ca_key_path``.
 
     ``client`` selects the clientAuth extended key usage (else serverAuth
-    plus IKE intermediate); ``san_dns`` names go into subjectAltName (IP
-    literals become IP address entries).  ``out_cert``/``out_key`` must not
-    exist.  Returns ``(out_cert, out_key)`` as paths.
+    plus IKE intermediate); ``san_dns`` entries go into subjectAltName (see
+    :func:`_san_entry`: IP literals become IP address entries, names with
+    ``@`` e-mail addresses, ``uri:``/``email:``/``dns:``/``ip:`` prefixes
+    say the kind).  ``out_cert``/``out_key`` must not exist unless
+    ``replace``.  The key file is created with mode 0600.  Returns
+    ``(out_cert, out_key)`` as paths.
     """
     ca_cert_path, ca_key_path = Path(ca_cert_path), Path(ca_key_path)
     out_cert, out_key = Path(out_cert), Path(out_key)
     for out in (out_cert, out_key):
-        if out.exists():
+        if not replace and (out.exists() or out.is_symlink()):
             raise PkiError(f"{out}: already exists; refusing to overwrite it")
     ca_cert, ca_key = _read_cert(ca_cert_path), _read_key(ca_key_path)
     _check_ca_pair(ca_cert, ca_key, ca_cert_path, ca_key_path)
@@ -343,7 +402,9 @@ def issue_certificate(ca_cert_path, ca_key_path, common_name: str, out_cert, out
         is_ca = False
     if not is_ca:
         raise PkiError(f"{ca_cert_path}: not a CA certificate (basicConstraints CA:TRUE missing)")
+    if _not_after(ca_cert) <= _now():
+        raise PkiError(f"{ca_cert_path}: the CA certificate has expired")
     key = _new_key(key_type)
     cert = _issue(ca_cert, ca_key, common_name, key, client=client, san=tuple(san_dns), validity=validity)
-    _write_pair(out_cert, cert, out_key, key)
+    _write_pair(out_cert, cert, out_key, key, replace=replace)
     return out_cert, out_key

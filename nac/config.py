@@ -41,6 +41,7 @@ __all__ = [
     "comma_list",
     "comma_list_of",
     "db_url",
+    "declare_named_section",
     "declare_section",
     "default_state_dir",
     "int_range",
@@ -435,6 +436,21 @@ def declare_section(name: str, options: Iterable[Option]) -> None:
         section[option.name.lower()] = option
 
 
+#: Sections that come in any number, one per thing they describe
+#: (``[radius-client:NAME]``): prefix -> key -> Option.
+NAMED_SECTIONS: dict[str, dict[str, Option]] = {}
+_SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def declare_named_section(prefix: str, options: Iterable[Option]) -> None:
+    """Declare ``[PREFIX:NAME]`` sections, whose keys are checked as a
+    declared section's; their names are short names (letters, digits,
+    ``.``, ``_``, ``-``).  Only the keys given are kept
+    (:meth:`NacConfig.named_sections`), so that a missing key can mean
+    "as the main section says"."""
+    NAMED_SECTIONS.setdefault(prefix, {}).update((o.name.lower(), o) for o in options)
+
+
 TRANSPORT_NAMES = ("pt-tls", "radius", "ikev2")
 
 
@@ -530,13 +546,24 @@ declare_section("pt-tls", [
            "SASL mechanism offered to clients without a certificate: plain; empty disables SASL."),
 ])
 
+def _nas_network(raw: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    # an IPv4-mapped IPv6 address is the IPv4 NAS it stands for (a socket
+    # bound to :: reports IPv4 senders so, and they are matched as IPv4)
+    net = cidr(raw)
+    if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped is not None:
+        return ipaddress.IPv4Network((net.network_address.ipv4_mapped, net.prefixlen - 96))
+    return net
+
+
 declare_section("radius", [
     Option("listen", address, "0.0.0.0", "Address to listen on."),
     Option("port", port, 1812, "UDP authentication port."),
     Option("secret", optional(secret_text), None,
-           "Shared secret with the RADIUS clients (NAS). Required when radius is enabled.", secret=True),
-    Option("clients", comma_list_of(cidr), [ipaddress.ip_network("127.0.0.1/32")],
-           "Addresses or networks (CIDR) of the RADIUS clients allowed to send requests."),
+           "Shared secret of the NASes of [radius] clients. Required when radius is enabled and no "
+           "[radius-client:NAME] section names a NAS.", secret=True),
+    Option("clients", comma_list_of(_nas_network), [ipaddress.ip_network("127.0.0.1/32")],
+           "Addresses or networks (CIDR) of the NASes sharing [radius] secret (with it only); NASes "
+           "with a secret of their own have [radius-client:NAME] sections."),
     Option("filter_id_allow", optional(_radius_text), "allow",
            "Filter-Id sent with Access Allowed. Empty: none."),
     Option("filter_id_isolate", optional(_radius_text), "isolate",
@@ -558,6 +585,22 @@ declare_section("radius", [
            "Processes serving RADIUS on the one UDP socket: auto (one per CPU) or a number; 1 serves "
            "everything in the main process. The main process reads the socket and hands each worker "
            "the requests of its conversations; a conversation stays with one process."),
+])
+
+
+
+RADIUS_CLIENT_SECTION = "radius-client"
+
+declare_named_section(RADIUS_CLIENT_SECTION, [
+    Option("address", comma_list_of(_nas_network, allow_empty=False, unique=True), None,
+           "The NAS's address or network (CIDR), IPv4 or IPv6; several separated by commas."),
+    Option("secret", optional(secret_text), None,
+           "The shared secret of this NAS. Give secret or secret_file.", secret=True),
+    Option("secret_file", optional(path), None,
+           "A file whose first line is the shared secret of this NAS (read at start-up)."),
+    # per-NAS enforcement: the [radius] key of the same name when absent
+    *(SCHEMA["radius"][key] for key in ("filter_id_allow", "filter_id_isolate", "vlan_allow", "vlan_isolate",
+                                        "session_timeout")),
 ])
 
 declare_section("eap", [
@@ -711,6 +754,7 @@ def load(path: str | None, overrides: Mapping[tuple[str, str], str] | None = Non
     values: dict[str, dict[str, Any]] = {}
     origins: dict[tuple[str, str], str] = {}
     imv_raw: dict[str, _Raw] = {}
+    named: dict[str, dict[str, dict[str, Any]]] = {}
     for section, entries in raw.items():
         if section.startswith(IMV_SECTION_PREFIX):
             name = section[len(IMV_SECTION_PREFIX):].strip()
@@ -719,9 +763,33 @@ def load(path: str | None, overrides: Mapping[tuple[str, str], str] | None = Non
                 problems.append(f"{where}: [{section}]: an IMV section needs a name, like [imv:os]")
             imv_raw[name] = entries
             continue
+        prefix, colon, name = section.partition(":")
+        if colon and prefix.strip() in NAMED_SECTIONS:
+            prefix, name = prefix.strip(), name.strip()
+            if not _SECTION_NAME.fullmatch(name):
+                where = path if section in file_sections else COMMAND_LINE
+                problems.append(f"{where}: [{section}]: {name[:80]!r} is not a short name (1-64 letters, "
+                                f"digits, '.', '_' or '-', starting with a letter or digit)")
+                continue
+            options = NAMED_SECTIONS[prefix]
+            parsed = named.setdefault(prefix, {}).setdefault(name, {})
+            for key, (value, origin) in entries.items():
+                option = options.get(key)
+                if option is None:
+                    problems.append(f"{origin}: [{section}] {key}: unknown key{_suggest(key, options)} "
+                                    f"(valid keys: {', '.join(options)})")
+                    continue
+                try:
+                    parsed[key] = option.kind(value)
+                except ValueError as exc:
+                    problems.append(f"{origin}: [{section}] {key}: {_shown(option, key, value)} {exc}")
+                else:
+                    origins[(f"{prefix}:{name}", key)] = origin
+            continue
         options = SCHEMA.get(section)
         if options is None:
-            known = ", ".join([*sorted(SCHEMA), IMV_SECTION_PREFIX + "NAME"])
+            known = ", ".join([*sorted(SCHEMA), IMV_SECTION_PREFIX + "NAME",
+                               *(f"{prefix}:NAME" for prefix in NAMED_SECTIONS)])
             hint = _suggest(section, SCHEMA)
             if section in file_sections:
                 problems.append(f"{path}: [{section}]: unknown section{hint} (known sections: {known})")
@@ -745,7 +813,7 @@ def load(path: str | None, overrides: Mapping[tuple[str, str], str] | None = Non
     if problems:
         raise ConfigError(*problems)
 
-    cfg = NacConfig(values, imv_raw, origins, path)
+    cfg = NacConfig(values, imv_raw, origins, path, named)
     _derive_defaults(cfg)
     problems = _cross_check(cfg)
     if problems:
@@ -770,13 +838,7 @@ def _cross_check(cfg: NacConfig) -> list[str]:
     def where(section, key):
         return cfg.origin(section, key)
 
-    if "radius" in cfg.transports:
-        if cfg.get("radius", "secret") is None:
-            problems.append(f"{where('radius', 'secret')}: [radius] secret: required because 'radius' is "
-                            "in [nac] transports (the shared secret also configured on the NAS)")
-        if not cfg.get("radius", "clients"):
-            problems.append(f"{where('radius', 'clients')}: [radius] clients: is empty; 'radius' in "
-                            "[nac] transports needs at least one client address or network")
+    problems += _check_radius_clients(cfg)
     for section in ("pt-tls", "ikev2"):
         cert, key = cfg.get(section, "cert"), cfg.get(section, "key")
         if (cert is None) != (key is None):
@@ -789,6 +851,50 @@ def _cross_check(cfg: NacConfig) -> list[str]:
     return problems
 
 
+def _check_radius_clients(cfg: NacConfig) -> list[str]:
+    """The NASes: ``[radius-client:NAME]`` sections, each with an address
+    and one secret, no network twice; and ``[radius] clients``, which share
+    ``[radius] secret``."""
+    problems = []
+    named = cfg.named_sections(RADIUS_CLIENT_SECTION)
+    owners: dict[Any, str] = {}
+    lower: dict[str, str] = {}
+    for name, values in named.items():
+        section = f"{RADIUS_CLIENT_SECTION}:{name}"
+        origin = cfg.origin(section, "address")
+        if name.lower() in lower:
+            problems.append(f"{origin}: [{section}]: the same name as [{RADIUS_CLIENT_SECTION}:"
+                            f"{lower[name.lower()]}] but for upper and lower case; names must differ")
+        lower.setdefault(name.lower(), name)
+        if values.get("address") is None:
+            problems.append(f"{origin}: [{section}] address: required (the NAS's IP address or network)")
+        for net in values.get("address") or ():
+            if net in owners:
+                problems.append(f"{origin}: [{section}] address: {net} is already the address of "
+                                f"[{RADIUS_CLIENT_SECTION}:{owners[net]}]")
+            owners.setdefault(net, name)
+        given = [key for key in ("secret", "secret_file") if values.get(key) is not None]
+        if not given:
+            problems.append(f"{origin}: [{section}] secret: required (or secret_file), the shared secret "
+                            "also configured on the NAS")
+        elif len(given) == 2:
+            problems.append(f"{cfg.origin(section, 'secret_file')}: [{section}] secret_file: give secret or "
+                            "secret_file, not both")
+    secret = cfg.get("radius", "secret")
+    if "radius" in cfg.transports:
+        if secret is None and ("radius", "clients") in cfg._origins:
+            problems.append(f"{cfg.origin('radius', 'clients')}: [radius] clients: these NASes need [radius] "
+                            "secret, their shared secret (or give each a [radius-client:NAME] section)")
+        if secret is None and not named:
+            problems.append(f"{cfg.origin('radius', 'secret')}: [radius] secret: required because 'radius' is "
+                            "in [nac] transports and no [radius-client:NAME] section names a NAS (the shared "
+                            "secret also configured on the NAS)")
+        if secret is not None and not named and not cfg.get("radius", "clients"):
+            problems.append(f"{cfg.origin('radius', 'clients')}: [radius] clients: is empty; 'radius' in "
+                            "[nac] transports needs at least one client address or network")
+    return problems
+
+
 def _copy(value: Any) -> Any:
     # typed values are immutable except lists: hand out copies
     return list(value) if isinstance(value, list) else value
@@ -798,8 +904,10 @@ class NacConfig:
     """A validated configuration: typed values with defaults filled in."""
 
     def __init__(self, values: dict[str, dict[str, Any]], imv_raw: dict[str, _Raw],
-                 origins: dict[tuple[str, str], str], source: str | None):
+                 origins: dict[tuple[str, str], str], source: str | None,
+                 named: dict[str, dict[str, dict[str, Any]]] | None = None):
         self._values = values
+        self._named = named or {}
         self._imv_raw = imv_raw
         self._origins = origins
         self._imvs_validated: set[str] = set()
@@ -841,6 +949,15 @@ class NacConfig:
     @property
     def imvs(self) -> list[str]:
         return self.get("nac", "imvs")
+
+    def named_sections(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """The ``[PREFIX:NAME]`` sections (:func:`declare_named_section`) in
+        the file's order: name -> the typed values of the keys given (no
+        defaults: an absent key may mean the main section's value)."""
+        if prefix not in NAMED_SECTIONS:
+            raise KeyError(f"[{prefix}:NAME] is not a declared kind of section")
+        return {name: {key: _copy(value) for key, value in values.items()}
+                for name, values in self._named.get(prefix, {}).items()}
 
     @property
     def imv_section_names(self) -> list[str]:
@@ -888,6 +1005,12 @@ class NacConfig:
                     value = _mask_url(value)
                 shown[key] = value
             sections[name] = shown
+        for prefix, by_name in self._named.items():
+            for name, values in by_name.items():
+                options = NAMED_SECTIONS[prefix]
+                sections[f"{prefix}:{name}"] = {
+                    key: HIDDEN if value is not None and _is_secret(options.get(key), key) else value
+                    for key, value in values.items()}
         for name, entries in self._imv_raw.items():
             sections[IMV_SECTION_PREFIX + name] = {
                 key: HIDDEN if _is_secret(None, key) else _mask_url(value)

@@ -43,10 +43,24 @@ class DecodeError(Exception):
 
 
 def parse_hex(text: str) -> bytes:
+    """The bytes of hex digits (blanks between them allowed); DecodeError
+    naming the position in ``text`` (counted from 0, blanks included) of a
+    character that is no hex digit, or of a last digit without its pair."""
     try:
         return bytes.fromhex("".join(text.split()))
-    except ValueError as exc:
-        raise DecodeError(f"invalid hex input: {exc}") from None
+    except ValueError:
+        pass  # find what is wrong, and where in what was given
+    digits = []
+    for position, char in enumerate(text):
+        if char in string.hexdigits:
+            digits.append((position, char))
+        elif not char.isspace():
+            raise DecodeError(f"invalid hex input: {char!r} at position {position} is not a hex digit")
+    if len(digits) % 2:
+        position, char = digits[-1]
+        raise DecodeError(f"invalid hex input: an odd number of hex digits ({len(digits)}); the last, "
+                          f"{char!r} at position {position}, has no pair")
+    raise DecodeError("invalid hex input")  # not reached: fromhex takes what passed the checks
 
 
 def read_input(raw: bytes) -> bytes:

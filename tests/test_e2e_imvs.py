@@ -113,7 +113,7 @@ class OsScannerEndToEndTests(unittest.TestCase):
 
     def test_clean_host_is_allowed(self):
         result = self.assess()
-        self.assertEqual((result["recommendation"], result["assessment"]), ("allowed", "compliant"))
+        self.assertEqual((result["recommendation"], result["assessment"]), ("Access Allowed", "compliant"))
         self.assertEqual(result["reasons"], [])
         self.assertEqual(sorted((r["imc"], r["assessment"]) for r in result["imv_results"]),
                          [("OS", "compliant"), ("Scanner", "compliant")])
@@ -127,7 +127,7 @@ class OsScannerEndToEndTests(unittest.TestCase):
     def test_forbidden_open_port_denies_access_with_reason_and_remediation(self):
         self.listen_on(FORBIDDEN_PORT)
         result = self.assess()
-        self.assertEqual((result["recommendation"], result["assessment"]), ("denied", "non-compliant minor"))
+        self.assertEqual((result["recommendation"], result["assessment"]), ("Access Denied", "non-compliant minor"))
         self.assertEqual(result["reasons"], [{"text": "Open server ports were detected", "language": "en"}])
         [remediation] = result["remediation"]
         self.assertIn(f"<item>tcp/{FORBIDDEN_PORT}</item>", remediation["text"])
@@ -149,7 +149,7 @@ class OsScannerEndToEndTests(unittest.TestCase):
         result = self.assess()
         # [imv:os] non_compliant_major = isolate
         self.assertEqual((result["recommendation"], result["assessment"]),
-                         ("quarantined", "non-compliant major"))
+                         ("Quarantined", "non-compliant major"))
         self.assertEqual([r["text"] for r in result["reasons"]],
                          ["Vulnerable or blacklisted software packages were found"])
         [remediation] = result["remediation"]
@@ -163,7 +163,7 @@ class OsScannerEndToEndTests(unittest.TestCase):
         self.assertEqual(done.returncode, 0, done.stderr)
         result = json.loads(done.stdout)
         # both IMVs asked once, nobody answered: no recommendation, which is Access Denied
-        self.assertEqual((result["recommendation"], result["assessment"]), ("denied", "don't know"))
+        self.assertEqual((result["recommendation"], result["assessment"]), ("Access Denied", "don't know"))
         recorded = self.newest_results()
         self.assertEqual((recorded["os"].recommendation, recorded["scanner"].recommendation),
                          (A.NO_RECOMMENDATION, A.NO_RECOMMENDATION))

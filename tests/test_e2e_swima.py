@@ -46,7 +46,7 @@ class SwimaEndToEndTests(unittest.TestCase):
 
     def test_second_assessment_sends_only_events_since_the_last_eid(self):
         first = self.assess()
-        self.assertEqual(first["recommendation"], "allowed", first)
+        self.assertEqual(first["recommendation"], "Access Allowed", first)
         after_first = self.measurements()
         kinds = [kind for _, kind, _ in after_first]
         self.assertIn("swima-inventory", kinds)
@@ -54,7 +54,7 @@ class SwimaEndToEndTests(unittest.TestCase):
         self.assertGreater(inventory["identifiers"], 0)
 
         second = self.assess()
-        self.assertEqual(second["recommendation"], "allowed", second)
+        self.assertEqual(second["recommendation"], "Access Allowed", second)
         new = self.measurements()[len(after_first):]
         new_kinds = [kind for _, kind, _ in new]
         # nothing changed on the host between the two runs: events only, no inventory

@@ -93,7 +93,7 @@ class EapClientEndToEndTests(unittest.TestCase):
             self.assertEqual((attributes["Tunnel-Type"], attributes["Tunnel-Medium-Type"],
                               attributes["Tunnel-Private-Group-Id"]), ("VLAN", "IEEE-802", "10"), inner)
             self.assertEqual(attributes["User-Name"], "carol")
-            self.assertEqual((result["recommendation"], result["assessment"]), ("allowed", "compliant"), inner)
+            self.assertEqual((result["recommendation"], result["assessment"]), ("Access Allowed", "compliant"), inner)
             self.assertEqual([r["imc"] for r in result["imv_results"]], ["Scanner"], inner)
         log = self.server.log_text()
         for how in ("PAP", "EAP_MD5", "EAP_MSCHAPV2"):
@@ -215,7 +215,7 @@ class OpenPortPolicyTests(unittest.TestCase):
 
     def test_no_open_port_is_allowed(self):
         result = self.assess("deny")
-        self.assertEqual((result["radius"]["code"], result["recommendation"]), ("Access-Accept", "allowed"))
+        self.assertEqual((result["radius"]["code"], result["recommendation"]), ("Access-Accept", "Access Allowed"))
         self.assertEqual(result["radius"]["attributes"]["Filter-Id"], "allow")
 
     def test_forbidden_open_port_is_isolated_with_the_reason(self):
@@ -225,7 +225,7 @@ class OpenPortPolicyTests(unittest.TestCase):
         self.assertEqual((radius["code"], radius["mppe_keys_ok"]), ("Access-Accept", True))
         self.assertEqual(radius["attributes"]["Filter-Id"], "isolate")
         self.assertEqual(radius["attributes"]["Tunnel-Private-Group-Id"], "20")
-        self.assertEqual((result["recommendation"], result["assessment"]), ("quarantined", "non-compliant minor"))
+        self.assertEqual((result["recommendation"], result["assessment"]), ("Quarantined", "non-compliant minor"))
         self.assertIn("Open server ports were detected", [r["text"] for r in result["reasons"]])
         scanner = [r for r in result["imv_results"] if r["imc"] == "Scanner"][0]
         self.assertIn(f"tcp/{FORBIDDEN_PORT}", " ".join(scanner["remediation"]))
@@ -235,6 +235,6 @@ class OpenPortPolicyTests(unittest.TestCase):
         result = self.assess("deny")
         self.assertEqual((result["radius"]["code"], result["radius"]["eap"]), ("Access-Reject", "failure"))
         self.assertEqual(result["radius"]["attributes"], {})
-        self.assertEqual(result["recommendation"], "denied")
+        self.assertEqual(result["recommendation"], "Access Denied")
         self.assertIn("Open server ports were detected", [r["text"] for r in result["reasons"]])
         self.assertIn("sending RADIUS Access-Reject for 'carol'", self.servers["deny"].log_text())

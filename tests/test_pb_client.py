@@ -177,7 +177,7 @@ class CapturedSessionTests(unittest.TestCase):
         self.assertEqual(outcome.reasons, ())
         data = outcome.to_json()
         self.assertEqual(set(data), {"recommendation", "assessment", "reasons", "remediation", "imv_results"})
-        self.assertEqual((data["recommendation"], data["assessment"]), ("allowed", "compliant"))
+        self.assertEqual((data["recommendation"], data["assessment"]), ("Access Allowed", "compliant"))
         self.assertIn({"imc_id": 2, "imc": "Scanner", "imv_id": 2, "assessment": "don't know",
                        "remediation": []}, data["imv_results"])
 
@@ -298,7 +298,7 @@ class ClientProtocolTests(unittest.TestCase):
         self.assertEqual((outcome.recommendation_label, outcome.assessment_label),
                          ("Quarantined", "non-compliant major"))
         data = outcome.to_json()
-        self.assertEqual(data["recommendation"], "quarantined")
+        self.assertEqual(data["recommendation"], "Quarantined")
         self.assertEqual(data["reasons"], [{"text": "Old kernel", "language": "en"}])
         self.assertEqual(data["remediation"], [{"uri": "https://fix.example/"},
                                                {"text": "Update the kernel", "language": "en"}])

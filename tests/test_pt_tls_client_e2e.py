@@ -50,7 +50,7 @@ class PtTlsClientEndToEndTests(unittest.TestCase):
         result = json.loads(done.stdout)
         self.assertEqual(set(result), {"recommendation", "assessment", "reasons", "remediation", "imv_results"})
         # no IMVs configured: "no recommendation", which the server enforces as denied
-        self.assertEqual(result["recommendation"], "denied")
+        self.assertEqual(result["recommendation"], "Access Denied")
         log = self.server.log_text()
         # the milestones a strongSwan operator looks for
         for line in ("accepting PT-TLS stream from 127.0.0.1", "SASL PLAIN authentication successful",

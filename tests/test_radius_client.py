@@ -138,7 +138,7 @@ class ExchangeTests(RadiusMixin, unittest.TestCase):
         out = result.to_json()
         self.assertEqual(set(out), {"recommendation", "assessment", "reasons", "remediation", "imv_results",
                                     "radius"})
-        self.assertEqual(out["recommendation"], "allowed")
+        self.assertEqual(out["recommendation"], "Access Allowed")
         self.assertEqual(out["radius"]["code"], "Access-Accept")
         self.assertEqual(out["radius"]["attributes"]["Filter-Id"], "allow")
         self.assertEqual(out["radius"]["attributes"]["Tunnel-Private-Group-Id"], "10")
@@ -152,7 +152,7 @@ class ExchangeTests(RadiusMixin, unittest.TestCase):
         self.assertEqual((result.code_name, result.eap_status), ("Access-Reject", PeerStatus.FAILURE))
         self.assertIsNone(result.mppe_keys_ok)
         self.assertIsNone(result.peer_error)
-        self.assertEqual(result.to_json()["recommendation"], "denied")
+        self.assertEqual(result.to_json()["recommendation"], "Access Denied")
 
     def test_wrong_password_gets_access_reject(self):
         result = self.relay(self.radius_server(), RadiusEapExchange(self.make_peer(password="no"), SECRET)).result

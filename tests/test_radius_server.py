@@ -245,8 +245,9 @@ class ServerTestCase(unittest.TestCase):
         return session
 
     def make_server(self, enforcement=None, **kwargs) -> RadiusServer:
-        clients = [RadiusClient(ipaddress.ip_network("127.0.0.0/8"), SECRET.encode(), "loopback"),
-                   RadiusClient(ipaddress.ip_network("::1/128"), b"v6-secret", "v6")]
+        # old-style clients ([radius] clients), named by their addresses in the log
+        clients = [RadiusClient(ipaddress.ip_network("127.0.0.0/8"), SECRET.encode()),
+                   RadiusClient(ipaddress.ip_network("::1/128"), b"v6-secret")]
         self.server = RadiusServer(clients, self.factory, enforcement, **kwargs)
         self.nas = Nas(self, self.server)
         return self.server

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from nac import log as nac_log
 from nac.client.collectors import COLLECTORS, DEFAULT_COLLECTORS
 from nac.client.pb_client import AssessmentOutcome
+from nac.client.remediation import printable, remediation_lines
 from nac.client.pt_tls import PT_TLS_PORT, AssessmentError, SetupError, run_assessment
 
 PROG = "nac-pt-tls-client"
@@ -131,23 +132,32 @@ def _secret(args, parser) -> str | None:
     return args.secret
 
 
+def _labelled(label: str, body: list[str], indent: str = "", language: str = "") -> list[str]:
+    """``label: first line [language]``, the other lines indented under it."""
+    first = f"{indent}{label}: {body[0]}" + (f" [{printable(language)}]" if language else "")
+    return [first] + [f"{indent}  {line}" for line in body[1:]]
+
+
 def format_text(outcome: AssessmentOutcome) -> str:
+    """The outcome as ``--json`` gives it, for people: the same names, the
+    remediation instructions as lines of text (not the XML they came in),
+    and nothing from the server that could drive the terminal."""
     lines = [f"assessment result: {outcome.assessment_label or 'none'}",
-             f"access recommendation: {outcome.recommendation_label}"]
+             f"access recommendation: {outcome.recommendation_label or 'none'}"]
     for reason in outcome.reasons:
-        lines.append(f"reason: {reason.text}" + (f" [{reason.language}]" if reason.language else ""))
+        lines += _labelled("reason", printable(reason.text).splitlines() or [""], language=reason.language)
     for item in outcome.remediation:
         if item.uri is not None:
-            lines.append(f"remediation: {item.uri}")
+            lines.append(f"remediation: {printable(item.uri)}")
         elif item.text is not None:
-            lines.append(f"remediation: {item.text}" + (f" [{item.language}]" if item.language else ""))
+            lines += _labelled("remediation", remediation_lines(item.text), language=item.language)
         else:
             lines.append(f"remediation: parameters 0x{item.vendor:06x}/{item.type}")
     for result in outcome.imv_results:
-        lines.append(f"IMC {result.imc_id} \"{result.imc_name}\" assessed by IMV {result.imv_id}: "
+        lines.append(f"IMC {result.imc_id} \"{printable(result.imc_name)}\" assessed by IMV {result.imv_id}: "
                      f"{result.result_label}")
         for text in result.remediation:
-            lines.append("  remediation: " + text.replace("\n", "\n    "))
+            lines += _labelled("remediation", remediation_lines(text), indent="  ")
     return "\n".join(lines)
 
 

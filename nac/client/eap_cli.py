@@ -12,6 +12,7 @@ match the peer's own MSK, and the posture result.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 
@@ -88,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nas-identifier", default=PROG, metavar="NAME",
                         help="NAS-Identifier of the requests (default: %(default)s)")
     parser.add_argument("--calling-station-id", metavar="ID", help="Calling-Station-Id (the endpoint's MAC)")
+    parser.add_argument("--source", metavar="ADDR",
+                        help="send from this address of the host, the NAS address the server sees "
+                             "(default: the server's loopback address for a server on loopback, else "
+                             "the system's choice)")
     parser.add_argument("--language", default="en", metavar="TAG",
                         help="preferred language of reason strings (default: %(default)s)")
     parser.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="S",
@@ -119,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     collectors = parse_collectors(parser, args.collectors)
+    if args.source is not None:
+        try:
+            source = ipaddress.ip_address(args.source.strip("[]"))
+        except ValueError:
+            parser.error(f"--source {args.source!r} is not an IP address")
+        args.source = str(source)
     if not 64 <= args.fragment_size <= MAX_FRAGMENT_SIZE:
         parser.error(f"--fragment-size must be 64-{MAX_FRAGMENT_SIZE} (an Access-Request holds 4096 bytes)")
     try:
@@ -149,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_reactor(lambda reactor: authenticate(
         reactor, host, port, secret.encode("utf-8"), peer, timeout=args.timeout,
         retransmit_interval=args.retransmit, max_transmissions=MAX_TRANSMISSIONS,
-        nas_identifier=args.nas_identifier, calling_station_id=args.calling_station_id))
+        nas_identifier=args.nas_identifier, calling_station_id=args.calling_station_id, source=args.source))
     if isinstance(result, AssessmentError):
         return fail(PROG, result)
     if not isinstance(result, RadiusResult):

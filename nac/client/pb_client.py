@@ -21,6 +21,7 @@ from typing import Any
 from nac.log import Logger
 from zope.interface.verify import verifyObject
 
+from nac.client.remediation import parse_instructions
 from nac.client.imc import (
     IImc,
     ImcConnection,
@@ -115,10 +116,17 @@ class Remediation:
     parameters: bytes = b""
 
     def to_json(self) -> dict[str, Any]:
+        """``uri``; or ``text`` and ``language``, with ``instructions``
+        (title, description, items_header, items) when the text is
+        instructions in strongSwan's XML; or the raw parameters."""
         if self.uri is not None:
             return {"uri": self.uri}
         if self.text is not None:
-            return {"text": self.text, "language": self.language}
+            out: dict[str, Any] = {"text": self.text, "language": self.language}
+            instructions = parse_instructions(self.text)
+            if instructions is not None:
+                out["instructions"] = [i.to_json() for i in instructions]
+            return out
         return {"vendor": self.vendor, "type": self.type, "parameters": self.parameters.hex()}
 
 
@@ -152,9 +160,15 @@ class AssessmentOutcome:
         return None if self.assessment is None else _evaluation_label(self.assessment)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (the keys ``nac-pt-tls-client --json`` prints)."""
+        """A JSON-ready dict (the keys ``nac-pt-tls-client --json`` prints),
+        with the words the text output uses: ``recommendation`` is the PB-TNC
+        Access Recommendation's name (RFC 5793 §4.7: 'Access Allowed',
+        'Access Denied', 'Quarantined'), ``assessment`` the Assessment
+        Result's (RFC 5793 §4.6, RFC 5792 §4.2.9: 'compliant', 'non-compliant minor',
+        'non-compliant major', 'error', "don't know"); None without a
+        result."""
         out: dict[str, Any] = {
-            "recommendation": None if self.recommendation is None else self.recommendation.name.lower(),
+            "recommendation": self.recommendation_label,
             "assessment": self.assessment_label,
             "reasons": [{"text": r.text, "language": r.language} for r in self.reasons],
             "remediation": [r.to_json() for r in self.remediation],

@@ -352,7 +352,8 @@ class PtTlsClientProtocol(protocol.Protocol):
 
 
 def _trace(direction: str, message) -> None:
-    log.debug("{direction} PT-TLS message #{mid} of type '{name}' ({size} bytes)", direction=direction,
+    # the name comes quoted, as strongSwan logs it ("'Version Request'")
+    log.debug("{direction} PT-TLS message #{mid} of type {name} ({size} bytes)", direction=direction,
               mid=message.message_id, name=message.name, size=16 + len(message.value))
 
 

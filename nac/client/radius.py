@@ -537,12 +537,15 @@ class RadiusClientProtocol(protocol.DatagramProtocol):
     # -- sockets -----------------------------------------------------------------------------------
 
     @classmethod
-    def connect(cls, reactor, address: str, port: int, **kw) -> RadiusClientProtocol:
+    def connect(cls, reactor, address: str, port: int, *, source: str | None = None, **kw) -> RadiusClientProtocol:
         """A protocol on a new UDP socket connected to ``address`` (an IP
-        address) and ``port``.  The socket is bound to the loopback address
+        address) and ``port``.  The socket is bound to ``source`` when given
+        (the NAS address the server is to see), else to the loopback address
         when the server is on loopback, else to any address of the family."""
         ip = ipaddress.ip_address(address)
-        if ip.is_loopback:
+        if source is not None:
+            interface = source
+        elif ip.is_loopback:
             interface = str(ip) if ip.version == 4 else "::1"
         else:
             interface = "0.0.0.0" if ip.version == 4 else "::"
@@ -561,13 +564,15 @@ class RadiusClientProtocol(protocol.DatagramProtocol):
 
 def authenticate(reactor, host: str, port: int, secret: bytes, peer: EapPeer, *, timeout: float = 30.0,
                  retransmit_interval: float = RETRANSMIT_INTERVAL, max_transmissions: int = MAX_TRANSMISSIONS,
-                 nas_identifier: str = "nac-eap-client", calling_station_id: str | None = None) -> defer.Deferred:
+                 nas_identifier: str = "nac-eap-client", calling_station_id: str | None = None,
+                 source: str | None = None) -> defer.Deferred:
     """Run ``peer``'s conversation with the RADIUS server at ``host``:``port``.
 
     Fires with a :class:`RadiusResult` once an Access-Accept or
     Access-Reject arrived, or fails with an
     :class:`nac.client.pt_tls.AssessmentError`: timeout, unreachable
-    server, a conversation the peer could not go on with.
+    server, a conversation the peer could not go on with.  ``source``: the
+    address to send from (an address of this host).
     """
     try:
         exchange = RadiusEapExchange(peer, secret, nas_identifier=nas_identifier,
@@ -577,10 +582,12 @@ def authenticate(reactor, host: str, port: int, secret: bytes, peer: EapPeer, *,
 
     def run(address: str):
         try:
-            proto = RadiusClientProtocol.connect(reactor, address, port, retransmit_interval=retransmit_interval,
+            proto = RadiusClientProtocol.connect(reactor, address, port, source=source,
+                                                 retransmit_interval=retransmit_interval,
                                                  max_transmissions=max_transmissions)
         except Exception as exc:
-            raise ConnectionFailed(f"cannot send to {host}[{port}]: {exc}") from None
+            where = f" from {source}" if source is not None else ""
+            raise ConnectionFailed(f"cannot send to {host}[{port}]{where}: {exc}") from None
         d = proto.run(exchange, timeout)
 
         def close(value):

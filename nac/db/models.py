@@ -400,6 +400,10 @@ class AssessmentSession(Base):
     evaluation: Mapped[EvaluationResult | None] = mapped_column()
     access: Mapped[str | None] = mapped_column(sa.String(16))
     reason: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+    # last, where migration 0005 added it to existing tables
+    nas: Mapped[str | None] = mapped_column(sa.String(64))
+    """The short name of the NAS that relayed the endpoint (a RADIUS
+    ``[radius-client:NAME]``), NULL for others (migration 0005)."""
 
     device: Mapped[Device | None] = relationship()
     results: Mapped[list[ImvResult]] = relationship(

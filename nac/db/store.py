@@ -76,6 +76,7 @@ _PRODUCT_PK = sa.select(_PRODUCTS.c.id).where(_PRODUCTS.c.name == sa.bindparam("
 _DEVICE_PK = sa.select(_DEVICES.c.id).where(_DEVICES.c.device_id == sa.bindparam("device_id"))
 _EAP_SECRET_ROW = sa.select(User.eap_secret, User.enabled).where(User.name == sa.bindparam("name"))
 _PASSWORD_ROW = sa.select(User.password_hash, User.enabled).where(User.name == sa.bindparam("name"))
+_USER_INFO = sa.select(User.name, User.enabled, User.created, User.eap_secret.is_not(None))
 
 T = TypeVar("T")
 
@@ -100,6 +101,8 @@ class UserInfo:
     name: str
     enabled: bool
     created: datetime.datetime
+    eap: bool = False
+    """Whether the user has an EAP secret (EAP-MD5 / EAP-MSCHAPv2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,8 @@ class SessionInfo:
     evaluation: EvaluationResult | None
     access: str | None
     reason: str
+    nas: str | None = None
+    """The short name of the NAS that relayed the endpoint (RADIUS), if it has one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +155,7 @@ def _session_info(row: AssessmentSession) -> SessionInfo:
         auth_method=row.auth_method, transport=row.transport, peer_address=row.peer_address,
         peer_port=row.peer_port, device=row.device.device_id if row.device else None,
         started=row.started, ended=row.ended, recommendation=row.recommendation,
-        evaluation=row.evaluation, access=row.access, reason=row.reason)
+        evaluation=row.evaluation, access=row.access, reason=row.reason, nas=row.nas)
 
 
 def _check_name(what: str, name: str, limit: int) -> str:
@@ -298,7 +303,8 @@ class _Hot:
 
 _B = sa.bindparam
 _INSERT_SESSION = _Hot(sa.insert(_SESSIONS).returning(_SESSIONS.c.id), (
-    "connection_id", "identity", "auth_method", "transport", "peer_address", "peer_port", "started", "reason"))
+    "connection_id", "identity", "auth_method", "transport", "peer_address", "peer_port", "nas", "started",
+    "reason"))
 _END_SESSION = _Hot(sa.update(_SESSIONS).where(_SESSIONS.c.id == _B("b_id")).values(
     ended=_B("b_ended"), recommendation=_B("b_recommendation"), evaluation=_B("b_evaluation"),
     access=_B("b_access"), reason=_B("b_reason")))
@@ -323,12 +329,13 @@ _HOT_EAP_SECRET_ROW = _Hot(_EAP_SECRET_ROW)
 
 def record_session_start(connection, peer, connection_id: int) -> int:
     """Insert the session row of an assessment of ``peer`` (a PeerInfo); its id."""
+    nas = getattr(peer, "nas", None)
     return _INSERT_SESSION.scalar(connection, {
         "connection_id": connection_id,
         "identity": peer.identity[:IDENTIFIER_LENGTH] if peer.identity else None,
         "auth_method": (peer.auth_method or "none")[:32], "transport": peer.transport[:16],
         "peer_address": str(peer.address)[:64], "peer_port": int(peer.port or 0),
-        "started": utcnow(), "reason": ""})
+        "nas": nas[:64] if nas else None, "started": utcnow(), "reason": ""})
 
 
 def record_decision(connection, session_id: int, decision) -> None:
@@ -484,7 +491,7 @@ class PolicyDb:
                             created=utcnow(), enabled=True)
                 session.add(user)
                 session.flush()
-                return UserInfo(user.name, user.enabled, user.created)
+                return UserInfo(user.name, user.enabled, user.created, eap_secret is not None)
         except sa.exc.IntegrityError:
             # another writer added the same name between our check and insert
             raise AlreadyExists(f"user {name!r} already exists") from None
@@ -495,11 +502,62 @@ class PolicyDb:
             if not deleted:
                 raise NotFound(f"no user {name!r}")
 
+    def set_password(self, name: str, password: str | bytes) -> UserInfo:
+        """Give user ``name`` a new password; a user with an EAP secret gets
+        it sealed anew, so SASL, PAP and EAP-MD5/MSCHAPv2 all take the new
+        password and none the old one.
+
+        No server needs telling: every login reads the user's row, and a
+        remembered verification (:class:`VerifiedCredentials`) holds only
+        for the stored hash it was made against, which this replaces.
+        """
+        if not password:
+            raise StoreError("the password must not be empty")
+        with self.transaction() as session:
+            has_eap = session.scalar(sa.select(User.eap_secret.is_not(None)).where(User.name == name))
+        if has_eap is None:
+            raise NotFound(f"no user {name!r}")
+        eap_secret = None
+        if has_eap:
+            if self.secrets is None:
+                raise StoreError(f"user {name!r} has an EAP secret, and there is no secret key to seal "
+                                 "the new one with")
+            text = password.decode("utf-8") if isinstance(password, bytes) else password
+            eap_secret = self.secrets.seal(name, text)
+        password_hash = hash_password(password)  # slow: outside the transaction
+        with self.transaction() as session:
+            user = session.scalar(sa.select(User).where(User.name == name))
+            if user is None:
+                raise NotFound(f"no user {name!r}")
+            if (user.eap_secret is not None) != has_eap:
+                raise StoreError(f"user {name!r} was changed meanwhile; try again")
+            user.password_hash = password_hash
+            user.eap_secret = eap_secret
+            return UserInfo(user.name, user.enabled, user.created, has_eap)
+
+    def set_enabled(self, name: str, enabled: bool) -> UserInfo:
+        """Enable or disable user ``name``.  A disabled user's logins are
+        refused from the next one on, by every server sharing the database:
+        each login reads the flag with the user's row."""
+        with self.transaction() as session:
+            user = session.scalar(sa.select(User).where(User.name == name))
+            if user is None:
+                raise NotFound(f"no user {name!r}")
+            user.enabled = enabled
+            return UserInfo(user.name, user.enabled, user.created, user.eap_secret is not None)
+
     def list_users(self) -> list[UserInfo]:
         with self.transaction() as session:
-            rows = session.execute(
-                sa.select(User.name, User.enabled, User.created).order_by(User.name))
-            return [UserInfo(r.name, r.enabled, r.created) for r in rows]
+            rows = session.execute(_USER_INFO.order_by(User.name))
+            return [UserInfo(*row) for row in rows]
+
+    def user(self, name: str) -> UserInfo:
+        """User ``name``; NotFound when there is none."""
+        with self.transaction() as session:
+            row = session.execute(_USER_INFO.where(User.name == name)).first()
+            if row is None:
+                raise NotFound(f"no user {name!r}")
+            return UserInfo(*row)
 
     # -- assessments -------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ class PeerInfo:
     port: int = 0
     identity: str | None = None
     auth_method: str = "none"
+    nas: str | None = None
+    """The short name of the NAS that relayed the endpoint (RADIUS), if it has one."""
 
 
 @dataclass(frozen=True, slots=True)

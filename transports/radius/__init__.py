@@ -8,7 +8,9 @@ VLAN for the decision) or Access-Reject.
 
 ``transports.radius.packet`` is the packet codec with the attributes used
 and the RADIUS cryptography (authenticators, MS-MPPE key hiding);
-``transports.radius.server`` the sans-IO server (clients, duplicate cache,
+``transports.radius.clients`` the NASes (``[radius-client:NAME]``) and
+which one a datagram comes from; ``transports.radius.server`` the sans-IO
+server (duplicate cache,
 EAP conversations, timeouts); ``transports.radius.enforcement`` the mapping
 from a posture decision to reply attributes; ``transports.radius.service``
 the Twisted UDP listener.

@@ -50,8 +50,7 @@ for a request another process serves; that one gets the datagram with
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from twisted.internet import defer
@@ -60,6 +59,7 @@ from nac.entropy import random_bytes as pool_bytes
 from nac.eap.outcome import EapOutcome, EapStatus
 from nac.log import Logger, LogLevel
 from nac.tnccs.assessment import PeerInfo
+from transports.radius.clients import RadiusClient, RadiusClientTable
 from transports.radius.enforcement import RadiusEnforcement, RadiusEnforcementAction
 from transports.radius.packet import (
     HEADER_SIZE,
@@ -89,7 +89,7 @@ DEFAULT_DUPLICATE_LIFETIME = 10.0
 _PASSWORDS = frozenset(map(int, (AttributeType.USER_PASSWORD, AttributeType.CHAP_PASSWORD,
                                  AttributeType.ARAP_PASSWORD)))
 _PROXY_STATE = int(AttributeType.PROXY_STATE)
-_MAX_CLIENT_CACHE = 4096
+_BAD_AUTHENTICATOR = "bad Message-Authenticator (is the shared secret the same?)"
 # RFC 2865 §5.12: Framed-MTU values range from 64 to 65535
 MIN_FRAMED_MTU, MAX_FRAMED_MTU = 64, 65535
 # RFC 3580 §3.17: Version (1), Type (1) and Body Length (2) of the 802.1X frame
@@ -140,49 +140,40 @@ def owner_of(data: bytes, processes: int) -> tuple[int | None, bool]:
     return data[4] % processes, True
 
 
-@dataclass(frozen=True, slots=True)
-class RadiusClient:
-    """A NAS allowed to send requests, by address or network, with its shared secret."""
+class LogLimit:
+    """Lets a warning about the same thing (a sender, a kind of fault)
+    through once every ``interval`` seconds, and says how many it held back
+    meanwhile: a NAS with the wrong secret, or strangers, must not flood the
+    log.  At most ``max_keys`` things are remembered (then all are
+    forgotten: spoofed sources must not grow it without bound)."""
 
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network
-    secret: bytes = field(repr=False)
-    name: str = ""
+    __slots__ = ("interval", "max_keys", "_next")
 
-    def __post_init__(self):
-        if not self.secret:
-            raise ValueError("a RADIUS client needs a shared secret")
+    def __init__(self, interval: float = 60.0, max_keys: int = 4096):
+        self.interval = interval
+        self.max_keys = max_keys
+        self._next: dict = {}
 
-
-class RadiusClientTable:
-    """Finds the client a datagram comes from: the most specific network wins.
-
-    Addresses seen are remembered, so the per-packet cost is a dict lookup.
-    """
-
-    def __init__(self, clients: Iterable[RadiusClient]):
-        self.clients = sorted(clients, key=lambda c: c.network.prefixlen, reverse=True)
-        self._cache: dict[str, RadiusClient | None] = {}
-
-    def find(self, host: str) -> RadiusClient | None:
-        try:
-            return self._cache[host]
-        except KeyError:
-            pass
-        try:
-            addr = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
+    def allow(self, key, now: float) -> int | None:
+        """None to hold the line back, else how many were held back before it."""
+        entry = self._next.get(key)
+        if entry is not None and now < entry[0]:
+            entry[1] += 1
             return None
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped  # a socket bound to :: sees IPv4 clients so
-        found = None
-        for client in self.clients:
-            if addr.version == client.network.version and addr in client.network:
-                found = client
-                break
-        if len(self._cache) >= _MAX_CLIENT_CACHE:
-            self._cache.clear()  # spoofed sources must not grow it without bound
-        self._cache[host] = found
-        return found
+        if entry is None and len(self._next) >= self.max_keys:
+            self._next.clear()
+        self._next[key] = [now + self.interval, 0]
+        return 0 if entry is None else entry[1]
+
+
+def _who(client: RadiusClient, host: str) -> str:
+    """A NAS in a warning about its packets: its name and the address they
+    came from ("'sw1' (192.0.2.1)"), or the address alone."""
+    return f"'{client.name}' ({host})" if client.name else f"'{host}'"
+
+
+def _held_back(count: int) -> str:
+    return f" ({count} more since the last such line)" if count else ""
 
 
 @dataclass(slots=True)
@@ -207,17 +198,18 @@ class RadiusCounters:
 class _Conversation:
     """One EAP conversation between a NAS and the EAP server."""
 
-    __slots__ = ("state", "session", "answer", "client", "host", "port", "peer", "user_name", "last_seen",
+    __slots__ = ("state", "session", "answer", "client", "nas", "port", "peer", "user_name", "last_seen",
                  "pending", "closed", "rounds")
 
-    def __init__(self, state, session, client, host, port, peer, user_name, now):
+    def __init__(self, state, session, client, nas, port, peer, user_name, now):
         self.state: bytes = state
         self.session = session
         # the session's answer at once when it has one (EapServerSession.answer),
         # else its IEapSession.receive Deferred
         self.answer = getattr(session, "answer", None) or session.receive
         self.client: RadiusClient = client
-        self.host: str = host
+        #: the NAS as the log names it (its short name, else its address)
+        self.nas: str = nas
         self.port: int = port
         self.peer: PeerInfo = peer
         self.user_name: bytes | None = user_name
@@ -246,13 +238,15 @@ class RadiusServer:
         session per conversation.
     :param enforcement: turns the posture decision into reply attributes.
     :param random_bytes: ``random_bytes(n)``: State values and MPPE salts.
+    :param log_interval: a warning about one sender's faulty packets (or an
+        unknown sender's) is logged once in this many seconds.
     """
 
     def __init__(self, clients: Sequence[RadiusClient] | RadiusClientTable, eap_factory: Callable,
                  enforcement: RadiusEnforcement | None = None, *, conversation_timeout: float = 30.0,
                  max_conversations: int = 4096, duplicate_lifetime: float = DEFAULT_DUPLICATE_LIFETIME,
                  random_bytes: Callable[[int], bytes] = pool_bytes, transport_name: str = "radius",
-                 process: int = 0, processes: int = 1):
+                 process: int = 0, processes: int = 1, log_interval: float = 60.0):
         if not 0 <= process < processes <= 256:
             raise ValueError(f"process {process} of {processes}: a State byte numbers the processes")
         self.clients = clients if isinstance(clients, RadiusClientTable) else RadiusClientTable(clients)
@@ -271,7 +265,7 @@ class RadiusServer:
         self._conversations: dict[bytes, _Conversation] = {}
         # (client host, port, Identifier) -> cached reply, roughly oldest first
         self._replies: dict[tuple[str, int, int], _Reply] = {}
-        self._unknown_logged: set[str] = set()
+        self._log_limit = LogLimit(log_interval)
         self._now = 0.0
         self.closed = False
 
@@ -314,14 +308,11 @@ class RadiusServer:
         client = self.clients.find(host)
         if client is None:
             self.counters.unknown_clients += 1
-            # one warning per address: a flood from strangers must not flood the log
-            if host not in self._unknown_logged:
-                if len(self._unknown_logged) >= _MAX_CLIENT_CACHE:
-                    self._unknown_logged.clear()
-                self._unknown_logged.add(host)
-                log.warn("received RADIUS packet from unknown client {host}[{port}], discarded "
-                         "(not in [radius] clients; further packets from it are discarded quietly)",
-                         host=host, port=port)
+            held = self._log_limit.allow(host, now)
+            if held is not None:
+                log.warn("received RADIUS packet from unknown client {host}[{port}], discarded: no "
+                         "[radius-client:NAME] address nor [radius] clients holds it{held}",
+                         host=host, port=port, held=_held_back(held))
             return None
         if self.processes > 1 and not forwarded and data[:1] == b"\x01":  # an Access-Request
             owner, opening = owner_of(data, self.processes)
@@ -333,8 +324,10 @@ class RadiusServer:
             packet = RadiusPacket.parse(data)
         except RadiusPacketError as exc:
             self.counters.malformed_packets += 1
-            log.warn("received invalid RADIUS message from client '{client}', ignored: {reason}",
-                     client=host, reason=str(exc))
+            held = self._log_limit.allow((host, str(exc)), now)
+            if held is not None:
+                log.warn("received invalid RADIUS message from client {client}, ignored: {reason}{held}",
+                         client=_who(client, host), reason=str(exc), held=_held_back(held))
             return None
         code = packet.code
         if code == Code.ACCESS_REQUEST:
@@ -343,8 +336,11 @@ class RadiusServer:
         if code == Code.STATUS_SERVER:
             return self._status_server(packet, client, host)
         self.counters.unknown_types += 1
-        log.warn("received RADIUS {code} from client '{client}', ignored: not a request this "
-                 "authentication server answers", code=code_name(code), client=host)
+        held = self._log_limit.allow((host, "code"), now)
+        if held is not None:
+            log.warn("received RADIUS {code} from client {client}, ignored: not a request this "
+                     "authentication server answers{held}", code=code_name(code), client=_who(client, host),
+                     held=_held_back(held))
         return None
 
     def not_forwarded(self, forward: Forward, data: bytes, addr: tuple, now: float):
@@ -361,31 +357,32 @@ class RadiusServer:
         # RFC 5997 §3: Status-Server MUST carry a Message-Authenticator; it is
         # never retransmitted, so it bypasses the duplicate cache
         if not packet.has_message_authenticator:
-            return self._drop(packet, host, "Status-Server without Message-Authenticator")
+            return self._drop(packet, client, host, "Status-Server without Message-Authenticator")
         if not packet.message_authenticator_valid(client.secret):
             self.counters.bad_authenticators += 1
-            return self._drop(packet, host, "bad Message-Authenticator (is the shared secret the same?)")
+            return self._drop(packet, client, host, _BAD_AUTHENTICATOR)
         self.counters.status_servers += 1
-        log.debug("received RADIUS Status-Server from client '{client}'", client=host)
+        log.debug("received RADIUS Status-Server from client '{client}'", client=client.label(host))
         return self._reply(packet, client, Code.ACCESS_ACCEPT, b"")
 
     def _access_request(self, packet: RadiusPacket, client: RadiusClient, host: str, port: int, now: float):
+        nas = client.name or host
         signed = packet.has_message_authenticator
         if signed and not packet.message_authenticator_valid(client.secret):
             self.counters.bad_authenticators += 1
-            return self._drop(packet, host, "bad Message-Authenticator (is the shared secret the same?)")
+            return self._drop(packet, client, host, _BAD_AUTHENTICATOR)
         try:
             eap = packet.eap_message()
         except RadiusPacketError as exc:
             self.counters.malformed_packets += 1
-            return self._drop(packet, host, str(exc))
+            return self._drop(packet, client, host, str(exc))
         if eap is not None:
             if not signed:
-                return self._drop(packet, host, "EAP-Message without Message-Authenticator")
+                return self._drop(packet, client, host, "EAP-Message without Message-Authenticator")
             for attr in packet.attributes:
                 if attr.type in _PASSWORDS:
                     self.counters.malformed_packets += 1
-                    return self._drop(packet, host, f"EAP-Message together with {attr.name}")
+                    return self._drop(packet, client, host, f"EAP-Message together with {attr.name}")
 
         # RFC 5080 §2.2.2: only authentic requests reach (and may change) the cache
         key = (host, port, packet.identifier)
@@ -395,17 +392,17 @@ class RadiusServer:
                 self.counters.dup_access_requests += 1
                 if cached.reply is None:
                     log.info("ignoring RADIUS Access-Request 0x{id:02x} from client '{client}', "
-                             "already processing", id=packet.identifier, client=host)
+                             "already processing", id=packet.identifier, client=nas)
                     return None
                 log.info("RADIUS Access-Request 0x{id:02x} from client '{client}' is a retransmission, "
-                         "sending the same reply again", id=packet.identifier, client=host)
+                         "sending the same reply again", id=packet.identifier, client=nas)
                 return cached.reply
             del self._replies[key]
 
         if eap is None:
             log.info("RADIUS Access-Request 0x{id:02x} from client '{client}' for '{user}' has no "
                      "EAP-Message; only EAP authentication is offered, sending Access-Reject",
-                     id=packet.identifier, client=host, user=_user_name(packet.get(AttributeType.USER_NAME)))
+                     id=packet.identifier, client=nas, user=_user_name(packet.get(AttributeType.USER_NAME)))
             reply = self._reply(packet, client, Code.ACCESS_REJECT, b"")
             self.counters.access_rejects += 1
             self._cache(key, _Reply(packet.authenticator, reply, now + self.duplicate_lifetime))
@@ -422,12 +419,12 @@ class RadiusServer:
             if conv is None or conv.client is not client:
                 self.counters.packets_dropped += 1
                 log.warn("RADIUS Access-Request 0x{id:02x} from client '{client}' carries an unknown "
-                         "State (conversation ended or timed out), discarded", id=packet.identifier, client=host)
+                         "State (conversation ended or timed out), discarded", id=packet.identifier, client=nas)
                 return None
             if conv.pending:
                 self.counters.packets_dropped += 1
                 log.info("ignoring RADIUS Access-Request 0x{id:02x} from client '{client}', "
-                         "already processing", id=packet.identifier, client=host)
+                         "already processing", id=packet.identifier, client=nas)
                 return None
             # keep the dict in order of last request, for expire()
             del conversations[state]
@@ -438,11 +435,11 @@ class RadiusServer:
         self._cache(key, entry)
         if LogLevel.debug in Logger.enabled:
             log.debug("received RADIUS Access-Request 0x{id:02x} from client '{client}' with {n} bytes of EAP",
-                      id=packet.identifier, client=host, n=len(eap))
+                      id=packet.identifier, client=nas, n=len(eap))
         try:
             outcome = conv.answer(eap)
         except Exception:
-            log.failure("the EAP session failed on a request from client '{client}'", client=host)
+            log.failure("the EAP session failed on a request from client '{client}'", client=nas)
             self._forget(key, entry)
             self._end(conv, "internal error")
             return None
@@ -464,34 +461,36 @@ class RadiusServer:
 
     def _start_conversation(self, packet, client, host, port, now) -> _Conversation | None:
         conversations = self._conversations
+        nas = client.name or host
         if len(conversations) >= self.max_conversations:
             self.expire(now)
             if len(conversations) >= self.max_conversations:
                 self.counters.packets_dropped += 1
                 log.warn("discarding RADIUS Access-Request 0x{id:02x} from client '{client}': {n} EAP "
                          "conversations in progress is the limit ([radius] max_conversations)",
-                         id=packet.identifier, client=host, n=self.max_conversations)
+                         id=packet.identifier, client=nas, n=self.max_conversations)
                 return None
-        peer = PeerInfo(transport=self.transport_name, address=host, port=port, identity=None)
+        peer = PeerInfo(transport=self.transport_name, address=host, port=port, identity=None,
+                        nas=client.name or None)
         try:
             session = self.eap_factory(peer)
         except Exception:
-            log.failure("cannot start an EAP session for client '{client}'", client=host)
+            log.failure("cannot start an EAP session for client '{client}'", client=nas)
             return None
         state = self._new_state()
-        conv = _Conversation(state, session, client, host, port, peer,
+        conv = _Conversation(state, session, client, nas, port, peer,
                              packet.get(AttributeType.USER_NAME), now)
         conversations[state] = conv
         framed_mtu = packet.get(AttributeType.FRAMED_MTU)
         if framed_mtu is not None:
-            self._link_mtu(session, framed_mtu, host)
+            self._link_mtu(session, framed_mtu, nas)
         # debug: one info line per authentication (its outcome) is what operators read
         log.debug("new EAP conversation from client '{client}' for '{user}'",
-                 client=host, user=_user_name(conv.user_name))
+                 client=nas, user=_user_name(conv.user_name))
         return conv
 
     @staticmethod
-    def _link_mtu(session, raw: bytes, host: str) -> None:
+    def _link_mtu(session, raw: bytes, nas: str) -> None:
         # RFC 3580 §3.17: the NAS's Framed-MTU bounds the EAP packets it can pass
         # to the peer, less the 4-byte 802.1X header; a hint, so a bad one is ignored
         limit = getattr(session, "limit_request_size", None)
@@ -500,11 +499,11 @@ class RadiusServer:
         try:
             mtu = decode_value(AttributeType.FRAMED_MTU, raw)
         except RadiusPacketError as exc:
-            log.warn("ignoring the Framed-MTU from client '{client}': {reason}", client=host, reason=exc.reason)
+            log.warn("ignoring the Framed-MTU from client '{client}': {reason}", client=nas, reason=exc.reason)
             return
         if not MIN_FRAMED_MTU <= mtu <= MAX_FRAMED_MTU:
             log.warn("ignoring the Framed-MTU {mtu} from client '{client}': outside {low}-{high}",
-                     mtu=mtu, client=host, low=MIN_FRAMED_MTU, high=MAX_FRAMED_MTU)
+                     mtu=mtu, client=nas, low=MIN_FRAMED_MTU, high=MAX_FRAMED_MTU)
             return
         limit(mtu - EAPOL_HEADER_SIZE)
 
@@ -518,7 +517,7 @@ class RadiusServer:
             return None
         conv.pending = False
         status = outcome.status
-        host = conv.host
+        nas = conv.nas
         try:
             if status is EapStatus.CONTINUE:
                 reply = self._challenge(conv, request, outcome)
@@ -530,18 +529,18 @@ class RadiusServer:
             else:
                 self._forget(key, entry)
                 log.info("EAP packet from client '{client}' discarded by the EAP server: {reason}",
-                         client=host, reason=outcome.reason or "no reason given")
+                         client=nas, reason=outcome.reason or "no reason given")
                 if not conv.rounds:
                     # the NAS knows no State of ours: nothing can continue this conversation
                     self._end(conv, "first EAP packet discarded")
                 return None
         except RadiusPacketError as exc:
-            log.error("cannot build the RADIUS reply for client '{client}': {reason}", client=host, reason=str(exc))
+            log.error("cannot build the RADIUS reply for client '{client}': {reason}", client=nas, reason=str(exc))
             self._forget(key, entry)
             self._end(conv, "no valid RADIUS reply")
             return None
         except Exception:
-            log.failure("internal error answering client '{client}'", client=host)
+            log.failure("internal error answering client '{client}'", client=nas)
             self._forget(key, entry)
             self._end(conv, "internal error")
             return None
@@ -566,12 +565,13 @@ class RadiusServer:
         conv.rounds += 1
         self.counters.access_challenges += 1
         if LogLevel.debug in Logger.enabled:
-            log.debug("sending RADIUS Access-Challenge to client '{client}'", client=conv.host)
+            log.debug("sending RADIUS Access-Challenge to client '{client}'", client=conv.nas)
         return reply
 
     def _success(self, conv: _Conversation, request: RadiusPacket, outcome: EapOutcome) -> bytes:
         identity = outcome.identity
-        action: RadiusEnforcementAction = self.enforcement.enforce(conv.peer, outcome.decision)
+        enforcement = conv.client.enforcement or self.enforcement
+        action: RadiusEnforcementAction = enforcement.enforce(conv.peer, outcome.decision)
         if not action.accept:
             eap_id = outcome.packet[1] if outcome.packet and len(outcome.packet) > 1 else 0
             failure = bytes((4, eap_id, 0, 4))  # EAP-Failure (RFC 3748 §4.2)
@@ -591,7 +591,7 @@ class RadiusServer:
         self._end(conv, None)
         self.counters.access_accepts += 1
         log.info("sending RADIUS Access-Accept for '{identity}' to client '{client}': {enforcement}",
-                 identity=identity or _user_name(conv.user_name), client=conv.host,
+                 identity=identity or _user_name(conv.user_name), client=conv.nas,
                  enforcement=action.description)
         return reply
 
@@ -602,11 +602,11 @@ class RadiusServer:
         self._end(conv, None)
         self.counters.access_rejects += 1
         log.info("sending RADIUS Access-Reject for '{identity}' to client '{client}': {reason}",
-                 identity=identity or _user_name(conv.user_name), client=conv.host, reason=reason)
+                 identity=identity or _user_name(conv.user_name), client=conv.nas, reason=reason)
         return reply
 
     def _eap_failed(self, failure, conv: _Conversation, key, entry: _Reply) -> None:
-        log.failure("the EAP session failed on a request from client '{client}'", failure, client=conv.host)
+        log.failure("the EAP session failed on a request from client '{client}'", failure, client=conv.nas)
         self._forget(key, entry)
         if not conv.closed:
             self._end(conv, "internal error")
@@ -623,10 +623,13 @@ class RadiusServer:
             attributes += encode_attributes(proxy_states)
         return signed_reply(code, request.identifier, request.authenticator, client.secret, attributes)
 
-    def _drop(self, packet: RadiusPacket, host: str, reason: str) -> None:
+    def _drop(self, packet: RadiusPacket, client: RadiusClient, host: str, reason: str) -> None:
         self.counters.packets_dropped += 1
-        log.warn("RADIUS {code} 0x{id:02x} from client '{client}' discarded: {reason}",
-                 code=code_name(packet.code), id=packet.identifier, client=host, reason=reason)
+        held = self._log_limit.allow((host, reason), self._now)
+        if held is not None:
+            log.warn("RADIUS {code} 0x{id:02x} from client {client} discarded: {reason}{held}",
+                     code=code_name(packet.code), id=packet.identifier, client=_who(client, host),
+                     reason=reason, held=_held_back(held))
         return None
 
     def _cache(self, key, entry: _Reply) -> None:
@@ -650,7 +653,7 @@ class RadiusServer:
             try:
                 conv.session.abort(abort_reason)
             except Exception:
-                log.failure("aborting the EAP session of client '{client}' failed", client=conv.host)
+                log.failure("aborting the EAP session of client '{client}' failed", client=conv.nas)
 
     # -- time -------------------------------------------------------------------------------
 
@@ -664,7 +667,7 @@ class RadiusServer:
             if conv.last_seen > idle_since:
                 break
             log.info("EAP conversation from client '{client}' for '{user}' timed out after {t:g} s "
-                     "without a request", client=conv.host, user=_user_name(conv.user_name),
+                     "without a request", client=conv.nas, user=_user_name(conv.user_name),
                      t=self.conversation_timeout)
             self._end(conv, "RADIUS conversation timed out")
         replies = self._replies

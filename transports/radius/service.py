@@ -22,7 +22,8 @@ from nac.log import Logger
 from transports.radius.enforcement import RadiusEnforcement
 from transports.radius.packet import MAX_PACKET_SIZE
 from transports.radius.relay import RadiusRelay, mesh
-from transports.radius.server import Forward, RadiusClient, RadiusServer
+from transports.radius.clients import client_table
+from transports.radius.server import Forward, RadiusServer
 
 __all__ = ["RadiusProtocol", "RadiusService", "make_service"]
 
@@ -211,7 +212,9 @@ class RadiusService(service.Service):
 def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers=None,
                  process: int = 0, processes: int | None = None, adopt: tuple[int, int] | None = None,
                  relay: dict[int, int] | None = None) -> RadiusService:
-    """Build the RADIUS service from the ``[radius]`` section.
+    """Build the RADIUS service from the ``[radius]`` section and the NASes
+    of the ``[radius-client:NAME]`` sections (every process reads the same
+    configuration, so all have the same clients).
 
     ``eap_factory`` (``eap_factory(peer) -> IEapSession``) defaults to the EAP
     server of :mod:`nac.eap.server` configured from the same section.
@@ -224,9 +227,10 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
     """
     from transports.pt_tls.workers import connection_share, process_count
     sec = cfg.section("radius")
-    origin = cfg.origin("radius", "secret")
-    if sec["secret"] is None:
-        raise nac_config.ConfigError(f"{origin}: [radius] secret: required for the RADIUS transport")
+    clients = client_table(cfg)
+    if not len(clients):
+        raise nac_config.ConfigError(f"{cfg.origin('radius', 'secret')}: [radius] secret: required for the "
+                                     "RADIUS transport, or a [radius-client:NAME] section for each NAS")
     if eap_factory is None:
         try:
             from nac.eap.server import session_factory
@@ -242,8 +246,6 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
     if processes > 1 and step < processes:
         raise ValueError(f"{processes} RADIUS processes need a TNCS core handing out every n-th "
                          f"Connection ID (n >= {processes}), not {(first, step)}")
-    secret = sec["secret"].encode("utf-8")
-    clients = [RadiusClient(network, secret, str(network)) for network in sec["clients"]]
     server = RadiusServer(clients, eap_factory, RadiusEnforcement.from_config(sec),
                           conversation_timeout=sec["conversation_timeout"],
                           max_conversations=connection_share(sec["max_conversations"], processes, process),

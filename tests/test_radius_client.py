@@ -154,6 +154,37 @@ class ExchangeTests(RadiusMixin, unittest.TestCase):
         self.assertIsNone(result.peer_error)
         self.assertEqual(result.to_json()["recommendation"], "Access Denied")
 
+    def test_a_pdp_closing_the_tunnel_after_denying_gives_its_decision(self):
+        """strongSwan's PDP denies with the PB-TNC result and then closes the
+        TLS tunnel inside an Access-Challenge, without an Access-Reject
+        (tests/data/vectors/strongswan-radius/r3-*): the decision that
+        arrived is the outcome, not a TLS failure."""
+        import nac.eap.server
+        from nac.eap.method import MethodResult, MethodStep
+        from nac.eap.ttls import TtlsServer
+
+        class ClosingAfterDenial(TtlsServer):
+            def _inner_step(self, step, method):
+                if method is self._posture and step.result is MethodResult.FAILURE:
+                    self.decision = method.decision
+                    self._tunnel._conn.shutdown()  # close_notify, and nothing else
+                    return MethodStep.send(self._channel.send(self._tunnel.data_to_send()))
+                return super()._inner_step(step, method)
+
+        self.patch(nac.eap.server, "TtlsServer", ClosingAfterDenial)
+        core = TnccsCore(ImvManager([VerdictImv(A.NO_ACCESS, E.NONCOMPLIANT_MAJOR)]))
+        server = self.radius_server(posture=lambda p: PtEap(core, p))
+        peer = self.make_peer(tnc="pt-eap", imcs=(ProductImc(),))
+        event = self.relay(server, RadiusEapExchange(peer, SECRET))
+        self.assertIsInstance(event, Finished)
+        result = event.result
+        self.assertEqual((result.code_name, result.eap_status), ("Access-Challenge", PeerStatus.FAILURE))
+        self.assertIsNone(result.peer_error)
+        self.assertFalse(result.tls_error)
+        self.assertEqual(result.reason, "the server closed the TLS tunnel after its decision (Access Denied)")
+        self.assertEqual(result.posture.recommendation_label, "Access Denied")
+        self.assertEqual(result.to_json()["recommendation"], "Access Denied")
+
     def test_wrong_password_gets_access_reject(self):
         result = self.relay(self.radius_server(), RadiusEapExchange(self.make_peer(password="no"), SECRET)).result
         self.assertEqual((result.code_name, result.eap_status), ("Access-Reject", PeerStatus.FAILURE))

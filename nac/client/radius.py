@@ -356,6 +356,10 @@ class RadiusEapExchange:
         if step.status is not PeerStatus.CONTINUE and self.peer.error is not None:
             # the peer gave up on the server (certificate, name, protocol)
             return self._fail(self.peer.error, tls=self.peer.tls_error)
+        if step.status is PeerStatus.FAILURE and self.peer.posture is not None and self.peer.posture.completed:
+            # the server ended the conversation after its posture decision
+            # (strongSwan's PDP denies so, without an Access-Reject): that decision is the outcome
+            return self._final(reply, None)
         if step.status is not PeerStatus.CONTINUE:
             what = {PeerStatus.DISCARD: "discarded the EAP packet of an Access-Challenge"}.get(
                 step.status, f"ended the conversation in an Access-Challenge ({step.status.value})")

@@ -113,13 +113,17 @@ class PeerStep:
 class PeerError(Exception):
     """The peer gives up on the method: the server misbehaved, or could not
     be trusted.  ``response`` is type-data still worth sending (a TLS alert),
-    ``tls`` marks a failed TLS handshake or certificate check."""
+    ``tls`` marks a failed TLS handshake or certificate check;
+    ``after_decision``: the server ended the method itself once its posture
+    decision had arrived (no fault of either side)."""
 
-    def __init__(self, reason: str, *, response: bytes | None = None, tls: bool = False):
+    def __init__(self, reason: str, *, response: bytes | None = None, tls: bool = False,
+                 after_decision: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.response = response
         self.tls = tls
+        self.after_decision = after_decision
 
 
 @dataclass(frozen=True)
@@ -479,6 +483,12 @@ class TtlsPeer(PeerMethod):
                 return self._handshake()
             data = self._tunnel.read()
         except TlsError as err:
+            posture = self.posture
+            if err.peer_closed and posture is not None and posture.completed:
+                # strongSwan's PDP denies so: the PB-TNC result, then the TLS
+                # tunnel closed inside an Access-Challenge, no EAP-Failure
+                raise PeerError(f"the server closed the TLS tunnel after its decision "
+                                f"({posture.recommendation_label})", after_decision=True) from None
             raise self._tls_failure(str(err)) from None
         if data:
             return self._tunnel_send(self.phase2(data))
@@ -820,6 +830,9 @@ class EapPeer:
         try:
             type_data = method.process(request)
         except PeerError as err:
+            if err.after_decision:
+                log.info("{method}: {reason}", method=method.label, reason=err.reason)
+                return self._failure(err.reason)
             self.error, self.tls_error = err.reason, err.tls
             log.warn("{method} failed: {reason}", method=method.label, reason=err.reason)
             if err.response is None:

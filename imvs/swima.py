@@ -32,6 +32,7 @@ none arrives.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import secrets
 from collections.abc import Iterable, Sequence
@@ -54,7 +55,7 @@ from imvs.policy import (
     send_attributes,
 )
 from imvs.swid import DEFAULT_MAX_TAG_SIZE, SwidTagError, SwidTagFormat, parse_swid_tag
-from nac.config import Option, boolean, byte_size, choice, non_negative_int
+from nac.config import Option, boolean, byte_size, choice, non_negative_int, non_negative_seconds
 from nac.db.models import (
     IDENTIFIER_LENGTH,
     NAME_LENGTH,
@@ -234,9 +235,10 @@ def _identifier_ids(session: orm.Session, tag_ids: Iterable[str]) -> dict[str, i
 
 
 def _lacking_tags(session: orm.Session, device_pk: int | None, identifier_ids: Iterable[int],
-                  limit: int) -> tuple[str, ...]:
-    """Identifiers without a stored SWID tag: the device's installed software,
-    or (no device) the given identifiers; at most ``limit``, sorted."""
+                  limit: int, tag_retry: float = 0.0) -> tuple[str, ...]:
+    """Identifiers without a stored SWID tag: the device's installed software
+    (but for the tags it could not provide within the last ``tag_retry``
+    seconds), or (no device) the given identifiers; at most ``limit``, sorted."""
     if limit <= 0:
         return ()
     query = (sa.select(SoftwareIdentifier.tag_id)
@@ -245,6 +247,10 @@ def _lacking_tags(session: orm.Session, device_pk: int | None, identifier_ids: I
     if device_pk is not None:
         query = query.join(DeviceSoftware, DeviceSoftware.identifier_id == SoftwareIdentifier.id).where(
             DeviceSoftware.device_id == device_pk, DeviceSoftware.installed.is_(True))
+        if tag_retry > 0:
+            asked_before = utcnow() - datetime.timedelta(seconds=tag_retry)
+            query = query.where(sa.or_(DeviceSoftware.tag_unavailable.is_(None),
+                                       DeviceSoftware.tag_unavailable < asked_before))
         return tuple(session.scalars(query.order_by(SoftwareIdentifier.tag_id).limit(limit)))
     out: list[str] = []
     for chunk in _chunks(list(identifier_ids)):
@@ -290,7 +296,7 @@ def device_swima_state(session: orm.Session, device_id: str, session_id: int | N
 
 def store_inventory(session: orm.Session, device_pk: int | None, epoch: int, last_eid: int,
                     identifiers: Sequence[str], *, session_id: int | None = None,
-                    max_tags: int = 0) -> InventoryStored:
+                    max_tags: int = 0, tag_retry: float = 0.0) -> InventoryStored:
     """Replace the device's inventory with ``identifiers`` (a full inventory)
     and remember its EID epoch and last EID."""
     ids = _identifier_ids(session, identifiers)
@@ -315,7 +321,7 @@ def store_inventory(session: orm.Session, device_pk: int | None, epoch: int, las
     _measure(session, session_id, "swima-inventory", {
         "epoch": epoch, "last_eid": last_eid, "identifiers": len(ids), "added": added,
         "removed": removed})
-    lacking = _lacking_tags(session, device_pk, ids.values(), max_tags)
+    lacking = _lacking_tags(session, device_pk, ids.values(), max_tags, tag_retry)
     return InventoryStored(len(ids), added, removed, lacking)
 
 
@@ -330,7 +336,7 @@ def _update_installed(session: orm.Session, device_pk: int, identifier_ids: Sequ
 
 def apply_events(session: orm.Session, device_pk: int, epoch: int, last_eid: int,
                  events: Sequence[tuple[int, int, str]], *, session_id: int | None = None,
-                 max_tags: int = 0) -> EventsApplied:
+                 max_tags: int = 0, tag_retry: float = 0.0) -> EventsApplied:
     """Apply software events ``(eid, action, identifier)`` in EID order to
     the device's inventory and move its last EID on to ``last_eid``."""
     ordered = sorted(events, key=lambda e: e[0])  # stable: same-EID events keep their order
@@ -361,7 +367,25 @@ def apply_events(session: orm.Session, device_pk: int, epoch: int, last_eid: int
         "epoch": epoch, "last_eid": last_eid, "created": applied.created, "deleted": applied.deleted,
         "altered": applied.altered})
     return EventsApplied(applied.created, applied.deleted, applied.altered,
-                         _lacking_tags(session, device_pk, (), max_tags))
+                         _lacking_tags(session, device_pk, (), max_tags, tag_retry))
+
+
+def mark_tags_unavailable(session: orm.Session, device_pk: int, identifiers: Iterable[str]) -> int:
+    """The device answered a request for the SWID tags of ``identifiers``
+    without them: remember when, so they are not asked for again for a while
+    (``[imv:swima] tag_retry``).  Returns the number of entries marked."""
+    wanted = list(identifiers)
+    if not wanted:
+        return 0
+    ids = session.scalars(sa.select(SoftwareIdentifier.id).where(SoftwareIdentifier.tag_id.in_(wanted))).all()
+    marked = 0
+    now = utcnow()
+    for chunk in _chunks(list(ids)):
+        marked += session.execute(
+            sa.update(DeviceSoftware)
+            .where(DeviceSoftware.device_id == device_pk, DeviceSoftware.identifier_id.in_(chunk))
+            .values(tag_unavailable=now)).rowcount or 0
+    return marked
 
 
 def store_swid_tags(session: orm.Session, records: Sequence[tuple[str, bytes, SwidTagFormat]], *,
@@ -496,6 +520,10 @@ class SwimaImv:
                "since then, instead of its whole inventory every time."),
         Option("max_tags", non_negative_int, 5000,
                "Most SWID tags the database lacks that one assessment asks for (0: none)."),
+        Option("tag_retry", non_negative_seconds, 30 * 86400.0,
+               "A device that answered a request for SWID tags without some of them (its collector has "
+               "none, as strongSwan's for most Debian packages) is not asked for those again for this "
+               "long (0: every assessment)."),
         Option("max_attribute_size", byte_size(64 * 1024, 256 * 1024 * 1024), 16 * 1024 * 1024,
                "Largest SWIMA attribute accepted, whole or reassembled from segments; "
                "announced in the segmentation contract."),
@@ -511,6 +539,7 @@ class SwimaImv:
         values.update(options or {})
         self.use_events: bool = values["events"]
         self.max_tags: int = values["max_tags"]
+        self.tag_retry: float = values["tag_retry"]
         self.max_attribute_size: int = values["max_attribute_size"]
         self.max_tag_size: int = values["max_tag_size"]
         self.no_result: A = RECOMMENDATIONS[values["no_result"]]
@@ -593,7 +622,7 @@ class SwimaImv:
         elif isinstance(attribute, NextSegment) and whole:
             self._next_segment(connection, state, imc_id, attribute, reply)
         elif isinstance(attribute, PaTncErrorAttribute):
-            self._pa_tnc_error(connection, state, attribute)
+            await self._pa_tnc_error(connection, state, attribute)
         elif isinstance(attribute, (SoftwareIdentifierInventory, SoftwareInventory)):
             await self._inventory(connection, state, attribute)
         elif isinstance(attribute, (SoftwareIdentifierEvents, SoftwareEvents)):
@@ -634,7 +663,7 @@ class SwimaImv:
             return None
         return pending
 
-    def _pa_tnc_error(self, connection, state: SwimaConnectionState, error: PaTncErrorAttribute) -> None:
+    async def _pa_tnc_error(self, connection, state: SwimaConnectionState, error: PaTncErrorAttribute) -> None:
         code = error.error_code
         name = getattr(code, "name", str(code))
         if error.error_vendor != PaVendor.IETF:
@@ -668,6 +697,7 @@ class SwimaImv:
         elif pending.kind is RequestKind.TAGS:
             state.pending = None
             state.tags_refused = True
+            await self._tags_unavailable(connection, state, pending.targets)
         else:
             state.pending = None
             state.failed = state.failed or "the collector could not report its inventory"
@@ -701,13 +731,16 @@ class SwimaImv:
         tags = self._tags(connection, attribute.records, pending) if with_tags else []
         if pending.kind is RequestKind.TAGS:
             await self._store_tags(connection, state, tags)
+            delivered = {record.software_identifier for record in attribute.records}
+            await self._tags_unavailable(connection, state, [t for t in pending.targets if t not in delivered])
             return
         state.next = None  # the fallback came with the refusal
         identifiers = self._identifiers(connection, attribute.records)
         stored = await self._db(connection, state, store_inventory,
                                 state.device.device_pk if state.device else None,
                                 attribute.eid_epoch, attribute.last_eid, identifiers,
-                                session_id=state.session_id, max_tags=self._tags_wanted(state))
+                                session_id=state.session_id, max_tags=self._tags_wanted(state),
+                                tag_retry=self.tag_retry)
         if stored is None and connection.store is not None:
             return
         state.inventory_received = True
@@ -766,7 +799,8 @@ class SwimaImv:
                          imv_id=connection.imv_id)
         applied = await self._db(connection, state, apply_events, stored.device_pk,
                                  attribute.eid_epoch, consulted, events,
-                                 session_id=state.session_id, max_tags=self._tags_wanted(state))
+                                 session_id=state.session_id, max_tags=self._tags_wanted(state),
+                                 tag_retry=self.tag_retry)
         if applied is None:
             return
         state.device = DeviceSwimaState(stored.device_pk, attribute.eid_epoch, consulted)
@@ -842,6 +876,15 @@ class SwimaImv:
                  imv_id=connection.imv_id, n=stored.stored, u=stored.updated, r=len(stored.refused))
         received = {identifier for identifier, _, _ in records}
         state.lacking_tags = [t for t in state.lacking_tags if t not in received]
+
+    async def _tags_unavailable(self, connection, state: SwimaConnectionState, identifiers) -> None:
+        if not identifiers or state.device is None:
+            return
+        marked = await self._db(connection, state, mark_tags_unavailable, state.device.device_pk, identifiers)
+        if marked:
+            log.info("IMV {imv_id}: the endpoint has no SWID tag for {n} software identifier(s); not asking "
+                     "again for {days:g} day(s)", imv_id=connection.imv_id, n=marked,
+                     days=self.tag_retry / 86400)
 
     async def _db(self, connection, state: SwimaConnectionState, fn, *args, **kwargs):
         """``fn`` in the policy store (None without a store or when it fails)."""

@@ -167,18 +167,30 @@ def byte_size(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h)?", re.IGNORECASE)
-_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d)?", re.IGNORECASE)
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(raw: str) -> float:
+    m = _DURATION.fullmatch(raw.strip())
+    if not m:
+        raise ValueError("is not a duration (e.g. 30, 1.5, 30s, 2m, 7d)")
+    unit = m.group(2).lower() if m.group(2) else None
+    value = float(m.group(1)) * _DURATION_UNITS[unit]
+    if not math.isfinite(value):
+        raise ValueError("is not a finite duration")
+    return value
+
+
+def non_negative_seconds(raw: str) -> float:
+    """A duration, zero allowed: ``0``, ``30``, ``2m``, ``1h``, ``30d``."""
+    return _duration(raw)
 
 
 def seconds(raw: str) -> float:
-    """A duration greater than zero: ``30``, ``1.5``, ``30s``, ``2m``, ``500ms``, ``1h``."""
-    m = _DURATION.fullmatch(raw.strip())
-    if not m:
-        raise ValueError("is not a duration (e.g. 30, 1.5, 30s, 2m)")
-    unit = m.group(2).lower() if m.group(2) else None
-    value = float(m.group(1)) * _DURATION_UNITS[unit]
-    if not math.isfinite(value) or value <= 0:
+    """A duration greater than zero: ``30``, ``1.5``, ``30s``, ``2m``, ``500ms``, ``1h``, ``7d``."""
+    value = _duration(raw)
+    if value <= 0:
         raise ValueError("must be a duration greater than zero")
     return value
 

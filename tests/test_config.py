@@ -154,8 +154,11 @@ class ParserTests(unittest.TestCase):
 
     def test_seconds(self):
         self.check(config.seconds,
-                   {"30": 30.0, "1.5": 1.5, "30s": 30.0, "2m": 120.0, "500ms": 0.5, "1h": 3600.0, "2 M": 120.0},
-                   ["0", "0s", "-1", "abc", "1d", "inf", "nan", "", "s"])
+                   {"30": 30.0, "1.5": 1.5, "30s": 30.0, "2m": 120.0, "500ms": 0.5, "1h": 3600.0, "2 M": 120.0,
+                    "7d": 604800.0},
+                   ["0", "0s", "-1", "abc", "1w", "inf", "nan", "", "s"])
+        self.check(config.non_negative_seconds, {"0": 0.0, "0s": 0.0, "30d": 2592000.0, "1.5": 1.5},
+                   ["-1", "abc", "inf", ""])
 
     def test_boolean(self):
         good = {v: True for v in ("yes", "true", "on", "1", "YES", "True")}

@@ -504,6 +504,47 @@ class ScriptedCollectorTestsMixin(SwimaDatabaseMixin):
         self.assertLessEqual(result.rounds, MAX_REQUESTS + 2)
 
     @defer.inlineCallbacks
+    def test_tags_the_endpoint_could_not_provide_are_not_asked_for_again(self):
+        wanted = ids("a", "b", "c")
+
+        def first(request, n):
+            if n == 1:
+                return [inventory(request, EPOCH, 1, wanted)]
+            # the collector has a tag for "a" only (strongSwan's has none for most packages)
+            return [SoftwareInventory(request.request_id, EPOCH, 1, (SwimaRecord(0, wanted[0], record=tag_xml(wanted[0])),))]
+
+        imc, _ = yield self.run_scripted(first)
+        self.assertEqual(imc.requests[1].identifiers, tuple(wanted))
+        self.assertEqual(list(self.tags()), wanted[:1])
+
+        def again(request, n):
+            self.assertEqual(n, 1, "the IMV asked again for tags the endpoint had not got")
+            return [events(request, EPOCH, 1, 1)]
+
+        imc, result = yield self.run_scripted(again)
+        self.assertEqual(len(imc.requests), 1)  # only the events since the last EID
+        self.assertEqual(self.verdict(result), (A.ALLOW, E.COMPLIANT))
+
+        def retry(request, n):
+            return [events(request, EPOCH, 1, 1)] if n == 1 else [swima_error(request)]
+
+        # with tag_retry = 0 the IMV asks every time; a refusal marks the targets too
+        imc, _ = yield self.run_scripted(retry, imv=SwimaImv({"tag_retry": 0.0}))
+        self.assertEqual(imc.requests[1].identifiers, tuple(wanted[1:]))
+
+        def refused_before(request, n):
+            self.assertEqual(n, 1)
+            return [events(request, EPOCH, 1, 1)]
+
+        imc, _ = yield self.run_scripted(refused_before)
+        self.assertEqual(len(imc.requests), 1)
+
+    def test_tag_retry_option(self):
+        self.assertEqual(SwimaImv().tag_retry, 30 * 86400.0)
+        cfg = config.load(None, {("nac", "imvs"): "swima", ("imv:swima", "tag_retry"): "7d"})
+        self.assertEqual(cfg.imv_options("swima", SwimaImv.OPTIONS)["tag_retry"], 7 * 86400.0)
+
+    @defer.inlineCallbacks
     def test_only_requested_matching_iso_tags_are_stored(self):
         wanted = ids("good", "mismatch", "other-model", "broken")
 

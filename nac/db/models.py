@@ -515,6 +515,9 @@ class DeviceSoftware(Base):
     installed: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     first_seen: Mapped[datetime.datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    tag_unavailable: Mapped[datetime.datetime | None] = mapped_column(nullable=True, default=None)
+    """When the device last answered a request for this software's SWID tag
+    without the tag (its collector has none): not asked again for a while."""
 
     identifier: Mapped[SoftwareIdentifier] = relationship()
 

@@ -271,6 +271,26 @@ class SaslFailureTests(unittest.TestCase):
         self.assertIn("RuntimeError", server_events[-1].reason)
         self.assertNotIn(PASSWORD, server_events[-1].reason)
 
+    def test_an_authzid_naming_another_user_is_refused(self):
+        # carol's own password, but asking to act as mallory-admin (RFC 4616: authzid NUL authcid NUL passwd)
+        checked = []
+        server = started_server(authenticator=lambda authcid, pw, authzid: checked.append(authcid) or True)
+        response = b"mallory-admin\0carol\0" + PASSWORD.encode()
+        events = server.receive_data(SaslMechanismSelection("PLAIN", response).to_message(1).build())
+        self.assertEqual(events[0], AuthenticationFailed(SaslResult.ABORT, "carol"))
+        self.assertIsInstance(events[1], Closed)
+        self.assertIn("'mallory-admin' differs from the authentication identity 'carol'", events[1].reason)
+        self.assertNotIn(PASSWORD, events[1].reason)
+        self.assertEqual(checked, [])  # refused before any password check
+        self.assertEqual([m.decode() for m in messages(server.data_to_send())], [SaslResultMessage(SaslResult.ABORT)])
+
+    def test_an_authzid_equal_to_the_authcid_is_the_same_user(self):
+        server = started_server()
+        response = b"carol\0carol\0" + PASSWORD.encode()
+        events = server.receive_data(SaslMechanismSelection("PLAIN", response).to_message(1).build())
+        authenticated = [e for e in events if isinstance(e, Authenticated)]
+        self.assertEqual([(e.identity, e.method) for e in authenticated], [("carol", "sasl-plain")])
+
     def test_malformed_plain_response_is_aborted(self):
         server = started_server()
         events = server.receive_data(SaslMechanismSelection("PLAIN", b"carol-" + PASSWORD.encode()).to_message(1).build())

@@ -268,9 +268,9 @@ class SaslPlainResponseTests(unittest.TestCase):
         self.assertEqual(creds.build(), b"\x00carol\x00hunter2")
         self.assertNotIn("hunter2", repr(creds))
 
-    def test_authzid_is_the_identity_when_given(self):
+    def test_the_authcid_is_the_identity_whatever_the_authzid(self):
         creds = SaslPlainResponse.parse("admin\x00carol\x00pässword".encode())
-        self.assertEqual((creds.identity, creds.password), ("admin", "pässword"))
+        self.assertEqual((creds.authzid, creds.identity, creds.password), ("admin", "carol", "pässword"))
 
     def test_bad_responses_never_quote_the_password(self):
         for data in (b"carol\x00hunter2", b"\x00\x00hunter2", b"\x00carol\x00", b"\x00carol\x00hunter2\x00x",

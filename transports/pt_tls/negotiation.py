@@ -121,7 +121,7 @@ class SaslPlainCredentials:
 
     @property
     def identity(self) -> str:
-        return self.authzid or self.authcid
+        return self.authcid
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,6 +468,13 @@ class PtTlsServer(_PtTlsConnection):
             credentials = SaslPlainResponse.parse(response)
         except SaslPlainError as exc:
             self._fail_sasl(f"SASL PLAIN authentication failed: {exc}", None, events)
+            return
+        if credentials.authzid and credentials.authzid != credentials.authcid:
+            # RFC 4616 §2: the server decides whether the authcid may act as
+            # the authzid; nac lets nobody act as another user
+            self._fail_sasl(f"SASL PLAIN authorization identity {credentials.authzid!r} differs from "
+                            f"the authentication identity {credentials.authcid!r}: refused",
+                            credentials.authcid, events)
             return
         if self._authenticator is None:
             self._auth = _ServerAuth.VERIFICATION

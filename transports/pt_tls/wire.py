@@ -682,8 +682,9 @@ class SaslPlainResponse:
 
     @property
     def identity(self) -> str:
-        """The identity the session acts as: authzid when given, else authcid."""
-        return self.authzid or self.authcid
+        """The identity the session acts as: the authcid, whose password was
+        checked (the server refuses an authzid that names someone else)."""
+        return self.authcid
 
 
 # -- the stream ---------------------------------------------------------------

@@ -571,7 +571,7 @@ class OsImv(PaTncImv):
                "Package reports kept in memory for package lists seen again (hosts from one "
                "image), until the package policy in the database changes; 0: judge every list "
                "against the database."),
-        *verdict_options(),
+        *verdict_options(server_checks=True),
         PaTncImv.attribute_size_option(),
     ]
 
@@ -688,6 +688,7 @@ class OsImv(PaTncImv):
         checks: list[EvaluationResult | None] = []
         summary: list[str] = []
         report: PackageReport | None = None
+        check_failed = False
 
         if store is not None:
             if state.device_id is not None:
@@ -716,6 +717,7 @@ class OsImv(PaTncImv):
                                 "failed", imv_id=connection.imv_id, cid=connection.connection_id)
                     checks.append(E.ERROR)
                     summary.append("installed packages could not be checked")
+                    check_failed = True
                 else:
                     for name, release in report.blacklisted:
                         log.info("package '{name}' ({release}) is blacklisted", name=name, release=release)
@@ -768,6 +770,9 @@ class OsImv(PaTncImv):
             },
             "evaluation": evaluation.label,
         })
+        if check_failed:
+            # a blacklisted package may be among them: never allow (fail closed)
+            return self.check_failed("; ".join(summary))
         if evaluation in (E.DONT_KNOW, E.ERROR):
             return self.no_result(REASON_INCOMPLETE, "; ".join(summary), evaluation)
         return Judgement(evaluation, self.policy.recommendation(evaluation), tuple(reasons),

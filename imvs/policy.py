@@ -113,14 +113,24 @@ MAX_PENDING_SEGMENTED = 2
 
 # -- evaluation → recommendation ---------------------------------------------------------
 
+REASON_CHECK_FAILED: LangText = {
+    "en": "The security policy could not be checked",
+    "de": "Die Sicherheitsrichtlinie konnte nicht überprüft werden",
+}
+
 
 def verdict_options(*, minor: str = "no-access", major: str = "no-access",
-                    no_result: str = "no-recommendation") -> list[Option]:
+                    no_result: str = "no-recommendation", server_checks: bool = False) -> list[Option]:
     """The ``[imv:NAME]`` options of :class:`VerdictPolicy` (strongSwan's
     enforcement ``rec_fail`` / ``rec_noresult``, split by severity) and the
-    remediation URI."""
+    remediation URI; with ``server_checks`` (an IMV that looks the endpoint's
+    measurements up in the policy database) also ``check_failed``."""
     names = tuple(RECOMMENDATIONS)
-    return [
+    failed = [Option("check_failed", choice("isolate", "no-access"), "no-access",
+                     "Recommendation when nac cannot make a check of its own (the policy database cannot "
+                     "be read): isolate or no-access, never allow, with a reason saying so.")] \
+        if server_checks else []
+    return failed + [
         Option("non_compliant_minor", choice(*names[:3]), minor,
                "Recommendation when a check finds a minor violation: allow, isolate or no-access."),
         Option("non_compliant_major", choice(*names[:3]), major,
@@ -142,12 +152,15 @@ class VerdictPolicy:
     minor: ActionRecommendation = A.NO_ACCESS
     major: ActionRecommendation = A.NO_ACCESS
     no_result: ActionRecommendation = A.NO_RECOMMENDATION
+    check_failed: ActionRecommendation = A.NO_ACCESS
+    """When a check of nac's own failed (the policy database): never allow."""
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> VerdictPolicy:
         return cls(RECOMMENDATIONS[options["non_compliant_minor"]],
                    RECOMMENDATIONS[options["non_compliant_major"]],
-                   RECOMMENDATIONS[options["no_result"]])
+                   RECOMMENDATIONS[options["no_result"]],
+                   RECOMMENDATIONS[options.get("check_failed", "no-access")])
 
     def recommendation(self, evaluation: EvaluationResult) -> ActionRecommendation:
         evaluation = E(evaluation)
@@ -626,6 +639,11 @@ class PaTncImv:
             if self.remediation_uri:
                 connection.add_remediation("", judgement.remediation.language, uri=self.remediation_uri)
         connection.provide_recommendation(rec, ev)
+
+    def check_failed(self, summary: str) -> Judgement:
+        """The verdict when a check of nac's own could not be made (the policy
+        database failed): never allow, whatever else the endpoint showed."""
+        return Judgement(E.ERROR, self.policy.check_failed, (REASON_CHECK_FAILED,), None, summary)
 
     def no_result(self, reason: LangText | None = None, summary: str = "",
                   evaluation: EvaluationResult = E.DONT_KNOW) -> Judgement:

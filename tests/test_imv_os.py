@@ -57,7 +57,7 @@ from nac.pa.ietf import (
     RemediationInstructions,
 )
 from nac.tnccs.imv_manager import load_imv
-from tests.posture import ETC, MACHINE_ID, PT_EAP, ImvHarness, PolicyStoreMixin
+from tests.posture import ETC, MACHINE_ID, PT_EAP, ImvHarness, PolicyStoreMixin, ScriptedImv
 from tests.test_collectors import SWIMA_PACKAGES, Host
 from tests.test_db import DatabaseMixin, PostgresBackend, SqliteBackend
 
@@ -185,6 +185,28 @@ class OsFlowTestsMixin(StoreMixin):
         self.assertEqual(len(self.flushLoggedErrors(StoreError)), 2)
         [session] = yield self.decided_sessions()
         self.assertEqual((session.access, session.device), ("allowed", None))
+
+    @defer.inlineCallbacks
+    def test_a_policy_that_cannot_be_read_never_allows(self):
+        """The database is down while a blacklisted package is installed: the
+        OS IMV must not fall back to its no-result recommendation, which
+        another IMV's allow would outvote (fail closed)."""
+        from nac.db.store import StoreError
+
+        self.import_host()
+        self.db.blacklist_package(PRODUCT, "git")
+        self.patch(self.store, "read", lambda *args, **kw: defer.fail(StoreError("connection refused")))
+        allowing = ScriptedImv("allow", [(0, 1)], on_solicit=lambda c: c.provide_recommendation(A.ALLOW, E.COMPLIANT))
+        result = yield self.assess([self.host().os_imc()], [OsImv(), allowing])
+        self.flushLoggedErrors(StoreError)
+        verdict = result.verdict("os")
+        self.assertEqual((verdict.recommendation, verdict.evaluation), (A.NO_ACCESS, E.ERROR))
+        self.assertEqual(result.decision.access, "denied")
+        self.assertIn(("The security policy could not be checked", "en"), result.decision.reasons)
+        # or isolate, as configured; never allow
+        result = yield self.assess([self.host().os_imc()], [OsImv({"check_failed": "isolate"}), allowing])
+        self.flushLoggedErrors(StoreError)
+        self.assertEqual(result.decision.access, "isolate")
 
     @defer.inlineCallbacks
     def test_the_same_host_again_is_judged_from_memory_until_the_policy_changes(self):

@@ -679,6 +679,12 @@ declare_section("ikev2", [
            "Half-open IKE SAs from which IKE_SA_INIT requires a cookie."),
     Option("max_half_open", positive_int, 10000,
            "Most half-open IKE SAs kept; further IKE_SA_INIT requests are dropped (bounds memory under a flood)."),
+    Option("max_half_open_per_peer", positive_int, 10,
+           "Most half-open IKE SAs (IKE_AUTH not done) of one peer address, as strongSwan's block_threshold: "
+           "an address that answers cookies still cannot take the table from the others."),
+    Option("max_fragment_memory", byte_size(64 * 1024, 1024 * 1024 * 1024), 16 * 1024 * 1024,
+           "Memory all IKE SAs together may hold for fragmented messages not yet complete (RFC 7383); a "
+           "fragment beyond it is dropped."),
     Option("fragment_size", int_range(576, 65535), 1280,
            "Largest IP datagram of an IKE message fragment (RFC 7383), like strongSwan's charon.fragment_size."),
     Option("dns", comma_list_of(_ip_literal), [], "DNS servers sent in configuration payloads."),

@@ -48,6 +48,7 @@ from transports.ikev2.crypto import (
     verify_auth,
 )
 from transports.ikev2.fragment import (
+    FragmentBudget,
     FragmentReassembly,
     InvalidFragment,
     fragment_message,
@@ -586,6 +587,28 @@ class FragmentTests(unittest.TestCase):
         tight.add(IkeMessage.parse(fragments[0]), self.keys.responder_sk)
         self.assertRaises(InvalidFragment, tight.add, IkeMessage.parse(fragments[1]), self.keys.responder_sk)
         self.assertFalse(tight.in_progress)
+
+    def test_fragments_of_all_reassemblies_share_one_budget(self) -> None:
+        fragments = self.fragments()
+        size = len(fragments[0])
+        budget = FragmentBudget(3 * size)  # room for about three fragments, all reassemblies together
+        first, second = FragmentReassembly(budget=budget), FragmentReassembly(budget=budget)
+        first.add(IkeMessage.parse(fragments[0]), self.keys.responder_sk)
+        first.add(IkeMessage.parse(fragments[1]), self.keys.responder_sk)
+        second.add(IkeMessage.parse(fragments[0]), self.keys.responder_sk)
+        with self.assertRaises(InvalidFragment) as caught:
+            second.add(IkeMessage.parse(fragments[1]), self.keys.responder_sk)
+        self.assertIn("unfinished fragmented messages of all IKE SAs", str(caught.exception))
+        self.assertFalse(second.in_progress)  # what it held went back
+        held = budget.used
+        self.assertGreater(held, 0)
+        first.clear()
+        self.assertEqual(budget.used, 0)
+        # a completed message gives its bytes back too
+        whole = FragmentReassembly(budget=FragmentBudget(10 * 1024 * 1024))
+        results = [whole.add(IkeMessage.parse(raw), self.keys.responder_sk) for raw in fragments]
+        self.assertIsNotNone(results[-1])
+        self.assertEqual(whole._budget.used, 0)
 
     def test_bad_fragments(self) -> None:
         fragments = self.fragments()

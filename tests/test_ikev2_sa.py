@@ -494,6 +494,47 @@ class IkeSaInitTests(ResponderMixin, unittest.TestCase):
         self.assertEqual(harness.responder.half_open, 0)
         self.assertEqual(initiator.receive_init(harness.deliver(initiator.ike_sa_init())[0]), "ok")
 
+    def test_one_address_answering_cookies_gets_only_its_share(self):
+        # the attack: one address that echoes every cookie, filling the table
+        harness = self.gateway(cookie_threshold=2, max_half_open_per_peer=4)
+        flooder = ("127.0.0.66", 500)
+        answered = 0
+        for _ in range(12):
+            initiator = ScriptedInitiator(eap_peer=None, address=flooder)
+            for _attempt in range(2):  # the cookie round trip when asked for one
+                replies = harness.deliver(initiator.ike_sa_init(), src=flooder)
+                if not replies or initiator.receive_init(replies[0]) != "cookie":
+                    break
+            answered += bool(replies) and initiator.keys is not None
+        self.assertEqual(answered, 4)
+        self.assertEqual(harness.responder.half_open, 4)
+        self.assertEqual(harness.responder.counters.half_open_peer_dropped, 8)
+        # everybody else still gets in (with a cookie: the table is above the threshold)
+        other = self.md5_initiator()
+        self.assertEqual(other.receive_init(harness.deliver(other.ike_sa_init())[0]), "cookie")
+        self.assertEqual(other.receive_init(harness.deliver(other.ike_sa_init())[0]), "ok")
+        establish(self, harness, self.md5_initiator())
+        # the flooder's share comes back when its half-open SAs time out
+        harness.now += 31
+        harness.responder.expire(harness.now)
+        self.assertEqual(harness.responder._half_open_by_peer, {})
+        late = ScriptedInitiator(eap_peer=None, address=flooder)
+        self.assertEqual(late.receive_init(harness.deliver(late.ike_sa_init(), src=flooder)[0]), "ok")
+
+    def test_fragment_memory_of_all_ike_sas_is_returned_when_they_go(self):
+        harness = self.gateway(max_fragment_memory=64 * 1024)
+        self.assertEqual(harness.responder.fragment_budget.limit, 64 * 1024)
+        establish(self, harness, self.md5_initiator(fragment_size=300))
+        # a half-open SA whose IKE_AUTH stopped after its first fragment
+        stalled = self.md5_initiator(fragment_size=150)
+        stalled.receive_init(harness.deliver(stalled.ike_sa_init())[0])
+        first_fragment = stalled.first_ike_auth()[0]
+        harness.deliver(first_fragment, port=4500)
+        self.assertGreater(harness.responder.fragment_budget.used, 0)
+        harness.now += 31
+        harness.responder.expire(harness.now)
+        self.assertEqual(harness.responder.fragment_budget.used, 0)
+
     def test_malformed_request_gets_invalid_syntax(self):
         harness = self.gateway()
         initiator = self.md5_initiator()

@@ -93,24 +93,52 @@ def fragment_message(message: IkeMessage, inner: Sequence[Payload], protection: 
     return fragments
 
 
+class FragmentBudget:
+    """Bytes of unfinished messages all reassemblies may hold together: each
+    SA's reassembly is bounded (``max_size``), the responder's IKE SAs
+    together by this, so many peers cannot make it buffer without end."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used = max(0, self.used - size)
+
+
 class FragmentReassembly:
     """The fragments of one message, collected and checked (RFC 7383 §2.6).
 
     Feed every parsed message whose last payload is SKF with ``add``; the
     caller passes only fragments of the message it expects (the next
     request's Message ID).  Limits: ``max_fragments`` per message and
-    ``max_size`` bytes of reassembled plaintext.
+    ``max_size`` bytes of reassembled plaintext, and what ``budget`` (shared
+    by every reassembly of a responder) has left.
     """
 
-    __slots__ = ("max_fragments", "max_size", "_message_id", "_total", "_first_payload", "_pieces", "_size",
-                 "_exchange", "_flags")
+    __slots__ = ("max_fragments", "max_size", "_budget", "_message_id", "_total", "_first_payload", "_pieces",
+                 "_size", "_exchange", "_flags")
 
-    def __init__(self, max_fragments: int = MAX_FRAGMENTS, max_size: int = 65535) -> None:
+    def __init__(self, max_fragments: int = MAX_FRAGMENTS, max_size: int = 65535,
+                 budget: FragmentBudget | None = None) -> None:
         self.max_fragments = max_fragments
         self.max_size = max_size
+        self._budget = None
+        self._size = 0
         self._reset()
+        self._budget = budget
 
     def _reset(self) -> None:
+        if self._budget is not None and self._size:
+            self._budget.give(self._size)
         self._message_id: int | None = None
         self._total = 0
         self._first_payload = PayloadType.NONE
@@ -169,6 +197,10 @@ class FragmentReassembly:
         if self._size + len(plaintext) > self.max_size:
             self._reset()
             raise InvalidFragment(f"reassembled message larger than {self.max_size} bytes")
+        if self._budget is not None and not self._budget.take(len(plaintext)):
+            self._reset()
+            raise InvalidFragment(f"the {self._budget.limit} bytes for unfinished fragmented messages of "
+                                  "all IKE SAs are taken")
         self._pieces[number] = plaintext
         self._size += len(plaintext)
         if number == 1:

@@ -79,6 +79,7 @@ from nac.tnccs.assessment import PeerInfo
 from transports.ikev2 import crypto
 from transports.ikev2.fragment import (
     DEFAULT_FRAGMENT_SIZE,
+    FragmentBudget,
     FragmentReassembly,
     InvalidFragment,
     fragment_message,
@@ -226,6 +227,11 @@ class ResponderSettings:
     nat_port: int = 4500
     cookie_threshold: int = 50
     max_half_open: int = 10000
+    max_half_open_per_peer: int = 10
+    """Half-open IKE SAs (no IKE_AUTH done yet) one peer address may have
+    (strongSwan's block_threshold): one address cannot take the table."""
+    max_fragment_memory: int = 16 * 1024 * 1024
+    """Bytes all IKE SAs together may hold of unfinished fragmented messages."""
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     half_open_timeout: float = 30.0
@@ -251,6 +257,8 @@ class ResponderCounters:
     invalid_ke_sent: int = 0
     no_proposal_chosen: int = 0
     half_open_dropped: int = 0
+    half_open_peer_dropped: int = 0
+    """IKE_SA_INIT requests ignored because their address had its share of half-open IKE SAs."""
     retransmits_answered: int = 0
     integrity_failures: int = 0
     malformed: int = 0
@@ -336,6 +344,8 @@ class IkeSa:
     busy: bool = False
     reassembly: FragmentReassembly | None = field(default=None, repr=False)
     first_fragment_hash: bytes = b""
+    half_open_peer: str | None = None
+    """The peer address this SA counts against while not established."""
     # our own requests (DELETE on expiry)
     own_mid: int = 0
     # IKE_AUTH
@@ -531,10 +541,14 @@ class IkeResponder:
         # (SPIi, host, port) of IKE SAs still connecting, for IKE_SA_INIT retransmits
         self._by_init: dict[tuple[bytes, str, int], IkeSa] = {}
         self._child_spis: set[bytes] = set()
+        # peer address -> its IKE SAs not established yet (max_half_open_per_peer)
+        self._half_open_by_peer: dict[str, int] = {}
+        self.fragment_budget = FragmentBudget(settings.max_fragment_memory)
         self._next_ike_id = 1
         self._next_child_id = 1
         self._next_reqid = 1
         self._flood_logged = 0.0
+        self._peer_flood_logged: dict[str, float] = {}
         self.now = now
         self.closed = False
 
@@ -641,6 +655,15 @@ class IkeResponder:
             return
         if half_open >= settings.cookie_threshold and not self._cookie_ok(data, header, local, remote):
             return
+        # after the cookie: an address that answers cookies still gets only its share
+        if self._half_open_by_peer.get(remote[0], 0) >= settings.max_half_open_per_peer:
+            self.counters.half_open_dropped += 1
+            self.counters.half_open_peer_dropped += 1
+            if self.now - self._peer_flood_logged.get(remote[0], -1e9) >= 10.0:
+                self._peer_flood_logged[remote[0]] = self.now
+                log.warn("ignoring IKE_SA setup from {host}: it has {n} half-open IKE_SAs, the limit per "
+                         "peer", host=remote[0], n=settings.max_half_open_per_peer)
+            return
         try:
             request = IkeMessage.parse(data)
         except IkeProtocolError as err:
@@ -717,7 +740,7 @@ class IkeResponder:
                                    crypto.nat_detection_hash(header.spi_i, spi_r, remote[0], remote[1])))
         if _notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None:
             sa.peer_fragmentation = True
-            sa.reassembly = FragmentReassembly(max_size=MAX_REASSEMBLED_SIZE)
+            sa.reassembly = FragmentReassembly(max_size=MAX_REASSEMBLED_SIZE, budget=self.fragment_budget)
             response.append(Notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
         hash_algorithms = _notify(payloads, NotifyType.SIGNATURE_HASH_ALGORITHMS)
         if hash_algorithms is not None:
@@ -732,6 +755,8 @@ class IkeResponder:
         sa.init_key = init_key
         self._sas[spi_r] = sa
         self._half_open[spi_r] = sa
+        sa.half_open_peer = remote[0]
+        self._half_open_by_peer[remote[0]] = self._half_open_by_peer.get(remote[0], 0) + 1
         self._by_init[init_key] = sa
         self.counters.ike_sa_init_responses += 1
         log.debug("generating {message}", message=_Described(message))
@@ -1057,6 +1082,7 @@ class IkeResponder:
         sa.established_at = self.now
         sa.eap = None
         self._authenticating.pop(sa.spi_r, None)
+        self._no_longer_half_open(sa)
         self._by_init.pop(sa.init_key, None)
         sa.init_request = b""  # the AUTH octets are computed; drop the big values
         self.counters.established += 1
@@ -1314,7 +1340,7 @@ class IkeResponder:
                     local_behind_nat=sa.local_behind_nat, id_i=sa.id_i, id_r=sa.id_r, identity=sa.identity,
                     decision=sa.decision, virtual_ip=sa.virtual_ip, children=sa.children)
         if sa.peer_fragmentation:
-            new.reassembly = FragmentReassembly(max_size=MAX_REASSEMBLED_SIZE)
+            new.reassembly = FragmentReassembly(max_size=MAX_REASSEMBLED_SIZE, budget=self.fragment_budget)
         self._next_ike_id += 1
         # the CHILD_SAs and the virtual IP belong to the new IKE SA now
         sa.children = []
@@ -1378,6 +1404,16 @@ class IkeResponder:
                 self._send_delete(sa, Delete(ProtocolId.ESP, (child.inbound_spi,)))
                 self._close_child(sa, child, "lifetime expired")
 
+    def _no_longer_half_open(self, sa: IkeSa) -> None:
+        peer, sa.half_open_peer = sa.half_open_peer, None
+        if peer is not None:
+            left = self._half_open_by_peer.get(peer, 1) - 1
+            if left > 0:
+                self._half_open_by_peer[peer] = left
+            else:
+                self._half_open_by_peer.pop(peer, None)
+                self._peer_flood_logged.pop(peer, None)
+
     def _remove(self, sa: IkeSa, abort_reason: str | None) -> None:
         """Forget ``sa``: its CHILD_SAs, virtual IP lease and EAP conversation go too."""
         if sa.state is IkeSaState.DELETED:
@@ -1387,6 +1423,9 @@ class IkeResponder:
             del self._sas[sa.spi_r]
         self._half_open.pop(sa.spi_r, None)
         self._authenticating.pop(sa.spi_r, None)
+        self._no_longer_half_open(sa)
+        if sa.reassembly is not None:
+            sa.reassembly.clear()  # its fragments go back to the budget
         if self._by_init.get(sa.init_key) is sa:
             del self._by_init[sa.init_key]
         if sa.eap is not None:

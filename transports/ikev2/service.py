@@ -236,6 +236,7 @@ def settings_from_config(cfg) -> ResponderSettings:
         eap_authenticates_gateway=cfg.get("eap", "methods")[0] == "ttls",
         pool=VirtualIpPool(sec["pool"]), dns=dns,
         nat_port=sec["nat_port"], cookie_threshold=sec["cookie_threshold"], max_half_open=sec["max_half_open"],
+        max_half_open_per_peer=sec["max_half_open_per_peer"], max_fragment_memory=sec["max_fragment_memory"],
         fragment_size=sec["fragment_size"], **timers)
 
 

@@ -592,7 +592,16 @@ declare_section("radius", [
     Option("conversation_timeout", seconds, 30.0,
            "An EAP conversation with no request for this long is forgotten."),
     Option("max_conversations", positive_int, 4096,
-           "Most EAP conversations in progress at once, shared out among the worker processes."),
+           "Most EAP conversations in progress at once, shared out among the worker processes. When "
+           "they are all taken, the oldest unfinished conversation of the client with the most is ended "
+           "to make room: a new authentication is never refused for want of room."),
+    Option("max_conversations_per_nas", optional(positive_int), None,
+           "Most conversations of one client (NAS); a newer one ends its oldest unfinished one. Empty: "
+           "three quarters of max_conversations, so that a flood through one NAS leaves room for the "
+           "others."),
+    Option("max_conversations_per_station", positive_int, 4,
+           "Most conversations of one endpoint (Calling-Station-Id, else User-Name, at one NAS); a newer "
+           "one ends its oldest unfinished one."),
     Option("workers", _workers, "auto",
            "Processes serving RADIUS on the one UDP socket: auto (one per CPU) or a number; 1 serves "
            "everything in the main process. The main process reads the socket and hands each worker "

@@ -193,9 +193,10 @@ class Nas:
         self.now = 1000.0
 
     def request(self, eap_packet: bytes | None, state: bytes | None = None, *, user: bytes = b"carol",
-                extra=(), sign=True, code=Code.ACCESS_REQUEST, identifier=None) -> tuple[RadiusPacket, bytes]:
+                extra=(), sign=True, code=Code.ACCESS_REQUEST, identifier=None,
+                station: bytes = b"02-00-00-00-00-01") -> tuple[RadiusPacket, bytes]:
         attrs = [Attribute(A.USER_NAME, user), Attribute(A.NAS_IP_ADDRESS, bytes((127, 0, 0, 1))),
-                 Attribute(A.CALLING_STATION_ID, b"02-00-00-00-00-01")]
+                 Attribute(A.CALLING_STATION_ID, station)]
         if eap_packet is not None:
             attrs += eap_message_attributes(eap_packet)
         if state is not None:
@@ -824,18 +825,60 @@ class LimitTests(ServerTestCase):
         self.assertIsNone(self.successResultOf(d))
         self.assertEqual(self.server.conversations, 0)
 
-    def test_conversation_cap(self):
-        self.make_server(max_conversations=2)
+    def flood(self, nas: Nas, count: int, *, station: bytes | None = None) -> int:
+        """``count`` EAP-Response/Identity requests that go no further (the
+        attack of issue 17: valid Message-Authenticators, one NAS); how many
+        were answered."""
+        answered = 0
+        for i in range(count):
+            packet = nas.request(eap(EAP_RESPONSE, 7, b"\x01mallory"), user=b"mallory",
+                                 station=station or f"02-66-00-00-{i // 256:02x}-{i % 256:02x}".encode())
+            d = nas.send(packet[1])
+            answered += d is not None and self.successResultOf(d) is not None
+        return answered
+
+    def test_a_flood_of_new_conversations_never_locks_out_a_new_authentication(self):
+        self.make_server(max_conversations=8)
+        self.assertEqual(self.flood(self.nas, 100), 100)  # each made room by ending an older one
+        self.assertLessEqual(self.server.conversations, 8)
+        self.assertEqual(self.server.counters.conversations_evicted, 100 - 6)
+        request, accept = self.authenticate()  # a real user in the middle of the flood
+        self.assertEqual(accept.code, Code.ACCESS_ACCEPT)
+        self.assert_logged("ending the unfinished EAP conversation from client '127.0.0.1' for 'mallory': "
+                           "the client's share of conversations ([radius] max_conversations_per_nas) is taken")
+        # one line for the flood, not one per conversation ended
+        self.assertEqual(sum("ending the unfinished" in formatEvent(e) for e in self.logs.events), 1)
+        # an ended conversation is aborted and its State is unknown from then on
+        self.assertTrue(any(s.aborted == "made room for a newer conversation" for s in self.sessions))
+
+    def test_a_flooding_nas_leaves_the_others_their_conversations(self):
+        self.make_server(max_conversations=8)
+        quiet = Nas(self, self.server, addr=("127.0.0.2", 1645))
+        _, challenge = self.identity(quiet)
+        self.flood(self.nas, 100)
+        # the quiet NAS's conversation survived the flood and completes
+        request = quiet.request(md5_response(challenge.eap_message(), PASSWORD), challenge.get(A.STATE))
+        self.assertEqual(quiet.exchange(request).code, Code.ACCESS_ACCEPT)
+        # and it can start new ones: room is taken from the NAS with the most
+        for _ in range(2):
+            self.identity(quiet)
+        self.assertEqual(len(self.server._by_nas["127.0.0.2"]), 2)
+
+    def test_one_endpoint_keeps_at_most_its_share(self):
+        self.make_server(max_conversations_per_station=4)
+        self.flood(self.nas, 10, station=b"02-00-00-00-00-09")
+        self.assertEqual(self.server.conversations, 4)
+        # the newest one is the one that goes on
+        self.assertEqual([s.aborted for s in self.sessions[-4:]], [None] * 4)
+        self.assert_logged("its station started another one")
+
+    def test_idle_conversations_time_out(self):
+        self.make_server()
         self.identity()
-        self.identity()
-        _, data = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"))
-        self.assertIsNone(self.nas.send(data))
-        self.assertEqual(len(self.sessions), 2)
-        self.assert_logged("2 EAP conversations in progress is the limit ([radius] max_conversations)")
-        # idle ones make room once they time out
         self.nas.now += 31.0
-        self.assertIsNotNone(self.nas.send(self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"))[1]))
-        self.assertEqual(self.server.conversations, 1)
+        self.server.expire(self.nas.now)
+        self.assertEqual((self.server.conversations, self.server._by_nas, self.server._by_station), (0, {}, {}))
+        self.assertEqual(self.sessions[0].aborted, "RADIUS conversation timed out")
 
     def test_close_aborts_everything(self):
         self.make_server()

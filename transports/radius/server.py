@@ -57,6 +57,7 @@ from twisted.internet import defer
 
 from nac.entropy import random_bytes as pool_bytes
 from nac.eap.outcome import EapOutcome, EapStatus
+from nac.escape import printable
 from nac.log import Logger, LogLevel
 from nac.tnccs.assessment import PeerInfo
 from transports.radius.clients import RadiusClient, RadiusClientTable
@@ -193,15 +194,17 @@ class RadiusCounters:
     unknown_clients: int = 0
     #: requests handed to the process serving their conversation
     forwarded: int = 0
+    #: unfinished conversations ended to make room for newer ones
+    conversations_evicted: int = 0
 
 
 class _Conversation:
     """One EAP conversation between a NAS and the EAP server."""
 
     __slots__ = ("state", "session", "answer", "client", "nas", "port", "peer", "user_name", "last_seen",
-                 "pending", "closed", "rounds")
+                 "pending", "closed", "rounds", "station")
 
-    def __init__(self, state, session, client, nas, port, peer, user_name, now):
+    def __init__(self, state, session, client, nas, port, peer, user_name, now, station=None):
         self.state: bytes = state
         self.session = session
         # the session's answer at once when it has one (EapServerSession.answer),
@@ -217,6 +220,8 @@ class _Conversation:
         self.pending = False
         self.closed = False
         self.rounds = 0
+        #: (NAS, Calling-Station-Id or User-Name): whose conversations count together
+        self.station: tuple = station if station is not None else (nas, None)
 
 
 class _Reply:
@@ -246,7 +251,8 @@ class RadiusServer:
                  enforcement: RadiusEnforcement | None = None, *, conversation_timeout: float = 30.0,
                  max_conversations: int = 4096, duplicate_lifetime: float = DEFAULT_DUPLICATE_LIFETIME,
                  random_bytes: Callable[[int], bytes] = pool_bytes, transport_name: str = "radius",
-                 process: int = 0, processes: int = 1, log_interval: float = 60.0):
+                 process: int = 0, processes: int = 1, log_interval: float = 60.0,
+                 max_conversations_per_nas: int | None = None, max_conversations_per_station: int = 4):
         if not 0 <= process < processes <= 256:
             raise ValueError(f"process {process} of {processes}: a State byte numbers the processes")
         self.clients = clients if isinstance(clients, RadiusClientTable) else RadiusClientTable(clients)
@@ -254,6 +260,9 @@ class RadiusServer:
         self.enforcement = enforcement if enforcement is not None else RadiusEnforcement()
         self.conversation_timeout = conversation_timeout
         self.max_conversations = max_conversations
+        # one NAS (or a flood through it) leaves a quarter to the others
+        self.max_conversations_per_nas = max_conversations_per_nas or max(1, max_conversations * 3 // 4)
+        self.max_conversations_per_station = max_conversations_per_station
         self.duplicate_lifetime = duplicate_lifetime
         self.max_cached_replies = 4 * max_conversations + 1024
         self.random_bytes = random_bytes
@@ -263,6 +272,10 @@ class RadiusServer:
         self.counters = RadiusCounters()
         # State -> conversation, in order of last request (oldest first)
         self._conversations: dict[bytes, _Conversation] = {}
+        # the same, per NAS and per (NAS, station), in order of their start
+        # (ordered sets: a conversation's State changes with every challenge)
+        self._by_nas: dict[str, dict[_Conversation, None]] = {}
+        self._by_station: dict[tuple, dict[_Conversation, None]] = {}
         # (client host, port, Identifier) -> cached reply, roughly oldest first
         self._replies: dict[tuple[str, int, int], _Reply] = {}
         self._log_limit = LogLimit(log_interval)
@@ -462,14 +475,24 @@ class RadiusServer:
     def _start_conversation(self, packet, client, host, port, now) -> _Conversation | None:
         conversations = self._conversations
         nas = client.name or host
+        station = (nas, packet.get(AttributeType.CALLING_STATION_ID)
+                   or b"user:" + (packet.get(AttributeType.USER_NAME) or b""))
+        # Room is made by ending the oldest unfinished conversation of whoever
+        # has too many, never by refusing the newest: a flood of conversations
+        # that go nowhere then only crowds out itself.
+        mine = self._by_station.get(station)
+        if mine and len(mine) >= self.max_conversations_per_station:
+            self._evict(next(iter(mine)), "its station started another one", now)
+        ours = self._by_nas.get(nas)
+        if ours and len(ours) >= self.max_conversations_per_nas:
+            self._evict(next(iter(ours)), "the client's share of conversations "
+                        "([radius] max_conversations_per_nas) is taken", now)
         if len(conversations) >= self.max_conversations:
             self.expire(now)
             if len(conversations) >= self.max_conversations:
-                self.counters.packets_dropped += 1
-                log.warn("discarding RADIUS Access-Request 0x{id:02x} from client '{client}': {n} EAP "
-                         "conversations in progress is the limit ([radius] max_conversations)",
-                         id=packet.identifier, client=nas, n=self.max_conversations)
-                return None
+                busiest = max(self._by_nas.values(), key=len)
+                self._evict(next(iter(busiest)), "the server's conversations "
+                            "([radius] max_conversations) are taken", now)
         peer = PeerInfo(transport=self.transport_name, address=host, port=port, identity=None,
                         nas=client.name or None)
         try:
@@ -479,8 +502,10 @@ class RadiusServer:
             return None
         state = self._new_state()
         conv = _Conversation(state, session, client, nas, port, peer,
-                             packet.get(AttributeType.USER_NAME), now)
+                             packet.get(AttributeType.USER_NAME), now, station)
         conversations[state] = conv
+        self._by_nas.setdefault(nas, {})[conv] = None
+        self._by_station.setdefault(station, {})[conv] = None
         framed_mtu = packet.get(AttributeType.FRAMED_MTU)
         if framed_mtu is not None:
             self._link_mtu(session, framed_mtu, nas)
@@ -644,11 +669,27 @@ class RadiusServer:
         if self._replies.get(key) is entry:
             del self._replies[key]
 
+    def _evict(self, conv: _Conversation, why: str, now: float) -> None:
+        """End the unfinished ``conv`` to make room for a new conversation."""
+        self.counters.conversations_evicted += 1
+        held = self._log_limit.allow((conv.nas, "evicted"), now)
+        if held is not None:
+            log.warn("ending the unfinished EAP conversation from client '{client}' for '{user}': {why}"
+                     "{more}", client=conv.nas, user=_user_name(conv.user_name), why=why,
+                     more=f" ({held} more since the last such line)" if held else "")
+        self._end(conv, "made room for a newer conversation")
+
     def _end(self, conv: _Conversation, abort_reason: str | None) -> None:
         """Forget ``conv``; abort its EAP session unless the session ended by itself."""
         conv.closed = True
         if self._conversations.get(conv.state) is conv:
             del self._conversations[conv.state]
+        for index, key in ((self._by_nas, conv.nas), (self._by_station, conv.station)):
+            group = index.get(key)
+            if group is not None and conv in group:
+                del group[conv]
+                if not group:
+                    del index[key]
         if abort_reason is not None:
             try:
                 conv.session.abort(abort_reason)
@@ -686,9 +727,10 @@ class RadiusServer:
 
 
 def _user_name(raw: bytes | None) -> str:
+    """A User-Name from the network, for a log line (control characters escaped)."""
     if not raw:
         return ""
-    return raw.decode("utf-8", "replace")
+    return printable(raw.decode("utf-8", "replace"))
 
 
 def _encode_user_name(identity: str) -> bytes:

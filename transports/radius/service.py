@@ -249,6 +249,10 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
     server = RadiusServer(clients, eap_factory, RadiusEnforcement.from_config(sec),
                           conversation_timeout=sec["conversation_timeout"],
                           max_conversations=connection_share(sec["max_conversations"], processes, process),
+                          max_conversations_per_nas=connection_share(sec["max_conversations_per_nas"], processes,
+                                                                     process) if sec["max_conversations_per_nas"]
+                          else None,
+                          max_conversations_per_station=sec["max_conversations_per_station"],
                           process=process, processes=processes)
     return RadiusService(core, server, sec["port"], sec["listen"], clock=clock,
                          workers=workers if processes > 1 else None, adopt=adopt, relay=relay)

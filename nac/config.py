@@ -585,6 +585,10 @@ declare_section("radius", [
     Option("vlan_isolate", optional(_vlan), None,
            "VLAN for Isolate. Empty: no VLAN attributes."),
     Option("session_timeout", non_negative_int, 0, "Session-Timeout in seconds sent with Access-Accept; 0: none."),
+    Option("filter_id_tunnel_type", choice("none", "esp"), "none",
+           "esp: send Tunnel-Type = ESP (untagged) with the Filter-Id, for IPsec gateways: strongSwan's "
+           "eap-radius makes the Filter-Id the client's group (connections with groups = allow / isolate) "
+           "only then. none: the Filter-Id alone, for switches and access points."),
     Option("fragment_size", int_range(64, 4000), 1024,
            "Largest EAP-TTLS/PT-EAP fragment per EAP message (must fit one RADIUS packet); a "
            "Framed-MTU in the NAS's first Access-Request lowers it so that EAP packets fit "
@@ -621,7 +625,7 @@ declare_named_section(RADIUS_CLIENT_SECTION, [
            "A file whose first line is the shared secret of this NAS (read at start-up)."),
     # per-NAS enforcement: the [radius] key of the same name when absent
     *(SCHEMA["radius"][key] for key in ("filter_id_allow", "filter_id_isolate", "vlan_allow", "vlan_isolate",
-                                        "session_timeout")),
+                                        "session_timeout", "filter_id_tunnel_type")),
 ])
 
 declare_section("eap", [

@@ -70,6 +70,16 @@ class ConfigTests(ConfigMixin, unittest.TestCase):
                          "isolate: Filter-Id 'isolate', Session-Timeout 3600 s")
         self.assertIsNone(table.find("127.0.0.1").enforcement)
 
+    def test_an_ipsec_gateway_gets_tunnel_type_esp_with_its_filter_id(self):
+        cfg = load(self.write(f"[nac]\ntransports = radius\n[radius]\nsecret = {LEGACY}\nclients = 127.0.0.0/8\n"
+                              f"[radius-client:moon]\naddress = 127.0.0.2\nsecret = {SW1}\n"
+                              "filter_id_tunnel_type = esp\n"))
+        table = client_table(cfg)
+        self.assertEqual(table.find("127.0.0.2").enforcement.enforce(None, _Decision("isolate")).description,
+                         "isolate: Filter-Id 'isolate', Tunnel-Type ESP")
+        # the switches of [radius] clients keep the Filter-Id alone
+        self.assertIsNone(table.find("127.0.0.9").enforcement)
+
     def test_old_clients_keep_working_beside_named_ones(self):
         cfg = load(self.write(f"[nac]\ntransports = radius\n[radius]\nsecret = {LEGACY}\nclients = 127.0.0.0/8\n"
                               f"[radius-client:sw1]\naddress = 127.0.0.1\nsecret = {SW1}\n"))

@@ -233,6 +233,11 @@ class Nas:
         return parsed
 
 
+def decode_tagged(raw: bytes) -> Tagged:
+    """A tagged integer attribute value (RFC 2868 §3.1): tag octet, 3-octet value."""
+    return Tagged(raw[0], int.from_bytes(raw[1:4], "big"))
+
+
 class ServerTestCase(unittest.TestCase):
     def setUp(self):
         self.sessions: list[Md5Authenticator] = []
@@ -335,6 +340,29 @@ class EapConversationTests(ServerTestCase):
         self.assertEqual(accept.value(A.TUNNEL_MEDIUM_TYPE), Tagged(1, 6))
         self.assertEqual(accept.value(A.TUNNEL_PRIVATE_GROUP_ID), Tagged(1, "666"))
         self.assertEqual(accept.value(A.SESSION_TIMEOUT), 3600)
+
+    def test_ipsec_gateways_get_tunnel_type_esp_beside_the_filter_id(self):
+        # what strongSwan's tnc-pdp sends and its eap-radius needs before it
+        # takes a Filter-Id as the client's group: 0b 07 'allow', 40 06 00 00 00 09
+        for access, filter_id in (("allowed", b"allow"), ("isolate", b"isolate")):
+            self.decision = decision(access)
+            self.make_server(RadiusEnforcement(filter_id_tunnel_type="esp"))
+            _, accept = self.authenticate()
+            raw = accept.raw
+            self.assertIn(bytes((11, 2 + len(filter_id))) + filter_id, raw)
+            self.assertIn(bytes.fromhex("400600000009"), raw)
+        # with a VLAN too: ESP untagged, the VLAN triple under its own tag
+        self.make_server(RadiusEnforcement(filter_id_tunnel_type="esp", vlan_isolate="666"))
+        _, accept = self.authenticate()
+        self.assertEqual(sorted(v.value for v in (decode_tagged(a) for a in accept.get_all(A.TUNNEL_TYPE))),
+                         [9, 13])
+        self.assertIn(bytes.fromhex("40060100000d"), accept.raw)
+        self.assertIn(bytes.fromhex("400600000009"), accept.raw)
+        # a switch or access point gets the Filter-Id alone, as before
+        self.make_server(RadiusEnforcement())
+        _, accept = self.authenticate()
+        self.assertFalse(accept.has(A.TUNNEL_TYPE))
+        self.assertRaises(ValueError, RadiusEnforcement, filter_id_tunnel_type="gre")
 
     def test_no_posture_exchange_is_a_plain_accept(self):
         self.decision = None

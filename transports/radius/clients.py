@@ -38,7 +38,8 @@ __all__ = [
 #: ``[radius-client:NAME]``
 CLIENT_SECTION = "radius-client"
 #: what a NAS may have of its own instead of ``[radius]``'s
-ENFORCEMENT_KEYS = ("filter_id_allow", "filter_id_isolate", "vlan_allow", "vlan_isolate", "session_timeout")
+ENFORCEMENT_KEYS = ("filter_id_allow", "filter_id_isolate", "vlan_allow", "vlan_isolate", "session_timeout",
+                    "filter_id_tunnel_type")
 #: addresses remembered by a table (spoofed sources must not grow it without bound)
 MAX_CACHED_ADDRESSES = 4096
 

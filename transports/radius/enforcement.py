@@ -4,7 +4,10 @@ As strongSwan's tnc-pdp and the tnc@fhh FreeRADIUS setups do, the NAS is told
 the outcome with attributes of the Access-Accept:
 
 * ``Filter-Id`` (RFC 2865 §5.11): the name of a filter list configured on the
-  NAS, by default ``allow`` / ``isolate``;
+  NAS, by default ``allow`` / ``isolate``; for IPsec gateways with
+  ``filter_id_tunnel_type = esp``, next to an untagged ``Tunnel-Type = ESP
+  (9)``: strongSwan's eap-radius takes the Filter-Id as the client's group
+  only then (its tnc-pdp sends the two together);
 * and/or a VLAN (RFC 3580 §3.31, RFC 2868): ``Tunnel-Type = VLAN (13)``,
   ``Tunnel-Medium-Type = IEEE-802 (6)``, ``Tunnel-Private-Group-Id = <VLAN>``,
   the three sharing one tag so that hostapd and switches group them;
@@ -63,9 +66,15 @@ class RadiusEnforcement:
 
     def __init__(self, *, filter_id_allow: str | None = "allow", filter_id_isolate: str | None = "isolate",
                  vlan_allow: str | None = None, vlan_isolate: str | None = None,
-                 session_timeout: int = 0, tunnel_tag: int = DEFAULT_TUNNEL_TAG):
+                 session_timeout: int = 0, tunnel_tag: int = DEFAULT_TUNNEL_TAG,
+                 filter_id_tunnel_type: str = "none"):
         if not 0 <= tunnel_tag <= MAX_TAG:
             raise ValueError("a tunnel tag is 0-31 (RFC 2868 §3.1)")
+        if filter_id_tunnel_type not in ("none", "esp"):
+            raise ValueError("filter_id_tunnel_type is none or esp")
+        if filter_id_tunnel_type == "esp" and tunnel_tag == 0:
+            raise ValueError("the VLAN attributes need a tag of their own beside the untagged Tunnel-Type ESP")
+        self.esp_with_filter_id = filter_id_tunnel_type == "esp"
         if not 0 <= session_timeout < 1 << 32:
             raise ValueError("Session-Timeout is a 32-bit number of seconds")
         self.tunnel_tag = tunnel_tag
@@ -81,7 +90,8 @@ class RadiusEnforcement:
         """From the typed ``[radius]`` section (``NacConfig.section('radius')``)."""
         return cls(filter_id_allow=section["filter_id_allow"], filter_id_isolate=section["filter_id_isolate"],
                    vlan_allow=section["vlan_allow"], vlan_isolate=section["vlan_isolate"],
-                   session_timeout=section["session_timeout"])
+                   session_timeout=section["session_timeout"],
+                   filter_id_tunnel_type=section.get("filter_id_tunnel_type", "none"))
 
     def _accept(self, what: str, filter_id: str | None, vlan: str | None) -> RadiusEnforcementAction:
         attrs: list[Attribute] = []
@@ -89,6 +99,11 @@ class RadiusEnforcement:
         if filter_id:
             attrs.append(Attribute(AttributeType.FILTER_ID, encode_value(AttributeType.FILTER_ID, filter_id)))
             shown.append(f"Filter-Id '{filter_id}'")
+            if self.esp_with_filter_id:
+                # untagged (tag 0): the VLAN attributes below have their own tag
+                attrs.append(Attribute(AttributeType.TUNNEL_TYPE,
+                                       encode_value(AttributeType.TUNNEL_TYPE, Tagged(0, TunnelType.ESP))))
+                shown.append("Tunnel-Type ESP")
         if vlan:
             tag = self.tunnel_tag
             for attr_type, value in (

@@ -308,8 +308,9 @@ class HcdImc(PaTncImc):
     vendor = PaVendor.PWG
     subtype = S.HCD_SYSTEM
 
-    def __init__(self, device: HcdDevice):
-        self.device = device
+    def __init__(self, device: HcdDevice | None = None):
+        # without a device file: a collector with no subunit, which reports nothing
+        self.device = HcdDevice(()) if device is None else device
 
     @classmethod
     def from_file(cls, path: str | Path) -> HcdImc:

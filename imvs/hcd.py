@@ -71,6 +71,7 @@ __all__ = [
     "Subunit",
     "firmware_rules",
     "parse_version",
+    "short_version",
 ]
 
 log = Logger(namespace="nac.imv.hcd")
@@ -338,6 +339,8 @@ class Subunit:
                               "patches": None if s.patches is None else s.patches[:MAX_SHOWN],
                               "string_version": None if s.string_version is None else s.string_version[:MAX_SHOWN],
                               "version": None if s.version is None else str(s.version)} for s in items]
+        if self.dropped:
+            out["software_not_kept"] = self.dropped
         return out
 
 

@@ -23,7 +23,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from imvs.hcd import HcdImv, firmware_rules, parse_version
+from imvs.hcd import SUBTYPES, HcdImv, firmware_rules, parse_version
 from imvs.test import TestImv
 from nac import config
 from nac.client import cli
@@ -181,7 +181,8 @@ class HcdFlowTests(ImvHarness, unittest.TestCase):
         result, verdict = yield self.judge_printer(printer(forwarding_enabled="unknown"))
         self.assertEqual(verdict.evaluation, E.COMPLIANT)
         # PSTN fax is enabled in PRINTER; ignored unless the policy says otherwise
-        result, verdict = yield self.judge_printer(PRINTER, {"pstn_fax_enabled": "major", "non_compliant_major": "isolate"})
+        result, verdict = yield self.judge_printer(PRINTER, {"pstn_fax_enabled": "major",
+                                                             "non_compliant_major": "isolate"})
         self.assertEqual((verdict.recommendation, verdict.evaluation), (A.ISOLATE, E.NONCOMPLIANT_MAJOR))
 
     @defer.inlineCallbacks
@@ -250,8 +251,7 @@ class HcdFlowTests(ImvHarness, unittest.TestCase):
                         "firmware": [{"name": "Scanner Firmware", "version": "2.5.3"}],
                         "user_application": [{"name": "EasyScan", "version": "2.2.3.5.7"}]},
         }}
-        result, verdict = yield self.judge_printer(device, {"subtypes": list(PwgSubtype.__members__[f"HCD_{s}"] for s in (
-            "SYSTEM", "CONSOLE", "MARKER", "FINISHER", "INTERFACE", "SCANNER"))})
+        result, verdict = yield self.judge_printer(device, {"subtypes": list(SUBTYPES)})
         self.assertEqual((result.outcome.assessment_label, result.outcome.recommendation_label),
                          ("non-compliant major", "Access Denied"))
         self.assertEqual([r.text for r in result.outcome.reasons], ["Mandatory HCD attributes are missing"])
@@ -299,6 +299,18 @@ class StoreChecks(PolicyStoreMixin, ImvHarness):
         self.assertEqual(system["certification_state"]["length"], 16)
         self.assertEqual(system["firewall_setting"][1], {"protocol": 17, "port": 161, "blocked": True})
         self.assertEqual((payload["missing"], payload["evaluation"]), ([], "non-compliant major"))
+
+
+    @defer.inlineCallbacks
+    def test_what_is_kept_of_a_device_is_bounded(self):
+        firmware = [{"name": f"Firmware {i}", "patches": "p" * 2000, "version": "1"} for i in range(300)]
+        imc = HcdImc.from_file(write_device(self, {**printer(firmware=firmware), "push_info": True}))
+        yield self.assess([imc], [HcdImv()])
+        [payload] = self.db.run(lambda s: [r.payload for r in s.scalars(
+            sa.select(m.Measurement).where(m.Measurement.kind == "hcd"))])
+        system = payload["subtypes"]["system"]
+        self.assertEqual((len(system["firmware"]), system["software_not_kept"]), (256, 44))
+        self.assertEqual(len(system["firmware"][0]["patches"]), 1024)
 
 
 class SqliteStoreTests(SqliteBackend, StoreChecks, unittest.TestCase):

@@ -12,6 +12,7 @@ import importlib
 import struct
 from pathlib import Path
 
+import sqlalchemy as sa
 from twisted.internet import defer
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -22,6 +23,7 @@ from nac.client.collectors import make_collectors
 from nac.client.collectors.test import TestImc
 from nac.client.imc import IImc
 from nac.client.pb_client import PbTncClient
+from nac.db import models as m
 from nac.ifimv import ActionRecommendation as A
 from nac.ifimv import EvaluationResult as E
 from nac.interfaces import IImv
@@ -30,7 +32,6 @@ from nac.pa.ietf import AssessmentResult
 from nac.pa.ita import ItaCommand, ItaDummy, ItaSubtype
 from nac.pb.batch import BatchType, Direction, PbBatch
 from nac.pb.messages import PbAccessRecommendation, PbAssessmentResult, PbPa, PbReasonString
-from nac.tnccs.assessment import TransportLimits
 from nac.tnccs.imv_manager import load_imv
 from tests.posture import ETC, CoreHarness, ImvHarness, PolicyStoreMixin
 from tests.test_db import PostgresBackend, SqliteBackend
@@ -252,10 +253,14 @@ class StoreChecks(PolicyStoreMixin, ImvHarness):
         _, [result] = self.db.session_results(session.id)
         self.assertEqual((result.imv_name, result.recommendation, result.evaluation),
                          ("test", A.ISOLATE, E.NONCOMPLIANT_MINOR))
-        import sqlalchemy as sa
-        from nac.db import models as m
         payloads = self.db.run(lambda s: [r.payload for r in s.scalars(sa.select(m.Measurement))])
         self.assertEqual(payloads, [{"command": "isolate", "rounds": 1, "retries": 0, "dummy_sizes": [12, 12]}])
+
+    @defer.inlineCallbacks
+    def test_a_long_command_is_recorded_cut_short(self):
+        yield self.assess([TestImc("allow" * 1000)], [TestImv()])
+        [payload] = self.db.run(lambda s: [r.payload for r in s.scalars(sa.select(m.Measurement))])
+        self.assertEqual(payload["command"], ("allow" * 13)[:64])
 
 
 class SqliteStoreTests(SqliteBackend, StoreChecks, unittest.TestCase):

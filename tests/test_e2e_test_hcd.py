@@ -83,7 +83,7 @@ class TestAndHcdEndToEndTests(unittest.TestCase):
     def test_allow_with_large_dummies_both_ways(self):
         result = self.assess("--test-command", "allow", "--test-dummy-size", "30000")
         self.assertEqual((result["recommendation"], result["assessment"], result["reasons"]),
-                         ("allowed", "compliant", []))
+                         ("Access Allowed", "compliant", []))
         recorded = self.newest()
         self.assertEqual((recorded["test"].recommendation, recorded["test"].evaluation), (A.ALLOW, E.COMPLIANT))
         self.assertEqual(recorded["hcd"].recommendation, A.NO_RECOMMENDATION)
@@ -95,26 +95,26 @@ class TestAndHcdEndToEndTests(unittest.TestCase):
 
     def test_isolate(self):
         result = self.assess("--test-command", "isolate")
-        self.assertEqual((result["recommendation"], result["assessment"]), ("quarantined", "non-compliant minor"))
+        self.assertEqual((result["recommendation"], result["assessment"]), ("Quarantined", "non-compliant minor"))
         self.assertEqual([r["text"] for r in result["reasons"]],
                          ["The test collector did not send the command 'allow'"])
         self.assertEqual(self.newest()["session"].access, "isolate")
 
     def test_block(self):
         result = self.assess("--test-command", "block")
-        self.assertEqual((result["recommendation"], result["assessment"]), ("denied", "non-compliant major"))
+        self.assertEqual((result["recommendation"], result["assessment"]), ("Access Denied", "non-compliant major"))
         self.assertEqual(self.newest()["test"].recommendation, A.NO_ACCESS)
 
     def test_retry_then_allow(self):
         before = self.server.log_text().count("requests a handshake retry")
         result = self.assess("--test-command", "retry", "--test-retry-command", "allow")
-        self.assertEqual((result["recommendation"], result["assessment"]), ("allowed", "compliant"))
+        self.assertEqual((result["recommendation"], result["assessment"]), ("Access Allowed", "compliant"))
         self.assertEqual(self.server.log_text().count("requests a handshake retry"), before + 1)
         self.assertEqual(self.newest()["measured"]["test"]["retries"], 1)
 
     def test_retries_are_bounded(self):
         result = self.assess("--test-command", "retry")
-        self.assertEqual((result["recommendation"], result["assessment"]), ("denied", "don't know"))
+        self.assertEqual((result["recommendation"], result["assessment"]), ("Access Denied", "don't know"))
         recorded = self.newest()
         self.assertEqual((recorded["test"].recommendation, recorded["hcd"].recommendation),
                          (A.NO_RECOMMENDATION, A.NO_RECOMMENDATION))
@@ -124,7 +124,7 @@ class TestAndHcdEndToEndTests(unittest.TestCase):
     def test_complete_printer_is_allowed(self):
         result = self.printer(printer())
         self.assertEqual((result["recommendation"], result["assessment"], result["reasons"]),
-                         ("allowed", "compliant", []))
+                         ("Access Allowed", "compliant", []))
         self.assertEqual([(r["imc"], r["assessment"]) for r in result["imv_results"]], [("HCD", "compliant")])
         recorded = self.newest()
         self.assertEqual((recorded["hcd"].recommendation, recorded["test"].recommendation),
@@ -135,7 +135,7 @@ class TestAndHcdEndToEndTests(unittest.TestCase):
 
     def test_printer_with_default_password_is_denied_with_the_reason(self):
         result = self.printer(printer(default_password_enabled=True))
-        self.assertEqual((result["recommendation"], result["assessment"]), ("denied", "non-compliant major"))
+        self.assertEqual((result["recommendation"], result["assessment"]), ("Access Denied", "non-compliant major"))
         self.assertEqual(result["reasons"], [{"text": "Improper hardcopy device settings were detected",
                                               "language": "en"}])
         [remediation] = result["remediation"]
@@ -144,14 +144,14 @@ class TestAndHcdEndToEndTests(unittest.TestCase):
 
     def test_printer_missing_mandatory_attributes_is_denied(self):
         result = self.printer(printer(configuration_state=None))
-        self.assertEqual(result["recommendation"], "denied")
+        self.assertEqual(result["recommendation"], "Access Denied")
         self.assertEqual([r["text"] for r in result["reasons"]], ["Mandatory HCD attributes are missing"])
         self.assertIn("<item>system/configuration_state</item>", result["remediation"][0]["text"])
 
     def test_printer_with_old_firmware_is_denied(self):
         firmware = [{"name": "Firmware ABC 2015", "string_version": "1.0.6", "version": "1.0.6"}]
         result = self.printer(printer(firmware=firmware))
-        self.assertEqual((result["recommendation"], result["assessment"]), ("denied", "non-compliant minor"))
+        self.assertEqual((result["recommendation"], result["assessment"]), ("Access Denied", "non-compliant minor"))
         self.assertIn("<item>Firmware ABC 2015 1.0.6 (at least 1.0.7)</item>", result["remediation"][0]["text"])
 
     def test_unusable_device_file_is_one_line(self):
@@ -195,19 +195,19 @@ class OverRadiusEndToEndTests(unittest.TestCase):
     def test_isolate_is_the_isolate_vlan(self):
         # the server's 40,000-byte Dummy crosses PT-EAP's 32 KB messages: it is left out, logged
         result = self.client("--test-command", "isolate")
-        self.assertEqual((result["recommendation"], result["radius"]["code"]), ("quarantined", "Access-Accept"))
+        self.assertEqual((result["recommendation"], result["radius"]["code"]), ("Quarantined", "Access-Accept"))
         self.assertEqual(result["radius"]["attributes"]["Tunnel-Private-Group-Id"], "20")
         self.assertIn("does not fit a", self.server.log_text())
 
     def test_retry_then_allow_is_the_allow_vlan(self):
         result = self.client("--test-command", "retry", "--test-retry-command", "allow")
         self.assertEqual((result["recommendation"], result["radius"]["attributes"]["Tunnel-Private-Group-Id"]),
-                         ("allowed", "10"))
+                         ("Access Allowed", "10"))
 
     def test_printer_with_default_password_is_rejected(self):
         path = tmpdir(self, "nac-e2e-hcd-") / "printer.json"
         path.write_text(json.dumps(printer(default_password_enabled=True)))
         result = self.client("--hcd-attributes", str(path))
-        self.assertEqual((result["recommendation"], result["radius"]["code"]), ("denied", "Access-Reject"))
+        self.assertEqual((result["recommendation"], result["radius"]["code"]), ("Access Denied", "Access-Reject"))
         self.assertEqual([r["text"] for r in result["reasons"]],
                          ["Improper hardcopy device settings were detected"])

@@ -60,6 +60,7 @@ from nac.pa.ita import (
     ItaSymlink,
     ItaSymlinks,
 )
+from nac.pa import pwg
 from nac.pa.swima import (
     SoftwareEvents,
     SoftwareIdentifierEvents,
@@ -524,6 +525,23 @@ GENERATORS = {
     DeviceId: st.builds(DeviceId, text, noskip=noskip),
     ItaGetSymlinks: st.builds(ItaGetSymlinks, text, noskip=noskip),
     ItaSymlinks: st.builds(ItaSymlinks, tuples(st.builds(ItaSymlink, text, text)), noskip=noskip),
+    # PWG HCD
+    **{cls: st.builds(cls, text, noskip=noskip) for cls in (
+        pwg.AttributesNaturalLanguage, pwg.MachineTypeModel, pwg.VendorName, pwg.TimeSource,
+        pwg.FirmwareName, pwg.FirmwarePatches, pwg.FirmwareStringVersion, pwg.ResidentApplicationName,
+        pwg.ResidentApplicationPatches, pwg.ResidentApplicationStringVersion, pwg.UserApplicationName,
+        pwg.UserApplicationPatches, pwg.UserApplicationStringVersion)},
+    **{cls: st.builds(cls, st.booleans(), noskip=noskip) for cls in (
+        pwg.DefaultPasswordEnabled, pwg.PstnFaxEnabled, pwg.UserApplicationEnabled,
+        pwg.UserApplicationPersistenceEnabled)},
+    **{cls: st.builds(cls, st.builds(pwg.SoftwareVersion, u32, u32, u32, u16, u16), noskip=noskip) for cls in (
+        pwg.FirmwareVersion, pwg.ResidentApplicationVersion, pwg.UserApplicationVersion)},
+    **{cls: st.builds(cls, st.binary(max_size=40), noskip=noskip) for cls in (
+        pwg.CertificationState, pwg.ConfigurationState)},
+    pwg.VendorSmiCode: st.builds(pwg.VendorSmiCode, u24, noskip=noskip),
+    pwg.HcdForwardingEnabled: st.builds(pwg.HcdForwardingEnabled, st.sampled_from(ForwardingStatus), noskip=noskip),
+    pwg.FirewallSetting: st.builds(pwg.FirewallSetting, tuples(st.builds(PortEntry, u8, u16, st.booleans())),
+                                   noskip=noskip),
     # TCG IF-M Segmentation
     MaxAttributeSizeRequest: st.builds(MaxAttributeSizeRequest, u32, u32, noskip=noskip),
     MaxAttributeSizeResponse: st.builds(MaxAttributeSizeResponse, u32, u32, noskip=noskip),
@@ -531,7 +549,8 @@ GENERATORS = {
                                noskip=noskip),
     NextSegment: st.builds(NextSegment, u24, st.booleans(), noskip=noskip),
     # everything else
-    UnknownAttribute: st.builds(UnknownAttribute, u24.filter(lambda v: v not in (0, 0x005597, 0x00902A, 0xFFFFFF)),
+    UnknownAttribute: st.builds(UnknownAttribute,
+                                u24.filter(lambda v: v not in (0, 0x002935, 0x005597, 0x00902A, 0xFFFFFF)),
                                 st.integers(0, 0xFFFFFFFE), st.binary(max_size=20), noskip=noskip),
 }
 
@@ -543,6 +562,7 @@ def family(module: str):
 IETF_ATTRIBUTES = family("nac.pa.ietf")
 SWIMA_ATTRIBUTES = family("nac.pa.swima")
 ITA_ATTRIBUTES = family("nac.pa.ita")
+PWG_ATTRIBUTES = family("nac.pa.pwg")
 TCG_ATTRIBUTES = st.one_of(family("nac.pa.tcg"), family("nac.pa.message"))
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -573,6 +593,11 @@ class RoundTripTests(unittest.TestCase):
     @FAST
     @given(tuples(ITA_ATTRIBUTES, 5), u32)
     def test_ita_attributes(self, attributes, message_id):
+        self.check(attributes, message_id)
+
+    @FAST
+    @given(tuples(PWG_ATTRIBUTES, 5), u32)
+    def test_pwg_attributes(self, attributes, message_id):
         self.check(attributes, message_id)
 
     @FAST

@@ -20,7 +20,7 @@ from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredica
 from twisted.python.failure import Failure
 
 from nac import log as nac_log
-from nac.client.collectors import COLLECTORS, DEFAULT_COLLECTORS
+from nac.client.collectors import COLLECTORS, DEFAULT_COLLECTORS, make_collectors
 from nac.client.pb_client import AssessmentOutcome
 from nac.client.remediation import printable, remediation_lines
 from nac.client.pt_tls import PT_TLS_PORT, AssessmentError, SetupError, run_assessment
@@ -90,12 +90,52 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--collectors", default=",".join(DEFAULT_COLLECTORS), metavar="LIST",
                         help=f"collectors to run, comma-separated: {', '.join(COLLECTORS)} "
                              f"(default: %(default)s); empty for none")
+    add_test_collector_arguments(parser)
     parser.add_argument("--language", default="en", metavar="TAG",
                         help="preferred language of reason strings (default: %(default)s)")
     parser.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="S",
                         help="give up after this many seconds (default: %(default)g)")
     add_output_arguments(parser)
     return parser
+
+
+def non_negative_size(value: str) -> int:
+    """argparse type of a size in bytes, 0 or more."""
+    if not value.isascii() or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {value!r}")
+    return int(value)
+
+
+def add_test_collector_arguments(parser: argparse.ArgumentParser) -> None:
+    """The collectors that report what they are told: the ITA test
+    collector and a printer described in a file."""
+    group = parser.add_argument_group("test collectors (each adds its collector to --collectors)")
+    group.add_argument("--test-command", metavar="CMD",
+                       help="run the ITA test collector sending CMD: allow, isolate, block, none or retry "
+                            "(default with --collectors test: none)")
+    group.add_argument("--test-retry-command", metavar="CMD",
+                       help="the test collector's command after a handshake retry (default: --test-command)")
+    group.add_argument("--test-dummy-size", type=non_negative_size, metavar="N",
+                       help="bytes of ITA Dummy attribute the test collector sends with its command")
+    group.add_argument("--hcd-attributes", metavar="FILE",
+                       help="run the HCD collector, playing the printer FILE describes (JSON, see "
+                            "nac.client.collectors.hcd)")
+
+
+def collector_settings(args, collectors: list[str]) -> dict:
+    """The settings of the test and HCD collectors given on the command
+    line, adding each to ``collectors`` when it is not listed."""
+    settings: dict = {}
+    test = {key: value for key, value in (("command", args.test_command),
+                                          ("retry_command", args.test_retry_command),
+                                          ("dummy_size", args.test_dummy_size)) if value is not None}
+    if test:
+        settings["test"] = test
+    if args.hcd_attributes is not None:
+        settings["hcd"] = {"path": args.hcd_attributes}
+    listed = {c.lower() for c in collectors}
+    collectors.extend(name for name in settings if name not in listed)
+    return settings
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -193,10 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.client is not None and password is None:
         parser.error("--client needs --secret or --secret-file")
 
+    settings = collector_settings(args, collectors)
+    try:
+        imcs = make_collectors(collectors, settings=settings)
+    except ValueError as exc:
+        return fail(PROG, SetupError(str(exc)))
+
     start_logging(args.verbose)
     result = run_reactor(lambda reactor: run_assessment(
         reactor, host, port, cacert=args.cacert, identity=args.client, password=password, cert=args.cert,
-        key=args.key, server_name=args.server_name, collectors=collectors, timeout=args.timeout,
+        key=args.key, server_name=args.server_name, collectors=imcs, timeout=args.timeout,
         language=args.language))
     if isinstance(result, AssessmentError):
         return fail(PROG, result)

@@ -18,6 +18,8 @@ import sys
 
 from nac.client.cli import (
     add_output_arguments,
+    add_test_collector_arguments,
+    collector_settings,
     fail,
     format_text,
     parse_collectors,
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--collectors", default="os,scanner", metavar="LIST",
                         help=f"collectors for the posture exchange, comma-separated: {', '.join(COLLECTORS)} "
                              "(default: %(default)s); empty for none")
+    add_test_collector_arguments(parser)
     parser.add_argument("--tls-version", choices=("1.2", "1.3"), metavar="V",
                         help="only this TLS version (1.2 or 1.3; default: either)")
     parser.add_argument("--fragment-size", type=int, default=DEFAULT_FRAGMENT_SIZE, metavar="N",
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         imcs = ()
         if args.tnc != "none":
             from nac.client.collectors import make_collectors
-            imcs = tuple(make_collectors(collectors))
+            imcs = tuple(make_collectors(collectors, settings=collector_settings(args, collectors)))
         settings = PeerSettings(identity=args.identity, password=password,
                                 outer_identity=args.anonymous_identity, inner=args.inner, tls_context=context,
                                 server_name=args.server_name, fragment_size=args.fragment_size, tnc=args.tnc,

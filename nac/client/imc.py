@@ -254,17 +254,20 @@ class PaTncImc:
                 others.append(attribute)
         reply.extend(self.reply_attributes(connection, message, tuple(others)))
         if reply:
-            # replies go to the asking IMV only (strongSwan sets EXCL)
-            self.send(connection, reply, validator_id=imv, exclusive=True)
+            # replies go to the asking IMV only (strongSwan sets EXCL), in
+            # the PA subtype it asked in (a collector may serve several)
+            self.send(connection, reply, validator_id=imv, exclusive=True, subtype=message.subtype)
 
     def batch_ending(self, connection) -> None:
         return None
 
     # -- sending ------------------------------------------------------------------------
 
-    def send(self, connection, attributes, *, validator_id: int, exclusive: bool) -> None:
+    def send(self, connection, attributes, *, validator_id: int, exclusive: bool,
+             subtype: int | None = None) -> None:
         """Send ``attributes`` in PA-TNC messages no larger than the transport
-        allows, segmenting an attribute the IMV's contract cannot take whole."""
+        allows, segmenting an attribute the IMV's contract cannot take whole;
+        in PA subtype ``subtype`` (default: the collector's own)."""
         state = self.state_of(connection)
         contract = state.contracts.get(validator_id)
         limit = connection.max_message_size
@@ -298,7 +301,7 @@ class PaTncImc:
         for parts in messages:
             if parts:
                 body = PaMessage(random_id32()).build() + b"".join(parts)
-                connection.send_message(self.vendor, self.subtype, body,
+                connection.send_message(self.vendor, self.subtype if subtype is None else subtype, body,
                                         validator_id=validator_id, exclusive=exclusive)
 
     def _first_segment(self, state: _PaImcState, imv: int, data: bytes,

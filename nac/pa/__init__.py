@@ -1,10 +1,10 @@
 """PA-TNC (RFC 5792): messages, the attribute namespaces nac knows, segmentation.
 
 Importing this package registers every attribute class (IETF incl. SWIMA,
-TCG, ITA-HSR), so :meth:`PaMessage.parse` knows them all.
+TCG, ITA-HSR, PWG), so :meth:`PaMessage.parse` knows them all.
 """
 
-from nac.pa import ietf, ita, swima, tcg  # noqa: F401  (fill the registry)
+from nac.pa import ietf, ita, pwg, swima, tcg  # noqa: F401  (fill the registry)
 from nac.pa.errors import attribute_type_not_supported_error, error_attribute, pa_error_reply
 from nac.pa.ietf import IetfAttributeType, PaTncErrorAttribute
 from nac.pa.message import (
@@ -54,6 +54,7 @@ __all__ = [
     "ita",
     "pa_error_reply",
     "parse_attribute",
+    "pwg",
     "register_attribute",
     "swima",
     "tcg",

@@ -1,9 +1,10 @@
 """ITA-HSR attributes (PEN 0x00902a, strongSwan's own namespace; types from
 strongSwan's ``ita_attr.h``).
 
-strongSwan's OS IMC sends Device ID; the others belong to its test and
-attestation IMCs/IMVs.  Counts and lengths are big-endian; strings are
-UTF-8 with a 16-bit length where they are lists.
+strongSwan's OS IMC sends Device ID; Command and Dummy are the language of
+its test IMC and IMV (PA subtype ITA-HSR/Test, :class:`ItaSubtype`), the
+others belong to its attestation IMCs/IMVs.  Counts and lengths are
+big-endian; strings are UTF-8 with a 16-bit length where they are lists.
 """
 
 from __future__ import annotations
@@ -35,9 +36,35 @@ __all__ = [
     "ItaSettings",
     "ItaStartAngel",
     "ItaStopAngel",
+    "ItaSubtype",
     "ItaSymlink",
     "ItaSymlinks",
+    "TestCommand",
 ]
+
+
+class ItaSubtype(IntEnum):
+    """ITA-HSR PA subtypes (strongSwan's ``pa_subtype_ita_t``)."""
+
+    TEST = 0x01
+    ECHO = 0x02
+
+
+class TestCommand:
+    """The words of the ITA Command attribute between strongSwan's test
+    collector and verifier.  The collector sends what it was told to
+    (``allow``, ``isolate``, ``block``, ``none``, ``retry``: the
+    verifier's recommendation, or a handshake retry); the verifier sends
+    ``repeat`` to ask for another round of measurements."""
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
+    ALLOW = "allow"
+    ISOLATE = "isolate"
+    BLOCK = "block"
+    NONE = "none"
+    RETRY = "retry"
+    REPEAT = "repeat"
 
 
 class ItaAttributeType(IntEnum):
@@ -80,7 +107,8 @@ class _ItaString(_Ita):
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class ItaCommand(_ItaString):
-    """Command (1): a command line for strongSwan's test IMC."""
+    """Command (1): one word of the test collector and verifier
+    (:class:`TestCommand`), the whole value, without NUL."""
 
     TYPE: ClassVar[int] = T.COMMAND
     NAME: ClassVar[str] = "Command"
@@ -89,11 +117,25 @@ class ItaCommand(_ItaString):
 @register_attribute
 @dataclass(frozen=True, slots=True)
 class ItaDummy(RawValueAttribute):
-    """Dummy (2): padding of a chosen size (strongSwan fills it with 0xdd)."""
+    """Dummy (2): padding of a chosen size, to test large messages; any
+    content is accepted (strongSwan fills it with 0xdd)."""
 
     VENDOR: ClassVar[int] = PaVendor.ITA_HSR
     TYPE: ClassVar[int] = T.DUMMY
     NAME: ClassVar[str] = "Dummy"
+
+    FILL: ClassVar[int] = 0xDD
+
+    @classmethod
+    def of_size(cls, size: int, *, noskip: bool = False) -> ItaDummy:
+        """A Dummy of ``size`` bytes, filled as strongSwan fills it."""
+        if size < 0:
+            raise ValueError("a Dummy cannot be smaller than 0 bytes")
+        return cls(bytes((cls.FILL,)) * size, noskip=noskip)
+
+    @property
+    def size(self) -> int:
+        return len(self.value)
 
 
 @register_attribute

@@ -99,11 +99,6 @@ class RadiusEnforcement:
         if filter_id:
             attrs.append(Attribute(AttributeType.FILTER_ID, encode_value(AttributeType.FILTER_ID, filter_id)))
             shown.append(f"Filter-Id '{filter_id}'")
-            if self.esp_with_filter_id:
-                # untagged (tag 0): the VLAN attributes below have their own tag
-                attrs.append(Attribute(AttributeType.TUNNEL_TYPE,
-                                       encode_value(AttributeType.TUNNEL_TYPE, Tagged(0, TunnelType.ESP))))
-                shown.append("Tunnel-Type ESP")
         if vlan:
             tag = self.tunnel_tag
             for attr_type, value in (
@@ -112,6 +107,12 @@ class RadiusEnforcement:
                     (AttributeType.TUNNEL_PRIVATE_GROUP_ID, Tagged(tag, vlan))):
                 attrs.append(Attribute(attr_type, encode_value(attr_type, value)))
             shown.append(f"VLAN '{vlan}'")
+        if filter_id and self.esp_with_filter_id:
+            # untagged (tag 0), and after the VLAN's tagged Tunnel-Type:
+            # strongSwan's eap-radius looks at the last Tunnel-Type only
+            attrs.append(Attribute(AttributeType.TUNNEL_TYPE,
+                                   encode_value(AttributeType.TUNNEL_TYPE, Tagged(0, TunnelType.ESP))))
+            shown.append("Tunnel-Type ESP")
         if self.session_timeout:
             attrs.append(Attribute(AttributeType.SESSION_TIMEOUT,
                                    encode_value(AttributeType.SESSION_TIMEOUT, self.session_timeout)))

@@ -604,8 +604,8 @@ declare_section("radius", [
            "three quarters of max_conversations, so that a flood through one NAS leaves room for the "
            "others."),
     Option("max_conversations_per_station", positive_int, 4,
-           "Most conversations of one endpoint (Calling-Station-Id, else User-Name, at one NAS); a newer "
-           "one ends its oldest unfinished one."),
+           "Most conversations of one endpoint (the Calling-Station-Id a NAS sends: a MAC address, or "
+           "an address and port); a newer one ends its oldest unfinished one."),
     Option("workers", _workers, "auto",
            "Processes serving RADIUS on the one UDP socket: auto (one per CPU) or a number; 1 serves "
            "everything in the main process. The main process reads the socket and hands each worker "

@@ -194,9 +194,10 @@ class Nas:
 
     def request(self, eap_packet: bytes | None, state: bytes | None = None, *, user: bytes = b"carol",
                 extra=(), sign=True, code=Code.ACCESS_REQUEST, identifier=None,
-                station: bytes = b"02-00-00-00-00-01") -> tuple[RadiusPacket, bytes]:
-        attrs = [Attribute(A.USER_NAME, user), Attribute(A.NAS_IP_ADDRESS, bytes((127, 0, 0, 1))),
-                 Attribute(A.CALLING_STATION_ID, station)]
+                station: bytes | None = b"02-00-00-00-00-01") -> tuple[RadiusPacket, bytes]:
+        attrs = [Attribute(A.USER_NAME, user), Attribute(A.NAS_IP_ADDRESS, bytes((127, 0, 0, 1)))]
+        if station is not None:
+            attrs.append(Attribute(A.CALLING_STATION_ID, station))
         if eap_packet is not None:
             attrs += eap_message_attributes(eap_packet)
         if state is not None:
@@ -897,6 +898,17 @@ class LimitTests(ServerTestCase):
         self.make_server(max_conversations_per_station=4)
         self.flood(self.nas, 10, station=b"02-00-00-00-00-09")
         self.assertEqual(self.server.conversations, 4)
+        # without a Calling-Station-Id nothing is counted per station: many
+        # users share an outer identity ('anonymous')
+        self.make_server(max_conversations_per_station=4)
+        for _ in range(10):
+            self.identity(user="anonymous")  # Nas.request always sends a Calling-Station-Id …
+        self.assertEqual(self.server.conversations, 4)
+        self.make_server(max_conversations_per_station=4)
+        for _ in range(10):
+            packet = self.nas.request(eap(EAP_RESPONSE, 7, b"\x01anonymous"), user=b"anonymous", station=None)
+            self.assertIsNotNone(self.nas.send(packet[1]))
+        self.assertEqual(self.server.conversations, 10)  # … unless it has none
         # the newest one is the one that goes on
         self.assertEqual([s.aborted for s in self.sessions[-4:]], [None] * 4)
         self.assert_logged("its station started another one")

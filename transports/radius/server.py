@@ -220,8 +220,8 @@ class _Conversation:
         self.pending = False
         self.closed = False
         self.rounds = 0
-        #: (NAS, Calling-Station-Id or User-Name): whose conversations count together
-        self.station: tuple = station if station is not None else (nas, None)
+        #: (NAS, Calling-Station-Id) whose conversations count together, if the NAS sent one
+        self.station: tuple | None = station
 
 
 class _Reply:
@@ -475,12 +475,15 @@ class RadiusServer:
     def _start_conversation(self, packet, client, host, port, now) -> _Conversation | None:
         conversations = self._conversations
         nas = client.name or host
-        station = (nas, packet.get(AttributeType.CALLING_STATION_ID)
-                   or b"user:" + (packet.get(AttributeType.USER_NAME) or b""))
+        # the endpoint, where the NAS names it (a MAC for 802.1X, an address
+        # and port for strongSwan); not the User-Name, which many share
+        # ('anonymous' outer identities)
+        calling_station = packet.get(AttributeType.CALLING_STATION_ID)
+        station = (nas, calling_station) if calling_station else None
         # Room is made by ending the oldest unfinished conversation of whoever
         # has too many, never by refusing the newest: a flood of conversations
         # that go nowhere then only crowds out itself.
-        mine = self._by_station.get(station)
+        mine = self._by_station.get(station) if station is not None else None
         if mine and len(mine) >= self.max_conversations_per_station:
             self._evict(next(iter(mine)), "its station started another one", now)
         ours = self._by_nas.get(nas)
@@ -505,7 +508,8 @@ class RadiusServer:
                              packet.get(AttributeType.USER_NAME), now, station)
         conversations[state] = conv
         self._by_nas.setdefault(nas, {})[conv] = None
-        self._by_station.setdefault(station, {})[conv] = None
+        if station is not None:
+            self._by_station.setdefault(station, {})[conv] = None
         framed_mtu = packet.get(AttributeType.FRAMED_MTU)
         if framed_mtu is not None:
             self._link_mtu(session, framed_mtu, nas)
@@ -685,7 +689,7 @@ class RadiusServer:
         if self._conversations.get(conv.state) is conv:
             del self._conversations[conv.state]
         for index, key in ((self._by_nas, conv.nas), (self._by_station, conv.station)):
-            group = index.get(key)
+            group = index.get(key) if key is not None else None
             if group is not None and conv in group:
                 del group[conv]
                 if not group:

@@ -661,6 +661,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, required=True)
     args = parser.parse_args(argv)
     worker, processes = args.worker, args.processes
+    # SIGUSR1 is the main process's (open the log file again): a worker logs
+    # through it, and `systemctl kill -s USR1` reaches every process
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     launch = _read_launch()
     radius_launch = launch.get("radius")
     pt_tls = launch.get("family") is not None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
+from nac.certs import issue_certificate
 from nac.log import ReopeningLogFile
 from tests.nacserver import NacServer
 from tests.test_pt_tls_workers import children, running, wait_for
@@ -165,6 +166,8 @@ class ServerLogRotationTests(unittest.TestCase):
         rotated = sorted(p.name for p in server.dir.iterdir() if p.name.startswith("nac.log."))
         self.assertEqual(rotated, ["nac.log.1"])
         self.assertEqual(Path(f"{server.log}.1").read_text()[:len(before)], before)
-        server.client("--collectors", "")  # without credentials: a line is all it is for
+        cert, key = issue_certificate(server.state_dir / "ca.pem", server.state_dir / "ca.key", "dana",
+                                      server.dir / "dana.pem", server.dir / "dana.key")
+        self.assertEqual(server.client("--cert", str(cert), "--key", str(key), "--collectors", "").returncode, 0)
         self.assertIn("accepting PT-TLS stream from 127.0.0.1", server.log_text())
         self.assertNotIn("accepting PT-TLS stream", Path(f"{server.log}.1").read_text())

@@ -34,6 +34,10 @@ The main process speaks to a worker over its standard streams only:
 * stderr, normally silent, is relayed line by line as errors (a Python
   crash before logging was set up).
 
+Workers are spawned once the service has started, after ``twistd --uid``
+has switched to the service user: they run as that user and only inherit
+the sockets bound as root (see :mod:`nac.service_user`).
+
 The main process stops its workers with SIGTERM (SIGKILL after a grace
 period) and restarts, with exponential backoff, one that dies.
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import random
 import shutil
 import socket
 import subprocess
@@ -23,7 +21,7 @@ from nac import config as nac_config
 from nac import dualstack
 from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvManager
-from tests.nacserver import NacServer, free_port
+from tests.nacserver import NacServer, free_port, make_netns
 from tests.test_ikev2_sa import ResponderMixin, _UdpClient, payload
 from tests.test_pt_tls_workers import wait_for
 from transports.ikev2.message import Eap, ExchangeType, frame_nat_t, unframe_nat_t
@@ -295,7 +293,7 @@ class StrongSwanTests(unittest.TestCase):
         why = sw.unavailable()
         if why:
             raise unittest.SkipTest(why)
-        netns = make_netns_with_ipv6(self)
+        netns = make_netns_with_ipv6()
         work = Path(tempfile.mkdtemp(prefix="nac-ike6-"))
         self.addCleanup(shutil.rmtree, work, ignore_errors=True)
         (work / "nac").mkdir()
@@ -311,7 +309,9 @@ class StrongSwanTests(unittest.TestCase):
                                   plugin_options="    eap-ttls {\n      phase2_method = md5\n    }")
         swanctl = ("connections {" + charon_connection("over-ipv6", "::1") + charon_connection("over-ipv4", "127.0.0.1")
                    + f'\n}}\nsecrets {{\n  eap-carol {{\n    id = carol\n    secret = "{sw.PASSWORD}"\n  }}\n}}\n')
-        charon = sw.CharonDaemon(netns, work / "charon", conf, swanctl)
+        (work / "charon" / "strongswan.conf").write_text(conf)
+        (work / "charon" / "swanctl.conf").write_text(swanctl)
+        charon = sw.CharonDaemon(work / "charon", namespace=netns)
         self.addCleanup(charon.stop)
         self.assertIn("IKEv2 responder listening on ::[500] and [4500] (NAT-T)", server.log_text())
         for name, address in (("over-ipv6", r"::1"), ("over-ipv4", r"127\.0\.0\.1")):
@@ -327,12 +327,9 @@ class StrongSwanTests(unittest.TestCase):
         self.assertNotIn("::ffff:", server.log_text())
 
 
-def make_netns_with_ipv6(testcase) -> str:
-    """A network namespace (deleted after ``testcase``) whose loopback has ::1."""
-    netns = f"nac-ds-{os.getpid()}-{random.randrange(1 << 16):04x}"
-    subprocess.run(["ip", "netns", "add", netns], check=True, capture_output=True)
-    testcase.addCleanup(subprocess.run, ["ip", "netns", "delete", netns], capture_output=True)
-    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+def make_netns_with_ipv6() -> str:
+    """A network namespace (deleted at exit) whose loopback has ::1."""
+    netns = make_netns("nac-ds")
     addresses = subprocess.run(["ip", "-n", netns, "-6", "addr", "show", "dev", "lo"], capture_output=True,
                                text=True).stdout
     if "::1/128" not in addresses:

@@ -227,7 +227,7 @@ class ServiceUserServerTests(unittest.TestCase):
                                       server.dir / "dana.pem", server.dir / "dana.key")
         done = server.client("--cert", str(cert), "--key", str(key), "--collectors", "os", "--json")
         self.assertEqual(done.returncode, 0, done.stderr + server.log_text()[-3000:])
-        self.assertIn(json.loads(done.stdout)["recommendation"], ("allowed", "quarantined"))
+        self.assertIn(json.loads(done.stdout)["recommendation"], ("Access Allowed", "Quarantined"))
         self.assertIn("client authenticated by TLS certificate as 'dana'", server.log_text())
         load = subprocess.run(
             [sys.executable, str(REPO / "bench" / "pt_tls_load.py"), "--live", "--server", f"127.0.0.1:{port}",

@@ -26,7 +26,7 @@ from nac import tap
 from nac.certs import issue_certificate
 from nac.service_user import ServiceUser
 from tests.nacserver import REPO, NacServer, repo_env, service_user_wrapper
-from tests.test_pt_tls_workers import children, wait_for
+from tests.test_pt_tls_workers import children
 
 USER, GROUP = "nobody", "nogroup"
 PASSWORD = "erin's password"

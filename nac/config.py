@@ -531,7 +531,9 @@ def _workers(raw: str) -> str | int:
 
 
 declare_section("pt-tls", [
-    Option("listen", address, "0.0.0.0", "Address to listen on (:: for IPv6 and IPv4)."),
+    Option("listen", address, "::",
+           "Address to listen on. :: (the default): every address, IPv6 and IPv4 (one dual-stack "
+           "socket; 0.0.0.0 where the machine has no IPv6); 0.0.0.0: IPv4 only."),
     Option("port", port, 271, "TCP port (IANA-assigned 271 for PT-TLS, RFC 6876)."),
     *_tls_paths("server"),
     Option("ca", optional(path), None,
@@ -568,7 +570,9 @@ def _nas_network(raw: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 declare_section("radius", [
-    Option("listen", address, "0.0.0.0", "Address to listen on."),
+    Option("listen", address, "::",
+           "Address to listen on. :: (the default): every address, IPv6 and IPv4 (one dual-stack "
+           "socket; 0.0.0.0 where the machine has no IPv6); 0.0.0.0: IPv4 only."),
     Option("port", port, 1812, "UDP authentication port."),
     Option("secret", optional(secret_text), None,
            "Shared secret of the NASes of [radius] clients. Required when radius is enabled and no "
@@ -659,7 +663,9 @@ declare_section("eap", [
 ])
 
 declare_section("ikev2", [
-    Option("listen", address, "0.0.0.0", "Address to listen on."),
+    Option("listen", address, "::",
+           "Address to listen on. :: (the default): every address, IPv6 and IPv4 (one dual-stack "
+           "socket; 0.0.0.0 where the machine has no IPv6); 0.0.0.0: IPv4 only."),
     Option("port", port, 500, "UDP port for IKE."),
     Option("nat_port", port, 4500, "UDP port for IKE with NAT traversal (RFC 3948)."),
     Option("ike_proposals", comma_list_of(_proposal, allow_empty=False),

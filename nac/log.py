@@ -11,6 +11,7 @@ less; the nac plugin offers it to twistd (:func:`twistd_log_observer`).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -18,11 +19,13 @@ import time
 from twisted.logger import ILogObserver
 from twisted.logger import Logger as _TwistedLogger
 from twisted.logger import LogLevel, formatEventAsClassicLogText, formatTime, timeFormatRFC3339
+from twisted.python import threadable
 from twisted.python.compat import ioType
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
-__all__ = ["ClassicFileObserver", "Logger", "LogLevel", "plain_text", "set_level", "twistd_log_observer"]
+__all__ = ["ClassicFileObserver", "Logger", "LogLevel", "ReopeningLogFile", "plain_text", "set_level",
+           "twistd_log_observer"]
 
 _ORDER = (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)
 
@@ -121,6 +124,65 @@ class ClassicFileObserver:
             self._out.flush()
 
 
+class ReopeningLogFile(LogFile):
+    """twistd's log file, which an external rotator may move away.
+
+    logrotate renames the file (and may create a new, empty one) and then
+    sends SIGUSR1 (``postrotate``): :meth:`reopen_or_rotate` finds the path
+    no longer names the file being written and opens it anew, so the lines
+    written in between are in the renamed file and none is lost.  When the
+    path still names the open file, SIGUSR1 rotates it as twistd does
+    (``nac.log`` to ``nac.log.1``).  Writes, rotation and reopening take one
+    lock: the database threads log too.
+
+    Unlike twistd's, the file is not cut every megabyte (``rotateLength``
+    None): twistd never deletes those pieces either, so they only got in
+    the way of logrotate's numbering and retention.
+    """
+
+    synchronized = ["reopen_or_rotate"]
+
+    def __init__(self, name, directory, rotateLength=None, defaultMode=None, maxRotatedFiles=None):
+        super().__init__(name, directory, rotateLength, defaultMode, maxRotatedFiles)
+
+    def moved(self) -> bool:
+        """Whether the path no longer names the file being written."""
+        try:
+            at_path = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        mine = os.fstat(self._file.fileno())
+        return (at_path.st_dev, at_path.st_ino) != (mine.st_dev, mine.st_ino)
+
+    def reopen_or_rotate(self) -> str:
+        """'reopened' or 'rotated'; OSError (the old file still written) when
+        the path cannot be opened."""
+        if not self.moved():
+            self.rotate()
+            return "rotated"
+        old = self._file
+        self._openFile()  # replaces self._file only once the new one is open
+        old.close()
+        return "reopened"
+
+
+threadable.synchronize(ReopeningLogFile)
+
+
+def _reopen_or_rotate(log_file: ReopeningLogFile) -> None:
+    try:
+        done = log_file.reopen_or_rotate()
+    except OSError as exc:
+        _log.error("cannot open the log file {path} again: {error}; still writing to the file it was",
+                   path=log_file.path, error=exc.strerror or str(exc))
+        return
+    if done == "reopened":
+        _log.info("log file {path} opened again (SIGUSR1)", path=log_file.path)
+
+
+_log = Logger(namespace="nac")
+
+
 def twistd_log_observer(server_options) -> ClassicFileObserver | None:
     """The observer for the file twistd would log to with ``server_options``
     (its command line: ``--logfile``, ``--nodaemon``), or None where twistd
@@ -135,12 +197,13 @@ def twistd_log_observer(server_options) -> ClassicFileObserver | None:
         return ClassicFileObserver(sys.stdout)
     if nodaemon and not name:
         return ClassicFileObserver(sys.stdout)
-    log_file = LogFile.fromFullPath(name or "twistd.log")
-    # as twistd: SIGUSR1 rotates the file, unless someone else took the signal
+    log_file = ReopeningLogFile.fromFullPath(name or "twistd.log")
+    # SIGUSR1: open the file again after logrotate moved it, else rotate it
+    # as twistd does, unless someone else took the signal
     if not signal.getsignal(signal.SIGUSR1):
         def rotate(_signum, _frame):
             from twisted.internet import reactor
-            reactor.callFromThread(log_file.rotate)
+            reactor.callFromThread(_reopen_or_rotate, log_file)
 
         signal.signal(signal.SIGUSR1, rotate)
     return ClassicFileObserver(log_file)

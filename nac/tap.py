@@ -6,8 +6,11 @@ one service per enabled transport.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import os
+import pwd
 from pathlib import Path
 
 from twisted.application import service
@@ -18,6 +21,7 @@ from twisted.python.components import Componentized
 from nac import config as nac_config
 from nac import log as nac_log
 from nac.log import Logger
+from nac.service_user import ServiceUser
 from nac.ifimv import RecommendationPolicy
 from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvLoadError, ImvManager, load_imv
@@ -115,17 +119,47 @@ def worker_processes(cfg) -> dict[str, int]:
             for name in ("pt-tls", "radius")}
 
 
-def prepare_state_dir(cfg) -> Path:
+def prepare_state_dir(cfg, user=None) -> Path:
+    """The state directory, created (0700) if missing and checked writable;
+    with ``user`` (the :class:`~nac.service_user.ServiceUser` twistd
+    switches to) a directory created here is that user's, and an existing
+    one must be writable by that user."""
     state = Path(cfg.state_dir)
+    where = f"{cfg.source or 'defaults'}: [nac] state_dir"
     try:
-        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if user is not None:
+            user.create_directory(state)
+        else:
+            state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise nac_config.ConfigError(f"{where}: cannot create {state}: {exc.strerror}")
+    if user is not None:
+        if not user.may_write(state):
+            # left to the operator: the directory may be shared or misconfigured
+            try:
+                owner = pwd.getpwuid(state.stat().st_uid).pw_name
+            except (KeyError, OSError):
+                owner = "another user"
+            raise nac_config.ConfigError(
+                f"{where}: {state} is not writable by the service user {user.name} (it belongs to "
+                f"{owner}); give it to that user: chown -R {user.description} {state}")
+    elif not os.access(state, os.W_OK):
+        raise nac_config.ConfigError(f"{where}: {state} is not writable")
+    return state
+
+
+def check_config_readable(cfg, user) -> None:
+    """The worker processes load the configuration file again, as ``user``:
+    it must be readable by that user (run as it)."""
+    if not cfg.source:
+        return
+    try:
+        with open(cfg.source, "rb"):
+            pass
     except OSError as exc:
         raise nac_config.ConfigError(
-            f"{cfg.source or 'defaults'}: [nac] state_dir: cannot create {state}: {exc.strerror}")
-    if not os.access(state, os.W_OK):
-        raise nac_config.ConfigError(
-            f"{cfg.source or 'defaults'}: [nac] state_dir: {state} is not writable")
-    return state
+            f"{cfg.source}: cannot be read by the service user {user.name}, as whom the worker "
+            f"processes load it: {exc.strerror}")
 
 
 def transport_factory(name: str):
@@ -205,12 +239,22 @@ class NacService(service.MultiService):
 def makeService(options) -> service.MultiService:
     cfg = options.nac_config
     nac_log.set_level(cfg.get("nac", "log_level"))
+    # twistd --uid/--gid: what nac creates is the service user's (nac.service_user)
+    user = ServiceUser.from_twistd(getattr(options, "parent", None))
+    as_user = contextlib.ExitStack()
     try:
-        prepare_state_dir(cfg)
+        prepare_state_dir(cfg, user)
+        if user is not None:
+            as_user.enter_context(user.acting())
+            why = user.cannot_run_nac()
+            if why:
+                raise nac_config.ConfigError(why)
         store = build_store(cfg)
         # the main process is number 0 of nac's processes
         counts = worker_processes(cfg)
         processes = max(counts.values())
+        if user is not None and processes > 1:
+            check_config_readable(cfg, user)
         core = build_core(cfg, connection_ids=(1, processes))
         core.store = store
         top = NacService(getattr(options, "parent", None))
@@ -234,7 +278,19 @@ def makeService(options) -> service.MultiService:
             # started after the transports, which hand it their sockets
             workers.setServiceParent(top)
     except nac_config.ConfigError as exc:
-        raise usage.UsageError(str(exc))
+        raise usage.UsageError(_as_user(str(exc), user))
+    finally:
+        as_user.close()
     log.info("nac configured from {source}; state in {state}",
              source=cfg.source or "built-in defaults", state=cfg.state_dir)
+    if user is not None:
+        log.info("files nac creates in {state} belong to {user}, whom twistd switches to once the "
+                 "ports are bound", state=cfg.state_dir, user=user.description)
     return top
+
+
+def _as_user(message: str, user) -> str:
+    """A start-up error that may come from running as the service user says so."""
+    if user is not None and os.strerror(errno.EACCES) in message:
+        return f"{message} (nac runs as {user.name}: twistd --uid)"
+    return message

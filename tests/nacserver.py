@@ -104,6 +104,53 @@ def listen_in_netns(testcase, netns: str, port: int) -> None:
     testcase.assertEqual(listener.stdout.readline().strip(), "ready")
 
 
+def service_user_wrapper(workdir: Path, user: str = "nobody", *, setpriv: str | None = None) -> list[str]:
+    """An argv prefix under which ``user`` can run this Python and import
+    this nac: a private mount namespace (``unshare -m``) in which each
+    directory on the way that ``user`` may not pass (pyenv's Python lives in
+    /root, mode 0700) is covered by a tmpfs holding just the entries needed,
+    bound from the real ones.  Nothing changes outside the namespace.  With
+    ``setpriv`` ("user:group") the command then runs as that user and group.
+    SkipTest where this process cannot do it (not root, no unshare)."""
+    import pwd
+    import site
+
+    if os.geteuid() != 0:
+        raise unittest.SkipTest("switching to the service user needs root")
+    for tool in ("unshare", "mount", "setpriv"):
+        if shutil.which(tool) is None:
+            raise unittest.SkipTest(f"{tool} (util-linux) is not installed")
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        raise unittest.SkipTest(f"there is no user {user!r} here")
+    needed = [Path(sys.executable).resolve(), Path(sys.prefix), REPO, *map(Path, site.getsitepackages())]
+    covers: dict[Path, set[str]] = {}
+    for path in needed:
+        path = path.resolve()
+        for depth in range(1, len(path.parts)):
+            directory = Path(*path.parts[:depth])
+            if not directory.stat().st_mode & 0o001:  # others may not pass
+                covers.setdefault(directory, set()).add(path.parts[depth])
+                break
+    lines = ["set -e"]
+    for n, (directory, entries) in enumerate(sorted(covers.items())):
+        for m, entry in enumerate(sorted(entries)):
+            keep = Path(workdir) / f".keep-{n}-{m}"
+            keep.mkdir(parents=True, exist_ok=True)
+            lines.append(f"mount --bind '{directory / entry}' '{keep}'")
+        lines.append(f"mount -t tmpfs -o mode=755 nac-test '{directory}'")
+        for m, entry in enumerate(sorted(entries)):
+            lines.append(f"mkdir -p '{directory / entry}'")
+            lines.append(f"mount --bind '{Path(workdir) / f'.keep-{n}-{m}'}' '{directory / entry}'")
+    lines.append('exec "$@"')
+    prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c", "\n".join(lines), "sh"]
+    if setpriv:
+        name, _, group = setpriv.partition(":")
+        prefix += ["setpriv", f"--reuid={name}", f"--regid={group or name}", "--init-groups"]
+    return prefix
+
+
 class NacServer:
     """``twistd -n nac`` with a temporary state directory and configuration.
 
@@ -111,12 +158,16 @@ class NacServer:
     the PT-TLS listener on 127.0.0.1 with a free port are filled in.  With
     ``netns`` the server (and :meth:`client`) run in that network
     namespace; with ``ready`` the server has started once its log holds
-    that text, else once the PT-TLS port listens.
+    that text, else once the PT-TLS port listens.  ``twistd_args`` go
+    before ``nac`` (``--uid``, ``--gid``); ``wrapper`` is an argv prefix
+    the server runs under (:func:`service_user_wrapper`).
     """
 
     def __init__(self, sections: dict | None = None, *, args=(), workdir: str | None = None,
-                 netns: str | None = None, ready: str | None = None):
+                 netns: str | None = None, ready: str | None = None, twistd_args=(), wrapper=()):
         self.netns = netns
+        self.twistd_args = list(twistd_args)
+        self.wrapper = list(wrapper)
         self.ready = ready
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="nac-e2e-"))
         self.state_dir = self.dir / "state"
@@ -128,6 +179,8 @@ class NacServer:
                 "radius": {"workers": "1"}}
         for section, values in (sections or {}).items():
             conf.setdefault(section, {}).update({k: str(v) for k, v in values.items()})
+            for key in [k for k, v in values.items() if v is None]:
+                del conf[section][key]  # None: the built-in default
         self.config = self.dir / "nac.conf"
         self.config.write_text("".join(
             f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in kv.items()) + "\n"
@@ -146,8 +199,8 @@ class NacServer:
 
     def start(self, timeout: float = 20.0) -> "NacServer":
         self.proc = subprocess.Popen(
-            self.in_netns(TWISTD + ["-n", "--pidfile=", "--logfile", str(self.log), "nac",
-                                    "--config", str(self.config)] + self.args),
+            self.in_netns(self.wrapper + TWISTD + ["-n", "--pidfile=", "--logfile", str(self.log)]
+                          + self.twistd_args + ["nac", "--config", str(self.config)] + self.args),
             cwd=self.dir, env=repo_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -195,9 +248,10 @@ class NacServer:
             raise RuntimeError(f"nac-admin {' '.join(args)} failed ({done.returncode}): {done.stderr}")
         return done.stdout
 
-    def client(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run the real ``nac-pt-tls-client`` against this server."""
-        return subprocess.run(self.in_netns([sys.executable, "-m", "nac.client.cli", f"127.0.0.1:{self.port}",
+    def client(self, *args: str, timeout: float = 60, host: str = "127.0.0.1") -> subprocess.CompletedProcess:
+        """Run the real ``nac-pt-tls-client`` against this server (at ``host``)."""
+        target = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return subprocess.run(self.in_netns([sys.executable, "-m", "nac.client.cli", target,
                                              "--cacert", str(self.ca), *args]),
                               env=repo_env(), capture_output=True, text=True, timeout=timeout)
 

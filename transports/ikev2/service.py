@@ -20,6 +20,7 @@ from twisted.internet import defer, protocol, task, threads
 from zope.interface import implementer
 
 from nac import config as nac_config
+from nac.dualstack import bind, listen_address, socket_address, unmapped
 from nac.interfaces import IPostureTransport
 from nac.log import Logger
 from transports.ikev2 import crypto
@@ -54,12 +55,16 @@ class IkeProtocol(protocol.DatagramProtocol):
 
     def datagramReceived(self, data: bytes, addr):
         owner = self.owner
+        # an IPv4 peer of a socket bound to :: is ::ffff:a.b.c.d there; the
+        # responder sees the IPv4 address it sent from: NAT detection and
+        # cookies hash the address as it is on the wire (RFC 7296 §2.23, §2.6)
+        remote = (unmapped(addr[0]), addr[1])
         try:
-            local = (owner.local_address(addr[0]), self.port)
-            owner.responder.datagram_received(data, local, (addr[0], addr[1]), owner.clock.seconds())
+            local = (owner.local_address(remote[0]), self.port)
+            owner.responder.datagram_received(data, local, remote, owner.clock.seconds())
         except Exception:
             # a bug of ours must cost this datagram only, never the listener
-            log.failure("internal error on an IKE datagram from {host}[{port}]", host=addr[0], port=addr[1])
+            log.failure("internal error on an IKE datagram from {host}[{port}]", host=remote[0], port=remote[1])
 
 
 @implementer(IPostureTransport)
@@ -82,6 +87,7 @@ class IkeService(service.Service):
         self.responder = IkeResponder(settings, eap_factory, self._send, kernel=self.kernel,
                                       now=self.clock.seconds())
         self._ports: dict[int, object] = {}
+        self._sockets: dict[int, socket.socket] = {}
         self._sweeper = None
         self._routes: OrderedDict[str, str] = OrderedDict()
 
@@ -113,18 +119,42 @@ class IkeService(service.Service):
         port = self._ports.get(datagram.local_port)
         if port is None:
             return
+        host, remote_port = datagram.remote
         try:
-            port.write(datagram.data, datagram.remote)
+            port.write(datagram.data, (socket_address(port.addressFamily, host), remote_port))
         except OSError as exc:
             log.info("sending to {host}[{port}] failed: {error}", host=datagram.remote[0], port=datagram.remote[1],
                      error=exc.strerror or str(exc))
 
+    def _bind(self) -> None:
+        # ports 500 and 4500 need privileges: bound before twistd drops them
+        if self._sockets or self._ports:
+            return
+        self.interface = listen_address(self.interface, what="IKEv2")
+        try:
+            for number in (self.port, self.nat_port):
+                self._sockets[number] = bind(self.interface, number, socket.SOCK_DGRAM)
+        except Exception:
+            for sock in self._sockets.values():
+                sock.close()
+            self._sockets = {}
+            raise
+
+    def privilegedStartService(self):
+        self._bind()
+        super().privilegedStartService()
+
     def startService(self):
         from twisted.internet import reactor
+        self._bind()
         super().startService()
-        for number in (self.port, self.nat_port):
-            self._ports[number] = reactor.listenUDP(number, IkeProtocol(self, number), interface=self.interface,
-                                                    maxPacketSize=65535)
+        sockets, self._sockets = self._sockets, {}
+        for number, sock in sockets.items():
+            try:
+                self._ports[number] = reactor.adoptDatagramPort(sock.fileno(), sock.family,
+                                                                IkeProtocol(self, number), maxPacketSize=65535)
+            finally:
+                sock.close()  # the port has its own duplicate
         if isinstance(self.kernel, XfrmKernel):
             self._enable_esp_in_udp()
         self._sweeper = task.LoopingCall(lambda: self.responder.expire(self.clock.seconds()))
@@ -155,6 +185,9 @@ class IkeService(service.Service):
         pending = [getattr(self.kernel, "pending", None)]
         stops = [defer.maybeDeferred(p.stopListening) for p in self._ports.values()]
         self._ports = {}
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets = {}
         waits = [d for d in pending if isinstance(d, defer.Deferred)] + stops
         return defer.DeferredList(waits)
 

@@ -13,12 +13,11 @@ from pathlib import Path
 
 from twisted.application import service
 from twisted.internet import defer, protocol
-from twisted.internet.abstract import isIPv6Address
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHandshakeListener
 from zope.interface import implementer
 
 from nac.certs import certificate_identity
+from nac.dualstack import bind, listen_address, unmapped
 from nac.interfaces import IPostureTransport
 from nac.log import Logger
 from nac.tnccs.assessment import PeerInfo, TransportLimits
@@ -35,6 +34,8 @@ class PtTlsServerProtocol(protocol.Protocol):
     def __init__(self, factory: "PtTlsFactory", peer):
         self.factory = factory
         self.peer_addr = peer
+        # an IPv4 client of a socket bound to :: is ::ffff:a.b.c.d there
+        self.peer_host = unmapped(peer.host) if hasattr(peer, "host") else str(peer)
         self.session_id = next(factory.session_ids)
         self.pt: ptn.PtTlsServer | None = None
         self.tnccs = None
@@ -136,7 +137,7 @@ class PtTlsServerProtocol(protocol.Protocol):
         self._arm(self.factory.idle_timeout, "idle")
         if event.method == ptn.AUTH_CERTIFICATE:
             log.info("skipping SASL, client already authenticated by TLS certificate")
-        peer = PeerInfo(transport="pt-tls", address=self.peer_addr.host, port=self.peer_addr.port,
+        peer = PeerInfo(transport="pt-tls", address=self.peer_host, port=self.peer_addr.port,
                         identity=event.identity, auth_method=event.method)
         limits = TransportLimits(max_batch_size=self.pt.max_batch_size,
                                  max_message_size=self.pt.max_batch_size - 8 - 12 - 12)
@@ -202,8 +203,8 @@ class PtTlsServerProtocol(protocol.Protocol):
         self.transport.abortConnection()
 
     def _peer_str(self) -> str:
-        return f"{self.peer_addr.host}[{self.peer_addr.port}]" if hasattr(self.peer_addr, "host") \
-            else str(self.peer_addr)
+        return f"{self.peer_host}[{self.peer_addr.port}]" if hasattr(self.peer_addr, "host") \
+            else self.peer_host
 
 
 class PtTlsFactory(protocol.Factory):
@@ -233,24 +234,15 @@ class PtTlsFactory(protocol.Factory):
 
 
 def listening_socket(interface: str, port: int, backlog: int = 50) -> socket.socket:
-    """The PT-TLS listening socket, bound and listening.
+    """The PT-TLS listening socket, bound and listening (``::``: IPv6 and
+    IPv4, see :mod:`nac.dualstack`).
 
     Made here rather than by ``listenTCP`` so that every process serving
     PT-TLS adopts the same socket (``adoptStreamPort``) and none of them
     shuts it down for the others when it stops listening.  The address
     family, SO_REUSEADDR and the backlog are what ``listenTCP`` uses.
     """
-    family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((interface, port))
-        sock.listen(backlog)
-    except OSError as exc:
-        sock.close()
-        raise CannotListenError(interface, port, exc) from None
-    sock.setblocking(False)
-    return sock
+    return bind(interface, port, socket.SOCK_STREAM, backlog=backlog)
 
 
 @implementer(IPostureTransport)
@@ -289,14 +281,19 @@ class PtTlsService(service.MultiService):
             self._reactor = reactor
         return self._reactor
 
-    def privilegedStartService(self):
+    def _listen(self) -> None:
+        # port 271 needs privileges: bound before twistd drops them
         if self.socket is None:
+            self.interface = listen_address(self.interface, what="PT-TLS")
+            self._where = f"{self.interface}[{self.port_number}]"
             self.socket = listening_socket(self.interface, self.port_number)
+
+    def privilegedStartService(self):
+        self._listen()
         super().privilegedStartService()
 
     def startService(self):
-        if self.socket is None:
-            self.socket = listening_socket(self.interface, self.port_number)
+        self._listen()
         self.listener = self.reactor.adoptStreamPort(self.socket.fileno(), self.socket.family,
                                                      self.tls_factory)
         if self.workers is None or self.workers.pt_tls_processes < 2:

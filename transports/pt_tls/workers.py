@@ -34,6 +34,10 @@ The main process speaks to a worker over its standard streams only:
 * stderr, normally silent, is relayed line by line as errors (a Python
   crash before logging was set up).
 
+Workers are spawned once the service has started, after ``twistd --uid``
+has switched to the service user: they run as that user and only inherit
+the sockets bound as root (see :mod:`nac.service_user`).
+
 The main process stops its workers with SIGTERM (SIGKILL after a grace
 period) and restarts, with exponential backoff, one that dies.
 
@@ -661,6 +665,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, required=True)
     args = parser.parse_args(argv)
     worker, processes = args.worker, args.processes
+    # SIGUSR1 is the main process's (open the log file again): a worker logs
+    # through it, and `systemctl kill -s USR1` reaches every process
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     launch = _read_launch()
     radius_launch = launch.get("radius")
     pt_tls = launch.get("family") is not None

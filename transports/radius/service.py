@@ -17,6 +17,7 @@ from twisted.internet import protocol, task
 from zope.interface import implementer
 
 from nac import config as nac_config
+from nac.dualstack import bind, listen_address, unmapped
 from nac.interfaces import IPostureTransport
 from nac.log import Logger
 from transports.radius.enforcement import RadiusEnforcement
@@ -56,7 +57,8 @@ class RadiusProtocol(protocol.DatagramProtocol):
                 reply = self._forward(reply, data, addr)
         except Exception:
             # a bug of ours must cost this datagram only, never the listener
-            log.failure("internal error on a RADIUS packet from {host}[{port}]", host=addr[0], port=addr[1])
+            log.failure("internal error on a RADIUS packet from {host}[{port}]", host=unmapped(addr[0]),
+                        port=addr[1])
             return
         if reply is None:
             return
@@ -102,11 +104,11 @@ class RadiusProtocol(protocol.DatagramProtocol):
         except ConnectionRefusedError:
             pass  # an ICMP error of an earlier datagram (Twisted's Port.write ignores it too)
         except Exception:
-            log.failure("cannot send the RADIUS reply to {host}[{port}]", host=addr[0], port=addr[1])
+            log.failure("cannot send the RADIUS reply to {host}[{port}]", host=unmapped(addr[0]), port=addr[1])
 
     def _failed(self, failure, addr) -> None:
         log.failure("internal error answering a RADIUS packet from {host}[{port}]", failure,
-                    host=addr[0], port=addr[1])
+                    host=unmapped(addr[0]), port=addr[1])
 
 
 @implementer(IPostureTransport)
@@ -134,11 +136,23 @@ class RadiusService(service.Service):
         self.adopt = adopt
         self.relay_fds = relay
         self._mesh: dict | None = None
+        self._socket: socket.socket | None = None
         self._listening = None
         self._sweeper = None
 
+    def _bind(self) -> None:
+        # bound before twistd drops privileges (a port below 1024 needs them)
+        if self.adopt is None and self._socket is None and self._listening is None:
+            self.interface = listen_address(self.interface, what="RADIUS")
+            self._socket = bind(self.interface, self.port, socket.SOCK_DGRAM)
+
+    def privilegedStartService(self):
+        self._bind()
+        super().privilegedStartService()
+
     def startService(self):
         from twisted.internet import reactor
+        self._bind()
         super().startService()
         if self.adopt is not None:
             # a worker: the main process reads the socket and hands this one
@@ -147,7 +161,12 @@ class RadiusService(service.Service):
             self.protocol.sock = socket.socket(fileno=fd)
             self.protocol.sock.setblocking(False)
         else:
-            self._listening = reactor.listenUDP(self.port, self.protocol, interface=self.interface)
+            sock, self._socket = self._socket, None
+            try:
+                self._listening = reactor.adoptDatagramPort(sock.fileno(), sock.family, self.protocol,
+                                                            RadiusProtocol.maxPacketSize)
+            finally:
+                sock.close()  # the port has its own duplicate
         if self.server.processes > 1:
             if self.relay_fds is not None:
                 ends = {int(peer): socket.socket(fileno=fd) for peer, fd in self.relay_fds.items()}
@@ -203,6 +222,9 @@ class RadiusService(service.Service):
         sock, self.protocol.sock = self.protocol.sock, None
         if sock is not None:
             sock.close()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         if self._listening is not None:
             listening, self._listening = self._listening, None
             return listening.stopListening()

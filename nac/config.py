@@ -503,6 +503,11 @@ declare_section("nac", [
     Option("language", comma_list_of(_language_tag, allow_empty=False), ["en"],
            "Language tags the server prefers for reason strings and remediation, best first."),
     Option("log_level", choice("debug", "info", "warn", "error"), "info", "Least severe level logged."),
+    Option("log_format", choice("text", "json"), "text",
+           "How log lines are written: text (twistd's '<time> [<system>] <message>'), or json: one "
+           "JSON object a line for log shippers, with time (ISO 8601, UTC), level, namespace, system, "
+           "message and the event's fields (connection_id, peer, identity, ...). Applies to twistd's "
+           "log file and, with -n, standard output; twistd --syslog or --logger choose their own."),
     Option("max_connections", positive_int, 10000,
            "Most TNCCS connections (assessments) open at once over all transports."),
     Option("max_rounds", positive_int, 10,

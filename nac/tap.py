@@ -16,6 +16,7 @@ import errno
 import importlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from twisted.application import service
@@ -202,7 +203,7 @@ def build_store(cfg, *, migrate: bool = True, check: bool = False):
         make_engine, sqlite_path, upgrade
     from nac.db.store import PolicyStore
 
-    where = f"{cfg.source or 'defaults'}: [nac] db"
+    where = f"{cfg.origin('nac', 'db')}: [nac] db"
     embedded = sqlite_path(cfg.db_url)
     if check and embedded is not None and not os.path.exists(embedded):
         folder = os.path.dirname(os.path.abspath(embedded))
@@ -395,17 +396,55 @@ def check_configuration(options) -> str:
     """Build everything ``twistd nac`` with ``options`` would start, as it
     would — configuration, IMVs, certificates and keys, the database and its
     schema revision, each transport — but bind no port, start no service and
-    create or upgrade no database (the state directory and the demo
-    certificates are made, as the first start makes them); return the line
-    ``configuration OK: FILE``, or raise :class:`StartupError`."""
-    options.nac_checking = True
-    top = makeService(options)
-    for child in top:
-        if hasattr(child, "db") and hasattr(child, "stop"):  # the policy store
-            child.stop()
-            child.db.engine.dispose()
+    write nothing: what the first start creates (the state directory, the
+    demo certificates, an embedded database, the secret key) is checked to
+    be creatable, the demo certificates made in a temporary directory.
+    Returns the line ``configuration OK: FILE``; StartupError otherwise."""
     cfg = options.nac_config
+    with tempfile.TemporaryDirectory(prefix="nac-check-") as scratch:
+        stand_in = _state_stand_in(cfg, scratch, getattr(options, "nac_overrides", {}))
+        if stand_in is not None:
+            options.nac_config = stand_in
+        options.nac_checking = True
+        try:
+            top = makeService(options)
+        finally:
+            options.nac_config = cfg
+            options.nac_checking = False
+        for child in top:
+            if hasattr(child, "db") and hasattr(child, "stop"):  # the policy store
+                child.stop()
+                child.db.engine.dispose()
     return f"configuration OK: {cfg.source or 'built-in defaults'}"
+
+
+def _state_stand_in(cfg, scratch: str, overrides):
+    """For a check: None when the state directory holds the demo
+    certificates (or some of them, which start-up refuses), else the
+    configuration with ``scratch`` as state directory (keeping the database
+    and the secret key file where they are), once the real one is known to
+    be creatable."""
+    from nac.certs import CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY
+
+    state = Path(cfg.state_dir)
+    if state.is_dir():
+        prepare_state_dir(cfg)  # writable?
+        if any((state / name).exists() for name in (CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY)):
+            return None
+    else:
+        ancestor = next(parent for parent in state.parents if parent.exists())
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise StartupError(f"{cfg.origin('nac', 'state_dir')}: [nac] state_dir: cannot create "
+                               f"{state}: {ancestor} is not writable")
+    kept = {("nac", "state_dir"): scratch, ("nac", "db"): cfg.db_url,
+            ("nac", "secret_key_file"): cfg.get("nac", "secret_key_file")}
+    try:
+        stand_in = nac_config.load(cfg.source, {**overrides, **kept})
+    except nac_config.ConfigError as exc:
+        raise StartupError(one_line(exc)) from None
+    # errors name where these came from, not the stand-in's "command line"
+    stand_in._origins.update({key: cfg.origin(*key) for key in kept})
+    return stand_in
 
 
 def makeService(options) -> service.MultiService:

@@ -127,7 +127,7 @@ class ClassicFileObserver:
             self._out.flush()
 
 
-# keys of events made by twisted.python.log (legacy events), not fields of the event
+# keys of events made by twisted.python.log (legacy events)
 _LEGACY_KEYS = frozenset({"message", "format", "isError", "system", "time", "why", "failure", "printed"})
 # a field so named is left out whatever it holds (the text never holds a secret either)
 _SECRET_FIELD = re.compile(r"(?:^|[_-])(?:secret|password|passphrase|psk|token)s?$", re.IGNORECASE)
@@ -183,13 +183,15 @@ class JsonLineObserver:
             system = f"{namespace}#{level_name}"
         record = {"time": self._time(event.get("log_time")), "level": level_name, "namespace": namespace,
                   "system": system, "message": text}
+        # keys of a twisted.python.log event are its form, not its fields
+        legacy = _LEGACY_KEYS if "isError" in event or isinstance(event.get("message"), tuple) else ()
         for key, value in event.items():
             if type(value) is float:
                 if not math.isfinite(value):
                     value = str(value)
             elif not isinstance(value, _SCALARS):
                 continue
-            if key.startswith("log_") or key in record or key in _LEGACY_KEYS or _SECRET_FIELD.search(key):
+            if key.startswith("log_") or key in record or key in legacy or _SECRET_FIELD.search(key):
                 continue
             record[key] = value
         return json.dumps(record, ensure_ascii=True) + "\n"

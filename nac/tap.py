@@ -246,7 +246,8 @@ def build_store(cfg, *, migrate: bool = True, check: bool = False):
         secrets = SecretBox(key)
     except SecretKeyError as exc:
         engine.dispose()
-        raise nac_config.ConfigError(f"{cfg.source or 'defaults'}: [nac] secret_key_file: {exc}") from exc
+        raise nac_config.ConfigError(f"{cfg.origin('nac', 'secret_key_file')}: [nac] secret_key_file: "
+                                     f"{exc}") from exc
     return PolicyStore(engine, credential_cache_ttl=cfg.get("nac", "credential_cache_ttl"), secrets=secrets,
                        inline=cfg.get("nac", "db_inline"))
 
@@ -271,8 +272,11 @@ class NacService(service.MultiService):
     (:func:`nac.log.twistd_log_observer`: the same lines, made for less),
     which twistd takes unless ``--logger`` names another.
 
-    A transport that cannot listen ends nac with a :class:`StartupError`
-    naming its ``[section] port`` (see :func:`listen_error`)."""
+    A transport that cannot listen (or a ConfigError while starting) ends
+    nac with exit status 1 and one line on the standard error nac was
+    started with, naming its ``[section] port`` (see :func:`listen_error`);
+    so does a worker process that cannot start while nac starts
+    (:meth:`worker_config_error`)."""
 
     def __init__(self, twistd_options=None, config=None):
         super().__init__()
@@ -402,7 +406,10 @@ def check_configuration(options) -> str:
     Returns the line ``configuration OK: FILE``; StartupError otherwise."""
     cfg = options.nac_config
     with tempfile.TemporaryDirectory(prefix="nac-check-") as scratch:
-        stand_in = _state_stand_in(cfg, scratch, getattr(options, "nac_overrides", {}))
+        try:
+            stand_in = _state_stand_in(cfg, scratch, getattr(options, "nac_overrides", {}))
+        except nac_config.ConfigError as exc:
+            raise StartupError(one_line(exc)) from None
         if stand_in is not None:
             options.nac_config = stand_in
         options.nac_checking = True
@@ -438,10 +445,7 @@ def _state_stand_in(cfg, scratch: str, overrides):
                                f"{state}: {ancestor} is not writable")
     kept = {("nac", "state_dir"): scratch, ("nac", "db"): cfg.db_url,
             ("nac", "secret_key_file"): cfg.get("nac", "secret_key_file")}
-    try:
-        stand_in = nac_config.load(cfg.source, {**overrides, **kept})
-    except nac_config.ConfigError as exc:
-        raise StartupError(one_line(exc)) from None
+    stand_in = nac_config.load(cfg.source, {**overrides, **kept})
     # errors name where these came from, not the stand-in's "command line"
     stand_in._origins.update({key: cfg.origin(*key) for key in kept})
     return stand_in

@@ -147,8 +147,11 @@ class TwistdTests(unittest.TestCase):
                              text=True, timeout=60)
         self.assertEqual(out.returncode, 0, out.stderr)
         for opt in ("--config", "--transports", "--db", "--state-dir", "--imvs",
-                    "--recommendation-policy"):
+                    "--recommendation-policy", "--log-level", "--log-format", "--check", "--version"):
             self.assertIn(opt, out.stdout)
+        # the sample it points to is a command's output, not a file of the source tree
+        self.assertIn("nac-admin config sample", " ".join(out.stdout.split()))
+        self.assertNotIn("etc/nac.conf", out.stdout)
 
     def test_bad_config_stops_start_up_with_a_clear_message(self):
         path = self.mktemp()

@@ -11,6 +11,7 @@ built-in defaults.
 
 from __future__ import annotations
 
+import enum
 import importlib
 import ipaddress
 import textwrap
@@ -26,6 +27,8 @@ SHIPPED_IMVS = {
     "os": "imvs.os:OsImv",
     "scanner": "imvs.scanner:ScannerImv",
     "swima": "imvs.swima:SwimaImv",
+    "test": "imvs.test:TestImv",
+    "hcd": "imvs.hcd:HcdImv",
 }
 
 WIDTH = 76
@@ -76,9 +79,25 @@ def render_default(option: Option) -> str:
     """``option``'s default as written in the file ('' for not set)."""
     kind = _kind_name(option.kind)
 
+    def word(value: enum.Enum) -> str:
+        # the configuration's word for an enumeration value: the shortest
+        # ending of its name the option reads back as that value
+        parts = value.name.lower().split("_")
+        for i in range(len(parts) - 1, -1, -1):
+            for text in ("_".join(parts[i:]), "-".join(parts[i:])):
+                try:
+                    parsed = option.kind(text)
+                except ValueError:
+                    continue
+                if parsed == value or parsed == [value] or parsed == (value,):
+                    return text
+        return str(value.value)
+
     def one(value: Any) -> str:
         if value is None:
             return ""
+        if isinstance(value, enum.Enum):
+            return word(value)
         if isinstance(value, bool):
             return "yes" if value else "no"
         if isinstance(value, float):

@@ -384,13 +384,22 @@ class HcdImv(PaTncImv):
     state_class = HcdState
     LANGUAGES = ("en", "de")
 
+    CONFIG_HELP = (
+        "Hardcopy devices (PWG HCD-TNC, strongSwan's imv-hcd): printers report per PWG subtype "
+        "(System, Console, Marker, Finisher, Interface, Scanner) their settings and their firmware, "
+        "resident and user applications. A missing mandatory attribute is non-compliant major "
+        "(\"Mandatory HCD attributes are missing\"); the settings and firmware below are judged by "
+        "this policy. An endpoint that reports no HCD attributes gets no_result. Load with "
+        "`imvs = ..., hcd`.")
+
     OPTIONS = [
         Option("subtypes", comma_list_of(_subtype_name, allow_empty=False, unique=True), [S.HCD_SYSTEM],
                "PWG subtypes (subunits) whose mandatory attributes the device must report: system, "
                "console, marker, finisher, interface, scanner (strongSwan's imv-hcd requires all six)."),
         Option("optional_attributes", comma_list_of(_attribute_name, unique=True), [],
-               "Mandatory attributes asked for but not required, by name, e.g. firewall_setting, "
-               "certification_state, configuration_state."),
+               "Mandatory attributes asked for but not required, by name (e.g. firewall_setting, "
+               "certification_state, configuration_state: strongSwan's imc-hcd never sends a firewall "
+               "setting). Empty: all are required."),
         _severity_option("default_password_enabled", "major", "The factory default password is enabled"),
         _severity_option("forwarding_enabled", "minor", "The device forwards IP packets"),
         _severity_option("pstn_fax_enabled", "ignore", "A PSTN fax interface is enabled"),
@@ -398,8 +407,11 @@ class HcdImv(PaTncImv):
         _severity_option("user_application_persistence_enabled", "ignore",
                          "User applications persist beyond their job"),
         Option("firmware_min_versions", firmware_rules, (),
-               "Minimum firmware versions: 'NAME PATTERN: VERSION' entries (shell-style patterns, "
-               "versions of 1 to 5 dotted numbers), one per line or separated by semicolons."),
+               "Minimum firmware versions: 'NAME PATTERN: VERSION' entries, one per (indented) line or "
+               "separated by semicolons; shell-style patterns matched against the firmware names of "
+               "every subtype, versions of 1 to 5 dotted numbers (major.minor.build.sp-major.sp-minor) "
+               "compared with the reported 16-octet version, e.g.\n"
+               "  firmware_min_versions = Firmware ABC*: 1.0.8; Interface Firmware: 7.9"),
         _severity_option("outdated_firmware", "minor", "Firmware older than its minimum version"),
         *verdict_options(),
         PaTncImv.attribute_size_option(),

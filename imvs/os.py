@@ -563,14 +563,23 @@ class OsImv(PaTncImv):
     state_class = OsState
     LANGUAGES = ("en", "de")
 
+    CONFIG_HELP = (
+        "Operating System (IETF PA subtype 1, strongSwan's imv-os): product and version, IP "
+        "forwarding, factory default password, Device ID and, with the policy database, every "
+        "installed package against the releases recorded with `nac-admin packages import` / "
+        "`packages blacklist` for the host's product (e.g. 'Debian 12 x86_64'). A blacklisted "
+        "release or a factory default password is non-compliant major; an outdated package or IP "
+        "forwarding is non-compliant minor. Load with `imvs = os, ...`.")
+
     OPTIONS = [
         Option("package_updates", choice(*(p.value for p in UpdatePolicy)), UpdatePolicy.SECURITY.value,
                "When an installed package is outdated (a minor violation): security (older than "
                "its newest security release), all (older than its newest known release) or none."),
         Option("package_report_cache", non_negative_int, 256,
                "Package reports kept in memory for package lists seen again (hosts from one "
-               "image), until the package policy in the database changes; 0: judge every list "
-               "against the database."),
+               "image), until the package policy in the database changes (any change to products, "
+               "packages or releases, by nac-admin or plain SQL, moves a generation counter on); 0: "
+               "judge every list against the database."),
         *verdict_options(server_checks=True),
         PaTncImv.attribute_size_option(),
     ]

@@ -136,8 +136,8 @@ def verdict_options(*, minor: str = "no-access", major: str = "no-access",
         Option("non_compliant_major", choice(*names[:3]), major,
                "Recommendation when a check finds a major violation: allow, isolate or no-access."),
         Option("no_result", choice(*names), no_result,
-               "Recommendation when the endpoint sent nothing to judge: allow, isolate, no-access "
-               "or no-recommendation."),
+               "Recommendation when the endpoint sent nothing to judge, or not all that was asked "
+               "for: allow, isolate, no-access or no-recommendation (the other IMVs decide)."),
         Option("remediation_uri", optional(text), None,
                "A URI sent with the remediation instructions (strongSwan's remediation_uri)."),
     ]

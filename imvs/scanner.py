@@ -132,6 +132,12 @@ class ScannerImv(PaTncImv):
     state_class = ScannerState
     LANGUAGES = ("en", "de", "fr")
 
+    CONFIG_HELP = (
+        "Open server ports (IETF PA subtype Firewall, strongSwan's imv-scanner), from the Port "
+        "Filter the collector reports. Any violation is non-compliant minor, with the reason \"Open "
+        "server ports were detected\" and remediation listing the ports (tcp/41963). Load with "
+        "`imvs = ..., scanner`.")
+
     OPTIONS = [
         Option("closed_port_policy", boolean, True,
                "yes: every port must be closed except those listed; no: every port may be open "

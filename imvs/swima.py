@@ -514,6 +514,13 @@ class SwimaImv:
                      # the ITA Device ID comes with the OS collector's first message
                      (PaVendor.IETF, PaSubtype.OPERATING_SYSTEM))
 
+    CONFIG_HELP = (
+        "SWIMA (RFC 8412): each endpoint's software inventory, kept per device. A device seen before "
+        "is asked only for the software events since its stored EID (a full inventory when events "
+        "cannot be collected or the collector's event log was reset); the SWID tags the database "
+        "lacks are asked for by identifier. Informational: an inventory received and stored is "
+        "compliant. Load with `imvs = ..., swima`.")
+
     OPTIONS = [
         Option("events", boolean, True,
                "Ask a device whose event log position is stored only for the software events "
@@ -531,7 +538,7 @@ class SwimaImv:
                "Largest SWID tag parsed; larger ones are skipped."),
         Option("no_result", choice(*RECOMMENDATIONS), "no-recommendation",
                "Recommendation when no inventory was received or stored: allow, isolate, "
-               "no-access or no-recommendation."),
+               "no-access or no-recommendation (the other IMVs decide)."),
     ]
 
     def __init__(self, options: dict | None = None):

@@ -106,10 +106,17 @@ class TestImv(PaTncImv):
     state_class = TestState
     LANGUAGES = ("en", "de")
 
+    CONFIG_HELP = (
+        "The ITA Test IMV (strongSwan's imv-test), to test a deployment end to end: the endpoint's "
+        "test collector (nac-pt-tls-client --test-command) sends the verdict it wants: allow "
+        "(compliant), isolate (non-compliant minor), block (no access, non-compliant major), none (no "
+        "recommendation; strongSwan's imv-test blocks here) or retry (a handshake retry); any other "
+        "word is no recommendation with an error. Load with `imvs = ..., test`.")
+
     OPTIONS = [
         Option("rounds", int_range(0, 100), 0,
                "Extra measurement rounds asked of each test collector (Command 'repeat') before "
-               "the IMV decides on the last command received."),
+               "the IMV decides on the last command received ([nac] max_rounds bounds them anyway)."),
         Option("retries", int_range(0, 10), 1,
                "Handshake retries granted per connection when the collector sends 'retry'; one "
                "more 'retry' gets the no_result recommendation."),
@@ -119,7 +126,7 @@ class TestImv(PaTncImv):
                "carries is not sent)."),
         Option("no_result", choice(*RECOMMENDATIONS), "no-recommendation",
                "Recommendation when no command arrives, or a retry beyond 'retries': allow, "
-               "isolate, no-access or no-recommendation."),
+               "isolate, no-access or no-recommendation (the other IMVs decide)."),
     ]
 
     def __init__(self, options: Mapping | None = None):

@@ -3,7 +3,10 @@
 ::
 
     nac-admin [--config FILE] [--db URL] [--json] COMMAND
+    nac-admin --version
 
+    check-config                 check the configuration as `twistd nac` would start it
+    config sample                print the documented sample configuration
     init                         create the schema or upgrade it to this nac's
     user add NAME [--password PW | --password-file F | --password-stdin] [--eap]
     user passwd NAME [--password PW | --password-file F | --password-stdin]
@@ -523,6 +526,38 @@ def _days(text: str) -> int:
     return value
 
 
+# -- configuration -----------------------------------------------------------------------
+
+
+def cmd_check_config(args) -> Output:
+    """What ``twistd nac --config FILE --check`` does, with ``--db`` as ``twistd nac --db``."""
+    from nac import tap
+
+    argv = []
+    if getattr(args, "config", None):
+        argv += ["--config", args.config]
+    if getattr(args, "db", None):
+        argv += ["--db", args.db]
+    try:
+        options = tap.Options()
+        options.parseOptions(argv)
+        line = tap.check_configuration(options)
+    except tap.StartupError as exc:
+        raise AdminError(exc.line) from None
+    source = options.nac_config.source
+    return Output({"ok": True, "config": source}, line)
+
+
+def cmd_config_sample(args) -> Output:
+    from nac import sample_config
+
+    data = [{"section": name, "help": help_text,
+             "keys": [{"key": option.name, "default": sample_config.render_default(option), "help": option.help}
+                      for option in options]}
+            for name, help_text, options in sample_config.sections()]
+    return Output(data, sample_config.sample().rstrip("\n"))
+
+
 # -- command line ------------------------------------------------------------------------
 
 
@@ -548,8 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON instead of tables")
 
+    from nac import __version__
+
     parser = _Parser(prog=PROG, parents=[common],
-                     description="Set up and inspect nac's policy database.")
+                     description="Set up and inspect nac's policy database; check its configuration.")
+    parser.add_argument("--version", action="version", version=f"nac {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(group, name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
@@ -558,6 +596,14 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     command(commands, "init", cmd_init, "create the database schema, or upgrade it")
+
+    command(commands, "check-config", cmd_check_config,
+            "check the configuration (--config) as `twistd nac` would start with it: values, IMVs, "
+            "certificates, the database; nothing is started")
+    config = commands.add_parser("config", help="the configuration file")
+    config_actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
+    command(config_actions, "sample", cmd_config_sample,
+            "print the sample configuration: every section and key with its default and what it does")
 
     user = commands.add_parser("user", help="manage password accounts")
     users = user.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -676,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Commands that need no database.
-_WITHOUT_DATABASE = (cmd_cert_issue,)
+_WITHOUT_DATABASE = (cmd_cert_issue, cmd_check_config, cmd_config_sample)
 
 
 def _database_url(args) -> str:

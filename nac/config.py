@@ -433,16 +433,21 @@ def _radius_text(raw: str) -> str:
 
 #: Declared sections: section name -> key -> Option.
 SCHEMA: dict[str, dict[str, Option]] = {}
+#: What each declared section is for (the sample configuration's words).
+SECTION_HELP: dict[str, str] = {}
 
 
-def declare_section(name: str, options: Iterable[Option]) -> None:
+def declare_section(name: str, options: Iterable[Option], help: str | None = None) -> None:
     """Declare a section (or add keys to an already declared one).
 
     A key declared again replaces the earlier declaration.  Declare before
-    :func:`load` runs: sections unknown at load time are rejected.
+    :func:`load` runs: sections unknown at load time are rejected.  ``help``
+    says what the section is for, in the sample configuration.
     """
     if name.startswith(IMV_SECTION_PREFIX):
         raise ValueError(f"[{name}]: IMV sections are validated with NacConfig.imv_options")
+    if help is not None:
+        SECTION_HELP[name] = help
     section = SCHEMA.setdefault(name, {})
     for option in options:
         section[option.name.lower()] = option
@@ -454,12 +459,15 @@ NAMED_SECTIONS: dict[str, dict[str, Option]] = {}
 _SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def declare_named_section(prefix: str, options: Iterable[Option]) -> None:
+def declare_named_section(prefix: str, options: Iterable[Option], help: str | None = None) -> None:
     """Declare ``[PREFIX:NAME]`` sections, whose keys are checked as a
     declared section's; their names are short names (letters, digits,
     ``.``, ``_``, ``-``).  Only the keys given are kept
     (:meth:`NacConfig.named_sections`), so that a missing key can mean
-    "as the main section says"."""
+    "as the main section says".  ``help``: what such a section is for, in
+    the sample configuration."""
+    if help is not None:
+        SECTION_HELP[f"{prefix}:NAME"] = help
     NAMED_SECTIONS.setdefault(prefix, {}).update((o.name.lower(), o) for o in options)
 
 
@@ -480,44 +488,72 @@ def default_state_dir() -> str:
 def _tls_paths(demo: str) -> list[Option]:
     return [
         Option("cert", optional(path), None,
-               f"Server certificate (PEM). Empty: the demo certificate {demo}.pem in state_dir, "
-               "generated on first start."),
+               f"Server certificate (PEM), with any intermediate CA certificates after it. Empty: "
+               f"the demo certificate {demo}.pem in state_dir, generated with a demo CA (ca.pem) on "
+               "first start. Set both cert and key, or neither."),
         Option("key", optional(path), None,
-               f"Private key of the server certificate (PEM). Empty: the demo key {demo}.key."),
+               f"Private key of the server certificate (PEM, unencrypted). Empty: the demo key "
+               f"{demo}.key in state_dir."),
     ]
 
 
-declare_section("nac", [
+declare_section("nac", help=(
+    "The server as a whole: state, policy database, transports, IMVs, logging."), options=[
     Option("state_dir", optional(_absolute_path), None,
-           "Directory for the embedded database and the generated demo certificates. "
-           "Default: /var/lib/nac as root, else $XDG_STATE_HOME/nac or ~/.local/state/nac."),
+           "Directory for the embedded SQLite database and the demo certificates generated on "
+           "first start (created with mode 0700). Empty: /var/lib/nac when run as root, else "
+           "$XDG_STATE_HOME/nac or ~/.local/state/nac."),
     Option("db", optional(db_url), None,
-           "SQLAlchemy database URL. Empty: sqlite:///<state_dir>/nac.db."),
+           "SQLAlchemy database URL. Empty: sqlite:///<state_dir>/nac.db. For several nac "
+           "instances sharing one database, use PostgreSQL, e.g.\n"
+           "  db = postgresql+psycopg://nac@localhost/nac"),
     Option("transports", comma_list_of(choice(*TRANSPORT_NAMES), allow_empty=False, unique=True),
-           ["pt-tls"], "Transports to enable: pt-tls, radius, ikev2."),
+           ["pt-tls"], "Transports to enable: pt-tls, radius, ikev2 (at least one)."),
     Option("imvs", comma_list_of(_imv_spec, unique=True), [],
-           "IMVs to load, by registered name or dotted path (package.module:Class)."),
+           "IMVs to load, best first, by registered name (os, scanner, swima) or dotted path "
+           "(package.module:Class). Without IMVs every assessment ends in \"no recommendation\", "
+           "which is Access Denied."),
     Option("recommendation_policy", choice("default", "any", "all"), "default",
-           "How the IMVs' recommendations combine: default (most restrictive wins), "
-           "any (one allow is enough), all (all must agree)."),
+           "How the IMVs' recommendations combine into one:\n"
+           "  default  the most restrictive recommendation wins\n"
+           "  any      one IMV recommending access is enough\n"
+           "  all      all IMVs must agree, else no recommendation"),
     Option("language", comma_list_of(_language_tag, allow_empty=False), ["en"],
-           "Language tags the server prefers for reason strings and remediation, best first."),
-    Option("log_level", choice("debug", "info", "warn", "error"), "info", "Least severe level logged."),
+           "Language tags (RFC 5646) the server prefers for reason strings and remediation "
+           "instructions, best first."),
+    Option("log_level", choice("debug", "info", "warn", "error"), "info",
+           "Least severe log level written: debug, info, warn, error (twistd nac --log-level "
+           "overrides it). At info each assessment logs its milestones (connection accepted, client "
+           "authenticated, PB-TNC state transitions, each IMV's verdict and reason, the final "
+           "recommendation, close); debug adds every attribute the IMVs received, segmentation "
+           "contracts and the messages exchanged."),
+    Option("log_format", choice("text", "json"), "text",
+           "How log lines are written (twistd nac --log-format overrides it): text, twistd's "
+           "'<time> [<system>] <message>' lines; or json, one JSON object a line for log shippers: "
+           "time (ISO 8601, UTC), level, namespace, system, message and the event's own fields "
+           "(connection_id, peer, identity, worker, ...). Either goes where twistd logs, its log "
+           "file or, with -n, standard output; with twistd --syslog or --logger, those decide."),
     Option("max_connections", positive_int, 10000,
-           "Most TNCCS connections (assessments) open at once over all transports."),
+           "Most TNCCS connections (assessments in progress) open at once over all transports."),
     Option("max_rounds", positive_int, 10,
            "Most PB-TNC round trips before the server decides with the recommendations it has."),
     Option("secret_key_file", optional(path), None,
-           "Key sealing the EAP secrets in the database. Empty: <state_dir>/secret.key, "
-           "created when first needed. Every nac sharing a database needs the same file."),
+           "Key (base64, 32 bytes) sealing the EAP-MD5/MSCHAPv2 secrets stored in the database, so "
+           "a copy of the database alone reveals none. Created (mode 0600) when first needed; every "
+           "nac instance and nac-admin sharing one database must use the same file. Empty: "
+           "<state_dir>/secret.key."),
     Option("db_inline", boolean, True,
-           "With a SQLite database file: run the assessments' writes and the user lookups of a login "
-           "in the server's own thread when the database is not locked, instead of handing each to "
-           "the database thread, which costs more CPU than the SQLite work (no: always the thread). "
-           "PostgreSQL always uses the thread."),
+           "With a SQLite database file, an assessment's writes and a login's user lookup run in "
+           "the server's own thread whenever the database is not locked (they are a few indexed "
+           "statements, without file syncs); handing each to the database thread costs more CPU "
+           "than the work itself. A locked database (another process writing) and anything that "
+           "fails go to the database thread as before, and that thread checkpoints the write-ahead "
+           "log. no: everything in the database thread. PostgreSQL always uses it."),
     Option("credential_cache_ttl", non_negative_int, 300,
-           "Seconds a verified password is remembered (as a keyed hash) so re-authentication skips "
-           "the deliberately slow scrypt; 0 disables."),
+           "Seconds a verified SASL/EAP password is remembered, as a keyed hash in memory only, so "
+           "endpoints that re-authenticate do not pay the deliberately slow scrypt check (about 60 "
+           "ms) every time. Wrong passwords are never remembered; changing the password or "
+           "disabling the user takes effect at once. 0 disables."),
 ])
 
 def _workers(raw: str) -> str | int:
@@ -530,34 +566,45 @@ def _workers(raw: str) -> str | int:
     return value
 
 
-declare_section("pt-tls", [
+declare_section("pt-tls", help=(
+    "PT-TLS (RFC 6876): TNC over TLS on TCP, for pt-tls-client and other endpoints that connect "
+    "directly."), options=[
     Option("listen", address, "::",
            "Address to listen on. :: (the default): every address, IPv6 and IPv4 (one dual-stack "
            "socket; 0.0.0.0 where the machine has no IPv6); 0.0.0.0: IPv4 only."),
     Option("port", port, 271, "TCP port (IANA-assigned 271 for PT-TLS, RFC 6876)."),
     *_tls_paths("server"),
     Option("ca", optional(path), None,
-           "CA certificates (PEM) that client certificates must chain to. Empty: the demo CA ca.pem."),
+           "CA certificates (PEM) that client certificates must chain to. Empty: the demo CA, "
+           "ca.pem in state_dir."),
     Option("client_cert", choice("none", "optional", "required"), "optional",
-           "Whether clients present a certificate: none, optional (else SASL), required."),
+           "Client certificates: none (never asked for), optional (clients without one "
+           "authenticate with SASL), required."),
     Option("min_tls_version", tls_version, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."),
     Option("ciphers", _cipher_string, "",
-           "OpenSSL cipher string for TLS 1.2. Empty: OpenSSL's default."),
+           "OpenSSL cipher string for TLS 1.2 (see `openssl ciphers`). Empty: OpenSSL's default."),
     # strongSwan sizes its PT-TLS receive buffer at 128 TLS records (2 MiB,
     # header included) and its PB-TNC batches to fit, so accept as much.
     Option("max_message_size", byte_size(4096, 2**32 - 1), 2 * 1024 * 1024,
-           "Largest PT-TLS message accepted, 16-byte header included (K/M suffixes allowed)."),
+           "Largest PT-TLS message accepted, 16-byte header included. strongSwan sends PB-TNC "
+           "batches of up to 2M."),
     Option("handshake_timeout", seconds, 10.0, "Time allowed for the TLS handshake."),
     Option("negotiation_timeout", seconds, 30.0,
-           "Time allowed for version negotiation and client authentication."),
-    Option("idle_timeout", seconds, 300.0, "Connection closed after this long without a message."),
+           "Time allowed for the version exchange and the client's authentication."),
+    Option("idle_timeout", seconds, 300.0, "A connection without any message for this long is closed."),
     Option("max_connections", positive_int, 1000,
-           "Most PT-TLS connections open at once, shared out among the worker processes."),
+           "Most PT-TLS connections open at once, shared out evenly among the processes serving "
+           "PT-TLS."),
     Option("workers", _workers, "auto",
-           "Processes serving PT-TLS on the one listening socket: auto (one per CPU) or a "
-           "number; 1 serves everything in the main process."),
+           "Processes serving PT-TLS: auto (one per CPU nac may run on) or a number. With more "
+           "than one, the main process spawns worker processes that accept on the same listening "
+           "socket, each with its own TNCS core, IMVs and database connection, so that one nac "
+           "instance uses every core. Their log lines go to nac's log, marked \"worker N\"; a "
+           "worker that dies is restarted, and one that cannot start with the configuration while "
+           "nac starts stops nac. 1 serves everything in the main process."),
     Option("sasl", optional(choice("plain")), "plain",
-           "SASL mechanism offered to clients without a certificate: plain; empty disables SASL."),
+           "SASL mechanism offered to clients that did not present a certificate: plain (RFC "
+           "4616). Empty disables SASL."),
 ])
 
 def _nas_network(raw: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -569,23 +616,31 @@ def _nas_network(raw: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return net
 
 
-declare_section("radius", [
+declare_section("radius", help=(
+    "RADIUS (RFC 2865, 3579): a NAS, 802.1X switch or VPN gateway relays the endpoint's EAP-TTLS "
+    "(with PT-EAP or EAP-TNC inside) to nac. Enable with `transports = pt-tls, radius`.\n"
+    "NASes (RADIUS clients) are best given one [radius-client:NAME] section each (below), with a "
+    "secret of their own. The older way still works: the addresses or networks (CIDR) of "
+    "`clients` all share `secret`. A request from an address that neither holds is dropped, with a "
+    "log line naming the address (at most one a minute per address)."), options=[
     Option("listen", address, "::",
            "Address to listen on. :: (the default): every address, IPv6 and IPv4 (one dual-stack "
            "socket; 0.0.0.0 where the machine has no IPv6); 0.0.0.0: IPv4 only."),
     Option("port", port, 1812, "UDP authentication port."),
     Option("secret", optional(secret_text), None,
-           "Shared secret of the NASes of [radius] clients. Required when radius is enabled and no "
-           "[radius-client:NAME] section names a NAS.", secret=True),
+           "Shared secret of the `clients`, the same as configured on them. No default: required when "
+           "radius is enabled and no [radius-client:NAME] section names a NAS. Never shown in logs or "
+           "error messages.", secret=True),
     Option("clients", comma_list_of(_nas_network), [ipaddress.ip_network("127.0.0.1/32")],
-           "Addresses or networks (CIDR) of the NASes sharing [radius] secret (with it only); NASes "
+           "Addresses or networks (CIDR) of the NASes sharing `secret` (only used with it); NASes "
            "with a secret of their own have [radius-client:NAME] sections."),
     Option("filter_id_allow", optional(_radius_text), "allow",
-           "Filter-Id sent with Access Allowed. Empty: none."),
+           "Filter-Id sent with Access-Accept for Access Allowed. Empty: no Filter-Id."),
     Option("filter_id_isolate", optional(_radius_text), "isolate",
-           "Filter-Id sent with Isolate. Empty: none."),
+           "Filter-Id sent with Access-Accept for Isolate. Empty: no Filter-Id."),
     Option("vlan_allow", optional(_vlan), None,
-           "VLAN (Tunnel-Private-Group-Id) for Access Allowed. Empty: no VLAN attributes."),
+           "VLAN (Tunnel-Private-Group-Id, sent with Tunnel-Type VLAN and Tunnel-Medium-Type 802) "
+           "for Access Allowed. Empty: no VLAN attributes."),
     Option("vlan_isolate", optional(_vlan), None,
            "VLAN for Isolate. Empty: no VLAN attributes."),
     Option("session_timeout", non_negative_int, 0, "Session-Timeout in seconds sent with Access-Accept; 0: none."),
@@ -594,11 +649,12 @@ declare_section("radius", [
            "eap-radius makes the Filter-Id the client's group (connections with groups = allow / isolate) "
            "only then. none: the Filter-Id alone, for switches and access points."),
     Option("fragment_size", int_range(64, 4000), 1024,
-           "Largest EAP-TTLS/PT-EAP fragment per EAP message (must fit one RADIUS packet); a "
-           "Framed-MTU in the NAS's first Access-Request lowers it so that EAP packets fit "
-           "Framed-MTU - 4 bytes (RFC 3580)."),
+           "Largest EAP-TTLS / PT-EAP fragment per EAP message, in bytes; it must fit one RADIUS "
+           "packet (at most 4000). A Framed-MTU in the NAS's first Access-Request lowers it for "
+           "that conversation, so that EAP packets fit Framed-MTU - 4 bytes (RFC 3580); it never "
+           "raises it."),
     Option("conversation_timeout", seconds, 30.0,
-           "An EAP conversation with no request for this long is forgotten."),
+           "An EAP conversation without a new request for this long is forgotten."),
     Option("max_conversations", positive_int, 4096,
            "Most EAP conversations in progress at once, shared out among the worker processes. When "
            "they are all taken, the oldest unfinished conversation of the client with the most is ended "
@@ -611,58 +667,101 @@ declare_section("radius", [
            "Most conversations of one endpoint (the Calling-Station-Id a NAS sends: a MAC address, or "
            "an address and port); a newer one ends its oldest unfinished one."),
     Option("workers", _workers, "auto",
-           "Processes serving RADIUS on the one UDP socket: auto (one per CPU) or a number; 1 serves "
-           "everything in the main process. The main process reads the socket and hands each worker "
-           "the requests of its conversations; a conversation stays with one process."),
+           "Processes serving RADIUS: auto (one per CPU nac may run on) or a number. With more than "
+           "one, worker processes (the same ones as PT-TLS's, when both have more than one) serve "
+           "RADIUS too, each with its own TNCS core, IMVs and database connection. The main process "
+           "reads the UDP socket and hands each worker the requests of its conversations: a new "
+           "conversation goes to the process its Request Authenticator selects, so they are spread "
+           "evenly whatever source ports the NAS uses, and a conversation stays with one process. "
+           "Workers answer from the same address and port. 1 serves everything in the main "
+           "process."),
 ])
 
 
 
 RADIUS_CLIENT_SECTION = "radius-client"
 
-declare_named_section(RADIUS_CLIENT_SECTION, [
+declare_named_section(RADIUS_CLIENT_SECTION, help=(
+    "One NAS, as in FreeRADIUS's clients.conf. NAME (a short name: letters, digits, '.', '_', '-') "
+    "names the NAS in the log and in the session records (`nac-admin sessions list`). A request "
+    "belongs to the NAS with the most specific address holding its source (the longest prefix; a "
+    "[radius-client:NAME] before a `clients` entry of the same network); IPv4 NASes seen by a server "
+    "listening on :: count as IPv4. A key not given keeps the [radius] value. For example:\n"
+    "\n"
+    "  [radius-client:sw-floor2]\n"
+    "  address = 192.0.2.10\n"
+    "  secret_file = /etc/nac/sw-floor2.secret\n"
+    "  vlan_allow = 10\n"
+    "  vlan_isolate = 20\n"
+    "\n"
+    "  [radius-client:vpn-gw]\n"
+    "  address = 2001:db8:0:1::/64, 198.51.100.0/28\n"
+    "  secret = another-secret\n"
+    "  filter_id_allow = vpn-full"), options=[
     Option("address", comma_list_of(_nas_network, allow_empty=False, unique=True), None,
-           "The NAS's address or network (CIDR), IPv4 or IPv6; several separated by commas."),
+           "The NAS's IP address or network (CIDR), IPv4 or IPv6; several separated by commas. "
+           "Required."),
     Option("secret", optional(secret_text), None,
-           "The shared secret of this NAS. Give secret or secret_file.", secret=True),
+           "Its shared secret (never shown in logs or errors). Give secret or secret_file.", secret=True),
     Option("secret_file", optional(path), None,
-           "A file whose first line is the shared secret of this NAS (read at start-up)."),
+           "A file (best mode 0600) whose first line is the shared secret of this NAS, read at "
+           "start-up by every nac process."),
     # per-NAS enforcement: the [radius] key of the same name when absent
     *(SCHEMA["radius"][key] for key in ("filter_id_allow", "filter_id_isolate", "vlan_allow", "vlan_isolate",
                                         "session_timeout", "filter_id_tunnel_type")),
 ])
 
-declare_section("eap", [
+declare_section("eap", help=(
+    "The EAP authenticator behind the radius and ikev2 transports: EAP-TTLS (RFC 5281, TLS 1.2 and "
+    "1.3) with a password method inside, then the posture exchange with the IMVs. Users and "
+    "passwords come from the policy database (`nac-admin user add`)."), options=[
     Option("methods", comma_list_of(choice("ttls", "md5", "mschapv2"), allow_empty=False, unique=True),
-           ["ttls"], "EAP methods offered, most preferred first: ttls, md5, mschapv2 (a Nak from the "
-           "peer picks the next one it proposes)."),
+           ["ttls"], "EAP methods offered, most preferred first: ttls, md5, mschapv2. A peer that "
+           "refuses one (Nak) gets the next one it proposes. md5 alone has no keys and no posture "
+           "check: only for IKEv2 gateways that authenticate themselves with a certificate."),
     Option("inner_methods", comma_list_of(choice("md5", "mschapv2", "pap"), allow_empty=False, unique=True),
-           ["md5", "mschapv2", "pap"], "EAP-TTLS phase 2 authentication: inner EAP methods in this order; "
-           "pap and mschapv2 also admit the non-EAP PAP and MS-CHAP-V2 a peer may choose."),
+           ["md5", "mschapv2", "pap"], "Authentication inside EAP-TTLS (phase 2), tried in this order: "
+           "md5 (EAP-MD5), mschapv2 (EAP-MSCHAPv2, or the non-EAP MS-CHAP-V2 a peer may choose), pap "
+           "(User-Password)."),
     Option("tnc", choice("pt-eap", "eap-tnc", "none"), "pt-eap",
-           "Posture exchange inside EAP-TTLS after the authentication: pt-eap (RFC 7171, PB-TNC), "
-           "eap-tnc (IF-TNCCS 1.1 or PB-TNC, as wpa_supplicant's eapol_test speaks), none."),
+           "Posture exchange after the authentication, inside EAP-TTLS:\n"
+           "  pt-eap   PT-EAP (RFC 7171) carrying PB-TNC, as strongSwan's clients\n"
+           "  eap-tnc  EAP-TNC carrying IF-TNCCS 1.1 or PB-TNC, detected from the\n"
+           "           client's first batch (wpa_supplicant / eapol_test speak 1.1)\n"
+           "  none     no posture check: authentication only\n"
+           "Access Denied ends in EAP-Failure; Allowed and Isolate in EAP-Success. A client without "
+           "a posture client (Debian's strongSwan lacks the PB-TNC plugins) fails with pt-eap: use "
+           "none for such deployments."),
     *_tls_paths("server"),
     Option("ca", optional(path), None,
-           "CA certificates (PEM) for client certificates. Empty: the demo CA ca.pem."),
+           "CA certificates (PEM) client certificates must chain to. Empty: the demo CA, ca.pem in "
+           "state_dir."),
     Option("client_cert", choice("none", "optional", "required"), "none",
-           "EAP-TTLS client certificates: none (not requested), optional, required; a verified one "
-           "replaces the phase 2 password authentication."),
+           "Client certificates in EAP-TTLS: none (not requested), optional, required. A verified "
+           "certificate replaces the password authentication of phase 2; the posture exchange "
+           "still runs."),
     Option("min_tls_version", tls_version, "1.2", "Lowest TLS version accepted in EAP-TTLS: 1.2 or 1.3."),
     Option("max_tls_version", tls_version, "1.3", "Highest TLS version offered in EAP-TTLS: 1.2 or 1.3."),
-    Option("ciphers", _cipher_string, "", "OpenSSL cipher string for TLS 1.2. Empty: OpenSSL's default."),
+    Option("ciphers", _cipher_string, "",
+           "OpenSSL cipher string for TLS 1.2 (see `openssl ciphers`). Empty: OpenSSL's default."),
     Option("fragment_size", int_range(64, 65530), 1024,
-           "Largest EAP-TTLS fragment (type-data bytes) for transports without their own fragment_size."),
+           "Largest EAP-TTLS fragment (type-data bytes: flags, length, data) for transports without "
+           "their own fragment_size ([radius] has one)."),
     Option("posture_fragment_size", int_range(0, 65530), 0,
-           "Largest PT-EAP / EAP-TNC fragment inside the tunnel; 0: whole batches, as strongSwan "
-           "(hostapd uses fragment_size - 98)."),
+           "Largest PT-EAP / EAP-TNC fragment inside the tunnel. 0: a whole TNCCS batch per message, "
+           "as strongSwan sends them (the tunnel fragments anyway); hostapd uses its fragment_size "
+           "minus 98."),
     Option("max_message_size", byte_size(4096, 1024 * 1024), 65536,
            "Largest EAP-TTLS message reassembled from a peer's fragments."),
     Option("max_rounds", positive_int, 200,
-           "Most EAP requests in one conversation (fragments and acknowledgements count)."),
+           "Most EAP requests in one conversation, fragments and acknowledgements included; the "
+           "conversation fails beyond."),
 ])
 
-declare_section("ikev2", [
+declare_section("ikev2", help=(
+    "IKEv2 (RFC 7296) responder: endpoints authenticate with EAP-TTLS (PT-EAP inside) in IKE_AUTH "
+    "and get the traffic selectors of their access group. Enable with "
+    "`transports = pt-tls, ikev2`."), options=[
     Option("listen", address, "::",
            "Address to listen on. :: (the default): every address, IPv6 and IPv4 (one dual-stack "
            "socket; 0.0.0.0 where the machine has no IPv6); 0.0.0.0: IPv4 only."),
@@ -686,7 +785,7 @@ declare_section("ikev2", [
            "asks for are narrowed to these (RFC 7296 §2.9): put them inside what clients ask for (by default "
            "a part of allow_ts), or an isolated client gets TS_UNACCEPTABLE."),
     Option("kernel", choice("none", "xfrm"), "none",
-           "Install CHILD_SAs in the kernel (xfrm) or only negotiate them (none)."),
+           "Install CHILD_SAs in the kernel (xfrm, needs CAP_NET_ADMIN) or only negotiate them (none)."),
     *_tls_paths("server"),
     Option("eap_only", eap_only_mode, "auto",
            "Authenticate the gateway by EAP alone (RFC 5998, no certificate AUTH) when the initiator offers it "
@@ -706,7 +805,8 @@ declare_section("ikev2", [
            "fragment beyond it is dropped."),
     Option("fragment_size", int_range(576, 65535), 1280,
            "Largest IP datagram of an IKE message fragment (RFC 7383), like strongSwan's charon.fragment_size."),
-    Option("dns", comma_list_of(_ip_literal), [], "DNS servers sent in configuration payloads."),
+    Option("dns", comma_list_of(_ip_literal), [],
+           "DNS servers handed out with the virtual IP (configuration payload)."),
     Option("half_open_timeout", seconds, 30.0, "A half-open IKE SA (IKE_SA_INIT done, no IKE_AUTH) is dropped after this."),
     Option("auth_timeout", seconds, 60.0, "IKE_AUTH (all EAP rounds and the posture exchange) must end within this."),
     Option("ike_lifetime", seconds, 86400.0, "An IKE SA not rekeyed by the initiator within this is deleted."),

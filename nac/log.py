@@ -11,21 +11,24 @@ less; the nac plugin offers it to twistd (:func:`twistd_log_observer`).
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 import signal
 import sys
 import time
 
 from twisted.logger import ILogObserver
 from twisted.logger import Logger as _TwistedLogger
-from twisted.logger import LogLevel, formatEventAsClassicLogText, formatTime, timeFormatRFC3339
+from twisted.logger import LogLevel, formatEvent, formatEventAsClassicLogText, formatTime, timeFormatRFC3339
 from twisted.python import threadable
 from twisted.python.compat import ioType
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
-__all__ = ["ClassicFileObserver", "Logger", "LogLevel", "ReopeningLogFile", "plain_text", "set_level",
-           "twistd_log_observer"]
+__all__ = ["ClassicFileObserver", "JsonLineObserver", "LOG_FORMATS", "Logger", "LogLevel", "ReopeningLogFile",
+           "plain_text", "set_level", "twistd_log_observer"]
 
 _ORDER = (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)
 
@@ -118,6 +121,8 @@ class ClassicFileObserver:
         return f"{self._time(event.get('log_time'))} [{system}] {text}\n"
 
     def __call__(self, event) -> None:
+        if event.get("log_level", LogLevel.info) not in Logger.enabled:
+            return  # Twisted's own loggers know nothing of [nac] log_level
         text = self.format(event)
         if text:
             self._out.write(text.encode("utf-8") if self._encode else text)
@@ -183,10 +188,94 @@ def _reopen_or_rotate(log_file: ReopeningLogFile) -> None:
 _log = Logger(namespace="nac")
 
 
-def twistd_log_observer(server_options) -> ClassicFileObserver | None:
-    """The observer for the file twistd would log to with ``server_options``
-    (its command line: ``--logfile``, ``--nodaemon``), or None where twistd
-    should choose (``--syslog``, ``--logger``, options of another kind)."""
+# keys of events made by twisted.python.log (legacy events)
+_LEGACY_KEYS = frozenset({"message", "format", "isError", "system", "time", "why", "failure", "printed"})
+# a field so named is left out whatever it holds (the text never holds a secret either)
+_SECRET_FIELD = re.compile(r"(?:^|[_-])(?:secret|password|passphrase|psk|token)s?$", re.IGNORECASE)
+_SCALARS = (str, int, bool, type(None))
+
+
+@implementer(ILogObserver)
+class JsonLineObserver:
+    """Writes each event as one JSON object on a line, for log shippers:
+    ``time`` (ISO 8601, UTC, milliseconds), ``level``, ``namespace``,
+    ``system`` (what the text log shows in brackets, ``… worker N`` for a
+    worker process's line), ``message`` (the text the text log shows, with
+    the traceback of a logged failure) and then the event's own fields whose
+    values are strings, numbers, booleans or null (``connection_id``,
+    ``peer``, ``identity``, ``worker`` …).  A field named like a secret
+    (``password``, ``secret`` …) is left out; one named like the keys
+    above does not replace them.  Non-ASCII text is escaped, so a line is
+    ASCII and ends at its only newline."""
+
+    def __init__(self, out):
+        self._out = out
+        self._encode = ioType(out) is not str
+        self._second: int | None = None
+        self._stamp = ""
+
+    def _time(self, when) -> str:
+        if not isinstance(when, (int, float)):
+            when = time.time()
+        second = int(when)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._stamp}.{min(999, int((when - second) * 1000)):03d}Z"
+
+    def format(self, event) -> str | None:
+        """The line for ``event`` (None when it has no text)."""
+        failure = event.get("log_failure")
+        text = None if failure is not None else plain_text(event)
+        if text is None:
+            text = formatEvent(event)
+        if failure is not None:
+            try:
+                text = f"{text}\n{failure.getTraceback()}".rstrip("\n")
+            except Exception:  # a failure that cannot render its traceback still has its text
+                pass
+        if not text:
+            return None
+        level = event.get("log_level")
+        level_name = getattr(level, "name", "info")
+        namespace = str(event.get("log_namespace", "-"))
+        system = event.get("log_system")
+        if not isinstance(system, str):
+            system = f"{namespace}#{level_name}"
+        record = {"time": self._time(event.get("log_time")), "level": level_name, "namespace": namespace,
+                  "system": system, "message": text}
+        # keys of a twisted.python.log event are its form, not its fields
+        legacy = _LEGACY_KEYS if "isError" in event or isinstance(event.get("message"), tuple) else ()
+        for key, value in event.items():
+            if type(value) is float:
+                if not math.isfinite(value):
+                    value = str(value)
+            elif not isinstance(value, _SCALARS):
+                continue
+            if key.startswith("log_") or key in record or key in legacy or _SECRET_FIELD.search(key):
+                continue
+            record[key] = value
+        return json.dumps(record, ensure_ascii=True) + "\n"
+
+    def __call__(self, event) -> None:
+        if event.get("log_level", LogLevel.info) not in Logger.enabled:
+            return
+        line = self.format(event)
+        if line:
+            self._out.write(line.encode("ascii") if self._encode else line)
+            self._out.flush()
+
+
+#: ``[nac] log_format``: the observer class writing each format.
+LOG_FORMATS = {"text": ClassicFileObserver, "json": JsonLineObserver}
+
+
+def twistd_log_observer(server_options, log_format: str = "text"):
+    """The observer (``log_format``: text or json) for the file twistd
+    would log to with ``server_options`` (its command line: ``--logfile``,
+    ``--nodaemon``), or None where twistd should choose (``--syslog``,
+    ``--logger``, options of another kind)."""
+    observer = LOG_FORMATS[log_format]
     get = getattr(server_options, "get", None)
     if get is None or get("syslog") or get("logger") or "logfile" not in server_options:
         return None
@@ -194,9 +283,9 @@ def twistd_log_observer(server_options) -> ClassicFileObserver | None:
     if name == "-":
         if not nodaemon:
             return None  # twistd refuses this itself
-        return ClassicFileObserver(sys.stdout)
+        return observer(sys.stdout)
     if nodaemon and not name:
-        return ClassicFileObserver(sys.stdout)
+        return observer(sys.stdout)
     log_file = ReopeningLogFile.fromFullPath(name or "twistd.log")
     # SIGUSR1: open the file again after logrotate moved it, else rotate it
     # as twistd does, unless someone else took the signal
@@ -206,4 +295,4 @@ def twistd_log_observer(server_options) -> ClassicFileObserver | None:
             reactor.callFromThread(_reopen_or_rotate, log_file)
 
         signal.signal(signal.SIGUSR1, rotate)
-    return ClassicFileObserver(log_file)
+    return observer(log_file)

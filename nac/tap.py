@@ -2,6 +2,12 @@
 
 One :class:`NacService` (a MultiService) holds the TNCS core service and
 one service per enabled transport.
+
+Whatever stops nac from starting — a bad value, an unreadable certificate,
+an IMV that does not load, a port it cannot listen on — ends it with one
+line naming the file, the section and the key (:class:`StartupError`),
+never with a traceback or twistd's usage text.  ``--check`` builds the same
+service tree without starting it (:func:`check_configuration`).
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ import errno
 import importlib
 import os
 import pwd
+import sys
+import tempfile
 from pathlib import Path
 
 from twisted.application import service
+from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver
 from twisted.python import usage
 from twisted.python.components import Componentized
@@ -28,6 +37,26 @@ from nac.tnccs.imv_manager import ImvLoadError, ImvManager, load_imv
 
 log = Logger(namespace="nac")
 
+
+class StartupError(SystemExit):
+    """nac cannot start; ``line`` says why in one line (``file: [section]
+    key: problem``).
+
+    A SystemExit, so that twistd, which reports any other exception with a
+    traceback and an option error with its usage text, lets it through and
+    Python exits with status 1 printing just the line."""
+
+    def __init__(self, line: str):
+        super().__init__(line)
+        self.line = line
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message as one line: a ConfigError's problems joined by
+    '; ', a driver's message of several lines joined by blanks."""
+    problems = getattr(error, "problems", None) or (str(error),)
+    return "; ".join(" ".join(p.split()) for p in problems if p.strip()) or type(error).__name__
+
 # transport name -> "module:factory"; factory(config, core) returns an IService
 TRANSPORTS = {
     "pt-tls": "transports.pt_tls.service:make_service",
@@ -41,11 +70,18 @@ class Options(usage.Options):
     longdesc = (
         "Run nac, a Trusted Network Connect server (TNCS with IMVs) reachable over "
         "PT-TLS (RFC 6876), RADIUS (EAP-TTLS with PT-EAP / EAP-TNC) and IKEv2. "
-        "Options given here override the configuration file. Without any "
+        "Options given here override the configuration file; `nac-admin config sample` "
+        "prints every setting of the file with its default and what it does. Without any "
         "configuration nac starts PT-TLS on port 271 with an SQLite database and "
         "generated demo certificates in the state directory.")
+    optFlags = [
+        ["check", None, "Check the configuration as start-up would (values, IMVs, certificates, "
+                        "database) without starting anything; print 'configuration OK: FILE' or the "
+                        "error and exit."],
+    ]
     optParameters = [
-        ["config", "c", None, "Configuration file (INI). See etc/nac.conf for every setting."],
+        ["config", "c", None, "Configuration file (INI); `nac-admin config sample` prints a "
+                              "documented one."],
         ["transports", "t", None,
          "Comma-separated transports to enable: pt-tls, radius, ikev2 ([nac] transports)."],
         ["db", None, None, "SQLAlchemy database URL, e.g. sqlite:////var/lib/nac/nac.db or "
@@ -55,12 +91,22 @@ class Options(usage.Options):
         ["imvs", None, None, "Comma-separated IMVs to load, by name or dotted path ([nac] imvs)."],
         ["recommendation-policy", None, None,
          "How IMV recommendations combine: default, any or all ([nac] recommendation_policy)."],
+        ["log-level", None, None, "Least severe level logged: debug, info, warn, error ([nac] log_level)."],
+        ["log-format", None, None,
+         "Log lines as text, or as json (one JSON object a line, for log shippers) ([nac] log_format)."],
     ]
+
+    def opt_version(self):
+        """Display nac's version and exit."""
+        from nac import __version__
+        print(f"nac {__version__}")
+        sys.exit(0)
 
     def postOptions(self):
         overrides = {}
         for opt, key in (("transports", "transports"), ("db", "db"), ("state-dir", "state_dir"),
-                         ("imvs", "imvs"), ("recommendation-policy", "recommendation_policy")):
+                         ("imvs", "imvs"), ("recommendation-policy", "recommendation_policy"),
+                         ("log-level", "log_level"), ("log-format", "log_format")):
             if self[opt] is not None:
                 overrides[("nac", key)] = self[opt]
         # kept as given: PT-TLS worker processes load the same file and overrides
@@ -68,7 +114,10 @@ class Options(usage.Options):
         try:
             self.nac_config = nac_config.load(self["config"], overrides)
         except nac_config.ConfigError as exc:
-            raise usage.UsageError(str(exc))
+            raise StartupError(one_line(exc)) from None
+        if self["check"]:
+            print(check_configuration(self))
+            sys.exit(0)
 
 
 class CoreService(service.Service):
@@ -171,7 +220,7 @@ def transport_factory(name: str):
     return getattr(module, attr)
 
 
-def build_store(cfg, *, migrate: bool = True):
+def build_store(cfg, *, migrate: bool = True, check: bool = False):
     """The policy store of ``[nac] db``.
 
     The embedded SQLite database is created or upgraded on start, so that one
@@ -179,20 +228,30 @@ def build_store(cfg, *, migrate: bool = True):
     only checked: its schema belongs to `nac-admin init`, run once by the
     operator, not to whichever nac instance starts first.  ``migrate=False``
     (PT-TLS worker processes, started after the main process migrated) only
-    checks SQLite too.
+    checks SQLite too.  ``check`` (``--check``) changes nothing: an embedded
+    database start-up would create or upgrade passes if it could be (None
+    when there is none yet), and the secret key file is only read.
     """
     from nac.db.engine import DatabaseUnavailable, SchemaError, check_schema, display_url, \
         make_engine, sqlite_path, upgrade
     from nac.db.store import PolicyStore
 
-    where = f"{cfg.source or 'defaults'}: [nac] db"
+    where = f"{cfg.origin('nac', 'db')}: [nac] db"
+    embedded = sqlite_path(cfg.db_url)
+    if check and embedded is not None and not os.path.exists(embedded):
+        folder = os.path.dirname(os.path.abspath(embedded))
+        if not os.access(folder if os.path.isdir(folder) else cfg.state_dir, os.W_OK):
+            raise nac_config.ConfigError(f"{where}: cannot create {embedded}: {folder} is not writable")
+        return None
     try:
         engine = make_engine(cfg.db_url)
     except Exception as exc:  # bad driver, bad URL syntax the parser let through
-        raise nac_config.ConfigError(f"{where}: {exc}") from exc
+        raise nac_config.ConfigError(f"{where}: {one_line(exc)}") from exc
     shown = display_url(engine.url)
     try:
-        if migrate and sqlite_path(cfg.db_url) is not None:
+        if check and embedded is not None:
+            revision = _upgradable(engine)
+        elif migrate and embedded is not None:
             revision = upgrade(engine)
             log.info("policy database {db} at schema revision {revision}", db=shown, revision=revision)
         else:
@@ -203,42 +262,232 @@ def build_store(cfg, *, migrate: bool = True):
         raise nac_config.ConfigError(f"{where}: {exc}") from exc
     except (DatabaseUnavailable, OSError) as exc:
         engine.dispose()
-        raise nac_config.ConfigError(f"{where}: {shown} is not usable: {exc}") from exc
+        raise nac_config.ConfigError(f"{where}: {shown} is not usable: {one_line(exc)}") from exc
     except Exception as exc:  # driver errors: unreachable server, permissions
         engine.dispose()
-        raise nac_config.ConfigError(f"{where}: cannot open {shown}: {exc}") from exc
+        # the driver's own message, without SQLAlchemy's statement and link
+        reason = one_line(getattr(exc, "orig", None) or exc)
+        raise nac_config.ConfigError(f"{where}: cannot open {shown}: {reason}") from exc
     from nac.db.secrets import SecretBox, SecretKeyError, load_or_create_key
 
+    key_file = cfg.get("nac", "secret_key_file")
     try:
-        secrets = SecretBox(load_or_create_key(cfg.get("nac", "secret_key_file")))
+        if check and not os.path.exists(key_file):
+            key = bytes(32)  # start-up creates it
+        else:
+            key = load_or_create_key(key_file)
+        secrets = SecretBox(key)
     except SecretKeyError as exc:
         engine.dispose()
-        raise nac_config.ConfigError(f"{cfg.source or 'defaults'}: [nac] secret_key_file: {exc}") from exc
+        raise nac_config.ConfigError(f"{cfg.origin('nac', 'secret_key_file')}: [nac] secret_key_file: "
+                                     f"{exc}") from exc
     return PolicyStore(engine, credential_cache_ttl=cfg.get("nac", "credential_cache_ttl"), secrets=secrets,
                        inline=cfg.get("nac", "db_inline"))
+
+
+def _upgradable(engine) -> str | None:
+    """The schema revision of an embedded database, which start-up would
+    upgrade; SchemaError when this nac does not know it (a newer nac's)."""
+    from alembic.script import ScriptDirectory
+
+    from nac.db.engine import alembic_config, check_schema, current_revision
+
+    revision = current_revision(engine)
+    known = {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if revision is not None and revision not in known:
+        check_schema(engine)  # raises the "unknown revision" SchemaError
+    return revision
 
 
 class NacService(service.MultiService):
     """nac's service tree.  When twistd adds it to its application, it also
     offers twistd the log observer for the file twistd would log to
     (:func:`nac.log.twistd_log_observer`: the same lines, made for less),
-    which twistd takes unless ``--logger`` names another."""
+    which twistd takes unless ``--logger`` names another.
 
-    def __init__(self, twistd_options=None):
+    A transport that cannot listen (or a ConfigError while starting) ends
+    nac with exit status 1 and one line on the standard error nac was
+    started with, naming its ``[section] port`` (see :func:`listen_error`);
+    so does a worker process that cannot start while nac starts
+    (:meth:`worker_config_error`)."""
+
+    def __init__(self, twistd_options=None, config=None):
         super().__init__()
         self.twistd_options = twistd_options
+        self.config = config
 
     def setServiceParent(self, parent):
         if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
-            observer = nac_log.twistd_log_observer(self.twistd_options)
+            fmt = self.config.get("nac", "log_format") if self.config is not None else "text"
+            observer = nac_log.twistd_log_observer(self.twistd_options, fmt)
             if observer is not None:
                 parent.setComponent(ILogObserver, observer)
         super().setServiceParent(parent)
+
+    # -- start-up errors: one line, not a traceback ---------------------------------------
+
+    def privilegedStartService(self):
+        for child in self:
+            self._start(child, child.privilegedStartService)
+
+    def startService(self):
+        service.Service.startService(self)
+        for child in self:
+            self._start(child, child.startService)
+
+    def _start(self, child, start) -> None:
+        try:
+            start()
+        except CannotListenError as exc:
+            line = listen_error(self.config, child.name, exc)
+        except nac_config.ConfigError as exc:
+            line = one_line(exc)
+        else:
+            return
+        # what has started must not keep the process alive (the database threads)
+        for other in reversed(list(self)):
+            if other.running:
+                try:
+                    other.stopService()
+                except Exception:
+                    pass
+        self.running = 0
+        self._report(line)
+        raise SystemExit(1)
+
+    def _report(self, line: str) -> None:
+        """Tell the operator why nac stops: in the log, and in one line on the
+        standard error nac was started with (twistd sends what is written to
+        ``sys.stderr`` once it runs to the log)."""
+        log.critical("{line}", line=line)
+        options = self.twistd_options if hasattr(self.twistd_options, "get") else {}
+        pipe = options.get("statusPipe")
+        if pipe is not None:
+            # daemonised: twistd's waiting parent prints this for us
+            options["statusPipe"] = None
+            try:
+                os.write(pipe, b"1 " + line.encode("ascii", "backslashreplace")[:98])
+                os.close(pipe)
+            except OSError:
+                pass
+        elif sys.__stderr__ is not None:
+            try:
+                sys.__stderr__.write(line + "\n")
+                sys.__stderr__.flush()
+            except (OSError, ValueError):
+                pass
+        pidfile = options.get("pidfile")
+        if pidfile:
+            try:
+                with open(pidfile) as f:
+                    if f.read().strip() == str(os.getpid()):
+                        os.unlink(pidfile)
+            except (OSError, ValueError):
+                pass
+
+    def worker_config_error(self, line: str) -> None:
+        """A worker process could not start with the configuration while nac
+        was starting: nac stops as if the main process had failed, with
+        exit status 1."""
+        from twisted.internet import reactor
+
+        if getattr(self, "_failing", False):
+            return
+        self._failing = True
+        self._report(line)
+        # twistd exits 0 once the reactor stops: leave with 1 after the services stopped
+        reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        try:
+            reactor.stop()
+        except Exception:  # not running yet: the trigger still ends the process when it stops
+            pass
+
+
+def listen_error(cfg, section: str, exc: CannotListenError) -> str:
+    """The line for transport ``section`` failing to listen: ``[section]
+    port`` (or ``nat_port``, or ``listen`` for an address this host lacks)
+    and what to do."""
+    number = getattr(exc, "port", None)
+    keys = [key for key in ("port", "nat_port") if key in nac_config.SCHEMA.get(section, {})]
+    key = next((k for k in keys if cfg is not None and cfg.get(section, k) == number), "port")
+    kind = "TCP" if section == "pt-tls" else "UDP"
+    error = getattr(exc, "socketError", None)
+    code = getattr(error, "errno", None)
+    what = f"cannot listen on {exc.interface or '*'} {kind} port {number}"
+    if code == errno.EADDRINUSE:
+        reason = "the port is already in use (is nac, or another server, running already?)"
+    elif code == errno.EACCES and isinstance(number, int) and 0 < number < 1024:
+        reason = ("permission denied: a port below 1024 needs privileges; use a port above 1024, or "
+                  "start nac as root with twistd --uid/--gid (it listens, then drops to that user), "
+                  "or grant nac CAP_NET_BIND_SERVICE (setcap, or systemd AmbientCapabilities=)")
+    elif code == errno.EADDRNOTAVAIL:
+        key = "listen"
+        reason = f"{exc.interface} is not an address of this host"
+    else:
+        reason = getattr(error, "strerror", None) or str(error)
+    origin = cfg.origin(section, key) if cfg is not None else "defaults"
+    return f"{origin}: [{section}] {key}: {what}: {reason}"
+
+
+def check_configuration(options) -> str:
+    """Build everything ``twistd nac`` with ``options`` would start, as it
+    would — configuration, IMVs, certificates and keys, the database and its
+    schema revision, each transport — but bind no port, start no service and
+    write nothing: what the first start creates (the state directory, the
+    demo certificates, an embedded database, the secret key) is checked to
+    be creatable, the demo certificates made in a temporary directory.
+    Returns the line ``configuration OK: FILE``; StartupError otherwise."""
+    cfg = options.nac_config
+    with tempfile.TemporaryDirectory(prefix="nac-check-") as scratch:
+        try:
+            stand_in = _state_stand_in(cfg, scratch, getattr(options, "nac_overrides", {}))
+        except nac_config.ConfigError as exc:
+            raise StartupError(one_line(exc)) from None
+        if stand_in is not None:
+            options.nac_config = stand_in
+        options.nac_checking = True
+        try:
+            top = makeService(options)
+        finally:
+            options.nac_config = cfg
+            options.nac_checking = False
+        for child in top:
+            if hasattr(child, "db") and hasattr(child, "stop"):  # the policy store
+                child.stop()
+                child.db.engine.dispose()
+    return f"configuration OK: {cfg.source or 'built-in defaults'}"
+
+
+def _state_stand_in(cfg, scratch: str, overrides):
+    """For a check: None when the state directory holds the demo
+    certificates (or some of them, which start-up refuses), else the
+    configuration with ``scratch`` as state directory (keeping the database
+    and the secret key file where they are), once the real one is known to
+    be creatable."""
+    from nac.certs import CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY
+
+    state = Path(cfg.state_dir)
+    if state.is_dir():
+        prepare_state_dir(cfg)  # writable?
+        if any((state / name).exists() for name in (CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY)):
+            return None
+    else:
+        ancestor = next(parent for parent in state.parents if parent.exists())
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise StartupError(f"{cfg.origin('nac', 'state_dir')}: [nac] state_dir: cannot create "
+                               f"{state}: {ancestor} is not writable")
+    kept = {("nac", "state_dir"): scratch, ("nac", "db"): cfg.db_url,
+            ("nac", "secret_key_file"): cfg.get("nac", "secret_key_file")}
+    stand_in = nac_config.load(cfg.source, {**overrides, **kept})
+    # errors name where these came from, not the stand-in's "command line"
+    stand_in._origins.update({key: cfg.origin(*key) for key in kept})
+    return stand_in
 
 
 def makeService(options) -> service.MultiService:
     cfg = options.nac_config
     nac_log.set_level(cfg.get("nac", "log_level"))
+    checking = getattr(options, "nac_checking", False)
     # twistd --uid/--gid: what nac creates is the service user's (nac.service_user)
     user = ServiceUser.from_twistd(getattr(options, "parent", None))
     as_user = contextlib.ExitStack()
@@ -249,7 +498,7 @@ def makeService(options) -> service.MultiService:
             why = user.cannot_run_nac()
             if why:
                 raise nac_config.ConfigError(why)
-        store = build_store(cfg)
+        store = build_store(cfg, check=checking)
         # the main process is number 0 of nac's processes
         counts = worker_processes(cfg)
         processes = max(counts.values())
@@ -257,13 +506,15 @@ def makeService(options) -> service.MultiService:
             check_config_readable(cfg, user)
         core = build_core(cfg, connection_ids=(1, processes))
         core.store = store
-        top = NacService(getattr(options, "parent", None))
-        store.setServiceParent(top)
+        top = NacService(getattr(options, "parent", None), config=cfg)
+        if store is not None:  # None: --check of an embedded database start-up will create
+            store.setServiceParent(top)
         CoreService(core).setServiceParent(top)
         workers = None
         if processes > 1:
             from transports.pt_tls.workers import WorkerSupervisor
             workers = WorkerSupervisor(cfg.source, getattr(options, "nac_overrides", {}), processes)
+            workers.on_config_error = top.worker_config_error
         for name in cfg.transports:
             make = transport_factory(name)
             if name == "pt-tls":
@@ -278,7 +529,7 @@ def makeService(options) -> service.MultiService:
             # started after the transports, which hand it their sockets
             workers.setServiceParent(top)
     except nac_config.ConfigError as exc:
-        raise usage.UsageError(_as_user(str(exc), user))
+        raise StartupError(_as_user(one_line(exc), user)) from None
     finally:
         as_user.close()
     log.info("nac configured from {source}; state in {state}",
@@ -287,6 +538,7 @@ def makeService(options) -> service.MultiService:
         log.info("files nac creates in {state} belong to {user}, whom twistd switches to once the "
                  "ports are bound", state=cfg.state_dir, user=user.description)
     return top
+
 
 
 def _as_user(message: str, user) -> str:

@@ -134,6 +134,69 @@ class SampleFileTests(unittest.TestCase):
             self.assertEqual(shown_cfg.get(section, key), defaults.get(section, key), f"[{section}] {key}")
 
 
+class GeneratedSampleTests(unittest.TestCase):
+    """etc/nac.conf is what `nac-admin config sample` prints, written from
+    the declarations: it cannot drift from them."""
+
+    def test_etc_nac_conf_is_the_generated_sample(self):
+        import subprocess
+        import sys
+
+        from tests.nacserver import REPO, repo_env
+
+        done = subprocess.run([sys.executable, "-m", "nac.admin", "config", "sample"], cwd=REPO,
+                              env=repo_env(), capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(SAMPLE.read_text(), done.stdout,
+                         "etc/nac.conf differs from `nac-admin config sample`: run "
+                         "`nac-admin config sample > etc/nac.conf`")
+
+    def test_every_key_uncommented_loads_as_its_default(self):
+        from nac import sample_config
+
+        state = self.mktemp()
+        text = sample_config.sample()
+        # "# key = value" lines become settings; help text never has that shape
+        uncommented = re.sub(r"(?m)^# ([a-z_]+ =(?: .*)?)$", r"\1", text)
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(uncommented.replace("\nstate_dir =\n", f"\nstate_dir = {state}\n"))
+        cfg = load(path)
+        defaults = load(None, {("nac", "state_dir"): state})
+        shown = 0
+        for section, options in SCHEMA.items():
+            for key in options:
+                self.assertEqual(cfg.get(section, key), defaults.get(section, key), f"[{section}] {key}")
+                self.assertIn((section, key), cfg._origins, f"[{section}] {key} is not in the sample")
+                shown += 1
+        for name, _help, options in sample_config.imv_sections():
+            imv = name.partition(":")[2]
+            self.assertEqual(cfg.imv_options(imv, options), load(None).imv_options(imv, options), name)
+            self.assertEqual(set(cfg._imv_raw[imv]), {o.name.lower() for o in options}, name)
+        self.assertEqual(cfg.unused_imv_sections(), [])
+        self.assertGreater(shown, 70)
+
+    def test_every_section_and_key_has_help(self):
+        from nac import sample_config
+
+        for section, help_text, options in sample_config.sections():
+            self.assertTrue(help_text, f"[{section}] has no help")
+            for option in options:
+                self.assertTrue(option.help, f"[{section}] {option.name} has no help")
+
+    def test_the_shipped_imvs_are_the_distributions(self):
+        import configparser
+
+        from nac import sample_config
+        from tests.nacserver import REPO
+
+        setup = configparser.ConfigParser()
+        setup.read(REPO / "setup.cfg")
+        entry_points = dict(line.split(" = ") for line in
+                            setup["options.entry_points"]["nac.imvs"].strip().splitlines())
+        self.assertEqual(sample_config.SHIPPED_IMVS, entry_points)
+
+
 class ParserTests(unittest.TestCase):
     def check(self, parser, good: dict, bad: list):
         for raw, expected in good.items():

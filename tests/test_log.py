@@ -149,3 +149,144 @@ class TwistdLogObserverTests(unittest.TestCase):
         self.assertIsNone(twistd_log_observer(self.options("--logfile", "-")))  # a daemon: twistd refuses
         self.assertIsNone(twistd_log_observer(None))
         self.assertIsNone(twistd_log_observer({"unrelated": 1}))
+
+
+class JsonLineObserverTests(unittest.TestCase):
+    def lines(self, evs) -> list[dict]:
+        import json
+
+        out = io.StringIO()
+        observer = nac_log.JsonLineObserver(out)
+        for event in evs:
+            observer(event)
+        text = out.getvalue()
+        self.assertTrue(text.isascii())
+        return [json.loads(line) for line in text.splitlines()]
+
+    def test_one_object_a_line_with_the_text_the_text_log_shows(self):
+        evs = events()
+        records = self.lines(evs)
+        texts = [ClassicFileObserver(io.StringIO()).format(e) for e in evs]
+        # the same events have text in both formats
+        self.assertEqual(len(records), len([t for t in texts if t]))
+        first = records[0]
+        self.assertEqual(first, {"time": "2026-11-23T12:34:56.250Z", "level": "info",
+                                 "namespace": "nac.pt-tls", "system": "nac.pt-tls#info",
+                                 "message": "accepting PT-TLS stream from 127.0.0.1[4000]",
+                                 "peer": "127.0.0.1[4000]"})
+        by_message = {r["message"].split("\n")[0]: r for r in records}
+        self.assertEqual(by_message["two"]["message"], "two\nlines 7    7")
+        self.assertEqual(by_message["call made"]["message"], "call made")
+        self.assertNotIn("f", by_message["call made"])  # not JSON: left out
+        self.assertNotIn("d", by_message["attribute 3 and v"])
+        self.assertEqual(by_message["unicode ü 日本"]["level"], "error")
+        failed = by_message["with failure boom"]
+        self.assertIn("ZeroDivisionError", failed["message"])
+        self.assertEqual(failed["why"], "boom")
+        self.assertEqual(by_message["from x"]["system"], "legacy")
+        self.assertNotIn("system", {k for k in by_message["from x"] if k != "system"})
+        self.assertEqual(by_message["an hour later"]["time"], "2026-11-23T13:34:56.750Z")
+
+    def test_fields_named_like_secrets_are_left_out(self):
+        (record,) = self.lines([{"log_time": WHEN, "log_level": LogLevel.warn, "log_namespace": "nac.test",
+                                 "log_format": "login of {identity} failed", "identity": "erin",
+                                 "password": "hunter2", "radius_secret": "s3cret", "psk": "k",
+                                 "connection_id": 7, "ratio": float("nan"), "ok": True, "none": None}])
+        self.assertEqual(record["identity"], "erin")
+        self.assertEqual((record["connection_id"], record["ratio"], record["ok"], record["none"]),
+                         (7, "nan", True, None))
+        for key in ("password", "radius_secret", "psk"):
+            self.assertNotIn(key, record)
+
+    def test_event_fields_do_not_replace_the_records_own(self):
+        (record,) = self.lines([{"log_time": WHEN, "log_level": LogLevel.info, "log_namespace": "nac.test",
+                                 "log_format": "{text}", "text": "hi", "message": "other", "level": "x",
+                                 "time": "then"}])
+        self.assertEqual((record["message"], record["level"], record["time"][:4]), ("hi", "info", "2026"))
+
+    def test_events_below_the_threshold_are_left_out(self):
+        # Twisted's own loggers know nothing of nac's threshold
+        self.addCleanup(nac_log.set_level, "info")
+        nac_log.set_level("warn")
+        base = {"log_time": WHEN, "log_namespace": "twisted", "log_format": "{x}", "x": "seen"}
+        evs = [{**base, "log_level": LogLevel.info}, {**base, "log_level": LogLevel.warn}]
+        self.assertEqual([r["level"] for r in self.lines(evs)], ["warn"])
+        out = io.StringIO()
+        text = ClassicFileObserver(out)
+        for event in evs:
+            text(event)
+        self.assertEqual(out.getvalue().count("seen"), 1)
+
+    def test_twistd_gets_the_format_asked_for(self):
+        options = ServerOptions()
+        options.parseOptions(["-n", "nac"])
+        self.assertIsInstance(twistd_log_observer(options, "json"), nac_log.JsonLineObserver)
+        self.assertIsInstance(twistd_log_observer(options), ClassicFileObserver)
+
+
+class TwistdLogOptionTests(unittest.TestCase):
+    """The real ``twistd -n nac`` with --log-format and --log-level."""
+
+    PASSWORD = "erin's pass\u00e9word"
+
+    def server(self, sections, *args):
+        from tests.nacserver import NacServer
+
+        server = NacServer(sections, args=args)
+        self.addCleanup(server.stop)
+        server.admin("init")
+        server.admin("user", "add", "erin", "--password", self.PASSWORD)
+        return server
+
+    def wait(self, predicate, what, timeout=60.0):
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def test_json_lines_from_both_processes_without_secrets(self):
+        import json
+        import re
+
+        server = self.server({"pt-tls": {"workers": "2"}}, "--log-format", "json", "--log-level", "debug")
+        server.start()
+        self.wait(lambda: '"worker": 1' in server.log_text() and "accepting on" in server.log_text(),
+                  "the worker to accept")
+        for secret in (self.PASSWORD, "not the password"):
+            for _ in range(2):  # the kernel hands connections to either process
+                server.client("--client", "erin", "--secret", secret)
+        server.stop()
+        text = server.log_text()
+        records = [json.loads(line) for line in text.splitlines()]  # every line is one JSON object
+        self.assertGreater(len(records), 20)
+        for record in records:
+            self.assertRegex(record["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+            self.assertIn(record["level"], ("debug", "info", "warn", "error", "critical"))
+            self.assertTrue(record["namespace"] and record["system"] and "message" in record)
+        # the worker's own lines, relayed by the main process
+        relayed = [r for r in records if r["system"].endswith(" worker 1")]
+        self.assertTrue(any("accepting on" in r["message"] for r in relayed))
+        self.assertTrue(all(r["worker"] == 1 and isinstance(r["worker_pid"], int) for r in relayed))
+        self.assertTrue(any(r["level"] == "debug" for r in records))
+        self.assertTrue(any(r.get("identity") == "erin" and isinstance(r.get("cid"), int) for r in records),
+                        "no structured Connection ID line")
+        self.assertTrue(any("authentication of 'erin'" in r["message"] and r["level"] == "warn"
+                            for r in records))
+        for secret in (self.PASSWORD, "not the password", json.dumps(self.PASSWORD)[1:-1],
+                       "pass\\u00e9word"):
+            self.assertNotIn(secret, text)
+        self.assertFalse(re.search(r"password\"\s*:", text))
+
+    def test_log_level_on_the_command_line_wins(self):
+        server = self.server({"nac": {"log_level": "debug"}}, "--log-level", "warn")
+        server.start()
+        server.client("--client", "erin", "--secret", self.PASSWORD)
+        server.stop()
+        text = server.log_text()
+        self.assertIn("#warn] no IMVs are configured", text)
+        self.assertNotIn("#info]", text)
+        self.assertNotIn("#debug]", text)
+        self.assertNotIn("starting up", text)  # twistd's own info line

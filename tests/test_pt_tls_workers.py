@@ -645,11 +645,11 @@ class WorkerLifetimeTests(unittest.TestCase):
         # the worker reads the file again; the main process already runs with the good one
         server.config.write_text(good.replace("[pt-tls]\n", "[pt-tls]\nworkerz = 2\n"))
         os.kill(old, signal.SIGKILL)
-        wait_for(lambda: "failed to start: exit status 2" in server.log_text(), 60, "the failed start")
+        wait_for(lambda: "failed to start: exit status 3" in server.log_text(), 60, "the failed start")
         log = server.log_text()
         self.assertIn("[nac.pt-tls.workers#error worker 1] PT-TLS worker 1 cannot start: ", log)
         self.assertIn("[pt-tls] workerz: unknown key; did you mean 'workers'?", log)
-        self.assertRegex(log, r"PT-TLS worker 1 \(pid \d+\) failed to start: exit status 2 \(its reason "
+        self.assertRegex(log, r"PT-TLS worker 1 \(pid \d+\) failed to start: exit status 3 \(its reason "
                               r"is logged above\); trying again in 1 s")
         server.config.write_text(good)
         wait_for(lambda: len(re.findall(r"PT-TLS worker 1 \(pid \d+\) accepting", server.log_text())) == 2,

@@ -6,7 +6,6 @@ import os
 import subprocess
 
 from twisted.application.service import IService, MultiService
-from twisted.python import usage
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -39,18 +38,18 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(opts.nac_config.get("nac", "recommendation_policy"), "any")
 
     def test_bad_value_names_file_section_and_key(self):
-        with self.assertRaises(usage.UsageError) as cm:
+        with self.assertRaises(tap.StartupError) as cm:
             self.options(conf="[pt-tls]\nport = 99999\n")
         self.assertIn("[pt-tls] port", str(cm.exception))
 
     def test_unknown_key_is_refused(self):
-        with self.assertRaises(usage.UsageError) as cm:
+        with self.assertRaises(tap.StartupError) as cm:
             self.options(conf="[nac]\nimsv = os\n")
         self.assertIn("imsv", str(cm.exception))
 
     def test_unknown_imv_is_refused_at_start(self):
         opts = self.options("--imvs", "no.such.module:Imv")
-        with self.assertRaises(usage.UsageError) as cm:
+        with self.assertRaises(tap.StartupError) as cm:
             tap.makeService(opts)
         self.assertIn("no.such.module:Imv", str(cm.exception))
 
@@ -148,8 +147,11 @@ class TwistdTests(unittest.TestCase):
                              text=True, timeout=60)
         self.assertEqual(out.returncode, 0, out.stderr)
         for opt in ("--config", "--transports", "--db", "--state-dir", "--imvs",
-                    "--recommendation-policy"):
+                    "--recommendation-policy", "--log-level", "--log-format", "--check", "--version"):
             self.assertIn(opt, out.stdout)
+        # the sample it points to is a command's output, not a file of the source tree
+        self.assertIn("nac-admin config sample", " ".join(out.stdout.split()))
+        self.assertNotIn("etc/nac.conf", out.stdout)
 
     def test_bad_config_stops_start_up_with_a_clear_message(self):
         path = self.mktemp()

@@ -383,7 +383,7 @@ def session_factory(cfg, core, store, section: str, *, credentials: Credentials 
                                      max_tls_version=opts["max_tls_version"],
                                      ciphers=opts["ciphers"] or None)
         except ValueError as exc:
-            raise ConfigError(f"{origin}: [eap]: {exc}") from None
+            raise ConfigError(f"{origin}: [eap] {getattr(exc, 'setting', 'cert')}: {exc}") from None
         posture = None
         tnc = opts["tnc"]
         if tnc != "none":

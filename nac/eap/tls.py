@@ -19,10 +19,19 @@ from pathlib import Path
 from cryptography import x509
 from OpenSSL import SSL
 
-__all__ = ["TlsError", "TlsTunnel", "peer_context", "server_context"]
+__all__ = ["TlsError", "TlsSettingError", "TlsTunnel", "peer_context", "server_context"]
 
 _VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 _READ_SIZE = 65536
+
+
+class TlsSettingError(ValueError):
+    """A server TLS setting cannot be used; ``setting`` names its key
+    (``cert``, ``key``, ``ca``, ``ciphers``, ``min_tls_version``)."""
+
+    def __init__(self, setting: str, message: str):
+        super().__init__(message)
+        self.setting = setting
 
 
 class TlsError(Exception):
@@ -45,36 +54,41 @@ def server_context(*, cert: Path, key: Path, ca: Path | None = None, client_cert
     with a message naming the file that could not be used.
     """
     if _VERSIONS[min_tls_version] > _VERSIONS[max_tls_version]:
-        raise ValueError(f"min_tls_version {min_tls_version} is above max_tls_version {max_tls_version}")
+        raise TlsSettingError("min_tls_version", f"min_tls_version {min_tls_version} is above max_tls_version {max_tls_version}")
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(_VERSIONS[min_tls_version])
     ctx.set_max_proto_version(_VERSIONS[max_tls_version])
     ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION | SSL.OP_CIPHER_SERVER_PREFERENCE
                     | SSL.OP_NO_COMPRESSION)
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    for setting, path in (("cert", cert), ("key", key)):
+        try:
+            Path(path).read_bytes()  # OpenSSL names a file it cannot read only "system lib"
+        except OSError as exc:
+            raise TlsSettingError(setting, f"cannot read {path}: {exc.strerror}") from None
     try:
         ctx.use_certificate_chain_file(str(cert))
     except (SSL.Error, OSError) as exc:
-        raise ValueError(f"cannot load the certificate {cert}: {_reason(exc)}") from None
+        raise TlsSettingError("cert", f"cannot load the certificate {cert}: {_reason(exc)}") from None
     try:
         ctx.use_privatekey_file(str(key))
         ctx.check_privatekey()
     except (SSL.Error, OSError) as exc:
-        raise ValueError(f"cannot use the private key {key} with {cert}: {_reason(exc)}") from None
+        raise TlsSettingError("key", f"cannot use the private key {key} with {cert}: {_reason(exc)}") from None
     if ciphers:
         try:
             ctx.set_cipher_list(ciphers.encode("ascii"))
         except SSL.Error:
-            raise ValueError(f"the cipher string {ciphers!r} selects no cipher") from None
+            raise TlsSettingError("ciphers", f"the cipher string {ciphers!r} selects no cipher") from None
     if client_cert != "none":
         if ca is None:
-            raise ValueError(f"client_cert = {client_cert} needs a CA to verify client certificates")
+            raise TlsSettingError("ca", f"client_cert = {client_cert} needs a CA to verify client certificates")
         try:
             ctx.load_verify_locations(str(ca))
             # the CA names the CertificateRequest lists
             ctx.load_client_ca(str(ca).encode())
         except (SSL.Error, OSError, ValueError) as exc:
-            raise ValueError(f"cannot load the CA {ca}: {_reason(exc)}") from None
+            raise TlsSettingError("ca", f"cannot load the CA {ca}: {_reason(exc)}") from None
         mode = SSL.VERIFY_PEER | (SSL.VERIFY_FAIL_IF_NO_PEER_CERT if client_cert == "required" else 0)
         ctx.set_verify(mode)
     return ctx

@@ -15,6 +15,7 @@ import socket
 from collections import OrderedDict
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
 from twisted.application import service
 from twisted.internet import defer, protocol, task, threads
 from zope.interface import implementer
@@ -250,12 +251,24 @@ def settings_from_config(cfg) -> ResponderSettings:
         except PkiError as exc:
             raise nac_config.ConfigError(f"{origin}: [ikev2] cert: {exc}") from None
         cert, key = pki.server_cert, pki.server_key
+    credential = None
     try:
-        credential = GatewayCredential.from_pem(Path(cert).read_bytes(), Path(key).read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
-        problems.append(f"{cfg.origin('ikev2', 'cert')}: [ikev2] cert/key: cannot use {cert}: "
-                        f"{getattr(exc, 'strerror', None) or exc}")
-        credential = None
+        cert_pem = Path(cert).read_bytes()
+        key_pem = Path(key).read_bytes()
+    except OSError as exc:
+        which = "cert" if exc.filename == str(cert) else "key"
+        problems.append(f"{cfg.origin('ikev2', which)}: [ikev2] {which}: cannot read {exc.filename}: "
+                        f"{exc.strerror}")
+    else:
+        try:
+            credential = GatewayCredential.from_pem(cert_pem, key_pem)
+        except (ValueError, TypeError) as exc:
+            which, what = "cert", f"cannot use {cert} with the key {key}: {' '.join(str(exc).split())}"
+            try:
+                serialization.load_pem_private_key(key_pem, password=None)
+            except (ValueError, TypeError):
+                which, what = "key", f"{key} holds no PEM private key (or an encrypted one, which nac cannot use)"
+            problems.append(f"{cfg.origin('ikev2', which)}: [ikev2] {which}: {what}")
     dns = tuple(ipaddress.ip_address(a) if not isinstance(a, (ipaddress.IPv4Address, ipaddress.IPv6Address))
                 else a for a in sec.get("dns") or ())
     if problems:

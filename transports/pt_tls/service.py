@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from zope.interface import implementer
 
 from nac.certs import certificate_identity
+from nac.config import ConfigError
 from nac.dualstack import bind, listen_address, unmapped
 from nac.interfaces import IPostureTransport
 from nac.log import Logger
@@ -330,7 +331,11 @@ def tls_context(cfg, pki=None, *, announce: bool = True):
     origin = cfg.source or "defaults"
     cert, key, ca = sec["cert"], sec["key"], sec["ca"]
     if cert is None:
-        pki = pki or ensure_demo_pki(Path(cfg.state_dir))
+        from nac.certs import PkiError
+        try:
+            pki = pki or ensure_demo_pki(Path(cfg.state_dir))
+        except PkiError as exc:
+            raise ConfigError(f"{cfg.origin('pt-tls', 'cert')}: [pt-tls] cert: {exc}") from None
         if pki.created and announce:
             log.info("generated demo CA {ca} and server certificate {cert} (key {key})",
                      ca=pki.ca_cert, cert=pki.server_cert, key=pki.server_key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cryptography import x509
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import providedBy
@@ -39,9 +39,13 @@ def server_context(*, cert: Path, key: Path, ca: Path | None, client_cert: str,
         chain = x509.load_pem_x509_certificates(cert_pem)
         certificate = crypto.X509.from_cryptography(chain[0])
         extra = [crypto.X509.from_cryptography(c) for c in chain[1:]]
+    except Exception:
+        raise ConfigError(f"{origin}: [{section}] cert: {cert} holds no PEM certificate") from None
+    try:
         private_key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
-    except Exception as exc:
-        raise ConfigError(f"{origin}: [{section}] cert/key: cannot load {cert} / {key}: {exc}")
+    except Exception:
+        raise ConfigError(f"{origin}: [{section}] key: {key} holds no PEM private key "
+                          "(or an encrypted one, which nac cannot use)") from None
     ca_certs = []
     if client_cert != "none":
         if ca is None:
@@ -52,8 +56,8 @@ def server_context(*, cert: Path, key: Path, ca: Path | None, client_cert: str,
                         for c in x509.load_pem_x509_certificates(_read(ca, "CA", section, "ca", origin))]
         except ConfigError:
             raise
-        except Exception as exc:
-            raise ConfigError(f"{origin}: [{section}] ca: cannot load {ca}: {exc}")
+        except Exception:
+            raise ConfigError(f"{origin}: [{section}] ca: {ca} holds no PEM certificate") from None
     kwargs = {}
     if ciphers:
         kwargs["acceptableCiphers"] = ssl.AcceptableCiphers.fromOpenSSLCipherString(ciphers)
@@ -63,6 +67,12 @@ def server_context(*, cert: Path, key: Path, ca: Path | None, client_cert: str,
         requireCertificate=client_cert == "required",
         raiseMinimumTo=_TLS_VERSIONS[min_tls_version],
         enableSessions=False, **kwargs)
+    try:
+        # made now rather than at the first connection, which would fail each handshake
+        options.getContext()
+    except SSL.Error:
+        raise ConfigError(f"{origin}: [{section}] key: {key} is not the private key of the "
+                          f"certificate {cert}") from None
     return options
 
 

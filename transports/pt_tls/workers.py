@@ -87,6 +87,9 @@ MAX_LOG_LINE = 1024 * 1024
 MAX_LAUNCH_LINE = 1024 * 1024
 #: Exit status of a worker that could not start (configuration, database …).
 EXIT_CANNOT_START = 2
+#: Exit status of a worker that could not start with its configuration; it
+#: sent the reason first (control message ``config_error``).
+EXIT_CONFIG_ERROR = 3
 #: Connection IDs a worker reserves at a time.
 ID_BLOCK = 1000
 
@@ -272,6 +275,7 @@ class WorkerProcess(protocol.ProcessProtocol):
         self.launch = launch
         self.pid: int | None = None
         self.ready = False
+        self.config_error: str | None = None
         self.started = supervisor.reactor.seconds()
         self.ended: defer.Deferred = defer.Deferred()
         kind = supervisor.kind(worker)
@@ -304,6 +308,8 @@ class WorkerProcess(protocol.ProcessProtocol):
             self.supervisor.worker_ready(self)
         elif what == "ids" and isinstance(message.get("upto"), int):
             self.supervisor.ids_reserved(self.worker, message["upto"])
+        elif what == "config_error" and isinstance(message.get("line"), str):
+            self.config_error = message["line"]
 
     def processEnded(self, reason):
         self.stdout.end()
@@ -325,6 +331,12 @@ class WorkerSupervisor(service.Service):
     failure, back to the start once a worker has served for ``stable``
     seconds.  Stopping sends SIGTERM, and SIGKILL to a worker still there
     ``stop_timeout`` seconds later.
+
+    A worker that cannot start with the configuration while nac starts (it
+    was never ready before) is not started again: ``on_config_error`` gets
+    its one-line reason and stops nac, as a configuration error of the main
+    process would.  Later, once the file changed under a running nac, such a
+    worker is retried like any other, until the file is mended.
     """
 
     name = "workers"
@@ -351,6 +363,9 @@ class WorkerSupervisor(service.Service):
         self._publish = publish
         self._failures: dict[int, int] = {}
         self._restarts: dict = {}
+        self._ever_ready: set[int] = set()
+        #: Called with the line of a worker that cannot start with the configuration.
+        self.on_config_error: Callable[[str], None] | None = None
         # the first Connection ID of each worker's next start
         self._first_id = {worker: worker + 1 for worker in range(1, processes)}
 
@@ -429,6 +444,7 @@ class WorkerSupervisor(service.Service):
                  n=self.processes - 1, pid=proto.pid)
 
     def worker_ready(self, proto: WorkerProcess) -> None:
+        self._ever_ready.add(proto.worker)
         if all(p.ready for p in self.workers.values()) and len(self.workers) == self.processes - 1:
             kinds = {self.kind(worker) for worker in range(1, self.processes)}
             log.info("all {n} {kind} worker processes are accepting", n=self.processes - 1,
@@ -448,6 +464,12 @@ class WorkerSupervisor(service.Service):
         if not self.running:
             log.info("{kind} worker {worker} (pid {pid}) stopped: {status}",
                      kind=kind, worker=proto.worker, pid=proto.pid, status=status)
+            return
+        if proto.config_error is not None and proto.worker not in self._ever_ready \
+                and self.on_config_error is not None:
+            log.critical("{kind} worker {worker} (pid {pid}) cannot start with this configuration: "
+                         "stopping nac", kind=kind, worker=proto.worker, pid=proto.pid)
+            self.on_config_error(proto.config_error)
             return
         lived = self.reactor.seconds() - proto.started
         delay = self._again(proto.worker, ready=proto.ready, lived=lived)
@@ -653,8 +675,6 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
     from transports.pt_tls.tls import TlsServerFactory
-    from twisted.python import usage
-
     from nac import config as nac_config
     from nac import log as nac_log
     from nac import tap
@@ -719,9 +739,13 @@ def main(argv: list[str] | None = None) -> None:
             tls_factory = TlsServerFactory(tls_context(cfg, announce=False), False, factory)
             port = reactor.adoptStreamPort(LISTEN_FD, int(launch["family"]), tls_factory)
             os.close(LISTEN_FD)  # adoptStreamPort took a duplicate
-    except (nac_config.ConfigError, usage.UsageError) as exc:
-        log.error("{kind} worker {worker} cannot start: {error}", kind=kind, worker=worker, error=str(exc))
-        _exit(EXIT_CANNOT_START)
+    except (nac_config.ConfigError, tap.StartupError) as exc:
+        line = tap.one_line(exc)
+        log.error("{kind} worker {worker} cannot start: {error}", kind=kind, worker=worker, error=line)
+        # what differs from the main process, which started with this configuration
+        writer.control("config_error", line=f"{line} (in {kind} worker process {worker}, "
+                                            f"{_user()}, directory {os.getcwd()})")
+        _exit(EXIT_CONFIG_ERROR)
     except Exception:
         log.failure("{kind} worker {worker} cannot start", kind=kind, worker=worker)
         _exit(EXIT_CANNOT_START)
@@ -750,6 +774,15 @@ def main(argv: list[str] | None = None) -> None:
     writer.control("ready")
     reactor.run()
     _exit(0)
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def _exit(status: int) -> None:

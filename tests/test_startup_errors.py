@@ -297,24 +297,48 @@ class StartupErrorTests(unittest.TestCase):
                            "CAP_NET_BIND_SERVICE")
 
     def test_worker_process_that_cannot_start_stops_nac(self):
-        # twistd --uid: the main process reads the configuration as root, then
-        # becomes nobody and starts the worker, which cannot open the
-        # database in root's state directory
-        self.nobody_dir()
-        root_state = self.dir / "root-state"
-        self.write(self.pt_tls(workers=2), state=root_state)
+        # An IMV that loads in the main process but not in a worker process
+        # (what a worker alone may lack: a file, a licence, a device)
+        plugins = self.dir / "plugins"
+        plugins.mkdir()
+        (plugins / "worker_shy_imv.py").write_text(
+            "import sys\n"
+            "from imvs.scanner import ScannerImv\n"
+            "class Imv(ScannerImv):\n"
+            "    def __init__(self, options):\n"
+            "        main = getattr(sys.modules['__main__'], '__spec__', None)\n"
+            "        if main is not None and main.name.endswith('.workers'):\n"
+            "            raise RuntimeError('no licence in worker processes')\n"
+            "        super().__init__(options)\n")
+        self.write("imvs = worker_shy_imv:Imv\n" + self.pt_tls(workers=2))
         log = self.dir / "nac.log"
         started = time.monotonic()
-        done = self.nac(argv_wrap=lambda argv: as_nobody(argv, drop="none"),
-                        twistd_args=("--uid", NOBODY, "--gid", "nogroup" if _has_group("nogroup") else NOBODY,
-                                     "--logfile", str(log)))
-        line = self.assertOneLine(done, "nac", "db", "in PT-TLS worker process 1", "user nobody")
+        env = repo_env()
+        env["PYTHONPATH"] = f"{plugins}{os.pathsep}{env['PYTHONPATH']}"
+        argv = TWISTD + ["-n", "--pidfile=", "--logfile", str(log), "nac", "--config", str(self.conf)]
+        done = subprocess.run(argv, cwd=self.dir, env=env, capture_output=True, text=True, timeout=60)
+        line = self.assertOneLine(done, "nac", "imvs", "no licence in worker processes", "in PT-TLS worker process 1")
         self.assertLess(time.monotonic() - started, 50)
         text = log.read_text()
         # not started again and again
         self.assertEqual(text.count("PT-TLS worker 1 cannot start"), 1, text[-3000:])
         self.assertNotIn("trying again", text)
         self.assertIn(line, text)
+
+
+    def test_an_imv_that_is_not_one(self):
+        plugins = self.dir / "plugins"
+        plugins.mkdir()
+        (plugins / "not_an_imv.py").write_text(
+            "class Imv:\n    name = 'half'\n    subscriptions = ((0, 1),)\n    OPTIONS = []\n"
+            "    def __init__(self, options):\n        pass\n")
+        self.write("imvs = not_an_imv:Imv\n" + self.pt_tls())
+        env = repo_env()
+        env["PYTHONPATH"] = f"{plugins}{os.pathsep}{env['PYTHONPATH']}"
+        done = subprocess.run(TWISTD + ["-n", "--pidfile=", "nac", "--config", str(self.conf)], cwd=self.dir,
+                              env=env, capture_output=True, text=True, timeout=60)
+        self.assertOneLine(done, "nac", "imvs", "'not_an_imv:Imv' does not provide nac.interfaces.IImv",
+                           "it lacks notify_connection_change, receive_message")
 
 
 class WorkerConfigErrorLaterTests(unittest.TestCase):

@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from zope.interface import implementer
+from zope.interface.exceptions import BrokenImplementation, BrokenMethodImplementation, DoesNotImplement, Invalid
 from zope.interface.verify import verifyObject
 
 from nac.log import Logger
@@ -203,9 +204,31 @@ def load_imv(spec: str, options_for) -> Any:
     declared = list(getattr(factory, "OPTIONS", ()))
     options = options_for(name, declared)
     try:
-        return factory(options=options)
+        imv = factory(options=options)
     except Exception as exc:  # an IMV failing to start is a start-up error
         raise ImvLoadError(f"IMV {spec!r} failed to start: {exc}") from exc
+    try:
+        verifyObject(IImv, imv)
+    except Invalid as exc:
+        raise ImvLoadError(f"IMV {spec!r} does not provide nac.interfaces.IImv: {_first_fault(exc)}") from exc
+    return imv
+
+
+def _first_fault(exc: Invalid) -> str:
+    """What verifyObject found wrong, in one line."""
+    faults = getattr(exc, "exceptions", None) or [exc]
+    said = []
+    if any(isinstance(fault, DoesNotImplement) for fault in faults):
+        said.append("the class is not declared with @implementer(IImv)")
+    missing = [getattr(fault.name, "__name__", str(fault.name)) for fault in faults
+               if isinstance(fault, BrokenImplementation)]
+    if missing:
+        said.append("it lacks " + ", ".join(missing))
+    wrong = [fault.method.__name__ for fault in faults if isinstance(fault, BrokenMethodImplementation)
+             and hasattr(fault.method, "__name__")]
+    if wrong:
+        said.append("these methods do not match the interface: " + ", ".join(wrong))
+    return "; ".join(said) or " ".join(str(exc).split())
 
 
 def _resolve(spec: str):

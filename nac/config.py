@@ -324,7 +324,7 @@ _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 
 
-def _ip_literal(raw: str):
+def ip_literal(raw: str):
     """An IPv4 or IPv6 address literal."""
     try:
         return ipaddress.ip_address(raw.strip())
@@ -390,17 +390,8 @@ def _imv_spec(raw: str) -> str:
     return raw
 
 
-_PROPOSAL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-
-
-def _proposal(raw: str) -> str:
-    value = raw.lower()
-    if not _PROPOSAL.fullmatch(value):
-        raise ValueError("is not a proposal of '-'-separated algorithm names (e.g. aes256-sha256-x25519)")
-    return value
-
-
-def _cipher_string(raw: str) -> str:
+def cipher_string(raw: str) -> str:
+    """An OpenSSL cipher string OpenSSL accepts (empty: its default)."""
     value = raw.strip()
     if value:
         # ask OpenSSL now rather than fail obscurely when the listener starts
@@ -410,23 +401,6 @@ def _cipher_string(raw: str) -> str:
             raise ValueError("selects no cipher OpenSSL knows (see 'openssl ciphers')") from None
     return value
 
-
-def _vlan(raw: str) -> str:
-    # RADIUS Tunnel-Private-Group-Id (RFC 2868 §3.6): usually the VLAN number,
-    # but switches also accept VLAN names; one attribute holds at most 253 bytes
-    value = raw.strip()
-    if value.isdigit() and not 1 <= int(value) <= 4094:
-        raise ValueError("is not a VLAN id (1-4094) or name")
-    if len(value.encode()) > 250:
-        raise ValueError("is too long for a RADIUS attribute")
-    return value
-
-
-def _radius_text(raw: str) -> str:
-    value = text(raw)
-    if len(value.encode()) > 253:
-        raise ValueError("is too long for a RADIUS attribute (at most 253 bytes)")
-    return value
 
 
 # -- schema ----------------------------------------------------------------
@@ -471,7 +445,15 @@ def declare_named_section(prefix: str, options: Iterable[Option], help: str | No
     NAMED_SECTIONS.setdefault(prefix, {}).update((o.name.lower(), o) for o in options)
 
 
-TRANSPORT_NAMES = ("pt-tls", "radius", "ikev2")
+def _transport_name(raw: str) -> str:
+    """The name of an installed transport (nac.plugins)."""
+    from nac import plugins
+
+    name = raw.strip().lower()
+    installed = plugins.transport_plugins()
+    if name not in installed:
+        raise ValueError(f"is not an installed transport (installed: {', '.join(installed) or 'none'})")
+    return name
 
 
 def default_state_dir() -> str:
@@ -485,7 +467,15 @@ def default_state_dir() -> str:
     return os.path.join(os.path.expanduser("~"), ".local", "state", "nac")
 
 
-def _tls_paths(demo: str) -> list[Option]:
+def listen_option() -> Option:
+    """A transport's ``listen`` key: every address, IPv6 and IPv4, by default."""
+    return Option("listen", address, "::",
+                  "Address to listen on. :: (the default): every address, IPv6 and IPv4 (one dual-stack "
+                  "socket; 0.0.0.0 where the machine has no IPv6); 0.0.0.0: IPv4 only.")
+
+
+def tls_paths(demo: str) -> list[Option]:
+    """``cert`` and ``key`` of a server certificate, the demo one ``demo``.pem by default."""
     return [
         Option("cert", optional(path), None,
                f"Server certificate (PEM), with any intermediate CA certificates after it. Empty: "
@@ -507,7 +497,7 @@ declare_section("nac", help=(
            "SQLAlchemy database URL. Empty: sqlite:///<state_dir>/nac.db. For several nac "
            "instances sharing one database, use PostgreSQL, e.g.\n"
            "  db = postgresql+psycopg://nac@localhost/nac"),
-    Option("transports", comma_list_of(choice(*TRANSPORT_NAMES), allow_empty=False, unique=True),
+    Option("transports", comma_list_of(_transport_name, allow_empty=False, unique=True),
            ["pt-tls"], "Transports to enable: pt-tls, radius, ikev2 (at least one)."),
     Option("imvs", comma_list_of(_imv_spec, unique=True), [],
            "IMVs to load, best first, by registered name (os, scanner, swima) or dotted path "
@@ -556,8 +546,8 @@ declare_section("nac", help=(
            "disabling the user takes effect at once. 0 disables."),
 ])
 
-def _workers(raw: str) -> str | int:
-    # resolved by transports.pt_tls.workers, where the CPUs are counted
+def workers_setting(raw: str) -> str | int:
+    """``auto`` or a number of processes, 1-256 (nac.processes.process_count counts the CPUs)."""
     if raw.strip().lower() == "auto":
         return "auto"
     value = _integer(raw, "'auto' or a whole number (1-256)")
@@ -565,151 +555,6 @@ def _workers(raw: str) -> str | int:
         raise ValueError("is out of range ('auto' or 1-256)")
     return value
 
-
-declare_section("pt-tls", help=(
-    "PT-TLS (RFC 6876): TNC over TLS on TCP, for pt-tls-client and other endpoints that connect "
-    "directly."), options=[
-    Option("listen", address, "::",
-           "Address to listen on. :: (the default): every address, IPv6 and IPv4 (one dual-stack "
-           "socket; 0.0.0.0 where the machine has no IPv6); 0.0.0.0: IPv4 only."),
-    Option("port", port, 271, "TCP port (IANA-assigned 271 for PT-TLS, RFC 6876)."),
-    *_tls_paths("server"),
-    Option("ca", optional(path), None,
-           "CA certificates (PEM) that client certificates must chain to. Empty: the demo CA, "
-           "ca.pem in state_dir."),
-    Option("client_cert", choice("none", "optional", "required"), "optional",
-           "Client certificates: none (never asked for), optional (clients without one "
-           "authenticate with SASL), required."),
-    Option("min_tls_version", tls_version, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."),
-    Option("ciphers", _cipher_string, "",
-           "OpenSSL cipher string for TLS 1.2 (see `openssl ciphers`). Empty: OpenSSL's default."),
-    # strongSwan sizes its PT-TLS receive buffer at 128 TLS records (2 MiB,
-    # header included) and its PB-TNC batches to fit, so accept as much.
-    Option("max_message_size", byte_size(4096, 2**32 - 1), 2 * 1024 * 1024,
-           "Largest PT-TLS message accepted, 16-byte header included. strongSwan sends PB-TNC "
-           "batches of up to 2M."),
-    Option("handshake_timeout", seconds, 10.0, "Time allowed for the TLS handshake."),
-    Option("negotiation_timeout", seconds, 30.0,
-           "Time allowed for the version exchange and the client's authentication."),
-    Option("idle_timeout", seconds, 300.0, "A connection without any message for this long is closed."),
-    Option("max_connections", positive_int, 1000,
-           "Most PT-TLS connections open at once, shared out evenly among the processes serving "
-           "PT-TLS."),
-    Option("workers", _workers, "auto",
-           "Processes serving PT-TLS: auto (one per CPU nac may run on) or a number. With more "
-           "than one, the main process spawns worker processes that accept on the same listening "
-           "socket, each with its own TNCS core, IMVs and database connection, so that one nac "
-           "instance uses every core. Their log lines go to nac's log, marked \"worker N\"; a "
-           "worker that dies is restarted, and one that cannot start with the configuration while "
-           "nac starts stops nac. 1 serves everything in the main process."),
-    Option("sasl", optional(choice("plain")), "plain",
-           "SASL mechanism offered to clients that did not present a certificate: plain (RFC "
-           "4616). Empty disables SASL."),
-])
-
-def _nas_network(raw: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    # an IPv4-mapped IPv6 address is the IPv4 NAS it stands for (a socket
-    # bound to :: reports IPv4 senders so, and they are matched as IPv4)
-    net = cidr(raw)
-    if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped is not None:
-        return ipaddress.IPv4Network((net.network_address.ipv4_mapped, net.prefixlen - 96))
-    return net
-
-
-declare_section("radius", help=(
-    "RADIUS (RFC 2865, 3579): a NAS, 802.1X switch or VPN gateway relays the endpoint's EAP-TTLS "
-    "(with PT-EAP or EAP-TNC inside) to nac. Enable with `transports = pt-tls, radius`.\n"
-    "NASes (RADIUS clients) are best given one [radius-client:NAME] section each (below), with a "
-    "secret of their own. The older way still works: the addresses or networks (CIDR) of "
-    "`clients` all share `secret`. A request from an address that neither holds is dropped, with a "
-    "log line naming the address (at most one a minute per address)."), options=[
-    Option("listen", address, "::",
-           "Address to listen on. :: (the default): every address, IPv6 and IPv4 (one dual-stack "
-           "socket; 0.0.0.0 where the machine has no IPv6); 0.0.0.0: IPv4 only."),
-    Option("port", port, 1812, "UDP authentication port."),
-    Option("secret", optional(secret_text), None,
-           "Shared secret of the `clients`, the same as configured on them. No default: required when "
-           "radius is enabled and no [radius-client:NAME] section names a NAS. Never shown in logs or "
-           "error messages.", secret=True),
-    Option("clients", comma_list_of(_nas_network), [ipaddress.ip_network("127.0.0.1/32")],
-           "Addresses or networks (CIDR) of the NASes sharing `secret` (only used with it); NASes "
-           "with a secret of their own have [radius-client:NAME] sections."),
-    Option("filter_id_allow", optional(_radius_text), "allow",
-           "Filter-Id sent with Access-Accept for Access Allowed. Empty: no Filter-Id."),
-    Option("filter_id_isolate", optional(_radius_text), "isolate",
-           "Filter-Id sent with Access-Accept for Isolate. Empty: no Filter-Id."),
-    Option("vlan_allow", optional(_vlan), None,
-           "VLAN (Tunnel-Private-Group-Id, sent with Tunnel-Type VLAN and Tunnel-Medium-Type 802) "
-           "for Access Allowed. Empty: no VLAN attributes."),
-    Option("vlan_isolate", optional(_vlan), None,
-           "VLAN for Isolate. Empty: no VLAN attributes."),
-    Option("session_timeout", non_negative_int, 0, "Session-Timeout in seconds sent with Access-Accept; 0: none."),
-    Option("filter_id_tunnel_type", choice("none", "esp"), "none",
-           "esp: send Tunnel-Type = ESP (untagged) with the Filter-Id, for IPsec gateways: strongSwan's "
-           "eap-radius makes the Filter-Id the client's group (connections with groups = allow / isolate) "
-           "only then. none: the Filter-Id alone, for switches and access points."),
-    Option("fragment_size", int_range(64, 4000), 1024,
-           "Largest EAP-TTLS / PT-EAP fragment per EAP message, in bytes; it must fit one RADIUS "
-           "packet (at most 4000). A Framed-MTU in the NAS's first Access-Request lowers it for "
-           "that conversation, so that EAP packets fit Framed-MTU - 4 bytes (RFC 3580); it never "
-           "raises it."),
-    Option("conversation_timeout", seconds, 30.0,
-           "An EAP conversation without a new request for this long is forgotten."),
-    Option("max_conversations", positive_int, 4096,
-           "Most EAP conversations in progress at once, shared out among the worker processes. When "
-           "they are all taken, the oldest unfinished conversation of the client with the most is ended "
-           "to make room: a new authentication is never refused for want of room."),
-    Option("max_conversations_per_nas", optional(positive_int), None,
-           "Most conversations of one client (NAS); a newer one ends its oldest unfinished one. Empty: "
-           "three quarters of max_conversations, so that a flood through one NAS leaves room for the "
-           "others."),
-    Option("max_conversations_per_station", positive_int, 4,
-           "Most conversations of one endpoint (the Calling-Station-Id a NAS sends: a MAC address, or "
-           "an address and port); a newer one ends its oldest unfinished one."),
-    Option("workers", _workers, "auto",
-           "Processes serving RADIUS: auto (one per CPU nac may run on) or a number. With more than "
-           "one, worker processes (the same ones as PT-TLS's, when both have more than one) serve "
-           "RADIUS too, each with its own TNCS core, IMVs and database connection. The main process "
-           "reads the UDP socket and hands each worker the requests of its conversations: a new "
-           "conversation goes to the process its Request Authenticator selects, so they are spread "
-           "evenly whatever source ports the NAS uses, and a conversation stays with one process. "
-           "Workers answer from the same address and port. 1 serves everything in the main "
-           "process."),
-])
-
-
-
-RADIUS_CLIENT_SECTION = "radius-client"
-
-declare_named_section(RADIUS_CLIENT_SECTION, help=(
-    "One NAS, as in FreeRADIUS's clients.conf. NAME (a short name: letters, digits, '.', '_', '-') "
-    "names the NAS in the log and in the session records (`nac-admin sessions list`). A request "
-    "belongs to the NAS with the most specific address holding its source (the longest prefix; a "
-    "[radius-client:NAME] before a `clients` entry of the same network); IPv4 NASes seen by a server "
-    "listening on :: count as IPv4. A key not given keeps the [radius] value. For example:\n"
-    "\n"
-    "  [radius-client:sw-floor2]\n"
-    "  address = 192.0.2.10\n"
-    "  secret_file = /etc/nac/sw-floor2.secret\n"
-    "  vlan_allow = 10\n"
-    "  vlan_isolate = 20\n"
-    "\n"
-    "  [radius-client:vpn-gw]\n"
-    "  address = 2001:db8:0:1::/64, 198.51.100.0/28\n"
-    "  secret = another-secret\n"
-    "  filter_id_allow = vpn-full"), options=[
-    Option("address", comma_list_of(_nas_network, allow_empty=False, unique=True), None,
-           "The NAS's IP address or network (CIDR), IPv4 or IPv6; several separated by commas. "
-           "Required."),
-    Option("secret", optional(secret_text), None,
-           "Its shared secret (never shown in logs or errors). Give secret or secret_file.", secret=True),
-    Option("secret_file", optional(path), None,
-           "A file (best mode 0600) whose first line is the shared secret of this NAS, read at "
-           "start-up by every nac process."),
-    # per-NAS enforcement: the [radius] key of the same name when absent
-    *(SCHEMA["radius"][key] for key in ("filter_id_allow", "filter_id_isolate", "vlan_allow", "vlan_isolate",
-                                        "session_timeout", "filter_id_tunnel_type")),
-])
 
 declare_section("eap", help=(
     "The EAP authenticator behind the radius and ikev2 transports: EAP-TTLS (RFC 5281, TLS 1.2 and "
@@ -732,7 +577,7 @@ declare_section("eap", help=(
            "Access Denied ends in EAP-Failure; Allowed and Isolate in EAP-Success. A client without "
            "a posture client (Debian's strongSwan lacks the PB-TNC plugins) fails with pt-eap: use "
            "none for such deployments."),
-    *_tls_paths("server"),
+    *tls_paths("server"),
     Option("ca", optional(path), None,
            "CA certificates (PEM) client certificates must chain to. Empty: the demo CA, ca.pem in "
            "state_dir."),
@@ -742,7 +587,7 @@ declare_section("eap", help=(
            "still runs."),
     Option("min_tls_version", tls_version, "1.2", "Lowest TLS version accepted in EAP-TTLS: 1.2 or 1.3."),
     Option("max_tls_version", tls_version, "1.3", "Highest TLS version offered in EAP-TTLS: 1.2 or 1.3."),
-    Option("ciphers", _cipher_string, "",
+    Option("ciphers", cipher_string, "",
            "OpenSSL cipher string for TLS 1.2 (see `openssl ciphers`). Empty: OpenSSL's default."),
     Option("fragment_size", int_range(64, 65530), 1024,
            "Largest EAP-TTLS fragment (type-data bytes: flags, length, data) for transports without "
@@ -757,62 +602,6 @@ declare_section("eap", help=(
            "Most EAP requests in one conversation, fragments and acknowledgements included; the "
            "conversation fails beyond."),
 ])
-
-declare_section("ikev2", help=(
-    "IKEv2 (RFC 7296) responder: endpoints authenticate with EAP-TTLS (PT-EAP inside) in IKE_AUTH "
-    "and get the traffic selectors of their access group. Enable with "
-    "`transports = pt-tls, ikev2`."), options=[
-    Option("listen", address, "::",
-           "Address to listen on. :: (the default): every address, IPv6 and IPv4 (one dual-stack "
-           "socket; 0.0.0.0 where the machine has no IPv6); 0.0.0.0: IPv4 only."),
-    Option("port", port, 500, "UDP port for IKE."),
-    Option("nat_port", port, 4500, "UDP port for IKE with NAT traversal (RFC 3948)."),
-    Option("ike_proposals", comma_list_of(_proposal, allow_empty=False),
-           ["aes256-sha256-x25519", "aes128-sha256-modp3072", "aes256gcm16-prfsha384-ecp384"],
-           "IKE SA proposals in strongSwan syntax, most preferred first."),
-    Option("esp_proposals", comma_list_of(_proposal, allow_empty=False),
-           ["aes256gcm16-aes128gcm16-x25519-ecp256-ecp384-modp3072-modp2048-none",
-            "aes256-aes128-sha256-sha384-sha512-x25519-ecp256-ecp384-modp3072-modp2048-none"],
-           "ESP (CHILD_SA) proposals in strongSwan syntax, most preferred first. The DH groups are for "
-           "CHILD_SAs made or rekeyed with PFS in CREATE_CHILD_SA ('none': without PFS); the CHILD_SA of "
-           "IKE_AUTH has no key exchange of its own."),
-    Option("pool", cidr, ipaddress.ip_network("10.10.0.0/24"),
-           "Virtual IP addresses handed out in configuration payloads."),
-    Option("allow_ts", comma_list_of(cidr, allow_empty=False), [ipaddress.ip_network("10.1.0.0/16")],
-           "Traffic selectors (networks) for Access Allowed."),
-    Option("isolate_ts", comma_list_of(cidr, allow_empty=False), [ipaddress.ip_network("10.1.0.16/28")],
-           "Traffic selectors (networks) for Isolate: the remediation network. The networks an initiator "
-           "asks for are narrowed to these (RFC 7296 §2.9): put them inside what clients ask for (by default "
-           "a part of allow_ts), or an isolated client gets TS_UNACCEPTABLE."),
-    Option("kernel", choice("none", "xfrm"), "none",
-           "Install CHILD_SAs in the kernel (xfrm, needs CAP_NET_ADMIN) or only negotiate them (none)."),
-    *_tls_paths("server"),
-    Option("eap_only", eap_only_mode, "auto",
-           "Authenticate the gateway by EAP alone (RFC 5998, no certificate AUTH) when the initiator offers it "
-           "(EAP_ONLY_AUTHENTICATION): yes; never: no; auto: when the first of [eap] methods authenticates "
-           "the gateway itself (ttls) and the initiator asks for no certificate (no CERTREQ, as strongSwan "
-           "clients with 'remote { auth = eap-ttls }' and send_certreq = no) or there is none to show. "
-           "strongSwan clients offer it whatever they expect, so their CERTREQ tells the two apart."),
-    Option("cookie_threshold", positive_int, 50,
-           "Half-open IKE SAs from which IKE_SA_INIT requires a cookie."),
-    Option("max_half_open", positive_int, 10000,
-           "Most half-open IKE SAs kept; further IKE_SA_INIT requests are dropped (bounds memory under a flood)."),
-    Option("max_half_open_per_peer", positive_int, 10,
-           "Most half-open IKE SAs (IKE_AUTH not done) of one peer address, as strongSwan's block_threshold: "
-           "an address that answers cookies still cannot take the table from the others."),
-    Option("max_fragment_memory", byte_size(64 * 1024, 1024 * 1024 * 1024), 16 * 1024 * 1024,
-           "Memory all IKE SAs together may hold for fragmented messages not yet complete (RFC 7383); a "
-           "fragment beyond it is dropped."),
-    Option("fragment_size", int_range(576, 65535), 1280,
-           "Largest IP datagram of an IKE message fragment (RFC 7383), like strongSwan's charon.fragment_size."),
-    Option("dns", comma_list_of(_ip_literal), [],
-           "DNS servers handed out with the virtual IP (configuration payload)."),
-    Option("half_open_timeout", seconds, 30.0, "A half-open IKE SA (IKE_SA_INIT done, no IKE_AUTH) is dropped after this."),
-    Option("auth_timeout", seconds, 60.0, "IKE_AUTH (all EAP rounds and the posture exchange) must end within this."),
-    Option("ike_lifetime", seconds, 86400.0, "An IKE SA not rekeyed by the initiator within this is deleted."),
-    Option("child_lifetime", seconds, 28800.0, "A CHILD_SA not rekeyed within this is deleted."),
-])
-
 
 # -- loading ---------------------------------------------------------------
 
@@ -882,6 +671,9 @@ def load(path: str | None, overrides: Mapping[tuple[str, str], str] | None = Non
     command line; it wins over the file.  Raises :class:`ConfigError`
     listing every problem found.
     """
+    from nac import plugins
+
+    plugins.transport_plugins()  # each declares its section(s) when first loaded
     raw = _read_file(path) if path is not None else {}
     file_sections = set(raw)
     for (section, key), value in (overrides or {}).items():
@@ -968,67 +760,25 @@ def _derive_defaults(cfg: NacConfig) -> None:
         nac["secret_key_file"] = f"{nac['state_dir']}/secret.key"
 
 
+def check_tls_pair(cfg: NacConfig, section: str) -> list[str]:
+    """``[section] cert`` and ``key`` come together (or neither: the demo pair)."""
+    cert, key = cfg.get(section, "cert"), cfg.get(section, "key")
+    if (cert is None) == (key is None):
+        return []
+    missing, given = ("key", "cert") if key is None else ("cert", "key")
+    return [f"{cfg.origin(section, given)}: [{section}] {missing}: required because [{section}] {given} "
+            "is set (set both, or neither to use the demo certificate)"]
+
+
 def _cross_check(cfg: NacConfig) -> list[str]:
-    """Rules that span keys; each problem is named on the key to fix."""
+    """Rules that span keys; each problem is named on the key to fix.  Each
+    transport plugin checks its own sections
+    (:meth:`~nac.interfaces.ITransportPlugin.check`)."""
+    from nac import plugins
+
     problems = []
-
-    def where(section, key):
-        return cfg.origin(section, key)
-
-    problems += _check_radius_clients(cfg)
-    for section in ("pt-tls", "ikev2"):
-        cert, key = cfg.get(section, "cert"), cfg.get(section, "key")
-        if (cert is None) != (key is None):
-            missing, given = ("key", "cert") if key is None else ("cert", "key")
-            problems.append(f"{where(section, given)}: [{section}] {missing}: required because "
-                            f"[{section}] {given} is set (set both, or neither to use the demo certificate)")
-    if cfg.get("ikev2", "port") == cfg.get("ikev2", "nat_port"):
-        problems.append(f"{where('ikev2', 'nat_port')}: [ikev2] nat_port: "
-                        f"'{cfg.get('ikev2', 'nat_port')}' is the same as [ikev2] port; it must differ")
-    return problems
-
-
-def _check_radius_clients(cfg: NacConfig) -> list[str]:
-    """The NASes: ``[radius-client:NAME]`` sections, each with an address
-    and one secret, no network twice; and ``[radius] clients``, which share
-    ``[radius] secret``."""
-    problems = []
-    named = cfg.named_sections(RADIUS_CLIENT_SECTION)
-    owners: dict[Any, str] = {}
-    lower: dict[str, str] = {}
-    for name, values in named.items():
-        section = f"{RADIUS_CLIENT_SECTION}:{name}"
-        origin = cfg.origin(section, "address")
-        if name.lower() in lower:
-            problems.append(f"{origin}: [{section}]: the same name as [{RADIUS_CLIENT_SECTION}:"
-                            f"{lower[name.lower()]}] but for upper and lower case; names must differ")
-        lower.setdefault(name.lower(), name)
-        if values.get("address") is None:
-            problems.append(f"{origin}: [{section}] address: required (the NAS's IP address or network)")
-        for net in values.get("address") or ():
-            if net in owners:
-                problems.append(f"{origin}: [{section}] address: {net} is already the address of "
-                                f"[{RADIUS_CLIENT_SECTION}:{owners[net]}]")
-            owners.setdefault(net, name)
-        given = [key for key in ("secret", "secret_file") if values.get(key) is not None]
-        if not given:
-            problems.append(f"{origin}: [{section}] secret: required (or secret_file), the shared secret "
-                            "also configured on the NAS")
-        elif len(given) == 2:
-            problems.append(f"{cfg.origin(section, 'secret_file')}: [{section}] secret_file: give secret or "
-                            "secret_file, not both")
-    secret = cfg.get("radius", "secret")
-    if "radius" in cfg.transports:
-        if secret is None and ("radius", "clients") in cfg._origins:
-            problems.append(f"{cfg.origin('radius', 'clients')}: [radius] clients: these NASes need [radius] "
-                            "secret, their shared secret (or give each a [radius-client:NAME] section)")
-        if secret is None and not named:
-            problems.append(f"{cfg.origin('radius', 'secret')}: [radius] secret: required because 'radius' is "
-                            "in [nac] transports and no [radius-client:NAME] section names a NAS (the shared "
-                            "secret also configured on the NAS)")
-        if secret is not None and not named and not cfg.get("radius", "clients"):
-            problems.append(f"{cfg.origin('radius', 'clients')}: [radius] clients: is empty; 'radius' in "
-                            "[nac] transports needs at least one client address or network")
+    for plugin in plugins.transport_plugins().values():
+        problems += plugin.check(cfg)
     return problems
 
 

@@ -185,3 +185,71 @@ class IEapSession(Interface):
     # Optional: ``limit_request_size(size)``, the largest EAP packet the
     # transport can carry to the peer (RADIUS: Framed-MTU - 4, RFC 3580);
     # a session having it lowers its fragment size to fit, never raises it.
+
+
+class ITransportPlugin(Interface):
+    """A transport nac can serve: PT-TLS, RADIUS, IKEv2, or a third party's.
+
+    Found by its ``nac.transports`` entry point (:mod:`nac.plugins`), the
+    built-in ones as any other; enabled by its name in ``[nac] transports``;
+    configured in the section of that name.  :mod:`nac.tap` builds the main
+    process with it, :mod:`nac.processes` the worker processes.
+    """
+
+    name = Attribute("Its name in [nac] transports and the name of its configuration section")
+    description = Attribute("One line saying what it is (the sample configuration, errors)")
+    listen_protocol = Attribute("'TCP' or 'UDP': what its port numbers are, for a listen error")
+
+    def declare_options():
+        """Declare its configuration section (nac.config.declare_section)
+        and any other of its own; called once, before any configuration is
+        read."""
+
+    def check(cfg):
+        """Problems of its configuration that span keys (a list of lines,
+        each naming file, section and key); nac.config calls it for every
+        configuration it loads, whether the transport is enabled or not."""
+
+    def processes(cfg):
+        """How many of nac's processes are to serve it when it is enabled:
+        1, the main process alone, or more, which then share its sockets
+        through :class:`IWorkerProcesses`."""
+
+    def make_service(cfg, core, store, workers):
+        """The IService serving it in the main process.  ``core`` is the
+        ITnccsCore, ``store`` the IPolicyStore (or None); ``workers`` the
+        :class:`IWorkerProcesses` of nac when it has worker processes, else
+        None.  A ConfigError names what is wrong in one line."""
+
+    def make_worker_service(cfg, core, store, share):
+        """The IService serving it in a worker process, from what
+        ``share`` (an :class:`IWorkerShare`) carries over from the main
+        process.  Its ``where`` attribute, when it has one, says where it
+        serves (for the worker's start-up log line)."""
+
+
+class IWorkerProcesses(Interface):
+    """nac's worker processes, as a transport of the main process sees
+    them (:class:`nac.processes.WorkerSupervisor`)."""
+
+    processes = Attribute("How many processes nac has, the main process (number 0) included")
+
+    def share(name, processes, descriptors, data=None, label=None):
+        """Let workers 1 … ``processes`` - 1 serve transport ``name`` too.
+
+        ``descriptors(worker)`` returns ``{label: file descriptor}`` of the
+        main process that worker inherits (a listening socket, its end of a
+        socket pair); ``data(worker)`` what else it is told (JSON values);
+        ``label`` names the transport in log lines ("PT-TLS").  Called
+        before the workers start: in ``privilegedStartService``.
+        """
+
+
+class IWorkerShare(Interface):
+    """What a worker process got for one transport from the main process."""
+
+    process = Attribute("This worker's number: 1, 2, …")
+    processes = Attribute("How many processes serve the transport")
+    all_processes = Attribute("How many processes nac has: the step of Connection IDs and session ids")
+    descriptors = Attribute("{label: file descriptor} inherited from the main process")
+    data = Attribute("What the main process's transport handed over (a dict of JSON values)")

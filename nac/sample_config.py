@@ -150,9 +150,17 @@ def sections() -> list[tuple[str, str, list[Option]]]:
     """(section, help, options) of every section the sample shows, in its
     order: a ``[PREFIX:NAME]`` section (``radius-client:NAME``) after the
     section it belongs to (``radius``), the IMVs' last."""
+    from nac import plugins
+
+    transports = list(plugins.transport_plugins())  # declares their sections
+    # [nac], then the transports (the built-in ones in their usual order), then the rest
+    usual = ("pt-tls", "radius", "ikev2")
+    transports.sort(key=lambda name: (usual.index(name) if name in usual else len(usual), name))
+    order = ["nac", *transports, *(name for name in nac_config.SCHEMA if name != "nac" and name not in transports)]
     named = dict.fromkeys(getattr(nac_config, "NAMED_SECTIONS", {}))
     out = []
-    for name, options in nac_config.SCHEMA.items():
+    for name in order:
+        options = nac_config.SCHEMA[name]
         out.append((name, nac_config.SECTION_HELP.get(name, ""), list(options.values())))
         for prefix in [p for p in named if p.partition("-")[0] == name]:
             out.append(_named(prefix))

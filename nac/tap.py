@@ -1,7 +1,10 @@
 """``twistd nac``: command-line options and the service tree.
 
-One :class:`NacService` (a MultiService) holds the TNCS core service and
-one service per enabled transport.
+One :class:`NacService` (a MultiService) holds the policy store, the TNCS
+core service (:mod:`nac.server`), one service per enabled transport, each
+built by its plugin (:mod:`nac.plugins`), and, when a transport asks for
+more processes than this one, the supervisor of the worker processes
+(:mod:`nac.processes`).  It knows no transport by name.
 
 Whatever stops nac from starting — a bad value, an unreadable certificate,
 an IMV that does not load, a port it cannot listen on — ends it with one
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
 import os
 import pwd
 import sys
@@ -30,39 +32,13 @@ from twisted.python.components import Componentized
 from nac import config as nac_config
 from nac import log as nac_log
 from nac.log import Logger
+from nac.processes import WorkerSupervisor
+from nac.server import CoreService, StartupError, build_core, build_store, one_line  # noqa: F401
 from nac.service_user import ServiceUser
-from nac.ifimv import RecommendationPolicy
-from nac.tnccs.core import TnccsCore
-from nac.tnccs.imv_manager import ImvLoadError, ImvManager, load_imv
 
 log = Logger(namespace="nac")
 
 
-class StartupError(SystemExit):
-    """nac cannot start; ``line`` says why in one line (``file: [section]
-    key: problem``).
-
-    A SystemExit, so that twistd, which reports any other exception with a
-    traceback and an option error with its usage text, lets it through and
-    Python exits with status 1 printing just the line."""
-
-    def __init__(self, line: str):
-        super().__init__(line)
-        self.line = line
-
-
-def one_line(error: BaseException) -> str:
-    """An error's message as one line: a ConfigError's problems joined by
-    '; ', a driver's message of several lines joined by blanks."""
-    problems = getattr(error, "problems", None) or (str(error),)
-    return "; ".join(" ".join(p.split()) for p in problems if p.strip()) or type(error).__name__
-
-# transport name -> "module:factory"; factory(config, core) returns an IService
-TRANSPORTS = {
-    "pt-tls": "transports.pt_tls.service:make_service",
-    "radius": "transports.radius.service:make_service",
-    "ikev2": "transports.ikev2.service:make_service",
-}
 
 
 class Options(usage.Options):
@@ -120,52 +96,10 @@ class Options(usage.Options):
             sys.exit(0)
 
 
-class CoreService(service.Service):
-    """Owns the TNCS core; aborts open assessments when the server stops."""
-
-    name = "tnccs"
-
-    def __init__(self, core: TnccsCore):
-        self.core = core
-
-    def startService(self):
-        super().startService()
-        names = ", ".join(imv.name for imv in self.core.imvs) or "none"
-        log.info("TNCS core ready: IMVs {imvs}, recommendation policy '{policy}'",
-                 imvs=names, policy=self.core.policy.value)
-        if not len(self.core.imvs):
-            log.warn("no IMVs are configured ([nac] imvs): every assessment ends in "
-                     "'no recommendation', which is Access Denied")
-
-    def stopService(self):
-        for conn in list(self.core.connections.values()):
-            conn.abort("server shutting down")
-        return super().stopService()
-
-
-def build_core(cfg, connection_ids: tuple[int, int] = (1, 1)) -> TnccsCore:
-    """The TNCS core with the IMVs of ``[nac] imvs``; ``connection_ids`` is
-    the (first, step) of its Connection IDs (see :class:`TnccsCore`)."""
-    manager = ImvManager()
-    for spec in cfg.imvs:
-        try:
-            manager.add(load_imv(spec, cfg.imv_options))
-        except ImvLoadError as exc:
-            raise nac_config.ConfigError(f"{cfg.source or 'defaults'}: [nac] imvs: {exc}") from exc
-    languages = tuple(x for x in cfg.get("nac", "language")) if isinstance(
-        cfg.get("nac", "language"), (list, tuple)) else (cfg.get("nac", "language"),)
-    return TnccsCore(manager, policy=RecommendationPolicy(cfg.get("nac", "recommendation_policy")),
-                     languages=languages, max_rounds=cfg.get("nac", "max_rounds"),
-                     connection_ids=connection_ids)
-
-
 def worker_processes(cfg) -> dict[str, int]:
-    """How many processes serve each transport that can have worker
-    processes (``[pt-tls] workers``, ``[radius] workers``; 1 when the
-    transport is off)."""
-    from transports.pt_tls.workers import process_count
-    return {name: process_count(cfg.get(name, "workers")) if name in cfg.transports else 1
-            for name in ("pt-tls", "radius")}
+    """How many processes each enabled transport asks for (its plugin says:
+    ``[pt-tls] workers``, ``[radius] workers``; 1 for the main process only)."""
+    return {name: transport_plugin(name).processes(cfg) for name in cfg.transports}
 
 
 def prepare_state_dir(cfg, user=None) -> Path:
@@ -211,92 +145,14 @@ def check_config_readable(cfg, user) -> None:
             f"processes load it: {exc.strerror}")
 
 
-def transport_factory(name: str):
-    module_name, _, attr = TRANSPORTS[name].partition(":")
+def transport_plugin(name: str):
+    """The plugin of transport ``name`` (:mod:`nac.plugins`); ConfigError when it is not installed."""
+    from nac import plugins
+
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise nac_config.ConfigError(f"transport {name!r} is not available in this build: {exc}")
-    return getattr(module, attr)
-
-
-def build_store(cfg, *, migrate: bool = True, check: bool = False):
-    """The policy store of ``[nac] db``.
-
-    The embedded SQLite database is created or upgraded on start, so that one
-    command gives a working server; a shared server database (PostgreSQL) is
-    only checked: its schema belongs to `nac-admin init`, run once by the
-    operator, not to whichever nac instance starts first.  ``migrate=False``
-    (PT-TLS worker processes, started after the main process migrated) only
-    checks SQLite too.  ``check`` (``--check``) changes nothing: an embedded
-    database start-up would create or upgrade passes if it could be (None
-    when there is none yet), and the secret key file is only read.
-    """
-    from nac.db.engine import DatabaseUnavailable, SchemaError, check_schema, display_url, \
-        make_engine, sqlite_path, upgrade
-    from nac.db.store import PolicyStore
-
-    where = f"{cfg.origin('nac', 'db')}: [nac] db"
-    embedded = sqlite_path(cfg.db_url)
-    if check and embedded is not None and not os.path.exists(embedded):
-        folder = os.path.dirname(os.path.abspath(embedded))
-        if not os.access(folder if os.path.isdir(folder) else cfg.state_dir, os.W_OK):
-            raise nac_config.ConfigError(f"{where}: cannot create {embedded}: {folder} is not writable")
-        return None
-    try:
-        engine = make_engine(cfg.db_url)
-    except Exception as exc:  # bad driver, bad URL syntax the parser let through
-        raise nac_config.ConfigError(f"{where}: {one_line(exc)}") from exc
-    shown = display_url(engine.url)
-    try:
-        if check and embedded is not None:
-            revision = _upgradable(engine)
-        elif migrate and embedded is not None:
-            revision = upgrade(engine)
-            log.info("policy database {db} at schema revision {revision}", db=shown, revision=revision)
-        else:
-            revision = check_schema(engine)
-            log.info("policy database {db} at schema revision {revision}", db=shown, revision=revision)
-    except SchemaError as exc:
-        engine.dispose()
-        raise nac_config.ConfigError(f"{where}: {exc}") from exc
-    except (DatabaseUnavailable, OSError) as exc:
-        engine.dispose()
-        raise nac_config.ConfigError(f"{where}: {shown} is not usable: {one_line(exc)}") from exc
-    except Exception as exc:  # driver errors: unreachable server, permissions
-        engine.dispose()
-        # the driver's own message, without SQLAlchemy's statement and link
-        reason = one_line(getattr(exc, "orig", None) or exc)
-        raise nac_config.ConfigError(f"{where}: cannot open {shown}: {reason}") from exc
-    from nac.db.secrets import SecretBox, SecretKeyError, load_or_create_key
-
-    key_file = cfg.get("nac", "secret_key_file")
-    try:
-        if check and not os.path.exists(key_file):
-            key = bytes(32)  # start-up creates it
-        else:
-            key = load_or_create_key(key_file)
-        secrets = SecretBox(key)
-    except SecretKeyError as exc:
-        engine.dispose()
-        raise nac_config.ConfigError(f"{cfg.origin('nac', 'secret_key_file')}: [nac] secret_key_file: "
-                                     f"{exc}") from exc
-    return PolicyStore(engine, credential_cache_ttl=cfg.get("nac", "credential_cache_ttl"), secrets=secrets,
-                       inline=cfg.get("nac", "db_inline"))
-
-
-def _upgradable(engine) -> str | None:
-    """The schema revision of an embedded database, which start-up would
-    upgrade; SchemaError when this nac does not know it (a newer nac's)."""
-    from alembic.script import ScriptDirectory
-
-    from nac.db.engine import alembic_config, check_schema, current_revision
-
-    revision = current_revision(engine)
-    known = {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
-    if revision is not None and revision not in known:
-        check_schema(engine)  # raises the "unknown revision" SchemaError
-    return revision
+        return plugins.transport_plugin(name)
+    except plugins.TransportPluginError as exc:
+        raise nac_config.ConfigError(str(exc)) from None
 
 
 class NacService(service.MultiService):
@@ -410,7 +266,7 @@ def listen_error(cfg, section: str, exc: CannotListenError) -> str:
     number = getattr(exc, "port", None)
     keys = [key for key in ("port", "nat_port") if key in nac_config.SCHEMA.get(section, {})]
     key = next((k for k in keys if cfg is not None and cfg.get(section, k) == number), "port")
-    kind = "TCP" if section == "pt-tls" else "UDP"
+    kind = getattr(_plugin_or_none(section), "listen_protocol", "") or "UDP"
     error = getattr(exc, "socketError", None)
     code = getattr(error, "errno", None)
     what = f"cannot listen on {exc.interface or '*'} {kind} port {number}"
@@ -427,6 +283,13 @@ def listen_error(cfg, section: str, exc: CannotListenError) -> str:
         reason = getattr(error, "strerror", None) or str(error)
     origin = cfg.origin(section, key) if cfg is not None else "defaults"
     return f"{origin}: [{section}] {key}: {what}: {reason}"
+
+
+def _plugin_or_none(name: str):
+    try:
+        return transport_plugin(name)
+    except nac_config.ConfigError:
+        return None
 
 
 def check_configuration(options) -> str:
@@ -501,7 +364,7 @@ def makeService(options) -> service.MultiService:
         store = build_store(cfg, check=checking)
         # the main process is number 0 of nac's processes
         counts = worker_processes(cfg)
-        processes = max(counts.values())
+        processes = max(counts.values(), default=1)
         if user is not None and processes > 1:
             check_config_readable(cfg, user)
         core = build_core(cfg, connection_ids=(1, processes))
@@ -512,18 +375,10 @@ def makeService(options) -> service.MultiService:
         CoreService(core).setServiceParent(top)
         workers = None
         if processes > 1:
-            from transports.pt_tls.workers import WorkerSupervisor
             workers = WorkerSupervisor(cfg.source, getattr(options, "nac_overrides", {}), processes)
             workers.on_config_error = top.worker_config_error
         for name in cfg.transports:
-            make = transport_factory(name)
-            if name == "pt-tls":
-                transport = make(cfg, core, store, overrides=getattr(options, "nac_overrides", {}),
-                                 workers=workers)
-            elif name == "radius":
-                transport = make(cfg, core, store, workers=workers)
-            else:
-                transport = make(cfg, core, store)
+            transport = transport_plugin(name).make_service(cfg, core, store, workers)
             transport.setServiceParent(top)
         if workers is not None:
             # started after the transports, which hand it their sockets

@@ -127,6 +127,8 @@ def service_user_wrapper(workdir: Path, user: str = "nobody", *, setpriv: str | 
     needed = [Path(sys.executable).resolve(), Path(sys.prefix), REPO, *map(Path, site.getsitepackages())]
     covers: dict[Path, set[str]] = {}
     for path in needed:
+        if not path.exists():  # a venv lists site directories it never made
+            continue
         path = path.resolve()
         for depth in range(1, len(path.parts)):
             directory = Path(*path.parts[:depth])

@@ -107,8 +107,9 @@ class SampleFileTests(unittest.TestCase):
     def test_sample_documents_every_declared_key(self):
         text = SAMPLE.read_text()
         for section, options in SCHEMA.items():
-            start = text.find(f"[{section}]")
-            self.assertNotEqual(start, -1, f"etc/nac.conf has no [{section}] section")
+            header = re.search(rf"(?m)^\[{re.escape(section)}\]$", text)
+            self.assertIsNotNone(header, f"etc/nac.conf has no [{section}] section")
+            start = header.start()
             end = text.find("\n[", start + 1)
             body = text[start:end if end != -1 else len(text)]
             for key in options:
@@ -328,8 +329,8 @@ class ErrorMessageTests(ConfigFileMixin, unittest.TestCase):
 
     def test_transports_must_be_known_unique_and_not_empty(self):
         self.assertProblem(None, {("nac", "transports"): "pt-tls, ipsec"},
-                           "[nac] transports: 'pt-tls, ipsec' has item 'ipsec', which is not one of: "
-                           "pt-tls, radius, ikev2")
+                           "[nac] transports: 'pt-tls, ipsec' has item 'ipsec', which is not an "
+                           "installed transport (installed: ikev2, pt-tls, radius)")
         self.assertProblem(None, {("nac", "transports"): "pt-tls,pt-tls"}, "more than once")
         self.assertProblem(None, {("nac", "transports"): ""}, "[nac] transports: '' is empty")
 

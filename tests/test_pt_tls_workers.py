@@ -27,7 +27,7 @@ from nac.tnccs.assessment import PeerInfo
 from nac.tnccs.core import TnccsCore
 from tests.nacserver import REPO, NacServer, repo_env
 from transports.pt_tls import service as pt_service
-from transports.pt_tls import workers as w
+from nac import processes as w
 
 PASSWORD = "erin's password"
 
@@ -146,7 +146,7 @@ def worker_events(*calls) -> list[dict]:
 class LogRelayTests(unittest.TestCase):
     def relay(self, stream="stdout", max_line=w.MAX_LOG_LINE):
         got: list[dict] = []
-        return w.LogRelay(1, 4242, got.append, stream=stream, max_line=max_line), got
+        return w.LogRelay(1, 4242, got.append, stream=stream, max_line=max_line, kind="PT-TLS"), got
 
     def test_events_cut_anywhere_arrive_whole_with_the_worker(self):
         events = worker_events(("info", "accepting PT-TLS stream from {peer}", {"peer": "127.0.0.1[4000]"}),
@@ -346,7 +346,7 @@ class SupervisorTests(unittest.TestCase):
         self.sup = w.WorkerSupervisor("nac.conf", {("nac", "db"): "sqlite:////x.db"}, 3,
                                       reactor=self.reactor, publish=self.events.append,
                                       backoff=(0.5, 4.0), stable=30.0, stop_timeout=5.0)
-        self.sup.listening_socket = self.socket
+        self.share_pt_tls(3)
         self.logged: list[dict] = []
         from twisted.logger import globalLogPublisher
         globalLogPublisher.addObserver(self.logged.append)
@@ -354,6 +354,12 @@ class SupervisorTests(unittest.TestCase):
 
     def texts(self) -> str:
         return "\n".join(formatEventAsClassicLogText(e) or "" for e in self.logged)
+
+    def share_pt_tls(self, processes: int) -> None:
+        """What the PT-TLS service of the main process shares (PtTlsService.startService)."""
+        sock = self.socket
+        self.sup.share("pt-tls", processes, lambda worker: {"listen": sock.fileno()}, {"family": int(sock.family)},
+                       label="PT-TLS")
 
     def ready(self, process):
         process.proto.outReceived(b'{"nac_control": "ready"}\n')
@@ -363,9 +369,12 @@ class SupervisorTests(unittest.TestCase):
         self.assertEqual(len(self.reactor.spawned), 2)
         for k, (process, executable, args, env, fds) in enumerate(self.reactor.spawned, 1):
             self.assertEqual(executable, sys.executable)
-            self.assertEqual(args[1:5], ["-m", "transports.pt_tls.workers", "--worker", str(k)])
+            self.assertEqual(args[1:5], ["-m", "nac.processes", "--worker", str(k)])
             self.assertEqual(fds, {0: "w", 1: "r", 2: "r", 3: self.socket.fileno()})
             launch = json.loads(process.written)
+            self.assertEqual(launch["transports"], {"pt-tls": {
+                "processes": 3, "descriptors": {"listen": 3}, "data": {"family": int(self.socket.family)},
+                "label": "PT-TLS"}})
             self.assertEqual(launch["config"], os.path.abspath("nac.conf"))
             self.assertEqual(launch["overrides"], [["nac", "db", "sqlite:////x.db"]])
             self.assertNotIn("sqlite", " ".join(args))  # overrides travel over the pipe, not argv
@@ -385,21 +394,28 @@ class SupervisorTests(unittest.TestCase):
         self.addCleanup(udp.close)
         ends = mesh(3)
         self.addCleanup(lambda: [sock.close() for sock in ends.values()])
-        # PT-TLS in processes 0 and 1, RADIUS in all three
-        self.sup.pt_tls_processes = 2
-        self.sup.radius_socket, self.sup.radius_mesh = udp, ends
+        # PT-TLS in processes 0 and 1, RADIUS in all three (as RadiusService.startService shares it)
+        self.share_pt_tls(2)
+
+        def radius_descriptors(worker):
+            return {"udp": udp.fileno(), **{f"relay-{peer}": sock.fileno()
+                                            for (i, peer), sock in ends.items() if i == worker}}
+
+        self.sup.share("radius", 3, radius_descriptors, {"family": int(udp.family)}, label="RADIUS")
         self.assertEqual([self.sup.kind(k) for k in (1, 2)], ["PT-TLS and RADIUS", "RADIUS"])
         self.sup.startService()
         (one, _, _, _, fds1), (two, _, _, _, fds2) = self.reactor.spawned
-        self.assertEqual(fds1, {0: "w", 1: "r", 2: "r", 3: self.socket.fileno(), 4: udp.fileno(),
-                                5: ends[1, 0].fileno()})
-        self.assertEqual(fds2, {0: "w", 1: "r", 2: "r", 4: udp.fileno(), 5: ends[2, 0].fileno()})
+        # each worker's descriptors from 3 on, transport by transport
+        self.assertEqual(fds1, {0: "w", 1: "r", 2: "r", 3: self.socket.fileno(), 4: ends[1, 0].fileno(),
+                                5: udp.fileno()})
+        self.assertEqual(fds2, {0: "w", 1: "r", 2: "r", 3: ends[2, 0].fileno(), 4: udp.fileno()})
         launch1, launch2 = json.loads(one.written), json.loads(two.written)
-        self.assertEqual(launch1["family"], int(self.socket.family))
-        self.assertIsNone(launch2["family"])  # no PT-TLS in worker 2
-        for launch in (launch1, launch2):
-            self.assertEqual(launch["radius"], {"family": int(socket.AF_INET), "processes": 3,
-                                                "relay": {"0": 5}})
+        self.assertEqual(launch1["transports"]["pt-tls"]["descriptors"], {"listen": 3})
+        self.assertNotIn("pt-tls", launch2["transports"])  # no PT-TLS in worker 2
+        self.assertEqual(launch1["transports"]["radius"], {"processes": 3, "descriptors": {"relay-0": 4, "udp": 5},
+                                                           "data": {"family": int(socket.AF_INET)}, "label": "RADIUS"})
+        self.assertEqual(launch2["transports"]["radius"], {"processes": 3, "descriptors": {"relay-0": 3, "udp": 4},
+                                                           "data": {"family": int(socket.AF_INET)}, "label": "RADIUS"})
         self.ready(one)
         self.ready(two)
         self.assertIn("all 2 nac worker processes are accepting", self.texts())
@@ -576,7 +592,7 @@ class TwoProcessServerTests(unittest.TestCase):
     def test_worker_log_lines_reach_the_main_log_whole(self):
         self.load(40)
         log = self.server.log_text()
-        self.assertRegex(log, r"\[nac\.pt-tls\.workers#info worker 1\] PT-TLS worker 1 \(pid \d+\) accepting on "
+        self.assertRegex(log, r"\[nac\.workers#info worker 1\] PT-TLS worker 1 \(pid \d+\) accepting on "
                               r"127\.0\.0\.1\[\d+\]")
         self.assertIn("[nac.pt-tls#info worker 1] accepting PT-TLS stream from 127.0.0.1", log)
         self.assertIn("[nac.tnccs.pb#info worker 1] PB-TNC state transition from 'Init' to 'Server Working'",
@@ -647,7 +663,7 @@ class WorkerLifetimeTests(unittest.TestCase):
         os.kill(old, signal.SIGKILL)
         wait_for(lambda: "failed to start: exit status 3" in server.log_text(), 60, "the failed start")
         log = server.log_text()
-        self.assertIn("[nac.pt-tls.workers#error worker 1] PT-TLS worker 1 cannot start: ", log)
+        self.assertIn("[nac.workers#error worker 1] PT-TLS worker 1 cannot start: ", log)
         self.assertIn("[pt-tls] workerz: unknown key; did you mean 'workers'?", log)
         self.assertRegex(log, r"PT-TLS worker 1 \(pid \d+\) failed to start: exit status 3 \(its reason "
                               r"is logged above\); trying again in 1 s")

@@ -259,7 +259,17 @@ class RadiusServiceTests(unittest.TestCase):
         copy of the UDP socket and its end of the relay."""
         import types
 
-        supervisor = types.SimpleNamespace(processes=2)
+        from nac.processes import WorkerShare
+
+        class Supervisor:
+            """What RadiusService hands nac's worker processes (IWorkerProcesses.share)."""
+            processes = 2
+            shares: dict = {}
+
+            def share(self, name, processes, descriptors, data=None, label=None):
+                self.shares[name] = (processes, descriptors, data, label)
+
+        supervisor = Supervisor()
         cfg = self.config(workers=2)
         sessions = {0: [], 1: []}
 
@@ -278,14 +288,19 @@ class RadiusServiceTests(unittest.TestCase):
                             eap_factory=factory(0), workers=supervisor)
         main.startService()
         self.addCleanup(main.stopService)
-        self.assertEqual((supervisor.radius_processes, main.server.process, main.server.processes), (2, 0, 2))
-        self.assertIs(supervisor.radius_socket, main._listening.socket)
+        processes, descriptors, data, label = supervisor.shares["radius"]
+        self.assertEqual((processes, label, main.server.process, main.server.processes), (2, "RADIUS", 0, 2))
+        ours = descriptors(1)
+        self.assertEqual(ours["udp"], main._listening.socket.fileno())
+        self.assertEqual(set(ours), {"udp", "relay-0"})
         if not worker:
             return main, None, sessions
-        relay_end = supervisor.radius_mesh[1, 0]
-        second = make_service(cfg, core=None, store=None, eap_factory=factory(1), process=1, processes=2,
-                              adopt=(os.dup(supervisor.radius_socket.fileno()), socket.AF_INET),
-                              relay={0: os.dup(relay_end.fileno())})
+        # worker 1, built as nac.processes builds it, from copies of what it would inherit
+        share = WorkerShare(1, processes, 2, {label: os.dup(fd) for label, fd in ours.items()}, data)
+        second = make_service(
+            cfg, core=None, store=None, eap_factory=factory(1), process=share.process, processes=share.processes,
+            adopt=(share.descriptors["udp"], share.data["family"]),
+            relay={int(k.partition("-")[2]): fd for k, fd in share.descriptors.items() if k.startswith("relay-")})
         second.startService()
         self.addCleanup(second.stopService)
         self.assertEqual(second.where, f"127.0.0.1[{self.port}]")

@@ -307,7 +307,7 @@ class StartupErrorTests(unittest.TestCase):
             "class Imv(ScannerImv):\n"
             "    def __init__(self, options):\n"
             "        main = getattr(sys.modules['__main__'], '__spec__', None)\n"
-            "        if main is not None and main.name.endswith('.workers'):\n"
+            "        if main is not None and main.name == 'nac.processes':\n"
             "            raise RuntimeError('no licence in worker processes')\n"
             "        super().__init__(options)\n")
         self.write("imvs = worker_shy_imv:Imv\n" + self.pt_tls(workers=2))
@@ -346,15 +346,15 @@ class WorkerConfigErrorLaterTests(unittest.TestCase):
     retried (tests/test_pt_tls_workers.py), not the end of nac."""
 
     def test_supervisor_stops_nac_only_at_start(self):
+        from nac import processes as w
         from tests.test_pt_tls_workers import FakeReactor
         from transports.pt_tls import service as pt_service
-        from transports.pt_tls import workers as w
 
         reactor = FakeReactor()
         sock = pt_service.listening_socket("127.0.0.1", 0)
         self.addCleanup(sock.close)
         sup = w.WorkerSupervisor("nac.conf", {}, 3, reactor=reactor, publish=lambda event: None)
-        sup.listening_socket = sock
+        sup.share("pt-tls", 3, lambda worker: {"listen": sock.fileno()}, {"family": int(sock.family)}, label="PT-TLS")
         stopped = []
         sup.on_config_error = stopped.append
         sup.startService()

@@ -63,7 +63,7 @@ class ServiceTreeTests(unittest.TestCase):
         top = tap.makeService(opts)
         self.assertIsInstance(top, MultiService)
         names = [s.name for s in top]
-        from transports.pt_tls.workers import process_count
+        from nac.processes import process_count
         # the worker processes' supervisor starts last, once the transports have their sockets
         self.assertEqual(names, ["policy-store", "tnccs", "pt-tls"]
                          + (["workers"] if process_count("auto") > 1 else []))
@@ -94,7 +94,8 @@ class ServiceTreeTests(unittest.TestCase):
         self.assertEqual([s.name for s in top], ["policy-store", "tnccs", "pt-tls", "radius", "workers"])
         workers = top.getServiceNamed("workers")
         # three processes: PT-TLS in the first two, RADIUS in all three
-        self.assertEqual((workers.processes, workers.pt_tls_processes, workers.radius_processes), (3, 2, 3))
+        self.assertEqual((workers.processes, top.getServiceNamed("pt-tls").processes,
+                          top.getServiceNamed("radius").server.processes), (3, 2, 3))
         # Connection IDs and PT-TLS session ids step over every process
         self.assertEqual(top.getServiceNamed("tnccs").core.connection_ids, (1, 3))
         self.assertEqual(next(top.getServiceNamed("pt-tls").factory.session_ids), 1)

@@ -8,6 +8,7 @@ live in :mod:`transports.pt_tls.negotiation`, PB-TNC rules in
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 from pathlib import Path
 
@@ -251,15 +252,16 @@ class PtTlsService(service.MultiService):
     """The PT-TLS listener of the main process, and its worker processes.
 
     The socket is opened in :meth:`privilegedStartService` (port 271 needs
-    privileges twistd drops afterwards).  With ``workers`` (a
-    :class:`~transports.pt_tls.workers.WorkerSupervisor`) other processes
-    accept on the same socket; this process accepts too.
+    privileges twistd drops afterwards).  With ``workers`` (nac's
+    :class:`~nac.interfaces.IWorkerProcesses`) and ``processes`` above 1,
+    workers 1 … ``processes`` - 1 accept on the same socket (see
+    :class:`PtTlsWorkerService`); this process accepts too.
     """
 
     transport_name = "pt-tls"
 
     def __init__(self, core, factory: PtTlsFactory, context, port: int, interface: str,
-                 workers=None, reactor=None, *, supervise: bool = True):
+                 workers=None, reactor=None, *, supervise: bool = True, processes: int = 1):
         super().__init__()
         self.core = core
         self.factory = factory
@@ -270,6 +272,7 @@ class PtTlsService(service.MultiService):
         self.socket: socket.socket | None = None
         self.listener = None
         self.workers = workers
+        self.processes = processes if workers is not None else 1
         if workers is not None and supervise:
             workers.setServiceParent(self)
         self._reactor = reactor
@@ -297,12 +300,13 @@ class PtTlsService(service.MultiService):
         self._listen()
         self.listener = self.reactor.adoptStreamPort(self.socket.fileno(), self.socket.family,
                                                      self.tls_factory)
-        if self.workers is None or self.workers.pt_tls_processes < 2:
+        if self.processes < 2:
             log.info("PT-TLS listening on {where}", where=self._where)
         else:
-            self.workers.listening_socket = self.socket
-            log.info("PT-TLS listening on {where} with {n} processes", where=self._where,
-                     n=self.workers.pt_tls_processes)
+            sock = self.socket
+            self.workers.share(self.transport_name, self.processes, lambda worker: {"listen": sock.fileno()},
+                               {"family": int(sock.family)}, label="PT-TLS")
+            log.info("PT-TLS listening on {where} with {n} processes", where=self._where, n=self.processes)
         super().startService()
 
     @defer.inlineCallbacks
@@ -356,7 +360,7 @@ def make_factory(cfg, core, store=None, *, check_password=None, process: int = 0
     of the ``processes`` serving PT-TLS: its share of ``max_connections``
     and its own series of session ids (every ``id_step``-th, the number of
     nac's processes; default ``processes``)."""
-    from transports.pt_tls.workers import connection_share
+    from nac.processes import connection_share
 
     sec = cfg.section("pt-tls")
     if check_password is None:
@@ -382,20 +386,18 @@ def make_service(cfg, core, store=None, *, check_password=None, pki=None,
     With ``[pt-tls] workers`` above 1 worker processes load the same
     configuration file and command-line ``overrides`` ({(section, key): raw
     value}) and serve PT-TLS too: those of ``workers`` (the
-    :class:`~transports.pt_tls.workers.WorkerSupervisor` of nac's service
-    tree) when given, else of a supervisor of the PT-TLS service's own.
-    ``core`` must then hand out every n-th Connection ID, n being the number
-    of nac's processes (``TnccsCore(connection_ids=(1, n))``).
+    :class:`~nac.processes.WorkerSupervisor` of nac's service tree) when
+    given, else of a supervisor of the PT-TLS service's own.  ``core`` must
+    then hand out every n-th Connection ID, n being the number of nac's
+    processes (``TnccsCore(connection_ids=(1, n))``).
     """
-    from transports.pt_tls.workers import WorkerSupervisor, process_count
+    from nac.processes import WorkerSupervisor, process_count
 
     processes = process_count(cfg.get("pt-tls", "workers"))
     supervise = workers is None
     if workers is None and processes > 1:
         workers = WorkerSupervisor(cfg.source, overrides or {}, processes)
     total = workers.processes if workers is not None else 1
-    if workers is not None:
-        workers.pt_tls_processes = min(processes, total)
     first, step = getattr(core, "connection_ids", (1, 1))
     if total > 1 and (first, step) != (1, total):
         raise ValueError(f"{total} processes need a TNCS core with connection_ids "
@@ -405,4 +407,45 @@ def make_service(cfg, core, store=None, *, check_password=None, pki=None,
                            id_step=total)
     sec = cfg.section("pt-tls")
     return PtTlsService(core, factory, context, sec["port"], sec["listen"], workers=workers,
-                        supervise=supervise)
+                        supervise=supervise, processes=min(processes, total))
+
+
+class PtTlsWorkerService(service.Service):
+    """PT-TLS in a worker process: it accepts on the listening socket the
+    main process bound (``share.descriptors["listen"]``), as the main process
+    and the other workers do; the kernel gives each new connection to
+    whichever accepts first."""
+
+    name = "pt-tls"
+
+    def __init__(self, factory: PtTlsFactory, context, share, reactor=None):
+        self.tls_factory = TlsServerFactory(context, False, factory)
+        self.fd = int(share.descriptors["listen"])
+        self.family = int(share.data["family"])
+        self.port = None
+        self.where = None
+        self._reactor = reactor
+
+    def startService(self):
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        self.port = reactor.adoptStreamPort(self.fd, self.family, self.tls_factory)
+        os.close(self.fd)  # adoptStreamPort took a duplicate
+        host = self.port.getHost()
+        self.where = f"{host.host}[{host.port}]"
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None
+
+
+def make_worker_service(cfg, core, store, share) -> PtTlsWorkerService:
+    """PT-TLS in worker process ``share.process`` (see :class:`PtTlsWorkerService`)."""
+    factory = make_factory(cfg, core, store, process=share.process, processes=share.processes,
+                           id_step=share.all_processes)
+    return PtTlsWorkerService(factory, tls_context(cfg, announce=False), share)

@@ -2,7 +2,7 @@
 
 This module only moves datagrams and runs the expiry timer: RADIUS rules live
 in :mod:`transports.radius.server`, EAP in :mod:`nac.eap`.  With ``[radius]
-workers`` above 1, worker processes (:mod:`transports.pt_tls.workers`) serve
+workers`` above 1, worker processes (:mod:`nac.processes`) serve
 RADIUS too: the main process reads the UDP socket and hands each worker the
 requests of its conversations (:mod:`transports.radius.relay`); a worker
 answers through its copy of the socket.
@@ -180,8 +180,16 @@ class RadiusService(service.Service):
             self.protocol.relay = relay
             relay.start(reactor)
         if self.workers is not None and self.server.processes > 1:
-            self.workers.radius_socket = self._listening.socket
-            self.workers.radius_mesh = self._mesh
+            listening, ends_of = self._listening.socket, self._mesh
+
+            def descriptors(worker: int) -> dict[str, int]:
+                # the UDP socket (the worker answers from it) and its ends of the relay mesh
+                fds = {"udp": listening.fileno()}
+                fds.update((f"relay-{peer}", sock.fileno()) for (i, peer), sock in ends_of.items() if i == worker)
+                return fds
+
+            self.workers.share(self.transport_name, self.server.processes, descriptors,
+                               {"family": int(listening.family)}, label="RADIUS")
         self._sweeper = task.LoopingCall(lambda: self.server.expire(self.clock.seconds()))
         self._sweeper.clock = self.clock
         self._sweeper.start(EXPIRY_INTERVAL, now=False)
@@ -242,12 +250,12 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
     server of :mod:`nac.eap.server` configured from the same section.
 
     In the main process, ``workers`` (nac's
-    :class:`~transports.pt_tls.workers.WorkerSupervisor`) runs the other
-    processes of ``[radius] workers``; without it RADIUS is served by this
-    process alone.  A worker process passes its number ``process`` of
-    ``processes``, its socket (``adopt``) and its ``relay`` ends.
+    :class:`~nac.interfaces.IWorkerProcesses`) runs the other processes of
+    ``[radius] workers``; without it RADIUS is served by this process alone.
+    A worker process passes its number ``process`` of ``processes``, its
+    socket (``adopt``) and its ``relay`` ends (:func:`make_worker_service`).
     """
-    from transports.pt_tls.workers import connection_share, process_count
+    from nac.processes import connection_share, process_count
     sec = cfg.section("radius")
     clients = client_table(cfg)
     if not len(clients):
@@ -263,7 +271,6 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
         processes = 1
         if workers is not None:
             processes = min(process_count(sec["workers"]), workers.processes)
-            workers.radius_processes = processes
     first, step = getattr(core, "connection_ids", (1, 1)) if workers is not None else (1, processes)
     if processes > 1 and step < processes:
         raise ValueError(f"{processes} RADIUS processes need a TNCS core handing out every n-th "
@@ -278,3 +285,13 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
                           process=process, processes=processes)
     return RadiusService(core, server, sec["port"], sec["listen"], clock=clock,
                          workers=workers if processes > 1 else None, adopt=adopt, relay=relay)
+
+
+def make_worker_service(cfg, core, store, share) -> RadiusService:
+    """RADIUS in worker process ``share.process``: it answers the requests
+    of its conversations, which the main process hands it over its relay
+    ends, from the UDP socket the main process bound."""
+    relay = {int(label.partition("-")[2]): int(fd) for label, fd in share.descriptors.items()
+             if label.startswith("relay-")}
+    return make_service(cfg, core, store, process=share.process, processes=share.processes,
+                        adopt=(int(share.descriptors["udp"]), int(share.data["family"])), relay=relay)

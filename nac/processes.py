@@ -1,36 +1,39 @@
-"""Worker processes that serve PT-TLS and RADIUS on the main process's sockets.
+"""nac's worker processes: one reactor runs on one core, so with ``workers``
+above 1 in a transport's section the main process (twistd) spawns worker
+processes that serve the transports beside it.
 
-One reactor runs on one core.  With ``[pt-tls] workers`` or ``[radius]
-workers`` above 1 the main process (twistd) spawns worker processes (as many
-as the larger of the two asks for, less itself); worker k serves each
-transport that asks for more than k processes.  It hands a worker the PT-TLS
-listening socket as file descriptor 3 and the RADIUS UDP socket as file
-descriptor 4 (``spawnProcess`` ``childFDs``) and goes on serving itself.
-Every process ``adoptStreamPort``\\ s the TCP socket, so the kernel gives
-each new connection to whichever process accepts first.  Only the main
-process reads the UDP socket: it hands a worker the RADIUS requests of the
-worker's conversations over a Unix socket pair (descriptors 5 and up; see
-:mod:`transports.radius.relay`), and the worker answers through its copy of
-the socket.  A worker loads the same configuration file and command-line
-overrides as the main process and builds its own policy store (the main
-process has migrated the database), TNCS core and IMV instances; process k
-of n hands out Connection IDs
-k + 1, k + 1 + n, … so that they stay unique in logs and in the sessions
-table.  A worker announces each block of IDs before it uses one
-(:class:`ReservedConnectionIds`), so that the one started in place of a
-dead worker goes on after the last block its predecessor may have used.
+Which process serves what, and how they share sockets, is the transports'
+business; the process model only carries it out.  A transport of the main
+process hands the :class:`WorkerSupervisor` (its
+:class:`~nac.interfaces.IWorkerProcesses`) what its workers need before they
+start (:meth:`WorkerSupervisor.share`): file descriptors they inherit (a
+listening socket; the ends of socket pairs) and JSON data.  nac has as many
+processes as the transport asking for the most; worker k serves each
+transport that asks for more than k processes.  In the worker, the
+transport's plugin builds the service from that share
+(:meth:`~nac.interfaces.ITransportPlugin.make_worker_service`).  A worker
+loads the same configuration file and command-line overrides as the main
+process and builds its own policy store (the main process has migrated the
+database), TNCS core and IMV instances (:mod:`nac.server`); process k of n
+hands out Connection IDs k + 1, k + 1 + n, … so that they stay unique in
+logs and in the sessions table.  A worker announces each block of IDs before
+it uses one (:class:`ReservedConnectionIds`), so that the one started in
+place of a dead worker goes on after the last block its predecessor may have
+used.
 
 The main process speaks to a worker over its standard streams only:
 
-* stdin carries one JSON line, what to load, and then stays open: its end
-  of file tells the worker that the main process is gone, however it died;
+* stdin carries one JSON line, what to load and serve, and then stays open:
+  its end of file tells the worker that the main process is gone, however
+  it died;
 * stdout carries the worker's log events, one JSON object a line (see
   :func:`event_line`), which the main process re-emits to its own log
   observers with the worker's number (``worker``, and in the text log
   ``[namespace#level worker N]``), so nothing is lost or cut mid-line
   whatever the log destination, and log rotation stays the main process's;
-  and, as JSON lines with a ``nac_control`` key, that the worker is ready and
-  which Connection IDs it has reserved;
+  and, as JSON lines with a ``nac_control`` key, that the worker is ready,
+  which Connection IDs it has reserved, and a configuration it cannot start
+  with;
 * stderr, normally silent, is relayed line by line as errors (a Python
   crash before logging was set up).
 
@@ -41,12 +44,14 @@ the sockets bound as root (see :mod:`nac.service_user`).
 The main process stops its workers with SIGTERM (SIGKILL after a grace
 period) and restarts, with exponential backoff, one that dies.
 
-Run as ``python -m transports.pt_tls.workers`` by the main process only.
+Run as ``python -m nac.processes`` by the main process only.  This module
+knows no transport: the plugins (:mod:`nac.plugins`) do.
 """
 
 from __future__ import annotations
 
 import collections
+import importlib
 import json
 import os
 import signal
@@ -62,6 +67,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import LogLevel, formatEvent
 from zope.interface import implementer
 
+from nac.interfaces import IWorkerProcesses, IWorkerShare
 from nac.log import Logger, plain_text
 
 __all__ = [
@@ -69,18 +75,17 @@ __all__ = [
     "LogRelay",
     "ReservedConnectionIds",
     "WorkerProcess",
+    "WorkerShare",
     "WorkerSupervisor",
     "connection_share",
     "main",
     "process_count",
 ]
 
-log = Logger(namespace="nac.pt-tls.workers")
+log = Logger(namespace="nac.workers")
 
-#: The PT-TLS listening socket's descriptor in a worker.
-LISTEN_FD = 3
-#: The RADIUS socket's descriptor in a worker.
-RADIUS_FD = 4
+#: The first file descriptor a worker inherits beyond its standard streams.
+FIRST_SHARED_FD = 3
 #: Longest log line accepted from a worker (a traceback is far shorter).
 MAX_LOG_LINE = 1024 * 1024
 #: Longest launch line the worker reads from stdin.
@@ -103,6 +108,31 @@ def process_count(setting: str | int) -> int:
         except (AttributeError, OSError):
             return max(1, os.cpu_count() or 1)
     return int(setting)
+
+
+class WorkerTransportPlugin:
+    """The part of an :class:`~nac.interfaces.ITransportPlugin` that
+    transports served by worker processes share: as many processes as its
+    section's ``workers`` key says (:func:`nac.config.workers_setting`), its
+    services built by ``make_service(cfg, core, store, workers=)`` and
+    ``make_worker_service(cfg, core, store, share)`` of the module named by
+    ``service_module``, imported when first needed so that reading a
+    configuration does not load every transport."""
+
+    name: str
+    service_module: str
+
+    def _module(self):
+        return importlib.import_module(self.service_module)
+
+    def processes(self, cfg) -> int:
+        return process_count(cfg.get(self.name, "workers"))
+
+    def make_service(self, cfg, core, store, workers):
+        return self._module().make_service(cfg, core, store, workers=workers)
+
+    def make_worker_service(self, cfg, core, store, share):
+        return self._module().make_worker_service(cfg, core, store, share)
 
 
 def connection_share(total: int, processes: int, index: int) -> int:
@@ -179,7 +209,7 @@ class LogRelay:
 
     def __init__(self, worker: int, pid: int | None, emit: Callable[[dict], None], *,
                  stream: str = "stdout", max_line: int = MAX_LOG_LINE,
-                 control: Callable[[dict], None] | None = None, kind: str = "PT-TLS"):
+                 control: Callable[[dict], None] | None = None, kind: str = "nac"):
         self.worker = worker
         self.kind = kind
         self.pid = pid
@@ -235,7 +265,7 @@ class LogRelay:
         self._text(line.decode("utf-8", "backslashreplace"), LogLevel.error)
 
     def _text(self, text: str, level) -> None:
-        self._emit({"log_level": level, "log_namespace": "nac.pt-tls.workers",
+        self._emit({"log_level": level, "log_namespace": "nac.workers",
                     "log_format": "{stream} of {kind} worker {worker}: {text}",
                     "kind": self.kind, "stream": self.stream, "text": text, "log_time": time.time()})
 
@@ -318,19 +348,29 @@ class WorkerProcess(protocol.ProcessProtocol):
         self.ended.callback(None)
 
 
+class _Share:
+    """What workers 1 … ``processes`` - 1 get for one transport."""
+
+    __slots__ = ("name", "processes", "descriptors", "data", "label")
+
+    def __init__(self, name, processes, descriptors, data, label):
+        self.name = name
+        self.processes = processes
+        self.descriptors = descriptors
+        self.data = data
+        self.label = label
+
+
+@implementer(IWorkerProcesses)
 class WorkerSupervisor(service.Service):
     """Spawns workers 1 … ``processes`` − 1 and keeps them running.
 
-    The transports set their sockets before the service starts: the PT-TLS
-    service ``listening_socket`` (served by processes 0 …
-    ``pt_tls_processes`` − 1), the RADIUS service ``radius_socket`` and
-    ``radius_mesh`` (the ends of :func:`transports.radius.relay.mesh`;
-    served by processes 0 … ``radius_processes`` − 1).  A worker that exits
-    while the service runs is logged and started again after a delay that
-    doubles from ``backoff[0]`` up to ``backoff[1]`` seconds with each
-    failure, back to the start once a worker has served for ``stable``
-    seconds.  Stopping sends SIGTERM, and SIGKILL to a worker still there
-    ``stop_timeout`` seconds later.
+    The transports hand it what their workers need before it starts
+    (:meth:`share`).  A worker that exits while the service runs is logged
+    and started again after a delay that doubles from ``backoff[0]`` up to
+    ``backoff[1]`` seconds with each failure, back to the start once a
+    worker has served for ``stable`` seconds.  Stopping sends SIGTERM, and
+    SIGKILL to a worker still there ``stop_timeout`` seconds later.
 
     A worker that cannot start with the configuration while nac starts (it
     was never ready before) is not started again: ``on_config_error`` gets
@@ -350,11 +390,7 @@ class WorkerSupervisor(service.Service):
         self.config_path = os.path.abspath(config_path) if config_path else None
         self.overrides = dict(overrides)
         self.processes = processes
-        self.listening_socket = None
-        self.pt_tls_processes = processes
-        self.radius_socket = None
-        self.radius_mesh: dict | None = None
-        self.radius_processes = processes
+        self._shares: dict[str, _Share] = {}
         self.workers: dict[int, WorkerProcess] = {}
         self.backoff = backoff
         self.stable = stable
@@ -369,6 +405,23 @@ class WorkerSupervisor(service.Service):
         # the first Connection ID of each worker's next start
         self._first_id = {worker: worker + 1 for worker in range(1, processes)}
 
+    def share(self, name: str, processes: int, descriptors: Callable[[int], dict[str, int]],
+              data: Callable[[int], dict] | dict | None = None, label: str | None = None) -> None:
+        """Workers 1 … ``processes`` - 1 serve transport ``name`` too, with
+        the descriptors ``descriptors(worker)`` ({label: our descriptor})
+        and ``data`` (a dict, or ``data(worker)``) of its main-process
+        service (see :class:`~nac.interfaces.IWorkerProcesses`)."""
+        if self.running:
+            raise RuntimeError(f"transport {name!r} shared with the workers after they started")
+        self._shares[name] = _Share(name, max(1, min(processes, self.processes)), descriptors,
+                                    data if callable(data) else (lambda worker, fixed=dict(data or {}): fixed),
+                                    label or name)
+
+    def shared(self, name: str) -> int:
+        """How many processes serve transport ``name`` (0: not shared)."""
+        share = self._shares.get(name)
+        return share.processes if share is not None else 0
+
     @property
     def reactor(self):
         if self._reactor is None:
@@ -382,30 +435,34 @@ class WorkerSupervisor(service.Service):
 
     # -- spawning --------------------------------------------------------------------------
 
-    def serves(self, worker: int) -> tuple[bool, bool]:
-        """(PT-TLS, RADIUS): which transports worker ``worker`` serves."""
-        return (self.listening_socket is not None and worker < self.pt_tls_processes,
-                self.radius_socket is not None and worker < self.radius_processes)
+    def serves(self, worker: int) -> list[str]:
+        """The transports worker ``worker`` serves."""
+        return [share.name for share in self._shares.values() if worker < share.processes]
 
     def kind(self, worker: int) -> str:
-        """What worker ``worker`` is called in the log: 'PT-TLS', 'RADIUS' or both."""
-        pt_tls, radius = self.serves(worker)
-        return " and ".join(name for name, served in (("PT-TLS", pt_tls), ("RADIUS", radius)) if served) \
-            or "idle"
+        """What worker ``worker`` is called in the log: 'PT-TLS', 'PT-TLS and RADIUS' …"""
+        return " and ".join(self._shares[name].label for name in self.serves(worker)) or "idle"
 
-    def _relay_fds(self, worker: int) -> dict[int, tuple[int, int]]:
-        """{peer: (worker's descriptor, ours)} of worker ``worker``'s relay ends."""
-        ends = sorted((j, sock) for (i, j), sock in (self.radius_mesh or {}).items() if i == worker)
-        return {peer: (RADIUS_FD + 1 + n, sock.fileno()) for n, (peer, sock) in enumerate(ends)}
+    def _descriptors(self, worker: int) -> tuple[dict[int, int], dict[str, dict]]:
+        """(the worker's descriptor -> ours, and what the launch line says
+        of each transport it serves, its descriptors by label included)."""
+        fds: dict[int, int] = {}
+        transports: dict[str, dict] = {}
+        child = FIRST_SHARED_FD
+        for name in self.serves(worker):
+            share = self._shares[name]
+            labels = {}
+            for label, ours in sorted(share.descriptors(worker).items()):
+                fds[child] = ours
+                labels[label] = child
+                child += 1
+            transports[name] = {"processes": share.processes, "descriptors": labels,
+                                "data": share.data(worker), "label": share.label}
+        return fds, transports
 
     def launch_line(self, worker: int) -> bytes:
-        pt_tls, radius = self.serves(worker)
         return json.dumps({
-            "family": int(self.listening_socket.family) if pt_tls else None,
-            "pt_tls_processes": self.pt_tls_processes,
-            "radius": {"family": int(self.radius_socket.family), "processes": self.radius_processes,
-                       "relay": {str(peer): fds[0] for peer, fds in self._relay_fds(worker).items()}}
-            if radius else None,
+            "transports": self._descriptors(worker)[1],
             "first_id": self._first_id[worker],
             "config": self.config_path,
             "overrides": [[section, key, value] for (section, key), value in self.overrides.items()],
@@ -415,9 +472,9 @@ class WorkerSupervisor(service.Service):
         """Executable, argv and environment of worker ``worker``."""
         env = dict(os.environ)
         # import this very nac, wherever the main process found it
-        root = str(Path(__file__).resolve().parents[2])
+        root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        argv = [sys.executable, "-m", "transports.pt_tls.workers",
+        argv = [sys.executable, "-m", "nac.processes",
                 "--worker", str(worker), "--processes", str(self.processes)]
         return sys.executable, argv, env
 
@@ -425,13 +482,8 @@ class WorkerSupervisor(service.Service):
         self._restarts.pop(worker, None)
         executable, argv, env = self.command(worker)
         proto = WorkerProcess(self, worker, self.launch_line(worker))
-        fds = {0: "w", 1: "r", 2: "r"}
-        pt_tls, radius = self.serves(worker)
-        if pt_tls:
-            fds[LISTEN_FD] = self.listening_socket.fileno()
-        if radius:
-            fds[RADIUS_FD] = self.radius_socket.fileno()
-            fds.update(self._relay_fds(worker).values())
+        fds: dict = {0: "w", 1: "r", 2: "r"}
+        fds.update(self._descriptors(worker)[0])
         kind = self.kind(worker)
         try:
             self.reactor.spawnProcess(proto, executable, argv, env=env, childFDs=fds)
@@ -494,8 +546,8 @@ class WorkerSupervisor(service.Service):
     # -- service ---------------------------------------------------------------------------
 
     def startService(self):
-        if self.listening_socket is None and self.radius_socket is None:
-            raise RuntimeError("WorkerSupervisor started without a socket to serve")
+        if not self._shares:
+            raise RuntimeError("WorkerSupervisor started without a transport to serve")
         super().startService()
         for worker in range(1, self.processes):
             self._spawn(worker)
@@ -645,7 +697,7 @@ class ParentWatch:
         self.on_gone()
 
     def logPrefix(self) -> str:
-        return "pt-tls-parent"
+        return "nac-parent"
 
 
 def _stop_reactor(reactor) -> None:
@@ -667,6 +719,19 @@ def _read_launch(fd: int = 0) -> dict:
     return json.loads(data)
 
 
+@implementer(IWorkerShare)
+class WorkerShare:
+    """What this worker got for one transport (see :class:`IWorkerShare`)."""
+
+    def __init__(self, process: int, processes: int, all_processes: int, descriptors: dict[str, int],
+                 data: dict):
+        self.process = process
+        self.processes = processes
+        self.all_processes = all_processes
+        self.descriptors = descriptors
+        self.data = data
+
+
 def main(argv: list[str] | None = None) -> None:
     """A worker's life: read the launch line, set up, serve until told to
     stop; it ends the process."""
@@ -674,11 +739,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
-    from transports.pt_tls.tls import TlsServerFactory
+
     from nac import config as nac_config
     from nac import log as nac_log
-    from nac import tap
-    from transports.pt_tls.service import make_factory, tls_context
+    from nac import plugins, server
 
     parser = argparse.ArgumentParser(description="worker process of nac (started by nac itself)")
     parser.add_argument("--worker", type=int, required=True)
@@ -689,16 +753,14 @@ def main(argv: list[str] | None = None) -> None:
     # through it, and `systemctl kill -s USR1` reaches every process
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     launch = _read_launch()
-    radius_launch = launch.get("radius")
-    pt_tls = launch.get("family") is not None
-    kind = " and ".join(name for name, served in (("PT-TLS", pt_tls), ("RADIUS", bool(radius_launch)))
-                        if served)
+    served: dict[str, dict] = launch.get("transports") or {}
 
     # the pipe to the main process carries log events only: a stray write to
     # fd 1 (a C library) goes to stderr, which is relayed as text
     out = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="backslashreplace")
     os.dup2(2, 1)
     stopping = []
+    kind = " and ".join(str(share.get("label") or name) for name, share in served.items()) or "idle"
 
     def stop(why: str | None = None) -> None:
         if stopping:
@@ -715,32 +777,24 @@ def main(argv: list[str] | None = None) -> None:
         overrides = {(section, key): value for section, key, value in launch["overrides"]}
         cfg = nac_config.load(launch["config"], overrides)
         nac_log.set_level(cfg.get("nac", "log_level"))
-        store = tap.build_store(cfg, migrate=False)
+        transports = {name: plugins.transport_plugin(name) for name in served}
+        store = server.build_store(cfg, migrate=False)
         first_id = int(launch.get("first_id", worker + 1))
         ids = ReservedConnectionIds(first_id, processes,
                                     lambda upto: writer.control("ids", upto=upto))
-        core = tap.build_core(cfg, connection_ids=ids)
+        core = server.build_core(cfg, connection_ids=ids)
         core.store = store
         top = service.MultiService()
         store.setServiceParent(top)
-        tap.CoreService(core).setServiceParent(top)
-        if radius_launch:
-            from transports.radius.service import make_service as make_radius
-            make_radius(cfg, core, store, process=worker, processes=int(radius_launch["processes"]),
-                        adopt=(RADIUS_FD, int(radius_launch["family"])),
-                        relay={int(peer): int(fd) for peer, fd in radius_launch["relay"].items()}
-                        ).setServiceParent(top)
+        server.CoreService(core).setServiceParent(top)
+        for name, plugin in transports.items():
+            share = served[name]
+            plugin.make_worker_service(cfg, core, store, WorkerShare(
+                worker, int(share["processes"]), processes, dict(share["descriptors"]), dict(share["data"]))
+            ).setServiceParent(top)
         top.startService()
-        port = None
-        if pt_tls:
-            factory = make_factory(cfg, core, store, process=worker,
-                                   processes=int(launch.get("pt_tls_processes", processes)),
-                                   id_step=processes)
-            tls_factory = TlsServerFactory(tls_context(cfg, announce=False), False, factory)
-            port = reactor.adoptStreamPort(LISTEN_FD, int(launch["family"]), tls_factory)
-            os.close(LISTEN_FD)  # adoptStreamPort took a duplicate
-    except (nac_config.ConfigError, tap.StartupError) as exc:
-        line = tap.one_line(exc)
+    except (nac_config.ConfigError, server.StartupError, plugins.TransportPluginError) as exc:
+        line = server.one_line(exc)
         log.error("{kind} worker {worker} cannot start: {error}", kind=kind, worker=worker, error=line)
         # what differs from the main process, which started with this configuration
         writer.control("config_error", line=f"{line} (in {kind} worker process {worker}, "
@@ -750,27 +804,16 @@ def main(argv: list[str] | None = None) -> None:
         log.failure("{kind} worker {worker} cannot start", kind=kind, worker=worker)
         _exit(EXIT_CANNOT_START)
 
-    @defer.inlineCallbacks
-    def shutdown():
-        if port is not None:
-            yield port.stopListening()
-        yield top.stopService()
-
-    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     # from here on the reactor closing stdin is no news
     reactor.addSystemEventTrigger("before", "shutdown", stopping.append, "shutdown")
     reactor.addReader(ParentWatch(lambda: stop("the main nac process is gone")))
     # Ctrl-C reaches the whole process group: the main process decides
     reactor.callWhenRunning(signal.signal, signal.SIGINT, signal.SIG_IGN)
-    where = []
-    if port is not None:
-        host = port.getHost()
-        where.append(f"{host.host}[{host.port}]")
-    if radius_launch:
-        where.append(f"{top.getServiceNamed('radius').where} (RADIUS)")
+    where = [getattr(child, "where", None) for child in top]
     log.info("{kind} worker {worker} (pid {pid}) accepting on {where} (Connection IDs {first}, "
-             "{first}+{step}, …)", kind=kind, worker=worker, pid=os.getpid(), where=", ".join(where),
-             first=first_id, step=processes)
+             "{first}+{step}, …)", kind=kind, worker=worker, pid=os.getpid(),
+             where=", ".join(w for w in where if w), first=first_id, step=processes)
     writer.control("ready")
     reactor.run()
     _exit(0)

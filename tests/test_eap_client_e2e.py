@@ -21,11 +21,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
+from pathlib import Path
 
 from twisted.trial import unittest
 
-from nac.certs import ensure_demo_pki
+from nac.certs import ensure_demo_pki, issue_certificate
 from tests.nacserver import NacServer, free_port, listen_in_netns, make_netns, repo_env
 
 PASSWORD = "carol's radius password"
@@ -168,6 +170,54 @@ class EapClientEndToEndTests(unittest.TestCase):
                               env=repo_env(), capture_output=True, text=True, timeout=60)
         self.assertEqual(done.returncode, 2)
         self.assertIn("/nonexistent/ca.pem", done.stderr)
+
+
+class ServerNameTests(unittest.TestCase):
+    """The EAP-TTLS server certificate must name the server: by default the
+    host of ``--server``.  This server's names only radius.example.org,
+    issued by its own CA, as a rogue server holding any certificate from
+    the CA the client trusts would."""
+
+    server: NacServer | None = None
+
+    def setUp(self):
+        cls = type(self)
+        if cls.server is None:
+            cls.radius_port = free_port(socket.SOCK_DGRAM)
+            work = Path(tempfile.mkdtemp(prefix="nac-e2e-"))
+            pki = ensure_demo_pki(work / "state")  # the server's own demo CA, made before it starts
+            cert, key = work / "radius.pem", work / "radius.key"
+            issue_certificate(pki.ca_cert, pki.ca_key, "radius.example.org", cert, key, client=False,
+                              san_dns=["radius.example.org"])
+            server = NacServer(radius_sections(cls.radius_port, eap={"cert": cert, "key": key},
+                                               **{"imv:scanner": {"closed_port_policy": "no"}}), workdir=str(work))
+            cls.server = server.start()
+            atexit.register(shutil.rmtree, server.dir, True)
+            atexit.register(server.stop)
+            server.admin("user", "add", "carol", "--password", PASSWORD, "--eap")
+
+    def client(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(eap_client_argv(self.radius_port, self.server.ca, "--password", PASSWORD,
+                                              "--collectors", "scanner", "--inner", "pap", *args),
+                              env=repo_env(), capture_output=True, text=True, timeout=60)
+
+    def test_by_default_the_certificate_must_name_the_server_host(self):
+        done = self.client()
+        self.assertEqual(done.returncode, 3, done.stdout + done.stderr)
+        self.assertIn("the server certificate is not for '127.0.0.1'", done.stderr)
+        self.assertEqual(len(done.stderr.strip().splitlines()), 1)
+        # it never saw the password: the tunnel ended before phase 2
+        self.assertNotIn("phase2 authentication of 'carol'", self.server.log_text())
+
+    def test_the_name_it_carries_is_accepted(self):
+        done = self.client("--server-name", "radius.example.org")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertIn("access recommendation: Access Allowed", done.stdout)
+
+    def test_the_check_can_be_turned_off_but_not_with_a_name(self):
+        done = self.client("--no-server-name-check")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertEqual(self.client("--no-server-name-check", "--server-name", "x").returncode, 2)
 
 
 # -- the Scanner policy, in a network namespace -----------------------------------------------------

@@ -68,7 +68,7 @@ class TtlsPeer:
     def __init__(self, ca: Path, identity: str, password: str, *, inner: str = "md5",
                  tls_version: str = "1.3", fragment_size: int = 1024, outer_identity: str = "anonymous",
                  posture=None, tnc: str = "none", imcs=(), client_cert: tuple[Path, Path] | None = None,
-                 phase2_with_finished: bool = False):
+                 phase2_with_finished: bool = False, server_name: str | None = None):
         cert, key = client_cert or (None, None)
         context = eap_peer.peer_context(cacert=ca, min_tls_version=tls_version, max_tls_version=tls_version,
                                         cert=cert, key=key)
@@ -78,7 +78,7 @@ class TtlsPeer:
         settings = eap_peer.PeerSettings(
             identity=identity, password=password, outer_identity=outer_identity, inner=inner,
             tls_context=context, fragment_size=fragment_size, tnc=tnc, imcs=tuple(imcs),
-            phase2_with_finished=phase2_with_finished,
+            phase2_with_finished=phase2_with_finished, server_name=server_name,
             trace=lambda direction, packet: self.inner_packets.append((direction, packet)))
         self.peer = eap_peer.EapPeer(settings)
         ttls_class = self.ttls_class
@@ -270,6 +270,62 @@ class TtlsKeyTests(PkiMixin, unittest.TestCase):
         self.assertEqual(outcome.status, EapStatus.SUCCESS)
         self.assertEqual(outcome.identity, "dave@nac.test")
         self.assertEqual(self.passwords.asked, [])
+
+
+class ServerCertificateTests(PkiMixin, unittest.TestCase):
+    """What nac's peer (nac-eap-client) accepts of the EAP-TTLS server's
+    certificate, beyond its chain: a name, when it is told one, and
+    serverAuth among the extended key usages the certificate lists."""
+
+    def serve_with(self, name: str, *, client: bool = False) -> EapServerSession:
+        cert, key = self.state / f"{name}.pem", self.state / f"{name}.key"
+        issue_certificate(self.pki.ca_cert, self.pki.ca_key, name, cert, key, client=client, san_dns=[name],
+                          replace=True)
+        return self.session(context=server_context(cert=cert, key=key))
+
+    def outcome(self, session, peer) -> tuple:
+        outcome, _ = converse(self, session, peer)
+        return outcome.status, peer.result
+
+    def refusal(self, session, peer) -> str | None:
+        """Why the peer ended the conversation (None: it did not)."""
+        request = session.start()
+        for _ in range(100):
+            response = peer.respond(request)
+            if peer.peer.error is not None or response is None:
+                break
+            outcome = self.successResultOf(session.receive(response))
+            if outcome.status is not EapStatus.CONTINUE:
+                peer.respond(outcome.packet)
+                break
+            request = outcome.packet
+        return peer.peer.error
+
+    def test_a_certificate_naming_the_server_is_accepted(self):
+        session = self.serve_with("radius.example.org")
+        self.assertEqual(self.outcome(session, self.peer(server_name="radius.example.org")),
+                         (EapStatus.SUCCESS, "success"))
+
+    def test_a_certificate_naming_another_is_refused(self):
+        session = self.serve_with("rogue.example.org")
+        self.assertIn("the server certificate is not for 'radius.example.org'",
+                      self.refusal(session, self.peer(server_name="radius.example.org")))
+
+    def test_a_client_certificate_is_refused_as_a_server_certificate(self):
+        # its extended key usage is clientAuth alone: a user's certificate
+        # from the same CA, not a server's.  OpenSSL refuses it in the chain
+        # check (a TLS client verifies for the purpose "SSL server", which
+        # wants serverAuth when the certificate lists usages), name or not.
+        from cryptography import x509
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+
+        for name in ("radius.example.org", None):
+            session = self.serve_with("radius.example.org", client=True)
+            cert = x509.load_pem_x509_certificate((self.state / "radius.example.org.pem").read_bytes())
+            usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            self.assertEqual(list(usage), [ExtendedKeyUsageOID.CLIENT_AUTH])
+            self.assertEqual(self.refusal(session, self.peer(server_name=name)),
+                             "EAP-TTLS: TLS handshake failed: certificate verify failed", name)
 
 
 class TlsTunnelEndTests(PkiMixin, unittest.TestCase):

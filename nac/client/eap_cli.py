@@ -75,8 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="outer EAP identity and RADIUS User-Name (default: --identity)")
     parser.add_argument("--cacert", required=True, metavar="FILE",
                         help="CA certificate(s) (PEM) the EAP-TTLS server certificate must chain to")
-    parser.add_argument("--server-name", metavar="NAME",
-                        help="name (DNS or IP) the server certificate must carry (default: not checked)")
+    name = parser.add_mutually_exclusive_group()
+    name.add_argument("--server-name", metavar="NAME",
+                      help="name (DNS or IP) the EAP-TTLS server certificate must carry (default: the "
+                           "HOST of --server; the RADIUS server and the EAP server are one here)")
+    name.add_argument("--no-server-name-check", action="store_true",
+                      help="accept any server certificate that chains to --cacert, whatever name it "
+                           "carries: then anyone holding a certificate from that CA can pose as the "
+                           "server and collect the password (PAP) or crackable responses (MD5, MSCHAPv2)")
     parser.add_argument("--inner", choices=INNER_METHOD_NAMES, default="md5",
                         help="phase 2 authentication (default: %(default)s)")
     parser.add_argument("--tnc", choices=POSTURE_METHOD_NAMES, default="pt-eap",
@@ -151,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             imcs = tuple(make_collectors(collectors, settings=collector_settings(args, collectors)))
         settings = PeerSettings(identity=args.identity, password=password,
                                 outer_identity=args.anonymous_identity, inner=args.inner, tls_context=context,
-                                server_name=args.server_name, fragment_size=args.fragment_size, tnc=args.tnc,
+                                server_name=None if args.no_server_name_check else args.server_name or host,
+                                fragment_size=args.fragment_size, tnc=args.tnc,
                                 imcs=imcs, language=args.language)
         peer = EapPeer(settings)
     except AssessmentError as exc:

@@ -198,7 +198,7 @@ def _secret_box(args):
 
     try:
         path = nac_config.load(getattr(args, "config", None)).get("nac", "secret_key_file")
-        return SecretBox(load_or_create_key(path))
+        return SecretBox(load_or_create_key(path, strict_owner=False))
     except nac_config.ConfigError as exc:
         raise AdminError("; ".join(exc.problems) or str(exc)) from None
     except SecretKeyError as exc:

@@ -529,8 +529,9 @@ declare_section("nac", help=(
            "Most PB-TNC round trips before the server decides with the recommendations it has."),
     Option("secret_key_file", optional(path), None,
            "Key (base64, 32 bytes) sealing the EAP-MD5/MSCHAPv2 secrets stored in the database, so "
-           "a copy of the database alone reveals none. Created (mode 0600) when first needed; every "
-           "nac instance and nac-admin sharing one database must use the same file. Empty: "
+           "a copy of the database alone reveals none. Created (mode 0600) when first needed; one that "
+           "its group or others may use, or owned by another user than nac's (or root), is refused. "
+           "Every nac instance and nac-admin sharing one database must use the same file. Empty: "
            "<state_dir>/secret.key."),
     Option("db_inline", boolean, True,
            "With a SQLite database file, an assessment's writes and a login's user lookup run in "

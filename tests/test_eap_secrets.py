@@ -31,11 +31,45 @@ class SecretBoxTests(unittest.TestCase):
         with self.assertRaises(SecretKeyError):
             load_or_create_key(path, create=False)
         path.write_text("not base64 at all!\n")
-        with self.assertRaises(SecretKeyError):
+        path.chmod(0o600)
+        with self.assertRaisesRegex(SecretKeyError, "not a base64 32-byte key"):
             load_or_create_key(path)
         path.write_text(base64.b64encode(b"short").decode() + "\n")
-        with self.assertRaises(SecretKeyError):
+        with self.assertRaisesRegex(SecretKeyError, "not a base64 32-byte key"):
             load_or_create_key(path)
+
+    def test_a_key_file_others_may_use_is_refused(self):
+        path = Path(self.mktemp())
+        key = os.urandom(32)
+        path.write_text(base64.b64encode(key).decode() + "\n")
+        for mode in (0o640, 0o604, 0o620, 0o602, 0o660):
+            path.chmod(mode)
+            for strict in (True, False):
+                with self.assertRaises(SecretKeyError) as caught:
+                    load_or_create_key(path, strict_owner=strict)
+                self.assertIn(f"(mode {mode:04o})", str(caught.exception))
+                self.assertNotIn(base64.b64encode(key).decode(), str(caught.exception))
+        for mode in (0o600, 0o400):
+            path.chmod(mode)
+            self.assertEqual(load_or_create_key(path), key)
+
+    def test_a_key_file_of_another_user_is_refused_by_the_server(self):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("giving the file to another user needs root")
+        import pwd
+        try:
+            nobody = pwd.getpwnam("nobody").pw_uid
+        except KeyError:
+            raise unittest.SkipTest("there is no user nobody here")
+        path = Path(self.mktemp())
+        key = os.urandom(32)
+        path.write_text(base64.b64encode(key).decode() + "\n")
+        path.chmod(0o600)
+        os.chown(path, nobody, -1)
+        with self.assertRaisesRegex(SecretKeyError, "owned by nobody, not by root who runs nac"):
+            load_or_create_key(path)
+        # root's nac-admin reads the service user's key
+        self.assertEqual(load_or_create_key(path, strict_owner=False), key)
 
     def test_seal_and_open(self):
         box = SecretBox(os.urandom(32))

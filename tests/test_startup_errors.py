@@ -4,6 +4,7 @@ no usage text."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -150,6 +151,13 @@ class StartupErrorTests(unittest.TestCase):
             connection.exec_driver_sql("INSERT INTO alembic_version VALUES ('9999_from_the_future')")
         engine.dispose()
         self.assertOneLine(self.nac(), "nac", "db", "9999_from_the_future")
+
+    def test_secret_key_file_others_may_read(self):
+        key = self.dir / "secret.key"
+        key.write_text(base64.b64encode(bytes(range(32))).decode() + "\n")
+        key.chmod(0o640)
+        self.write(f"secret_key_file = {key}\n" + self.pt_tls())
+        self.assertOneLine(self.nac(), "nac", "secret_key_file", "(mode 0640)", f"chmod 600 {key}")
 
     # -- certificates ----------------------------------------------------------------------
 

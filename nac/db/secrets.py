@@ -33,11 +33,18 @@ class SecretKeyError(Exception):
     """The key file is missing, unreadable or malformed, or a secret does not open."""
 
 
-def load_or_create_key(path: str | Path, *, create: bool = True) -> bytes:
-    """The 32-byte key in ``path`` (base64 text); created (0600) when absent and ``create``."""
+def load_or_create_key(path: str | Path, *, create: bool = True, strict_owner: bool = True) -> bytes:
+    """The 32-byte key in ``path`` (base64 text); created (0600) when absent and ``create``.
+
+    Whoever can read the key opens every stored EAP password, so a key file
+    that its group or others may read or write is refused, as is one owned
+    by another user than the one reading it (or root) when ``strict_owner``
+    (the server; nac-admin run by root reads the service user's file)."""
     path = Path(path)
     try:
-        text = path.read_text().strip()
+        with open(path, "rb") as f:
+            _check_protected(path, os.fstat(f.fileno()), strict_owner)
+            text = f.read().decode("ascii", "replace").strip()
     except FileNotFoundError:
         if not create:
             raise SecretKeyError(f"{path}: no secret key file") from None
@@ -56,6 +63,26 @@ def load_or_create_key(path: str | Path, *, create: bool = True) -> bytes:
     if len(key) != KEY_LENGTH:
         raise SecretKeyError(f"{path}: not a base64 {KEY_LENGTH}-byte key")
     return key
+
+
+def _check_protected(path: Path, st: os.stat_result, strict_owner: bool) -> None:
+    mode = st.st_mode & 0o777
+    if mode & 0o077:
+        raise SecretKeyError(f"{path}: its group or others may use it (mode {mode:04o}), yet it opens every "
+                             f"stored EAP password: chmod 600 {path}")
+    me = os.geteuid()
+    if strict_owner and st.st_uid not in (me, 0):
+        raise SecretKeyError(f"{path}: owned by {_user(st.st_uid)}, not by {_user(me)} who runs nac (or root): "
+                             f"chown {_user(me)} {path}")
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 class SecretBox:

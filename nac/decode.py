@@ -19,6 +19,7 @@ import string
 import sys
 from typing import Any
 
+from nac.pa import PaMessage, PaTncError
 from nac.pb import (
     PbBatch,
     PbError,
@@ -71,15 +72,7 @@ def read_input(raw: bytes) -> bytes:
     return raw
 
 
-# -- PA-TNC (nac.pa is optional: without it PB-PA bodies stay opaque) ------
-
-
-def _pa_module():
-    try:
-        import nac.pa as pa
-    except ImportError:
-        return None
-    return pa if hasattr(pa, "PaMessage") else None
+# -- PA-TNC ------------------------------------------------------------------
 
 
 def _attr_ids(attr: Any) -> tuple[int | None, int | None]:
@@ -137,10 +130,10 @@ def _fields(obj: Any, depth: int = 0, *, exclude: frozenset[str] = frozenset({"n
     return out
 
 
-def _decode_pa(pa: Any, message: PbPa, body_offset: int) -> dict[str, Any]:
+def _decode_pa(message: PbPa, body_offset: int) -> dict[str, Any]:
     try:
-        parsed = pa.PaMessage.parse(message.body)
-    except pa.PaTncError as exc:
+        parsed = PaMessage.parse(message.body)
+    except PaTncError as exc:
         where = getattr(exc, "offset", None)
         at = f" at batch offset {body_offset + where}" if isinstance(where, int) else ""
         raise DecodeError(f"PA-TNC error in PB-PA message{at}: {exc}") from None
@@ -207,13 +200,12 @@ def decode(data: bytes) -> dict[str, Any]:
         batch = PbBatch.parse(data)
     except PbTncError as exc:
         raise DecodeError(str(exc)) from None
-    pa = _pa_module()
     messages = []
     roundtrip = batch.build() == data
     for offset, message in zip(batch.message_offsets, batch.messages):
         entry = _message_entry(message, offset)
-        if isinstance(message, PbPa) and pa is not None:
-            decoded = _decode_pa(pa, message, offset + 24)
+        if isinstance(message, PbPa):
+            decoded = _decode_pa(message, offset + 24)
             entry["pa_version"] = decoded["version"]
             entry["message_id"] = decoded["message_id"]
             entry["attributes"] = decoded["attributes"]
@@ -226,7 +218,6 @@ def decode(data: bytes) -> dict[str, Any]:
         "version": batch.version,
         "length": len(data),
         "messages": messages,
-        "pa_decoded": pa is not None,
         "roundtrip": roundtrip,
     }
 
@@ -257,8 +248,6 @@ def render_text(result: dict[str, Any]) -> str:
                          if k not in {"vendor", "type", "name", "description", "noskip"}}
                 if extra:
                     lines.append(f"        {_format_fields(extra)}")
-    if not result["pa_decoded"]:
-        lines.append("(nac.pa not available: PA-TNC messages not decoded)")
     lines.append(f"round trip: {'identical' if result['roundtrip'] else 'DIFFERENT'}")
     return "\n".join(lines)
 

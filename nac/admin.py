@@ -58,6 +58,7 @@ from typing import Any, Callable, Sequence
 import sqlalchemy as sa
 
 from nac.certs import KEY_TYPES
+from nac.console import print_output
 from nac.db.engine import (
     DatabaseUnavailable,
     SchemaError,
@@ -791,9 +792,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = "interrupted"
     else:
         if getattr(args, "json", False):
-            print(json.dumps(output.data, indent=2, ensure_ascii=False), file=sys.stdout)
+            print_output(json.dumps(output.data, indent=2, ensure_ascii=False))
         else:
-            print(output.text, file=sys.stdout)
+            print_output(output.text)
         return 0
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return 1

@@ -19,6 +19,7 @@ import string
 import sys
 from typing import Any
 
+from nac.console import print_output
 from nac.pa import PaMessage, PaTncError
 from nac.pb import (
     PbBatch,
@@ -277,9 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
+        print_output(json.dumps(result, indent=2, ensure_ascii=False))
     else:
-        print(render_text(result))
+        print_output(render_text(result))
     return 0
 
 

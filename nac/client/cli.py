@@ -24,6 +24,7 @@ from nac.client.collectors import COLLECTORS, DEFAULT_COLLECTORS, make_collector
 from nac.client.pb_client import AssessmentOutcome
 from nac.client.remediation import printable, remediation_lines
 from nac.client.pt_tls import PT_TLS_PORT, AssessmentError, SetupError, run_assessment
+from nac.console import print_output
 
 PROG = "nac-pt-tls-client"
 
@@ -249,9 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(result, AssessmentOutcome):
         return fail(PROG, AssessmentError(f"internal error: {result!r}"))
     if args.json:
-        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        print_output(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:
-        print(format_text(result))
+        print_output(format_text(result))
     return 0
 
 

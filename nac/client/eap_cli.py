@@ -32,6 +32,7 @@ from nac.client.cli import (
 from nac.client.collectors import COLLECTORS
 from nac.client.pt_tls import AssessmentError, ConnectionFailed, ProtocolFailure, SetupError
 from nac.client.radius import MAX_TRANSMISSIONS, RADIUS_PORT, RETRANSMIT_INTERVAL, RadiusResult, authenticate
+from nac.console import print_output
 from nac.eap.peer import (
     DEFAULT_FRAGMENT_SIZE,
     INNER_METHOD_NAMES,
@@ -180,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         failure = ConnectionFailed if result.tls_error else ProtocolFailure
         return fail(PROG, failure(f"{result.peer_error}; the server answered {result.code_name}"))
     if args.json:
-        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        print_output(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:
-        print(format_result(result))
+        print_output(format_result(result))
     return 0
 
 

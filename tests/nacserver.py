@@ -162,12 +162,15 @@ class NacServer:
     namespace; with ``ready`` the server has started once its log holds
     that text, else once the PT-TLS port listens.  ``twistd_args`` go
     before ``nac`` (``--uid``, ``--gid``); ``wrapper`` is an argv prefix
-    the server runs under (:func:`service_user_wrapper`).
+    the server runs under (:func:`service_user_wrapper`); ``env`` holds
+    environment variables for it (PYTHONPATH replaces the repository's).
     """
 
     def __init__(self, sections: dict | None = None, *, args=(), workdir: str | None = None,
-                 netns: str | None = None, ready: str | None = None, twistd_args=(), wrapper=()):
+                 netns: str | None = None, ready: str | None = None, twistd_args=(), wrapper=(),
+                 env: dict | None = None):
         self.netns = netns
+        self.env = dict(env or {})
         self.twistd_args = list(twistd_args)
         self.wrapper = list(wrapper)
         self.ready = ready
@@ -203,7 +206,7 @@ class NacServer:
         self.proc = subprocess.Popen(
             self.in_netns(self.wrapper + TWISTD + ["-n", "--pidfile=", "--logfile", str(self.log)]
                           + self.twistd_args + ["nac", "--config", str(self.config)] + self.args),
-            cwd=self.dir, env=repo_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            cwd=self.dir, env=repo_env(**self.env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

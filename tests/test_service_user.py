@@ -130,12 +130,12 @@ class ServiceUserTests(unittest.TestCase):
                                   f"{USER}:{GROUP} {work / 'state'}")
         self.assertEqual((work / "state").stat().st_uid, 0)  # never taken over
 
-    def failed_start(self, sections: dict, *, wrapped: bool = True) -> str:
+    def failed_start(self, sections: dict, *, wrapped: bool = True, env: dict | None = None) -> str:
         """Start the server as the service user, expecting it to refuse: its output."""
         need_root_and_nobody()
         work = traversable_workdir(self)
         server = NacServer(sections, workdir=str(work), wrapper=service_user_wrapper(work) if wrapped else (),
-                           twistd_args=["--uid", USER, "--gid", GROUP])
+                           twistd_args=["--uid", USER, "--gid", GROUP], env=env)
         server.config.chmod(0o644)
         self.addCleanup(server.stop)
         with self.assertRaises(RuntimeError) as cm:
@@ -156,15 +156,26 @@ class ServiceUserTests(unittest.TestCase):
                               rf"twistd --uid\)$")
         self.assertEqual(os.stat(pki.server_key).st_uid, 0)  # an operator's file is never taken over
 
-    def test_a_python_the_user_cannot_run_is_named(self):
+    def test_a_nac_the_user_cannot_run_is_named(self):
+        # pyenv's Python under /root is out of the service user's reach; a
+        # virtual environment elsewhere is not, and then nac itself is put
+        # where the user cannot read it: a copy in a directory of root's
         need_root_and_nobody()
         probe = subprocess.run(["setpriv", f"--reuid={USER}", f"--regid={GROUP}", "--init-groups",
                                 sys.executable, "-c", "import sqlalchemy, twisted.internet"], capture_output=True,
                                cwd="/")
-        if probe.returncode == 0:
-            raise unittest.SkipTest(f"{USER} can run {sys.executable} here")
-        out = self.failed_start({}, wrapped=False)
-        self.assertIn(f"{sys.executable}: the service user {USER} cannot run it (twistd --uid)", out)
+        if probe.returncode != 0:
+            out = self.failed_start({}, wrapped=False)
+            self.assertIn(f"{sys.executable}: the service user {USER} cannot run it (twistd --uid)", out)
+            return
+        private = Path(tempfile.mkdtemp(prefix="nac-private-"))  # root's, 0700
+        self.addCleanup(shutil.rmtree, private, ignore_errors=True)
+        for package in ("nac", "transports", "imvs", "twisted"):
+            shutil.copytree(REPO / package, private / package,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        out = self.failed_start({}, wrapped=False, env={"PYTHONPATH": str(private)})
+        self.assertIn(f"{private / 'nac'}: the service user {USER} cannot read it (twistd --uid): install nac "
+                      "and its Python where that user can read them", out)
 
 
 class ServiceUserServerTests(unittest.TestCase):

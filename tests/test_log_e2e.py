@@ -16,15 +16,20 @@ are no UTF-8 where nac decodes with replacement)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import socket
 import ssl
 import struct
 
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from nac.log import ClassicFileObserver, JsonLineObserver
 from tests.nacserver import NacServer, free_port
+from tests.test_ikev2_sa import ResponderMixin, establish
+from transports.ikev2.message import IdType, IDi
 from transports.radius.packet import Attribute, AttributeType, Code, RadiusPacket, sign_request, verify_response
 
 SECRET = b"the NAS secret for log tests"
@@ -177,28 +182,13 @@ class PtTlsSaslLogTests(unittest.TestCase):
         self.assertFalse(any("not the password" in line or "password'" in line for line in lines))
 
 
-class IkeIdentityLogTests(unittest.TestCase):
+class IkeIdentityLogTests(ResponderMixin, unittest.TestCase):
     """IKEv2 IDi through the sans-IO responder, written by nac's text and
     JSON observers as twistd would."""
 
     def test_idi_is_escaped_on_one_line(self):
-        import json
-
-        from twisted.logger import globalLogPublisher
-
-        from nac.log import ClassicFileObserver, JsonLineObserver
-        from tests.test_ikev2_sa import ResponderMixin, establish
-        from transports.ikev2.message import IdType, IDi
-
-        class Gateway(ResponderMixin, unittest.TestCase):
-            def runTest(self):
-                pass
-
-        gateway = Gateway()
-        gateway.setUp()
-        self.addCleanup(gateway.doCleanups)
-        harness = gateway.gateway()
-        initiator = gateway.md5_initiator()
+        harness = self.gateway()
+        initiator = self.md5_initiator()
         text, records = io.StringIO(), io.StringIO()
         for observer in (ClassicFileObserver(text), JsonLineObserver(records)):
             globalLogPublisher.addObserver(observer)

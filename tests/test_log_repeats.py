@@ -16,6 +16,7 @@ from twisted.trial import unittest
 
 from nac import log as nac_log
 from nac.log import Logger, RepeatLimiter, RepeatSummaryService
+from tests.test_ikev2_sa import ExchangeType, IkeMessage, ResponderMixin, establish
 
 INTERVAL = 10.0
 
@@ -240,19 +241,10 @@ class TnccsFloodTests(unittest.TestCase):
         self.assertEqual(held_and_shown(found, "invalid IF-M segment"), 30_000)
 
 
-class IkeFloodTests(unittest.TestCase):
+class IkeFloodTests(ResponderMixin, unittest.TestCase):
     def test_integrity_failures_of_an_established_sa(self):
-        from tests.test_ikev2_sa import ExchangeType, IkeMessage, ResponderMixin, establish
-
-        class Gateway(ResponderMixin, unittest.TestCase):
-            def runTest(self):
-                pass
-
-        gateway = Gateway()
-        gateway.setUp()
-        self.addCleanup(gateway.doCleanups)
-        harness = gateway.gateway()
-        initiator = gateway.md5_initiator()
+        harness = self.gateway()
+        initiator = self.md5_initiator()
         establish(self, harness, initiator)
         lines = Lines(self)
         (request,) = initiator.request(ExchangeType.INFORMATIONAL, [])

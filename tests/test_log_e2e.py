@@ -7,7 +7,9 @@ input from the network, on loopback:
   through the responder with nac's own log observers) end up on one line
   each, escaped;
 * 5,000 malformed RADIUS datagrams from a NAS and 1,000 from an unknown
-  address leave a handful of lines, whose counts add up to what was sent.
+  address leave a handful of lines, whose counts add up to what was sent;
+  so do 200 PT-TLS sessions sending a malformed message to two processes
+  (the worker's count reaches the main log when it stops).
 
 The expected escapes are written out here by hand (``\\x0a`` for a line
 feed, ``\\x1b`` for ESC, ``\\u202e`` for the override, U+FFFD for bytes that
@@ -180,6 +182,29 @@ class PtTlsSaslLogTests(unittest.TestCase):
         assert_one_line(self, lines, "SASL PLAIN response is not UTF-8")
         assert_one_line(self, lines, "authorization identity 'admin\\n\\x1b[2J' differs")
         self.assertFalse(any("not the password" in line or "password'" in line for line in lines))
+
+
+class WorkerFloodTests(unittest.TestCase):
+    """PT-TLS with a worker process: each process counts its own, and the
+    worker's summary reaches the main log when it stops."""
+
+    def test_malformed_messages_over_two_processes(self):
+        server = NacServer({"pt-tls": {"workers": "2"}}, ready="all 1 PT-TLS worker processes are accepting")
+        self.addCleanup(server.stop)
+        server.start()
+        context = ssl.create_default_context(cafile=str(server.ca))
+        for _ in range(200):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as tcp, \
+                    context.wrap_socket(tcp, server_hostname="127.0.0.1") as tls:
+                # Message Type 0xffffffff is reserved: a PT-TLS Error, and the end of the session
+                tls.sendall(struct.pack(">IIII", 0, 0xFFFFFFFF, 16, 0))
+                while tls.recv(4096):
+                    pass
+        server.stop()
+        lines = log_lines(server)
+        shown, total = counted(lines, "PT-TLS protocol error", "] PT-TLS error from 127.0.0.1[")
+        self.assertEqual(total, 200, "\n".join(lines))
+        self.assertLessEqual(shown, 8, "\n".join(lines))
 
 
 class IkeIdentityLogTests(ResponderMixin, unittest.TestCase):

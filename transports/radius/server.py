@@ -370,10 +370,12 @@ class RadiusServer:
                 self.counters.dup_access_requests += 1
                 if cached.reply is None:
                     log.info("ignoring RADIUS Access-Request 0x{id:02x} from client '{client}', "
-                             "already processing", id=packet.identifier, client=nas)
+                             "already processing", id=packet.identifier, client=nas,
+                             log_limit=("RADIUS retransmission", host))
                     return None
                 log.info("RADIUS Access-Request 0x{id:02x} from client '{client}' is a retransmission, "
-                         "sending the same reply again", id=packet.identifier, client=nas)
+                         "sending the same reply again", id=packet.identifier, client=nas,
+                         log_limit=("RADIUS retransmission", host))
                 return cached.reply
             del self._replies[key]
 
@@ -526,7 +528,8 @@ class RadiusServer:
             else:
                 self._forget(key, entry)
                 log.info("EAP packet from client '{client}' discarded by the EAP server: {reason}",
-                         client=nas, reason=outcome.reason or "no reason given")
+                         client=nas, reason=outcome.reason or "no reason given",
+                         log_limit=("EAP packet discarded", nas))
                 if not conv.rounds:
                     # the NAS knows no State of ours: nothing can continue this conversation
                     self._end(conv, "first EAP packet discarded")

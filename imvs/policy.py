@@ -58,10 +58,12 @@ from nac.pa import (
 from nac.pa.ietf import AssessmentResult, PaTncErrorAttribute, RemediationInstructions
 from nac.pa.segmentation import (
     DEFAULT_MAX_ATTRIBUTE_SIZE,
+    ReassemblyBudget,
     contract_response,
     max_segment_size_for_message,
 )
 from nac.pa.tcg import NO_LIMIT
+from nac.tnccs.assessment import address_of
 from nac.tnccs.recommendations import choose_language
 
 __all__ = [
@@ -81,8 +83,10 @@ __all__ = [
     "contract_text",
     "fetch_session_id",
     "lang_text",
+    "peer_address",
     "propose_contract",
     "reassemble",
+    "replace_state",
     "send_attributes",
     "verdict_options",
 ]
@@ -323,18 +327,27 @@ def contract_accepted(connection, imc_id: int, response: MaxAttributeSizeRespons
              type=message_type, text=contract_text(response))
 
 
+def peer_address(connection) -> str:
+    """The endpoint's address, which names the peer of a line about its
+    input (``log_limit``)."""
+    return address_of(getattr(connection, "peer", None))
+
+
 def reassemble(connection, reassembler: Reassembler, imc_id: int, envelope: SegmentEnvelope,
                reply: list[PaAttribute]) -> PaAttribute | None:
     """The base attribute once ``envelope`` was its last segment, else None
     with a Next Segment (or, for an invalid segment, a PA-TNC Error) added to
-    ``reply``."""
+    ``reply``.  Attributes that took too long are dropped first, each with
+    a PA-TNC Error."""
+    expired = reassembler.expire()
+    for err in expired.values():
+        _segment_refused(connection, imc_id, err, reply)
+    if envelope.base_attribute_id in expired:
+        return None  # its error is on the way
     try:
         whole = reassembler.add(envelope)
     except PaTncError as err:
-        log.warn("IMV {imv_id} received an invalid segment from IMC {imc}: {err}",
-                 imv_id=connection.imv_id, imc=imc_id, err=str(err))
-        if not err.in_error_attribute:
-            reply.append(error_attribute(err))
+        _segment_refused(connection, imc_id, err, reply)
         return None
     if whole is None:
         log.debug("IMV {imv_id} received {n} bytes of base attribute {base}, asking for the "
@@ -345,6 +358,14 @@ def reassemble(connection, reassembler: Reassembler, imc_id: int, envelope: Segm
     log.debug("IMV {imv_id} reassembled {attr} from segments", imv_id=connection.imv_id,
               attr=whole.full_name)
     return whole
+
+
+def _segment_refused(connection, imc_id: int, err: PaTncError, reply: list[PaAttribute]) -> None:
+    log.warn("IMV {imv_id} received an invalid segment from IMC {imc}: {err}",
+             imv_id=connection.imv_id, imc=imc_id, err=str(err),
+             log_limit=("invalid IF-M segment", peer_address(connection)))
+    if not err.in_error_attribute:
+        reply.append(error_attribute(err))
 
 
 def send_attributes(connection, vendor: int, subtype: int, attributes: Sequence[PaAttribute], *,
@@ -406,6 +427,8 @@ class ImvState:
     """What an IMV knows about one connection; IMVs extend it."""
 
     max_attribute_size: int = DEFAULT_MAX_ATTRIBUTE_SIZE
+    reassembly: ReassemblyBudget | None = None
+    """The connection's budget for unfinished segmented attributes."""
     imc_id: int | None = None
     """The collector that answers this IMV (the first one that spoke)."""
     started: bool = False
@@ -419,7 +442,16 @@ class ImvState:
 
     def __post_init__(self):
         self.reassembler = Reassembler(max_attribute_size=self.max_attribute_size,
-                                       max_pending=MAX_PENDING_SEGMENTED)
+                                       max_pending=MAX_PENDING_SEGMENTED, budget=self.reassembly)
+
+
+def replace_state(connection, state) -> None:
+    """``connection.state = state``, giving back what the old state's
+    unfinished segmented attributes held."""
+    reassembler = getattr(connection.state, "reassembler", None)
+    if reassembler is not None:
+        reassembler.clear()
+    connection.state = state
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,26 +509,27 @@ class PaTncImv:
 
     # -- state ---------------------------------------------------------------------------
 
-    def new_state(self) -> ImvState:
-        return self.state_class(max_attribute_size=self.max_attribute_size)
+    def new_state(self, connection=None) -> ImvState:
+        return self.state_class(max_attribute_size=self.max_attribute_size,
+                                reassembly=getattr(connection, "reassembly", None))
 
     def state_of(self, connection) -> ImvState:
         if not isinstance(connection.state, self.state_class):
-            connection.state = self.new_state()
+            replace_state(connection, self.new_state(connection))
         return connection.state
 
     # -- IImv ----------------------------------------------------------------------------
 
     def notify_connection_change(self, connection, state) -> None:
         if state == ConnectionState.CREATE:
-            connection.state = self.new_state()
+            replace_state(connection, self.new_state(connection))
         elif state == ConnectionState.HANDSHAKE:
             current = connection.state
             if not isinstance(current, self.state_class) or current.started or current.decided:
                 # a handshake retry starts the assessment anew
-                connection.state = self.new_state()
+                replace_state(connection, self.new_state(connection))
         elif state == ConnectionState.DELETE:
-            connection.state = None
+            replace_state(connection, None)
 
     def receive_message(self, connection, message):
         state = self.state_of(connection)
@@ -581,7 +614,8 @@ class PaTncImv:
         if isinstance(attribute, PaTncErrorAttribute):
             log.warn("IMV {imv_id} received PA-TNC error '{code}' from IMC {imc}",
                      imv_id=connection.imv_id, imc=imc_id,
-                     code=getattr(attribute.error_code, "name", attribute.error_code))
+                     code=getattr(attribute.error_code, "name", attribute.error_code),
+                     log_limit=("PA-TNC error from a collector", peer_address(connection)))
             return []
         return [attribute]
 

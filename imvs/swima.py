@@ -50,8 +50,10 @@ from imvs.policy import (
     accept_contract,
     contract_accepted,
     fetch_session_id,
+    peer_address,
     propose_contract,
     reassemble,
+    replace_state,
     send_attributes,
 )
 from imvs.swid import DEFAULT_MAX_TAG_SIZE, SwidTagError, SwidTagFormat, parse_swid_tag
@@ -89,7 +91,7 @@ from nac.pa import (
 )
 from nac.pa.ietf import AssessmentResult, PaTncErrorAttribute
 from nac.pa.ita import DeviceId
-from nac.pa.segmentation import needs_segmentation
+from nac.pa.segmentation import ReassemblyBudget, needs_segmentation
 from nac.pa.swima import (
     SoftwareEvents,
     SoftwareIdentifierEvents,
@@ -467,6 +469,7 @@ class SwimaConnectionState:
     """What the SWIMA IMV knows about one connection."""
 
     max_attribute_size: int
+    reassembly: ReassemblyBudget | None = None
     device_id: str | None = None
     device: DeviceSwimaState | None = None
     session_id: int | None = None
@@ -493,7 +496,7 @@ class SwimaConnectionState:
 
     def __post_init__(self):
         self.reassembler = Reassembler(max_attribute_size=self.max_attribute_size,
-                                       max_pending=MAX_PENDING_SEGMENTED)
+                                       max_pending=MAX_PENDING_SEGMENTED, budget=self.reassembly)
         first = secrets.randbits(31) + 1
         self.request_ids = iter(range(first, first + MAX_REQUESTS + 1))
 
@@ -555,14 +558,14 @@ class SwimaImv:
 
     def notify_connection_change(self, connection, state) -> None:
         if state == ConnectionState.CREATE:
-            connection.state = self._new_state()
+            replace_state(connection, self._new_state(connection))
         elif state == ConnectionState.HANDSHAKE:
             current = connection.state
             if not isinstance(current, SwimaConnectionState) or current.started:
                 # a handshake retry starts the assessment anew
-                connection.state = self._new_state()
+                replace_state(connection, self._new_state(connection))
         elif state == ConnectionState.DELETE:
-            connection.state = None
+            replace_state(connection, None)
 
     def receive_message(self, connection, message):
         return defer.ensureDeferred(self._receive(connection, message))
@@ -575,12 +578,13 @@ class SwimaImv:
 
     # -- state ---------------------------------------------------------------------------
 
-    def _new_state(self) -> SwimaConnectionState:
-        return SwimaConnectionState(max_attribute_size=self.max_attribute_size)
+    def _new_state(self, connection) -> SwimaConnectionState:
+        return SwimaConnectionState(max_attribute_size=self.max_attribute_size,
+                                    reassembly=getattr(connection, "reassembly", None))
 
     def _state(self, connection) -> SwimaConnectionState:
         if not isinstance(connection.state, SwimaConnectionState):
-            connection.state = self._new_state()
+            replace_state(connection, self._new_state(connection))
         return connection.state
 
     # -- receiving ------------------------------------------------------------------------
@@ -609,7 +613,8 @@ class SwimaImv:
             value = attribute.device_id
             if not _valid_text(value, NAME_LENGTH):
                 log.warn("IMV {imv_id} ignores an unusable Device ID of {n} characters",
-                         imv_id=connection.imv_id, n=len(value))
+                         imv_id=connection.imv_id, n=len(value),
+                         log_limit=("unusable Device ID", peer_address(connection)))
             elif state.device_id is None:
                 state.device_id = value
                 log.debug("IMV {imv_id} learned Device ID '{device}'", imv_id=connection.imv_id,
@@ -645,7 +650,8 @@ class SwimaImv:
         segmenter = state.segmenters.get(request.base_attribute_id)
         if segmenter is None:
             log.warn("IMV {imv_id}: Next Segment from IMC {imc} for unknown base attribute ID {base}",
-                     imv_id=connection.imv_id, imc=imc_id, base=request.base_attribute_id)
+                     imv_id=connection.imv_id, imc=imc_id, base=request.base_attribute_id,
+                     log_limit=("Next Segment for an unknown attribute", peer_address(connection)))
             return
         envelope = segmenter.on_next_segment(request)
         if segmenter.done:
@@ -675,11 +681,13 @@ class SwimaImv:
         name = getattr(code, "name", str(code))
         if error.error_vendor != PaVendor.IETF:
             log.warn("IMV {imv_id} received PA-TNC error 0x{vendor:06x}/{code}",
-                     imv_id=connection.imv_id, vendor=error.error_vendor, code=int(code))
+                     imv_id=connection.imv_id, vendor=error.error_vendor, code=int(code),
+                     log_limit=("PA-TNC error from a collector", peer_address(connection)))
             return
         if error.is_pa_tnc_message_error:
             # the collector refused one of our messages: it will not answer it
-            log.warn("IMV {imv_id} received PA-TNC error '{name}'", imv_id=connection.imv_id, name=name)
+            log.warn("IMV {imv_id} received PA-TNC error '{name}'", imv_id=connection.imv_id, name=name,
+                     log_limit=("PA-TNC error from a collector", peer_address(connection)))
             if state.pending is not None:
                 state.pending = None
                 state.failed = state.failed or f"the collector refused the SWIMA Request ({name})"
@@ -803,7 +811,8 @@ class SwimaImv:
                 events.append((event.eid, int(event.action), identifier))
             else:
                 log.warn("IMV {imv_id} skips an event with an unusable software identifier",
-                         imv_id=connection.imv_id)
+                         imv_id=connection.imv_id,
+                         log_limit=("unusable software identifier", peer_address(connection)))
         applied = await self._db(connection, state, apply_events, stored.device_pk,
                                  attribute.eid_epoch, consulted, events,
                                  session_id=state.session_id, max_tags=self._tags_wanted(state),
@@ -854,13 +863,14 @@ class SwimaImv:
             identifier = record.software_identifier
             if wanted is not None and identifier not in wanted:
                 log.warn("IMV {imv_id}: SWID tag for '{id}' was not requested", imv_id=connection.imv_id,
-                         id=identifier[:200])
+                         id=identifier[:200], log_limit=("SWID tag not requested", peer_address(connection)))
                 continue
             model = _SWID_DATA_MODELS.get((record.data_model_pen, record.data_model_type))
             if model is None:
                 log.info("IMV {imv_id}: only ISO/IEC 19770-2 SWID tags are supported, not data model "
                          "0x{pen:06x}/{type}", imv_id=connection.imv_id, pen=record.data_model_pen,
-                         type=record.data_model_type)
+                         type=record.data_model_type,
+                         log_limit=("unsupported SWID data model", peer_address(connection)))
             elif record.record and _valid_text(identifier, IDENTIFIER_LENGTH):
                 out.append((identifier, record.record, model))
         return out

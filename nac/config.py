@@ -527,6 +527,17 @@ declare_section("nac", help=(
            "Most TNCCS connections (assessments in progress) open at once over all transports."),
     Option("max_rounds", positive_int, 10,
            "Most PB-TNC round trips before the server decides with the recommendations it has."),
+    Option("segment_memory", byte_size(1024 * 1024, 64 * 1024 * 1024 * 1024), 256 * 1024 * 1024,
+           "Memory all connections of one nac process together may hold for attributes an endpoint "
+           "sends in IF-M segments (TCG Attribute Segmentation: SWIMA inventories, package lists) that "
+           "are not complete yet. A segment beyond it is refused with a PA-TNC error (Invalid "
+           "Parameter) and the attribute dropped; the IMV decides without it."),
+    Option("segment_memory_per_connection", byte_size(64 * 1024, 64 * 1024 * 1024 * 1024), 32 * 1024 * 1024,
+           "The same for one connection, over all its IMVs: at least the largest max_attribute_size "
+           "of the IMVs (16M for the SWIMA IMV by default), or their largest attributes cannot arrive."),
+    Option("segment_timeout", seconds, 120.0,
+           "An attribute sent in IF-M segments must be complete this long after its first segment; "
+           "otherwise it is dropped (with a PA-TNC error) and its memory given back."),
     Option("secret_key_file", optional(path), None,
            "Key (base64, 32 bytes) sealing the EAP-MD5/MSCHAPv2 secrets stored in the database, so "
            "a copy of the database alone reveals none. Created (mode 0600) when first needed; one that "

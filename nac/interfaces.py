@@ -77,6 +77,8 @@ class IImvConnection(Interface):
     max_message_size = Attribute("Largest PA message the transport carries")
     state = Attribute("Free slot for the IMV's own per-connection state")
     store = Attribute("The core's policy store (a nac.db.store.PolicyStore) or None")
+    reassembly = Attribute("The connection's nac.pa.segmentation.ReassemblyBudget for unfinished segmented "
+                           "attributes, shared by its IMVs' Reassemblers, or None")
 
     def session_id():
         """A Deferred firing with the session id this assessment is recorded

@@ -1,9 +1,22 @@
-"""nac's logger: twisted.logger's, with a process-wide level threshold.
+"""nac's logger: twisted.logger's, with a process-wide level threshold, a
+limit on repeated warnings, and observers that escape what the network sent.
 
 ``[nac] log_level`` drops events below the threshold where they are made,
 before an event dict is built or a format string rendered, so the per-packet
 debug lines cost next to nothing on a busy server.  Observers still see
 everything at or above the threshold.
+
+A line about bad input from the network (a malformed datagram, a failed
+integrity check, an invalid batch) names its kind and its peer
+(``log_limit=(kind, peer)``): :data:`repeats` lets the first one of each
+(kind, peer) through and counts the rest for ``interval`` seconds, then
+writes one summary line (``… 12,345 more like this from 192.0.2.1 in the
+last 10 s``), so a flood costs a few lines, not one a packet.
+
+Every line is written with the value of each of its fields escaped
+(:func:`nac.escape.printable`): an identity holding a line feed or a
+terminal escape sequence shows as ``\\x0a``, ``\\x1b``, whatever the call
+site passed (:func:`event_text`).
 
 :class:`ClassicFileObserver` writes twistd's log file in twistd's format for
 less; the nac plugin offers it to twistd (:func:`twistd_log_observer`).
@@ -16,30 +29,46 @@ import math
 import os
 import re
 import signal
+import string
 import sys
+import threading
 import time
 
+from twisted.application import service
 from twisted.logger import ILogObserver
 from twisted.logger import Logger as _TwistedLogger
-from twisted.logger import LogLevel, formatEvent, formatEventAsClassicLogText, formatTime, timeFormatRFC3339
+from twisted.logger import LogLevel, formatEvent, formatTime, timeFormatRFC3339
 from twisted.python import threadable
 from twisted.python.compat import ioType
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
+from nac.escape import UNPRINTABLE, printable, printable_lines
+
 __all__ = ["ClassicFileObserver", "JsonLineObserver", "LOG_FORMATS", "Logger", "LogLevel", "ReopeningLogFile",
-           "plain_text", "set_level", "twistd_log_observer"]
+           "RepeatLimiter", "RepeatSummaryService", "event_text", "message_text", "plain_text", "repeats",
+           "set_level", "twistd_log_observer"]
 
 _ORDER = (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)
 
 
 class Logger(_TwistedLogger):
+    """twisted.logger's Logger, with :func:`set_level`'s threshold and, for
+    lines about input from the network, ``log_limit=(kind, peer)``: such
+    a line goes through :data:`repeats` (``kind``, a fixed phrase naming
+    what is wrong, e.g. "invalid RADIUS message"; ``peer``, the address
+    it came from)."""
+
     enabled: frozenset = frozenset(_ORDER[1:])
 
     def emit(self, level, format=None, **kwargs):
         if level not in Logger.enabled:
             if level not in _ORDER:  # not a level at all: Twisted's emit reports that
+                kwargs.pop("log_limit", None)
                 super().emit(level, format, **kwargs)
+            return
+        limit = kwargs.pop("log_limit", None)
+        if limit is not None and not repeats.allow(limit[0], limit[1], self, level):
             return
         # the event Twisted's Logger.emit makes, without it checking the
         # level against every LogLevel constant (sorted anew each time)
@@ -54,6 +83,139 @@ def set_level(name: str | LogLevel) -> None:
     """Log events of this level and more severe ones ('debug', 'info', 'warn', 'error')."""
     level = name if isinstance(name, type(LogLevel.info)) else LogLevel.levelWithName(name)
     Logger.enabled = frozenset(_ORDER[_ORDER.index(level):])
+
+
+# -- repeated warnings ---------------------------------------------------------------------
+
+
+class _Window:
+    __slots__ = ("start", "held", "logger", "level")
+
+    def __init__(self, start: float, logger, level):
+        self.start = start
+        self.held = 0
+        self.logger = logger
+        self.level = level
+
+
+class RepeatLimiter:
+    """One line per (kind, peer) every ``interval`` seconds, and a summary
+    of the lines held back.
+
+    The first line of a (kind, peer) opens a window of ``interval``
+    seconds; the lines of that kind from that peer within it are counted,
+    not written, and when it ends one line says how many there were, at
+    the level and in the namespace of the first (``invalid RADIUS message:
+    … 12,345 more like this from 192.0.2.1 in the last 10 s``).  Then the
+    next line goes through again: a steady flood costs two lines per
+    ``interval``.
+
+    At most ``max_keys`` windows are open: a peer that is new while all are
+    taken (a flood from spoofed addresses) counts towards one window per
+    kind for every other peer ("from other peers"), so memory and lines
+    stay bounded however many addresses send.  Windows end when a line of
+    any kind is logged after them, or at :meth:`flush` (every second, see
+    :class:`RepeatSummaryService`).  ``clock``: something with
+    ``seconds()`` (a reactor; ``twisted.internet.task.Clock`` in tests),
+    by default the monotonic clock.  Thread-safe.
+    """
+
+    def __init__(self, interval: float = 10.0, max_keys: int = 1000, clock=None):
+        self.interval = interval
+        self.max_keys = max_keys
+        self.clock = clock
+        # (kind, peer) -> window, in the order they opened (so the first ends first)
+        self._windows: dict[tuple, _Window] = {}
+        self._lock = threading.Lock()
+
+    def _now(self) -> float:
+        return self.clock.seconds() if self.clock is not None else time.monotonic()
+
+    def allow(self, kind: str, peer, logger, level) -> bool:
+        """Whether the line about ``kind`` from ``peer`` is written (else it is counted)."""
+        now = self._now()
+        with self._lock:
+            ended = self._ended(now)
+            windows = self._windows
+            key = (kind, peer)
+            window = windows.get(key)
+            if window is None and len(windows) >= self.max_keys:
+                key = (kind, None)  # one window for every peer there is no room for
+                window = windows.get(key)
+            if window is None:
+                windows[key] = _Window(now, logger, level)
+                allowed = True
+            else:
+                window.held += 1
+                allowed = False
+        self._summarise(ended, now)
+        return allowed
+
+    def flush(self, everything: bool = False) -> None:
+        """Write the summaries of the windows that ended (with
+        ``everything``, of all: nac stops) and forget those windows."""
+        now = self._now()
+        with self._lock:
+            if everything:
+                ended, self._windows = list(self._windows.items()), {}
+            else:
+                ended = self._ended(now)
+        self._summarise(ended, now)
+
+    def reset(self) -> None:
+        """Forget every window without a summary (tests start afresh)."""
+        with self._lock:
+            self._windows.clear()
+
+    def _ended(self, now: float) -> list:
+        windows = self._windows
+        ended = []
+        while windows:
+            key = next(iter(windows))
+            if now - windows[key].start < self.interval:
+                break
+            ended.append((key, windows.pop(key)))
+        return ended
+
+    def _summarise(self, ended: list, now: float) -> None:
+        for (kind, peer), window in ended:
+            if window.held:
+                seconds = max(1, math.ceil(min(now - window.start, self.interval)))
+                window.logger.emit(window.level, "{kind}: … {repeated:,} more like this from {peer} in the last "
+                                   "{seconds} s", kind=kind, repeated=window.held, seconds=seconds,
+                                   peer="other peers" if peer is None else peer)
+
+
+#: The limiter of every ``log_limit`` line of this process.
+repeats = RepeatLimiter()
+
+
+class RepeatSummaryService(service.Service):
+    """Writes :data:`repeats`' summaries once a second, so a flood that
+    stopped is summed up in time, and those still open when nac stops."""
+
+    name = "log-repeats"
+
+    def __init__(self, limiter: RepeatLimiter | None = None, clock=None):
+        self.limiter = limiter or repeats
+        self.clock = clock
+        self._loop = None
+
+    def startService(self):
+        from twisted.internet.task import LoopingCall
+
+        super().startService()
+        self._loop = LoopingCall(self.limiter.flush)
+        if self.clock is not None:
+            self._loop.clock = self.clock
+        self._loop.start(1.0, now=False)
+
+    def stopService(self):
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        self.limiter.flush(everything=True)
+        return super().stopService()
 
 
 # -- twistd's log file, written with less work --------------------------------------------
@@ -73,6 +235,72 @@ def plain_text(event) -> str | None:
         return None
 
 
+class _EscapingFormatter(string.Formatter):
+    """``str.format`` with Twisted's ``{x()}`` calls, each field's text
+    made :func:`~nac.escape.printable`; the format's own text is kept."""
+
+    def get_value(self, key, args, kwargs):
+        if isinstance(key, str) and key.endswith("()"):
+            return kwargs[key[:-2]]()
+        return super().get_value(key, args, kwargs)
+
+    def format_field(self, value, format_spec):
+        return printable(format(value, format_spec))
+
+
+_ESCAPING = _EscapingFormatter()
+
+
+def message_text(event) -> str:
+    """What a log line says for ``event`` (Twisted's ``formatEvent``), with
+    every field's value escaped: nothing from the network can end the line
+    or send a terminal escape sequence.  A line break the format itself
+    holds stays (the text log indents what follows it)."""
+    text = plain_text(event)
+    if text is None:
+        text = formatEvent(event)
+    if not UNPRINTABLE.search(text):
+        return text
+    fmt = event.get("log_format")
+    if type(fmt) is str and "log_flattened" not in event:
+        try:
+            return _ESCAPING.vformat(fmt, (), event)
+        except Exception:  # Twisted's text says it cannot format the event: escaped whole below
+            pass
+    return printable(text)
+
+
+def _traceback(failure) -> str:
+    try:
+        text = failure.getTraceback()
+    except BaseException as exc:  # as Twisted's text log says it
+        text = "(UNABLE TO OBTAIN TRACEBACK FROM EVENT):" + str(exc)
+    return printable_lines(text)
+
+
+def event_text(event) -> str:
+    """:func:`message_text` and, for a logged failure, its traceback on the
+    lines after it (as the JSON log and the worker processes carry it)."""
+    text = message_text(event)
+    failure = event.get("log_failure")
+    if failure is not None:
+        text = f"{text}\n{_traceback(failure)}".rstrip("\n")
+    return text
+
+
+def _system(event) -> str:
+    system = event.get("log_system")
+    if system is None:
+        level = event.get("log_level")
+        return f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+    if type(system) is not str:
+        try:
+            system = str(system)
+        except Exception:
+            return "UNFORMATTABLE"
+    return printable(system)
+
+
 @implementer(ILogObserver)
 class ClassicFileObserver:
     """Writes events as twistd's text observer does, ``<time> [<system>]
@@ -82,9 +310,10 @@ class ClassicFileObserver:
     anew for every event and renders the text through a call-aware
     formatter; a busy server logs a dozen milestones per assessment.  Here
     the time stamp is made once per second and plain events (a ``log_format``
-    of named fields, no failure) are rendered with ``str.format``; anything
-    else (tracebacks, ``{x()}`` calls, legacy events) goes through Twisted's
-    own formatter.
+    of named fields) are rendered with ``str.format``; anything else
+    (``{x()}`` calls, legacy events) goes through Twisted's own formatter.
+    Field values are escaped (:func:`message_text`), which is all that
+    differs from twistd's lines.
     """
 
     def __init__(self, out, time_format: str = timeFormatRFC3339):
@@ -105,20 +334,15 @@ class ClassicFileObserver:
 
     def format(self, event) -> str | None:
         """The line for ``event`` (None when there is nothing to write)."""
-        text = None if "log_failure" in event else plain_text(event)
-        if text is None:
-            return formatEventAsClassicLogText(event, self._time)
+        text = message_text(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text = f"{text}\n{_traceback(failure)}"
         if not text:
             return None
-        system = event.get("log_system")
-        if system is None:
-            level = event.get("log_level")
-            system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
-        elif type(system) is not str:
-            return formatEventAsClassicLogText(event, self._time)
         if "\n" in text:
             text = text.replace("\n", "\n\t")
-        return f"{self._time(event.get('log_time'))} [{system}] {text}\n"
+        return f"{self._time(event.get('log_time'))} [{_system(event)}] {text}\n"
 
     def __call__(self, event) -> None:
         if event.get("log_level", LogLevel.info) not in Logger.enabled:
@@ -206,7 +430,12 @@ class JsonLineObserver:
     ``peer``, ``identity``, ``worker`` …).  A field named like a secret
     (``password``, ``secret`` …) is left out; one named like the keys
     above does not replace them.  Non-ASCII text is escaped, so a line is
-    ASCII and ends at its only newline."""
+    ASCII and ends at its only newline.
+
+    Text from the network is escaped as in the text log (:func:`message_text`,
+    field values too): decoded, ``message`` is the text log's line, and no
+    string holds a control character a shipper's viewer would act on
+    (only a traceback's line breaks)."""
 
     def __init__(self, out):
         self._out = out
@@ -225,15 +454,7 @@ class JsonLineObserver:
 
     def format(self, event) -> str | None:
         """The line for ``event`` (None when it has no text)."""
-        failure = event.get("log_failure")
-        text = None if failure is not None else plain_text(event)
-        if text is None:
-            text = formatEvent(event)
-        if failure is not None:
-            try:
-                text = f"{text}\n{failure.getTraceback()}".rstrip("\n")
-            except Exception:  # a failure that cannot render its traceback still has its text
-                pass
+        text = event_text(event)
         if not text:
             return None
         level = event.get("log_level")
@@ -254,7 +475,7 @@ class JsonLineObserver:
                 continue
             if key.startswith("log_") or key in record or key in legacy or _SECRET_FIELD.search(key):
                 continue
-            record[key] = value
+            record[key] = printable(value) if type(value) is str else value
         return json.dumps(record, ensure_ascii=True) + "\n"
 
     def __call__(self, event) -> None:

@@ -64,11 +64,11 @@ from typing import Callable, Mapping
 from twisted.application import service
 from twisted.internet import defer, error, fdesc, main as tmain, protocol
 from twisted.internet.interfaces import IReadDescriptor
-from twisted.logger import LogLevel, formatEvent
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from nac.interfaces import IWorkerProcesses, IWorkerShare
-from nac.log import Logger, plain_text
+from nac.log import Logger, RepeatSummaryService, event_text
 
 __all__ = [
     "EventWriter",
@@ -78,6 +78,7 @@ __all__ = [
     "WorkerShare",
     "WorkerSupervisor",
     "connection_share",
+    "descriptor_warning",
     "main",
     "process_count",
 ]
@@ -136,8 +137,43 @@ class WorkerTransportPlugin:
 
 
 def connection_share(total: int, processes: int, index: int) -> int:
-    """Process ``index``'s share of ``total`` connections (at least one)."""
+    """Process ``index``'s share of ``total`` connections: the shares of
+    ``processes`` processes add up to ``total`` (each has at least one)."""
     return max(1, total // processes + (1 if index < total % processes else 0))
+
+
+#: Descriptors a process keeps open besides its connections' (listening
+#: sockets, log file, database, epoll, the pipes of 4 to a worker)
+RESERVED_DESCRIPTORS = 64
+
+
+def descriptor_warning(cfg, counts: Mapping[str, int], soft_limit: int | None = None) -> str | None:
+    """The line to log when the connections a process may hold (each
+    transport's ``max_connections``, shared among its ``counts[name]``
+    processes; one descriptor each) and what it needs besides exceed its
+    open-file limit (``soft_limit``, by default RLIMIT_NOFILE's), else None."""
+    import resource
+
+    if soft_limit is None:
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft_limit == resource.RLIM_INFINITY:
+        return None
+    processes = max(counts.values(), default=1)
+    needed = RESERVED_DESCRIPTORS + 4 * (processes - 1)
+    keys = []
+    for name, served_by in counts.items():
+        try:
+            total = cfg.get(name, "max_connections")
+        except KeyError:
+            continue  # a transport without connections of its own (datagrams)
+        needed += connection_share(total, served_by, 0)
+        keys.append(f"[{name}] max_connections = {total}" + (f" over {served_by} processes" if served_by > 1
+                                                               else ""))
+    if not keys or needed <= soft_limit:
+        return None
+    return (f"{cfg.source or 'defaults'}: {', '.join(keys)}: a nac process may need {needed} file descriptors, "
+            f"more than its open-file limit (ulimit -n) of {soft_limit}, and refuse connections when they run "
+            "out: raise LimitNOFILE= in the systemd unit (etc/nac.service) or ulimit -n, or lower max_connections")
 
 
 # -- the log events' wire form ----------------------------------------------------------
@@ -148,22 +184,15 @@ _LEVELS = {level.name: level for level in LogLevel.iterconstants()}
 
 def event_line(event: dict) -> str:
     """One log event as a line of JSON: level, namespace, time, the text as
-    the worker rendered it (with the traceback of a logged failure), and
+    the worker rendered it (with the traceback of a logged failure, values
+    from the network escaped: :func:`nac.log.event_text`), and
     the event's own fields whose values are JSON scalars.
 
     Rendering in the worker keeps whatever objects the format refers to out
     of the pipe, and costs half of ``twisted.logger.eventAsJSON`` +
     ``eventFromJSON``.
     """
-    text = plain_text(event)
-    if text is None:
-        text = formatEvent(event)
-    failure = event.get("log_failure")
-    if failure is not None:
-        try:
-            text = f"{text}\n{failure.getTraceback()}".rstrip("\n")
-        except Exception:  # a failure that cannot render its traceback still has its text
-            pass
+    text = event_text(event)
     # log_level first: a line that starts with {"nac_control" is a control message
     fields = {"log_level": getattr(event.get("log_level"), "name", "info")}
     fields.update((key, value) for key, value in event.items()
@@ -785,6 +814,7 @@ def main(argv: list[str] | None = None) -> None:
         core = server.build_core(cfg, connection_ids=ids)
         core.store = store
         top = service.MultiService()
+        RepeatSummaryService().setServiceParent(top)
         store.setServiceParent(top)
         server.CoreService(core).setServiceParent(top)
         for name, plugin in transports.items():

@@ -81,7 +81,9 @@ def build_core(cfg, connection_ids: tuple[int, int] = (1, 1)) -> TnccsCore:
         cfg.get("nac", "language"), (list, tuple)) else (cfg.get("nac", "language"),)
     return TnccsCore(manager, policy=RecommendationPolicy(cfg.get("nac", "recommendation_policy")),
                      languages=languages, max_rounds=cfg.get("nac", "max_rounds"),
-                     connection_ids=connection_ids)
+                     connection_ids=connection_ids, segment_memory=cfg.get("nac", "segment_memory"),
+                     segment_memory_per_connection=cfg.get("nac", "segment_memory_per_connection"),
+                     segment_timeout=cfg.get("nac", "segment_timeout"))
 
 
 def build_store(cfg, *, migrate: bool = True, check: bool = False):

@@ -32,7 +32,7 @@ from twisted.python.components import Componentized
 from nac import config as nac_config
 from nac import log as nac_log
 from nac.log import Logger
-from nac.processes import WorkerSupervisor
+from nac.processes import WorkerSupervisor, descriptor_warning
 from nac.server import CoreService, StartupError, build_core, build_store, one_line  # noqa: F401
 from nac.service_user import ServiceUser
 
@@ -365,11 +365,15 @@ def makeService(options) -> service.MultiService:
         # the main process is number 0 of nac's processes
         counts = worker_processes(cfg)
         processes = max(counts.values(), default=1)
+        short = descriptor_warning(cfg, counts)
+        if short:
+            log.warn("{warning}", warning=short)
         if user is not None and processes > 1:
             check_config_readable(cfg, user)
         core = build_core(cfg, connection_ids=(1, processes))
         core.store = store
         top = NacService(getattr(options, "parent", None), config=cfg)
+        nac_log.RepeatSummaryService().setServiceParent(top)
         if store is not None:  # None: --check of an embedded database start-up will create
             store.setServiceParent(top)
         CoreService(core).setServiceParent(top)

@@ -7,6 +7,9 @@ directory, which is the repository root under pytest (and trial's own
 instead, removed when the run ends.  Hypothesis keeps its example database
 and caches there too, not in ``.hypothesis/`` of the current directory; examples worth
 keeping are written into the tests with ``@example``.
+
+Each test starts with nac's limiter of repeated log lines (:data:`nac.log.repeats`)
+empty, so that a line an earlier test wrote cannot hold back one a test expects.
 """
 
 import atexit
@@ -35,6 +38,18 @@ def _mktemp(self) -> str:
 
 
 _trial.SynchronousTestCase.mktemp = _mktemp
+
+_run = _trial.SynchronousTestCase.run
+
+
+def _run_afresh(self, result):
+    from nac.log import repeats
+
+    repeats.reset()
+    return _run(self, result)
+
+
+_trial.SynchronousTestCase.run = _run_afresh
 
 set_hypothesis_home_dir(os.path.join(TEST_ROOT, "hypothesis"))
 _hypothesis_settings.register_profile(

@@ -290,3 +290,86 @@ class TwistdLogOptionTests(unittest.TestCase):
         self.assertNotIn("#info]", text)
         self.assertNotIn("#debug]", text)
         self.assertNotIn("starting up", text)  # twistd's own info line
+
+
+class EscapingTests(unittest.TestCase):
+    """Whatever a field holds, a line is one line and holds no control
+    character: each field's value is escaped where the line is made, in the
+    text log, the JSON log and the lines worker processes send.  The
+    expected escapes are written out by hand."""
+
+    IDENTITY = "carol\n2026-12-07T00:00:00+0000 [nac#info] forged\x1b[31m\x00\x85\u2028\u202e\udcff\t"
+    ESCAPED = "carol\\x0a2026-12-07T00:00:00+0000 [nac#info] forged\\x1b[31m\\x00\\x85\\u2028\\u202e\\xff\\x09"
+
+    def event(self, fmt="SASL PLAIN authentication of '{identity}' failed", **fields):
+        return {"log_time": WHEN, "log_level": LogLevel.warn, "log_namespace": "nac.pt-tls", "log_format": fmt,
+                "identity": self.IDENTITY, **fields}
+
+    def text_line(self, event) -> str:
+        out = io.BytesIO()
+        ClassicFileObserver(out)(event)
+        line = out.getvalue().decode("utf-8")  # lone surrogates could not even be written raw
+        self.assertEqual(line.count("\n"), 1, line)
+        return line
+
+    def test_text_lines(self):
+        line = self.text_line(self.event())
+        self.assertTrue(line.endswith(f"[nac.pt-tls#warn] SASL PLAIN authentication of '{self.ESCAPED}' failed\n"),
+                        line)
+        # conversions, format specifications, attributes and calls are escaped all the same
+        line = self.text_line(self.event("{identity!r:.5} {obj.name} {call()} {n:>3}",
+                                         obj=type("O", (), {"name": "a\nb"})(), call=lambda: "c\x1bd", n=7))
+        self.assertTrue(line.endswith("] 'caro a\\x0ab c\\x1bd   7\n"), line)
+
+    def test_the_formats_own_line_breaks_stay_continuation_lines(self):
+        out = io.StringIO()
+        ClassicFileObserver(out)(self.event("reason:\n{identity}"))
+        self.assertTrue(out.getvalue().endswith(f"] reason:\n\t{self.ESCAPED}\n"), out.getvalue())
+
+    def test_a_failure_with_network_text_in_its_message(self):
+        try:
+            raise ValueError("bad identity " + self.IDENTITY)
+        except ValueError:
+            failure = Failure()
+        out = io.StringIO()
+        ClassicFileObserver(out)({**self.event("failed for {identity}"), "log_failure": failure})
+        first, *rest = out.getvalue().splitlines()
+        self.assertTrue(first.endswith(f"] failed for {self.ESCAPED}"), first)
+        # the traceback's lines, the exception's own line breaks included, are continuation lines
+        self.assertEqual(rest[0], "\tTraceback (most recent call last):")
+        self.assertTrue(all(line.startswith("\t") for line in rest), rest)
+        self.assertIn("\t2026-12-07T00:00:00+0000 [nac#info] forged\\x1b[31m\\x00\\x85\\u2028\\u202e\\xff\\x09",
+                      rest)
+
+    def test_legacy_and_unformattable_events(self):
+        line = self.text_line({"log_time": WHEN, "log_format": "{missing} {identity}", "identity": self.IDENTITY})
+        self.assertNotIn("\x1b", line)
+        self.assertIn("Unable to format event", line)
+
+    def test_json_message_and_fields(self):
+        import json
+
+        out = io.StringIO()
+        nac_log.JsonLineObserver(out)(self.event(peer="192.0.2.1\r\n"))
+        self.assertEqual(out.getvalue().count("\n"), 1)
+        record = json.loads(out.getvalue())
+        self.assertEqual(record["message"], f"SASL PLAIN authentication of '{self.ESCAPED}' failed")
+        self.assertEqual((record["identity"], record["peer"]), (self.ESCAPED, "192.0.2.1\\x0d\\x0a"))
+
+    def test_worker_lines_arrive_escaped(self):
+        from nac.processes import LogRelay, event_line
+
+        relayed = []
+        relay = LogRelay(1, 4242, relayed.append)
+        relay.feed(event_line(self.event()).encode() + b"\n")
+        (event,) = relayed
+        self.assertTrue(self.text_line(event).endswith(
+            f"[nac.pt-tls#warn worker 1] SASL PLAIN authentication of '{self.ESCAPED}' failed\n"))
+
+    def test_printable(self):
+        from nac.escape import printable, printable_lines
+
+        self.assertEqual(printable("CORP\\carol é 日本"), "CORP\\carol é 日本")
+        self.assertEqual(printable("\x7f\x9f\u200e\u2066\ud800"), "\\x7f\\x9f\\u200e\\u2066\\ud800")
+        self.assertEqual(printable(b"a\xffb".decode("utf-8", "surrogateescape")), "a\\xffb")
+        self.assertEqual(printable_lines("line 1\nline\x1b 2\r\n"), "line 1\nline\\x1b 2\\x0d\n")

@@ -13,6 +13,7 @@ from twisted.trial import unittest
 from nac.pa import PaMessage, PaTncError, PaTncErrorCode, UnknownAttribute
 from nac.pa.ietf import InstalledPackages, NumericVersion
 from nac.pa.segmentation import (
+    ReassemblyBudget,
     Reassembler,
     Segmenter,
     contract_response,
@@ -235,6 +236,97 @@ class ReassemblerErrorTests(unittest.TestCase):
         envelopes = list(Segmenter(data, base_attribute_id=8, max_segment_size=100))
         results = [reassembler.add(e) for e in envelopes]
         self.assertEqual(results[-1], UnknownAttribute(0x00ABCD, 1, b"z" * 300, noskip=True))
+
+
+class ReassemblyBudgetTests(unittest.TestCase):
+    """What unfinished attributes hold: per connection, within the process's
+    budget, and for a limited time; given back when they complete, fail, are
+    cancelled or dropped, and when the connection ends."""
+
+    def setUp(self):
+        self.now = 1000.0
+        self.process = ReassemblyBudget(100_000, name="[nac] segment_memory", timeout=60.0, clock=lambda: self.now)
+        self.value = bytes(range(256)) * 300  # 76,800 bytes
+        self.data = struct.pack(">III", 0x00ABCD, 3, 12 + len(self.value)) + self.value
+
+    def envelope(self, base_id: int, start: int, end: int) -> SegmentEnvelope:
+        return SegmentEnvelope(base_id, self.data[start:end], more=end < len(self.data), start=start == 0)
+
+    def connection(self, limit: int = 64_000) -> Reassembler:
+        return Reassembler(max_attribute_size=1_000_000,
+                           budget=self.process.child(limit, name="[nac] segment_memory_per_connection"))
+
+    def refused(self, reassembler: Reassembler, envelope: SegmentEnvelope) -> str:
+        with self.assertRaises(PaTncError) as cm:
+            reassembler.add(envelope)
+        err = cm.exception
+        self.assertEqual((err.code, err.message_header),
+                         (PaTncErrorCode.INVALID_PARAMETER, b"\xff" * 4 + envelope.base_attribute_id.to_bytes(4, "big")))
+        self.assertNotIn(envelope.base_attribute_id, reassembler.pending)
+        return str(err)
+
+    def test_a_connection_holds_at_most_its_budget(self):
+        conn = self.connection()
+        self.assertIsNone(conn.add(self.envelope(1, 0, 40_000)))
+        self.assertEqual((conn.budget.held, self.process.held), (40_000, 40_000))
+        reason = self.refused(conn, self.envelope(1, 40_000, 70_000))  # 70,000 > 64,000
+        self.assertIn("64000-byte [nac] segment_memory_per_connection", reason)
+        self.assertEqual((conn.budget.held, self.process.held), (0, 0))
+        # within the budget the whole attribute arrives, and gives its bytes back
+        big = self.connection(limit=200_000)
+        for start, end in ((0, 40_000), (40_000, 70_000)):
+            self.assertIsNone(big.add(self.envelope(2, start, end)))
+        self.assertEqual(self.process.held, 70_000)
+        self.assertEqual(big.add(self.envelope(2, 70_000, len(self.data))).build(), self.data)
+        self.assertEqual((big.budget.held, self.process.held), (0, 0))
+
+    def test_all_connections_together_hold_at_most_the_process_budget(self):
+        a, b, c = self.connection(), self.connection(), self.connection()
+        a.add(self.envelope(1, 0, 40_000))
+        b.add(self.envelope(1, 0, 40_000))
+        reason = self.refused(c, self.envelope(1, 0, 40_000))  # 120,000 > 100,000
+        self.assertIn("100000-byte [nac] segment_memory", reason)
+        self.assertEqual(self.process.held, 80_000)
+        # a connection that ends gives back what it held
+        a.budget.close()
+        self.assertEqual(self.process.held, 40_000)
+        self.assertIsNone(c.add(self.envelope(1, 0, 40_000)))
+        self.assertEqual(self.process.held, 80_000)
+        a.clear()  # an IMV state dropped after its connection ended: nothing is given back twice
+        self.assertEqual(self.process.held, 80_000)
+        with self.assertRaises(PaTncError):  # nothing more is taken for an ended connection
+            a.add(self.envelope(2, 0, 20_000))
+        # cancelled, invalid and cleared attributes give their bytes back
+        b.cancel(1)
+        c.add(self.envelope(2, 0, 10_000))
+        with self.assertRaises(PaTncError):
+            c.add(SegmentEnvelope(2, b"x" * 20, more=False))  # ends too early
+        c.clear()
+        self.assertEqual(self.process.held, 0)
+
+    def test_an_attribute_must_be_complete_within_the_timeout(self):
+        conn = self.connection(limit=200_000)
+        conn.add(self.envelope(1, 0, 30_000))
+        self.now += 59.0
+        conn.add(self.envelope(2, 0, 10_000))
+        self.assertEqual(conn.expire(), {})
+        self.assertIsNone(conn.add(self.envelope(1, 30_000, 60_000)))  # still in time
+        self.now += 1.0
+        expired = conn.expire()
+        self.assertEqual(list(expired), [1])
+        self.assertIn("not complete within 60 s (60000 of 76812 bytes received)", str(expired[1]))
+        self.assertEqual(expired[1].message_header, b"\xff" * 4 + (1).to_bytes(4, "big"))
+        self.assertEqual((conn.pending, self.process.held), ((2,), 10_000))
+        self.now += 59.0
+        self.assertEqual(list(conn.expire()), [2])
+        self.assertEqual(self.process.held, 0)
+
+    def test_without_a_budget_nothing_is_counted_or_expired(self):
+        conn = Reassembler(max_attribute_size=1_000_000)
+        conn.add(self.envelope(1, 0, 40_000))
+        self.now += 10**6
+        self.assertEqual(conn.expire(), {})
+        self.assertEqual(self.process.held, 0)
 
 
 class GeneratedTests(unittest.TestCase):

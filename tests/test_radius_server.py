@@ -16,6 +16,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from zope.interface import implementer
@@ -428,12 +429,25 @@ class EapConversationTests(ServerTestCase):
         self.assertEqual(limits, [[1396], [60], []])
 
     def test_unusable_framed_mtu_is_ignored_with_a_log_line(self):
-        limits = self.framed_mtu_limits((63).to_bytes(4, "big"), (65536).to_bytes(4, "big"), b"\x05\x78")
-        self.assertEqual(limits, [[], [], []])
-        self.assert_logged("ignoring the Framed-MTU 63 from client '127.0.0.1': outside 64-65535")
-        self.assert_logged("ignoring the Framed-MTU 65536 from client '127.0.0.1': outside 64-65535")
-        self.assert_logged("ignoring the Framed-MTU from client '127.0.0.1': Framed-MTU is 2 bytes, "
-                           "not a 4-byte integer")
+        clock = Clock()
+        self.patch(nac_log.repeats, "clock", clock)
+        for raw, line in (((63).to_bytes(4, "big"), "ignoring the Framed-MTU 63 from client '127.0.0.1': "
+                                                    "outside 64-65535"),
+                          ((65536).to_bytes(4, "big"), "ignoring the Framed-MTU 65536 from client '127.0.0.1': "
+                                                       "outside 64-65535"),
+                          (b"\x05\x78", "ignoring the Framed-MTU from client '127.0.0.1': Framed-MTU is 2 bytes, "
+                                        "not a 4-byte integer")):
+            self.assertEqual(self.framed_mtu_limits(raw), [[]])
+            self.assert_logged(line)
+            clock.advance(nac_log.repeats.interval)
+        # a NAS sending them all the time: one line, then a count
+        self.assertEqual(self.framed_mtu_limits(*[(63).to_bytes(4, "big")] * 3), [[]] * 3)
+        clock.advance(nac_log.repeats.interval)
+        nac_log.repeats.flush()
+        lines = [formatEvent(e) for e in self.logs.events if "Framed-MTU" in formatEvent(e)]
+        self.assertEqual(lines[-2:], ["ignoring the Framed-MTU 63 from client '127.0.0.1': outside 64-65535",
+                                      "invalid Framed-MTU: … 2 more like this from 127.0.0.1 in the last "
+                                      f"{nac_log.repeats.interval:g} s"])
 
     def test_sessions_without_a_size_limit_ignore_framed_mtu(self):
         self.make_server()
@@ -724,6 +738,7 @@ class DiscardTests(ServerTestCase):
         _, data = self.nas.request(eap(EAP_RESPONSE, 1, b"\x01carol"))
         self.assert_discarded(data[:21] + b"\x01" + data[22:], "received invalid RADIUS message from client "
                                                                "'127.0.0.1', ignored")
+        nac_log.repeats.reset()  # another fault from the same NAS within the interval would only be counted
         self.assert_discarded(b"\x01\x00\x00", "shorter than the 20-byte header")
 
     def test_non_consecutive_eap_messages(self):

@@ -46,6 +46,7 @@ from nac.eap.tnc import EapTnc, PtEap
 from nac.eap.ttls import TtlsServer, TtlsSettings
 from nac.interfaces import IEapSession
 from nac.log import Logger
+from nac.tnccs.assessment import address_of
 
 __all__ = ["EapServerSession", "EapSettings", "OUTER_METHOD_NAMES", "session_factory"]
 
@@ -301,7 +302,8 @@ class EapServerSession:
         return outcome
 
     def _discard(self, reason: str) -> EapOutcome:
-        log.info("discarding EAP packet from {peer}: {reason}", peer=self._who(), reason=reason)
+        log.info("discarding EAP packet from {peer}: {reason}", peer=self._who(), reason=reason,
+                 log_limit=("discarded EAP packet", address_of(self.peer)))
         return EapOutcome(EapStatus.DISCARD, identity=self.identity, reason=reason)
 
     def _crashed(self, failure) -> EapOutcome:

@@ -29,7 +29,7 @@ from nac.eap.fragments import EAP_TNC, PT_EAP, FragmentChannel, FragmentError, F
 from nac.eap.method import EapMethod, MethodStep, as_deferred
 from nac.eap.packet import EapPacket, EapType
 from nac.log import Logger
-from nac.tnccs.assessment import TransportLimits
+from nac.tnccs.assessment import TransportLimits, address_of
 
 __all__ = ["EAP_TNC_LIMITS", "EapTnc", "PostureMethod", "PtEap"]
 
@@ -140,7 +140,8 @@ class PostureMethod(EapMethod):
         return MethodStep.success()
 
     def _fail(self, reason: str) -> MethodStep:
-        log.warn("{reason}", reason=reason)
+        log.warn("{reason}", reason=reason,
+                 log_limit=("posture exchange failure", address_of(self.peer)))
         self.abort(reason)
         return MethodStep.failure(reason)
 

@@ -67,6 +67,7 @@ from nac.eap.mschapv2 import (
 from nac.eap.packet import EapCode, EapError, EapPacket, EapType, nak_types, next_identifier, type_name
 from nac.eap.tls import TlsError, TlsTunnel
 from nac.log import Logger, LogLevel
+from nac.tnccs.assessment import address_of
 
 __all__ = ["INNER_EAP_METHODS", "INNER_METHOD_NAMES", "TtlsServer", "TtlsSettings", "ttls_keys"]
 
@@ -441,7 +442,8 @@ class TtlsServer(EapMethod):
 
     def _fail(self, reason: str, *, quiet: bool = False) -> MethodStep:
         if not quiet:
-            log.warn("EAP_TTLS: {reason}", reason=reason)
+            log.warn("EAP_TTLS: {reason}", reason=reason,
+                     log_limit=("EAP-TTLS failure", address_of(self.peer)))
         self.abort(reason)
         return MethodStep.failure(reason)
 

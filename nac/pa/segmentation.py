@@ -18,11 +18,21 @@ PB-TNC, M is the batch limit B less 32 (batch header 8, PB message header
 32,754-byte batch limit, 65,466 for strongSwan's default of 65,522.  The
 captures show 44,976 over IF-TNCCS 1.1 (strongSwan's 45,000-byte messages)
 and 2,097,080 over PT-TLS.
+
+What unfinished attributes hold is bounded three ways: by
+``max_attribute_size`` and ``max_pending`` per :class:`Reassembler`, by a
+:class:`ReassemblyBudget` of bytes per connection, itself inside one of the
+whole process (``[nac] segment_memory_per_connection``, ``segment_memory``),
+and by a deadline: an attribute not complete ``timeout`` seconds after its
+first segment is dropped (:meth:`Reassembler.expire`).  A segment beyond a
+budget, like every other violation, raises :class:`PaTncError`, which the
+IMV answers with a PA-TNC Error attribute.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from nac.pa.message import (
     ATTRIBUTE_HEADER_SIZE,
@@ -44,6 +54,10 @@ from nac.pa.tcg import (
 __all__ = [
     "DEFAULT_MAX_ATTRIBUTE_SIZE",
     "DEFAULT_MAX_PENDING",
+    "DEFAULT_SEGMENT_MEMORY",
+    "DEFAULT_SEGMENT_MEMORY_PER_CONNECTION",
+    "DEFAULT_SEGMENT_TIMEOUT",
+    "ReassemblyBudget",
     "Reassembler",
     "Segmenter",
     "contract_response",
@@ -59,6 +73,12 @@ SEGMENT_OVERHEAD = MESSAGE_HEADER_SIZE + ATTRIBUTE_HEADER_SIZE + SEGMENT_ENVELOP
 
 DEFAULT_MAX_ATTRIBUTE_SIZE = 8 * 1024 * 1024
 DEFAULT_MAX_PENDING = 16
+#: Bytes of unfinished segmented attributes in one process (``[nac] segment_memory``).
+DEFAULT_SEGMENT_MEMORY = 256 * 1024 * 1024
+#: ... and in one connection, over all its IMVs (``[nac] segment_memory_per_connection``).
+DEFAULT_SEGMENT_MEMORY_PER_CONNECTION = 32 * 1024 * 1024
+#: Seconds from the first segment of an attribute to its last (``[nac] segment_timeout``).
+DEFAULT_SEGMENT_TIMEOUT = 120.0
 
 
 def max_segment_size_for_message(max_message_size: int) -> int:
@@ -165,13 +185,73 @@ class Segmenter:
         return SegmentEnvelope(self.base_attribute_id, chunk, more=self._sent < len(self._data), start=start)
 
 
-class _Pending:
-    __slots__ = ("length", "parts", "received")
+class ReassemblyBudget:
+    """Bytes that unfinished segmented attributes may hold: at most
+    ``limit`` here and within every ``parent`` (a connection's budget
+    inside the process's).  ``timeout`` (seconds, None: none) is how long
+    an attribute may take from its first segment to its last, on
+    ``clock`` (monotonic seconds).  ``name`` says in errors which limit
+    it is."""
 
-    def __init__(self, length: int, first: bytes) -> None:
+    __slots__ = ("limit", "parent", "name", "timeout", "clock", "held", "closed")
+
+    def __init__(self, limit: int, parent: ReassemblyBudget | None = None, *, name: str = "reassembly budget",
+                 timeout: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.parent = parent
+        self.name = name
+        self.timeout = timeout
+        self.clock = clock
+        self.held = 0
+        self.closed = False
+
+    def child(self, limit: int, *, name: str) -> ReassemblyBudget:
+        """A budget of ``limit`` bytes within this one, with its timeout and clock."""
+        return ReassemblyBudget(limit, self, name=name, timeout=self.timeout, clock=self.clock)
+
+    def reserve(self, size: int) -> ReassemblyBudget | None:
+        """Take ``size`` bytes; None when they were taken, else the budget
+        (this one or a parent) without room for them (nothing is taken)."""
+        if self.closed:
+            return self
+        budget: ReassemblyBudget | None = self
+        while budget is not None:
+            if budget.held + size > budget.limit:
+                return budget
+            budget = budget.parent
+        budget = self
+        while budget is not None:
+            budget.held += size
+            budget = budget.parent
+        return None
+
+    def release(self, size: int) -> None:
+        """Give back ``size`` bytes taken with :meth:`reserve`."""
+        if self.closed:
+            return  # close() gave back everything already
+        budget: ReassemblyBudget | None = self
+        while budget is not None:
+            budget.held = max(0, budget.held - size)
+            budget = budget.parent
+
+    def close(self) -> None:
+        """Give back everything this budget holds (its connection ended);
+        nothing is taken from it afterwards."""
+        if not self.closed:
+            if self.parent is not None:
+                self.parent.release(self.held)
+            self.held = 0
+            self.closed = True
+
+
+class _Pending:
+    __slots__ = ("length", "parts", "received", "started")
+
+    def __init__(self, length: int, first: bytes, started: float) -> None:
         self.length = length
         self.parts = [first]
         self.received = len(first)
+        self.started = started
 
 
 class Reassembler:
@@ -184,7 +264,10 @@ class Reassembler:
     like strongSwan, errors name the segmented attribute through the message
     header 0xffffffff + Base Attribute ID (32 bits) and offsets inside the
     base attribute.  ``max_attribute_size`` bounds one base attribute,
-    ``max_pending`` how many are being reassembled at once.
+    ``max_pending`` how many are being reassembled at once, ``budget`` (a
+    :class:`ReassemblyBudget`) the bytes they hold together with those of
+    the connection's other reassemblers, and its ``timeout`` how long one
+    may take (see :meth:`expire`).
     """
 
     def __init__(
@@ -192,9 +275,11 @@ class Reassembler:
         *,
         max_attribute_size: int = DEFAULT_MAX_ATTRIBUTE_SIZE,
         max_pending: int = DEFAULT_MAX_PENDING,
+        budget: ReassemblyBudget | None = None,
     ) -> None:
         self.max_attribute_size = max_attribute_size
         self.max_pending = max_pending
+        self.budget = budget
         self._pending: dict[int, _Pending] = {}
 
     @property
@@ -209,8 +294,42 @@ class Reassembler:
 
     def cancel(self, base_attribute_id: int) -> NextSegment:
         """Forget a base attribute; returns the Next Segment (Cancel) to send."""
-        self._pending.pop(base_attribute_id, None)
+        self._drop(base_attribute_id)
         return NextSegment(base_attribute_id, cancel=True)
+
+    def clear(self) -> None:
+        """Forget every base attribute (the IMV's state is replaced)."""
+        for base_id in list(self._pending):
+            self._drop(base_id)
+
+    def expire(self) -> dict[int, PaTncError]:
+        """Drop the base attributes whose first segment is older than the
+        budget's timeout: Base Attribute ID -> the error to answer (and log)."""
+        budget = self.budget
+        if budget is None or budget.timeout is None or not self._pending:
+            return {}
+        now = budget.clock()
+        errors = {}
+        for base_id, pending in list(self._pending.items()):
+            if now - pending.started >= budget.timeout:
+                self._drop(base_id)
+                errors[base_id] = _error(base_id, 1, f"base attribute ID {base_id} was not complete within "
+                                                     f"{budget.timeout:g} s ({pending.received} of "
+                                                     f"{pending.length} bytes received)")
+        return errors
+
+    def _drop(self, base_id: int) -> None:
+        pending = self._pending.pop(base_id, None)
+        if pending is not None and self.budget is not None:
+            self.budget.release(pending.received)
+
+    def _charge(self, base_id: int, size: int) -> None:
+        if self.budget is None:
+            return
+        full = self.budget.reserve(size)
+        if full is not None:
+            raise _error(base_id, 1, f"segment of {size} bytes exceeds the {full.limit}-byte {full.name} "
+                                     f"of unfinished segmented attributes ({full.held} bytes held)")
 
     def add(self, envelope: SegmentEnvelope) -> PaAttribute | None:
         base_id = envelope.base_attribute_id
@@ -224,6 +343,10 @@ class Reassembler:
                 pending = self._pending.get(base_id)
                 if pending is None:
                     raise _error(base_id, 1, f"no segments pending for base attribute ID {base_id}")
+                if pending.received + len(envelope.segment) > pending.length:
+                    raise _error(base_id, pending.length,
+                                 f"segments exceed the {pending.length}-byte base attribute")
+                self._charge(base_id, len(envelope.segment))
                 pending.parts.append(envelope.segment)
                 pending.received += len(envelope.segment)
             if pending.received > pending.length:
@@ -235,7 +358,7 @@ class Reassembler:
             if pending.received < pending.length:
                 raise _error(base_id, 8, f"last segment leaves the base attribute {pending.received} "
                                          f"of {pending.length} bytes long")
-            del self._pending[base_id]
+            self._drop(base_id)
             data = b"".join(pending.parts)
             try:
                 attribute, _ = parse_attribute(data, 0)
@@ -244,7 +367,7 @@ class Reassembler:
                 raise
             return attribute
         except PaTncError:
-            self._pending.pop(base_id, None)
+            self._drop(base_id)
             raise
 
     def _start(self, envelope: SegmentEnvelope) -> _Pending:
@@ -259,7 +382,10 @@ class Reassembler:
         if length > self.max_attribute_size:
             raise _error(base_id, 8, f"base attribute of {length} bytes exceeds the "
                                      f"{self.max_attribute_size}-byte limit")
-        pending = _Pending(length, segment)
+        if len(segment) > length:
+            raise _error(base_id, length, f"segments exceed the {length}-byte base attribute")
+        self._charge(base_id, len(segment))
+        pending = _Pending(length, segment, self.budget.clock() if self.budget is not None else 0.0)
         self._pending[base_id] = pending
         return pending
 

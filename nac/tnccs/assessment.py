@@ -28,6 +28,12 @@ class PeerInfo:
     """The short name of the NAS that relayed the endpoint (RADIUS), if it has one."""
 
 
+def address_of(peer: PeerInfo | None) -> str:
+    """The address of ``peer``, which names it in a line about its input
+    (``log_limit``, see :mod:`nac.log`); 'unknown' without one."""
+    return str(getattr(peer, "address", None) or "unknown")
+
+
 @dataclass(frozen=True, slots=True)
 class TransportLimits:
     """What the transport can carry (RFC 5793 §3.4 leaves this to the PT).

@@ -81,6 +81,9 @@ class TnccsServerConnection:
         self._started = False
         self._session: defer.Deferred | None = None
         self._tail: defer.Deferred = defer.succeed(None)
+        budget = getattr(core, "reassembly_budget", None)
+        #: what the IMVs' unfinished segmented attributes may hold (nac.pa.segmentation)
+        self.reassembly = budget() if budget is not None else None
 
     # -- protocol hooks -------------------------------------------------------------
 
@@ -170,14 +173,16 @@ class TnccsServerConnection:
             pa = PaMessage.parse(body)
         except PaTncError as err:
             log.warn("invalid PA-TNC message from collector {imc} on Connection ID {cid}: {err}",
-                     imc=collector_id, cid=self.connection_id, err=str(err))
+                     imc=collector_id, cid=self.connection_id, err=str(err),
+                     log_limit=("invalid PA-TNC message", self.peer.address))
             self._queue_pa_error(body=pa_error_reply(err), **reply)
             return
         unsupported = pa.unsupported_noskip()
         if unsupported:
             log.warn("PA-TNC message from collector {imc} has an unsupported attribute "
                      "0x{vendor:06x}/0x{type:08x} with NOSKIP flag",
-                     imc=collector_id, vendor=unsupported[0].vendor, type=unsupported[0].type)
+                     imc=collector_id, vendor=unsupported[0].vendor, type=unsupported[0].type,
+                     log_limit=("unsupported PA-TNC attribute", self.peer.address))
             self._queue_pa_error(body=pa_error_reply(pa, unsupported=unsupported, raw=body), **reply)
             return
         received = ReceivedPaMessage(vendor_id=vendor_id, subtype=subtype, collector_id=collector_id,
@@ -267,6 +272,8 @@ class TnccsServerConnection:
         if self._started:
             for c in self._imv_conns:
                 self._call_sync(c.imv_id, "notify_connection_change", ConnectionState.DELETE)
+        if self.reassembly is not None:
+            self.reassembly.close()
         self.core.connection_closed(self.connection_id)
 
     # -- recording sessions -------------------------------------------------------------

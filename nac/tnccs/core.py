@@ -8,13 +8,20 @@ knows nothing of transports; the values it exchanges with them are in
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+import time
+from typing import Callable, Iterator
 
 from zope.interface import implementer
 
 from nac.ifimv import RecommendationPolicy
 from nac.interfaces import ITnccsCore
 from nac.log import Logger
+from nac.pa.segmentation import (
+    DEFAULT_SEGMENT_MEMORY,
+    DEFAULT_SEGMENT_MEMORY_PER_CONNECTION,
+    DEFAULT_SEGMENT_TIMEOUT,
+    ReassemblyBudget,
+)
 from nac.tnccs.assessment import PeerInfo, TransportLimits
 from nac.tnccs.dynamic import DynamicTnccsConnection
 from nac.tnccs.imv_manager import ImvManager
@@ -40,12 +47,20 @@ class TnccsCore:
                  policy: RecommendationPolicy = RecommendationPolicy.DEFAULT,
                  languages: tuple[str, ...] = ("en",), max_rounds: int = 10,
                  store=None, connection_ids: tuple[int, int] | Iterator[int] = (1, 1),
-                 connection_classes: dict[str, type] | None = None):
+                 connection_classes: dict[str, type] | None = None,
+                 segment_memory: int = DEFAULT_SEGMENT_MEMORY,
+                 segment_memory_per_connection: int = DEFAULT_SEGMENT_MEMORY_PER_CONNECTION,
+                 segment_timeout: float | None = DEFAULT_SEGMENT_TIMEOUT,
+                 clock: Callable[[], float] = time.monotonic):
         """``connection_ids`` is (first, step) of the Connection IDs this
         core hands out, or an iterator of them, so that the cores of several
         processes serving one database never share one (process k of n uses
         (k + 1, n)).  ``connection_classes`` replaces
-        :data:`CONNECTION_CLASSES`."""
+        :data:`CONNECTION_CLASSES`.  ``segment_memory`` bounds the bytes
+        of unfinished IF-M segmented attributes of all connections,
+        ``segment_memory_per_connection`` those of one, and
+        ``segment_timeout`` (seconds on ``clock``) how long one may take
+        (:class:`~nac.pa.segmentation.ReassemblyBudget`)."""
         if isinstance(connection_ids, tuple):
             first, step = connection_ids
             if first < 1 or step < 1:
@@ -62,6 +77,14 @@ class TnccsCore:
         self._ids = ids
         self.connections: dict[int, object] = {}
         self.connection_classes = dict(CONNECTION_CLASSES if connection_classes is None else connection_classes)
+        self.reassembly = ReassemblyBudget(segment_memory, name="[nac] segment_memory", timeout=segment_timeout,
+                                           clock=clock)
+        self.segment_memory_per_connection = segment_memory_per_connection
+
+    def reassembly_budget(self) -> ReassemblyBudget:
+        """A new connection's budget for unfinished segmented attributes."""
+        return self.reassembly.child(self.segment_memory_per_connection,
+                                     name="[nac] segment_memory_per_connection")
 
     def open_connection(self, peer: PeerInfo, limits: TransportLimits | None = None,
                         protocol: str = "pb-tnc"):

@@ -87,7 +87,7 @@ class DynamicTnccsConnection:
                 log.warn("{protocol} protocol not supported (first byte 0x{byte:02x}) on "
                          "Connection ID {cid} from {peer}", protocol=self.protocol.value,
                          byte=data[0] if data else 0, cid=self.connection_id,
-                         peer=self.peer.address)
+                         peer=self.peer.address, log_limit=("unknown TNCCS protocol", self.peer.address))
                 self._close()
                 return defer.succeed(BatchOutcome(close=True))
             log.info("{protocol} protocol detected dynamically", protocol=self.protocol.value)

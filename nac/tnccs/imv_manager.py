@@ -107,6 +107,12 @@ class ImvConnection:
         """The core's policy store (nac.db.store.PolicyStore) or None."""
         return self._conn.core.store
 
+    @property
+    def reassembly(self):
+        """The connection's budget for unfinished segmented attributes
+        (nac.pa.segmentation.ReassemblyBudget) or None."""
+        return getattr(self._conn, "reassembly", None)
+
     def session_id(self):
         """A Deferred firing with this assessment's session id in the
         policy store, or with None when nothing is recorded."""

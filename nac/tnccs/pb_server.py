@@ -122,11 +122,12 @@ class PbTncServerConnection(TnccsServerConnection):
             batch = PbBatch.parse(data, max_size=self.limits.max_batch_size)
         except PbTncError as err:
             log.warn("invalid PB-TNC batch on Connection ID {cid} from {peer}: {err}",
-                     cid=self.connection_id, peer=self.peer.address, err=str(err))
+                     cid=self.connection_id, peer=self.peer.address, err=str(err),
+                     log_limit=("invalid PB-TNC batch", self.peer.address))
             raise _Fatal(err.to_message())
         if batch.direction is not Direction.TO_SERVER:
             log.warn("wrong Directionality: batch is from a PB-TNC server (Connection ID {cid})",
-                     cid=self.connection_id)
+                     cid=self.connection_id, log_limit=("invalid PB-TNC batch", self.peer.address))
             raise _Fatal(PbTncError.invalid_parameter(1).to_message())
 
         log.debug("processing PB-TNC {type} batch for Connection ID {cid}",
@@ -136,7 +137,8 @@ class PbTncServerConnection(TnccsServerConnection):
             nxt = S.SERVER_WORKING
         if nxt is None:
             log.warn("unexpected PB-TNC batch type: {type} in state '{state}'",
-                     type=batch.batch_type.name, state=self.state.value)
+                     type=batch.batch_type.name, state=self.state.value,
+                     log_limit=("unexpected PB-TNC batch", self.peer.address))
             raise _Fatal(PbTncError.unexpected_batch_type().to_message())
         self._transition(nxt)
 
@@ -168,12 +170,14 @@ class PbTncServerConnection(TnccsServerConnection):
         unsupported = batch.unsupported_noskip_error()
         if unsupported is not None:
             log.warn("reject PB-TNC message with NOSKIP flag on Connection ID {cid}: {err}",
-                     cid=self.connection_id, err=str(unsupported))
+                     cid=self.connection_id, err=str(unsupported),
+                     log_limit=("unsupported PB-TNC message", self.peer.address))
             raise _Fatal(unsupported.to_message())
         misplaced = batch.misplaced_result_messages()
         if misplaced:
             offset, msg = misplaced[0]
-            log.warn("reject {name} message received from a PB-TNC client", name=msg.NAME)
+            log.warn("reject {name} message received from a PB-TNC client", name=msg.NAME,
+                     log_limit=("misplaced PB-TNC message", self.peer.address))
             raise _Fatal(PbTncError.invalid_parameter(offset).to_message())
         fatal = False
         for msg in batch.messages:
@@ -186,7 +190,8 @@ class PbTncServerConnection(TnccsServerConnection):
                 self.preferred_language = msg.language
             elif isinstance(msg, PbError):
                 log.warn("received PB-TNC error from client (Connection ID {cid}): {err}",
-                         cid=self.connection_id, err=str(msg.to_exception()))
+                         cid=self.connection_id, err=str(msg.to_exception()),
+                         log_limit=("PB-TNC error from a client", self.peer.address))
                 fatal = fatal or msg.fatal
             elif isinstance(msg, ItaMutualCapability):
                 log.debug("client supports mutual PB-TNC protocol 0x{p:08x}; not mutual here",

@@ -712,7 +712,8 @@ class Tnccs11ServerConnection(TnccsServerConnection):
                                       f"message recipient expected 'TNCS', got '{batch.recipient.value}'")
         except TnccsBatchError as err:
             log.warn("invalid TNCCS Batch on Connection ID {cid} from {peer}: {err}",
-                     cid=self.connection_id, peer=self.peer.address, err=str(err))
+                     cid=self.connection_id, peer=self.peer.address, err=str(err),
+                     log_limit=("invalid TNCCS Batch", self.peer.address))
             self.batch_id = expected
             return self._send_error(err)
         self.batch_id = batch.batch_id
@@ -752,7 +753,8 @@ class Tnccs11ServerConnection(TnccsServerConnection):
     async def _handle_messages(self, batch: TnccsBatch) -> bool:
         """Dispatch the messages of a batch; True if the client sent a TNCCS-Error."""
         for tag in batch.ignored:
-            log.info("ignoring unknown message node '{tag}'", tag=tag)
+            log.info("ignoring unknown message node '{tag}'", tag=tag,
+                     log_limit=("unknown TNCCS message node", self.peer.address))
         fatal = False
         for msg in batch.messages:
             if isinstance(msg, ImcImvMessage):
@@ -762,25 +764,30 @@ class Tnccs11ServerConnection(TnccsServerConnection):
                 self.preferred_language = msg.language
             elif isinstance(msg, TnccsError):
                 log.warn("received '{type}' TNCCS-Error: {message}",
-                         type=_value(msg.type), message=msg.message)
+                         type=_value(msg.type), message=msg.message,
+                         log_limit=("TNCCS-Error from a client", self.peer.address))
                 fatal = True
             elif isinstance(msg, TnccsRecommendation):
-                log.warn("ignoring TNCCS-Recommendation message from TNC client")
+                log.warn("ignoring TNCCS-Recommendation message from TNC client",
+                         log_limit=("misplaced TNCCS message", self.peer.address))
             elif isinstance(msg, TnccsReasonStrings):
-                log.warn("ignoring TNCCS-ReasonStrings message from TNC client")
+                log.warn("ignoring TNCCS-ReasonStrings message from TNC client",
+                         log_limit=("misplaced TNCCS message", self.peer.address))
             else:
-                log.info("ignoring {name} message", name=msg.name)
+                log.info("ignoring {name} message", name=msg.name,
+                         log_limit=("misplaced TNCCS message", self.peer.address))
         return fatal
 
     async def _receive_imc_imv(self, msg: ImcImvMessage) -> None:
         vendor, subtype = msg.vendor_id, msg.subtype
         if vendor == ANY_VENDOR or subtype == ANY_SUBTYPE:
             log.warn("ignoring IMC-IMV message with wildcard type 0x{vendor:06x}/0x{subtype:02x}",
-                     vendor=vendor, subtype=subtype)
+                     vendor=vendor, subtype=subtype, log_limit=("invalid IMC-IMV message", self.peer.address))
             return
         if len(msg.body) > self.limits.max_message_size:
             log.warn("ignoring IMC-IMV message of {size} bytes, above the {limit}-byte limit",
-                     size=len(msg.body), limit=self.limits.max_message_size)
+                     size=len(msg.body), limit=self.limits.max_message_size,
+                     log_limit=("invalid IMC-IMV message", self.peer.address))
             return
         log.debug("handling IMC-IMV message type 0x{vendor:06x}/0x{subtype:02x}",
                   vendor=vendor, subtype=subtype)

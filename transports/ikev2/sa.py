@@ -74,7 +74,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from twisted.internet import defer
 
 from nac.eap.outcome import EapOutcome, EapStatus
-from nac.log import Logger
+from nac.log import Logger, LogLevel, repeats
 from nac.tnccs.assessment import PeerInfo
 from transports.ikev2 import crypto
 from transports.ikev2.fragment import (
@@ -547,8 +547,6 @@ class IkeResponder:
         self._next_ike_id = 1
         self._next_child_id = 1
         self._next_reqid = 1
-        self._flood_logged = 0.0
-        self._peer_flood_logged: dict[str, float] = {}
         self.now = now
         self.closed = False
 
@@ -585,7 +583,7 @@ class IkeResponder:
             self.counters.malformed += 1
             log.info("received message of {size} bytes from {host}[{port}], more than the {limit} accepted, "
                      "dropped", size=len(data), host=remote[0], port=remote[1],
-                     limit=self.settings.max_message_size)
+                     limit=self.settings.max_message_size, log_limit=("oversized IKE message", remote[0]))
             return
         try:
             header = IkeHeader.parse(data)
@@ -621,7 +619,8 @@ class IkeResponder:
         if len(data) < HEADER_SIZE or data[19] & 0x20 or data[18] != ExchangeType.IKE_SA_INIT:
             return
         log.info("received IKE version {major}.{minor} message from {host}[{port}], sending "
-                 "INVALID_MAJOR_VERSION", major=err.major, minor=err.minor, host=remote[0], port=remote[1])
+                 "INVALID_MAJOR_VERSION", major=err.major, minor=err.minor, host=remote[0], port=remote[1],
+                 log_limit=("IKE message of another major version", remote[0]))
         answer = IkeMessage(data[:8], bytes(8), ExchangeType.IKE_SA_INIT, int.from_bytes(data[20:24], "big"),
                             (err.to_notify(),), response=True)
         self._emit(answer.build(), local[1], remote)
@@ -636,7 +635,8 @@ class IkeResponder:
         if existing is not None:
             if existing.init_request == data and existing.init_response:
                 self.counters.retransmits_answered += 1
-                log.info("received retransmit of request with ID 0, retransmitting response")
+                log.info("received retransmit of request with ID 0, retransmitting response",
+                         log_limit=("IKE_SA_INIT retransmit", remote[0]))
                 self._emit(existing.init_response, local[1], remote)
             else:
                 log.debug("received another IKE_SA_INIT for IKE_SA {name}{sa}, ignored", name=settings.name,
@@ -648,10 +648,10 @@ class IkeResponder:
         half_open = len(self._half_open) + len(self._authenticating)
         if half_open >= settings.max_half_open:
             self.counters.half_open_dropped += 1
-            if self.now - self._flood_logged >= 1.0:
-                self._flood_logged = self.now
-                log.warn("ignoring IKE_SA setup from {host}, half open IKE_SA count of {n} exceeds limit of "
-                         "{limit}", host=remote[0], n=half_open, limit=settings.max_half_open)
+            # one window for all addresses: a flood of spoofed ones gets here
+            log.warn("ignoring IKE_SA setup from {host}, half open IKE_SA count of {n} exceeds limit of "
+                     "{limit}", host=remote[0], n=half_open, limit=settings.max_half_open,
+                     log_limit=("IKE_SA_INIT beyond max_half_open dropped", "any address"))
             return
         if half_open >= settings.cookie_threshold and not self._cookie_ok(data, header, local, remote):
             return
@@ -659,17 +659,17 @@ class IkeResponder:
         if self._half_open_by_peer.get(remote[0], 0) >= settings.max_half_open_per_peer:
             self.counters.half_open_dropped += 1
             self.counters.half_open_peer_dropped += 1
-            if self.now - self._peer_flood_logged.get(remote[0], -1e9) >= 10.0:
-                self._peer_flood_logged[remote[0]] = self.now
-                log.warn("ignoring IKE_SA setup from {host}: it has {n} half-open IKE_SAs, the limit per "
-                         "peer", host=remote[0], n=settings.max_half_open_per_peer)
+            log.warn("ignoring IKE_SA setup from {host}: it has {n} half-open IKE_SAs, the limit per "
+                     "peer", host=remote[0], n=settings.max_half_open_per_peer,
+                     log_limit=("IKE_SA_INIT beyond max_half_open_per_peer dropped", remote[0]))
             return
         try:
             request = IkeMessage.parse(data)
         except IkeProtocolError as err:
             self.counters.malformed += 1
             log.info("received invalid IKE_SA_INIT request from {host}[{port}]: {error}; sending {notify}",
-                     host=remote[0], port=remote[1], error=str(err), notify=err.notify.name)
+                     host=remote[0], port=remote[1], error=str(err), notify=err.notify.name,
+                     log_limit=("invalid IKE_SA_INIT request", remote[0]))
             self._init_error(header, err.notify, err.notify_data, local, remote)
             return
         payloads = request.payloads
@@ -680,7 +680,8 @@ class IkeResponder:
             self.counters.malformed += 1
             log.info("IKE_SA_INIT request from {host}[{port}] lacks {what}, sending INVALID_SYNTAX",
                      host=remote[0], port=remote[1],
-                     what=", ".join(n for n, p in (("SA", sa_payload), ("KE", ke), ("Ni", nonce)) if p is None))
+                     what=", ".join(n for n, p in (("SA", sa_payload), ("KE", ke), ("Ni", nonce)) if p is None),
+                     log_limit=("invalid IKE_SA_INIT request", remote[0]))
             self._init_error(header, NotifyType.INVALID_SYNTAX, b"", local, remote)
             return
         log.debug("parsed {message}", message=_Described(request))
@@ -689,11 +690,12 @@ class IkeResponder:
                                  [p for p in sa_payload.proposals if p.protocol == ProtocolId.IKE], ke.group)
         if chosen is None:
             self.counters.no_proposal_chosen += 1
-            log.info("received proposals: {received}", received=", ".join(
-                describe_proposal(p) for p in sa_payload.proposals))
-            log.info("configured proposals: {configured}", configured=", ".join(
-                describe_proposal(p) for p in settings.ike_proposals))
-            log.info("received proposals unacceptable, sending NO_PROPOSAL_CHOSEN")
+            if repeats.allow("unacceptable IKE proposals", remote[0], log, LogLevel.info):
+                log.info("received proposals: {received}", received=", ".join(
+                    describe_proposal(p) for p in sa_payload.proposals))
+                log.info("configured proposals: {configured}", configured=", ".join(
+                    describe_proposal(p) for p in settings.ike_proposals))
+                log.info("received proposals unacceptable, sending NO_PROPOSAL_CHOSEN")
             self._init_error(header, NotifyType.NO_PROPOSAL_CHOSEN, b"", local, remote)
             return
         algorithms = Algorithms.from_proposal(chosen)
@@ -709,7 +711,8 @@ class IkeResponder:
             shared = dh.shared_secret(ke.data)
         except crypto.InvalidKeyExchangeData as err:
             self.counters.no_proposal_chosen += 1
-            log.info("applying DH public value failed ({error}), sending NO_PROPOSAL_CHOSEN", error=err.reason)
+            log.info("applying DH public value failed ({error}), sending NO_PROPOSAL_CHOSEN", error=err.reason,
+                     log_limit=("invalid IKE key exchange", remote[0]))
             self._init_error(header, NotifyType.NO_PROPOSAL_CHOSEN, b"", local, remote)
             return
         spi_r = self._new_spi_r()
@@ -802,15 +805,18 @@ class IkeResponder:
             if mid == sa.next_mid - 1 and sa.last_response and not sa.busy:
                 if hashlib.sha1(data).digest() == sa.last_request_hash:
                     self.counters.retransmits_answered += 1
-                    log.info("received retransmit of request with ID {mid}, retransmitting response", mid=mid)
+                    log.info("received retransmit of request with ID {mid}, retransmitting response", mid=mid,
+                             log_limit=("IKE retransmit", remote[0]))
                     for datagram in sa.last_response:
                         self._emit(datagram, local[1], remote)
                 # other fragments of a retransmitted request are not answered (RFC 7383 §2.6.1)
                 return
-            log.info("received message ID {mid}, expected {expected}, ignored", mid=mid, expected=sa.next_mid)
+            log.info("received message ID {mid}, expected {expected}, ignored", mid=mid, expected=sa.next_mid,
+                     log_limit=("IKE request with an unexpected message ID", remote[0]))
             return
         if sa.busy:
-            log.info("ignoring request with ID {mid}, already processing", mid=mid)
+            log.info("ignoring request with ID {mid}, already processing", mid=mid,
+                     log_limit=("IKE request while one is processed", remote[0]))
             return
         try:
             message = IkeMessage.parse(data)
@@ -818,13 +824,14 @@ class IkeResponder:
             # not authenticated yet: nothing may be said in reply (§2.21.2)
             self.counters.malformed += 1
             log.info("message parsing failed for IKE_SA {name}{sa}: {error}, dropped", name=self.settings.name,
-                     sa=sa.name, error=str(err))
+                     sa=sa.name, error=str(err), log_limit=("malformed IKE message", remote[0]))
             return
         request_hash = b""
         try:
             if message.fragment is not None:
                 if sa.reassembly is None:
-                    log.info("received a fragment, but fragmentation was not negotiated, dropped")
+                    log.info("received a fragment, but fragmentation was not negotiated, dropped",
+                             log_limit=("malformed IKE message", remote[0]))
                     return
                 inner = sa.reassembly.add(message, sa.keys.initiator_sk)
                 if message.fragment.number == 1:
@@ -842,23 +849,25 @@ class IkeResponder:
             else:
                 self.counters.malformed += 1
                 log.info("{exchange} request without encrypted payload for IKE_SA {name}{sa}, dropped",
-                         exchange=_exchange_name(message.exchange), name=self.settings.name, sa=sa.name)
+                         exchange=_exchange_name(message.exchange), name=self.settings.name, sa=sa.name,
+                         log_limit=("malformed IKE message", remote[0]))
                 return
         except IntegrityCheckFailed:
             self.counters.integrity_failures += 1
             log.info("integrity check failed for IKE_SA {name}{sa} from {host}[{port}], message dropped",
-                     name=self.settings.name, sa=sa.name, host=remote[0], port=remote[1])
+                     name=self.settings.name, sa=sa.name, host=remote[0], port=remote[1],
+                     log_limit=("IKE integrity check failure", remote[0]))
             return
         except InvalidFragment as err:
             log.info("invalid fragment for IKE_SA {name}{sa}, dropped: {error}", name=self.settings.name,
-                     sa=sa.name, error=str(err))
+                     sa=sa.name, error=str(err), log_limit=("invalid IKE fragment", remote[0]))
             return
         except IkeProtocolError as err:
             # the ICV verified: the peer is who it claims, and is told what is wrong
             self.counters.malformed += 1
             log.info("received invalid {exchange} request for IKE_SA {name}{sa}: {error}, sending {notify}",
                      exchange=_exchange_name(message.exchange), name=self.settings.name, sa=sa.name,
-                     error=str(err), notify=err.notify.name)
+                     error=str(err), notify=err.notify.name, log_limit=("invalid IKE request", remote[0]))
             if sa.state is not IkeSaState.ESTABLISHED:
                 sa.delete_after_response = True
             sa.remote, sa.local = remote, local
@@ -880,7 +889,7 @@ class IkeResponder:
             else:
                 log.info("{exchange} request not expected in state {state} of IKE_SA {name}{sa}, ignored",
                          exchange=_exchange_name(exchange), state=sa.state.value, name=self.settings.name,
-                         sa=sa.name)
+                         sa=sa.name, log_limit=("unexpected IKE request", remote[0]))
                 return
         except _Refused as refused:
             result = self._refused(sa, exchange, refused)
@@ -1412,7 +1421,6 @@ class IkeResponder:
                 self._half_open_by_peer[peer] = left
             else:
                 self._half_open_by_peer.pop(peer, None)
-                self._peer_flood_logged.pop(peer, None)
 
     def _remove(self, sa: IkeSa, abort_reason: str | None) -> None:
         """Forget ``sa``: its CHILD_SAs, virtual IP lease and EAP conversation go too."""

@@ -65,7 +65,8 @@ class IkeProtocol(protocol.DatagramProtocol):
             owner.responder.datagram_received(data, local, remote, owner.clock.seconds())
         except Exception:
             # a bug of ours must cost this datagram only, never the listener
-            log.failure("internal error on an IKE datagram from {host}[{port}]", host=remote[0], port=remote[1])
+            log.failure("internal error on an IKE datagram from {host}[{port}]", host=remote[0], port=remote[1],
+                        log_limit=("internal error on an IKE datagram", remote[0]))
 
 
 @implementer(IPostureTransport)

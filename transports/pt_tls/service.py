@@ -110,10 +110,12 @@ class PtTlsServerProtocol(protocol.Protocol):
                 self._batch(event.data)
             elif isinstance(event, ptn.ProtocolError):
                 log.warn("PT-TLS error from {peer}: {reason} (sending {code})",
-                         peer=self._peer_str(), reason=event.reason, code=getattr(event.code, "name", event.code))
+                         peer=self._peer_str(), reason=event.reason, code=getattr(event.code, "name", event.code),
+                         log_limit=("PT-TLS protocol error", self.peer_host))
             elif isinstance(event, ptn.ClientError):
                 log.warn("received PT-TLS Error {code} from {peer}",
-                         code=event.code_name, peer=self._peer_str())
+                         code=event.code_name, peer=self._peer_str(),
+                         log_limit=("PT-TLS Error from a client", self.peer_host))
             elif isinstance(event, ptn.Closed):
                 self._close(event.reason)
                 return

@@ -141,40 +141,10 @@ def owner_of(data: bytes, processes: int) -> tuple[int | None, bool]:
     return data[4] % processes, True
 
 
-class LogLimit:
-    """Lets a warning about the same thing (a sender, a kind of fault)
-    through once every ``interval`` seconds, and says how many it held back
-    meanwhile: a NAS with the wrong secret, or strangers, must not flood the
-    log.  At most ``max_keys`` things are remembered (then all are
-    forgotten: spoofed sources must not grow it without bound)."""
-
-    __slots__ = ("interval", "max_keys", "_next")
-
-    def __init__(self, interval: float = 60.0, max_keys: int = 4096):
-        self.interval = interval
-        self.max_keys = max_keys
-        self._next: dict = {}
-
-    def allow(self, key, now: float) -> int | None:
-        """None to hold the line back, else how many were held back before it."""
-        entry = self._next.get(key)
-        if entry is not None and now < entry[0]:
-            entry[1] += 1
-            return None
-        if entry is None and len(self._next) >= self.max_keys:
-            self._next.clear()
-        self._next[key] = [now + self.interval, 0]
-        return 0 if entry is None else entry[1]
-
-
 def _who(client: RadiusClient, host: str) -> str:
     """A NAS in a warning about its packets: its name and the address they
     came from ("'sw1' (192.0.2.1)"), or the address alone."""
     return f"'{client.name}' ({host})" if client.name else f"'{host}'"
-
-
-def _held_back(count: int) -> str:
-    return f" ({count} more since the last such line)" if count else ""
 
 
 @dataclass(slots=True)
@@ -243,15 +213,17 @@ class RadiusServer:
         session per conversation.
     :param enforcement: turns the posture decision into reply attributes.
     :param random_bytes: ``random_bytes(n)``: State values and MPPE salts.
-    :param log_interval: a warning about one sender's faulty packets (or an
-        unknown sender's) is logged once in this many seconds.
+
+    A warning about a sender's faulty packets (or an unknown sender's) is
+    logged once per sender and fault in :data:`nac.log.repeats`' interval,
+    then summed up: spoofed datagrams must not flood the log.
     """
 
     def __init__(self, clients: Sequence[RadiusClient] | RadiusClientTable, eap_factory: Callable,
                  enforcement: RadiusEnforcement | None = None, *, conversation_timeout: float = 30.0,
                  max_conversations: int = 4096, duplicate_lifetime: float = DEFAULT_DUPLICATE_LIFETIME,
                  random_bytes: Callable[[int], bytes] = pool_bytes, transport_name: str = "radius",
-                 process: int = 0, processes: int = 1, log_interval: float = 60.0,
+                 process: int = 0, processes: int = 1,
                  max_conversations_per_nas: int | None = None, max_conversations_per_station: int = 4):
         if not 0 <= process < processes <= 256:
             raise ValueError(f"process {process} of {processes}: a State byte numbers the processes")
@@ -278,7 +250,6 @@ class RadiusServer:
         self._by_station: dict[tuple, dict[_Conversation, None]] = {}
         # (client host, port, Identifier) -> cached reply, roughly oldest first
         self._replies: dict[tuple[str, int, int], _Reply] = {}
-        self._log_limit = LogLimit(log_interval)
         self._now = 0.0
         self.closed = False
 
@@ -321,11 +292,9 @@ class RadiusServer:
         client = self.clients.find(host)
         if client is None:
             self.counters.unknown_clients += 1
-            held = self._log_limit.allow(host, now)
-            if held is not None:
-                log.warn("received RADIUS packet from unknown client {host}[{port}], discarded: no "
-                         "[radius-client:NAME] address nor [radius] clients holds it{held}",
-                         host=host, port=port, held=_held_back(held))
+            log.warn("received RADIUS packet from unknown client {host}[{port}], discarded: no "
+                     "[radius-client:NAME] address nor [radius] clients holds it", host=host, port=port,
+                     log_limit=("RADIUS packet from an unknown client", host))
             return None
         if self.processes > 1 and not forwarded and data[:1] == b"\x01":  # an Access-Request
             owner, opening = owner_of(data, self.processes)
@@ -337,10 +306,8 @@ class RadiusServer:
             packet = RadiusPacket.parse(data)
         except RadiusPacketError as exc:
             self.counters.malformed_packets += 1
-            held = self._log_limit.allow((host, str(exc)), now)
-            if held is not None:
-                log.warn("received invalid RADIUS message from client {client}, ignored: {reason}{held}",
-                         client=_who(client, host), reason=str(exc), held=_held_back(held))
+            log.warn("received invalid RADIUS message from client {client}, ignored: {reason}",
+                     client=_who(client, host), reason=str(exc), log_limit=("invalid RADIUS message", host))
             return None
         code = packet.code
         if code == Code.ACCESS_REQUEST:
@@ -349,11 +316,9 @@ class RadiusServer:
         if code == Code.STATUS_SERVER:
             return self._status_server(packet, client, host)
         self.counters.unknown_types += 1
-        held = self._log_limit.allow((host, "code"), now)
-        if held is not None:
-            log.warn("received RADIUS {code} from client {client}, ignored: not a request this "
-                     "authentication server answers{held}", code=code_name(code), client=_who(client, host),
-                     held=_held_back(held))
+        log.warn("received RADIUS {code} from client {client}, ignored: not a request this "
+                 "authentication server answers", code=code_name(code), client=_who(client, host),
+                 log_limit=("RADIUS packet that is no request", host))
         return None
 
     def not_forwarded(self, forward: Forward, data: bytes, addr: tuple, now: float):
@@ -373,7 +338,7 @@ class RadiusServer:
             return self._drop(packet, client, host, "Status-Server without Message-Authenticator")
         if not packet.message_authenticator_valid(client.secret):
             self.counters.bad_authenticators += 1
-            return self._drop(packet, client, host, _BAD_AUTHENTICATOR)
+            return self._drop(packet, client, host, _BAD_AUTHENTICATOR, "bad Message-Authenticator")
         self.counters.status_servers += 1
         log.debug("received RADIUS Status-Server from client '{client}'", client=client.label(host))
         return self._reply(packet, client, Code.ACCESS_ACCEPT, b"")
@@ -383,7 +348,7 @@ class RadiusServer:
         signed = packet.has_message_authenticator
         if signed and not packet.message_authenticator_valid(client.secret):
             self.counters.bad_authenticators += 1
-            return self._drop(packet, client, host, _BAD_AUTHENTICATOR)
+            return self._drop(packet, client, host, _BAD_AUTHENTICATOR, "bad Message-Authenticator")
         try:
             eap = packet.eap_message()
         except RadiusPacketError as exc:
@@ -405,10 +370,12 @@ class RadiusServer:
                 self.counters.dup_access_requests += 1
                 if cached.reply is None:
                     log.info("ignoring RADIUS Access-Request 0x{id:02x} from client '{client}', "
-                             "already processing", id=packet.identifier, client=nas)
+                             "already processing", id=packet.identifier, client=nas,
+                             log_limit=("RADIUS retransmission", host))
                     return None
                 log.info("RADIUS Access-Request 0x{id:02x} from client '{client}' is a retransmission, "
-                         "sending the same reply again", id=packet.identifier, client=nas)
+                         "sending the same reply again", id=packet.identifier, client=nas,
+                         log_limit=("RADIUS retransmission", host))
                 return cached.reply
             del self._replies[key]
 
@@ -432,7 +399,8 @@ class RadiusServer:
             if conv is None or conv.client is not client:
                 self.counters.packets_dropped += 1
                 log.warn("RADIUS Access-Request 0x{id:02x} from client '{client}' carries an unknown "
-                         "State (conversation ended or timed out), discarded", id=packet.identifier, client=nas)
+                         "State (conversation ended or timed out), discarded", id=packet.identifier, client=nas,
+                         log_limit=("RADIUS request with an unknown State", host))
                 return None
             if conv.pending:
                 self.counters.packets_dropped += 1
@@ -485,17 +453,17 @@ class RadiusServer:
         # that go nowhere then only crowds out itself.
         mine = self._by_station.get(station) if station is not None else None
         if mine and len(mine) >= self.max_conversations_per_station:
-            self._evict(next(iter(mine)), "its station started another one", now)
+            self._evict(next(iter(mine)), "its station started another one")
         ours = self._by_nas.get(nas)
         if ours and len(ours) >= self.max_conversations_per_nas:
             self._evict(next(iter(ours)), "the client's share of conversations "
-                        "([radius] max_conversations_per_nas) is taken", now)
+                        "([radius] max_conversations_per_nas) is taken")
         if len(conversations) >= self.max_conversations:
             self.expire(now)
             if len(conversations) >= self.max_conversations:
                 busiest = max(self._by_nas.values(), key=len)
                 self._evict(next(iter(busiest)), "the server's conversations "
-                            "([radius] max_conversations) are taken", now)
+                            "([radius] max_conversations) are taken")
         peer = PeerInfo(transport=self.transport_name, address=host, port=port, identity=None,
                         nas=client.name or None)
         try:
@@ -528,11 +496,13 @@ class RadiusServer:
         try:
             mtu = decode_value(AttributeType.FRAMED_MTU, raw)
         except RadiusPacketError as exc:
-            log.warn("ignoring the Framed-MTU from client '{client}': {reason}", client=nas, reason=exc.reason)
+            log.warn("ignoring the Framed-MTU from client '{client}': {reason}", client=nas, reason=exc.reason,
+                     log_limit=("invalid Framed-MTU", nas))
             return
         if not MIN_FRAMED_MTU <= mtu <= MAX_FRAMED_MTU:
             log.warn("ignoring the Framed-MTU {mtu} from client '{client}': outside {low}-{high}",
-                     mtu=mtu, client=nas, low=MIN_FRAMED_MTU, high=MAX_FRAMED_MTU)
+                     mtu=mtu, client=nas, low=MIN_FRAMED_MTU, high=MAX_FRAMED_MTU,
+                     log_limit=("invalid Framed-MTU", nas))
             return
         limit(mtu - EAPOL_HEADER_SIZE)
 
@@ -558,7 +528,8 @@ class RadiusServer:
             else:
                 self._forget(key, entry)
                 log.info("EAP packet from client '{client}' discarded by the EAP server: {reason}",
-                         client=nas, reason=outcome.reason or "no reason given")
+                         client=nas, reason=outcome.reason or "no reason given",
+                         log_limit=("EAP packet discarded", nas))
                 if not conv.rounds:
                     # the NAS knows no State of ours: nothing can continue this conversation
                     self._end(conv, "first EAP packet discarded")
@@ -652,13 +623,12 @@ class RadiusServer:
             attributes += encode_attributes(proxy_states)
         return signed_reply(code, request.identifier, request.authenticator, client.secret, attributes)
 
-    def _drop(self, packet: RadiusPacket, client: RadiusClient, host: str, reason: str) -> None:
+    def _drop(self, packet: RadiusPacket, client: RadiusClient, host: str, reason: str,
+              kind: str = "invalid RADIUS request") -> None:
         self.counters.packets_dropped += 1
-        held = self._log_limit.allow((host, reason), self._now)
-        if held is not None:
-            log.warn("RADIUS {code} 0x{id:02x} from client {client} discarded: {reason}{held}",
-                     code=code_name(packet.code), id=packet.identifier, client=_who(client, host),
-                     reason=reason, held=_held_back(held))
+        log.warn("RADIUS {code} 0x{id:02x} from client {client} discarded: {reason}",
+                 code=code_name(packet.code), id=packet.identifier, client=_who(client, host),
+                 reason=reason, log_limit=(kind, host))
         return None
 
     def _cache(self, key, entry: _Reply) -> None:
@@ -673,14 +643,12 @@ class RadiusServer:
         if self._replies.get(key) is entry:
             del self._replies[key]
 
-    def _evict(self, conv: _Conversation, why: str, now: float) -> None:
+    def _evict(self, conv: _Conversation, why: str) -> None:
         """End the unfinished ``conv`` to make room for a new conversation."""
         self.counters.conversations_evicted += 1
-        held = self._log_limit.allow((conv.nas, "evicted"), now)
-        if held is not None:
-            log.warn("ending the unfinished EAP conversation from client '{client}' for '{user}': {why}"
-                     "{more}", client=conv.nas, user=_user_name(conv.user_name), why=why,
-                     more=f" ({held} more since the last such line)" if held else "")
+        log.warn("ending the unfinished EAP conversation from client '{client}' for '{user}': {why}",
+                 client=conv.nas, user=_user_name(conv.user_name), why=why,
+                 log_limit=("unfinished EAP conversation ended for a newer one", conv.nas))
         self._end(conv, "made room for a newer conversation")
 
     def _end(self, conv: _Conversation, abort_reason: str | None) -> None:

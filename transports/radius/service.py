@@ -57,8 +57,9 @@ class RadiusProtocol(protocol.DatagramProtocol):
                 reply = self._forward(reply, data, addr)
         except Exception:
             # a bug of ours must cost this datagram only, never the listener
-            log.failure("internal error on a RADIUS packet from {host}[{port}]", host=unmapped(addr[0]),
-                        port=addr[1])
+            host = unmapped(addr[0])
+            log.failure("internal error on a RADIUS packet from {host}[{port}]", host=host, port=addr[1],
+                        log_limit=("internal error on a RADIUS packet", host))
             return
         if reply is None:
             return
@@ -107,8 +108,9 @@ class RadiusProtocol(protocol.DatagramProtocol):
             log.failure("cannot send the RADIUS reply to {host}[{port}]", host=unmapped(addr[0]), port=addr[1])
 
     def _failed(self, failure, addr) -> None:
-        log.failure("internal error answering a RADIUS packet from {host}[{port}]", failure,
-                    host=unmapped(addr[0]), port=addr[1])
+        host = unmapped(addr[0])
+        log.failure("internal error answering a RADIUS packet from {host}[{port}]", failure, host=host,
+                    port=addr[1], log_limit=("internal error answering a RADIUS packet", host))
 
 
 @implementer(IPostureTransport)

@@ -1,9 +1,10 @@
 """The TNCS core: one per process, shared by every transport.
 
 It holds the IMVs and the assessment policy and opens connections, picking
-each one's class from :data:`CONNECTION_CLASSES` by TNCCS protocol name.  It
-knows nothing of transports; the values it exchanges with them are in
-:mod:`nac.tnccs.assessment`."""
+each one's class from :data:`CONNECTION_CLASSES` by TNCCS protocol name
+(PB-TNC's taking part in mutual PB-TNC when the core has a client for it,
+:mod:`nac.tnccs.mutual`).  It knows nothing of transports; the values it
+exchanges with them are in :mod:`nac.tnccs.assessment`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from nac.log import Logger
 from nac.tnccs.assessment import PeerInfo, TransportLimits
 from nac.tnccs.dynamic import DynamicTnccsConnection
 from nac.tnccs.imv_manager import ImvManager
+from nac.tnccs.mutual import MutualPbTncServerConnection
 from nac.tnccs.pb_server import PbTncServerConnection
 from nac.tnccs.tnccs11 import Tnccs11ServerConnection
 
@@ -40,12 +42,15 @@ class TnccsCore:
                  policy: RecommendationPolicy = RecommendationPolicy.DEFAULT,
                  languages: tuple[str, ...] = ("en",), max_rounds: int = 10,
                  store=None, connection_ids: tuple[int, int] | Iterator[int] = (1, 1),
-                 connection_classes: dict[str, type] | None = None):
+                 connection_classes: dict[str, type] | None = None, mutual=None):
         """``connection_ids`` is (first, step) of the Connection IDs this
         core hands out, or an iterator of them, so that the cores of several
         processes serving one database never share one (process k of n uses
         (k + 1, n)).  ``connection_classes`` replaces
-        :data:`CONNECTION_CLASSES`."""
+        :data:`CONNECTION_CLASSES`.  ``mutual``, an
+        :class:`nac.interfaces.IMutualClientFactory`, makes PB-TNC
+        connections take part in mutual PB-TNC when a client asks (None:
+        they never do, the default)."""
         if isinstance(connection_ids, tuple):
             first, step = connection_ids
             if first < 1 or step < 1:
@@ -62,6 +67,9 @@ class TnccsCore:
         self._ids = ids
         self.connections: dict[int, object] = {}
         self.connection_classes = dict(CONNECTION_CLASSES if connection_classes is None else connection_classes)
+        self.mutual = mutual
+        if mutual is not None and connection_classes is None:
+            self.connection_classes["pb-tnc"] = MutualPbTncServerConnection
 
     def open_connection(self, peer: PeerInfo, limits: TransportLimits | None = None,
                         protocol: str = "pb-tnc"):

@@ -153,10 +153,30 @@ class ErrorTests(unittest.TestCase):
         c.receive_batch(SERVER_CLIENT_FIRST)
         c.receive_batch(SERVER_RESULT)
         step = c.receive_batch(batch(SDATA, from_server=True))
-        self.assertEqual((step.batch, step.close), (None, True))
-        self.assertIn("after its exchange ended", step.outcome.mutual.error)
+        self.assertEqual((step.batch, step.close), (batch(CLOSE, pb_error(UNEXPECTED_BATCH_TYPE)), True))
+        self.assertEqual(step.outcome.mutual.error, "the server's TNCS sent a batch out of turn")
         # the server's own verdict stands
         self.assertEqual(step.outcome.recommendation_label, "Access Allowed")
+
+    def test_the_server_tncs_out_of_turn(self):
+        c = client()
+        c.start()
+        c.receive_batch(SERVER_FIRST)
+        # this side's client role has not had its turn yet
+        step = c.receive_batch(batch(SDATA, from_server=True))
+        self.assertEqual((step.batch, step.close), (batch(CLOSE, pb_error(UNEXPECTED_BATCH_TYPE)), True))
+        self.assertIsNone(step.outcome.recommendation_label)
+
+    def test_the_server_client_role_out_of_turn(self):
+        c = client(judging_imv(decides=False))
+        c.start()
+        c.receive_batch(SERVER_FIRST)
+        c.receive_batch(SERVER_CLIENT_FIRST)
+        # again, before this side's TNCS had its turn
+        step = c.receive_batch(batch(CDATA))
+        self.assertEqual((step.batch, step.close),
+                         (batch(CLOSE, pb_error(UNEXPECTED_BATCH_TYPE), from_server=True), True))
+        self.assertEqual(step.outcome.mutual.error, "the server's client role sent a batch out of turn")
 
     def test_the_server_client_role_closing_before_a_verdict(self):
         imv = judging_imv(decides=False)

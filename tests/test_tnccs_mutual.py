@@ -13,8 +13,10 @@ from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from nac.client.collectors import COLLECTORS
 from nac.client.imc import IImc
 from nac.client.mutual import CollectorClients
+from nac.config import SCHEMA, ConfigError, load
 from nac.client.pb_client import PbTncClient
 from nac.ifimv import ActionRecommendation as A, ConnectionState as C, EvaluationResult as E
 from nac.interfaces import IMutualClientFactory, IPbTncClientRole, ITnccsConnection
@@ -24,6 +26,7 @@ from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvManager
 from nac.tnccs.mutual import MutualPbTncServerConnection
 from nac.tnccs.pb_server import PbTncServerConnection
+from nac.server import build_core
 from tests.posture import VECTORS, ScriptedImv
 from tests.vectors import records
 
@@ -161,9 +164,11 @@ def asking_imv(rounds: int = 1, request: bytes = ANSWER):
 class Server:
     """One connection of a TNCS core, fed whole batches."""
 
-    def __init__(self, testcase, imvs, *, mutual=True, limits=None, protocol="pb-tnc", max_rounds=10):
+    def __init__(self, testcase, imvs, *, mutual=True, limits=None, protocol="pb-tnc", max_rounds=10,
+                 connection_classes=None):
         self.collectors = Collectors() if mutual else None
-        self.core = TnccsCore(ImvManager(imvs), mutual=self.collectors, max_rounds=max_rounds)
+        self.core = TnccsCore(ImvManager(imvs), mutual=self.collectors, max_rounds=max_rounds,
+                              connection_classes=connection_classes)
         self.conn = self.core.open_connection(PeerInfo("test", "127.0.0.1", identity="carol"),
                                               limits or TransportLimits(), protocol=protocol)
         self.tc = testcase
@@ -233,6 +238,13 @@ class AnnouncementTests(unittest.TestCase):
         self.assertEqual(first, batch(SDATA, mutual_capability(), from_server=True))
         # the request follows in the next SDATA
         self.assertEqual(server.reply(batch(CDATA)), batch(SDATA, request, from_server=True))
+
+    def test_a_core_without_a_client_role_ignores_the_capability(self):
+        server = Server(self, [asking_imv()], mutual=False,
+                        connection_classes={"pb-tnc": MutualPbTncServerConnection})
+        answer = server.reply(FIRST_CDATA)
+        self.assertNotIn(mutual_capability(), answer)
+        self.assertFalse(server.conn.mutual)
 
     def test_full_duplex_alone_is_not_taken_up(self):
         server = Server(self, [asking_imv()])
@@ -437,3 +449,32 @@ class CollectorClientsTests(unittest.TestCase):
 
     def test_unknown_collectors_are_refused(self):
         self.assertRaises(ValueError, CollectorClients, ["os", "printer"])
+
+
+class ConfigurationTests(unittest.TestCase):
+    def test_off_by_default(self):
+        cfg = load(None)
+        self.assertEqual((cfg.get("nac", "mutual"), cfg.get("nac", "mutual_collectors")), (False, ["os"]))
+        core = build_core(cfg)
+        self.assertIsNone(core.mutual)
+        self.assertIs(core.connection_classes["pb-tnc"], PbTncServerConnection)
+
+    def test_on(self):
+        core = build_core(load(None, {("nac", "mutual"): "yes", ("nac", "mutual_collectors"): "os, scanner",
+                                      ("nac", "language"): "de, en"}))
+        self.assertIsInstance(core.mutual, CollectorClients)
+        self.assertEqual((core.mutual.collectors, core.mutual.language), (("os", "scanner"), "de, en"))
+        self.assertIs(core.connection_classes["pb-tnc"], MutualPbTncServerConnection)
+
+    def test_collectors_are_checked(self):
+        for value, fragment in (("os, hcd", "'hcd'"), ("", "is empty"), ("os, os", "more than once")):
+            with self.assertRaises(ConfigError) as caught:
+                load(None, {("nac", "mutual_collectors"): value})
+            self.assertIn("[nac] mutual_collectors", str(caught.exception))
+            self.assertIn(fragment, str(caught.exception))
+
+    def test_the_collectors_offered_are_nac_client_collectors(self):
+        kind = SCHEMA["nac"]["mutual_collectors"].kind
+        for name in ("os", "scanner", "swima"):
+            self.assertEqual(kind(name), [name])
+            self.assertIn(name, COLLECTORS)

@@ -32,6 +32,7 @@ from nac.client.pb_client import DEFAULT_MAX_ROUNDS, AssessmentOutcome, ClientSt
 from nac.ifimv import RecommendationPolicy
 from nac.interfaces import IMutualClientFactory
 from nac.log import Logger
+from nac.pb import BatchType, Direction, PbBatch, PbTncError
 from nac.tnccs.assessment import Decision, PeerInfo, TransportLimits
 from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvLoadError, ImvManager, load_imv
@@ -48,7 +49,11 @@ _ACCESS_LABELS = {"allowed": "Access Allowed", "isolate": "Quarantined", "denied
 class CollectorClients:
     """The client role of nac's server in mutual PB-TNC: one responding
     :class:`PbTncClient` per connection, all with the same collectors
-    (made once; they keep their per-connection state on the connection)."""
+    (made once; they keep their per-connection state on the connection).
+
+    The collectors read small files of the host (the dpkg status file is
+    parsed again only when it changed) in the server's reactor thread, as
+    the client's do in its own."""
 
     def __init__(self, names: Sequence[str], *, language: str = "en",
                  settings: Mapping[str, Mapping[str, Any]] | None = None):
@@ -178,8 +183,9 @@ class MutualPbTncClient:
     # -- the two roles ------------------------------------------------------------------
 
     def _for_client(self, data: bytes) -> ClientStep:
-        if self.client.finished:
-            return self._fail("the server's TNCS sent a batch after its exchange ended")
+        if self.client.finished or self._client_turn is not None:
+            # after its RESULT, or before this side's client role had its turn
+            return self._refuse("the server's TNCS", Direction.TO_SERVER)
         step = self.client.receive_batch(data)
         if step.close and not step.answers_result:
             # an error, or the server's CLOSE: the connection is over
@@ -206,8 +212,9 @@ class MutualPbTncClient:
         return self._send_client()
 
     def _for_tncs(self, data: bytes) -> ClientStep:
-        if self.tncs.finished:
-            return self._fail("the server's client role sent a batch after its exchange ended")
+        if self.tncs.finished or self._tncs_turn is not None:
+            # after its CLOSE, or before this side's TNCS had its turn
+            return self._refuse("the server's client role", Direction.TO_CLIENT)
         outcome = self._now(self.tncs.receive_batch(data))
         if outcome is None:
             return self._over(None)
@@ -224,14 +231,10 @@ class MutualPbTncClient:
 
     def _send_tncs(self) -> ClientStep:
         batch, self._tncs_turn = self._tncs_turn, None
-        if batch is None:  # pragma: no cover - the alternation guarantees one
-            return self._fail("this side's TNCS has no batch to send")
         return ClientStep(batch=batch)
 
     def _send_client(self) -> ClientStep:
         batch, self._client_turn = self._client_turn, None
-        if batch is None:  # pragma: no cover - the alternation guarantees one
-            return self._fail("this side's TNC client has no batch to send")
         if self.client.finished:
             # its CLOSE, once both exchanges are over: the last batch
             return self._over(batch)
@@ -253,10 +256,14 @@ class MutualPbTncClient:
             return results[0]
         return None
 
-    def _fail(self, reason: str) -> ClientStep:
+    def _refuse(self, who: str, direction: Direction) -> ClientStep:
+        """A batch out of turn: CLOSE with a PB-TNC Unexpected Batch Type
+        from the role it was for (``direction``)."""
+        reason = f"{who} sent a batch out of turn"
         log.warn("{reason} on Connection ID {cid}", reason=reason, cid=self.connection_id)
         self._error = self._error or reason
-        return self._over(None)
+        error = PbTncError.unexpected_batch_type(reason).to_message()
+        return self._over(PbBatch(BatchType.CLOSE, direction, (error,)).build())
 
     def _over(self, batch: bytes | None) -> ClientStep:
         self._end("the PB-TNC connection ended")

@@ -94,6 +94,9 @@ class MutualPbTncServerConnection(_Announcing):
         """The IPbTncClientRole answering the endpoint's TNCS, once it spoke."""
 
     def _mutual_capability(self, msg: ItaMutualCapability) -> None:
+        if self.core.mutual is None:  # a core without a client role
+            super()._mutual_capability(msg)
+            return
         if self.mutual:
             return
         if not msg.protocols & MutualProtocol.HALF_DUPLEX:
@@ -123,8 +126,10 @@ class MutualPbTncServerConnection(_Announcing):
                      cid=self.connection_id)
             return await self._send_close(PbTncError.unexpected_batch_type().to_message())
         step = client.receive_batch(data)
-        outcome = step.outcome or client.outcome
         batches = [step.batch] if step.batch is not None else []
+        if not step.close:
+            return BatchOutcome(batches=batches)
+        outcome = step.outcome or client.outcome
         if step.answers_result:
             # the RESULT is answered; the endpoint's TNC client closes the connection
             log.info("the IMVs of {peer} recommend '{rec}' (assessment '{ev}') for this server on Connection "
@@ -138,7 +143,6 @@ class MutualPbTncServerConnection(_Announcing):
             self._transition(PbState.END)
             self._end()
             return BatchOutcome(batches=batches, close=True, decision=self.decision)
-        return BatchOutcome(batches=batches)
 
     def _end(self) -> None:
         if self.client is not None and not self.client.finished:

@@ -6,6 +6,7 @@ sides measuring fixture hosts and judging them with the real OS IMV."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from twisted.trial import unittest
@@ -322,3 +323,26 @@ class LoadTests(unittest.TestCase):
         with self.assertRaises(ValueError) as caught:
             load_imvs(["os", "no-such-imv"])
         self.assertIn("no-such-imv", str(caught.exception))
+
+
+class CommandLineTests(unittest.TestCase):
+    def test_mutual_without_a_posture_exchange_is_a_usage_error(self):
+        from nac.client import eap_cli
+
+        argv = ["--server", "127.0.0.1", "--secret", "s", "--identity", "carol", "--password", "pw",
+                "--cacert", "ca.pem", "--tnc", "none", "--mutual"]
+        devnull = open(os.devnull, "w")
+        self.addCleanup(devnull.close)
+        self.patch(eap_cli.sys, "stderr", devnull)
+        with self.assertRaises(SystemExit) as caught:
+            eap_cli.main(argv)
+        self.assertEqual(caught.exception.code, 2)
+
+    def test_the_imvs_of_the_command_line(self):
+        from nac.client.cli import build_parser, mutual_imvs
+
+        parser = build_parser()
+        self.assertEqual(mutual_imvs(parser.parse_args(["h", "--cacert", "c"])), [])
+        [imv] = mutual_imvs(parser.parse_args(["h", "--cacert", "c", "--mutual"]))
+        self.assertIsInstance(imv, OsImv)
+        self.assertEqual(len(mutual_imvs(parser.parse_args(["h", "--cacert", "c", "--mutual-imvs", "os,scanner"]))), 2)

@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     collectors = parse_collectors(parser, args.collectors)
+    if args.tnc == "none" and (args.mutual or args.mutual_imvs is not None):
+        parser.error("--mutual needs a posture exchange (--tnc pt-eap or eap-tnc)")
     if args.source is not None:
         try:
             source = ipaddress.ip_address(args.source.strip("[]"))

@@ -526,7 +526,8 @@ declare_section("nac", help=(
     Option("max_connections", positive_int, 10000,
            "Most TNCCS connections (assessments in progress) open at once over all transports."),
     Option("max_rounds", positive_int, 10,
-           "Most PB-TNC round trips before the server decides with the recommendations it has."),
+           "Most PB-TNC round trips before the server decides with the recommendations it has "
+           "(and, in mutual PB-TNC, before it gives up on an endpoint's IMVs that do not decide)."),
     Option("segment_memory", byte_size(1024 * 1024, 64 * 1024 * 1024 * 1024), 256 * 1024 * 1024,
            "Memory all connections of one nac process together may hold for attributes an endpoint "
            "sends in IF-M segments (TCG Attribute Segmentation: SWIMA inventories, package lists) that "
@@ -538,6 +539,20 @@ declare_section("nac", help=(
     Option("segment_timeout", seconds, 120.0,
            "An attribute sent in IF-M segments must be complete this long after its first segment; "
            "otherwise it is dropped (with a PA-TNC error) and its memory given back."),
+    Option("mutual", boolean, False,
+           "Mutual PB-TNC (strongSwan's ITA-HSR PB-Mutual-Capability, half duplex): when an endpoint "
+           "announces it, nac also describes its own host with the collectors of mutual_collectors "
+           "and answers the endpoint's IMVs in the same PB-TNC connection (PT-TLS, PT-EAP, EAP-TNC), "
+           "so that the endpoint can judge the server too. nac's access decision does not depend on "
+           "the endpoint's verdict on it, which is only logged. no (the default, as strongSwan's "
+           "libtnccs.plugins.tnccs-20.mutual): the announcement is ignored and the exchange is as "
+           "without it."),
+    Option("mutual_collectors", comma_list_of(choice("os", "scanner", "swima"), allow_empty=False, unique=True),
+           ["os"],
+           "With mutual = yes, the collectors describing this host to an endpoint's IMVs, as nac's "
+           "client describes an endpoint: os (operating system, IP forwarding, installed packages "
+           "when asked), scanner (open ports), swima (software inventory). Every authenticated "
+           "endpoint asking for mutual PB-TNC may read what they report."),
     Option("secret_key_file", optional(path), None,
            "Key (base64, 32 bytes) sealing the EAP-MD5/MSCHAPv2 secrets stored in the database, so "
            "a copy of the database alone reveals none. Created (mode 0600) when first needed; one that "

@@ -66,6 +66,42 @@ class ITnccsConnection(Interface):
         state, notify the IMVs, and never reply again."""
 
 
+class IPbTncClientRole(Interface):
+    """The PB-TNC client role of one connection, sans-IO
+    (:class:`nac.client.pb_client.PbTncClient`): the TNC client nac plays
+    for an endpoint's IMVs in mutual PB-TNC (:mod:`nac.tnccs.mutual`)."""
+
+    connection_id = Attribute("TNCCS Connection ID (the TNCS connection's)")
+    finished = Attribute("True once its exchange ended (CLOSE sent or received)")
+    outcome = Attribute("nac.client.pb_client.AssessmentOutcome: the endpoint's verdict on nac so far")
+
+    def receive_batch(data):
+        """Process one batch of the endpoint's TNCS (D bit set).
+
+        :returns: a nac.client.pb_client.ClientStep: ``batch`` to send (or
+            None), ``close`` once the exchange is over, ``outcome``, and
+            ``answers_result``, whether it is the CLOSE answering a RESULT.
+        """
+
+    def abort(reason):
+        """End the exchange without another batch (the connection ended)."""
+
+
+class IMutualClientFactory(Interface):
+    """nac's own TNC client for mutual PB-TNC: makes the client role whose
+    collectors answer an endpoint's IMVs on one connection.  Given to the
+    TNCS core by the composition (:func:`nac.server.build_core`); provided
+    by :class:`nac.client.mutual.CollectorClients`."""
+
+    collectors = Attribute("Names of the collectors the client roles run, for logs")
+
+    def open_client(connection_id, limits, max_rounds):
+        """A new :class:`IPbTncClientRole` for one connection, answering
+        the endpoint's TNCS (whose first batch is an SDATA), within
+        ``limits`` (a nac.tnccs.assessment.TransportLimits), giving up
+        after ``max_rounds`` server batches without a result."""
+
+
 class IImvConnection(Interface):
     """The TNCS seen by one IMV for one connection (IF-IMV's TNC_TNCS_*
     functions, bound to an IMV id and a connection id)."""

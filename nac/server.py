@@ -13,12 +13,13 @@ import os
 from twisted.application import service
 
 from nac import config as nac_config
+from nac.client.mutual import CollectorClients
 from nac.ifimv import RecommendationPolicy
 from nac.log import Logger
 from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvLoadError, ImvManager, load_imv
 
-__all__ = ["CoreService", "StartupError", "build_core", "build_store", "one_line"]
+__all__ = ["CoreService", "StartupError", "build_core", "build_store", "mutual_client", "one_line"]
 
 log = Logger(namespace="nac")
 
@@ -61,6 +62,9 @@ class CoreService(service.Service):
         if not len(self.core.imvs):
             log.warn("no IMVs are configured ([nac] imvs): every assessment ends in "
                      "'no recommendation', which is Access Denied")
+        if self.core.mutual is not None:
+            log.info("mutual PB-TNC enabled: collectors {names} answer the IMVs of endpoints asking for it",
+                     names=", ".join(self.core.mutual.collectors))
 
     def stopService(self):
         for conn in list(self.core.connections.values()):
@@ -83,7 +87,16 @@ def build_core(cfg, connection_ids: tuple[int, int] = (1, 1)) -> TnccsCore:
                      languages=languages, max_rounds=cfg.get("nac", "max_rounds"),
                      connection_ids=connection_ids, segment_memory=cfg.get("nac", "segment_memory"),
                      segment_memory_per_connection=cfg.get("nac", "segment_memory_per_connection"),
-                     segment_timeout=cfg.get("nac", "segment_timeout"))
+                     segment_timeout=cfg.get("nac", "segment_timeout"),
+                     mutual=mutual_client(cfg, languages))
+
+
+def mutual_client(cfg, languages: tuple[str, ...]):
+    """nac's TNC client role for mutual PB-TNC (``[nac] mutual``), with the
+    collectors of ``[nac] mutual_collectors``; None when it is off."""
+    if not cfg.get("nac", "mutual"):
+        return None
+    return CollectorClients(cfg.get("nac", "mutual_collectors"), language=", ".join(languages))
 
 
 def build_store(cfg, *, migrate: bool = True, check: bool = False):

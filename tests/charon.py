@@ -29,17 +29,21 @@ class CharonDaemon:
     namespace ``namespace`` when one is given.  Its vici socket is
     ``directory/charon.vici``, its standard output and error go to
     ``directory/charon.out``, and its ``strongswan.conf`` may log to
-    ``directory/charon.log`` (:meth:`log`)."""
+    ``directory/charon.log`` (:meth:`log`).  ``charon``, ``swanctl`` and
+    ``piddir`` (where charon writes its pid file) name another strongSwan
+    than Debian's."""
 
     def __init__(self, directory: Path, *, namespace: str | None = None, env: dict | None = None,
-                 start_timeout: float = 20) -> None:
+                 start_timeout: float = 20, charon: str = CHARON, swanctl: str = SWANCTL,
+                 piddir: str = "/run") -> None:
         import os
 
         self.directory = directory
         self.env = dict(env if env is not None else os.environ,
                         STRONGSWAN_CONF=str(directory / "strongswan.conf"))
         self.vici = directory / "charon.vici"
-        command = ["unshare", "-m", "sh", "-c", f"mount -t tmpfs tmpfs /run && exec {CHARON}"]
+        self.swanctl_program = swanctl
+        command = ["unshare", "-m", "sh", "-c", f"mount -t tmpfs tmpfs {piddir} && exec {charon}"]
         if namespace is not None:
             command = ["ip", "netns", "exec", namespace, *command]
         with open(directory / "charon.out", "wb") as out:
@@ -81,7 +85,7 @@ class CharonDaemon:
         when charon is gone (or goes within a second: a dying daemon may
         still accept the connection), else CalledProcessError with
         ``check``."""
-        done = subprocess.run([SWANCTL, *args, "--uri", f"unix://{self.vici}"], env=self.env,
+        done = subprocess.run([self.swanctl_program, *args, "--uri", f"unix://{self.vici}"], env=self.env,
                               capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
             self.check_running(wait=1)
@@ -104,9 +108,10 @@ class CharonDaemon:
 
 
 def start_charon(directory: Path, strongswan_conf: str, swanctl_conf: str, *,
-                 namespace: str | None = None) -> CharonDaemon:
-    """A :class:`CharonDaemon` with these two configuration files written into ``directory``."""
+                 namespace: str | None = None, **programs) -> CharonDaemon:
+    """A :class:`CharonDaemon` with these two configuration files written
+    into ``directory``; ``programs``: its ``charon``, ``swanctl``, ``piddir``."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "strongswan.conf").write_text(strongswan_conf)
     (directory / "swanctl.conf").write_text(swanctl_conf)
-    return CharonDaemon(directory, namespace=namespace)
+    return CharonDaemon(directory, namespace=namespace, **programs)

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from nac import log as nac_log
 from nac.client.collectors import COLLECTORS, DEFAULT_COLLECTORS, make_collectors
+from nac.client.mutual import MutualVerdict, load_imvs
 from nac.client.pb_client import AssessmentOutcome
 from nac.client.remediation import printable, remediation_lines
 from nac.client.pt_tls import PT_TLS_PORT, AssessmentError, SetupError, run_assessment
@@ -92,12 +93,39 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"collectors to run, comma-separated: {', '.join(COLLECTORS)} "
                              f"(default: %(default)s); empty for none")
     add_test_collector_arguments(parser)
+    add_mutual_arguments(parser)
     parser.add_argument("--language", default="en", metavar="TAG",
                         help="preferred language of reason strings (default: %(default)s)")
     parser.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="S",
                         help="give up after this many seconds (default: %(default)g)")
     add_output_arguments(parser)
     return parser
+
+
+def add_mutual_arguments(parser: argparse.ArgumentParser) -> None:
+    """--mutual and --mutual-imvs: judge the server too (mutual PB-TNC)."""
+    group = parser.add_argument_group("mutual PB-TNC (the server's host judged by IMVs here)")
+    group.add_argument("--mutual", action="store_true",
+                       help="ask the server for mutual PB-TNC and judge its host with --mutual-imvs; "
+                            "the verdict is printed after the server's")
+    group.add_argument("--mutual-imvs", metavar="LIST",
+                       help="IMVs judging the server, comma-separated: registered names (os, scanner, ...) "
+                            "or dotted paths, with their default options and no policy database "
+                            "(default: os); implies --mutual")
+
+
+def mutual_imvs(args) -> list:
+    """The IMVs of --mutual / --mutual-imvs (none without either);
+    SetupError when one does not load."""
+    if not args.mutual and args.mutual_imvs is None:
+        return []
+    names = [n.strip() for n in (args.mutual_imvs or "os").split(",") if n.strip()]
+    if not names:
+        raise SetupError("--mutual-imvs names no IMV")
+    try:
+        return load_imvs(names)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
 
 
 def non_negative_size(value: str) -> int:
@@ -199,7 +227,26 @@ def format_text(outcome: AssessmentOutcome) -> str:
                      f"{result.result_label}")
         for text in result.remediation:
             lines += _labelled("remediation", remediation_lines(text), indent="  ")
+    if outcome.mutual is not None:
+        lines += mutual_lines(outcome.mutual)
     return "\n".join(lines)
+
+
+def mutual_lines(verdict: MutualVerdict) -> list[str]:
+    """The verdict of this side's IMVs on the server, in the words of the
+    server's verdict above it."""
+    if not verdict.agreed:
+        return ["mutual PB-TNC: the server did not take part"]
+    lines = [f"server assessment result: {verdict.assessment_label or 'none'}",
+             f"server access recommendation: {verdict.recommendation_label or 'none'}"]
+    for text, language in (verdict.decision.reasons if verdict.decision else ()):
+        lines += _labelled("server reason", printable(text).splitlines() or [""], language=language)
+    for result in (verdict.decision.imv_results if verdict.decision else ()):
+        lines.append(f"IMV {result.imv_id} \"{printable(result.imv_name)}\" assessed the server: "
+                     f"{result.evaluation.label} ({result.recommendation.label})")
+    if verdict.error is not None:
+        lines.append(f"mutual PB-TNC failed: {printable(verdict.error)}")
+    return lines
 
 
 def start_logging(verbosity: int) -> None:
@@ -237,14 +284,17 @@ def main(argv: list[str] | None = None) -> int:
     settings = collector_settings(args, collectors)
     try:
         imcs = make_collectors(collectors, settings=settings)
+        imvs = mutual_imvs(args)
     except ValueError as exc:
         return fail(PROG, SetupError(str(exc)))
+    except AssessmentError as exc:
+        return fail(PROG, exc)
 
     start_logging(args.verbose)
     result = run_reactor(lambda reactor: run_assessment(
         reactor, host, port, cacert=args.cacert, identity=args.client, password=password, cert=args.cert,
         key=args.key, server_name=args.server_name, collectors=imcs, timeout=args.timeout,
-        language=args.language))
+        language=args.language, mutual_imvs=imvs))
     if isinstance(result, AssessmentError):
         return fail(PROG, result)
     if not isinstance(result, AssessmentOutcome):

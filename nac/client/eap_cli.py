@@ -17,11 +17,13 @@ import json
 import sys
 
 from nac.client.cli import (
+    add_mutual_arguments,
     add_output_arguments,
     add_test_collector_arguments,
     collector_settings,
     fail,
     format_text,
+    mutual_imvs,
     parse_collectors,
     parse_target,
     positive_seconds,
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"collectors for the posture exchange, comma-separated: {', '.join(COLLECTORS)} "
                              "(default: %(default)s); empty for none")
     add_test_collector_arguments(parser)
+    add_mutual_arguments(parser)
     parser.add_argument("--tls-version", choices=("1.2", "1.3"), metavar="V",
                         help="only this TLS version (1.2 or 1.3; default: either)")
     parser.add_argument("--fragment-size", type=int, default=DEFAULT_FRAGMENT_SIZE, metavar="N",
@@ -134,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     collectors = parse_collectors(parser, args.collectors)
+    if args.tnc == "none" and (args.mutual or args.mutual_imvs is not None):
+        parser.error("--mutual needs a posture exchange (--tnc pt-eap or eap-tnc)")
     if args.source is not None:
         try:
             source = ipaddress.ip_address(args.source.strip("[]"))
@@ -152,15 +157,16 @@ def main(argv: list[str] | None = None) -> int:
             context = peer_context(cacert=args.cacert, min_tls_version=low, max_tls_version=high)
         except ValueError as exc:
             raise SetupError(str(exc)) from None
-        imcs = ()
+        imcs, imvs = (), ()
         if args.tnc != "none":
             from nac.client.collectors import make_collectors
             imcs = tuple(make_collectors(collectors, settings=collector_settings(args, collectors)))
+            imvs = tuple(mutual_imvs(args))
         settings = PeerSettings(identity=args.identity, password=password,
                                 outer_identity=args.anonymous_identity, inner=args.inner, tls_context=context,
                                 server_name=None if args.no_server_name_check else args.server_name or host,
                                 fragment_size=args.fragment_size, tnc=args.tnc,
-                                imcs=imcs, language=args.language)
+                                imcs=imcs, mutual_imvs=imvs, language=args.language)
         peer = EapPeer(settings)
     except AssessmentError as exc:
         return fail(PROG, exc)

@@ -9,6 +9,13 @@ to say, or CLOSE after the RESULT) until the connection ends.
 The IMCs are called synchronously.  What the client learns on the way (the
 result, reason strings, remediation, what each IMV told its IMC, or why it
 failed) accumulates in :attr:`PbTncClient.outcome`.
+
+For mutual PB-TNC (strongSwan's ITA-HSR PB-Mutual-Capability) the client
+can announce it in its first batch (``mutual``), and it can play the client
+role of the second exchange (``responder``), whose server speaks first: its
+first batch from the server is an SDATA received in Init.  Routing the two
+exchanges over one connection is :mod:`nac.tnccs.mutual`'s and
+:mod:`nac.client.mutual`'s work.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nac.log import Logger
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from nac.client.remediation import parse_instructions
@@ -30,6 +38,7 @@ from nac.client.imc import (
     refuse_message,
 )
 from nac.ifimv import ANY_SUBTYPE, ANY_SUBTYPE_LONG, ANY_VENDOR, ConnectionState, EvaluationResult
+from nac.interfaces import IPbTncClientRole
 from nac.pa import PaMessage, PaTncError
 from nac.pa.ietf import AssessmentResult as AssessmentResultAttribute
 from nac.pa.ietf import RemediationInstructions
@@ -37,6 +46,8 @@ from nac.pb.batch import BATCH_HEADER_SIZE, BatchType, Direction, PbBatch
 from nac.pb.messages import (
     AccessRecommendation,
     AssessmentResult,
+    ItaMutualCapability,
+    MutualProtocol,
     PbAccessRecommendation,
     PbAssessmentResult,
     PbError,
@@ -145,6 +156,9 @@ class AssessmentOutcome:
     remediation: tuple[Remediation, ...] = ()
     imv_results: tuple[ImvAssessment, ...] = ()
     error: str | None = None
+    mutual: Any = None
+    """With mutual PB-TNC asked for, the verdict of this side's IMVs on
+    the server (a :class:`nac.client.mutual.MutualVerdict`); else None."""
 
     @property
     def completed(self) -> bool:
@@ -180,6 +194,8 @@ class AssessmentOutcome:
         }
         if self.error is not None:
             out["error"] = self.error
+        if self.mutual is not None:
+            out["mutual"] = self.mutual.to_json()
         return out
 
 
@@ -192,6 +208,14 @@ class ClientStep:
     batch: bytes | None = None
     close: bool = False
     outcome: AssessmentOutcome | None = None
+
+    @property
+    def answers_result(self) -> bool:
+        """Whether this is the client's CLOSE answering the server's RESULT
+        (the exchange ended in a result, not in an error or the server's
+        CLOSE): in mutual PB-TNC that ends this exchange only."""
+        return (self.close and self.batch is not None and self.outcome is not None
+                and self.outcome.completed and self.outcome.error is None)
 
 
 @dataclass(slots=True)
@@ -226,16 +250,27 @@ def _verify_imc(imc) -> None:
         pass
 
 
+@implementer(IPbTncClientRole)
 class PbTncClient:
     """One PB-TNC (IF-TNCCS 2.0) connection, client role.
 
     ``imcs`` are IImc providers, numbered from 1 in order.
     ``max_batch_size`` bounds the batches both ways (what the transport
     carries); ``max_message_size`` the PA-TNC messages the IMCs may send.
+    ``mutual``: announce mutual PB-TNC (half duplex) in the first batch;
+    :attr:`peer_mutual` says whether the server announced it too.
+    ``responder``: the server speaks first (the second exchange of mutual
+    PB-TNC): no :meth:`start`, the first server batch is an SDATA, and
+    the first CDATA carries the Language-Preference.
     """
 
     def __init__(self, imcs, *, max_batch_size: int, max_message_size: int, language: str = "en",
-                 max_rounds: int = DEFAULT_MAX_ROUNDS, connection_id: int | None = None):
+                 max_rounds: int = DEFAULT_MAX_ROUNDS, connection_id: int | None = None,
+                 mutual: bool = False, responder: bool = False):
+        self.mutual = mutual
+        self.responder = responder
+        self.peer_mutual = False
+        """Whether the server announced mutual PB-TNC (half duplex)."""
         self.max_batch_size = max_batch_size
         self.max_message_size = max_message_size
         self.language = language
@@ -256,6 +291,7 @@ class PbTncClient:
         self._remediation: list[Remediation] = []
         self._imv_results: list[ImvAssessment] = []
         self._error: str | None = None
+        self._opened = False
 
     # -- results --------------------------------------------------------------------
 
@@ -294,14 +330,24 @@ class PbTncClient:
         """The first CDATA batch: Language-Preference and the IMCs' first measurements."""
         if self.state is not S.INIT or self.finished:
             raise RuntimeError("the PB-TNC client has already started")
+        if self.responder:
+            raise RuntimeError("a responding PB-TNC client waits for the server's first batch")
+        self._open()
+        first: list[PbMessage] = []
+        if self.mutual:
+            log.debug("proposing PB-TNC mutual half duplex protocol")
+            first.append(ItaMutualCapability(MutualProtocol.HALF_DUPLEX))
+        return self._build(B.CDATA, first + self._language_preference())
+
+    def _open(self) -> None:
+        self._opened = True
         log.info("assigned TNCCS Connection ID {cid}", cid=self.connection_id)
         for loaded in self._imcs:
             self._call(loaded, "notify_connection_change", ConnectionState.CREATE)
         self._handshake()
-        first: list[PbMessage] = []
-        if self.language:
-            first.append(PbLanguagePreference(language=self.language))
-        return self._build(B.CDATA, first)
+
+    def _language_preference(self) -> list[PbMessage]:
+        return [PbLanguagePreference(language=self.language)] if self.language else []
 
     def receive_batch(self, data: bytes) -> ClientStep:
         """Process one whole batch from the server; says what to send next."""
@@ -313,6 +359,8 @@ class PbTncClient:
             log.info("processing PB-TNC {type} batch for Connection ID {cid}",
                      type=batch.batch_type.name, cid=self.connection_id)
             nxt = _RECEIVE[self.state].get(batch.batch_type)
+            if self.state is S.INIT and not self.responder:
+                nxt = None  # only a responder's server speaks first
             if nxt is None:
                 raise PbTncError.unexpected_batch_type(
                     f"{batch.batch_type.name} batch in state '{self.state.value}'")
@@ -328,6 +376,11 @@ class PbTncClient:
                      cid=self.connection_id, err=str(err))
             return self._close(err.to_message(), f"invalid PB-TNC batch from the server: {err}")
         self._transition(nxt)
+        first: list[PbMessage] = []
+        if not self._opened and batch.batch_type is B.SDATA:
+            # a responder's handshake begins with the server's first batch
+            self._open()
+            first = self._language_preference()
 
         server_error = self._handle_messages(batch)
 
@@ -358,9 +411,9 @@ class PbTncClient:
             return self._close(PbTncError.local_error(reason).to_message(), reason)
         for loaded in self._imcs:
             self._call(loaded, "batch_ending")
-        if not self._queue:
+        if not self._queue and not first:
             log.debug("no PA messages from the IMCs, sending empty PB-TNC CDATA batch")
-        return ClientStep(batch=self._build(B.CDATA, []))
+        return ClientStep(batch=self._build(B.CDATA, first))
 
     def abort(self, reason: str) -> AssessmentOutcome:
         """The transport went away or timed out: end without another batch."""
@@ -397,7 +450,18 @@ class PbTncClient:
                     fatal = text
             elif isinstance(msg, PbLanguagePreference):
                 log.debug("ignoring PB-Language-Preference from the server")
+            elif isinstance(msg, ItaMutualCapability):
+                self._mutual_capability(msg)
         return fatal
+
+    def _mutual_capability(self, msg: ItaMutualCapability) -> None:
+        half_duplex = bool(msg.protocols & MutualProtocol.HALF_DUPLEX)
+        if self.mutual and half_duplex and not self.peer_mutual:
+            log.info("activating mutual PB-TNC half duplex protocol on Connection ID {cid}",
+                     cid=self.connection_id)
+        elif not self.mutual:
+            log.debug("server supports mutual PB-TNC protocol 0x{p:08x}; not mutual here", p=msg.protocols)
+        self.peer_mutual = self.peer_mutual or half_duplex
 
     def _deliver_pa(self, msg: PbPa) -> None:
         recipients = [loaded for loaded in self._imcs
@@ -518,8 +582,9 @@ class PbTncClient:
             return
         self.finished = True
         self.state = S.END
-        for loaded in self._imcs:
-            self._call(loaded, "notify_connection_change", ConnectionState.DELETE)
+        if self._opened:  # IMCs never told of the connection hear nothing of its end
+            for loaded in self._imcs:
+                self._call(loaded, "notify_connection_change", ConnectionState.DELETE)
 
     def _call(self, loaded: _Loaded, method: str, *args) -> None:
         try:

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from nac.client.collectors import DEFAULT_COLLECTORS, make_collectors
+from nac.client.mutual import MutualPbTncClient, load_imvs
 from nac.client.pb_client import AssessmentOutcome, PbTncClient
 from nac.log import Logger
 from transports.pt_tls import negotiation as ptn
@@ -235,7 +236,7 @@ class PtTlsClientProtocol(protocol.Protocol):
     :class:`AssessmentError`.
     """
 
-    def __init__(self, pt: ptn.PtTlsClient, pb: PbTncClient, *, peer: str):
+    def __init__(self, pt: ptn.PtTlsClient, pb: PbTncClient | MutualPbTncClient, *, peer: str):
         self.pt = pt
         self.pb = pb
         self.peer = peer
@@ -385,6 +386,7 @@ def run_assessment(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     tls_options=None,
     trace: Callable[[str, PtTlsMessage], None] | None = None,
+    mutual_imvs: Sequence = (),
 ) -> defer.Deferred:
     """Run one assessment against the PT-TLS server at ``host``:``port``.
 
@@ -395,7 +397,9 @@ def run_assessment(
     ``identity``/``password`` when the server asks for it.  ``trace`` is
     called with ``"sending"`` or ``"received"`` and each PT-TLS message, in
     the order the client queued and read them (the messages of a session,
-    as a load generator replays them).
+    as a load generator replays them).  ``mutual_imvs``: IMV objects (or
+    names, see :func:`nac.client.mutual.load_imvs`) judging the server in
+    mutual PB-TNC, which the client then asks for.
 
     Fires with an :class:`AssessmentOutcome` whose ``completed`` is True
     (whatever the recommendation), or fails with an :class:`AssessmentError`.
@@ -406,6 +410,7 @@ def run_assessment(
                 raise SetupError("a CA certificate to check the server with is required")
             tls_options = client_tls_options(cacert=cacert, server_name=server_name or host, cert=cert, key=key)
         imcs = make_collectors(collectors) if all(isinstance(c, str) for c in collectors) else list(collectors)
+        imvs = load_imvs(mutual_imvs) if all(isinstance(v, str) for v in mutual_imvs) else list(mutual_imvs)
     except ValueError as exc:
         return defer.fail(SetupError(str(exc)))
     except AssessmentError as exc:
@@ -420,8 +425,13 @@ def run_assessment(
             trace(direction, message)
     pt = ptn.PtTlsClient(sasl_identity=identity, sasl_password=password,
                          max_message_size=max_message_size, trace=traced)
-    pb = PbTncClient(imcs, max_batch_size=pt.max_batch_size,
-                     max_message_size=pt.max_batch_size - _PB_PA_OVERHEAD, language=language)
+    if imvs:
+        pb = MutualPbTncClient(imcs, imvs, max_batch_size=pt.max_batch_size,
+                               max_message_size=pt.max_batch_size - _PB_PA_OVERHEAD, language=language,
+                               server=peer)
+    else:
+        pb = PbTncClient(imcs, max_batch_size=pt.max_batch_size,
+                         max_message_size=pt.max_batch_size - _PB_PA_OVERHEAD, language=language)
     proto = PtTlsClientProtocol(pt, pb, peer=peer)
     endpoint = endpoints.wrapClientTLS(tls_options, tcp_endpoint(reactor, host, port))
     result: defer.Deferred = defer.Deferred()

@@ -156,6 +156,9 @@ class PeerSettings:
     """Posture method answered inside EAP-TTLS: 'pt-eap', 'eap-tnc' (PB-TNC) or 'none' (Nak)."""
     imcs: tuple = ()
     """IMC objects (nac.client.collectors) for the PB-TNC client; they may be shared."""
+    mutual_imvs: tuple = ()
+    """IMV objects judging the server: when given, the PB-TNC client asks
+    for mutual PB-TNC (nac.client.mutual)."""
     language: str = "en"
     phase2_with_finished: bool = True
     """TLS 1.3: send the start of phase 2 with the client Finished (saves a round trip)."""
@@ -319,7 +322,9 @@ class PtEapPeer(PeerMethod):
     the Start flag 0x80, version 1, fragments acknowledged both ways.
 
     ``client`` is a nac.client.pb_client.PbTncClient; by default one is made
-    with the settings' IMCs and the batch limits strongSwan's PT-EAP uses.
+    with the settings' IMCs and the batch limits strongSwan's PT-EAP uses
+    (a nac.client.mutual.MutualPbTncClient with the settings' mutual IMVs
+    when there are any).
     """
 
     TYPE = EapType.PT_EAP
@@ -327,7 +332,13 @@ class PtEapPeer(PeerMethod):
 
     def __init__(self, settings: PeerSettings, random: Callable[[int], bytes], client=None):
         super().__init__(settings, random)
-        if client is None:
+        if client is None and settings.mutual_imvs:
+            from nac.client.mutual import MutualPbTncClient
+
+            client = MutualPbTncClient(list(settings.imcs), list(settings.mutual_imvs),
+                                       max_batch_size=EAP_TNC_LIMITS.max_batch_size,
+                                       max_message_size=EAP_TNC_LIMITS.max_message_size, language=settings.language)
+        elif client is None:
             from nac.client.pb_client import PbTncClient
 
             client = PbTncClient(list(settings.imcs), max_batch_size=EAP_TNC_LIMITS.max_batch_size,

@@ -1,9 +1,10 @@
 """The TNCS core: one per process, shared by every transport.
 
 It holds the IMVs and the assessment policy and opens connections, picking
-each one's class from :data:`CONNECTION_CLASSES` by TNCCS protocol name.  It
-knows nothing of transports; the values it exchanges with them are in
-:mod:`nac.tnccs.assessment`."""
+each one's class from :data:`CONNECTION_CLASSES` by TNCCS protocol name
+(PB-TNC's taking part in mutual PB-TNC when the core has a client for it,
+:mod:`nac.tnccs.mutual`).  It knows nothing of transports; the values it
+exchanges with them are in :mod:`nac.tnccs.assessment`."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from nac.pa.segmentation import (
 from nac.tnccs.assessment import PeerInfo, TransportLimits
 from nac.tnccs.dynamic import DynamicTnccsConnection
 from nac.tnccs.imv_manager import ImvManager
+from nac.tnccs.mutual import MutualPbTncServerConnection
 from nac.tnccs.pb_server import PbTncServerConnection
 from nac.tnccs.tnccs11 import Tnccs11ServerConnection
 
@@ -51,7 +53,7 @@ class TnccsCore:
                  segment_memory: int = DEFAULT_SEGMENT_MEMORY,
                  segment_memory_per_connection: int = DEFAULT_SEGMENT_MEMORY_PER_CONNECTION,
                  segment_timeout: float | None = DEFAULT_SEGMENT_TIMEOUT,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, mutual=None):
         """``connection_ids`` is (first, step) of the Connection IDs this
         core hands out, or an iterator of them, so that the cores of several
         processes serving one database never share one (process k of n uses
@@ -60,7 +62,10 @@ class TnccsCore:
         of unfinished IF-M segmented attributes of all connections,
         ``segment_memory_per_connection`` those of one, and
         ``segment_timeout`` (seconds on ``clock``) how long one may take
-        (:class:`~nac.pa.segmentation.ReassemblyBudget`)."""
+        (:class:`~nac.pa.segmentation.ReassemblyBudget`).  ``mutual``, an
+        :class:`nac.interfaces.IMutualClientFactory`, makes PB-TNC
+        connections take part in mutual PB-TNC when a client asks (None:
+        they never do, the default)."""
         if isinstance(connection_ids, tuple):
             first, step = connection_ids
             if first < 1 or step < 1:
@@ -80,6 +85,9 @@ class TnccsCore:
         self.reassembly = ReassemblyBudget(segment_memory, name="[nac] segment_memory", timeout=segment_timeout,
                                            clock=clock)
         self.segment_memory_per_connection = segment_memory_per_connection
+        self.mutual = mutual
+        if mutual is not None and connection_classes is None:
+            self.connection_classes["pb-tnc"] = MutualPbTncServerConnection
 
     def reassembly_budget(self) -> ReassemblyBudget:
         """A new connection's budget for unfinished segmented attributes."""

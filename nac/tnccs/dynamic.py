@@ -82,6 +82,9 @@ class DynamicTnccsConnection:
                 return defer.succeed(BatchOutcome(close=True))
             self.protocol = detect_protocol(bytes(data[:4]))
             server = _SERVERS.get(self.protocol)
+            if self.protocol is TnccsProtocol.TNCCS_2_0:
+                # PB-TNC as the core speaks it (mutual PB-TNC, when enabled)
+                server = self.core.connection_classes.get("pb-tnc", server)
             if server is None:
                 # no protocol to answer in: the transport fails the exchange
                 log.warn("{protocol} protocol not supported (first byte 0x{byte:02x}) on "

@@ -60,7 +60,11 @@ class PbState(enum.Enum):
 S = PbState
 B = BatchType
 
-# What a PB-TNC server may receive / send in each state, and where it leads.
+# What a PB-TNC server may receive / send in each state, and where it leads:
+# RFC 5793 §3.2, and from Init also an SDATA as strongSwan's state machine
+# allows, with which the TNCS of the side that opened the connection as
+# its client starts the second exchange of mutual PB-TNC
+# (:mod:`nac.tnccs.mutual`).  A server of one exchange never sends it.
 _RECEIVE = {
     S.INIT: {B.CDATA: S.SERVER_WORKING, B.CLOSE: S.END},
     S.SERVER_WORKING: {B.CRETRY: S.SERVER_WORKING, B.CLOSE: S.END},
@@ -69,7 +73,7 @@ _RECEIVE = {
     S.END: {B.CLOSE: S.END},
 }
 _SEND = {
-    S.INIT: {B.CLOSE: S.END},
+    S.INIT: {B.SDATA: S.CLIENT_WORKING, B.CLOSE: S.END},
     S.SERVER_WORKING: {B.SDATA: S.CLIENT_WORKING, B.SRETRY: S.CLIENT_WORKING,
                        B.RESULT: S.DECIDED, B.CLOSE: S.END},
     S.CLIENT_WORKING: {B.SRETRY: S.CLIENT_WORKING, B.CLOSE: S.END},
@@ -194,9 +198,14 @@ class PbTncServerConnection(TnccsServerConnection):
                          log_limit=("PB-TNC error from a client", self.peer.address))
                 fatal = fatal or msg.fatal
             elif isinstance(msg, ItaMutualCapability):
-                log.debug("client supports mutual PB-TNC protocol 0x{p:08x}; not mutual here",
-                          p=msg.protocols)
+                self._mutual_capability(msg)
         return fatal
+
+    def _mutual_capability(self, msg: ItaMutualCapability) -> None:
+        """The client announced mutual PB-TNC; a server of one exchange
+        only notes it (:mod:`nac.tnccs.mutual` takes it up)."""
+        log.debug("client supports mutual PB-TNC protocol 0x{p:08x}; not mutual here",
+                  p=msg.protocols)
 
     # -- building the reply ----------------------------------------------------------
 

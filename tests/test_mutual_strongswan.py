@@ -61,7 +61,7 @@ def strongswan(*, pdp: bool = False) -> dict[str, Path] | str:
     missing = [str(path.relative_to(prefix)) for path in wanted if not path.exists()]
     if missing:
         return (f"the strongSwan under {prefix} lacks {', '.join(missing)} (Debian's packages have no PB-TNC); "
-                "set NAC_TEST_STRONGSWAN_PREFIX to one built as this module's docstring says")
+                "set NAC_TEST_STRONGSWAN_PREFIX to a strongSwan with those")
     return found
 
 

@@ -29,6 +29,8 @@ from nac.pa.tcg_pts import (
     RequestPtsProtocolCapabilities,
     SimpleEvidenceFinal,
 )
+from nac.pa import PaTncErrorCode, PaVendor, UnknownAttribute
+from nac.pa.ietf import PaTncErrorAttribute
 from nac.tnccs.imv_manager import load_imv
 from tests.attested_host import AttestedHost
 from tests.posture import ImvHarness, PolicyStoreMixin
@@ -216,6 +218,25 @@ class AttestationTestsMixin(PolicyStoreMixin, ImvHarness):
         self.assertLessEqual(result.rounds, 4)
 
     @defer.inlineCallbacks
+    def test_malformed_quote_attribute_gets_a_pa_tnc_error_and_no_access(self):
+        host = AttestedHost(self)
+        self.enroll(host)
+        imc = MalformedFinalImc(host)
+        result, verdict = yield self.attest(host, imc=imc)
+        self.assertEqual((verdict.recommendation, verdict.evaluation), (A.NO_ACCESS, E.ERROR))
+        # the server answered the message with a PA-TNC Invalid Parameter error
+        errors = [a for _, a in result.attributes(PTS_SUBTYPE) if isinstance(a, PaTncErrorAttribute)]
+        self.assertEqual([e.error_code for e in errors], [PaTncErrorCode.INVALID_PARAMETER])
+
+    @defer.inlineCallbacks
+    def test_more_evidence_than_allowed_is_refused(self):
+        host = AttestedHost(self)
+        self.enroll(host)
+        _, verdict = yield self.attest(host, max_evidence=10)
+        self.assertEqual((verdict.recommendation, verdict.evaluation), (A.NO_ACCESS, E.ERROR))
+        self.assertIn("more than 10 component evidence", self.attestations()[0].summary)
+
+    @defer.inlineCallbacks
     def test_no_collector_ends_in_a_bounded_number_of_rounds(self):
         result = yield self.assess([], [AttestationImv()])
         verdict = result.verdict("attestation")
@@ -245,6 +266,18 @@ class ReplayingImc(AttestationImc):
         return evidence
 
 
+class MalformedFinalImc(AttestationImc):
+    """A collector whose Simple Evidence Final is cut short (its PCR digest length overruns it)."""
+
+    def __init__(self, host: AttestedHost):
+        super().__init__(tpm=Tpm2Tools(host.tpm.tcti), bios_log=host.bios_log, ima_log=host.ima_log)
+
+    def _evidence(self, state):
+        evidence = super()._evidence(state)
+        return [UnknownAttribute(PaVendor.TCG, 0x00400000, bytes.fromhex("10 00 4000 00000100 aa"))
+                if isinstance(a, SimpleEvidenceFinal) else a for a in evidence]
+
+
 class NarrowQuoteTpm:
     """A TPM whose quotes leave PCR 10 out, whatever is asked."""
 
@@ -270,3 +303,63 @@ class SqliteAttestationTests(AttestationTestsMixin, SqliteBackend, unittest.Test
 class TpmErrorTests(unittest.TestCase):
     def test_unreachable_tpm_is_a_tpm_error(self):
         self.assertRaises(TpmError, Tpm2Tools("swtpm:host=127.0.0.1,port=1").version_info)
+
+
+class AikCertificateTests(unittest.TestCase):
+    """AIK certificates issued by a CA of aik_ca_dir are trusted without enrollment."""
+
+    def setUp(self):
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        from tests.posture import tmpdir
+
+        def name(text):
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+        self.ca_key, other_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        day = datetime.timedelta(days=1)
+        ca = (x509.CertificateBuilder().subject_name(name("Privacy CA")).issuer_name(name("Privacy CA"))
+              .public_key(self.ca_key.public_key()).serial_number(1).not_valid_before(now - day)
+              .not_valid_after(now + day).add_extension(x509.BasicConstraints(True, None), critical=True)
+              .sign(self.ca_key, hashes.SHA256()))
+        self.directory = tmpdir(self)
+        (self.directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        (self.directory / "notes.txt").write_text("not a certificate")
+        aik = ec.generate_private_key(ec.SECP256R1()).public_key()
+
+        def certificate(issuer_key, start, end):
+            return (x509.CertificateBuilder().subject_name(name("aik")).issuer_name(name("Privacy CA"))
+                    .public_key(aik).serial_number(2).not_valid_before(start).not_valid_after(end)
+                    .sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+
+        self.good = certificate(self.ca_key, now - day, now + day)
+        self.expired = certificate(self.ca_key, now - 3 * day, now - 2 * day)
+        self.forged = certificate(other_key, now - day, now + day)
+
+    def aik(self, certificate: bytes):
+        from nac.pa.tcg_pts import AttestationIdentityKey
+
+        imv = AttestationImv({"aik_ca_dir": str(self.directory)})
+        found, problem = imv._aik(AttestationIdentityKey(certificate, naked=False))
+        self.assertIsNone(problem)
+        return found
+
+    def test_issued_by_the_ca_and_valid(self):
+        self.assertTrue(self.aik(self.good).certified)
+
+    def test_expired_or_issued_by_another_key(self):
+        self.assertFalse(self.aik(self.expired).certified)
+        self.assertFalse(self.aik(self.forged).certified)
+
+    def test_without_a_ca_directory_nothing_is_certified(self):
+        from nac.pa.tcg_pts import AttestationIdentityKey
+
+        found, _ = AttestationImv()._aik(AttestationIdentityKey(self.good, naked=False))
+        self.assertFalse(found.certified)
+        self.assertEqual(AttestationImv()._aik(AttestationIdentityKey(b"junk", naked=False))[0], None)

@@ -53,6 +53,7 @@ import os
 import re
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import sqlalchemy as sa
@@ -417,6 +418,175 @@ def cmd_packages_list(db: PolicyDb, args) -> Output:
                   _table([asdict(v) for v in versions], columns, "no packages"))
 
 
+# -- attestation -------------------------------------------------------------------------
+
+#: Files hashed from one directory tree, and IMA entries read from one list.
+MAX_REFERENCE_FILES = 1_000_000
+_HASH_NAMES = ("sha1", "sha256", "sha384", "sha512")
+
+
+def _read_public_key(path: str) -> bytes:
+    """An AIK's public key (PEM or DER SubjectPublicKeyInfo, or the
+    certificate holding it) as DER."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from nac.pts.tpm2 import load_public_key
+
+    data = _read_input(path)
+    try:
+        key = load_public_key(data)
+    except ValueError:
+        try:
+            certificate = (x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----BEGIN")
+                           else x509.load_der_x509_certificate(data))
+            key = load_public_key(certificate.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+        except ValueError as err:
+            raise AdminError(f"{path}: not an RSA or EC public key or certificate ({_one_line(str(err))})") from None
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def read_reference_tree(directory: str, root: str, algorithm: str) -> list[tuple[str, str, str]]:
+    """(path, algorithm, hex digest) of every regular file below
+    ``directory`` (symbolic links not followed), named as on the endpoint:
+    ``root`` standing for ``directory`` (a known-good image mounted at
+    /mnt/image is ``--root /``)."""
+    import hashlib
+
+    base = Path(directory)
+    if not base.is_dir():
+        raise AdminError(f"{directory}: not a directory")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            if len(found) >= MAX_REFERENCE_FILES:
+                raise AdminError(f"{directory}: more than {MAX_REFERENCE_FILES} files")
+            digest = hashlib.new(algorithm)
+            try:
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(chunk)
+            except OSError as err:
+                raise AdminError(f"{path}: {err.strerror}") from None
+            endpoint_path = "/" + "/".join(filter(None, (root.strip("/"), *path.relative_to(base).parts)))
+            found.append((endpoint_path, algorithm, digest.hexdigest()))
+    return found
+
+
+def read_ima_references(path: str) -> list[tuple[str, str, str]]:
+    """(path, algorithm, hex digest) of the files an IMA measurement list of a
+    known-good host measured: the binary list (binary_runtime_measurements)
+    or its text form (ascii_runtime_measurements).  The boot aggregate and
+    measurement violations are left out."""
+    from nac.pts.ima import BOOT_AGGREGATE, ImaLogError, parse_ima_log
+
+    data = _read_input(path)
+    found = []
+    if re.match(rb"\d+ [0-9a-f]{40,128} ", data) is None:  # not the text form: the binary list
+        try:
+            entries = parse_ima_log(data, max_entries=MAX_REFERENCE_FILES)
+        except ImaLogError as err:
+            raise AdminError(f"{path}: {err}") from None
+        for entry in entries:
+            if entry.violation or not entry.digest_algorithm or entry.filename == BOOT_AGGREGATE:
+                continue
+            if entry.digest_algorithm in _HASH_NAMES:
+                found.append((entry.filename, entry.digest_algorithm, entry.file_digest.hex()))
+        return found
+    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        fields = line.split(" ", 4)
+        if len(fields) < 5:
+            if line.strip():
+                raise AdminError(f"{path}: line {number} is not an IMA measurement")
+            continue
+        _pcr, template_hash, template, digest, name = fields
+        if template not in ("ima", "ima-ng", "ima-sig") or set(template_hash) == {"0"}:
+            continue
+        if template == "ima-sig" and " " in name:
+            name = name.rsplit(" ", 1)[0]  # the signature follows the name
+        algorithm, colon, value = digest.partition(":")
+        if not colon:
+            algorithm, value = "sha1", digest
+        if name != BOOT_AGGREGATE and algorithm in _HASH_NAMES:
+            found.append((name, algorithm, value))
+        if len(found) > MAX_REFERENCE_FILES:
+            raise AdminError(f"{path}: more than {MAX_REFERENCE_FILES} entries")
+    return found
+
+
+def _aik_row(info) -> dict:
+    return _record(info)
+
+
+def cmd_attest_aik_add(db: PolicyDb, args) -> Output:
+    from nac.db import attestation as attest_db
+
+    info = db.run(attest_db.register_aik, _read_public_key(args.file), device=args.device, product=args.product,
+                  trusted=args.trusted, description=args.description)
+    state = "trusted" if info.trusted else "registered, not trusted (`nac-admin attest aik trust KEYID`)"
+    return Output(_aik_row(info), f"AIK {info.keyid}: {state}"
+                  + (f", device {info.device!r}" if info.device else "")
+                  + (f", product {info.product!r}" if info.product else ""))
+
+
+def _cmd_attest_trust(trusted: bool):
+    def command(db: PolicyDb, args) -> Output:
+        from nac.db import attestation as attest_db
+
+        info = db.run(attest_db.set_aik_trusted, args.keyid, trusted)
+        return Output(_aik_row(info), f"AIK {info.keyid}: {'trusted' if trusted else 'not trusted'}")
+    return command
+
+
+cmd_attest_aik_trust = _cmd_attest_trust(True)
+cmd_attest_aik_untrust = _cmd_attest_trust(False)
+
+
+def cmd_attest_aik_del(db: PolicyDb, args) -> Output:
+    from nac.db import attestation as attest_db
+
+    db.run(attest_db.delete_aik, args.keyid)
+    return Output({"keyid": args.keyid, "deleted": True}, f"AIK {args.keyid} deleted")
+
+
+def cmd_attest_aik_list(db: PolicyDb, args) -> Output:
+    from nac.db import attestation as attest_db
+
+    aiks = db.run(attest_db.list_aiks)
+    columns = [("keyid", "KEY ID"), ("trusted", "TRUSTED"), ("device", "DEVICE"), ("product", "PRODUCT"),
+               ("last_seen", "LAST SEEN (UTC)"), ("description", "DESCRIPTION")]
+    return Output([_aik_row(a) for a in aiks], _table([asdict(a) for a in aiks], columns, "no AIKs"))
+
+
+def cmd_attest_import(db: PolicyDb, args) -> Output:
+    from nac.db import attestation as attest_db
+
+    if args.ima_log is not None:
+        entries, source = read_ima_references(args.ima_log), args.ima_log
+    else:
+        entries, source = read_reference_tree(args.dir, args.root or args.dir, args.algorithm), args.dir
+    if not entries:
+        raise AdminError(f"{source}: no files found")
+    done = db.run(attest_db.import_file_hashes, args.product, entries)
+    scope = repr(args.product) if args.product else "every product"
+    return Output(_record(done), f"{source}: {done.files} file(s) read for {scope}; {done.added} new reference "
+                                 f"digest(s), {len(entries) - done.added} already known")
+
+
+def cmd_attest_results(db: PolicyDb, args) -> Output:
+    from nac.db import attestation as attest_db
+
+    found = db.run(attest_db.list_attestations, keyid=args.aik, device=args.device, limit=args.limit)
+    columns = [("id", "ID"), ("created", "TIME (UTC)"), ("device", "DEVICE"), ("keyid", "AIK"),
+               ("session_id", "SESSION"), ("evaluation", "EVALUATION"), ("summary", "SUMMARY")]
+    return Output([_record(a) for a in found], _table([asdict(a) for a in found], columns, "no attestations"))
+
+
 # -- groups ------------------------------------------------------------------------------
 
 
@@ -699,6 +869,43 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an identity (user name, certificate subject) as transports authenticate it")
     mlist = command(member_actions, "list", cmd_group_member_list, "list the members of a group")
     mlist.add_argument("group", metavar="GROUP")
+    attest = commands.add_parser("attest", help="remote attestation: AIKs, reference digests, results")
+    attest_actions = attest.add_subparsers(dest="action", metavar="ACTION", required=True)
+    aik = attest_actions.add_parser("aik", help="the TPMs' attestation identity keys")
+    aik_actions = aik.add_subparsers(dest="aik_action", metavar="ACTION", required=True)
+    aik_add = command(aik_actions, "add", cmd_attest_aik_add,
+                      "register an AIK (its public key, PEM or DER, or its certificate) for a device, "
+                      "or update the registered one")
+    aik_add.add_argument("file", metavar="FILE", help="the AIK's public key; - for standard input")
+    aik_add.add_argument("--device", metavar="DEVICE_ID", help="the device it belongs to")
+    aik_add.add_argument("--product", metavar="PRODUCT",
+                         help="whose reference digests apply, e.g. 'Debian 12 x86_64' (default: the device's)")
+    aik_add.add_argument("--trusted", action="store_true", help="trust its quotes from now on")
+    aik_add.add_argument("--description", metavar="TEXT")
+    for name, func, text in (("trust", cmd_attest_aik_trust, "trust an AIK's quotes"),
+                             ("untrust", cmd_attest_aik_untrust, "stop trusting an AIK's quotes"),
+                             ("del", cmd_attest_aik_del, "forget an AIK")):
+        sub = command(aik_actions, name, func, text)
+        sub.add_argument("keyid", metavar="KEYID", help="its key ID (SHA-1 of the public key, hex)")
+    command(aik_actions, "list", cmd_attest_aik_list, "list the AIKs")
+    imports = command(attest_actions, "import", cmd_attest_import,
+                      "record reference digests of files: every file of a directory tree (a known-good "
+                      "image) or every file an IMA measurement list of a known-good host measured")
+    source = imports.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dir", metavar="DIR", help="hash the regular files below DIR")
+    source.add_argument("--ima-log", metavar="FILE",
+                        help="an IMA measurement list (binary or ascii_runtime_measurements); - for standard input")
+    imports.add_argument("--root", metavar="PATH",
+                         help="the path DIR has on the endpoints (default: DIR), e.g. / for a mounted image")
+    imports.add_argument("--algorithm", choices=("sha256", "sha384", "sha512", "sha1"), default="sha256",
+                         help="hash of --dir files, the one IMA uses (default: %(default)s)")
+    imports.add_argument("--product", metavar="PRODUCT",
+                         help="the product they are references of (default: every product)")
+    results_cmd = command(attest_actions, "results", cmd_attest_results, "list the newest attestations")
+    results_cmd.add_argument("--aik", metavar="KEYID", help="of one AIK")
+    results_cmd.add_argument("--device", metavar="DEVICE_ID", help="of one device's AIKs")
+    results_cmd.add_argument("--limit", type=_positive_int, default=DEFAULT_SESSION_LIMIT, metavar="N",
+                             help=f"how many (default {DEFAULT_SESSION_LIMIT})")
     cert = commands.add_parser("cert", help="certificates from nac's CA")
     cert_actions = cert.add_subparsers(dest="action", metavar="ACTION", required=True)
     issue = command(cert_actions, "issue", cmd_cert_issue,

@@ -291,3 +291,28 @@ class IWorkerShare(Interface):
     all_processes = Attribute("How many processes nac has: the step of Connection IDs and session ids")
     descriptors = Attribute("{label: file descriptor} inherited from the main process")
     data = Attribute("What the main process's transport handed over (a dict of JSON values)")
+
+
+class ITpm(Interface):
+    """A TPM 2.0 as an attestation collector uses it (nac's client;
+    :class:`nac.client.tpm.Tpm2Tools`).  Methods block; they raise
+    ``nac.client.tpm.TpmError`` when the TPM cannot do what is asked."""
+
+    def version_info():
+        """(manufacturer, revision × 100, year): ("IBM", 164, 2021)."""
+
+    def pcr_banks():
+        """The hash names of the PCR banks the TPM has allocated ("sha256", …)."""
+
+    def aik_public_key():
+        """The AIK's public key, DER SubjectPublicKeyInfo."""
+
+    def aik_signature_hash():
+        """The hash name the AIK signs with ("sha256")."""
+
+    def read_pcrs(bank, pcrs):
+        """{pcr: value} of ``pcrs`` in ``bank`` ("sha256")."""
+
+    def quote(bank, pcrs, nonce):
+        """TPM2_Quote of ``pcrs`` of ``bank`` with ``nonce`` as qualifying
+        data, signed by the AIK: (TPMS_ATTEST bytes, TPMT_SIGNATURE bytes)."""

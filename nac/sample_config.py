@@ -29,6 +29,7 @@ SHIPPED_IMVS = {
     "swima": "imvs.swima:SwimaImv",
     "test": "imvs.test:TestImv",
     "hcd": "imvs.hcd:HcdImv",
+    "attestation": "imvs.attestation:AttestationImv",
 }
 
 WIDTH = 76

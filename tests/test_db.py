@@ -54,7 +54,7 @@ EXPECTED_TABLES = {
     "users", "products", "devices", "groups", "group_devices", "group_identities",
     "enforcements", "packages", "versions", "sessions", "results", "measurements",
     "sw_identifiers", "swid_tags", "device_software", "swima_states", "files", "file_hashes",
-    "policy_generation", "alembic_version",
+    "policy_generation", "aiks", "attestations", "alembic_version",
 }
 
 UTC = datetime.timezone.utc

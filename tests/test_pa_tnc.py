@@ -77,6 +77,7 @@ from nac.pa.swima import (
     SwimaRequestFlag,
 )
 from nac.pa.tcg import NO_LIMIT, MaxAttributeSizeRequest, MaxAttributeSizeResponse, NextSegment, SegmentEnvelope
+from tests.test_pa_tcg_pts import PTS_GENERATORS
 from tests.vectors import VECTORS, log_texts, record_files, records as vector_records
 
 
@@ -135,7 +136,8 @@ def attributes_of(cls, file_prefix: str = "", direction: str | None = None) -> l
 
 def is_pts(attribute) -> bool:
     """A TCG attribute of the PTS range (TCG Attestation PTS Protocol: Binding to TNC IF-M, 0x00100000…)."""
-    return attribute.attr_vendor == 0x005597 and attribute.attr_type >= 0x00100000
+    return attribute.attr_vendor == 0x005597 and attribute.attr_type >= 0x00100000 or \
+        attribute.attr_vendor == 0x005597 and 0x01000000 <= attribute.attr_type <= 0x0E000000
 
 
 class CapturedMessageTests(unittest.TestCase):
@@ -149,19 +151,16 @@ class CapturedMessageTests(unittest.TestCase):
             self.assertEqual(PaMessage(message.message_id, message.attributes, message.version).build(), body, name)
             self.assertEqual(message.build(), body)
             for attribute in message.attributes:
-                if not is_pts(attribute):
-                    self.assertFalse(isinstance(attribute, UnknownAttribute), f"{name}: {attribute.describe()}")
+                self.assertFalse(isinstance(attribute, UnknownAttribute), f"{name}: {attribute.describe()}")
                 self.assertEqual(parse_attribute(attribute.build(), 0)[0], attribute)
 
-    def test_only_pts_attributes_are_not_understood_yet(self):
-        # TCG PTS attributes (attestation) come with the attestation IMV;
-        # until then they are carried as unknown attributes, byte for byte
-        unknown = {a.describe() for *_, body in captured() for a in PaMessage.parse(body).attributes
-                   if isinstance(a, UnknownAttribute)}
-        self.assertTrue(unknown)
-        self.assertEqual({a.describe() for *_, body in captured() for a in PaMessage.parse(body).attributes
-                          if isinstance(a, UnknownAttribute) and not is_pts(a)}, set())
-        self.assertTrue(all(d.startswith("'TCG/") for d in unknown), unknown)
+    def test_every_captured_attribute_is_understood_pts_included(self):
+        attributes = [a for *_, body in captured() for a in PaMessage.parse(body).attributes]
+        self.assertEqual({a.describe() for a in attributes if isinstance(a, UnknownAttribute)}, set())
+        # the attestation sessions (TCG PTS with a TPM 2.0) are among them
+        pts = {type(a).__name__ for a in attributes if is_pts(a)}
+        self.assertGreaterEqual(pts, {"SimpleComponentEvidence", "SimpleEvidenceFinal",
+                                      "RequestFunctionalComponentEvidence", "GenerateAttestationEvidence"})
 
     def test_messages_of_both_transports_are_included(self):
         files = {name for name, *_ in captured()}
@@ -548,6 +547,8 @@ GENERATORS = {
     SegmentEnvelope: st.builds(SegmentEnvelope, u24, st.binary(max_size=40), st.booleans(), st.booleans(),
                                noskip=noskip),
     NextSegment: st.builds(NextSegment, u24, st.booleans(), noskip=noskip),
+    # TCG PTS (Attestation PTS Protocol: Binding to TNC IF-M)
+    **PTS_GENERATORS,
     # everything else
     UnknownAttribute: st.builds(UnknownAttribute,
                                 u24.filter(lambda v: v not in (0, 0x002935, 0x005597, 0x00902A, 0xFFFFFF)),
@@ -564,6 +565,7 @@ SWIMA_ATTRIBUTES = family("nac.pa.swima")
 ITA_ATTRIBUTES = family("nac.pa.ita")
 PWG_ATTRIBUTES = family("nac.pa.pwg")
 TCG_ATTRIBUTES = st.one_of(family("nac.pa.tcg"), family("nac.pa.message"))
+PTS_ATTRIBUTES = family("nac.pa.tcg_pts")
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -603,6 +605,11 @@ class RoundTripTests(unittest.TestCase):
     @FAST
     @given(tuples(TCG_ATTRIBUTES, 5), u32)
     def test_tcg_and_unknown_attributes(self, attributes, message_id):
+        self.check(attributes, message_id)
+
+    @FAST
+    @given(tuples(PTS_ATTRIBUTES, 5), u32)
+    def test_tcg_pts_attributes(self, attributes, message_id):
         self.check(attributes, message_id)
 
     def test_every_registered_class_is_generated(self):

@@ -137,7 +137,8 @@ def non_negative_size(value: str) -> int:
 
 def add_test_collector_arguments(parser: argparse.ArgumentParser) -> None:
     """The collectors that report what they are told: the ITA test
-    collector and a printer described in a file."""
+    collector and a printer described in a file; and where the attestation
+    collector finds the TPM and the measurement logs."""
     group = parser.add_argument_group("test collectors (each adds its collector to --collectors)")
     group.add_argument("--test-command", metavar="CMD",
                        help="run the ITA test collector sending CMD: allow, isolate, block, none or retry "
@@ -149,11 +150,25 @@ def add_test_collector_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--hcd-attributes", metavar="FILE",
                        help="run the HCD collector, playing the printer FILE describes (JSON, see "
                             "nac.client.collectors.hcd)")
+    tpm = parser.add_argument_group("attestation collector (--collectors attestation): the TPM 2.0 and the "
+                                    "measurement logs")
+    tpm.add_argument("--tpm-tcti", metavar="TCTI",
+                     help="how tpm2-tools reach the TPM, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321 "
+                          "(default: TPM2TOOLS_TCTI, else the tools' own default)")
+    tpm.add_argument("--aik-handle", type=lambda v: int(v, 0), metavar="HANDLE",
+                     help="persistent handle of the AIK (default: 0x81010003)")
+    tpm.add_argument("--bios-log", metavar="FILE",
+                     help="the BIOS/UEFI event log (default: /sys/kernel/security/tpm0/binary_bios_measurements)")
+    tpm.add_argument("--ima-log", metavar="FILE",
+                     help="the IMA measurement list (default: /sys/kernel/security/ima/binary_runtime_measurements)")
+    tpm.add_argument("--startup-locality", type=int, choices=range(5), metavar="N",
+                     help="the locality the TPM was started from (default: the event log's StartupLocality "
+                          "event, else 0)")
 
 
 def collector_settings(args, collectors: list[str]) -> dict:
-    """The settings of the test and HCD collectors given on the command
-    line, adding each to ``collectors`` when it is not listed."""
+    """The settings of the test, HCD and attestation collectors given on
+    the command line, adding each to ``collectors`` when it is not listed."""
     settings: dict = {}
     test = {key: value for key, value in (("command", args.test_command),
                                           ("retry_command", args.test_retry_command),
@@ -162,6 +177,13 @@ def collector_settings(args, collectors: list[str]) -> dict:
         settings["test"] = test
     if args.hcd_attributes is not None:
         settings["hcd"] = {"path": args.hcd_attributes}
+    attestation = {key: value for key, value in (
+        ("tcti", args.tpm_tcti), ("aik_handle", args.aik_handle), ("bios_log", args.bios_log),
+        ("ima_log", args.ima_log), ("startup_locality", args.startup_locality)) if value is not None}
+    if attestation:
+        settings["attestation"] = attestation
+        if "attestation" not in {c.lower() for c in collectors}:
+            collectors.append("attestation")
     listed = {c.lower() for c in collectors}
     collectors.extend(name for name in settings if name not in listed)
     return settings

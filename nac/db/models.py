@@ -15,7 +15,8 @@ and strongTNC, reorganised for SQLAlchemy and for both SQLite and PostgreSQL:
 * SWIMA (RFC 8412): :class:`SoftwareIdentifier`, :class:`SwidTag`,
   :class:`DeviceSoftware` (inventory per device) and :class:`SwimaState`
   (event epoch / last EID per device);
-* attestation: :class:`File` and :class:`FileHash` reference digests.
+* attestation: :class:`File` and :class:`FileHash` reference digests, the
+  TPMs' :class:`Aik` keys per device and the :class:`Attestation` history.
 
 The schema is created and changed only by the Alembic migrations in
 ``nac/db/migrations``; a test compares them with these models.
@@ -34,7 +35,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 from nac.ifimv import ActionRecommendation, EvaluationResult
 
 __all__ = [
+    "Aik",
     "AssessmentSession",
+    "Attestation",
     "Base",
     "Device",
     "DeviceSoftware",
@@ -577,3 +580,56 @@ class FileHash(Base):
     def __repr__(self) -> str:
         return (f"FileHash(file_id={self.file_id!r}, product_id={self.product_id!r}, "
                 f"algorithm={self.algorithm!r})")
+
+
+class Aik(Base):
+    """An Attestation Identity Key: the TPM key a device's quotes are signed with.
+
+    ``keyid`` is the lower-case hex SHA-1 of the DER SubjectPublicKeyInfo
+    (strongSwan's key ID, what its OS IMC sends as Device ID), ``public_key``
+    that DER.  Only the quotes of a ``trusted`` AIK count.  The reference
+    values that apply are those of ``product``, else of the device's product.
+    """
+
+    __tablename__ = "aiks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    keyid: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    public_key: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    device_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("devices.id", ondelete="SET NULL"), index=True)
+    product_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("products.id", ondelete="SET NULL"), index=True)
+    trusted: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    description: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+    created: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime.datetime | None] = mapped_column()
+
+    device: Mapped[Device | None] = relationship()
+    product: Mapped[Product | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"Aik(id={self.id!r}, keyid={self.keyid!r}, trusted={self.trusted!r})"
+
+
+class Attestation(Base):
+    """One remote attestation: when, by which AIK (``keyid``, also when the
+    AIK is not registered), in which session, and the verdict; ``details``
+    (JSON) says what was checked and what failed."""
+
+    __tablename__ = "attestations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    keyid: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    aik_id: Mapped[int | None] = mapped_column(sa.ForeignKey("aiks.id", ondelete="SET NULL"), index=True)
+    session_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("sessions.id", ondelete="SET NULL"), index=True)
+    created: Mapped[datetime.datetime] = mapped_column(default=utcnow, index=True)
+    evaluation: Mapped[EvaluationResult] = mapped_column()
+    summary: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+    details: Mapped[Any] = mapped_column(sa.JSON)
+
+    aik: Mapped[Aik | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"Attestation(id={self.id!r}, keyid={self.keyid!r}, evaluation={self.evaluation!r})"

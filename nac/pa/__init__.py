@@ -1,10 +1,10 @@
 """PA-TNC (RFC 5792): messages, the attribute namespaces nac knows, segmentation.
 
 Importing this package registers every attribute class (IETF incl. SWIMA,
-TCG, ITA-HSR, PWG), so :meth:`PaMessage.parse` knows them all.
+TCG with PTS, ITA-HSR, PWG), so :meth:`PaMessage.parse` knows them all.
 """
 
-from nac.pa import ietf, ita, pwg, swima, tcg  # noqa: F401  (fill the registry)
+from nac.pa import ietf, ita, pwg, swima, tcg, tcg_pts  # noqa: F401  (fill the registry)
 from nac.pa.errors import attribute_type_not_supported_error, error_attribute, pa_error_reply
 from nac.pa.ietf import IetfAttributeType, PaTncErrorAttribute
 from nac.pa.message import (
@@ -58,5 +58,6 @@ __all__ = [
     "register_attribute",
     "swima",
     "tcg",
+    "tcg_pts",
     "vendor_name",
 ]

@@ -5,8 +5,9 @@ A receiver states the largest attribute and segment it accepts (Max
 Attribute Size Request/Response, strongSwan's "segmentation contract"); a
 sender splits a larger attribute into Segment Envelopes and sends each next
 one when asked with Next Segment.  ``nac.pa.segmentation`` drives that.
-Other TCG attribute types (SCAP, SWID, PTS) only have names here, for logs,
-and parse as :class:`~nac.pa.message.UnknownAttribute`.
+Other TCG attribute types (SCAP, SWID) only have names here, for logs,
+and parse as :class:`~nac.pa.message.UnknownAttribute`; the PTS attributes
+of attestation are in :mod:`nac.pa.tcg_pts`.
 """
 
 from __future__ import annotations

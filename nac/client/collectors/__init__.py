@@ -1,6 +1,7 @@
 """Collectors that measure the host nac's client runs on, as strongSwan's
 IMCs do: OS (``os``), open ports (``scanner``) and software inventory
-(``swima``); and two that report what they are given, to test a
+(``swima``), remote attestation with the TPM (``attestation``); and two
+that report what they are given, to test a
 deployment: the ITA test collector (``test``: the verdict to ask for) and
 a hardcopy device (``hcd``: a printer described in a file)."""
 
@@ -9,17 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from nac.client.collectors.attestation import AttestationImc
 from nac.client.collectors.hcd import HcdImc
 from nac.client.collectors.os import OsImc
 from nac.client.collectors.scanner import ScannerImc
 from nac.client.collectors.swima import SwimaImc
 from nac.client.collectors.test import TestImc
 
-__all__ = ["COLLECTORS", "DEFAULT_COLLECTORS", "HcdImc", "OsImc", "ScannerImc", "SwimaImc", "TestImc",
+__all__ = ["AttestationImc", "COLLECTORS", "DEFAULT_COLLECTORS", "HcdImc", "OsImc", "ScannerImc", "SwimaImc", "TestImc",
            "make_collectors"]
 
 #: Collector names accepted by ``nac-pt-tls-client --collectors``, in strongSwan's load order.
-COLLECTORS = {"os": OsImc, "scanner": ScannerImc, "swima": SwimaImc, "test": TestImc, "hcd": HcdImc}
+COLLECTORS = {"os": OsImc, "scanner": ScannerImc, "swima": SwimaImc, "attestation": AttestationImc,
+              "test": TestImc, "hcd": HcdImc}
 DEFAULT_COLLECTORS = ("os", "scanner", "swima")
 
 

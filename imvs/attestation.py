@@ -227,8 +227,9 @@ class AttestationImv(PaTncImv):
         self.aik_first_use = o["aik_first_use"]
         self.ca_certificates = _load_cas(o["aik_ca_dir"]) if o["aik_ca_dir"] else []
 
-    def new_state(self) -> AttestationState:
-        return AttestationState(max_attribute_size=self.max_attribute_size)
+    def new_state(self, connection=None) -> AttestationState:
+        return AttestationState(max_attribute_size=self.max_attribute_size,
+                                reassembly=getattr(connection, "reassembly", None))
 
     @property
     def message_type_name(self) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import os
 import weakref
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -532,16 +533,36 @@ def logins_for(cfg, store=None, check_password=None, clock=None) -> Logins:
     if check is None:
         check = _no_password_database
     conf = settings(cfg)
-    # as many checks at once as the store has threads for them
-    concurrency = getattr(getattr(store, "auth_pool", None), "max", 2) if check_password is None else 2
+    threads = getattr(getattr(store, "auth_pool", None), "max", 2) if check_password is None else 2
     logins = Logins(check, throttle=FailureThrottle(**conf["throttle"]),
-                    checks=PasswordChecks(check, concurrency=concurrency, **conf["checks"]), clock=clock)
+                    checks=PasswordChecks(check, concurrency=checks_at_once(cfg, threads), **conf["checks"]),
+                    clock=clock)
     if check_password is None and store is not None:
         try:
             _BY_STORE[store] = logins
         except TypeError:
             pass
     return logins
+
+
+def checks_at_once(cfg, threads: int) -> int:
+    """How many password checks one process runs at once: as many as the
+    store has ``threads`` for, but no more than its share of the CPUs among
+    nac's processes, so that a flood of checks in every process cannot take
+    the CPUs their reactors need (scrypt leaves the interpreter lock)."""
+    from nac import plugins
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    processes = 1
+    for name in cfg.transports:
+        try:
+            processes = max(processes, plugins.transport_plugin(name).processes(cfg))
+        except Exception:  # a plugin without processes(): it runs in the main process
+            continue
+    return max(1, min(threads, cpus // processes))
 
 
 def _no_password_database(name: str, password: str):

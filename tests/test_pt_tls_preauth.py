@@ -64,12 +64,16 @@ class UnauthenticatedBudgetTests(unittest.TestCase):
         self.assertNotIn("f0", budget)
         self.assertEqual((len(budget), budget.held("flood")), (4, 2))
 
-    def test_full_budget_refuses_when_nobody_holds_more(self):
-        budget = UnauthenticatedBudget(total=2, per_source=10)
+    def test_full_budget_refuses_unless_the_busiest_holds_two_more(self):
+        budget = UnauthenticatedBudget(total=3, per_source=10)
         budget.admit("a", "a0")
+        budget.admit("a", "a1")
         budget.admit("b", "b0")
-        self.assertEqual(budget.admit("a", "a1"), Refused("total"))
+        # b would only take a's place for one of its own: refused, no churn
+        self.assertEqual(budget.admit("b", "b1"), Refused("total"))
         self.assertEqual(budget.admit("c", "c0"), Admitted(evicted="a0"))
+        # now a, b and c hold one each
+        self.assertEqual(budget.admit("d", "d0"), Refused("total"))
 
     def test_busy_from_three_quarters(self):
         budget = UnauthenticatedBudget(total=8, per_source=8)
@@ -323,12 +327,45 @@ class FactoryTests(unittest.TestCase):
         failures = [line for line in log.lines("nac.pt-tls") if line.startswith("SASL PLAIN authentication of")]
         self.assertEqual(failures, [f"SASL PLAIN authentication of 'user{n}' from 192.0.2.66[40000] failed"
                                     for n in range(2)])
-        # the sessions refused unchecked close without a line of their own at info
+        # sessions that never authenticated close without a line of their own at info
         closing = [e for e in log.events if e.get("log_namespace") == "nac.pt-tls"
                    and formatEvent(e).startswith("closing") and e["log_level"] is not LogLevel.debug]
-        self.assertEqual(len(closing), 2)
+        self.assertEqual(closing, [])
         self.assertEqual([line for line in log.lines("nac.auth")],
                          ["locking out 192.0.2.66 for 300 s: 2 failed logins"])
         self.assertEqual([line for line in log.lines("nac.pt-tls") if "refused" in line],
                          ["refused a SASL PLAIN login from 192.0.2.66: locked out after failed logins "
                           "([auth] lockout)"])
+
+    def test_protocol_errors_before_authentication_are_counted_not_each_logged(self):
+        log = CapturedLog(self)
+        factory = self.factory()
+        bad_version = VersionRequest(2, 3, 2).to_message(0).build()
+        for _ in range(30):
+            proto = self.connect(factory, "192.0.2.66")
+            proto.handshakeCompleted()
+            proto.dataReceived(bad_version)
+            # each still gets the protocol's own answer
+            [reply] = PtTlsFramer().feed(proto.transport.value())
+            self.assertEqual(PtTlsError.parse(reply.value).code, PtTlsErrorCode.VERSION_NOT_SUPPORTED)
+            self.close(proto)
+        self.clock.advance(10.0)
+        self.assertEqual(log.lines("nac.pt-tls"), [
+            "closed an unauthenticated PT-TLS connection from 192.0.2.66: PT-TLS Version Not Supported: client "
+            "offers PT-TLS versions 2..3, "
+            "this server supports 1 (sending VERSION_NOT_SUPPORTED)",
+            "closed 29 unauthenticated PT-TLS connections from 192.0.2.66 in the last 10 s: PT-TLS errors "
+            "before authentication (the PT-TLS Error sent each time)"])
+
+    def test_a_session_has_info_lines_once_it_authenticated(self):
+        log = CapturedLog(self)
+        factory = self.factory(sasl_enabled=False)
+        factory.core = type("Core", (), {"open_connection": lambda self, peer, limits: type(
+            "Conn", (), {"connection_id": 7, "finished": True})()})()
+        silent = self.connect(factory, "192.0.2.66")
+        silent.handshakeCompleted()
+        self.close(silent)
+        self.assertEqual(log.lines("nac.pt-tls"), [])
+        proto = self.connect(factory, "192.0.2.1")
+        self.handshake(proto)
+        self.assertEqual(log.lines("nac.pt-tls")[0], "accepting PT-TLS stream from 192.0.2.1[40000]")

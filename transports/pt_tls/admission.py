@@ -39,10 +39,10 @@ class UnauthenticatedBudget:
     """Unauthenticated connections: at most ``per_source`` of one source and
     ``total`` in all.
 
-    When all are taken, a connection from a source that holds fewer than
-    the busiest source still gets in, in place of the busiest source's
-    oldest (the one closest to its own timeout anyway); a source at its own
-    limit is refused.  From ``busy_fraction`` of ``total`` on the budget is
+    When all are taken, a connection from a source that holds at least two
+    fewer than the busiest source still gets in, in place of the busiest
+    source's oldest (the one closest to its own timeout anyway); a source at
+    its own limit is refused.  From ``busy_fraction`` of ``total`` on the budget is
     :attr:`busy`: the service then gives unauthenticated connections less
     time.
     """
@@ -80,7 +80,9 @@ class UnauthenticatedBudget:
         evicted = None
         if len(self._source_of) >= self.total:
             busiest = max(self._by_source, key=lambda s: len(self._by_source[s]))
-            if len(self._by_source[busiest]) <= mine:
+            # a difference of one would only swap one source's connection for
+            # another's, each costing a new TLS connection
+            if len(self._by_source[busiest]) <= mine + 1:
                 return Refused("total")
             evicted = next(iter(self._by_source[busiest]))
             self.release(evicted)

@@ -79,9 +79,9 @@ class PtTlsServerProtocol(protocol.Protocol):
         self.pt = ptn.PtTlsServer(client_authenticated_identity=identity,
                                   max_message_size=self.factory.max_message_size,
                                   sasl_enabled=self.factory.sasl_enabled)
-        log.info("accepting PT-TLS stream from {peer}", peer=self._peer_str())
-        if identity:
-            log.info("client authenticated by TLS certificate as '{identity}'", identity=printable(identity))
+        # the info lines of a session begin once it authenticates: a flood of
+        # connections that never do must not write one each
+        log.debug("TLS handshake with {peer} complete", peer=self._peer_str())
         self._arm_unauthenticated(self.factory.negotiation_timeout, "PT-TLS negotiation")
 
     def dataReceived(self, data: bytes):
@@ -140,11 +140,18 @@ class PtTlsServerProtocol(protocol.Protocol):
             elif isinstance(event, ptn.PbBatchReceived):
                 self._batch(event.data)
             elif isinstance(event, ptn.ProtocolError):
-                log.warn("PT-TLS error from {peer}: {reason} (sending {code})",
-                         peer=self._peer_str(), reason=event.reason, code=getattr(event.code, "name", event.code))
+                code = getattr(event.code, "name", event.code)
+                if self.authenticated:
+                    log.warn("PT-TLS error from {peer}: {reason} (sending {code})",
+                             peer=self._peer_str(), reason=event.reason, code=code)
+                else:
+                    self.factory.report(self.source, "protocol-error", f"{event.reason} (sending {code})")
             elif isinstance(event, ptn.ClientError):
-                log.warn("received PT-TLS Error {code} from {peer}",
-                         code=event.code_name, peer=self._peer_str())
+                if self.authenticated:
+                    log.warn("received PT-TLS Error {code} from {peer}",
+                             code=event.code_name, peer=self._peer_str())
+                else:
+                    self.factory.report(self.source, "client-error", event.code_name)
             elif isinstance(event, ptn.Closed):
                 self._close(event.reason)
                 return
@@ -160,9 +167,7 @@ class PtTlsServerProtocol(protocol.Protocol):
             self._login = None
             if self.pt is None or self._closing:
                 return
-            if outcome is LoginOutcome.ACCEPTED:
-                log.info("SASL PLAIN authentication successful")
-            elif outcome in (LoginOutcome.LOCKED_OUT, LoginOutcome.BUSY):
+            if outcome in (LoginOutcome.LOCKED_OUT, LoginOutcome.BUSY):
                 self._refused_login = outcome
             self._handle(self.pt.sasl_result(outcome is LoginOutcome.ACCEPTED))
 
@@ -184,8 +189,13 @@ class PtTlsServerProtocol(protocol.Protocol):
     def _authenticated(self, event: ptn.Authenticated) -> None:
         self.factory.connection_authenticated(self)
         self._arm(self.factory.idle_timeout, "idle")
+        log.info("accepting PT-TLS stream from {peer}", peer=self._peer_str())
         if event.method == ptn.AUTH_CERTIFICATE:
+            log.info("client authenticated by TLS certificate as '{identity}'",
+                     identity=printable(event.identity or ""))
             log.info("skipping SASL, client already authenticated by TLS certificate")
+        elif event.method == ptn.AUTH_SASL_PLAIN:
+            log.info("SASL PLAIN authentication successful")
         peer = PeerInfo(transport="pt-tls", address=self.peer_host, port=self.peer_addr.port,
                         identity=event.identity, auth_method=event.method)
         limits = TransportLimits(max_batch_size=self.pt.max_batch_size,
@@ -230,8 +240,9 @@ class PtTlsServerProtocol(protocol.Protocol):
         self._flush()
         self._closing = True
         self._cancel_timer()
-        # a refused login is counted in the refusal lines, not logged on its own
-        emit = log.debug if self._refused_login is not None else log.info
+        # a session that never authenticated is told of by the lines about its
+        # failure (SASL, rate-limited refusals), not by one of its own
+        emit = log.info if self.authenticated else log.debug
         emit("closing PT-TLS session with {peer}: {reason}", peer=self._peer_str(), reason=reason)
         self.transport.loseConnection()
 
@@ -310,7 +321,8 @@ class PtTlsFactory(protocol.Factory):
             total, max_unauthenticated_per_source if max_unauthenticated_per_source is not None else total)
         self.busy_timeout = busy_timeout
         self.busy = False
-        self.refusals = RefusalTally(report_interval)
+        # the lines of at most 128 sources and kinds an interval; the others' are summed
+        self.refusals = RefusalTally(report_interval, max_keys=128, overflow_key=("other addresses", "any"))
         self._report_call = None
         # (first, step) like the core's Connection IDs: unique across processes
         self.session_ids = itertools.count(*session_ids)
@@ -358,13 +370,14 @@ class PtTlsFactory(protocol.Factory):
 
     # -- rate-limited lines --------------------------------------------------------
 
-    def report(self, source: str | None, kind: str) -> None:
+    def report(self, source: str | None, kind: str, detail: str | None = None) -> None:
         """Count one refusal (or closing) of ``kind`` for ``source``; log it
-        now if it is the first for a while, else with the next count."""
+        now (with ``detail``, if given) if it is the first for a while,
+        else with the next count."""
         now = self.clock.seconds()
         if self.refusals.count((source, kind), now):
             log.warn("{what} from {source}: {why}", what=self._what(kind, 1), source=source or "clients",
-                     why=self._why(kind))
+                     why=detail or self._why(kind))
         elif self._report_call is None:
             due = self.refusals.next_due()
             if due is not None:
@@ -387,7 +400,7 @@ class PtTlsFactory(protocol.Factory):
 
     @staticmethod
     def _what(kind: str, count: int) -> str:
-        if kind.startswith("timeout:") or kind == "evicted":
+        if kind.startswith("timeout:") or kind in ("evicted", "protocol-error", "client-error"):
             thing = "an unauthenticated PT-TLS connection" if count == 1 else \
                 f"{count:,} unauthenticated PT-TLS connections"
             return f"closed {thing}"
@@ -396,6 +409,8 @@ class PtTlsFactory(protocol.Factory):
         if kind == "busy-budget":
             return "unauthenticated PT-TLS connections are short of room" if count == 1 else \
                 f"unauthenticated PT-TLS connections were short of room {count:,} times"
+        if kind == "any":
+            return f"refused or closed {count:,} PT-TLS connections"
         return "refused a PT-TLS connection" if count == 1 else f"refused {count:,} PT-TLS connections"
 
     def _why(self, kind: str) -> str:
@@ -421,17 +436,26 @@ class PtTlsFactory(protocol.Factory):
                     "max_password_checks_per_source)")
         if kind.startswith("timeout:"):
             return f"{kind.partition(':')[2]} not completed in time"
+        if kind == "protocol-error":
+            return "PT-TLS errors before authentication (the PT-TLS Error sent each time)"
+        if kind == "client-error":
+            return "the client sent a PT-TLS Error before authentication"
+        if kind == "any":
+            return "the limits above (the lines of more than 128 addresses an interval are summed up here)"
         return kind
 
 
-def listening_socket(interface: str, port: int, backlog: int = 50) -> socket.socket:
+def listening_socket(interface: str, port: int, backlog: int = 1024) -> socket.socket:
     """The PT-TLS listening socket, bound and listening (``::``: IPv6 and
     IPv4, see :mod:`nac.dualstack`).
 
     Made here rather than by ``listenTCP`` so that every process serving
     PT-TLS adopts the same socket (``adoptStreamPort``) and none of them
     shuts it down for the others when it stops listening.  The address
-    family, SO_REUSEADDR and the backlog are what ``listenTCP`` uses.
+    family and SO_REUSEADDR are what ``listenTCP`` uses; the backlog is
+    larger than its 50 (the kernel caps it at net.core.somaxconn): under a
+    flood of connections the server refuses at once, a full accept queue
+    would drop the legitimate clients' connection requests for a second.
     """
     return bind(interface, port, socket.SOCK_STREAM, backlog=backlog)
 

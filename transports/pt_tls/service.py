@@ -376,8 +376,8 @@ class PtTlsFactory(protocol.Factory):
         else with the next count."""
         now = self.clock.seconds()
         if self.refusals.count((source, kind), now):
-            log.warn("{what} from {source}: {why}", what=self._what(kind, 1), source=source or "clients",
-                     why=detail or self._why(kind))
+            log.warn("{what}{where}: {why}", what=self._what(kind, 1), where=_from(source),
+                     why=detail or self._why(kind), source=source)
         elif self._report_call is None:
             due = self.refusals.next_due()
             if due is not None:
@@ -387,8 +387,8 @@ class PtTlsFactory(protocol.Factory):
         self._report_call = None
         now = self.clock.seconds()
         for (source, kind), count, span in self.refusals.due(now):
-            log.warn("{what} from {source} in the last {span:.0f} s: {why}", what=self._what(kind, count),
-                     source=source or "clients", span=span, why=self._why(kind), count=count)
+            log.warn("{what}{where} in the last {span:.0f} s: {why}", what=self._what(kind, count),
+                     where=_from(source), span=span, why=self._why(kind), count=count, source=source)
         due = self.refusals.next_due()
         if due is not None:
             self._report_call = self.clock.callLater(max(0.0, due - now), self._report_due)
@@ -443,6 +443,10 @@ class PtTlsFactory(protocol.Factory):
         if kind == "any":
             return "the limits above (the lines of more than 128 addresses an interval are summed up here)"
         return kind
+
+
+def _from(source: str | None) -> str:
+    return f" from {source}" if source else ""
 
 
 def listening_socket(interface: str, port: int, backlog: int = 1024) -> socket.socket:

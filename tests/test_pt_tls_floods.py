@@ -43,7 +43,7 @@ class FloodTests(unittest.TestCase):
         # max_connections 100: 200 idle connections would take every one without the
         # unauthenticated budget, and the legitimate client would be refused
         server = NacServer({"pt-tls": {"max_connections": "100", "max_unauthenticated": "40",
-                                       "max_unauthenticated_per_source": "20", "busy_timeout": "3",
+                                       "max_unauthenticated_per_source": "20", "busy_timeout": "5",
                                        **(pt_tls or {})},
                             "auth": auth or {}})
         server.admin("init")
@@ -83,10 +83,10 @@ class FloodTests(unittest.TestCase):
         self.assert_served()
         log = self.server.log_text()
         # the budget of 40 filled up: the oldest of the busiest address made room,
-        # and the unauthenticated connections got 3 s instead of 10 + 30
+        # and the unauthenticated connections got 5 s instead of 10 + 30
         self.assertIn("unauthenticated connections were taken: the oldest of the address holding the most "
                       "made room for another address", log)
-        self.assertIn("each now has 3 s from its start to authenticate ([pt-tls] busy_timeout)", log)
+        self.assertIn("each now has 5 s from its start to authenticate ([pt-tls] busy_timeout)", log)
         self.assertLess(len(self.lines_with("127.0.0.")), 60)
 
     def test_sasl_password_guessing(self):

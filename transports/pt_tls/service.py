@@ -145,7 +145,7 @@ class PtTlsServerProtocol(protocol.Protocol):
                     log.warn("PT-TLS error from {peer}: {reason} (sending {code})",
                              peer=self._peer_str(), reason=event.reason, code=code)
                 else:
-                    self.factory.report(self.source, "protocol-error", f"{event.reason} (sending {code})")
+                    self.factory.report(self.source, "protocol-error", f"{printable(event.reason)} (sending {code})")
             elif isinstance(event, ptn.ClientError):
                 if self.authenticated:
                     log.warn("received PT-TLS Error {code} from {peer}",

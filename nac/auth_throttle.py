@@ -418,14 +418,27 @@ class Logins:
     has not started.  Methods that check a password themselves (EAP-MD5,
     MSCHAPv2: no slow hash) call :meth:`admit`, wait what it says
     (:meth:`wait`) and report with :meth:`record`.
+
+    A user name that logged in from a source within ``known_for`` seconds
+    is *known* there: its next check from that source goes straight to the
+    check, past the queue of :class:`PasswordChecks` and any wait owed by
+    the source's other failures (one such check at a time per source and
+    user name; a wrong password ends it).  Returning endpoints, whose
+    passwords the policy store has usually remembered, so never wait behind
+    a flood of checks from anyone; lock-outs still apply.
     """
 
     def __init__(self, check: Callable[[str, str], "defer.Deferred | bool"], *,
                  throttle: FailureThrottle | None = None, checks: PasswordChecks | None = None,
-                 clock=None):
+                 clock=None, known_for: float = 3600.0, max_known: int = MAX_TRACKED):
         self.throttle = throttle if throttle is not None else FailureThrottle()
         self.checks = checks if checks is not None else PasswordChecks(check)
+        self._check = check
         self._clock = clock
+        self.known_for = known_for
+        self.max_known = max_known
+        self._known: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._known_checking: set[tuple[str, str]] = set()
 
     @property
     def clock(self):
@@ -443,9 +456,15 @@ class Logins:
 
     def record(self, source: LoginSource, user: str, ok: bool) -> None:
         now = self.clock.seconds()
+        key = (source.key, user)
         if ok:
             self.throttle.succeeded(source, user, now)
+            self._known[key] = now + self.known_for
+            self._known.move_to_end(key)
+            while len(self._known) > self.max_known:
+                self._known.popitem(last=False)
             return
+        self._known.pop(key, None)
         for lock in self.throttle.failed(source, user, now):
             if lock.kind == "source":
                 log.warn("locking out {source} for {seconds:g} s: {failures} failed logins",
@@ -456,10 +475,23 @@ class Logins:
                          user=printable(lock.name), failures=lock.failures, sources=lock.sources,
                          seconds=lock.duration)
 
+    def known(self, source: LoginSource, user: str) -> bool:
+        """Whether ``user`` logged in from ``source`` within ``known_for`` seconds."""
+        until = self._known.get((source.key, user))
+        if until is None:
+            return False
+        if until <= self.clock.seconds():
+            del self._known[(source.key, user)]
+            return False
+        return True
+
     def check_password(self, source: LoginSource, user: str, password: str) -> defer.Deferred:
         admission = self.admit(source, user)
         if admission.refused is not None:
             return defer.succeed(LoginOutcome.LOCKED_OUT)
+        key = (source.key, user)
+        if key not in self._known_checking and self.known(source, user):
+            return self._check_known(key, source, user, password)
         ticket = self.checks.reserve(source.key)
         if ticket is None:
             return defer.succeed(LoginOutcome.BUSY)
@@ -501,6 +533,21 @@ class Logins:
         else:
             run()
         return outcome
+
+    def _check_known(self, key: tuple[str, str], source: LoginSource, user: str, password: str):
+        self._known_checking.add(key)
+        d = defer.maybeDeferred(self._check, user, password)
+
+        def checked(ok):
+            self._known_checking.discard(key)
+            self.record(source, user, bool(ok))
+            return LoginOutcome.ACCEPTED if ok else LoginOutcome.REJECTED
+
+        def check_failed(failure):
+            self._known_checking.discard(key)
+            return failure
+
+        return d.addCallbacks(checked, check_failed)
 
 
 _BY_STORE: "weakref.WeakKeyDictionary[object, Logins]" = weakref.WeakKeyDictionary()

@@ -310,3 +310,40 @@ class LoginsTests(unittest.TestCase):
         self.assertIs(logins_for(cfg, store), logins)
         self.assertEqual((logins.checks.max_pending, logins.throttle.lockout), (7, 60.0))
         self.assertIsNot(logins_for(cfg, Store()), logins)
+
+    def test_a_user_known_at_a_source_skips_the_queue_and_the_wait(self):
+        d = self.logins.check_password(A, "carol", "pw")
+        self.check.answer(True)
+        self.assertEqual(self.successResultOf(d), LoginOutcome.ACCEPTED)
+        # the queue fills up (4 from B, one running, at most 4 per source) and A owes a wait
+        flood = [self.logins.check_password(B, f"guess{n}", "x") for n in range(4)]
+        self.logins.throttle.failed(A, "mallory", self.clock.seconds())
+        self.assertEqual(self.logins.admit(A, "carol").delay, 1.0)
+        d = self.logins.check_password(A, "carol", "pw")
+        self.assertEqual(self.check.calls[-1], ("carol", "pw"))  # at once, beside B's running check
+        self.check.waiting.pop().callback(True)
+        self.assertEqual(self.successResultOf(d), LoginOutcome.ACCEPTED)
+        # another user name from A is not known: it waits its turn
+        other = self.logins.check_password(A, "dave", "pw")
+        self.assertNoResult(other)
+        self.assertNotIn(("dave", "pw"), self.check.calls)
+        for d in flood + [other]:
+            d.cancel()
+            self.failureResultOf(d, defer.CancelledError)
+
+    def test_a_wrong_password_ends_being_known(self):
+        d = self.logins.check_password(A, "carol", "pw")
+        self.check.answer(True)
+        self.successResultOf(d)
+        self.assertTrue(self.logins.known(A, "carol"))
+        d = self.logins.check_password(A, "carol", "wrong")
+        self.check.answer(False)
+        self.assertEqual(self.successResultOf(d), LoginOutcome.REJECTED)
+        self.assertFalse(self.logins.known(A, "carol"))
+        # and it is forgotten after known_for
+        d = self.logins.check_password(A, "carol", "pw")
+        self.clock.advance(1.0)
+        self.check.answer(True)
+        self.successResultOf(d)
+        self.clock.advance(self.logins.known_for)
+        self.assertFalse(self.logins.known(A, "carol"))

@@ -556,7 +556,8 @@ declare_section("auth", help=(
     Option("max_password_checks", positive_int, 64,
            "Password checks (scrypt: about 60 ms and 16 MiB each) waiting or running at once in each "
            "process. A login beyond is refused at once, unless a source with more waiting checks "
-           "gives up its oldest."),
+           "gives up its oldest. A user name that logged in from the same source within the last hour "
+           "is checked at once, past these (one at a time; a wrong password ends that)."),
     Option("max_password_checks_per_source", positive_int, 16,
            "Password checks one source may have waiting or running at once; the checks of different "
            "sources are taken in turn, so one address cannot keep the others' waiting."),

@@ -347,3 +347,19 @@ class LoginsTests(unittest.TestCase):
         self.successResultOf(d)
         self.clock.advance(self.logins.known_for)
         self.assertFalse(self.logins.known(A, "carol"))
+
+
+class ChecksAtOnceTests(unittest.TestCase):
+    def test_no_more_than_the_process_share_of_the_cpus(self):
+        import os
+
+        from nac.auth_throttle import checks_at_once
+
+        cpus = len(os.sched_getaffinity(0))
+        one = nac_config.load(None, {("pt-tls", "workers"): "1"})
+        self.assertEqual(checks_at_once(one, 2), max(1, min(2, cpus)))
+        many = nac_config.load(None, {("pt-tls", "workers"): "256"})
+        self.assertEqual(checks_at_once(many, 2), 1)
+        both = nac_config.load(None, {("nac", "transports"): "pt-tls,radius", ("pt-tls", "workers"): "1",
+                                      ("radius", "secret"): "s3cret", ("radius", "workers"): str(max(1, cpus))})
+        self.assertEqual(checks_at_once(both, 8), 1)

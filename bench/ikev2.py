@@ -156,14 +156,17 @@ class InitRequests:
 
 
 def flood(server: tuple[str, int], count: int | None, duration: float, window: int, *, with_cookies: bool,
-          pace: float = 1.0) -> dict:
+          pace: float = 1.0, source: str | None = None) -> dict:
     """Send IKE_SA_INIT requests, ``window`` outstanding; count the answers.
 
     With ``with_cookies`` a COOKIE answer is followed by the request with
-    the cookie, and only full answers count as done."""
+    the cookie, and only full answers count as done.  ``source``: the
+    address to send from."""
     requests = InitRequests()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    if source:
+        sock.bind((source, 0))
     sock.connect(server)
     sock.setblocking(False)
     sent = answered = cookies = full = errors = 0
@@ -261,6 +264,7 @@ def handshakes(server: tuple[str, int], ca: Path, user: str, password: str, dura
                concurrency: int, tls_version: str) -> dict:
     selector = selectors.DefaultSelector()
     done = failed = 0
+    latencies: list[float] = []
     started = time.monotonic()
     deadline = started + duration
 
@@ -273,7 +277,8 @@ def handshakes(server: tuple[str, int], ca: Path, user: str, password: str, dura
         initiator = ScriptedInitiator(eap_peer=peer, address=sock.getsockname(), identity=f"{user}@bench",
                                       initial_contact=False)
         steps = handshake(initiator)
-        state = {"steps": steps, "last": next(steps), "at": time.monotonic(), "tries": 0}
+        state = {"steps": steps, "last": next(steps), "at": time.monotonic(), "tries": 0,
+                 "began": time.monotonic()}
         for data in state["last"]:
             sock.send(data)
         selector.register(sock, selectors.EVENT_READ, state)
@@ -289,6 +294,7 @@ def handshakes(server: tuple[str, int], ca: Path, user: str, password: str, dura
                 out = state["steps"].send(data)
             except StopIteration:
                 done += 1
+                latencies.append(time.monotonic() - state["began"])
                 selector.unregister(sock)
                 sock.close()
                 if time.monotonic() < deadline:
@@ -315,10 +321,12 @@ def handshakes(server: tuple[str, int], ca: Path, user: str, password: str, dura
                     failed += 1
                     selector.unregister(key.fileobj)
                     key.fileobj.close()
+                    if now < deadline:
+                        launch()
                     continue
                 for datagram in state["last"]:
                     key.fileobj.send(datagram)
-    return {"done": done, "failed": failed, "seconds": time.monotonic() - started}
+    return {"done": done, "failed": failed, "seconds": time.monotonic() - started, "latencies": latencies}
 
 
 # -- the run --------------------------------------------------------------------------------------

@@ -76,7 +76,10 @@ class LocalNac:
 
         # the server's own default, one PT-TLS process per CPU, unless --set says otherwise;
         # room for --idle's connections however the kernel spreads them over the processes
-        sections = {"pt-tls": {"workers": "auto", "max_connections": "4096"}}
+        # and for the load generator's connections, which all come from 127.0.0.1
+        sections = {"pt-tls": {"workers": "auto", "max_connections": "4096", "max_unauthenticated": "4096",
+                               "max_unauthenticated_per_source": "4096"},
+                    "auth": {"max_password_checks": "4096", "max_password_checks_per_source": "4096"}}
         if imvs:
             sections["nac"] = {"imvs": imvs}
         self.server = NacServer(add_settings(sections, extra))

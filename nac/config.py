@@ -573,6 +573,40 @@ declare_section("nac", help=(
            "disabling the user takes effect at once. 0 disables."),
 ])
 
+declare_section("auth", help=(
+    "Password checks and failed logins, for SASL PLAIN (pt-tls) and EAP-TTLS/PAP, EAP-MD5 and "
+    "EAP-MSCHAPv2 (radius, ikev2). A source is the client's address (an IPv6 address counts as its "
+    "/64); on RADIUS the NAS and the endpoint's Calling-Station-Id (a NAS that sends none is never "
+    "delayed or locked out as a whole). Every limit holds in each nac process on its own. A refused "
+    "login gets the protocol's own failure (SASL Abort, EAP-Failure / Access-Reject), and each "
+    "lock-out one log line."), options=[
+    Option("max_password_checks", positive_int, 64,
+           "Password checks (scrypt: about 60 ms and 16 MiB each) waiting or running at once in each "
+           "process. A login beyond is refused at once, unless a source with more waiting checks "
+           "gives up its oldest. A user name that logged in from the same source within the last hour "
+           "is checked at once, past these (one at a time; a wrong password ends that)."),
+    Option("max_password_checks_per_source", positive_int, 16,
+           "Password checks one source may have waiting or running at once; the checks of different "
+           "sources are taken in turn, so one address cannot keep the others' waiting."),
+    Option("failure_delay", non_negative_seconds, 1.0,
+           "Wait before checking the next password of a source after its first failed login; it "
+           "doubles with each further failure, up to max_failure_delay. 0: no wait."),
+    Option("max_failure_delay", non_negative_seconds, 4.0,
+           "Longest such wait (keep it well below [pt-tls] negotiation_timeout and the NASes' RADIUS "
+           "retransmission time)."),
+    Option("max_failures_per_source", positive_int, 10,
+           "Failed logins after which a source is locked out for `lockout`: its logins are refused "
+           "without a check, whatever the user name. Behind a NAT every client shares this count."),
+    Option("max_failures_per_user", positive_int, 10,
+           "Failed logins of one user name, from any sources, after which that user name is locked "
+           "out for `lockout` for the sources that failed for it (and any that fail for it "
+           "meanwhile), not for the others: a guesser cannot lock the real user out of the "
+           "addresses it logs in from, and each new address it tries gets one guess."),
+    Option("lockout", seconds, 300.0, "How long a lock-out lasts; then the failures count from zero again."),
+    Option("failure_window", seconds, 900.0,
+           "Failed logins are forgotten this long after a source's (or user name's) last failure."),
+])
+
 def workers_setting(raw: str) -> str | int:
     """``auto`` or a number of processes, 1-256 (nac.processes.process_count counts the CPUs)."""
     if raw.strip().lower() == "auto":

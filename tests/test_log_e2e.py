@@ -202,8 +202,12 @@ class WorkerFloodTests(unittest.TestCase):
                     pass
         server.stop()
         lines = log_lines(server)
-        shown, total = counted(lines, "PT-TLS protocol error", "] PT-TLS error from 127.0.0.1[")
+        # before authentication, PT-TLS's own tally of refusals (transports.pt_tls.admission)
+        shown = [line for line in lines if "unauthenticated PT-TLS connection" in line]
+        total = sum(int(m.group(1).replace(",", "")) if (m := re.search(r"closed ([\d,]+) unauth", line)) else 1
+                    for line in shown)
         self.assertEqual(total, 200, "\n".join(lines))
+        shown = len(shown)
         self.assertLessEqual(shown, 8, "\n".join(lines))
 
 

@@ -30,7 +30,9 @@ class PtTlsClientEndToEndTests(unittest.TestCase):
     def setUp(self):
         cls = type(self)
         if cls.server is None:
-            server = NacServer()
+            # the hundred concurrent clients all come from 127.0.0.1
+            server = NacServer({"pt-tls": {"max_unauthenticated_per_source": "256"},
+                                "auth": {"max_password_checks": "256", "max_password_checks_per_source": "256"}})
             server.admin("init")
             server.admin("user", "add", "carol", "--password", PASSWORD)
             cls.server = server.start()

@@ -278,6 +278,7 @@ class SaslFailureTests(unittest.TestCase):
         response = b"mallory-admin\0carol\0" + PASSWORD.encode()
         events = server.receive_data(SaslMechanismSelection("PLAIN", response).to_message(1).build())
         self.assertEqual(events[0], AuthenticationFailed(SaslResult.ABORT, "carol"))
+        self.assertIn("'mallory-admin' differs", events[0].reason)  # what the log line says
         self.assertIsInstance(events[1], Closed)
         self.assertIn("'mallory-admin' differs from the authentication identity 'carol'", events[1].reason)
         self.assertNotIn(PASSWORD, events[1].reason)

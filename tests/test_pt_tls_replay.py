@@ -214,5 +214,6 @@ class ReplayAgainstNacTests(unittest.TestCase):
         self.assertNotEqual(done.returncode, 0)
         self.assertIn("idle: the server refused connection 6 of 10", done.stderr)
         self.assertNotIn("Traceback", done.stderr)
-        self.assertIn("refusing PT-TLS connection", small.log_text())
+        self.assertIn("refused a PT-TLS connection from 127.0.0.1: 5 connections is the limit "
+                      "([pt-tls] max_connections)", small.log_text())
 

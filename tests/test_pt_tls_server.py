@@ -40,12 +40,13 @@ VERSION_REQUEST = msg(T.VERSION_REQUEST, bytes([0, 1, 1, 1]))
 class Session:
     """A raw PT-TLS client on a blocking TLS socket."""
 
-    def __init__(self, server: NacServer, cert=None, key=None):
+    def __init__(self, server: NacServer, cert=None, key=None, source: str | None = None):
         ctx = ssl.create_default_context(cafile=str(server.ca))
         ctx.check_hostname = False
         if cert:
             ctx.load_cert_chain(str(cert), str(key))
-        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10,
+                                       source_address=(source, 0) if source else None)
         self.sock = ctx.wrap_socket(raw, server_hostname="nac.test")
         self.framer = PtTlsFramer()
         self.pending: list[PtTlsMessage] = []
@@ -210,11 +211,13 @@ class PtTlsServerTests(unittest.TestCase):
         self.assert_still_serving()
 
     def test_many_concurrent_sessions(self):
+        # from addresses of their own: more than [pt-tls] max_unauthenticated_per_source
+        # unauthenticated connections of one address would be refused
         errors = []
 
-        def one():
+        def one(n):
             try:
-                s = Session(self.server)
+                s = Session(self.server, source=f"127.0.1.{n}")
                 s.send(VERSION_REQUEST)
                 if s.recv().type != T.VERSION_RESPONSE or s.recv().type != T.SASL_MECHANISMS:
                     errors.append("unexpected reply")
@@ -222,7 +225,7 @@ class PtTlsServerTests(unittest.TestCase):
             except Exception as exc:  # collected and asserted below
                 errors.append(repr(exc))
 
-        threads = [threading.Thread(target=one) for _ in range(100)]
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(1, 101)]
         for t in threads:
             t.start()
         for t in threads:

@@ -295,7 +295,8 @@ class EapConversationTests(ServerTestCase):
         msk = self.sessions[0].msk
         self.assertEqual(keys, {(311, 17): msk[:32], (311, 16): msk[32:]})
         self.assertEqual(self.server.conversations, 0)
-        self.assertEqual(self.sessions[0].peer, PeerInfo("radius", "127.0.0.1", 40001, None))
+        self.assertEqual(self.sessions[0].peer, PeerInfo("radius", "127.0.0.1", 40001, None,
+                                                         station="02-00-00-00-00-01"))
         self.assert_logged("sending RADIUS Access-Accept for 'carol' to client '127.0.0.1': "
                            "access allowed: Filter-Id 'allow'")
         counters = self.server.counters

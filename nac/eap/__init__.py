@@ -15,4 +15,6 @@ store or the TNCS core.
   :mod:`nac.eap.tls`, Diameter AVPs in :mod:`nac.eap.avp`) and the posture
   methods PT-EAP and EAP-TNC in :mod:`nac.eap.tnc`; the L/M/S framing they
   share is :mod:`nac.eap.fragments`.
+* :mod:`nac.eap.logins` — the failed-login throttle of :mod:`nac.auth_throttle`
+  around the methods that check a password, and which source a peer counts as.
 """

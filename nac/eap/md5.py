@@ -61,6 +61,7 @@ class Md5Challenge(EapMethod):
     """EAP-MD5-Challenge for the peer named ``identity`` (its EAP identity)."""
 
     TYPE = EapType.MD5_CHALLENGE
+    CHECKS_CREDENTIALS = True
 
     def __init__(self, identity: str, credentials: Credentials, *,
                  random: Callable[[int], bytes] = os.urandom):
@@ -91,12 +92,15 @@ class Md5Challenge(EapMethod):
 
     def _verify(self, secret: str | None, identifier: int, value: bytes) -> MethodStep:
         if secret is None:
+            self.verdict = False
             log.info("no EAP key found for '{peer}'", peer=self.peer_identity)
             return MethodStep.failure(f"no EAP secret for '{self.peer_identity}'")
         expected = md5_response(identifier, secret.encode("utf-8"), self._challenge)
         if not hmac.compare_digest(expected, value):
+            self.verdict = False
             log.info("EAP-MD5 verification failed for '{peer}'", peer=self.peer_identity)
             return MethodStep.failure("EAP-MD5 verification failed")
+        self.verdict = True
         self.identity = self.peer_identity
         return MethodStep.success()
 

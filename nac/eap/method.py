@@ -83,10 +83,17 @@ class EapMethod:
 
     TYPE: ClassVar[EapType]
     KEY_GENERATING: ClassVar[bool] = False
+    CHECKS_CREDENTIALS: ClassVar[bool] = False
+    """The method itself checks the peer's password, from its first Response
+    (EAP-MD5, EAP-MSCHAPv2): its caller applies the failed-login throttle
+    (:mod:`nac.eap.logins`) around that Response."""
 
     def __init__(self) -> None:
         self.identity: str | None = None
         """The identity the peer authenticated as, once SUCCESS."""
+        self.verdict: bool | None = None
+        """Whether the peer's credentials were right, once the method knows
+        (it may still have messages to exchange)."""
         self.msk: bytes | None = None
         self.emsk: bytes | None = None
         self.decision = None

@@ -214,6 +214,7 @@ class MsChapV2Method(EapMethod):
 
     TYPE = EapType.MSCHAPV2
     KEY_GENERATING = True
+    CHECKS_CREDENTIALS = True
 
     def __init__(self, identity: str, credentials: Credentials, *,
                  random: Callable[[int], bytes] = os.urandom, server_name: bytes = SERVER_NAME):
@@ -262,13 +263,16 @@ class MsChapV2Method(EapMethod):
         if user != strip_domain(self.peer_identity.encode("utf-8")):
             log.info("EAP-MS-CHAPv2 username: '{name}'", name=value.name.decode("utf-8", "replace"))
         if secret is None:
+            self.verdict = False
             log.info("no EAP key found for '{peer}'", peer=self.peer_identity)
             return self._failure_request()
         password_hash = nt_password_hash(secret)
         expected = generate_nt_response(self._challenge, value.peer_challenge, user, password_hash)
         if not hmac.compare_digest(expected, value.nt_response):
+            self.verdict = False
             log.info("EAP-MS-CHAPv2 verification failed for '{peer}'", peer=self.peer_identity)
             return self._failure_request()
+        self.verdict = True
         self._pending_msk = msk(password_hash, value.nt_response)
         message = authenticator_response(password_hash, value.nt_response, value.peer_challenge,
                                          self._challenge, user) + b" M=OK"

@@ -26,7 +26,9 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from nac.auth_throttle import Logins, logins_for
 from nac.eap.fragments import MIN_FRAGMENT_SIZE
+from nac.eap.logins import LoginGuard, direct_source, relayed_source
 from nac.eap.method import CheckPassword, Credentials, EapMethod, MethodResult, MethodStep, no_credentials
 from nac.eap.md5 import Md5Challenge
 from nac.eap.mschapv2 import MsChapV2Method
@@ -69,6 +71,10 @@ class EapSettings:
     max_rounds: int = 200
     """Most Requests in one conversation (fragments and ACKs count)."""
     max_packet_size: int = 0xFFFF
+    logins: Logins | None = None
+    """The failed-login throttle for the outer EAP-MD5 / EAP-MSCHAPv2 (None: none)."""
+    login_source: Callable = direct_source
+    """``login_source(peer)`` → the source a conversation counts as."""
 
 
 def _make_method(name: str, settings: EapSettings, identity: str, peer, random,
@@ -116,6 +122,8 @@ class EapServerSession:
         """A packet waits for something outside (password store, TNCS core)."""
         self._waiting: deque[tuple[bytes, defer.Deferred]] = deque()
         self._max_request: int | None = None
+        self._guard = LoginGuard(settings.logins, settings.login_source(peer)) \
+            if settings.logins is not None else None
 
     @property
     def finished(self) -> bool:
@@ -222,8 +230,11 @@ class EapServerSession:
             return self._start_method(packet, nak_types(packet))
         if packet.type != method.TYPE:
             return self._discard(f"{type_name(packet.type)} response, {method.label} expected")
-        self._answered = True
-        step = method.respond(packet)
+        first, self._answered = not self._answered, True
+        if first and self._guard is not None and method.CHECKS_CREDENTIALS:
+            step = self._guard.respond(method, packet, self.identity or "")
+        else:
+            step = method.respond(packet)
         if isinstance(step, defer.Deferred):
             return step.addCallback(self._step, packet, method)
         return self._step(step, packet, method)
@@ -315,6 +326,8 @@ class EapServerSession:
 
     def _end(self, reason: str | None) -> None:
         self._state = "done"
+        if self._guard is not None:
+            self._guard.abort()
         method, self._method = self._method, None
         if method is not None and reason is not None:
             method.abort(reason)
@@ -336,6 +349,8 @@ def _code_name(code) -> str:
 
 # transports whose own section sets the EAP fragment size, and the key
 _TRANSPORT_FRAGMENT_SIZE = {"radius": "fragment_size"}
+# transports whose peers come through a relay (a RADIUS NAS), not from their own address
+_RELAYED_TRANSPORTS = {"radius"}
 
 
 def session_factory(cfg, core, store, section: str, *, credentials: Credentials | None = None,
@@ -357,8 +372,15 @@ def session_factory(cfg, core, store, section: str, *, credentials: Credentials 
     origin = cfg.source or "defaults"
     if credentials is None:
         credentials = getattr(store, "eap_secret", None) or _no_secrets
+    logins = None
     if check_password is None:
         check_password = getattr(store, "check_password", None)
+        if check_password is not None:
+            # the one of this process, shared with the other transports
+            logins = logins_for(cfg, store)
+    else:
+        logins = logins_for(cfg, check_password=check_password)
+    login_source = relayed_source if section in _RELAYED_TRANSPORTS else direct_source
     fragment_size = opts["fragment_size"]
     if section in _TRANSPORT_FRAGMENT_SIZE and _TRANSPORT_FRAGMENT_SIZE[section] in SCHEMA.get(section, {}):
         fragment_size = cfg.get(section, _TRANSPORT_FRAGMENT_SIZE[section])
@@ -400,9 +422,10 @@ def session_factory(cfg, core, store, section: str, *, credentials: Credentials 
         ttls = TtlsSettings(context=context, inner_methods=tuple(opts["inner_methods"]),
                             credentials=credentials, check_password=check_password, posture=posture,
                             fragment_size=fragment_size, max_message_size=opts["max_message_size"],
-                            client_cert_auth=opts["client_cert"] != "none")
+                            client_cert_auth=opts["client_cert"] != "none", logins=logins,
+                            login_source=login_source)
     settings = EapSettings(methods=methods, ttls=ttls, credentials=credentials,
-                           max_rounds=opts["max_rounds"])
+                           max_rounds=opts["max_rounds"], logins=logins, login_source=login_source)
     log.info("EAP methods for {section}: {methods}", section=section, methods=", ".join(methods))
 
     def make_session(peer) -> EapServerSession:

@@ -37,6 +37,7 @@ from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from nac.auth_throttle import LoginOutcome, Logins
 from nac.certs import certificate_identity
 from nac.eap.avp import (
     VENDOR_MICROSOFT,
@@ -64,8 +65,10 @@ from nac.eap.mschapv2 import (
     nt_password_hash,
     strip_domain,
 )
+from nac.eap.logins import LOCKED_OUT, LoginGuard, direct_source
 from nac.eap.packet import EapCode, EapError, EapPacket, EapType, nak_types, next_identifier, type_name
 from nac.eap.tls import TlsError, TlsTunnel
+from nac.escape import printable
 from nac.log import Logger, LogLevel
 from nac.tnccs.assessment import address_of
 
@@ -112,6 +115,10 @@ class TtlsSettings:
     only learns the identity and runs the posture exchange (strongSwan's
     eap-ttls request_peer_auth)."""
     max_avps: int = 32
+    logins: Logins | None = None
+    """The failed-login throttle and bounded password checks (None: neither)."""
+    login_source: Callable = direct_source
+    """``login_source(peer)`` → the :class:`nac.auth_throttle.LoginSource` a conversation counts as."""
 
     @property
     def inner_eap(self) -> tuple[str, ...]:
@@ -147,6 +154,9 @@ class TtlsServer(EapMethod):
         self._posture: EapMethod | None = None
         self._ms_ident = 0
         self._identity_requested = False
+        self._guard = LoginGuard(settings.logins, settings.login_source(peer)) \
+            if settings.logins is not None else None
+        self._login: defer.Deferred | None = None
 
     # -- EapMethod ---------------------------------------------------------------------
 
@@ -168,6 +178,11 @@ class TtlsServer(EapMethod):
     def abort(self, reason: str) -> None:
         self._state = "done"
         self._tunnel = None
+        if self._guard is not None:
+            self._guard.abort()
+        login, self._login = self._login, None
+        if login is not None:
+            login.cancel()  # a password check still waiting is dropped
         for method in (self._inner, self._posture):
             if method is not None:
                 method.abort(reason)
@@ -298,8 +313,11 @@ class TtlsServer(EapMethod):
             return self._fail(f"the peer refused {method.label}")
         if packet.type != method.TYPE:
             return self._fail(f"tunneled {type_name(packet.type)} response, {method.label} expected")
-        self._inner_answered = True
-        step = method.respond(packet)
+        first, self._inner_answered = not self._inner_answered, True
+        if first and self._guard is not None and method.CHECKS_CREDENTIALS:
+            step = self._guard.respond(method, packet, self._inner_identity or "")
+        else:
+            step = method.respond(packet)
         if isinstance(step, defer.Deferred):
             return step.addCallback(self._inner_step, method)
         return self._inner_step(step, method)
@@ -358,6 +376,8 @@ class TtlsServer(EapMethod):
         self._inner_identity = identity
         # RFC 5281 §11.2.5: the password is padded with NULs to a multiple of 16
         secret = password.rstrip(b"\x00").decode("utf-8", "replace")
+        if self.settings.logins is not None:
+            return self._pap_login(identity, secret)
         d = defer.maybeDeferred(self.settings.check_password, identity, secret)
 
         def checked(ok):
@@ -377,6 +397,33 @@ class TtlsServer(EapMethod):
         d.addCallbacks(checked, check_failed)
         return d
 
+    def _pap_login(self, identity: str, secret: str):
+        d = self._login = self.settings.logins.check_password(self._guard.source, identity, secret)
+
+        def checked(outcome):
+            self._login = None
+            if self._state == "done":
+                return MethodStep.failure("EAP-TTLS aborted")
+            if outcome is LoginOutcome.ACCEPTED:
+                return self._authenticated(identity, "PAP")
+            if outcome is LoginOutcome.REJECTED:
+                log.info("EAP-TTLS/PAP authentication of '{identity}' failed", identity=printable(identity))
+                return self._fail("EAP-TTLS/PAP verification failed", quiet=True)
+            if outcome is LoginOutcome.LOCKED_OUT:
+                return self._fail(f"EAP-TTLS/PAP login {LOCKED_OUT}", quiet=True)
+            return self._fail("EAP-TTLS/PAP login refused: no room for another password check", quiet=True)
+
+        def check_failed(failure):
+            self._login = None
+            if failure.check(defer.CancelledError):
+                return MethodStep.failure("EAP-TTLS aborted")
+            # the failure's text stays out of the log: it might echo the password
+            log.error("checking the password of '{identity}' failed: {error}", identity=printable(identity),
+                      error=failure.type.__name__)
+            return self._fail("the password check failed", quiet=True)
+
+        return d.addCallbacks(checked, check_failed)
+
     def _ttls_mschapv2(self, user_name: bytes | None, challenge: bytes | None, response: bytes):
         if self._phase != "identity" or self._inner is not None:
             return self._fail("MS-CHAP2-Response AVP after phase 2 began")
@@ -393,7 +440,7 @@ class TtlsServer(EapMethod):
         self._inner_identity = identity
         self._ms_ident = response[0]
         peer_challenge, nt_response = response[2:18], response[26:50]
-        d = defer.maybeDeferred(self.settings.credentials, identity)
+        guard = self._guard
 
         def verify(secret):
             if self._state == "done":
@@ -403,6 +450,8 @@ class TtlsServer(EapMethod):
                 password_hash = nt_password_hash(secret)
                 expected = generate_nt_response(challenge, peer_challenge, user, password_hash)
                 if hmac.compare_digest(expected, nt_response):
+                    if guard is not None:
+                        guard.record(identity, True)
                     self._phase = "mschapv2-success"
                     value = bytes((self._ms_ident,)) + authenticator_response(
                         password_hash, nt_response, peer_challenge, challenge, user)
@@ -410,13 +459,22 @@ class TtlsServer(EapMethod):
                                                  VENDOR_MICROSOFT).build())
             else:
                 log.info("no EAP key found for '{peer}'", peer=identity)
+            if guard is not None:
+                guard.record(identity, False)
             log.info("EAP-TTLS/MSCHAPV2 verification failed for '{identity}'", identity=identity)
             self._phase = "mschapv2-error"
             error = bytes((self._ms_ident,)) + b"E=691 R=0 V=3"
             return self._tunnel_send(Avp(MicrosoftAvpCode.MS_CHAP_ERROR, error, VENDOR_MICROSOFT).build())
 
-        d.addCallback(verify)
-        return d
+        def look_up():
+            return defer.maybeDeferred(self.settings.credentials, identity).addCallback(verify)
+
+        if guard is None:
+            return look_up()
+        step = guard.then(identity, look_up)
+        if isinstance(step, MethodStep) and step.result is MethodResult.FAILURE:
+            return self._fail(f"EAP-TTLS/MSCHAPV2 login {LOCKED_OUT}", quiet=True)
+        return step
 
     # -- sending -----------------------------------------------------------------------
 

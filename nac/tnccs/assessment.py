@@ -26,6 +26,8 @@ class PeerInfo:
     auth_method: str = "none"
     nas: str | None = None
     """The short name of the NAS that relayed the endpoint (RADIUS), if it has one."""
+    station: str | None = None
+    """The endpoint as the NAS names it (RADIUS Calling-Station-Id), if it does."""
 
 
 def address_of(peer: PeerInfo | None) -> str:

@@ -20,7 +20,10 @@ empty SASL Mechanisms #3 and its first batch as #4.
 Errors follow RFC 6876 §3.9: a fatal error queues a PT-TLS Error and ends the
 session (``ProtocolError`` then ``Closed``); a message type we do not know is
 answered with Type Not Supported, skipped, and the session goes on; a PT-TLS
-Error from the peer is never answered with another.
+Error from the peer is never answered with another.  A message longer than
+the server accepts (``UNAUTHENTICATED_MAX_MESSAGE_SIZE`` until the data
+phase, then ``max_message_size``) is refused from its header with Invalid
+Parameter, before its body is waited for.
 """
 
 from __future__ import annotations
@@ -74,10 +77,19 @@ __all__ = [
     "PtTlsStateError",
     "SaslPlainCredentials",
     "ServerError",
+    "UNAUTHENTICATED_MAX_MESSAGE_SIZE",
     "VersionNegotiated",
 ]
 
 SASL_PLAIN = "PLAIN"
+
+UNAUTHENTICATED_MAX_MESSAGE_SIZE = 4096
+"""The largest message the server accepts before the data phase, header
+included.  Until then a client sends only a Version Request (20 bytes) and
+SASL messages: a PLAIN response is at most three 255-byte strings (RFC 4616
+§2), strongSwan's with its mechanism name and our header about 800 bytes.
+A client that has not authenticated cannot make the server hold
+``max_message_size`` (2 MiB) for it."""
 AUTH_SASL_PLAIN = "sasl-plain"
 AUTH_CERTIFICATE = "certificate"
 AUTH_NONE = "none"
@@ -144,6 +156,9 @@ class AuthenticationFailed:
 
     result: SaslResult | int
     identity: str | None = None
+    #: why, when it was not the password (a malformed response, an authzid
+    #: for someone else, an authenticator that raised): for the log
+    reason: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +226,10 @@ class _PtTlsConnection:
     # phase -> {IETF message type -> handler(self, typed value, events)}
     _handlers: ClassVar[dict[PtTlsPhase, dict[PtTlsMessageType, Callable]]]
 
-    def __init__(self, max_message_size: int, trace: Trace | None) -> None:
-        self._framer = PtTlsFramer(max_message_size)
+    def __init__(self, max_message_size: int, trace: Trace | None, first_max_message_size: int | None = None) -> None:
+        # the limit until the data phase, when it rises to max_message_size
+        self._framer = PtTlsFramer(min(max_message_size, first_max_message_size or max_message_size))
+        self._max_message_size = max_message_size
         self._outgoing = bytearray()
         self._next_id = 0
         self._phase = PtTlsPhase.VERSION
@@ -230,12 +247,18 @@ class _PtTlsConnection:
 
     @property
     def max_message_size(self) -> int:
+        """The largest message accepted in the data phase."""
+        return self._max_message_size
+
+    @property
+    def receive_limit(self) -> int:
+        """The largest message accepted now (smaller before the data phase on the server)."""
         return self._framer.max_message_size
 
     @property
     def max_batch_size(self) -> int:
         """The largest PB-TNC batch a message within our limit carries."""
-        return self._framer.max_message_size - HEADER_SIZE
+        return self._max_message_size - HEADER_SIZE
 
     @property
     def next_message_id(self) -> int:
@@ -376,8 +399,9 @@ class PtTlsServer(_PtTlsConnection):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         sasl_enabled: bool = True,
         trace: Trace | None = None,
+        unauthenticated_max_message_size: int = UNAUTHENTICATED_MAX_MESSAGE_SIZE,
     ) -> None:
-        super().__init__(max_message_size, trace)
+        super().__init__(max_message_size, trace, unauthenticated_max_message_size)
         self._authenticator = authenticator
         self._certificate_identity = client_authenticated_identity
         self._sasl_enabled = sasl_enabled
@@ -496,7 +520,8 @@ class PtTlsServer(_PtTlsConnection):
         self._auth = None
         if not ok:
             self._fail_sasl(
-                f"SASL PLAIN authentication of {credentials.authcid!r} failed", credentials.authcid, events
+                f"SASL PLAIN authentication of {credentials.authcid!r} failed", credentials.authcid, events,
+                wrong_password=True,
             )
             return
         self._send(SaslResultMessage(SaslResult.SUCCESS))
@@ -504,17 +529,19 @@ class PtTlsServer(_PtTlsConnection):
         self._send(SaslMechanisms(()))
         self._enter_data(credentials.identity, AUTH_SASL_PLAIN, events)
 
-    def _fail_sasl(self, reason: str, identity: str | None, events: list[Event]) -> None:
+    def _fail_sasl(self, reason: str, identity: str | None, events: list[Event], *,
+                   wrong_password: bool = False) -> None:
         self._auth = None
         # Abort, as strongSwan: it does not invite the client to retry
         self._send(SaslResultMessage(SaslResult.ABORT))
-        events.append(AuthenticationFailed(SaslResult.ABORT, identity))
+        events.append(AuthenticationFailed(SaslResult.ABORT, identity, None if wrong_password else reason))
         self._close(reason, events)
 
     def _enter_data(self, identity: str | None, method: str, events: list[Event]) -> None:
         self.identity = identity
         self.auth_method = method
         self._phase = PtTlsPhase.DATA
+        self._framer.max_message_size = self._max_message_size
         events.append(Authenticated(identity, method))
 
 

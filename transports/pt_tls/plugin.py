@@ -64,6 +64,24 @@ class PtTlsPlugin(WorkerTransportPlugin):
             Option("max_connections", positive_int, 1000,
                    "Most PT-TLS connections open at once, shared out evenly among the processes serving "
                    "PT-TLS."),
+            Option("max_unauthenticated", positive_int, 256,
+                   "Most of those connections that have not yet authenticated (TLS handshake, version "
+                   "exchange, client certificate or SASL), shared out like max_connections, so that "
+                   "connections that never authenticate cannot take the room of those that did. When "
+                   "all are taken, a new connection from an address holding fewer of them than the "
+                   "address holding the most takes the place of that address's oldest; otherwise it "
+                   "is closed at once. Refused connections are logged at most once per address every "
+                   "10 s, with their number."),
+            Option("max_unauthenticated_per_source", positive_int, 32,
+                   "Most unauthenticated connections from one address (an IPv6 address counts as its "
+                   "/64) in each process serving PT-TLS; more are closed at once. Clients behind one NAT "
+                   "share it: they authenticate in well under a second each, so it limits how many "
+                   "start at the same moment, not how many are served."),
+            Option("busy_timeout", seconds, 3.0,
+                   "When three quarters of max_unauthenticated are taken, the time an unauthenticated "
+                   "connection has from its start to authenticate, instead of handshake_timeout plus "
+                   "negotiation_timeout (a connection whose password is being checked keeps "
+                   "negotiation_timeout)."),
             Option("workers", workers_setting, "auto",
                    "Processes serving PT-TLS: auto (one per CPU nac may run on) or a number. With more "
                    "than one, the main process spawns worker processes that accept on the same listening "

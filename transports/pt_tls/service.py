@@ -17,13 +17,16 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHandshakeListener
 from zope.interface import implementer
 
+from nac.auth_throttle import LoginOutcome, Logins, LoginSource, address_source, logins_for
 from nac.certs import certificate_identity
 from nac.config import ConfigError
 from nac.dualstack import bind, listen_address, unmapped
+from nac.escape import printable
 from nac.interfaces import IPostureTransport
 from nac.log import Logger
 from nac.tnccs.assessment import PeerInfo, TransportLimits
 from transports.pt_tls import negotiation as ptn
+from transports.pt_tls.admission import RefusalTally, Refused, UnauthenticatedBudget
 from transports.pt_tls.tls import TlsServerFactory, server_context
 
 log = Logger(namespace="nac.pt-tls")
@@ -31,33 +34,39 @@ log = Logger(namespace="nac.pt-tls")
 
 @implementer(IHandshakeListener)
 class PtTlsServerProtocol(protocol.Protocol):
-    """One PT-TLS session (RFC 6876) over an established TLS connection."""
+    """One PT-TLS session (RFC 6876) over an established TLS connection.
 
-    def __init__(self, factory: "PtTlsFactory", peer):
+    Until the client has authenticated, the connection counts against the
+    factory's unauthenticated budget (:mod:`transports.pt_tls.admission`)
+    and its deadlines shrink while that budget is nearly taken."""
+
+    def __init__(self, factory: "PtTlsFactory", peer, source: str | None = None):
         self.factory = factory
         self.peer_addr = peer
         # an IPv4 client of a socket bound to :: is ::ffff:a.b.c.d there
         self.peer_host = unmapped(peer.host) if hasattr(peer, "host") else str(peer)
+        self.source = source if source is not None else address_source(self.peer_host)
         self.session_id = next(factory.session_ids)
+        self.started = factory.clock.seconds()
         self.pt: ptn.PtTlsServer | None = None
         self.tnccs = None
         self._timer = None
+        self._deadline = 0.0
+        self._deadline_what = ""
         self._closing = False
         self._batch_pending = False
+        self._counted = False
+        self._login = None
+        self._refused_login: LoginOutcome | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.pt is not None and self.pt.phase is ptn.PtTlsPhase.DATA
 
     # -- connection life ---------------------------------------------------------
 
     def connectionMade(self):
-        f = self.factory
-        if f.active >= f.max_connections:
-            log.warn("refusing PT-TLS connection from {peer}: {n} connections is the limit "
-                     "({limit})", peer=self._peer_str(), n=f.max_connections, limit=f.limit_name)
-            self.transport.abortConnection()
-            self._closing = True
-            return
-        f.active += 1
-        self._counted = True
-        self._arm(f.handshake_timeout, "TLS handshake")
+        self._arm_unauthenticated(self.factory.handshake_timeout, "TLS handshake")
 
     def handshakeCompleted(self):
         if self._closing:
@@ -70,10 +79,10 @@ class PtTlsServerProtocol(protocol.Protocol):
         self.pt = ptn.PtTlsServer(client_authenticated_identity=identity,
                                   max_message_size=self.factory.max_message_size,
                                   sasl_enabled=self.factory.sasl_enabled)
-        log.info("accepting PT-TLS stream from {peer}", peer=self._peer_str())
-        if identity:
-            log.info("client authenticated by TLS certificate as '{identity}'", identity=identity)
-        self._arm(self.factory.negotiation_timeout, "PT-TLS negotiation")
+        # the info lines of a session begin once it authenticates: a flood of
+        # connections that never do must not write one each
+        log.debug("TLS handshake with {peer} complete", peer=self._peer_str())
+        self._arm_unauthenticated(self.factory.negotiation_timeout, "PT-TLS negotiation")
 
     def dataReceived(self, data: bytes):
         if self.pt is None or self._closing:
@@ -87,13 +96,30 @@ class PtTlsServerProtocol(protocol.Protocol):
             self.transport.abortConnection()
 
     def connectionLost(self, reason=protocol.connectionDone):
+        self._closing = True
         self._cancel_timer()
-        if getattr(self, "_counted", False):
-            self.factory.active -= 1
-            self._counted = False
+        self._drop_login()
+        self.factory.connection_closed(self)
         if self.tnccs is not None and not self.tnccs.finished:
             self.tnccs.abort("PT-TLS connection from {} closed".format(self._peer_str()))
         self.tnccs = None
+
+    def evict(self) -> None:
+        """Close this unauthenticated connection to make room for another address's."""
+        self.factory.report(self.source, "evicted")
+        self._closing = True
+        self._cancel_timer()
+        self._drop_login()
+        self.transport.abortConnection()
+
+    def hurry(self) -> None:
+        """The unauthenticated budget is nearly taken: no more than
+        ``busy_timeout`` from the start, unless the password is being checked."""
+        if self._closing or self._login is not None or self._timer is None or self.authenticated:
+            return
+        deadline = self.started + self.factory.busy_timeout
+        if deadline < self._deadline:
+            self._arm_at(deadline, self._deadline_what)
 
     # -- events from the PT-TLS core -------------------------------------------------
 
@@ -104,43 +130,77 @@ class PtTlsServerProtocol(protocol.Protocol):
             elif isinstance(event, ptn.Authenticated):
                 self._authenticated(event)
             elif isinstance(event, ptn.AuthenticationFailed):
-                log.warn("SASL PLAIN authentication of '{identity}' from {peer} failed",
-                         identity=event.identity, peer=self._peer_str())
+                if self._refused_login is LoginOutcome.LOCKED_OUT:
+                    self.factory.report(self.source, "locked")
+                elif self._refused_login is LoginOutcome.BUSY:
+                    self.factory.report(self.source, "busy")
+                elif event.reason is not None:
+                    log.warn("{reason} from {peer}", reason=event.reason, peer=self._peer_str(),
+                             log_limit=(" ".join(event.reason.split()[:4]), self.peer_host))
+                else:
+                    log.warn("SASL PLAIN authentication of '{identity}' from {peer} failed",
+                             identity=printable(event.identity or ""), peer=self._peer_str())
             elif isinstance(event, ptn.PbBatchReceived):
                 self._batch(event.data)
             elif isinstance(event, ptn.ProtocolError):
-                log.warn("PT-TLS error from {peer}: {reason} (sending {code})",
-                         peer=self._peer_str(), reason=event.reason, code=getattr(event.code, "name", event.code),
-                         log_limit=("PT-TLS protocol error", self.peer_host))
+                code = getattr(event.code, "name", event.code)
+                if self.authenticated:
+                    log.warn("PT-TLS error from {peer}: {reason} (sending {code})",
+                             peer=self._peer_str(), reason=event.reason, code=code,
+                             log_limit=("PT-TLS protocol error", self.peer_host))
+                else:
+                    self.factory.report(self.source, "protocol-error", f"{printable(event.reason)} (sending {code})")
             elif isinstance(event, ptn.ClientError):
-                log.warn("received PT-TLS Error {code} from {peer}",
-                         code=event.code_name, peer=self._peer_str(),
-                         log_limit=("PT-TLS Error from a client", self.peer_host))
+                if self.authenticated:
+                    log.warn("received PT-TLS Error {code} from {peer}",
+                             code=event.code_name, peer=self._peer_str(),
+                             log_limit=("PT-TLS Error from a client", self.peer_host))
+                else:
+                    self.factory.report(self.source, "client-error", event.code_name)
             elif isinstance(event, ptn.Closed):
                 self._close(event.reason)
                 return
         self._flush()
 
     def _check_password(self, creds: ptn.SaslPlainCredentials) -> None:
-        d = self.factory.check_password(creds.authcid, creds.password)
+        # the check may wait its turn: the normal deadline, not the busy one
+        self._arm(self.factory.negotiation_timeout, "PT-TLS negotiation")
+        d = self._login = self.factory.logins.check_password(LoginSource(self.source), creds.authcid,
+                                                             creds.password)
 
-        def done(ok):
+        def done(outcome):
+            self._login = None
             if self.pt is None or self._closing:
                 return
-            if ok:
-                log.info("SASL PLAIN authentication successful")
-            self._handle(self.pt.sasl_result(bool(ok)))
+            if outcome in (LoginOutcome.LOCKED_OUT, LoginOutcome.BUSY):
+                self._refused_login = outcome
+            self._handle(self.pt.sasl_result(outcome is LoginOutcome.ACCEPTED))
 
         def failed(f):
-            log.failure("checking the SASL password failed", f)
-            return False
+            if f.check(defer.CancelledError):
+                return None  # the connection went away
+            # the type only: a foreign exception's text might quote the password
+            log.error("checking the SASL password of '{identity}' failed: {error}",
+                      identity=printable(creds.authcid), error=f.type.__name__)
+            return LoginOutcome.REJECTED
 
         d.addErrback(failed).addCallback(done)
 
+    def _drop_login(self) -> None:
+        login, self._login = self._login, None
+        if login is not None:
+            login.cancel()
+
     def _authenticated(self, event: ptn.Authenticated) -> None:
+        self.factory.connection_authenticated(self)
         self._arm(self.factory.idle_timeout, "idle")
+        log.info("accepting PT-TLS stream from {peer}", peer=self._peer_str())
         if event.method == ptn.AUTH_CERTIFICATE:
+            log.info("client authenticated by TLS certificate as '{identity}'",
+                     identity=printable(event.identity or ""))
             log.info("skipping SASL, client already authenticated by TLS certificate")
+        elif event.method == ptn.AUTH_SASL_PLAIN:
+            log.info("SASL PLAIN authentication successful")
         peer = PeerInfo(transport="pt-tls", address=self.peer_host, port=self.peer_addr.port,
                         identity=event.identity, auth_method=event.method)
         limits = TransportLimits(max_batch_size=self.pt.max_batch_size,
@@ -148,7 +208,7 @@ class PtTlsServerProtocol(protocol.Protocol):
         self.tnccs = self.factory.core.open_connection(peer, limits)
         log.info("PT-TLS session {sid} from {peer} is Connection ID {cid} for '{identity}'",
                  sid=self.session_id, peer=self._peer_str(), cid=self.tnccs.connection_id,
-                 identity=event.identity or "")
+                 identity=printable(event.identity or ""))
 
     def _batch(self, data: bytes) -> None:
         self._arm(self.factory.idle_timeout, "idle")
@@ -185,12 +245,27 @@ class PtTlsServerProtocol(protocol.Protocol):
         self._flush()
         self._closing = True
         self._cancel_timer()
-        log.info("closing PT-TLS session with {peer}: {reason}", peer=self._peer_str(), reason=reason)
+        # a session that never authenticated is told of by the lines about its
+        # failure (SASL, rate-limited refusals), not by one of its own
+        emit = log.info if self.authenticated else log.debug
+        emit("closing PT-TLS session with {peer}: {reason}", peer=self._peer_str(), reason=reason)
         self.transport.loseConnection()
 
+    def _arm_unauthenticated(self, seconds: float, what: str) -> None:
+        deadline = self.factory.clock.seconds() + seconds
+        if self.factory.busy:
+            deadline = min(deadline, self.started + self.factory.busy_timeout)
+        self._arm_at(deadline, what)
+
     def _arm(self, seconds: float, what: str) -> None:
+        self._arm_at(self.factory.clock.seconds() + seconds, what)
+
+    def _arm_at(self, deadline: float, what: str) -> None:
         self._cancel_timer()
-        self._timer = self.factory.clock.callLater(seconds, self._timed_out, what, seconds)
+        now = self.factory.clock.seconds()
+        self._deadline, self._deadline_what = deadline, what
+        self._timer = self.factory.clock.callLater(max(0.0, deadline - now), self._timed_out, what,
+                                                   deadline - now)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -199,11 +274,15 @@ class PtTlsServerProtocol(protocol.Protocol):
 
     def _timed_out(self, what: str, seconds: float) -> None:
         self._timer = None
-        log.warn("{what} timeout ({s:g} s) for PT-TLS connection from {peer}; closing",
-                 what=what, s=seconds, peer=self._peer_str())
+        if self.authenticated:
+            log.warn("{what} timeout ({s:g} s) for PT-TLS connection from {peer}; closing",
+                     what=what, s=seconds, peer=self._peer_str())
+        else:
+            self.factory.report(self.source, f"timeout:{what}")
         if self.tnccs is not None and not self.tnccs.finished:
             self.tnccs.abort(f"{what} timeout")
         self._closing = True
+        self._drop_login()
         self.transport.abortConnection()
 
     def _peer_str(self) -> str:
@@ -212,15 +291,24 @@ class PtTlsServerProtocol(protocol.Protocol):
 
 
 class PtTlsFactory(protocol.Factory):
+    """Makes the PT-TLS sessions of one process, within its limits: open
+    connections (``max_connections``), unauthenticated ones
+    (``max_unauthenticated``, ``max_unauthenticated_per_source``, with
+    ``busy_timeout`` when three quarters of them are taken), and password
+    checks (``logins``, :class:`nac.auth_throttle.Logins`).  Connections it
+    refuses or closes for these limits are logged at most once per source,
+    kind and ``report_interval``, with their number."""
+
     noisy = False
 
-    def __init__(self, core, *, check_password, max_message_size: int, max_connections: int,
+    def __init__(self, core, *, check_password=None, max_message_size: int, max_connections: int,
                  handshake_timeout: float, negotiation_timeout: float, idle_timeout: float,
                  sasl_enabled: bool = True, clock=None, session_ids: tuple[int, int] = (1, 1),
-                 limit_name: str = "[pt-tls] max_connections"):
+                 limit_name: str = "[pt-tls] max_connections", logins: Logins | None = None,
+                 max_unauthenticated: int | None = None, max_unauthenticated_per_source: int | None = None,
+                 busy_timeout: float = 3.0, report_interval: float = 10.0):
         from twisted.internet import reactor
         self.core = core
-        self.check_password = check_password
         self.max_message_size = max_message_size
         self.max_connections = max_connections
         self.handshake_timeout = handshake_timeout
@@ -230,21 +318,158 @@ class PtTlsFactory(protocol.Factory):
         self.clock = clock or reactor
         self.active = 0
         self.limit_name = limit_name
+        if logins is None:
+            logins = Logins(check_password or _no_password_database, clock=self.clock)
+        self.logins = logins
+        total = max_unauthenticated if max_unauthenticated is not None else max_connections
+        self.unauthenticated = UnauthenticatedBudget(
+            total, max_unauthenticated_per_source if max_unauthenticated_per_source is not None else total)
+        self.busy_timeout = busy_timeout
+        self.busy = False
+        # the lines of at most 128 sources and kinds an interval; the others' are summed
+        self.refusals = RefusalTally(report_interval, max_keys=128, overflow_key=("other addresses", "any"))
+        self._report_call = None
         # (first, step) like the core's Connection IDs: unique across processes
         self.session_ids = itertools.count(*session_ids)
 
     def buildProtocol(self, addr):
-        return PtTlsServerProtocol(self, addr)
+        host = unmapped(addr.host) if hasattr(addr, "host") else str(addr)
+        source = address_source(host)
+        if self.active >= self.max_connections:
+            self.report(source, "limit")
+            return None
+        proto = PtTlsServerProtocol(self, addr, source)
+        verdict = self.unauthenticated.admit(source, proto)
+        if isinstance(verdict, Refused):
+            self.report(source, verdict.limit)
+            return None
+        self.active += 1
+        proto._counted = True
+        if verdict.evicted is not None:
+            verdict.evicted.evict()
+        self._update_busy()
+        return proto
+
+    # -- the connections' accounts -------------------------------------------------
+
+    def connection_authenticated(self, proto: PtTlsServerProtocol) -> None:
+        self.unauthenticated.release(proto)
+        self._update_busy()
+
+    def connection_closed(self, proto: PtTlsServerProtocol) -> None:
+        self.unauthenticated.release(proto)
+        if proto._counted:
+            proto._counted = False
+            self.active -= 1
+        self._update_busy()
+
+    def _update_busy(self) -> None:
+        busy = self.unauthenticated.busy
+        if busy and not self.busy:
+            self.busy = True
+            self.report(None, "busy-budget")
+            for proto in self.unauthenticated.connections():
+                proto.hurry()
+        elif not busy:
+            self.busy = False
+
+    # -- rate-limited lines --------------------------------------------------------
+
+    def report(self, source: str | None, kind: str, detail: str | None = None) -> None:
+        """Count one refusal (or closing) of ``kind`` for ``source``; log it
+        now (with ``detail``, if given) if it is the first for a while,
+        else with the next count."""
+        now = self.clock.seconds()
+        if self.refusals.count((source, kind), now):
+            log.warn("{what}{where}: {why}", what=self._what(kind, 1), where=_from(source),
+                     why=detail or self._why(kind), source=source)
+        elif self._report_call is None:
+            due = self.refusals.next_due()
+            if due is not None:
+                self._report_call = self.clock.callLater(max(0.0, due - now), self._report_due)
+
+    def _report_due(self) -> None:
+        self._report_call = None
+        now = self.clock.seconds()
+        for (source, kind), count, span in self.refusals.due(now):
+            log.warn("{what}{where} in the last {span:.0f} s: {why}", what=self._what(kind, count),
+                     where=_from(source), span=span, why=self._why(kind), count=count, source=source)
+        due = self.refusals.next_due()
+        if due is not None:
+            self._report_call = self.clock.callLater(max(0.0, due - now), self._report_due)
+
+    def stop_reports(self) -> None:
+        """The server stops: log the counts not yet told, and no more."""
+        if self._report_call is not None and self._report_call.active():
+            self._report_call.cancel()
+        self._report_call = None
+        now = self.clock.seconds()
+        for (source, kind), count, span in self.refusals.due(now, flush=True):
+            log.warn("{what}{where} in the last {span:.0f} s: {why}", what=self._what(kind, count),
+                     where=_from(source), span=span, why=self._why(kind), count=count, source=source)
+
+    @staticmethod
+    def _what(kind: str, count: int) -> str:
+        if kind.startswith("timeout:") or kind in ("evicted", "protocol-error", "client-error"):
+            thing = "an unauthenticated PT-TLS connection" if count == 1 else \
+                f"{count:,} unauthenticated PT-TLS connections"
+            return f"closed {thing}"
+        if kind in ("locked", "busy"):
+            return "refused a SASL PLAIN login" if count == 1 else f"refused {count:,} SASL PLAIN logins"
+        if kind == "busy-budget":
+            return "unauthenticated PT-TLS connections are short of room" if count == 1 else \
+                f"unauthenticated PT-TLS connections were short of room {count:,} times"
+        if kind == "any":
+            return f"refused or closed {count:,} PT-TLS connections"
+        return "refused a PT-TLS connection" if count == 1 else f"refused {count:,} PT-TLS connections"
+
+    def _why(self, kind: str) -> str:
+        budget = self.unauthenticated
+        if kind == "limit":
+            return f"{self.max_connections} connections is the limit ({self.limit_name})"
+        if kind == "per-source":
+            return (f"{budget.per_source} unauthenticated connections from one address is the limit "
+                    "([pt-tls] max_unauthenticated_per_source)")
+        if kind == "total":
+            return (f"{budget.total} unauthenticated connections is the limit and no address holds more "
+                    "([pt-tls] max_unauthenticated)")
+        if kind == "evicted":
+            return (f"the {budget.total} unauthenticated connections were taken: the oldest of the "
+                    "address holding the most made room for another address ([pt-tls] max_unauthenticated)")
+        if kind == "busy-budget":
+            return (f"{budget.busy_level} of {budget.total} are taken, each now has {self.busy_timeout:g} s "
+                    "from its start to authenticate ([pt-tls] busy_timeout)")
+        if kind == "locked":
+            return "locked out after failed logins ([auth] lockout)"
+        if kind == "busy":
+            return ("no room for another password check ([auth] max_password_checks, "
+                    "max_password_checks_per_source)")
+        if kind.startswith("timeout:"):
+            return f"{kind.partition(':')[2]} not completed in time"
+        if kind == "protocol-error":
+            return "PT-TLS errors before authentication (the PT-TLS Error sent each time)"
+        if kind == "client-error":
+            return "the client sent a PT-TLS Error before authentication"
+        if kind == "any":
+            return "the limits above (the lines of more than 128 addresses an interval are summed up here)"
+        return kind
 
 
-def listening_socket(interface: str, port: int, backlog: int = 50) -> socket.socket:
+def _from(source: str | None) -> str:
+    return f" from {source}" if source else ""
+
+
+def listening_socket(interface: str, port: int, backlog: int = 1024) -> socket.socket:
     """The PT-TLS listening socket, bound and listening (``::``: IPv6 and
     IPv4, see :mod:`nac.dualstack`).
 
     Made here rather than by ``listenTCP`` so that every process serving
     PT-TLS adopts the same socket (``adoptStreamPort``) and none of them
     shuts it down for the others when it stops listening.  The address
-    family, SO_REUSEADDR and the backlog are what ``listenTCP`` uses.
+    family and SO_REUSEADDR are what ``listenTCP`` uses; the backlog is
+    larger than its 50 (the kernel caps it at net.core.somaxconn): under a
+    flood of connections the server refuses at once, a full accept queue
+    would drop the legitimate clients' connection requests for a second.
     """
     return bind(interface, port, socket.SOCK_STREAM, backlog=backlog)
 
@@ -313,6 +538,7 @@ class PtTlsService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):
+        self.factory.stop_reports()
         if self.listener is not None:
             listener, self.listener = self.listener, None
             yield listener.stopListening()
@@ -324,7 +550,7 @@ class PtTlsService(service.MultiService):
 
 
 def _no_password_database(authcid: str, password: str):
-    log.warn("SASL PLAIN from '{authcid}' refused: no user database is configured", authcid=authcid)
+    log.warn("SASL PLAIN from '{authcid}' refused: no user database is configured", authcid=printable(authcid))
     return defer.succeed(False)
 
 
@@ -360,17 +586,24 @@ def make_factory(cfg, core, store=None, *, check_password=None, process: int = 0
                  processes: int = 1, id_step: int | None = None) -> PtTlsFactory:
     """The PT-TLS protocol factory of process ``process`` (0: the main one)
     of the ``processes`` serving PT-TLS: its share of ``max_connections``
-    and its own series of session ids (every ``id_step``-th, the number of
-    nac's processes; default ``processes``)."""
+    and ``max_unauthenticated``, and its own series of session ids (every
+    ``id_step``-th, the number of nac's processes; default ``processes``).
+    Its password checks are the process's :func:`nac.auth_throttle.logins_for`
+    the store (or ``check_password``)."""
     from nac.processes import connection_share
 
     sec = cfg.section("pt-tls")
     if check_password is None:
         store = store if store is not None else getattr(core, "store", None)
-        check_password = store.check_password if store is not None else _no_password_database
-    return PtTlsFactory(core, check_password=check_password,
+        if store is None:
+            check_password = _no_password_database
+    logins = logins_for(cfg, store, check_password)
+    return PtTlsFactory(core, logins=logins,
                         max_message_size=sec["max_message_size"],
                         max_connections=connection_share(sec["max_connections"], processes, process),
+                        max_unauthenticated=connection_share(sec["max_unauthenticated"], processes, process),
+                        max_unauthenticated_per_source=sec["max_unauthenticated_per_source"],
+                        busy_timeout=sec["busy_timeout"],
                         handshake_timeout=sec["handshake_timeout"],
                         negotiation_timeout=sec["negotiation_timeout"],
                         idle_timeout=sec["idle_timeout"],
@@ -440,6 +673,7 @@ class PtTlsWorkerService(service.Service):
 
     def stopService(self):
         super().stopService()
+        self.tls_factory.wrappedFactory.stop_reports()
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()

@@ -105,6 +105,14 @@ class TlsServerProtocol(TLSMemoryBIOProtocol):
 
 
 class TlsServerFactory(TLSMemoryBIOFactory):
-    """TLSMemoryBIOFactory whose connections hold their declarations."""
+    """TLSMemoryBIOFactory whose connections hold their declarations, and
+    that refuses a connection the wrapped factory refuses (its
+    ``buildProtocol`` returns None) before any TLS state is made for it."""
 
     protocol = TlsServerProtocol
+
+    def buildProtocol(self, addr):
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        return self.protocol(self, wrapped)

@@ -465,7 +465,8 @@ class RadiusServer:
                 self._evict(next(iter(busiest)), "the server's conversations "
                             "([radius] max_conversations) are taken")
         peer = PeerInfo(transport=self.transport_name, address=host, port=port, identity=None,
-                        nas=client.name or None)
+                        nas=client.name or None,
+                        station=calling_station.decode("utf-8", "replace") if calling_station else None)
         try:
             session = self.eap_factory(peer)
         except Exception:

@@ -778,7 +778,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = nac_config.load(launch["config"], overrides)
         nac_log.set_level(cfg.get("nac", "log_level"))
         transports = {name: plugins.transport_plugin(name) for name in served}
-        store = server.build_store(cfg, migrate=False)
+        store = server.build_store(cfg, migrate=False, process=worker)
         first_id = int(launch.get("first_id", worker + 1))
         ids = ReservedConnectionIds(first_id, processes,
                                     lambda upto: writer.control("ids", upto=upto))

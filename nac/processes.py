@@ -14,7 +14,9 @@ transport's plugin builds the service from that share
 (:meth:`~nac.interfaces.ITransportPlugin.make_worker_service`).  A worker
 loads the same configuration file and command-line overrides as the main
 process and builds its own policy store (the main process has migrated the
-database), TNCS core and IMV instances (:mod:`nac.server`); process k of n
+database; its sessions record the worker's number, and a worker started in
+place of a dead one closes those its predecessor left open), TNCS core and
+IMV instances (:mod:`nac.server`); process k of n
 hands out Connection IDs k + 1, k + 1 + n, … so that they stay unique in
 logs and in the sessions table.  A worker announces each block of IDs before
 it uses one (:class:`ReservedConnectionIds`), so that the one started in

@@ -64,15 +64,26 @@ class InstanceTestsMixin(DatabaseMixin):
         self.assertEqual([rows[sid][2:4] for sid in (a0, a2, b0)], [(None, False)] * 3)
         self.assertEqual(rows[decided][2], "isolate")
         # the main process of nac-a starts: the rest of nac-a's, every process
-        new = yield worker.session_started(peer(), 1001)
+        old = yield worker.session_started(peer(), 1001)
         main = self.store("nac-a", 0)
         yield main.writes.idle()
         rows = self.rows()
         self.assertEqual([rows[sid][2] for sid in (a0, a2)], [m.INTERRUPTED] * 2)
         self.assertEqual(rows[b0][2:4], (None, False))
         self.assertEqual(rows[decided][2], "isolate")
-        # (a running worker's session is closed too: the workers start again with their main process)
-        self.assertEqual(rows[new][2], m.INTERRUPTED)
+        # (a worker's session from before is closed too: workers start again with their main process)
+        self.assertEqual(rows[old][2], m.INTERRUPTED)
+
+    def test_sessions_begun_after_the_process_started_are_not_orphans(self):
+        """The closing waits in the queue while the database is away; the
+        sessions of this run (its workers') that reach the database first stay open."""
+        db = PolicyDb(self.engine)
+        before = db.write(record_session_start, peer(), 1, "nac-a", 1)
+        started = m.utcnow()
+        after = db.write(record_session_start, peer(), 2, "nac-a", 1)
+        self.assertEqual(db.close_orphans("nac-a", None, "restarted", started), 1)
+        rows = self.rows()
+        self.assertEqual((rows[before][2], rows[after][2]), (m.INTERRUPTED, None))
 
     @defer.inlineCallbacks
     def test_a_session_ended_without_decision_is_aborted_a_decided_one_stays(self):
@@ -158,3 +169,19 @@ class InstanceLogTests(unittest.TestCase):
         self.assertEqual((record["instance"], record["connection_id"] if "connection_id" in record else
                           record["cid"], record["system"]), ("nac-a", 5, "nac.tnccs#info"))
         self.assertNotIn("instance", event)  # other observers see the event as it was
+
+
+class BuildStoreTests(ConfigFileMixin, unittest.TestCase):
+    def test_the_store_of_a_process_knows_its_instance_process_and_bounds(self):
+        from nac.server import build_store
+
+        state = self.mktemp()
+        cfg = config.load(self.write(f"[nac]\nstate_dir = {state}\ninstance = nac-c\ndb_wait = 0.5\n"
+                                     "db_timeout = 3\ndb_queue = 77\n"))
+        store = build_store(cfg, process=3)
+        self.addCleanup(store.db.engine.dispose)
+        self.addCleanup(store.stop)
+        self.assertEqual((store.instance, store.process, store.wait, store.timeout, store.writes.max_queued),
+                         ("nac-c", 3, 0.5, 3.0, 77))
+        with store.db.engine.connect() as connection:
+            self.assertEqual(connection.exec_driver_sql("PRAGMA busy_timeout").scalar(), 3000)

@@ -376,12 +376,15 @@ def record_abort(connection, session_id: int, reason: str) -> bool:
         "b_id": session_id, "b_ended": utcnow(), "b_access": ABORTED, "b_reason": reason}) > 0
 
 
-def close_orphans(connection, instance: str, process: int | None, reason: str) -> int:
+def close_orphans(connection, instance: str, process: int | None, reason: str,
+                  started_before: datetime.datetime | None = None) -> int:
     """End the open sessions of nac instance ``instance`` (its process
-    ``process`` only, or all of them with None) as
-    :data:`~nac.db.models.INTERRUPTED`: that process starts, so whatever it
-    had open was cut by its end.  How many."""
+    ``process`` only, or all of them with None) started before
+    ``started_before`` as :data:`~nac.db.models.INTERRUPTED`: that process
+    starts (then), so whatever it had open was cut by its end.  How many."""
     where = [_SESSIONS.c.instance == instance, _SESSIONS.c.ended.is_(None)]
+    if started_before is not None:
+        where.append(_SESSIONS.c.started < started_before)
     if process is not None:
         where.append(_SESSIONS.c.process == process)
     return connection.execute(sa.update(_SESSIONS).where(*where).values(
@@ -722,10 +725,11 @@ class PolicyDb:
         """End a session without decision as aborted (:func:`record_abort`)."""
         return self.write(record_abort, session_id, reason)
 
-    def close_orphans(self, instance: str, process: int | None = None, reason: str = "") -> int:
+    def close_orphans(self, instance: str, process: int | None = None, reason: str = "",
+                      started_before: datetime.datetime | None = None) -> int:
         """End the open sessions of ``instance`` (its ``process``, or all) as
         interrupted (:func:`close_orphans`); how many."""
-        return self.write(close_orphans, instance, process, reason)
+        return self.write(close_orphans, instance, process, reason, started_before)
 
     def write(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` in a transaction of its own."""
@@ -1528,10 +1532,12 @@ class PolicyStore(service.Service):
             self._close_orphans()
 
     def _close_orphans(self) -> defer.Deferred:
-        # first in the queue: before any session this process starts
+        # first in the queue, and only what started before now: should the
+        # database be away, this waits while the sessions of this run (and
+        # of the main process's workers) begin
         whose = "" if self.process == 0 else f" (process {self.process})"
         reason = f"nac instance '{self.instance}'{whose} stopped before the assessment ended"
-        d = self.writes.submit(close_orphans, self.instance, self.process or None, reason)
+        d = self.writes.submit(close_orphans, self.instance, self.process or None, reason, utcnow())
 
         def closed(count: int) -> None:
             if count:

@@ -903,9 +903,11 @@ class SwimaImv:
                      days=self.tag_retry / 86400)
 
     async def _db(self, connection, state: SwimaConnectionState, fn, *args, **kwargs):
-        """``fn`` in the policy store (None without a store or when it fails)."""
+        """``fn`` in the policy store (None without a store or when it fails;
+        after one failure the store is not asked again in this assessment,
+        whose verdict is check_failed anyway: it waits once at most)."""
         store = connection.store
-        if store is None:
+        if store is None or state.store_failed:
             return None
         try:
             return await store.run(fn, *args, **kwargs)

@@ -574,10 +574,10 @@ declare_section("nac", help=(
            "endpoint hears no decision the database lacks, even if nac is killed the next moment. "
            "0: never wait."),
     Option("db_timeout", seconds, 5.0,
-           "Longest an assessment or a login waits for the database to look something up (a policy "
-           "check, a user's row), and how long connecting to PostgreSQL or waiting for a SQLite lock "
-           "may take. A lookup that fails or takes longer counts as not made: the check fails closed "
-           "(never allows), the login fails."),
+           "Longest an assessment or a login waits for the database to look something up or keep "
+           "something (a policy check, a user's row, the SWIMA IMV's inventory), and how long "
+           "connecting to PostgreSQL or waiting for a SQLite lock may take. What fails or takes longer "
+           "counts as not done: the check fails closed (never allows), the login fails."),
     Option("db_queue", positive_int, 20000,
            "Most assessment writes (sessions, decisions, devices, measurements) kept in memory while "
            "the database is unavailable; they are committed once it is back. Beyond it new writes are "

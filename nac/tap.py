@@ -26,9 +26,9 @@ from pathlib import Path
 from twisted.application import service
 from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver
-from zope.interface import provider
 from twisted.python import usage
 from twisted.python.components import Componentized
+from zope.interface import provider
 
 from nac import config as nac_config
 from nac import log as nac_log

@@ -41,7 +41,7 @@ from nac.log import Logger
 from tests.nacserver import private_postgres_schema
 from tests.postgres import PostgresUnavailable, private_cluster
 from tests.posture import MACHINE_ID, ImvHarness, run_assessment
-from tests.test_db import DatabaseMixin, PostgresBackend, SqliteBackend, decision, peer
+from tests.test_db import DatabaseMixin, PostgresBackend, SqliteBackend, peer
 
 
 def wrapped(error: BaseException, statement: str = "UPDATE devices SET last_seen=%(b_seen)s") -> sa.exc.DBAPIError:

@@ -255,11 +255,19 @@ class FlowTestsMixin(SwimaDatabaseMixin):
         """The database is away: whatever no_result says, the check that
         could not be made gives check_failed (no-access by default), quietly."""
         host = self.host()
-        self.patch(self.store, "run", lambda *a, **kw: defer.fail(StoreUnavailable("OperationalError: refused")))
+        tries = []
+
+        def unavailable(*args, **kw):
+            tries.append(args[0])
+            return defer.fail(StoreUnavailable("OperationalError: refused"))
+
+        self.patch(self.store, "run", unavailable)
         for options, access in (({"no_result": "allow"}, "denied"),
                                 ({"no_result": "allow", "check_failed": "isolate"}, "isolate")):
+            del tries[:]
             result = yield self.assess([host.os_imc(), RecordingSwimaImc(**swima_kw(host))],
                                        imv=SwimaImv(options=options))
+            self.assertEqual(len(tries), 1)  # the assessment waited for the database once
             self.assertEqual(result.decision.access, access)
             self.assertEqual(self.verdict(result)[1], E.ERROR)
             self.assertEqual([r.text for r in result.outcome.reasons], ["The security policy could not be checked"])

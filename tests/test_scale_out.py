@@ -15,7 +15,6 @@ from one phase to the next; what it measured is printed.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import shutil
 import signal

@@ -141,6 +141,15 @@ class HealthTests(unittest.TestCase):
         self.assertEqual(len(log.lines), 5)
         self.assertEqual(health.outages, 2)
 
+    def test_messages_that_differ_in_a_detail_are_one_kind(self):
+        log = Recorder()
+        health = DatabaseHealth(lambda: 0.0, logger=log.logger)
+        for port in range(40000, 41000):
+            health.failed(wrapped(psycopg.OperationalError(f"connection to 192.0.2.1 port {port} reset")))
+            health.failed(StoreUnavailable(f"TimeoutError: no answer within {port} s"))
+        self.assertEqual(len(log.lines), 2, log.lines[:5])
+        self.assertIn("port 40000", log.lines[0])
+
 
 # -- the write queue --------------------------------------------------------------------------------
 

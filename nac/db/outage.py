@@ -161,6 +161,9 @@ class DatabaseHealth:
     ``clock()`` is the time in seconds (the reactor's ``seconds``).
     """
 
+    MAX_KINDS = 64
+    """Failure kinds remembered at once."""
+
     def __init__(self, clock: Callable[[], float] = time.monotonic, *, interval: float = 10.0,
                  queued: Callable[[], int] = lambda: 0, logger: Logger = log):
         self.clock = clock
@@ -184,8 +187,15 @@ class DatabaseHealth:
         return self.down_since is not None
 
     def failed(self, error: BaseException | str) -> None:
-        """A transient failure of ``error`` (an exception or a kind)."""
+        """A transient failure of ``error`` (an exception or a kind).  Its
+        kind, for the interval, is the driver's exception class and SQLSTATE
+        (or the part of a kind before its colon): messages that differ in an
+        address or a number are one kind, logged with the first message."""
         kind = error if isinstance(error, str) else describe(error)
+        if isinstance(error, (str, StoreUnavailable)):
+            key = kind.split(":", 1)[0]
+        else:
+            key = f"{type(_original(error)).__name__} {_sqlstate(error) or ''}"
         now = self.clock()
         if self.down_since is None:
             self.down_since = now
@@ -193,10 +203,12 @@ class DatabaseHealth:
             self._said.clear()
             self.outages += 1
         self.back_at = None
-        said = self._said.get(kind)
+        said = self._said.get(key)
         if said is not None and now - said < self.interval:
             return
-        self._said[kind] = now
+        if said is None and len(self._said) >= self.MAX_KINDS:
+            del self._said[min(self._said, key=self._said.__getitem__)]
+        self._said[key] = now
         if said is None and len(self._said) == 1:
             self.log.error("database unavailable: {kind} ({queued} writes queued)", kind=kind,
                            queued=self.queued())

@@ -51,6 +51,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from imvs.policy import (
     ImvState,
@@ -63,6 +64,7 @@ from imvs.policy import (
 )
 from nac.config import Option, choice, non_negative_int
 from nac.db.models import NAME_LENGTH, Package, Product, Version, has_control_characters
+from nac.db.outage import log_store_failure
 from nac.db.store import policy_generation
 from nac.ifimv import ANY_IMC_ID, EvaluationResult
 from nac.log import Logger
@@ -714,7 +716,8 @@ class OsImv(PaTncImv):
                 try:
                     # the policy generation read when this session started
                     # spares a trip to the database for a list judged before
-                    session_id = yield self.session_id(connection, state)
+                    # (waited for boundedly: the start may wait for the database)
+                    session_id = yield self.session_id(connection, state, bounded=True)
                     report = self.reports.cached(
                         product, self.updates, digest,
                         getattr(store, "policy_generation", None) if session_id is not None else None)
@@ -722,8 +725,9 @@ class OsImv(PaTncImv):
                         report = yield store.read(self.reports.check, product, state.packages, self.updates,
                                                   digest=digest)
                 except Exception:
-                    log.failure("IMV {imv_id}: checking the installed packages of Connection ID {cid} "
-                                "failed", imv_id=connection.imv_id, cid=connection.connection_id)
+                    log_store_failure(log, Failure(), "IMV {imv_id}: checking the installed packages of "
+                                      "Connection ID {cid} failed", imv_id=connection.imv_id,
+                                      cid=connection.connection_id)
                     checks.append(E.ERROR)
                     summary.append("installed packages could not be checked")
                     check_failed = True

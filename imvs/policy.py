@@ -39,6 +39,7 @@ from zope.interface import implementer
 
 from nac.entropy import random_id32
 from nac.config import Option, byte_size, choice, optional, text
+from nac.db.outage import log_store_failure
 from nac.ifimv import ANY_IMC_ID, ActionRecommendation, ConnectionState, EvaluationResult
 from nac.interfaces import IImv
 from nac.log import Logger
@@ -130,10 +131,7 @@ def verdict_options(*, minor: str = "no-access", major: str = "no-access",
     remediation URI; with ``server_checks`` (an IMV that looks the endpoint's
     measurements up in the policy database) also ``check_failed``."""
     names = tuple(RECOMMENDATIONS)
-    failed = [Option("check_failed", choice("isolate", "no-access"), "no-access",
-                     "Recommendation when nac cannot make a check of its own (the policy database cannot "
-                     "be read): isolate or no-access, never allow, with a reason saying so.")] \
-        if server_checks else []
+    failed = [check_failed_option()] if server_checks else []
     return failed + [
         Option("non_compliant_minor", choice(*names[:3]), minor,
                "Recommendation when a check finds a minor violation: allow, isolate or no-access."),
@@ -145,6 +143,15 @@ def verdict_options(*, minor: str = "no-access", major: str = "no-access",
         Option("remediation_uri", optional(text), None,
                "A URI sent with the remediation instructions (strongSwan's remediation_uri)."),
     ]
+
+
+def check_failed_option(what: str = "a check of its own") -> Option:
+    """``check_failed``: the recommendation when nac cannot make ``what``
+    (the policy database is away); never allow."""
+    return Option("check_failed", choice("isolate", "no-access"), "no-access",
+                  f"Recommendation when nac cannot make {what} (the policy database cannot be read or "
+                  "written, or does not answer within [nac] db_timeout): isolate or no-access, never "
+                  "allow, with a reason saying so.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,9 +408,14 @@ def send_attributes(connection, vendor: int, subtype: int, attributes: Sequence[
         connection.send_message(vendor, subtype, body, collector_id=collector_id, exclusive=exclusive)
 
 
-def fetch_session_id(connection, state) -> defer.Deferred:
+def fetch_session_id(connection, state, *, bounded: bool = False) -> defer.Deferred:
     """Deferred firing with this assessment's session id, kept in
-    ``state.session_id`` (None without a store or when the store fails)."""
+    ``state.session_id`` (None without a store or when the store fails).
+
+    The session's start waits for the database while it is away; with
+    ``bounded`` the Deferred fires with None (for now) once the store's
+    bounded wait passed (``[nac] db_wait``), so that an assessment does not
+    wait with it; ``state.session_id`` is set whenever the id comes."""
     if state.session_id is not None or connection.store is None:
         return defer.succeed(state.session_id)
 
@@ -412,11 +424,15 @@ def fetch_session_id(connection, state) -> defer.Deferred:
         return session_id
 
     def failed(failure):
-        log.failure("IMV {imv_id}: no session id for Connection ID {cid}", failure,
-                    imv_id=connection.imv_id, cid=connection.connection_id)
+        log_store_failure(log, failure, "IMV {imv_id}: no session id for Connection ID {cid}",
+                          imv_id=connection.imv_id, cid=connection.connection_id)
         return None
 
-    return connection.session_id().addCallbacks(keep, failed)
+    d = connection.session_id().addCallbacks(keep, failed)
+    wait = getattr(connection.store, "bounded_wait", None) if bounded else None
+    if wait is None or d.called:
+        return d
+    return wait(d).addCallback(lambda _: state.session_id)
 
 
 # -- per-connection state and the IF-IMV plumbing ------------------------------------------
@@ -687,9 +703,10 @@ class PaTncImv:
         reasons = (reason,) if reason is not None and rec in (A.ISOLATE, A.NO_ACCESS) else ()
         return Judgement(evaluation, rec, reasons, None, summary)
 
-    def session_id(self, connection, state: ImvState):
-        """Deferred firing with this assessment's session id (None without a store)."""
-        return fetch_session_id(connection, state)
+    def session_id(self, connection, state: ImvState, *, bounded: bool = False):
+        """Deferred firing with this assessment's session id (None without a
+        store); see :func:`fetch_session_id` for ``bounded``."""
+        return fetch_session_id(connection, state, bounded=bounded)
 
     def measure(self, connection, state: ImvState, kind: str, payload: dict) -> None:
         """Keep ``payload`` as a measurement of this session (see :meth:`record`)."""
@@ -707,7 +724,7 @@ class PaTncImv:
             return None if session_id is None else write(session_id)
 
         def failed(failure):
-            log.failure("IMV {imv_id}: storing {what} of Connection ID {cid} failed", failure,
-                        imv_id=connection.imv_id, what=what, cid=connection.connection_id)
+            log_store_failure(log, failure, "IMV {imv_id}: storing {what} of Connection ID {cid} failed",
+                              imv_id=connection.imv_id, what=what, cid=connection.connection_id)
 
         self.session_id(connection, state).addCallback(run).addErrback(failed)

@@ -42,12 +42,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from imvs.policy import (
     MAX_PENDING_SEGMENTED,
+    REASON_CHECK_FAILED,
     RECOMMENDATIONS,
     accept_contract,
+    check_failed_option,
     contract_accepted,
     fetch_session_id,
     peer_address,
@@ -58,6 +61,7 @@ from imvs.policy import (
 )
 from imvs.swid import DEFAULT_MAX_TAG_SIZE, SwidTagError, SwidTagFormat, parse_swid_tag
 from nac.config import Option, boolean, byte_size, choice, non_negative_int, non_negative_seconds
+from nac.db.outage import log_store_failure
 from nac.db.models import (
     IDENTIFIER_LENGTH,
     NAME_LENGTH,
@@ -488,6 +492,9 @@ class SwimaConnectionState:
     tags_refused: bool = False
     lacking_tags: list[str] = field(default_factory=list)
     failed: str | None = None
+    store_failed: bool = False
+    """The policy store failed to read or keep something of this assessment:
+    the inventory is not known to be stored, the verdict is check_failed."""
     contract: MaxAttributeSizeResponse | None = None
     """What the SWIMA IMC accepts from us (our answer to its contract request)."""
     reassembler: Reassembler | None = None
@@ -540,8 +547,9 @@ class SwimaImv:
         Option("max_tag_size", byte_size(1024, 16 * 1024 * 1024), DEFAULT_MAX_TAG_SIZE,
                "Largest SWID tag parsed; larger ones are skipped."),
         Option("no_result", choice(*RECOMMENDATIONS), "no-recommendation",
-               "Recommendation when no inventory was received or stored: allow, isolate, "
+               "Recommendation when no inventory was received: allow, isolate, "
                "no-access or no-recommendation (the other IMVs decide)."),
+        check_failed_option("the inventory's check (reading or storing it)"),
     ]
 
     def __init__(self, options: dict | None = None):
@@ -553,6 +561,7 @@ class SwimaImv:
         self.max_attribute_size: int = values["max_attribute_size"]
         self.max_tag_size: int = values["max_tag_size"]
         self.no_result: A = RECOMMENDATIONS[values["no_result"]]
+        self.check_failed: A = RECOMMENDATIONS[values["check_failed"]]
 
     # -- IImv ----------------------------------------------------------------------------
 
@@ -904,16 +913,19 @@ class SwimaImv:
                      days=self.tag_retry / 86400)
 
     async def _db(self, connection, state: SwimaConnectionState, fn, *args, **kwargs):
-        """``fn`` in the policy store (None without a store or when it fails)."""
+        """``fn`` in the policy store (None without a store or when it fails;
+        after one failure the store is not asked again in this assessment,
+        whose verdict is check_failed anyway: it waits once at most)."""
         store = connection.store
-        if store is None:
+        if store is None or state.store_failed:
             return None
         try:
             return await store.run(fn, *args, **kwargs)
         except Exception:
-            log.failure("IMV {imv_id}: storing SWIMA data of Connection ID {cid} failed",
-                        imv_id=connection.imv_id, cid=connection.connection_id)
+            log_store_failure(log, Failure(), "IMV {imv_id}: storing SWIMA data of Connection ID {cid} failed",
+                              imv_id=connection.imv_id, cid=connection.connection_id)
             state.failed = "the software inventory could not be stored"
+            state.store_failed = True
             return None
 
     # -- requests ----------------------------------------------------------------------------
@@ -946,7 +958,7 @@ class SwimaImv:
 
     async def _first_request(self, connection, state: SwimaConnectionState) -> None:
         if connection.store is not None:
-            await fetch_session_id(connection, state)
+            await fetch_session_id(connection, state, bounded=True)
             if state.device_id is not None:
                 state.device = await self._db(connection, state, device_swima_state, state.device_id,
                                               state.session_id)
@@ -1055,7 +1067,12 @@ class SwimaImv:
         if state.decided:
             return
         state.decided = True
-        if state.inventory_received and state.failed is None:
+        if state.store_failed:
+            # a check nac could not make never allows, whatever no_result says
+            rec, ev = self.check_failed, E.ERROR
+            result = state.failed or "the software inventory could not be stored"
+            connection.set_reason(REASON_CHECK_FAILED["en"])
+        elif state.inventory_received and state.failed is None:
             rec, ev = A.ALLOW, E.COMPLIANT
             if state.events or not state.identifiers:
                 result = f"received {state.events} SW ID event(s) and {state.tags_received} SWID tag(s)"

@@ -245,6 +245,8 @@ _SESSION_COLUMNS = [
     ("transport", "TRANSPORT"), ("nas", "NAS"), ("peer_address", "PEER"), ("identity", "IDENTITY"),
     ("device", "DEVICE"), ("recommendation", "RECOMMENDATION"),
     ("evaluation", "EVALUATION"), ("access", "ACCESS"),
+    # the nac instance and its Connection ID, which its log lines name
+    ("instance", "INSTANCE"), ("connection_id", "CONNECTION ID"),
 ]
 
 
@@ -266,7 +268,8 @@ def cmd_devices_list(db: PolicyDb, args) -> Output:
 def cmd_results_show(db: PolicyDb, args) -> Output:
     session, results = db.session_results(args.session_id)
     fields = [
-        ("session", session.id), ("connection id", session.connection_id),
+        ("session", session.id), ("instance", session.instance), ("process", session.process),
+        ("connection id", session.connection_id),
         ("started (UTC)", session.started), ("ended (UTC)", session.ended),
         ("transport", session.transport), ("nas", session.nas),
         ("peer", f"{session.peer_address} port {session.peer_port}"),

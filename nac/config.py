@@ -456,6 +456,27 @@ def _transport_name(raw: str) -> str:
     return name
 
 
+_INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def instance_name(raw: str) -> str:
+    """A nac instance's name: 1-64 letters, digits, '.', '_', '-', starting
+    with a letter or digit."""
+    value = raw.strip()
+    if not _INSTANCE.fullmatch(value):
+        raise ValueError("is not an instance name (1-64 letters, digits, '.', '_' or '-', starting with "
+                         "a letter or digit)")
+    return value
+
+
+def default_instance() -> str:
+    """This host's name, made an :func:`instance_name` (``nac`` without one)."""
+    import socket
+
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).lstrip("._-")[:64]
+    return name or "nac"
+
+
 def default_state_dir() -> str:
     """``/var/lib/nac`` for root, else ``$XDG_STATE_HOME/nac`` or ``~/.local/state/nac``."""
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -566,6 +587,28 @@ declare_section("nac", help=(
            "than the work itself. A locked database (another process writing) and anything that "
            "fails go to the database thread as before, and that thread checkpoints the write-ahead "
            "log. no: everything in the database thread. PostgreSQL always uses it."),
+    Option("instance", optional(instance_name), None,
+           "This nac instance's name, unique among the instances sharing one database: every session "
+           "row records it with the Connection ID (nac-admin sessions list shows both), JSON log lines "
+           "carry it (the field instance), and when it is set here, text log lines name it too "
+           "('[nac-a nac.tnccs#info] ...'), so that the log lines and rows of several instances can be "
+           "matched. At start an instance closes the sessions it left open when it last stopped (a "
+           "crash, kill -9) as 'interrupted'. 1-64 letters, digits, '.', '_', '-'. Empty: this host's "
+           "name (not shown in text log lines)."),
+    Option("db_wait", non_negative_seconds, 2.0,
+           "Longest a decision waits for its record to be committed before it is sent anyway (its "
+           "writes then wait in memory until the database takes them). While the database works, an "
+           "endpoint hears no decision the database lacks, even if nac is killed the next moment. "
+           "0: never wait."),
+    Option("db_timeout", seconds, 5.0,
+           "Longest an assessment or a login waits for the database to look something up or keep "
+           "something (a policy check, a user's row, the SWIMA IMV's inventory), and how long "
+           "connecting to PostgreSQL or waiting for a SQLite lock may take. What fails or takes longer "
+           "counts as not done: the check fails closed (never allows), the login fails."),
+    Option("db_queue", positive_int, 20000,
+           "Most assessment writes (sessions, decisions, devices, measurements) kept in memory while "
+           "the database is unavailable; they are committed once it is back. Beyond it new writes are "
+           "dropped, and the log says so once per 10 seconds."),
     Option("credential_cache_ttl", non_negative_int, 300,
            "Seconds a verified SASL/EAP password is remembered, as a keyed hash in memory only, so "
            "endpoints that re-authenticate do not pay the deliberately slow scrypt check (about 60 "
@@ -819,6 +862,9 @@ def _derive_defaults(cfg: NacConfig) -> None:
         nac["db"] = f"sqlite:///{nac['state_dir']}/nac.db"
     if nac.get("secret_key_file") is None:
         nac["secret_key_file"] = f"{nac['state_dir']}/secret.key"
+    cfg.instance_named = nac.get("instance") is not None
+    if not cfg.instance_named:
+        nac["instance"] = default_instance()
 
 
 def check_tls_pair(cfg: NacConfig, section: str) -> list[str]:
@@ -861,6 +907,8 @@ class NacConfig:
         self._imvs_validated: set[str] = set()
         #: The configuration file read, or None.
         self.source = source
+        #: Whether ``[nac] instance`` was given (else it is the host name).
+        self.instance_named = False
 
     def get(self, section: str, key: str) -> Any:
         """The typed value of ``[section] key``, or its default.  KeyError if undeclared."""

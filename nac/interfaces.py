@@ -191,7 +191,22 @@ class IPolicyStore(Interface):
         """Record the start of an assessment; fires with a session id."""
 
     def session_decided(session_id, decision):
-        """Record the final decision and the per-IMV results."""
+        """Record the final decision and the per-IMV results; fires once
+        committed."""
+
+    # The core uses the two below when a store has them (getattr): stores
+    # made for tests may leave them out.
+
+    def session_aborted(session_id, reason):
+        """Record that an undecided session ended without a decision (the
+        endpoint or its transport gave up); a decided one stays as it is."""
+
+    def bounded_wait(d):
+        """A Deferred firing with None once ``d`` fired or the store's
+        bounded wait passed, whichever comes first; it never fails.  The
+        core holds a decision on it until the decision is recorded, so that
+        an endpoint hears no decision the database lacks while the database
+        works, and never waits long while it does not."""
 
 
 class IEapSession(Interface):

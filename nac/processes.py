@@ -14,7 +14,9 @@ transport's plugin builds the service from that share
 (:meth:`~nac.interfaces.ITransportPlugin.make_worker_service`).  A worker
 loads the same configuration file and command-line overrides as the main
 process and builds its own policy store (the main process has migrated the
-database), TNCS core and IMV instances (:mod:`nac.server`); process k of n
+database; its sessions record the worker's number, and a worker started in
+place of a dead one closes those its predecessor left open), TNCS core and
+IMV instances (:mod:`nac.server`); process k of n
 hands out Connection IDs k + 1, k + 1 + n, … so that they stay unique in
 logs and in the sessions table.  A worker announces each block of IDs before
 it uses one (:class:`ReservedConnectionIds`), so that the one started in
@@ -807,7 +809,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = nac_config.load(launch["config"], overrides)
         nac_log.set_level(cfg.get("nac", "log_level"))
         transports = {name: plugins.transport_plugin(name) for name in served}
-        store = server.build_store(cfg, migrate=False)
+        store = server.build_store(cfg, migrate=False, process=worker)
         first_id = int(launch.get("first_id", worker + 1))
         ids = ReservedConnectionIds(first_id, processes,
                                     lambda upto: writer.control("ids", upto=upto))

@@ -99,7 +99,7 @@ def mutual_client(cfg, languages: tuple[str, ...]):
     return CollectorClients(cfg.get("nac", "mutual_collectors"), language=", ".join(languages))
 
 
-def build_store(cfg, *, migrate: bool = True, check: bool = False):
+def build_store(cfg, *, migrate: bool = True, check: bool = False, process: int = 0):
     """The policy store of ``[nac] db``.
 
     The embedded SQLite database is created or upgraded on start, so that one
@@ -110,6 +110,8 @@ def build_store(cfg, *, migrate: bool = True, check: bool = False):
     checks SQLite too.  ``check`` (``--check``) changes nothing: an embedded
     database start-up would create or upgrade passes if it could be (None
     when there is none yet), and the secret key file is only read.
+    ``process``: which of nac's processes the store serves (0 the main
+    one), recorded with its sessions.
     """
     from nac.db.engine import DatabaseUnavailable, SchemaError, check_schema, display_url, \
         make_engine, sqlite_path, upgrade
@@ -123,7 +125,7 @@ def build_store(cfg, *, migrate: bool = True, check: bool = False):
             raise nac_config.ConfigError(f"{where}: cannot create {embedded}: {folder} is not writable")
         return None
     try:
-        engine = make_engine(cfg.db_url)
+        engine = make_engine(cfg.db_url, timeout=cfg.get("nac", "db_timeout"))
     except Exception as exc:  # bad driver, bad URL syntax the parser let through
         raise nac_config.ConfigError(f"{where}: {one_line(exc)}") from exc
     shown = display_url(engine.url)
@@ -161,7 +163,9 @@ def build_store(cfg, *, migrate: bool = True, check: bool = False):
         raise nac_config.ConfigError(f"{cfg.origin('nac', 'secret_key_file')}: [nac] secret_key_file: "
                                      f"{exc}") from exc
     return PolicyStore(engine, credential_cache_ttl=cfg.get("nac", "credential_cache_ttl"), secrets=secrets,
-                       inline=cfg.get("nac", "db_inline"))
+                       inline=cfg.get("nac", "db_inline"), instance=cfg.get("nac", "instance"),
+                       process=process, wait=cfg.get("nac", "db_wait"), timeout=cfg.get("nac", "db_timeout"),
+                       max_queued=cfg.get("nac", "db_queue"))
 
 
 def _upgradable(engine) -> str | None:

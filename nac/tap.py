@@ -28,6 +28,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver
 from twisted.python import usage
 from twisted.python.components import Componentized
+from zope.interface import provider
 
 from nac import config as nac_config
 from nac import log as nac_log
@@ -177,6 +178,8 @@ class NacService(service.MultiService):
             fmt = self.config.get("nac", "log_format") if self.config is not None else "text"
             observer = nac_log.twistd_log_observer(self.twistd_options, fmt)
             if observer is not None:
+                if self.config is not None and (fmt != "text" or self.config.instance_named):
+                    observer = instance_tagged(observer, self.config.get("nac", "instance"), fmt == "text")
                 parent.setComponent(ILogObserver, observer)
         super().setServiceParent(parent)
 
@@ -257,6 +260,31 @@ class NacService(service.MultiService):
             reactor.stop()
         except Exception:  # not running yet: the trigger still ends the process when it stops
             pass
+
+
+def instance_tagged(observer, instance: str, in_system: bool):
+    """``observer`` with every event naming the nac instance
+    (``[nac] instance``), so that the lines of several instances sharing a
+    database can be told apart and matched with their session rows: an
+    ``instance`` field (a JSON line's), and with ``in_system`` (the text
+    log, when ``[nac] instance`` is set) the bracket ``[nac-a
+    nac.tnccs#info]``.  The worker processes' lines pass through the main
+    process's observer and get it there."""
+
+    @provider(ILogObserver)
+    def observe(event) -> None:
+        tagged = dict(event)
+        tagged.setdefault("instance", instance)
+        if in_system:
+            system = event.get("log_system")
+            if system is None:
+                level = event.get("log_level")
+                system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+            if isinstance(system, str):
+                tagged["log_system"] = f"{instance} {system}"
+        observer(tagged)
+
+    return observe
 
 
 def listen_error(cfg, section: str, exc: CannotListenError) -> str:

@@ -203,10 +203,17 @@ class NacServer:
         return ["ip", "netns", "exec", self.netns, *argv] if self.netns else list(argv)
 
     def start(self, timeout: float = 20.0) -> "NacServer":
+        return self.spawn().wait_started(timeout)
+
+    def spawn(self) -> "NacServer":
+        """Start the server process without waiting for it (then :meth:`wait_started`)."""
         self.proc = subprocess.Popen(
             self.in_netns(self.wrapper + TWISTD + ["-n", "--pidfile=", "--logfile", str(self.log)]
                           + self.twistd_args + ["nac", "--config", str(self.config)] + self.args),
             cwd=self.dir, env=repo_env(**self.env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_started(self, timeout: float = 20.0) -> "NacServer":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -484,7 +484,7 @@ class PolicyDbTestsMixin(DatabaseMixin):
         with self.engine.begin() as connection:
             raw_peer = {"connection_id": 7, "identity": "alice", "auth_method": "sasl-plain",
                         "transport": "pt-tls", "peer_address": "192.0.2.7", "peer_port": 40000,
-                        "started": now, "reason": ""}
+                        "started": now, "reason": "", "instance": None, "process": None}
             other = connection.execute(store._INSERT_SESSION.statement, raw_peer).scalar_one()
             connection.execute(sa.update(m.AssessmentSession).where(m.AssessmentSession.id == sid)
                                .values(started=now))

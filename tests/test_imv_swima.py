@@ -27,6 +27,7 @@ from nac.client.collectors.swima import SwimaImc
 from nac.client.imc import PaTncImc, ReceivedPaMessage
 from nac.db import models as m
 from nac.db.engine import make_engine, upgrade
+from nac.db.outage import StoreUnavailable
 from nac.db.store import PolicyDb
 from nac.ifimv import ActionRecommendation as A, EvaluationResult as E
 from nac.interfaces import IImv
@@ -248,6 +249,29 @@ class FlowTestsMixin(SwimaDatabaseMixin):
         result = yield self.assess([host.os_imc()], imv=imv)
         self.assertEqual(result.decision.access, "isolate")
         self.assertEqual([r.text for r in result.outcome.reasons], ["No software inventory was received"])
+
+    @defer.inlineCallbacks
+    def test_an_inventory_the_database_cannot_read_or_keep_never_allows(self):
+        """The database is away: whatever no_result says, the check that
+        could not be made gives check_failed (no-access by default), quietly."""
+        host = self.host()
+        tries = []
+
+        def unavailable(*args, **kw):
+            tries.append(args[0])
+            return defer.fail(StoreUnavailable("OperationalError: refused"))
+
+        self.patch(self.store, "run", unavailable)
+        for options, access in (({"no_result": "allow"}, "denied"),
+                                ({"no_result": "allow", "check_failed": "isolate"}, "isolate")):
+            del tries[:]
+            result = yield self.assess([host.os_imc(), RecordingSwimaImc(**swima_kw(host))],
+                                       imv=SwimaImv(options=options))
+            self.assertEqual(len(tries), 1)  # the assessment waited for the database once
+            self.assertEqual(result.decision.access, access)
+            self.assertEqual(self.verdict(result)[1], E.ERROR)
+            self.assertEqual([r.text for r in result.outcome.reasons], ["The security policy could not be checked"])
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     @defer.inlineCallbacks
     def test_large_inventory_travels_in_segments_both_ways(self):

@@ -672,6 +672,13 @@ class RecordingStore:
         self.decided.append((session_id, decision))
         return defer.succeed(None)
 
+    def session_aborted(self, session_id, reason):
+        from twisted.internet import defer
+        return defer.succeed(True)
+
+    def bounded_wait(self, d):
+        return d.addBoth(lambda _: None)
+
 
 class StoreTests(unittest.TestCase):
     def test_session_and_decision_are_recorded(self):

@@ -359,9 +359,11 @@ class RecordingStore:
     """Keeps what the core asks to record (the database store is tested on
     its own in test_db)."""
 
-    def __init__(self, fail=False):
+    def __init__(self, fail=False, committing=None):
         self.fail = fail
-        self.started, self.decided = [], []
+        self.committing = committing
+        """A Deferred the decisions' writes wait for (None: committed at once)."""
+        self.started, self.decided, self.aborted = [], [], []
 
     def session_started(self, peer, connection_id):
         if self.fail:
@@ -371,7 +373,19 @@ class RecordingStore:
 
     def session_decided(self, session_id, decision):
         self.decided.append((session_id, decision))
-        return defer.succeed(None)
+        if self.committing is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self.committing.addCallback(lambda _: d.callback(None))
+        return d
+
+    def session_aborted(self, session_id, reason):
+        self.aborted.append((session_id, reason))
+        return defer.succeed(True)
+
+    def bounded_wait(self, d):
+        """Unbounded here: PolicyStore's bound is tested in test_db."""
+        return d.addBoth(lambda _: None)
 
 
 class StoreTests(unittest.TestCase):
@@ -385,6 +399,29 @@ class StoreTests(unittest.TestCase):
         out = h.send(client_batch(BatchType.CDATA, pa(OS, pa_message())))
         self.assertEqual(store.started, [(h.conn.peer, h.conn.connection_id)])
         self.assertEqual(store.decided, [(42, out.decision)])
+
+    def test_the_decision_is_held_until_the_store_recorded_it(self):
+        committing = defer.Deferred()
+        store = RecordingStore(committing=committing)
+        h = Harness(self, [self.allow_imv()], store=store)
+        outcomes = []
+        h.conn.receive_batch(client_batch(BatchType.CDATA, pa(OS, pa_message()))).addCallback(outcomes.append)
+        self.assertEqual((len(store.decided), outcomes), (1, []))
+        committing.callback(None)
+        [out] = outcomes
+        self.assertEqual(out.decision, store.decided[0][1])
+
+    def test_an_aborted_assessment_is_recorded_as_such_a_decided_one_is_not(self):
+        store = RecordingStore()
+        h = Harness(self, [ScriptedImv("os", [(IETF, OS)], lambda c, m: None)], store=store)
+        h.send(client_batch(BatchType.CDATA, pa(OS, pa_message())))
+        h.conn.abort("PT-TLS connection from 127.0.0.1 closed")
+        self.assertEqual(store.aborted, [(42, "PT-TLS connection from 127.0.0.1 closed")])
+        decided = RecordingStore()
+        h = Harness(self, [self.allow_imv()], store=decided)
+        h.send(client_batch(BatchType.CDATA, pa(OS, pa_message())))
+        h.conn.abort("PT-TLS connection from 127.0.0.1 closed")
+        self.assertEqual((len(decided.decided), decided.aborted), (1, []))
 
     def test_a_failing_store_does_not_stop_the_assessment(self):
         h = Harness(self, [self.allow_imv()], store=RecordingStore(fail=True))

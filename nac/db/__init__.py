@@ -4,6 +4,8 @@
 * :mod:`nac.db.engine` — :func:`make_engine`, :func:`upgrade`, :class:`SchemaError`;
 * :mod:`nac.db.store` — :class:`PolicyDb` (blocking) and :class:`PolicyStore`
   (the same in a thread pool, Deferreds, ``IPolicyStore``);
+* :mod:`nac.db.outage` — the database away: transient errors, :class:`StoreUnavailable`,
+  the rate-limited log of outages;
 * :mod:`nac.db.passwords` — scrypt password hashes.
 """
 
@@ -16,6 +18,7 @@ from nac.db.engine import (
     make_engine,
     upgrade,
 )
+from nac.db.outage import StoreUnavailable
 from nac.db.store import AlreadyExists, NotFound, PolicyDb, PolicyStore, StoreError
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "PolicyStore",
     "SchemaError",
     "StoreError",
+    "StoreUnavailable",
     "check_schema",
     "current_revision",
     "head_revision",

@@ -8,6 +8,7 @@ configuration is built here, so no ``alembic.ini`` is needed.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def sqlite_path(url: str | URL) -> str | None:
     return database
 
 
-def make_engine(url: str | URL, *, inline: bool = False) -> Engine:
+def make_engine(url: str | URL, *, inline: bool = False, timeout: float | None = None) -> Engine:
     """An Engine for ``url``, set up for nac's concurrent use.
 
     SQLite: WAL journal (readers do not block the writer), foreign keys
@@ -91,6 +92,11 @@ def make_engine(url: str | URL, *, inline: bool = False) -> Engine:
     locked database fails at once, with "database is locked") and never
     checkpoints the write-ahead log itself, which takes file syncs; the
     database thread does that.
+
+    ``timeout`` (the server's ``[nac] db_timeout``): how long a SQLite
+    writer waits for the lock (instead of :data:`SQLITE_BUSY_TIMEOUT_MS`)
+    and how long connecting to PostgreSQL may take (``connect_timeout``,
+    unless the URL sets it).
     """
     try:
         url = sa.make_url(url)
@@ -102,12 +108,16 @@ def make_engine(url: str | URL, *, inline: bool = False) -> Engine:
     if inline and (backend != "sqlite" or sqlite_path(url) is None):
         raise ValueError(f"{display_url(url)}: only a SQLite database file has an inline engine")
     if backend == "sqlite":
-        return _sqlite_engine(url, inline=inline)
+        busy = SQLITE_BUSY_TIMEOUT_MS if timeout is None else max(1, int(timeout * 1000))
+        return _sqlite_engine(url, inline=inline, busy_timeout_ms=busy)
     if backend == "postgresql":
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
+        connect_args = {}
+        if timeout is not None and "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = max(1, math.ceil(timeout))
         try:
-            return sa.create_engine(url, pool_pre_ping=True)
+            return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
         except ImportError as exc:
             raise DatabaseUnavailable(
                 f"{display_url(url)}: the PostgreSQL driver is not installed "
@@ -119,7 +129,7 @@ def make_engine(url: str | URL, *, inline: bool = False) -> Engine:
                                   f"(sqlite or postgresql): {exc}") from None
 
 
-def _sqlite_engine(url: URL, *, inline: bool = False) -> Engine:
+def _sqlite_engine(url: URL, *, inline: bool = False, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Engine:
     path = sqlite_path(url)
     kwargs: dict = {}
     if path is None and not (url.database or "").startswith("file:"):
@@ -138,7 +148,7 @@ def _sqlite_engine(url: URL, *, inline: bool = False) -> Engine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA foreign_keys = ON")
-            cursor.execute(f"PRAGMA busy_timeout = {0 if inline else SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout = {0 if inline else busy_timeout_ms}")
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")  # safe with WAL
             if inline:

@@ -35,6 +35,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 from nac.ifimv import ActionRecommendation, EvaluationResult
 
 __all__ = [
+    "ABORTED",
+    "INTERRUPTED",
     "Aik",
     "AssessmentSession",
     "Attestation",
@@ -379,14 +381,32 @@ class PolicyGeneration(Base):
 # -- assessments -------------------------------------------------------------------------
 
 
+#: ``sessions.access`` of a session that ended without a decision because
+#: the endpoint or its transport gave up.
+ABORTED = "aborted"
+#: ``sessions.access`` of a session whose nac process stopped before it
+#: ended (a crash, a kill), closed when that process started again.
+INTERRUPTED = "interrupted"
+
+
 class AssessmentSession(Base):
     """One posture assessment: a TNCCS connection from start to decision.
 
     ``recommendation`` / ``evaluation`` / ``access`` are the final decision
     (NULL until decided); ``reason`` the reason strings sent, one a line.
+    A session that ended without a decision has ``ended`` and an ``access``
+    of :data:`ABORTED` (the endpoint or the transport gave up) or
+    :data:`INTERRUPTED` (its nac process stopped first and closed it when
+    it started again), with the reason in ``reason``.
     """
 
     __tablename__ = "sessions"
+    __table_args__ = (
+        # the open sessions of an instance's process, closed when it starts
+        # again (migration 0008); only open sessions are in the index
+        sa.Index("ix_sessions_open", "instance", "process", sqlite_where=sa.text("ended IS NULL"),
+                 postgresql_where=sa.text("ended IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     connection_id: Mapped[int] = mapped_column()
@@ -407,6 +427,11 @@ class AssessmentSession(Base):
     nas: Mapped[str | None] = mapped_column(sa.String(64))
     """The short name of the NAS that relayed the endpoint (a RADIUS
     ``[radius-client:NAME]``), NULL for others (migration 0005)."""
+    instance: Mapped[str | None] = mapped_column(sa.String(64))
+    """The nac instance that assessed (``[nac] instance``), NULL for sessions
+    before migration 0008."""
+    process: Mapped[int | None] = mapped_column(sa.SmallInteger)
+    """Which of the instance's processes: 0 the main one, k its worker k."""
 
     device: Mapped[Device | None] = relationship()
     results: Mapped[list[ImvResult]] = relationship(

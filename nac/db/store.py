@@ -10,7 +10,10 @@ session inside a transaction in the pool.
 
 from __future__ import annotations
 
+import collections
 import datetime
+import random
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -28,7 +31,9 @@ from zope.interface import implementer
 from nac.log import Logger
 from nac.db import engine as db_engine
 from nac.db.models import (
+    ABORTED,
     IDENTIFIER_LENGTH,
+    INTERRUPTED,
     NAME_LENGTH,
     AssessmentSession,
     Device,
@@ -45,6 +50,16 @@ from nac.db.models import (
     has_control_characters,
     utcnow,
 )
+from nac.db.outage import (
+    DatabaseHealth,
+    QueueFull,
+    StoreUnavailable,
+    conflict,
+    describe,
+    log_store_failure,
+    transient,
+    unavailable,
+)
 from nac.db.passwords import VerifiedCredentials, hash_password, verify_password
 from nac.db.secrets import SecretBox, SecretKeyError
 from nac.ifimv import ActionRecommendation, EvaluationResult
@@ -52,6 +67,9 @@ from nac.interfaces import IPolicyStore
 
 __all__ = [
     "AlreadyExists",
+    "DEFAULT_QUEUE",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_WAIT",
     "DeviceInfo",
     "GroupInfo",
     "GroupMemberInfo",
@@ -62,6 +80,7 @@ __all__ = [
     "ResultInfo",
     "SessionInfo",
     "StoreError",
+    "StoreUnavailable",
     "UserInfo",
     "VersionInfo",
 ]
@@ -135,6 +154,10 @@ class SessionInfo:
     reason: str
     nas: str | None = None
     """The short name of the NAS that relayed the endpoint (RADIUS), if it has one."""
+    instance: str | None = None
+    """The nac instance that assessed (``[nac] instance``; None before migration 0008)."""
+    process: int | None = None
+    """Which of its processes: 0 the main one, k worker k."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +178,8 @@ def _session_info(row: AssessmentSession) -> SessionInfo:
         auth_method=row.auth_method, transport=row.transport, peer_address=row.peer_address,
         peer_port=row.peer_port, device=row.device.device_id if row.device else None,
         started=row.started, ended=row.ended, recommendation=row.recommendation,
-        evaluation=row.evaluation, access=row.access, reason=row.reason, nas=row.nas)
+        evaluation=row.evaluation, access=row.access, reason=row.reason, nas=row.nas,
+        instance=row.instance, process=row.process)
 
 
 def _check_name(what: str, name: str, limit: int) -> str:
@@ -304,10 +328,13 @@ class _Hot:
 _B = sa.bindparam
 _INSERT_SESSION = _Hot(sa.insert(_SESSIONS).returning(_SESSIONS.c.id), (
     "connection_id", "identity", "auth_method", "transport", "peer_address", "peer_port", "nas", "started",
-    "reason"))
+    "reason", "instance", "process"))
 _END_SESSION = _Hot(sa.update(_SESSIONS).where(_SESSIONS.c.id == _B("b_id")).values(
     ended=_B("b_ended"), recommendation=_B("b_recommendation"), evaluation=_B("b_evaluation"),
     access=_B("b_access"), reason=_B("b_reason")))
+_END_UNDECIDED = _Hot(sa.update(_SESSIONS).where(
+    _SESSIONS.c.id == _B("b_id"), _SESSIONS.c.ended.is_(None)).values(
+    ended=_B("b_ended"), access=_B("b_access"), reason=_B("b_reason")))
 _BIND_DEVICE = _Hot(sa.update(_SESSIONS).where(_SESSIONS.c.id == _B("b_id")).values(device_id=_B("b_device")))
 _DELETE_RESULTS = _Hot(sa.delete(_RESULTS).where(_RESULTS.c.session_id == _B("b_id")))
 _INSERT_RESULTS = _Hot(sa.insert(_RESULTS), (
@@ -327,15 +354,91 @@ _HOT_PASSWORD_ROW = _Hot(_PASSWORD_ROW)
 _HOT_EAP_SECRET_ROW = _Hot(_EAP_SECRET_ROW)
 
 
-def record_session_start(connection, peer, connection_id: int) -> int:
-    """Insert the session row of an assessment of ``peer`` (a PeerInfo); its id."""
+def record_session_start(connection, peer, connection_id: int, instance: str | None = None,
+                         process: int | None = None) -> int:
+    """Insert the session row of an assessment of ``peer`` (a PeerInfo) by
+    process ``process`` of nac instance ``instance``; its id."""
     nas = getattr(peer, "nas", None)
     return _INSERT_SESSION.scalar(connection, {
         "connection_id": connection_id,
         "identity": peer.identity[:IDENTIFIER_LENGTH] if peer.identity else None,
         "auth_method": (peer.auth_method or "none")[:32], "transport": peer.transport[:16],
         "peer_address": str(peer.address)[:64], "peer_port": int(peer.port or 0),
-        "nas": nas[:64] if nas else None, "started": utcnow(), "reason": ""})
+        "nas": nas[:64] if nas else None, "started": utcnow(), "reason": "",
+        "instance": instance[:64] if instance else None, "process": process})
+
+
+def record_abort(connection, session_id: int, reason: str) -> bool:
+    """End a session that has no decision (the endpoint or its transport
+    gave up) as :data:`~nac.db.models.ABORTED`; a decided session is left
+    as it is.  Whether it was ended here."""
+    return _END_UNDECIDED.rowcount(connection, {
+        "b_id": session_id, "b_ended": utcnow(), "b_access": ABORTED, "b_reason": reason}) > 0
+
+
+def close_orphans(connection, instance: str, process: int | None, reason: str,
+                  started_before: datetime.datetime | None = None) -> int:
+    """End the open sessions of nac instance ``instance`` (its process
+    ``process`` only, or all of them with None) started before
+    ``started_before`` as :data:`~nac.db.models.INTERRUPTED`: that process
+    starts (then), so whatever it had open was cut by its end.  How many."""
+    where = [_SESSIONS.c.instance == instance, _SESSIONS.c.ended.is_(None)]
+    if started_before is not None:
+        where.append(_SESSIONS.c.started < started_before)
+    if process is not None:
+        where.append(_SESSIONS.c.process == process)
+    return connection.execute(sa.update(_SESSIONS).where(*where).values(
+        ended=utcnow(), access=INTERRUPTED, reason=reason)).rowcount
+
+
+def _usable_name(name) -> bool:
+    """Whether ``name`` passes :func:`_check_name` as a device id or product."""
+    return isinstance(name, str) and 0 < len(name) <= NAME_LENGTH and not has_control_characters(name)
+
+
+def lock_rows(connection, writes: Sequence[tuple[Callable[..., Any], tuple]]) -> None:
+    """Take the row locks that ``writes`` (run next, in ``connection``'s
+    transaction) will need, in one fixed order: products by name, then
+    devices by Device ID (byte order), creating the missing ones.
+
+    Several nac instances on one PostgreSQL database commit the writes of
+    many assessments in one transaction each; locking the devices as the
+    writes come would lock A then B in one instance and B then A in
+    another, which deadlocks.  Taken up front in one order, a transaction
+    waits for the other instead.  SQLite needs none of this: a writer holds
+    the whole database.
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    products: set[str] = set()
+    devices: set[str] = set()
+    decided = []
+    for fn, args in writes:
+        if fn is record_device:
+            device_id, product = args[1], args[2] if len(args) > 2 else None
+            if _usable_name(device_id):
+                devices.add(device_id)
+                if product is not None and _usable_name(product):
+                    products.add(product)
+        elif fn is record_decision:
+            decided.append(args[0])
+    if decided:
+        devices.update(connection.scalars(
+            sa.select(_DEVICES.c.device_id).join(_SESSIONS, _SESSIONS.c.device_id == _DEVICES.c.id)
+            .where(_SESSIONS.c.id.in_(decided))))
+    if products:
+        connection.execute(postgresql.insert(_PRODUCTS).values(
+            [{"name": name} for name in sorted(products)]).on_conflict_do_nothing())
+    if devices:
+        # Python orders strings by code point, as the "C" collation orders UTF-8
+        ordered = sorted(devices)
+        now = utcnow()
+        # VALUES rows are inserted, and their keys locked, in the order given
+        connection.execute(postgresql.insert(_DEVICES).values([{
+            "device_id": device_id, "product_id": None, "first_seen": now, "last_seen": now,
+            "trusted": False, "description": ""} for device_id in ordered]).on_conflict_do_nothing())
+        connection.execute(sa.select(_DEVICES.c.id).where(_DEVICES.c.device_id.in_(ordered))
+                           .order_by(_DEVICES.c.device_id.collate("C")).with_for_update()).all()
 
 
 def record_decision(connection, session_id: int, decision) -> None:
@@ -412,11 +515,25 @@ def record_measurement(connection, session_id: int, imv_name: str, kind: str, pa
 
 
 class PolicyDb:
-    """Blocking access to the policy database; each method is one transaction."""
+    """Blocking access to the policy database; each method is one transaction.
+
+    A transaction PostgreSQL rolls back for a deadlock or a serialization
+    failure (SQLSTATE 40P01 / 40001) runs again, up to
+    :attr:`CONFLICT_RETRIES` times after a short random pause that doubles
+    each time (:attr:`conflicts` counts them).
+    """
+
+    CONFLICT_RETRIES = 5
+    CONFLICT_PAUSE = 0.05
+    """Seconds before the first retry of a conflicting transaction (about)."""
 
     def __init__(self, engine: Engine, verified: VerifiedCredentials | None = None,
                  secrets: SecretBox | None = None):
         self.engine = engine
+        self.conflicts = 0
+        """Transactions run again after a deadlock or serialization failure."""
+        self.split_batches = 0
+        """Batches (:meth:`write_batch`) that failed and ran write by write."""
         self.secrets = secrets
         """Seals and opens EAP secrets (None: EAP secrets unavailable)."""
         self._sessions = orm.sessionmaker(engine, expire_on_commit=False)
@@ -430,9 +547,27 @@ class PolicyDb:
             yield session
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn(session, *args, **kwargs)`` in one transaction."""
+        """``fn(session, *args, **kwargs)`` in one transaction (run again
+        after a deadlock: ``fn`` must not keep anything of a first try)."""
+        return self.retrying(self._run_once, fn, *args, **kwargs)
+
+    def _run_once(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self.transaction() as session:
             return fn(session, *args, **kwargs)
+
+    def retrying(self, transaction: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``transaction(*args, **kwargs)``, run again when the database
+        rolled it back for a deadlock or serialization failure."""
+        attempt = 0
+        while True:
+            try:
+                return transaction(*args, **kwargs)
+            except Exception as exc:
+                if attempt >= self.CONFLICT_RETRIES or not conflict(exc):
+                    raise
+            self.conflicts += 1
+            time.sleep(self.CONFLICT_PAUSE * 2 ** attempt * random.uniform(0.5, 1.5))
+            attempt += 1
 
     def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(connection, *args, **kwargs)`` in a read-only transaction on a
@@ -586,35 +721,63 @@ class PolicyDb:
         """Keep what an IMV measured in a session (``payload``: JSON-able); the row id."""
         return self.write(record_measurement, session_id, imv_name, kind, payload)
 
+    def session_aborted(self, session_id: int, reason: str) -> bool:
+        """End a session without decision as aborted (:func:`record_abort`)."""
+        return self.write(record_abort, session_id, reason)
+
+    def close_orphans(self, instance: str, process: int | None = None, reason: str = "",
+                      started_before: datetime.datetime | None = None) -> int:
+        """End the open sessions of ``instance`` (its ``process``, or all) as
+        interrupted (:func:`close_orphans`); how many."""
+        return self.write(close_orphans, instance, process, reason, started_before)
+
     def write(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` in a transaction of its own."""
+        return self.retrying(self._write_once, fn, *args)
+
+    def _write_once(self, fn: Callable[..., T], *args: Any) -> T:
         with self.engine.begin() as connection:
             return fn(connection, *args)
 
-    def write_batch(self, writes: list[tuple[Callable[..., Any], tuple]]) -> list[tuple[bool, Any]]:
+    def write_batch(self, writes: list[tuple[Callable[..., Any], tuple]]) -> list[tuple[bool | None, Any]]:
         """Run each ``(fn, args)`` of ``writes`` as :meth:`write` does, all in
-        one transaction: one commit for many.  Should one fail, the batch is
-        rolled back and each write runs again in a transaction of its own,
-        so a bad write costs the others nothing.  For each write, (True, its
-        result) or (False, the Failure)."""
+        one transaction: one commit for many (:meth:`write_batch_once`, run
+        again after a deadlock).
+
+        Should a write fail, the batch is rolled back and each write runs
+        again in a transaction of its own, so a bad write costs the others
+        nothing.  For each write, (True, its result), (False, the Failure)
+        or, when the database became unavailable at that write, (None, the
+        exception) for it and every write after it: none of those was
+        done, and they can be run again in the same order later.  When the
+        database is unavailable for the batch, the exception is raised
+        (:func:`nac.db.outage.transient`) and nothing was done.
+        """
         if len(writes) > 1:
             try:
-                return self.write_batch_once(writes)
-            except Exception:
-                pass
-        results = []
-        for fn, args in writes:
+                return self.retrying(self.write_batch_once, writes)
+            except Exception as exc:
+                if transient(exc):
+                    raise
+            self.split_batches += 1
+        results: list[tuple[bool | None, Any]] = []
+        for index, (fn, args) in enumerate(writes):
             try:
                 results.append((True, self.write(fn, *args)))
-            except Exception:
+            except Exception as exc:
+                if transient(exc):
+                    results.extend((None, exc) for _ in writes[index:])
+                    break
                 results.append((False, Failure()))
         return results
 
     def write_batch_once(self, writes: list[tuple[Callable[..., Any], tuple]]) -> list[tuple[bool, Any]]:
         """:meth:`write_batch` in one transaction only: should a write fail
         (or the database be locked), nothing is kept and the exception is
-        raised.  For each write, (True, its result)."""
+        raised.  For each write, (True, its result).  The rows the writes
+        update are locked first, in one order (:func:`lock_rows`)."""
         with self.engine.begin() as connection:
+            lock_rows(connection, writes)
             return [(True, fn(connection, *args)) for fn, args in writes]
 
     def checkpoint(self) -> tuple[int, int, int]:
@@ -1020,7 +1183,8 @@ class HeldConnectionDb(PolicyDb):
 
 
 class WriteQueue:
-    """The server's assessment writes, committed together (group commit).
+    """The server's assessment writes, committed together (group commit),
+    kept until the database takes them.
 
     A write waits while the batch before it runs in the store's pool; then
     all the writes that arrived meanwhile go in one transaction
@@ -1036,6 +1200,15 @@ class WriteQueue:
     if that raises (the database is locked, or a write failed and was
     rolled back with the others), the pool runs it as before.
 
+    Writes the database cannot take now (unreachable, restarting, locked:
+    :func:`nac.db.outage.transient`) are not failed: they go back to the
+    head of the queue, in their order, and the queue tries again after a
+    pause that doubles from ``retry[0]`` to ``retry[1]`` seconds
+    (``call_later``), as long as it takes; ``health`` says so in the log
+    once per interval.  What waits is bounded: beyond ``max_queued``
+    writes a new one fails at once with :class:`~nac.db.outage.QueueFull`
+    (0: no bound).
+
     A batch that starts sessions also reads the package policy's generation
     (:func:`policy_generation`) in its transaction, before those sessions
     learn their ids: :attr:`generation` is then at least the one in force
@@ -1045,44 +1218,70 @@ class WriteQueue:
 
     def __init__(self, db: PolicyDb, defer_to_pool: Callable[..., defer.Deferred], max_batch: int = 256,
                  call_soon: Callable[[Callable[[], None]], Any] | None = None,
-                 inline: Callable[[list], list] | None = None):
+                 inline: Callable[[list], list] | None = None, *,
+                 call_later: Callable[[float, Callable[[], None]], Any] | None = None,
+                 max_queued: int = 0, health: DatabaseHealth | None = None,
+                 retry: tuple[float, float] = (0.1, 2.0)):
         self._db = db
         self._defer_to_pool = defer_to_pool
         self._inline = inline
         self.max_batch = max_batch
+        self.max_queued = max_queued
+        self.retry = retry
         self._call_soon = call_soon
-        self._waiting: list[tuple[Callable[..., Any], tuple, defer.Deferred]] = []
-        self._running = False
+        self._call_later = call_later
+        self.health = health if health is not None else DatabaseHealth(queued=lambda: self.queued)
+        self._waiting: collections.deque[tuple[Callable[..., Any], tuple, defer.Deferred]] = collections.deque()
+        self._running = 0
         self._soon = False
+        self._again = None
+        """The delayed call that tries again after a failure (None: not waiting)."""
+        self._failures = 0
+        self._committed = 0
+        self.stopping = False
         self._idle_waiters: list[defer.Deferred] = []
         self.batches = 0
         """Transactions committed so far (for tests and figures)."""
+        self.postponed = 0
+        """Writes the database could not take at once, tried again (for tests and figures)."""
         self.generation: int | None = None
         """The package policy's generation as the newest batch that started
         sessions read it (None before the first)."""
 
+    @property
+    def queued(self) -> int:
+        """Writes not yet committed: waiting, or in a batch under way."""
+        return len(self._waiting) + self._running
+
     def submit(self, fn: Callable[..., T], *args: Any) -> defer.Deferred:
         """Deferred firing with ``fn(connection, *args)`` once committed."""
+        if self.max_queued and len(self._waiting) >= self.max_queued:
+            self.health.queue_full(self.max_queued)
+            return defer.fail(QueueFull(f"QueueFull: {self.max_queued} writes wait for the database"))
         d = defer.Deferred()
         self._waiting.append((fn, args, d))
-        if not self._running and not self._soon:
-            if self._call_soon is None:
-                self._send()
-            else:
-                # the other writes of this turn of the reactor (an IMV's
-                # device and measurements, the decision) go along
-                self._soon = True
-                self._call_soon(self._send_soon)
+        self._kick()
         return d
+
+    def _kick(self) -> None:
+        if self._running or self._soon or self._again is not None or not self._waiting:
+            return
+        if self._call_soon is None:
+            self._send()
+        else:
+            # the other writes of this turn of the reactor (an IMV's
+            # device and measurements, the decision) go along
+            self._soon = True
+            self._call_soon(self._send_soon)
 
     def _send_soon(self) -> None:
         self._soon = False
-        if not self._running and self._waiting:
+        if not self._running and self._again is None and self._waiting:
             self._send()
 
     def idle(self) -> defer.Deferred:
         """Fires once every write submitted so far is committed (or failed)."""
-        if not self._running and not self._waiting:
+        if not self.queued:
             return defer.succeed(None)
         d = defer.Deferred()
         self._idle_waiters.append(d)
@@ -1090,13 +1289,20 @@ class WriteQueue:
 
     def flush(self) -> None:
         """Send every waiting write now, without waiting for the running
-        batch (the store is stopping: its pool runs what was queued)."""
+        batch or a pause after a failure (the store is stopping: its pool
+        runs what was queued).  When the database is unavailable, what it
+        does not take is lost, and the log says how much."""
+        self.stopping = True
+        if self._again is not None:
+            if self._again.active():
+                self._again.cancel()
+            self._again = None
         while self._waiting:
             self._send()
 
     def _send(self) -> None:
-        batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
-        self._running = True
+        batch = [self._waiting.popleft() for _ in range(min(self.max_batch, len(self._waiting)))]
+        self._running += len(batch)
         self.batches += 1
         writes = [(fn, args) for fn, args, _ in batch]
         starts = any(fn is record_session_start for fn, _args in writes)
@@ -1109,27 +1315,94 @@ class WriteQueue:
             except Exception:
                 pass  # nothing was kept: the pool runs the batch
         if d is None:
-            d = self._defer_to_pool(self._db.write_batch, writes)
+            d = self._defer_to_pool(self._write_last if self.stopping else self._db.write_batch, writes)
+        d.addCallbacks(self._deliver, self._lost, callbackArgs=(batch, starts), errbackArgs=(batch,))
+        d.addErrback(lambda failure: log.failure("delivering the results of {n} writes failed", failure,
+                                                 n=len(batch)))
+        d.addBoth(self._sent, len(batch))
 
-        def deliver(results):
-            if starts:
-                ok, generation = results.pop()
-                self.generation = generation if ok else None
-            for (_fn, _args, waiting), (ok, value) in zip(batch, results):
-                if ok:
-                    waiting.callback(value)
-                else:
-                    waiting.errback(value)
+    def _write_last(self, writes: list) -> list:
+        """:meth:`PolicyDb.write_batch` while stopping, in the pool's thread:
+        what the database does not take is lost, and this says so in the log
+        (the reactor may not run the batch's callbacks any more)."""
+        try:
+            results = self._db.write_batch(writes)
+        except Exception as exc:
+            if transient(exc):
+                self._say_lost(len(writes), exc)
+            raise
+        later = [value for ok, value in results if ok is None]
+        if later:
+            self._say_lost(len(later), later[0])
+        return results
 
-        def lost(failure):
-            for _fn, _args, waiting in batch:
-                waiting.errback(failure)
+    @staticmethod
+    def _say_lost(count: int, error: BaseException) -> None:
+        log.error("{n} writes to the policy database are lost: it is unavailable ({kind}) and nac is "
+                  "stopping", n=count, kind=unavailable(error).kind)
 
-        d.addCallbacks(deliver, lost)
-        d.addBoth(self._sent)
+    def _deliver(self, results: list, batch: list, starts: bool) -> None:
+        if starts:
+            ok, generation = results.pop()
+            self.generation = generation if ok else None
+        later, error = [], None
+        for entry, (ok, value) in zip(batch, results):
+            if ok is None:
+                later.append(entry)
+                error = value
+            elif ok:
+                self._committed += 1
+                entry[2].callback(value)
+            else:
+                entry[2].errback(value)
+        if later:
+            self._postpone(later, error)
+        else:
+            self._failures = 0
 
-    def _sent(self, _result) -> None:
-        self._running = False
+    def _lost(self, failure: Failure, batch: list) -> None:
+        if transient(failure.value):
+            self._postpone(batch, failure.value)
+            return
+        for _fn, _args, waiting in batch:
+            waiting.errback(failure)
+
+    def _postpone(self, entries: list, error: BaseException) -> None:
+        """``entries`` were not done: they go first again, once the pause is over."""
+        self.postponed += len(entries)
+        self._waiting.extendleft(reversed(entries))
+        self.health.failed(error)
+        if self.stopping or self._call_later is None:
+            self._abandon(error, said=self.stopping)
+            return
+        pause = min(self.retry[1], self.retry[0] * 2 ** self._failures)
+        self._failures += 1
+        if self._again is None:
+            self._again = self._call_later(pause, self._try_again)
+
+    def _try_again(self) -> None:
+        self._again = None
+        if not self._running and self._waiting:
+            self._send()
+
+    def _abandon(self, error: BaseException, said: bool = False) -> None:
+        """Fail every waiting write: the queue cannot try again (``said``:
+        the log knows already)."""
+        lost, self._waiting = list(self._waiting), collections.deque()
+        if not said:
+            self._say_lost(len(lost), error)
+        for _fn, _args, waiting in lost:
+            waiting.errback(unavailable(error))
+
+    def _sent(self, _result, size: int) -> None:
+        self._running -= size
+        if self._running:
+            return  # flush() sent several at once
+        if self._committed:
+            committed, self._committed = self._committed, 0
+            self.health.succeeded(committed)
+        if self._again is not None:
+            return  # pausing after a failure
         if self._waiting:
             if self._call_soon is None:
                 self._send()
@@ -1144,15 +1417,25 @@ class WriteQueue:
                 d.callback(None)
 
 
+#: ``[nac] db_wait``: seconds a decision waits for its record to commit.
+DEFAULT_WAIT = 2.0
+#: ``[nac] db_timeout``: seconds a lookup waits for the database.
+DEFAULT_TIMEOUT = 5.0
+#: ``[nac] db_queue``: most writes waiting for the database.
+DEFAULT_QUEUE = 20000
+
+
 @implementer(IPolicyStore)
 class PolicyStore(service.Service):
     """:class:`PolicyDb` off the reactor: every method returns a Deferred.
 
-    The store runs its queries in ``threadpool`` (default: a new pool of 1–4
-    threads named ``nac-db``), which it starts in :meth:`start` and stops in
+    The store runs its writes and transactions in ``threadpool`` (default:
+    a new pool of 1–4 threads named ``nac-db``) and its reads in a pool of
+    their own (``nac-db-read``), so that a read never queues behind a write
+    waiting for a lock; it starts them in :meth:`start` and stops them in
     :meth:`stop`, so pass only a pool dedicated to it.  Calls made before
-    :meth:`start` wait in the pool's queue.  As a Service, starting and
-    stopping it does the same; :meth:`start` also stops the pool when the
+    :meth:`start` wait in the pools' queues.  As a Service, starting and
+    stopping it does the same; :meth:`start` also stops the pools when the
     reactor shuts down, should nobody call :meth:`stop`.
 
     ``inline`` (``[nac] db_inline``), with a SQLite database file: the
@@ -1165,6 +1448,21 @@ class PolicyStore(service.Service):
     anything fail, the pool runs the operation as before.  The pool also
     checkpoints the write-ahead log every :attr:`CHECKPOINT_EVERY` inline
     write transactions, which the inline engine never does (it syncs files).
+
+    When the database is away (see :mod:`nac.db.outage`): the assessments'
+    writes wait in the :class:`WriteQueue` until it is back (at most
+    ``max_queued`` of them); a lookup (:meth:`read`, :meth:`run`, a user's
+    row) fails with :class:`~nac.db.outage.StoreUnavailable` when the
+    database fails or has not answered within ``timeout`` seconds, so that
+    nobody waits longer; :meth:`bounded_wait` lets the core hold a decision
+    until it is recorded for at most ``wait`` seconds.  :attr:`health`
+    logs it all, once per failure kind and interval.
+
+    ``instance`` (``[nac] instance``) and ``process`` (0: the main process,
+    k: worker k) are written into every session this store starts; on
+    :meth:`start`, the sessions they left open when they last stopped
+    (killed, crashed) are closed as interrupted — of every process of the
+    instance when ``process`` is 0, which the workers restart with.
     """
 
     name = "policy-store"
@@ -1173,8 +1471,14 @@ class PolicyStore(service.Service):
 
     def __init__(self, engine: Engine, threadpool: ThreadPool | None = None, reactor=None,
                  credential_cache_ttl: float = 300.0, secrets: SecretBox | None = None,
-                 inline: bool = True):
+                 inline: bool = True, *, instance: str | None = None, process: int = 0,
+                 wait: float = DEFAULT_WAIT, timeout: float = DEFAULT_TIMEOUT,
+                 max_queued: int = DEFAULT_QUEUE):
         self.db = PolicyDb(engine, VerifiedCredentials(credential_cache_ttl), secrets)
+        self.instance = instance
+        self.process = process
+        self.wait = wait
+        self.timeout = timeout
         self.inline_db: HeldConnectionDb | None = None
         """The same database on the inline engine (None: everything in the pool)."""
         if inline and engine.dialect.name == "sqlite" and db_engine.sqlite_path(engine.url) is not None:
@@ -1189,17 +1493,23 @@ class PolicyStore(service.Service):
         self._since_checkpoint = 0
         self._checkpointing = False
         # SQLite has one writer at a time: more threads would only queue on
-        # its lock (busy-waiting), so its queries go through one thread.
+        # its lock (busy-waiting), so its writes go through one thread;
+        # readers do not wait for it (write-ahead log)
         single = engine.dialect.name == "sqlite"
         self.threadpool = threadpool if threadpool is not None else ThreadPool(
             minthreads=1, maxthreads=1 if single else 4, name="nac-db")
+        self.read_pool = ThreadPool(minthreads=0, maxthreads=2 if single else 4, name="nac-db-read")
         # scrypt checks run beside the queries, not in front of them
         self.auth_pool = ThreadPool(minthreads=0, maxthreads=2, name="nac-auth")
         self._reactor = reactor
         self._shutdown_trigger = None
+        self._orphans_closed = False
+        self.health = DatabaseHealth(lambda: self.reactor.seconds(), queued=lambda: self.writes.queued)
         self.writes = WriteQueue(self.db, self._defer,
                                  call_soon=lambda fn: self.reactor.callLater(0, fn),
-                                 inline=None if self.inline_db is None else self._inline_batch)
+                                 inline=None if self.inline_db is None else self._inline_batch,
+                                 call_later=lambda delay, fn: self.reactor.callLater(delay, fn),
+                                 max_queued=max_queued, health=self.health)
 
     @property
     def reactor(self):
@@ -1211,25 +1521,44 @@ class PolicyStore(service.Service):
     # -- lifetime ----------------------------------------------------------------------
 
     def start(self) -> None:
-        if not self.threadpool.started:
-            self.threadpool.start()
-        if not self.auth_pool.started:
-            self.auth_pool.start()
+        for pool in (self.threadpool, self.read_pool, self.auth_pool):
+            if not pool.started:
+                pool.start()
         if self._shutdown_trigger is None:
             self._shutdown_trigger = self.reactor.addSystemEventTrigger(
                 "during", "shutdown", self._stop_at_shutdown)
+        if self.instance is not None and not self._orphans_closed:
+            self._orphans_closed = True
+            self._close_orphans()
+
+    def _close_orphans(self) -> defer.Deferred:
+        # first in the queue, and only what started before now: should the
+        # database be away, this waits while the sessions of this run (and
+        # of the main process's workers) begin
+        whose = "" if self.process == 0 else f" (process {self.process})"
+        reason = f"nac instance '{self.instance}'{whose} stopped before the assessment ended"
+        d = self.writes.submit(close_orphans, self.instance, self.process or None, reason, utcnow())
+
+        def closed(count: int) -> None:
+            if count:
+                log.warn("closed {count} session(s) of nac instance '{instance}'{whose} left open when it "
+                         "last stopped (recorded as '{access}')", count=count, instance=self.instance,
+                         whose=whose, access=INTERRUPTED)
+
+        d.addCallbacks(closed, lambda failure: log_store_failure(
+            log, failure, "closing the sessions left open by the last run failed"))
+        return d
 
     def stop(self) -> None:
-        """Stop the pool, after the queries and writes already queued have run."""
+        """Stop the pools, after the queries and writes already queued have run."""
         if self.threadpool.started:
             self.writes.flush()
         if self._shutdown_trigger is not None:
             self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
             self._shutdown_trigger = None
-        if self.threadpool.started:
-            self.threadpool.stop()
-        if self.auth_pool.started:
-            self.auth_pool.stop()
+        for pool in (self.threadpool, self.read_pool, self.auth_pool):
+            if pool.started:
+                pool.stop()
         if self.inline_db is not None:
             self.inline_db.close()
             self.inline_db.engine.dispose()  # it reconnects should anything come later
@@ -1246,20 +1575,80 @@ class PolicyStore(service.Service):
         super().stopService()
         self.stop()
 
-    # -- operations --------------------------------------------------------------------
+    # -- waiting for the database, bounded -------------------------------------------------
 
     def _defer(self, fn: Callable[..., T], *args: Any, **kwargs: Any):
         return threads.deferToThreadPool(self.reactor, self.threadpool, fn, *args, **kwargs)
 
+    def _defer_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any):
+        return threads.deferToThreadPool(self.reactor, self.read_pool, fn, *args, **kwargs)
+
+    def _bounded(self, d: defer.Deferred) -> defer.Deferred:
+        """``d``'s result, except that a transient failure becomes
+        :class:`StoreUnavailable` (reported to :attr:`health`), and so does
+        no answer within :attr:`timeout` seconds (the work goes on, its
+        result is dropped)."""
+        result = defer.Deferred()
+        timer = None
+
+        def done(value):
+            if timer is not None and timer.active():
+                timer.cancel()
+            if isinstance(value, Failure):
+                if transient(value.value):
+                    error = unavailable(value.value)
+                    self.health.failed(error)
+                    value = Failure(error)
+            else:
+                self.health.succeeded()
+            if not result.called:
+                if isinstance(value, Failure):
+                    result.errback(value)
+                else:
+                    result.callback(value)
+
+        def expired():
+            if not result.called:
+                error = StoreUnavailable(f"TimeoutError: no answer within {self.timeout:g} s "
+                                         f"([nac] db_timeout)")
+                self.health.failed(error)
+                result.errback(error)
+
+        if not d.called and self.timeout > 0:
+            timer = self.reactor.callLater(self.timeout, expired)
+        d.addBoth(done)
+        return result
+
+    def bounded_wait(self, d: defer.Deferred) -> defer.Deferred:
+        """Fires with None once ``d`` fired or :attr:`wait` seconds passed,
+        whichever comes first; never fails.  The core holds a decision on
+        it until its record is committed (``[nac] db_wait``)."""
+        if d.called or self.wait <= 0:
+            return defer.succeed(None)
+        result = defer.Deferred()
+
+        def release(_value=None):
+            if not result.called:
+                result.callback(None)
+            if timer.active():
+                timer.cancel()
+            return _value
+
+        timer = self.reactor.callLater(self.wait, release)
+        d.addBoth(release)
+        return result
+
+    # -- operations --------------------------------------------------------------------
+
     def _quick(self, method: str, *args: Any):
-        """Deferred firing with ``PolicyDb.<method>(*args)``: inline when it
-        can be, else in the pool."""
+        """Deferred firing with ``PolicyDb.<method>(*args)`` (a read): inline
+        when it can be, else in the read pool; bounded (:meth:`_bounded`)."""
         if self.inline_db is not None:
             try:
                 return defer.succeed(self._inline(method, *args))
             except Exception:
                 pass
-        return self._defer(getattr(self.db, method), *args)
+        return self._bounded(self._defer_read(getattr(self.db, method), *args))
 
     def _inline(self, method: str, *args: Any):
         try:
@@ -1286,19 +1675,25 @@ class PolicyStore(service.Service):
         def done(result):
             self._checkpointing = False
             if isinstance(result, Failure):
-                log.failure("checkpointing the policy database's write-ahead log failed", result)
+                if transient(result.value):
+                    log.debug("checkpointing the write-ahead log: {error}", error=describe(result.value))
+                else:
+                    log.failure("checkpointing the policy database's write-ahead log failed", result)
             else:
                 self.checkpoints += 1
 
         self._defer(self.db.checkpoint).addBoth(done)
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any):
-        """Deferred firing with ``fn(session, *args, **kwargs)``, run in one transaction."""
-        return self._defer(self.db.run, fn, *args, **kwargs)
+        """Deferred firing with ``fn(session, *args, **kwargs)``, run in one
+        transaction (again after a deadlock); StoreUnavailable when the
+        database cannot, or does not answer in time (:meth:`_bounded`)."""
+        return self._bounded(self._defer(self.db.run, fn, *args, **kwargs))
 
     def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any):
-        """Deferred firing with ``fn(connection, *args, **kwargs)`` (:meth:`PolicyDb.read`)."""
-        return self._defer(self.db.read, fn, *args, **kwargs)
+        """Deferred firing with ``fn(connection, *args, **kwargs)``
+        (:meth:`PolicyDb.read`), bounded as :meth:`run`."""
+        return self._bounded(self._defer_read(self.db.read, fn, *args, **kwargs))
 
     @property
     def policy_generation(self) -> int | None:
@@ -1312,8 +1707,10 @@ class PolicyStore(service.Service):
         return self._defer(self.db.check_schema)
 
     def eap_secret(self, name: str):
-        """Deferred firing with the EAP password of enabled user ``name`` or None."""
-        return self._quick("eap_secret", name)
+        """Deferred firing with the EAP password of enabled user ``name`` or
+        None; None too when the user's row cannot be read (the database is
+        away), so that the login fails."""
+        return self._quick("eap_secret", name).addErrback(self._unreadable, None)
 
     def check_password(self, name: str, password: str | bytes):
         """Deferred firing with True only for an enabled user with this password.
@@ -1321,6 +1718,7 @@ class PolicyStore(service.Service):
         The user's row is read (inline or in the database pool); a password
         verified recently is recognised at once, any other goes through
         scrypt in a pool of its own so slow checks never hold up the queries.
+        A row that cannot be read (the database is away) fails the login.
         """
         verified = self.db.verified
 
@@ -1330,10 +1728,17 @@ class PolicyStore(service.Service):
             return threads.deferToThreadPool(self.reactor, self.auth_pool, check_against,
                                              verified, name, password, row)
 
-        return self._quick("password_row", name).addCallback(check)
+        return self._quick("password_row", name).addCallbacks(check, self._unreadable, errbackArgs=(False,))
+
+    @staticmethod
+    def _unreadable(failure: Failure, answer):
+        """``answer`` for a lookup the database could not make (logged by
+        :attr:`health`, once per interval)."""
+        failure.trap(StoreUnavailable)
+        return answer
 
     def session_started(self, peer, connection_id: int):
-        d = self.writes.submit(record_session_start, peer, connection_id)
+        d = self.writes.submit(record_session_start, peer, connection_id, self.instance, self.process)
 
         def started(session_id: int) -> int:
             log.debug("Connection ID {cid} from {peer} recorded as session {sid}",
@@ -1344,6 +1749,9 @@ class PolicyStore(service.Service):
 
     def session_decided(self, session_id: int, decision):
         return self.writes.submit(record_decision, session_id, decision)
+
+    def session_aborted(self, session_id: int, reason: str):
+        return self.writes.submit(record_abort, session_id, reason)
 
     def device_seen(self, session_id: int, device_id: str, product: str | None = None):
         return self.writes.submit(record_device, session_id, device_id, product)

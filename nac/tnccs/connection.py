@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from nac.db.outage import log_store_failure
 from nac.ifimv import ActionRecommendation, ConnectionState, EvaluationResult
 from nac.log import Logger
 from nac.pa import PaMessage, PaTncError, pa_error_reply
@@ -80,6 +81,7 @@ class TnccsServerConnection:
         self._retry_requested = False
         self._started = False
         self._session: defer.Deferred | None = None
+        self._recording: defer.Deferred | None = None
         self._tail: defer.Deferred = defer.succeed(None)
         budget = getattr(core, "reassembly_budget", None)
         #: what the IMVs' unfinished segmented attributes may hold (nac.pa.segmentation)
@@ -130,11 +132,20 @@ class TnccsServerConnection:
 
     def _in_turn(self, work) -> defer.Deferred:
         """``work()`` (a coroutine) once everything the endpoint sent before
-        has been processed; a Deferred of its result."""
+        has been processed; a Deferred of its result, which holds a decision
+        reached meanwhile until the store recorded it (or its bounded wait
+        passed: :meth:`_record_decision`)."""
         d = defer.Deferred()
 
+        async def turn():
+            outcome = await work()
+            recording, self._recording = self._recording, None
+            if recording is not None:
+                await recording
+            return outcome
+
         def run(_):
-            inner = defer.ensureDeferred(work())
+            inner = defer.ensureDeferred(turn())
             inner.chainDeferred(d)
             return inner.addErrback(lambda _f: None)
 
@@ -145,6 +156,8 @@ class TnccsServerConnection:
         if self.finished:
             return
         log.info("Connection ID {cid} aborted: {reason}", cid=self.connection_id, reason=reason)
+        if self.decision is None:
+            self._record_abort(reason)
         self._end()
 
     # -- the assessment -----------------------------------------------------------------
@@ -284,8 +297,8 @@ class TnccsServerConnection:
         if store is None:
             return
         d = defer.maybeDeferred(store.session_started, self.peer, self.connection_id)
-        d.addErrback(lambda f: log.failure("recording the start of Connection ID {cid} failed",
-                                           f, cid=self.connection_id))
+        d.addErrback(lambda f: log_store_failure(log, f, "recording the start of Connection ID {cid} failed",
+                                                 cid=self.connection_id))
         self._session = d
 
     def session_id(self) -> defer.Deferred:
@@ -302,16 +315,45 @@ class TnccsServerConnection:
         return d
 
     def _record_decision(self, decision: Decision) -> None:
+        """Record the decision once the session has its id.  The endpoint
+        hears the decision once it is committed, or once the store's bounded
+        wait passed (``[nac] db_wait``, the store's ``bounded_wait``):
+        while the database works, no endpoint learns a decision the
+        database lacks, whatever happens to this process next; while it
+        does not, the decision is not held up for long and its record waits
+        in the store's queue."""
         store = self.core.store
         if store is None or self._session is None:
+            return
+        recorded = defer.Deferred()
+
+        def record(session_id):
+            if session_id is None:
+                recorded.callback(None)  # nothing is recorded of this session
+                return session_id
+            d = defer.maybeDeferred(store.session_decided, session_id, decision)
+            d.addErrback(lambda f: log_store_failure(log, f, "recording the decision of Connection ID {cid} "
+                                                     "failed", cid=self.connection_id))
+            d.addBoth(lambda _: recorded.callback(None))
+            return session_id
+
+        self._session.addCallback(record)
+        wait = getattr(store, "bounded_wait", None)
+        if wait is not None:
+            self._recording = wait(recorded)
+
+    def _record_abort(self, reason: str) -> None:
+        """A session that ends without a decision ends as aborted in the store."""
+        store = self.core.store
+        aborted = getattr(store, "session_aborted", None)
+        if aborted is None or self._session is None:
             return
 
         def record(session_id):
             if session_id is not None:
-                d = defer.maybeDeferred(store.session_decided, session_id, decision)
-                d.addErrback(lambda f: log.failure(
-                    "recording the decision of Connection ID {cid} failed", f,
-                    cid=self.connection_id))
+                d = defer.maybeDeferred(aborted, session_id, reason[:1000])
+                d.addErrback(lambda f: log_store_failure(log, f, "recording the end of Connection ID {cid} "
+                                                         "failed", cid=self.connection_id))
             return session_id
 
         self._session.addCallback(record)

@@ -18,7 +18,7 @@ from nac.log import Logger
 from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvLoadError, ImvManager, load_imv
 
-__all__ = ["CoreService", "StartupError", "build_core", "build_store", "one_line"]
+__all__ = ["CoreService", "StartupError", "attach_store", "build_core", "build_store", "one_line"]
 
 log = Logger(namespace="nac")
 
@@ -82,6 +82,15 @@ def build_core(cfg, connection_ids: tuple[int, int] = (1, 1)) -> TnccsCore:
     return TnccsCore(manager, policy=RecommendationPolicy(cfg.get("nac", "recommendation_policy")),
                      languages=languages, max_rounds=cfg.get("nac", "max_rounds"),
                      connection_ids=connection_ids)
+
+
+def attach_store(core: TnccsCore, store) -> None:
+    """Give the core its policy store and the group policy read from it
+    (:class:`nac.policy.PolicySource`; none without a store)."""
+    from nac.policy import PolicySource
+
+    core.store = store
+    core.policy_source = PolicySource(store) if store is not None else None
 
 
 def build_store(cfg, *, migrate: bool = True, check: bool = False):

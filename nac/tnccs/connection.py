@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from nac.ifimv import ActionRecommendation, ConnectionState, EvaluationResult
 from nac.log import Logger
 from nac.pa import PaMessage, PaTncError, pa_error_reply
-from nac.tnccs.assessment import BatchOutcome, Decision
+from nac.tnccs.assessment import BatchOutcome, Decision, Endpoint, GroupEnforcement
 from nac.tnccs.imv_manager import ImvConnection, OutgoingPaMessage, ReceivedPaMessage
 from nac.tnccs.recommendations import combine
 
@@ -81,6 +81,9 @@ class TnccsServerConnection:
         self._started = False
         self._session: defer.Deferred | None = None
         self._tail: defer.Deferred = defer.succeed(None)
+        self._device: tuple[str | None, str | None] = (None, None)
+        self._policy: tuple[tuple, defer.Deferred] | None = None
+        self._enforcement: GroupEnforcement | None = None
 
     # -- protocol hooks -------------------------------------------------------------
 
@@ -115,6 +118,25 @@ class TnccsServerConnection:
         log.info("IMV {imv_id} requests a handshake retry on Connection ID {cid}: {reason}",
                  imv_id=imv_id, cid=self.connection_id, reason=reason)
         self._retry_requested = True
+
+    def identify_device(self, device_id: str, product: str | None = None) -> None:
+        if (device_id, product) != self._device:
+            self._device = (device_id, product)
+            log.debug("Connection ID {cid} is device '{device}' ({product})", cid=self.connection_id,
+                      device=device_id, product=product or "product unknown")
+
+    def endpoint_policy(self) -> defer.Deferred:
+        """The group policy of the endpoint as known now (see
+        IImvConnection.endpoint_policy); looked up once per device known."""
+        source = getattr(self.core, "policy_source", None)
+        if source is None:
+            return defer.succeed(None)
+        key = (self.peer.identity, *self._device)
+        if self._policy is None or self._policy[0] != key:
+            self._policy = (key, defer.maybeDeferred(source.resolve, Endpoint(*key)))
+        d = defer.Deferred()
+        self._policy[1].addBoth(lambda result: (d.callback(result), result)[1])
+        return d
 
     # -- ITnccsConnection -------------------------------------------------------------
 
@@ -205,7 +227,7 @@ class TnccsServerConnection:
         self.rounds += 1
         verdict = self._combined()
         if verdict is not None:
-            return verdict
+            return await self._ready(verdict)
         if self.rounds > self.core.max_rounds:
             log.warn("no decision after {n} rounds on Connection ID {cid}; "
                      "soliciting recommendations", n=self.core.max_rounds, cid=self.connection_id)
@@ -241,7 +263,20 @@ class TnccsServerConnection:
                 c.verdict.forced = True
         if not self._imv_conns:
             log.info("there are no IMVs to make a recommendation")
-        return self._combined()
+        return await self._ready(self._combined())
+
+    async def _ready(self, verdict):
+        """``verdict`` once the group policy's enforcement values for the
+        decision are known (with a policy source)."""
+        if verdict is not None and getattr(self.core, "policy_source", None) is not None:
+            try:
+                policy = await self.endpoint_policy()
+            except Exception:
+                log.failure("the group policy of Connection ID {cid} could not be read; the transports "
+                            "enforce their configuration", cid=self.connection_id)
+            else:
+                self._enforcement = getattr(policy, "enforcement", None)
+        return verdict
 
     def _conclude(self, rec: ActionRecommendation, ev: EvaluationResult) -> Decision:
         """Fix the decision: record it and tell the IMVs their new state."""
@@ -251,7 +286,7 @@ class TnccsServerConnection:
             recommendation=rec, evaluation=ev, access=access,
             reasons=tuple((v.reason, v.reason_language) for v in verdicts if v.reason),
             remediation=tuple(r for v in verdicts for r in v.remediation),
-            imv_results=tuple(verdicts))
+            imv_results=tuple(verdicts), enforcement=self._enforcement)
         log.info("final recommendation is '{rec}' and evaluation is '{ev}' for Connection ID {cid} "
                  "({peer})", rec=rec.label, ev=ev.label, cid=self.connection_id,
                  peer=self.peer.identity or self.peer.address)

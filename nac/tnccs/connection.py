@@ -20,6 +20,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from nac.ifimv import ActionRecommendation, ConnectionState, EvaluationResult
+from nac import metrics
 from nac.log import Logger
 from nac.pa import PaMessage, PaTncError, pa_error_reply
 from nac.tnccs.assessment import BatchOutcome, Decision, Endpoint, GroupEnforcement
@@ -173,6 +174,7 @@ class TnccsServerConnection:
         if self._started:
             return
         self._started = True
+        metrics.assessment_started(self.connection_id)
         self._record_start()
         await self._notify_all(ConnectionState.CREATE)
         await self._notify_all(ConnectionState.HANDSHAKE)
@@ -291,6 +293,7 @@ class TnccsServerConnection:
                  "({peer})", rec=rec.label, ev=ev.label, cid=self.connection_id,
                  peer=self.peer.identity or self.peer.address)
         self._record_decision(self.decision)
+        metrics.assessment_decided(self.connection_id, self.peer.transport, self.decision)
         for c in self._imv_conns:
             self._call_sync(c.imv_id, "notify_connection_change", state)
         return self.decision
@@ -299,6 +302,7 @@ class TnccsServerConnection:
         if self.finished:
             return
         self.finished = True
+        metrics.assessment_ended(self.connection_id)
         if self._started:
             for c in self._imv_conns:
                 self._call_sync(c.imv_id, "notify_connection_change", ConnectionState.DELETE)

@@ -279,3 +279,66 @@ class PostgresHttpApiTests(HttpApiMixin, unittest.TestCase):
 
     def test_requests_per_token_are_limited(self):
         raise unittest.SkipTest("the rate limit is tested on SQLite (it does not touch the database)")
+
+
+class SchemaAndCollectorTests(HttpApiMixin, unittest.TestCase):
+    """The OpenAPI document against the running server (schemathesis), and
+    sw-collector's requests as strongTNC's API code reads them (there is no
+    capture of sw-collector's bytes in tests/data/vectors: the bodies are
+    the JSON its REST client posts, per strongTNC's views)."""
+
+    timeout = 600
+    sections = {"max_body_size": 1024 * 1024, "max_page_size": 100, "rate_limit": 0}
+
+    def test_schemathesis_finds_no_server_error_and_no_response_outside_the_schema(self):
+        if shutil.which("schemathesis") is None:
+            import importlib.util
+            if importlib.util.find_spec("schemathesis") is None:
+                raise unittest.SkipTest("schemathesis is not installed (pip install '.[test]')")
+        command = [shutil.which("schemathesis") or "schemathesis", "run",
+                   f"https://127.0.0.1:{self.http_port}/api/openapi.json",
+                   "--checks", "not_a_server_error,response_schema_conformance,status_code_conformance,"
+                               "content_type_conformance",
+                   "-H", f"Authorization: Bearer {self.tokens['admin']}", "--tls-verify", str(self.server.ca),
+                   "-n", "15", "--phases", "examples,coverage,fuzzing", "--request-timeout", "20"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=540, env=self.env)
+        self.assertEqual(done.returncode, 0, done.stdout[-6000:] + done.stderr[-2000:]
+                         + self.server.log_text()[-3000:])
+
+    @defer.inlineCallbacks
+    def test_sw_collector_uploads_with_strongtncs_shapes_and_basic_auth(self):
+        tag = ('<?xml version="1.0" encoding="UTF-8"?>\n<SoftwareIdentity xmlns="http://standards.iso.org/iso/'
+               '19770/-2/2015/schema.xsd" name="bash" tagId="Debian_12-x86_64-bash-5.2.15-2+b8" '
+               'version="5.2.15-2+b8" versionScheme="alphanumeric"><Entity name="strongSwan Project" '
+               'regid="strongswan.org" role="tagCreator"/></SoftwareIdentity>')
+        software_id = "strongswan.org__Debian_12-x86_64-bash-5.2.15-2+b8"
+        basic = "Basic " + base64.b64encode(f"collector:{self.tokens['collector']}".encode()).decode()
+        # no credentials: refused
+        status, _ = yield self.call("POST", "/api/swid/add-tags/", {"data": [tag]}, token=None)
+        self.assertEqual(status, 401)
+        self.assertEqual(self.assess("carol"), "Access Allowed")  # a session to report on
+        status, sessions = yield self.call("GET", "/api/sessions", token="reader")
+        sid = sessions["items"][0]["id"]
+        status, body = yield self.call("POST", f"/api/sessions/{sid}/swid-measurement/", {"data": [software_id]},
+                                       token=None, headers={"Authorization": basic})
+        self.assertEqual((status, body), (412, [software_id]))
+        status, body = yield self.call("POST", "/api/swid/add-tags/", {}, token=None,
+                                       headers={"Authorization": basic})
+        self.assertEqual((status, body), (400, {"detail": 'Missing "data" parameter'}))
+        status, body = yield self.call("POST", "/api/swid/add-tags/", {"data": ["<not xml"]}, token=None,
+                                       headers={"Authorization": basic})
+        self.assertEqual((status, body), (400, {"detail": "Invalid XML"}))
+        status, body = yield self.call("POST", "/api/swid/add-tags/", {"data": [tag]}, token=None,
+                                       headers={"Authorization": basic})
+        self.assertEqual((status, body), (200, {"detail": "Added 1 SWID tags, replaced 0 SWID tags."}))
+        status, body = yield self.call("POST", f"/api/sessions/{sid}/swid-measurement/", {"data": [software_id]},
+                                       token=None, headers={"Authorization": basic})
+        self.assertEqual((status, body), (200, []))
+        status, body = yield self.call("POST", "/api/sessions/999999/swid-events/", {
+            "epoch": 1, "lastEid": 2, "events": [{"eid": 2, "timestamp": "2026-12-14T08:00:00Z", "recordId": 1,
+                                                  "sourceId": 1, "action": 1, "softwareId": software_id}]},
+            token=None, headers={"Authorization": basic})
+        self.assertEqual((status, body), (404, {"detail": 'Session with id "999999" not found'}))
+        status, tags = yield self.call("GET", f"/api/swid-tags?software_id={software_id.replace('+', '%2B')}",
+                                       token="reader")
+        self.assertEqual([t["has_tag"] for t in tags["items"]], [True])

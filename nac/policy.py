@@ -240,7 +240,7 @@ class PolicyModel:
                 sa.select(pr.name, gp.group_id).join(Product.__table__, pr.id == gp.product_id)):
             model.product_groups.setdefault(name, []).append(group_id)
         value = connection.execute(sa.select(Setting.value).where(Setting.name == DEFAULT_GROUP_SETTING)).scalar()
-        if value is not None and value.isdigit() and int(value) in model.groups:
+        if value is not None and value.isascii() and value.isdigit() and int(value) in model.groups:
             model.default_group = int(value)
         return model
 

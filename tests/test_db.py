@@ -909,16 +909,15 @@ class SqlitePolicyStoreTests(SqliteBackend, PolicyStoreTestsMixin, unittest.Test
 
     @defer.inlineCallbacks
     def test_a_locked_database_sends_the_writes_to_the_pool(self):
-        from twisted.internet import reactor
-
         self.store.db.add_user("carol", "carol's password")
         pool = self.pool_work()
         release = self.hold_write_lock()
-        reactor.callLater(0.3, release)  # the other writer finishes, the pool's wait ends
         started = self.store.session_started(peer(identity="carol"), 1)
         # a reader is not held up by the writer (WAL): the login lookup stays inline
         self.assertTrue((yield self.store.check_password("carol", "carol's password")))
+        # while the other writer holds the lock, the pool's write waits for it
         self.assertFalse(started.called)
+        release()  # the other writer finishes, the pool's wait ends
         sid = yield started
         self.assertEqual(pool, ["write_batch"])
         self.assertEqual(self.store.inline_fallbacks, 1)

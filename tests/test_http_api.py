@@ -59,7 +59,7 @@ class Body:
         pass
 
 
-class HttpApiMixin:
+class HttpApiServer:
     """A nac server with PT-TLS, the HTTP API and the scanner IMV; tokens
     ``admin``, ``reader`` and ``collector``."""
 
@@ -69,7 +69,7 @@ class HttpApiMixin:
         return None
 
     def setUp(self):
-        base = Path(self.mktemp()).resolve()
+        self.base = base = Path(self.mktemp()).resolve()
         base.mkdir(parents=True)
         self.env = repo_env()
         self.env["PYTHONPATH"] = f"{install_http(base / 'site')}{os.pathsep}{self.env['PYTHONPATH']}"
@@ -96,6 +96,7 @@ class HttpApiMixin:
             self.admin("user", "add", user, "--password", "pw-" + user)
         self.server.start()
         self.addCleanup(self.server.stop)
+        self.server.wait_listening(self.http_port)
         ca = ssl.Certificate.loadPEM(self.server.ca.read_bytes())
         self.agent = Agent(reactor, BrowserLikePolicyForHTTPS(trustRoot=ca))
 
@@ -129,6 +130,25 @@ class HttpApiMixin:
         done = self.server.client("--client", user, "--secret", "pw-" + user, "--collectors", "scanner", "--json")
         self.assertEqual(done.returncode, 0, done.stderr + self.server.log_text()[-3000:])
         return json.loads(done.stdout)["recommendation"]
+
+    def add_devices(self, count: int) -> list[str]:
+        """``count`` devices written straight into the database; every device id, in id order."""
+        url = self.db_url() or f"sqlite:///{self.server.state_dir / 'nac.db'}"
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as c:
+                for n in range(count):
+                    c.exec_driver_sql(
+                        "INSERT INTO devices (device_id, first_seen, last_seen, trusted, description) "
+                        f"VALUES ('device-{n}', '2026-01-01 00:00:00', '2026-01-01 00:00:00', false, '')")
+                return [row[0] for row in c.exec_driver_sql("SELECT device_id FROM devices ORDER BY id")]
+        finally:
+            engine.dispose()
+
+
+class HttpApiMixin(HttpApiServer):
+    """The group policy through the API, and a test per protection, which
+    the ``sections`` of each test case set."""
 
     # -- the group policy through the API --------------------------------------------------------
 
@@ -218,18 +238,8 @@ class HttpApiMixin:
 
     @defer.inlineCallbacks
     def test_pages_are_limited_and_exact(self):
-        # 7 devices written straight into the database; the API pages them in id order
-        url = self.db_url() or f"sqlite:///{self.server.state_dir / 'nac.db'}"
-        engine = sa.create_engine(url)
-        try:
-            with engine.begin() as c:
-                for n in range(7):
-                    c.exec_driver_sql(
-                        "INSERT INTO devices (device_id, first_seen, last_seen, trusted, description) "
-                        f"VALUES ('device-{n}', '2026-01-01 00:00:00', '2026-01-01 00:00:00', false, '')")
-                expected = [row[0] for row in c.exec_driver_sql("SELECT device_id FROM devices ORDER BY id")]
-        finally:
-            engine.dispose()
+        # the API pages devices in id order
+        expected = self.add_devices(7)
         status, page = yield self.call("GET", "/api/devices?limit=3&offset=2", token="reader")
         self.assertEqual((status, page["total"]), (200, 7))
         self.assertEqual([d["device_id"] for d in page["items"]], expected[2:5])
@@ -281,7 +291,7 @@ class PostgresHttpApiTests(HttpApiMixin, unittest.TestCase):
         raise unittest.SkipTest("the rate limit is tested on SQLite (it does not touch the database)")
 
 
-class SchemaAndCollectorTests(HttpApiMixin, unittest.TestCase):
+class SchemaAndCollectorTests(HttpApiServer, unittest.TestCase):
     """The OpenAPI document against the running server (schemathesis), and
     sw-collector's requests as strongTNC's API code reads them (there is no
     capture of sw-collector's bytes in tests/data/vectors: the bodies are
@@ -295,13 +305,17 @@ class SchemaAndCollectorTests(HttpApiMixin, unittest.TestCase):
             import importlib.util
             if importlib.util.find_spec("schemathesis") is None:
                 raise unittest.SkipTest("schemathesis is not installed (pip install '.[test]')")
+        # a device and a session for the operations on one (reached through the document's links)
+        self.add_devices(1)
+        self.assertEqual(self.assess("carol"), "Access Allowed")
         command = [shutil.which("schemathesis") or "schemathesis", "run",
                    f"https://127.0.0.1:{self.http_port}/api/openapi.json",
                    "--checks", "not_a_server_error,response_schema_conformance,status_code_conformance,"
                                "content_type_conformance",
                    "-H", f"Authorization: Bearer {self.tokens['admin']}", "--tls-verify", str(self.server.ca),
-                   "-n", "15", "--phases", "examples,coverage,fuzzing", "--request-timeout", "20"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=540, env=self.env)
+                   "-n", "15", "--phases", "examples,coverage,fuzzing,stateful", "--request-timeout", "20"]
+        # in a directory of the test's: schemathesis keeps a cache (.schemathesis/) where it runs
+        done = subprocess.run(command, capture_output=True, text=True, timeout=540, env=self.env, cwd=self.base)
         self.assertEqual(done.returncode, 0, done.stdout[-6000:] + done.stderr[-2000:]
                          + self.server.log_text()[-3000:])
 

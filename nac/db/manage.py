@@ -110,7 +110,7 @@ def _vlan(field: str, value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     text = _text(field, value, 64)
-    if text.isdigit() and not 1 <= int(text) <= 4094:
+    if text.isascii() and text.isdigit() and not 1 <= int(text) <= 4094:
         raise FieldError(field, "a VLAN number is 1-4094")
     return text
 
@@ -438,7 +438,7 @@ def set_device(session, device_pk: int, body: dict) -> None:
 def settings(session) -> dict:
     value = session.scalar(sa.select(Setting.value).where(Setting.name == DEFAULT_GROUP_SETTING))
     name = None
-    if value is not None and value.isdigit():
+    if value is not None and value.isascii() and value.isdigit():
         name = session.scalar(sa.select(Group.name).where(Group.id == int(value)))
     return {"default_group": name}
 

@@ -196,7 +196,9 @@ class ApiResource(resource.Resource):
                 raw = request.content.read() if request.content is not None else b""
                 try:
                     body = json.loads(raw or b"null")
-                except ValueError:
+                except ValueError as exc:
+                    if name.startswith("sw_"):  # strongTNC's (Django REST framework's) shape
+                        return self._send(request, 400, {"detail": f"JSON parse error - {exc}"})
                     raise ApiError(400, "invalid_json", "the request body is not JSON", "body") from None
                 if not name.startswith("sw_") and not isinstance(body, dict):
                     raise ApiError(400, "invalid_body", "the request body must be a JSON object", "body")
@@ -288,7 +290,7 @@ class ApiResource(resource.Resource):
 
     @staticmethod
     def _pk(value: str, what: str) -> int:
-        if not value.isdigit() or len(value) > 10 or int(value) > 2**31 - 1:
+        if not (value.isascii() and value.isdigit()) or len(value) > 10 or int(value) > 2**31 - 1:
             raise NotFound(f"no {what} {value!r}")
         return int(value)
 

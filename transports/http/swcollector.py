@@ -14,7 +14,8 @@ strongTNC's ``apps/swid/api_views.py`` for facts; written anew):
   412 with the unknown software ids, else each event applied to the
   device's inventory (action 1 installs, 2 removes) and 200 ``[]``.
 
-A missing, empty or non-list ``data`` is 400 with strongTNC's messages.
+A missing, empty or non-list ``data`` (or a body that is not JSON) is 400
+with strongTNC's messages.
 Functions of an ORM session (one transaction each), returning (status,
 JSON value).
 """
@@ -92,7 +93,7 @@ def _known(session, software_ids: list[str]) -> dict[str, int]:
 
 def _session_device(session, session_id: str):
     """(True, device pk or None) for an existing session, else (False, None)."""
-    if not session_id.isdigit() or len(session_id) > 18:
+    if not (session_id.isascii() and session_id.isdigit()) or len(session_id) > 18:
         return False, None
     row = session.execute(sa.select(AssessmentSession.device_id).where(
         AssessmentSession.id == int(session_id))).first()
@@ -117,6 +118,8 @@ def swid_measurement(session, session_id: str, body) -> tuple[int, object]:
     software_ids, error = _data(body, "software IDs")
     if error:
         return error
+    if not all(isinstance(s, str) for s in software_ids):
+        return 400, {"detail": "A software ID is not a string"}
     known = _known(session, software_ids)
     missing = [s for s in dict.fromkeys(software_ids) if s not in known]
     if missing:

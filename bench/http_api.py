@@ -18,6 +18,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -69,6 +70,7 @@ def main(argv=None) -> int:
     db.close()
     server.start()
     try:
+        server.wait_listening(port)
         context = ssl.create_default_context(cafile=str(server.ca))
         latencies: list[float] = []
         failures = [0]
@@ -110,6 +112,7 @@ def main(argv=None) -> int:
             print(f"server CPU per request: {cpu / n * 1000:.2f} ms")
     finally:
         server.stop()
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -28,6 +28,13 @@ What strongSwan's imv-os does (read for facts, written anew), per connection:
    ``[imv:os]`` policy, reason string, remediation) and into the session's
    measurements.
 
+An endpoint whose groups enforce OS policies (``installed-packages`` with
+its update policy, ``forwarding-enabled``, ``default-password``,
+``forbidden-packages``: names or patterns that must not be installed) is
+judged by those due instead of ``[imv:os]``, each failed one recommending
+its ``rec_fail`` (``nac.policy``).  The Device ID and product the OS
+collector reports identify the endpoint to the TNCS for that policy.
+
 Without a policy database the settings are judged and packages are not
 asked for.  A collector that never answers leaves the IMV with its
 no-result recommendation when the TNCS solicits it.
@@ -36,6 +43,7 @@ no-result recommendation when the TNCS solicits it.
 from __future__ import annotations
 
 import enum
+import fnmatch
 import functools
 import hashlib
 import itertools
@@ -59,14 +67,15 @@ from imvs.policy import (
     LangText,
     PaTncImv,
     RemediationString,
+    checks_recommendation,
     combine_checks,
     verdict_options,
 )
 from nac.config import Option, choice, non_negative_int
-from nac.db.models import NAME_LENGTH, Package, Product, Version, has_control_characters
+from nac.db.models import NAME_LENGTH, Package, PolicyType, Product, Version, has_control_characters
 from nac.db.outage import log_store_failure
 from nac.db.store import policy_generation
-from nac.ifimv import ANY_IMC_ID, EvaluationResult
+from nac.ifimv import ANY_IMC_ID, ActionRecommendation, EvaluationResult
 from nac.log import Logger
 from nac.pa import PaAttribute, PaSubtype, PaVendor, vendor_name
 from nac.pa.ietf import (
@@ -102,7 +111,12 @@ __all__ = [
 
 log = Logger(namespace="nac.imv.os")
 
+A = ActionRecommendation
 E = EvaluationResult
+
+#: the group policy types this IMV checks
+OS_POLICIES = (PolicyType.INSTALLED_PACKAGES, PolicyType.FORWARDING_ENABLED, PolicyType.DEFAULT_PASSWORD,
+               PolicyType.FORBIDDEN_PACKAGES)
 
 #: Installed packages one assessment accepts (Installed Packages attributes
 #: may come several times; each holds at most 65535).
@@ -645,6 +659,10 @@ class OsImv(PaTncImv):
                       n=len(attribute.packages))
         else:
             log.debug("IMV {imv_id} ignores attribute {attr}", imv_id=imv_id, attr=attribute.full_name)
+        identify = getattr(connection, "identify_device", None)
+        if state.device_id is not None and identify is not None:
+            # the group policy of every IMV of this connection follows the device
+            identify(state.device_id, state.product)
 
     # -- requesting ----------------------------------------------------------------------------
 
@@ -700,6 +718,17 @@ class OsImv(PaTncImv):
         summary: list[str] = []
         report: PackageReport | None = None
         check_failed = False
+        try:
+            group = yield self.group_policy(connection, OS_POLICIES)
+        except Exception:
+            log.failure("IMV {imv_id}: the group policy of Connection ID {cid} could not be read",
+                        imv_id=connection.imv_id, cid=connection.connection_id)
+            return self.check_failed("the group policy could not be read")
+        due = group.checks(OS_POLICIES) if group is not None else None
+        updates = self.updates
+        if due is not None:
+            updates = next((UpdatePolicy(c.parameter) for c in due
+                            if c.type == PolicyType.INSTALLED_PACKAGES), updates)
 
         if store is not None:
             if state.device_id is not None:
@@ -719,10 +748,10 @@ class OsImv(PaTncImv):
                     # (waited for boundedly: the start may wait for the database)
                     session_id = yield self.session_id(connection, state, bounded=True)
                     report = self.reports.cached(
-                        product, self.updates, digest,
+                        product, updates, digest,
                         getattr(store, "policy_generation", None) if session_id is not None else None)
                     if report is None:
-                        report = yield store.read(self.reports.check, product, state.packages, self.updates,
+                        report = yield store.read(self.reports.check, product, state.packages, updates,
                                                   digest=digest)
                 except Exception:
                     log_store_failure(log, Failure(), "IMV {imv_id}: checking the installed packages of "
@@ -753,22 +782,51 @@ class OsImv(PaTncImv):
             summary.append("factory default password " +
                            ("enabled" if state.default_password else "not enabled"))
 
+        forbidden: list[str] = []
+        if due is not None:
+            # the group policy's checks instead of [imv:os]'s: only those due count
+            checks, outcomes = [], []
+            for check in due:
+                evaluation, passed, found = self._group_check(check, state, report)
+                forbidden += [name for name in found if name not in forbidden]
+                checks.append(evaluation)
+                outcomes.append((check, passed))
+            self.record_checks(connection, state, group, outcomes)
+            summary.append(f"group policy of {', '.join(group.groups)}: " + (", ".join(
+                f"'{c.name}' {'no result' if ok is None else 'passed' if ok else 'failed'}" for c, ok in outcomes)
+                or "no OS policy due"))
+            if not check_failed and not outcomes:
+                checks = [E.COMPLIANT]
+            if report is not None and not any(c.type == PolicyType.INSTALLED_PACKAGES for c in due):
+                report = None  # measured, not judged
+            if not any(c.type == PolicyType.FORWARDING_ENABLED for c in due):
+                forwarding_enabled = False
+            if not any(c.type == PolicyType.DEFAULT_PASSWORD for c in due):
+                state_password = False
+            else:
+                state_password = bool(state.default_password)
+        else:
+            state_password = bool(state.default_password)
         evaluation = combine_checks(checks)
         reasons: list[LangText] = []
         remediation = RemediationString(self.language(connection))
-        if report is not None and (report.blacklisted or report.outdated):
+        if forbidden:
             reasons.append(REASON_PACKAGES)
+            remediation.add_instruction(REMOVE_TITLE, REMOVE_DESCRIPTION, REMOVE_HEADER, forbidden)
+        if report is not None and (report.blacklisted or report.outdated):
+            if REASON_PACKAGES not in reasons:
+                reasons.append(REASON_PACKAGES)
             if report.blacklisted:
                 remediation.add_instruction(REMOVE_TITLE, REMOVE_DESCRIPTION, REMOVE_HEADER,
                                             [name for name, _ in report.blacklisted])
             if report.outdated:
                 remediation.add_instruction(UPDATE_TITLE, UPDATE_DESCRIPTION, UPDATE_HEADER,
                                             [name for name, _, _ in report.outdated])
-        if forwarding_enabled or state.default_password:
+        if forwarding_enabled or state_password:
             reasons.append(REASON_SETTINGS)
             if forwarding_enabled:
                 remediation.add_instruction(FORWARDING_TITLE, FORWARDING_DESCRIPTION)
-            if state.default_password:
+            if state_password:
                 remediation.add_instruction(PASSWORD_TITLE, PASSWORD_DESCRIPTION)
 
         self.measure(connection, state, "os", {
@@ -786,7 +844,39 @@ class OsImv(PaTncImv):
         if check_failed:
             # a blacklisted package may be among them: never allow (fail closed)
             return self.check_failed("; ".join(summary))
+        if due is not None:
+            rec = checks_recommendation(outcomes)
+            if evaluation in (E.DONT_KNOW, E.ERROR) and rec in (A.ISOLATE, A.NO_ACCESS):
+                reasons.append(REASON_INCOMPLETE)
+            return Judgement(evaluation, rec, tuple(reasons), remediation if remediation else None,
+                             "; ".join(summary))
         if evaluation in (E.DONT_KNOW, E.ERROR):
             return self.no_result(REASON_INCOMPLETE, "; ".join(summary), evaluation)
         return Judgement(evaluation, self.policy.recommendation(evaluation), tuple(reasons),
                          remediation if remediation else None, "; ".join(summary))
+
+    @staticmethod
+    def _group_check(check, state: OsState, report: PackageReport | None):
+        """(evaluation, passed, forbidden package names found) of one group
+        policy check on what the endpoint reported; passed None without a result."""
+        kind = check.type
+        if kind == PolicyType.INSTALLED_PACKAGES:
+            if report is None:
+                return None, None, ()
+            return report.evaluation, report.evaluation is E.COMPLIANT, ()
+        if kind == PolicyType.FORWARDING_ENABLED:
+            if state.forwarding is None:
+                return None, None, ()
+            enabled = state.forwarding is ForwardingStatus.ENABLED
+            return (E.NONCOMPLIANT_MINOR if enabled else E.COMPLIANT), not enabled, ()
+        if kind == PolicyType.DEFAULT_PASSWORD:
+            if state.default_password is None:
+                return None, None, ()
+            return (E.NONCOMPLIANT_MAJOR if state.default_password else E.COMPLIANT), not state.default_password, ()
+        # forbidden-packages: names or patterns ('telnet*')
+        if state.packages is None:
+            return None, None, ()
+        patterns = check.parameter
+        found = sorted({name for name, _release in state.packages
+                        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)})
+        return (E.NONCOMPLIANT_MAJOR if found else E.COMPLIANT), not found, found

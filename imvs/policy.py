@@ -21,6 +21,12 @@ built like strongSwan's ``imv_agent``: read for facts, written anew.
   messages that fit the transport, and the final Assessment Result with
   remediation to the collector, reason string, remediation and
   recommendation to the TNCS.
+* :meth:`PaTncImv.group_policy` asks the TNCS for the group policy of the
+  endpoint (``nac.interfaces.IEndpointPolicy``): when it governs the IMV's
+  family of checks, its due checks replace the ``[imv:NAME]`` policy, each
+  failed check recommending its enforcement's ``rec_fail``
+  (:func:`checks_recommendation`), and their outcomes are kept for the
+  checks' maximum age (:meth:`PaTncImv.record_checks`).
 * The pieces of that plumbing an IMV with its own flow uses without the
   base class (the SWIMA IMV): :func:`propose_contract`,
   :func:`accept_contract`, :func:`contract_accepted`, :func:`reassemble`,
@@ -65,7 +71,7 @@ from nac.pa.segmentation import (
 )
 from nac.pa.tcg import NO_LIMIT
 from nac.tnccs.assessment import address_of
-from nac.tnccs.recommendations import choose_language
+from nac.tnccs.recommendations import choose_language, stricter_recommendation
 
 __all__ = [
     "DEFAULT_LANGUAGE",
@@ -79,6 +85,7 @@ __all__ = [
     "VerdictPolicy",
     "accept_contract",
     "choose_text_language",
+    "checks_recommendation",
     "combine_checks",
     "contract_accepted",
     "contract_text",
@@ -215,6 +222,18 @@ def combine_checks(results: Iterable[EvaluationResult | None]) -> EvaluationResu
     if missing or not seen:
         return E.DONT_KNOW
     return E.COMPLIANT
+
+
+def checks_recommendation(outcomes) -> ActionRecommendation:
+    """The recommendation of a group policy's checks: ``outcomes`` are
+    (check, passed) pairs, passed None for a check without a result; the
+    most restrictive of ALLOW (passed), the check's rec_fail (failed) and
+    its rec_noresult (no result).  No checks: ALLOW (all were skipped for
+    their maximum age, or none is due)."""
+    recommendation = A.ALLOW
+    for check, passed in outcomes:
+        recommendation = stricter_recommendation(recommendation, check.recommendation(passed))
+    return recommendation
 
 
 # -- remediation instructions ------------------------------------------------------------
@@ -689,6 +708,23 @@ class PaTncImv:
             if self.remediation_uri:
                 connection.add_remediation("", judgement.remediation.language, uri=self.remediation_uri)
         connection.provide_recommendation(rec, ev)
+
+    def group_policy(self, connection, types):
+        """Deferred firing with the endpoint's group policy when it governs
+        ``types`` (PolicyType values), else None (the ``[imv:NAME]`` policy
+        applies); fails when the policy cannot be read."""
+        lookup = getattr(connection, "endpoint_policy", None)
+        if lookup is None:
+            return defer.succeed(None)
+        return defer.maybeDeferred(lookup).addCallback(
+            lambda policy: policy if policy is not None and policy.governs(types) else None)
+
+    def record_checks(self, connection, state: ImvState, policy, outcomes) -> None:
+        """Keep each (check, passed) outcome for the checks' maximum age, in the background."""
+        for check, passed in outcomes:
+            rec = check.recommendation(passed)
+            self.record(connection, state, f"the result of policy '{check.name}'",
+                        lambda session_id, check=check, rec=rec: policy.record(check, rec, session_id))
 
     def check_failed(self, summary: str) -> Judgement:
         """The verdict when a check of nac's own could not be made (the policy

@@ -10,7 +10,11 @@ strongSwan's imv-scanner policy (read for facts, written anew), set in
 
 Lists are ports and ranges separated by blanks or commas
 (``22 443 10000-65000``).  Blocked entries and other protocols are
-ignored.  Any violation makes the endpoint non-compliant minor, with the
+ignored.  An endpoint whose groups enforce port policies (``open-tcp-ports``:
+the TCP ports that may be open, every other must be closed;
+``blocked-tcp-ports``: the ports that must be closed; the same for UDP) is
+judged by those instead, each violated policy recommending its ``rec_fail``
+(``nac.policy``).  Any violation makes the endpoint non-compliant minor, with the
 reason "Open server ports were detected" and remediation instructions
 listing the ports (``tcp/41963``).  The Port Filter normally comes with
 the collector's first message; otherwise the IMV asks for it once, and
@@ -23,50 +27,42 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from imvs.policy import ImvState, Judgement, LangText, PaTncImv, RemediationString, verdict_options
+from twisted.internet import defer
+
+from imvs.policy import (
+    ImvState,
+    Judgement,
+    LangText,
+    PaTncImv,
+    RemediationString,
+    checks_recommendation,
+    verdict_options,
+)
 from nac.config import Option, boolean
-from nac.ifimv import ANY_IMC_ID, EvaluationResult
+from nac.db.models import PolicyType
+from nac.ifimv import ANY_IMC_ID, ActionRecommendation, EvaluationResult
 from nac.log import Logger
 from nac.pa import PaAttribute, PaSubtype, PaVendor
 from nac.pa.ietf import AttributeRequest, IetfAttributeType, PortEntry, PortFilter
+from nac.policy import PortRanges, port_ranges
 
 __all__ = ["PortRanges", "ScannerImv", "ScannerState", "port_ranges", "violating_ports"]
 
 log = Logger(namespace="nac.imv.scanner")
 
+A = ActionRecommendation
 E = EvaluationResult
 
 TCP, UDP = 6, 17
 PROTOCOL_NAMES = {TCP: "tcp", UDP: "udp"}
 
-PortRanges = tuple[tuple[int, int], ...]
-"""Inclusive (first, last) port ranges."""
-
-_PORT_ITEM = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
-
-
-def port_ranges(raw: str) -> PortRanges:
-    """``[imv:scanner] tcp_ports`` / ``udp_ports``: ports and ranges
-    (``500 4500 10000-65000``), separated by blanks or commas; may be empty."""
-    out = []
-    for item in re.split(r"[\s,]+", raw.strip()):
-        if not item:
-            continue
-        m = _PORT_ITEM.fullmatch(item)
-        if not m:
-            raise ValueError(f"has {item!r}, which is not a port (0-65535) or a range like 10000-65000")
-        first = int(m.group(1))
-        last = int(m.group(2)) if m.group(2) else first
-        if first > 65535 or last > 65535:
-            raise ValueError(f"has {item!r}, which is beyond port 65535")
-        if last < first:
-            raise ValueError(f"has {item!r}, a range that ends before it starts")
-        out.append((first, last))
-    return tuple(out)
-
-
-port_ranges.__name__ = "port_ranges"
-
+#: the group policy types this IMV checks: (protocol, closed-port policy)
+PORT_POLICIES = {
+    PolicyType.OPEN_TCP_PORTS: (TCP, True),
+    PolicyType.BLOCKED_TCP_PORTS: (TCP, False),
+    PolicyType.OPEN_UDP_PORTS: (UDP, True),
+    PolicyType.BLOCKED_UDP_PORTS: (UDP, False),
+}
 
 def _listed(port: int, ranges: PortRanges) -> bool:
     return any(first <= port <= last for first, last in ranges)
@@ -180,23 +176,57 @@ class ScannerImv(PaTncImv):
             return None
         return self.decide(connection, state)
 
+    @defer.inlineCallbacks
     def judge(self, connection, state: ScannerState):
+        try:
+            policy = yield self.group_policy(connection, PORT_POLICIES)
+        except Exception:
+            log.failure("IMV {imv_id}: the group policy of Connection ID {cid} could not be read",
+                        imv_id=connection.imv_id, cid=connection.connection_id)
+            return self.check_failed("the group policy could not be read")
+        checks = policy.checks(PORT_POLICIES) if policy is not None else None
         if state.ports is None:
+            if checks:
+                outcomes = [(check, None) for check in checks]
+                self.record_checks(connection, state, policy, outcomes)
+                rec = checks_recommendation(outcomes)
+                return Judgement(E.DONT_KNOW, rec, (REASON_NO_RESULT,) if rec is not A.ALLOW else (),
+                                 summary="no port filter received")
             return self.no_result(REASON_NO_RESULT, "no port filter received")
-        violations = violating_ports(state.ports, self.closed_port_policy, self.ports_policy)
+        if checks is None:
+            violations = violating_ports(state.ports, self.closed_port_policy, self.ports_policy)
+            recommendation = None
+        else:
+            outcomes, violations = [], []
+            for check in checks:
+                protocol, closed = PORT_POLICIES[check.type]
+                found = [v for v in violating_ports(state.ports, closed, {protocol: check.parameter})
+                         if v[0] == protocol]
+                outcomes.append((check, not found))
+                violations += [v for v in found if v not in violations]
+            violations.sort(key=lambda v: v[0] != TCP)
+            self.record_checks(connection, state, policy, outcomes)
+            recommendation = checks_recommendation(outcomes)
+            log.debug("IMV {imv_id}: group policy of {groups}: {checks}", imv_id=connection.imv_id,
+                      groups=", ".join(policy.groups),
+                      checks=", ".join(f"'{c.name}' {'passed' if ok else 'failed'}" for c, ok in outcomes)
+                      or "no port policy due")
         summary = []
         for protocol, name in PROTOCOL_NAMES.items():
             ports = [str(port) for proto, port in violations if proto == protocol]
             summary.append(f"violating {name} ports: {' '.join(ports)}" if ports
                            else f"no violating {name} ports")
+        if recommendation is not None and policy is not None:
+            summary.append(f"group policy of {', '.join(policy.groups)}")
         if not violations:
-            judgement = Judgement(E.COMPLIANT, self.policy.recommendation(E.COMPLIANT),
+            judgement = Judgement(E.COMPLIANT, recommendation or self.policy.recommendation(E.COMPLIANT),
                                   summary="; ".join(summary))
         else:
             remediation = RemediationString(self.language(connection))
             remediation.add_instruction(PORTS_TITLE, PORTS_DESCRIPTION, PORTS_HEADER,
                                         [f"{PROTOCOL_NAMES[proto]}/{port}" for proto, port in violations])
-            judgement = Judgement(E.NONCOMPLIANT_MINOR, self.policy.recommendation(E.NONCOMPLIANT_MINOR),
+            judgement = Judgement(E.NONCOMPLIANT_MINOR,
+                                  recommendation or self.policy.recommendation(E.NONCOMPLIANT_MINOR),
                                   (REASON_OPEN_PORTS,), remediation, "; ".join(summary))
         open_ports = [{"protocol": PROTOCOL_NAMES.get(e.protocol, e.protocol), "port": e.port}
                       for e in state.ports if not e.blocked]
@@ -204,5 +234,6 @@ class ScannerImv(PaTncImv):
             "open": open_ports,
             "violations": [f"{PROTOCOL_NAMES[proto]}/{port}" for proto, port in violations],
             "closed_port_policy": self.closed_port_policy,
+            **({} if checks is None else {"groups": list(policy.groups), "policies": [c.name for c in checks]}),
         })
         return judgement

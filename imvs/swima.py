@@ -18,7 +18,7 @@ Per connection, like strongSwan's imv-swima (read for facts, written anew):
 3. The SWID tags the store lacks for the device's software are asked for
    with targeted SWIMA Requests (a list of identifiers, no R flag); the tags
    of the Software Inventory (§5.10) that answers are parsed with defusedxml
-   (:mod:`imvs.swid`) and stored.
+   (:mod:`nac.swid`) and stored.
 4. Attributes larger than a PA-TNC message travel in TCG Segment Envelopes
    both ways (``nac.pa.segmentation``).
 
@@ -59,7 +59,7 @@ from imvs.policy import (
     replace_state,
     send_attributes,
 )
-from imvs.swid import DEFAULT_MAX_TAG_SIZE, SwidTagError, SwidTagFormat, parse_swid_tag
+from nac.swid import DEFAULT_MAX_TAG_SIZE, SwidTagError, SwidTagFormat, parse_swid_tag
 from nac.config import Option, boolean, byte_size, choice, non_negative_int, non_negative_seconds
 from nac.db.outage import log_store_failure
 from nac.db.models import (

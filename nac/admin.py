@@ -25,6 +25,9 @@
     group member add|del GROUP (--device DEVICE_ID | --identity NAME)
     group member list GROUP
     cert issue NAME [--ca-cert F --ca-key F] [--out DIR] [--days N] [--san NAME]... [--force]
+    token add NAME [--role read|collector|admin]   (prints the token once; only its hash is kept)
+    token list
+    token revoke NAME
 
 ``packages import`` reads a Debian archive's ``Packages`` file (plain, gzip,
 xz or bzip2; a dpkg ``status`` file too) or a ``dpkg-query -W`` listing
@@ -624,6 +627,33 @@ def cmd_group_member_del(db: PolicyDb, args) -> Output:
                   f"{kind} {member!r} removed from group {args.group!r}")
 
 
+def cmd_token_add(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    try:
+        info, token = db.run(manage.add_token, args.name, args.role)
+    except manage.FieldError as exc:
+        raise AdminError(str(exc)) from None
+    return Output({**{k: _json_value(v) for k, v in info.items()}, "token": token},
+                  f"token {info['name']!r} ({info['role']}) added; it is shown only now:\n{token}")
+
+
+def cmd_token_list(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    tokens = [{k: _json_value(v) for k, v in t.items()} for t in db.run(manage.list_tokens)]
+    rows = [{**t, "state": "revoked" if t["revoked"] else "active"} for t in tokens]
+    return Output(tokens, _table(rows, [("name", "NAME"), ("role", "ROLE"), ("state", "STATE"),
+                                        ("created", "CREATED")], "no API tokens"))
+
+
+def cmd_token_revoke(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    info = {k: _json_value(v) for k, v in db.run(manage.revoke_token, args.name).items()}
+    return Output(info, f"token {info['name']!r} revoked")
+
+
 def cmd_group_member_list(db: PolicyDb, args) -> Output:
     members = db.group_members(args.group)
     columns = [("kind", "KIND"), ("member", "MEMBER")]
@@ -909,6 +939,16 @@ def build_parser() -> argparse.ArgumentParser:
     results_cmd.add_argument("--device", metavar="DEVICE_ID", help="of one device's AIKs")
     results_cmd.add_argument("--limit", type=_positive_int, default=DEFAULT_SESSION_LIMIT, metavar="N",
                              help=f"how many (default {DEFAULT_SESSION_LIMIT})")
+    token = commands.add_parser("token", help="HTTP API tokens")
+    token_actions = token.add_subparsers(dest="action", metavar="ACTION", required=True)
+    tadd = command(token_actions, "add", cmd_token_add,
+                   "make an API token (printed once; only its SHA-256 hash is stored)")
+    tadd.add_argument("name", metavar="NAME")
+    tadd.add_argument("--role", choices=("read", "collector", "admin"), default="read",
+                      help="read: every GET; collector: strongSwan's sw-collector endpoints; admin: everything")
+    command(token_actions, "list", cmd_token_list, "list the API tokens (never the tokens themselves)")
+    trevoke = command(token_actions, "revoke", cmd_token_revoke, "revoke an API token")
+    trevoke.add_argument("name", metavar="NAME")
     cert = commands.add_parser("cert", help="certificates from nac's CA")
     cert_actions = cert.add_subparsers(dest="action", metavar="ACTION", required=True)
     issue = command(cert_actions, "issue", cmd_cert_issue,

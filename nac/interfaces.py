@@ -135,6 +135,20 @@ class IImvConnection(Interface):
     def request_handshake_retry(reason):
         """TNC_TNCS_RequestHandshakeRetry."""
 
+    def identify_device(device_id, product=None):
+        """The IMV learned the endpoint's device (ITA-HSR Device ID) and its
+        product ('Debian 12 x86_64'): the group policy of this assessment is
+        looked up with them from now on (strongSwan's imv_session device,
+        shared by the IMVs of a connection)."""
+
+    def endpoint_policy():
+        """A Deferred firing with the :class:`IEndpointPolicy` of the
+        endpoint as known now (identity; device and product once an IMV
+        identified them), read at that time, so a change to the policy
+        database counts from the next assessment on; None when the server
+        has no policy source.  Fails when the policy cannot be read: the
+        IMV then fails closed."""
+
 
 class IImv(Interface):
     """An Integrity Measurement Verifier (IF-IMV in Python form).
@@ -207,6 +221,45 @@ class IPolicyStore(Interface):
         core holds a decision on it until the decision is recorded, so that
         an endpoint hears no decision the database lacks while the database
         works, and never waits long while it does not."""
+
+
+class IPolicySource(Interface):
+    """The group policy (:class:`nac.policy.PolicySource`): groups of
+    devices and identities, the policies (checks) their enforcements apply,
+    and what the transports enforce per group.  The TNCS core holds one
+    (``core.policy_source``) when it has a policy store; IMVs reach it
+    through :meth:`IImvConnection.endpoint_policy`."""
+
+    def resolve(endpoint):
+        """A Deferred firing with the :class:`IEndpointPolicy` of
+        ``endpoint`` (a :class:`nac.policy.Endpoint`: identity, device id,
+        product), as the database says at the time of the call, in every
+        process sharing it."""
+
+
+class IEndpointPolicy(Interface):
+    """The policy in force for one endpoint."""
+
+    groups = Attribute("Names of the endpoint's groups (its own and their ancestors), most specific first")
+    enforcement = Attribute(
+        "The nac.tnccs.assessment.GroupEnforcement the transports apply (None fields: their configuration)")
+
+    def governs(types):
+        """Whether an enforcement of the endpoint's groups applies a policy
+        of one of ``types`` (nac.db.models.PolicyType values).  When it
+        does, those policies replace the IMV's own configuration for that
+        family of checks (the configuration is the default group's policy),
+        even if none is due now."""
+
+    def checks(types):
+        """The :class:`nac.policy.Check` values of ``types`` due now: a
+        check whose last result on the device allowed access within its
+        enforcement's maximum age is left out (it passed)."""
+
+    def record(check, recommendation, session_id):
+        """Keep what ``check`` gave on the endpoint's device (for the
+        maximum age); a Deferred.  Nothing is kept without a device or
+        for a check without maximum age."""
 
 
 class IEapSession(Interface):

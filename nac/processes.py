@@ -814,7 +814,7 @@ def main(argv: list[str] | None = None) -> None:
         ids = ReservedConnectionIds(first_id, processes,
                                     lambda upto: writer.control("ids", upto=upto))
         core = server.build_core(cfg, connection_ids=ids)
-        core.store = store
+        server.attach_store(core, store)
         top = service.MultiService()
         RepeatSummaryService().setServiceParent(top)
         store.setServiceParent(top)

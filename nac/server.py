@@ -19,7 +19,7 @@ from nac.log import Logger
 from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvLoadError, ImvManager, load_imv
 
-__all__ = ["CoreService", "StartupError", "build_core", "build_store", "mutual_client", "one_line"]
+__all__ = ["CoreService", "StartupError", "attach_store", "build_core", "build_store", "mutual_client", "one_line"]
 
 log = Logger(namespace="nac")
 
@@ -97,6 +97,15 @@ def mutual_client(cfg, languages: tuple[str, ...]):
     if not cfg.get("nac", "mutual"):
         return None
     return CollectorClients(cfg.get("nac", "mutual_collectors"), language=", ".join(languages))
+
+
+def attach_store(core: TnccsCore, store) -> None:
+    """Give the core its policy store and the group policy read from it
+    (:class:`nac.policy.PolicySource`; none without a store)."""
+    from nac.policy import PolicySource
+
+    core.store = store
+    core.policy_source = PolicySource(store) if store is not None else None
 
 
 def build_store(cfg, *, migrate: bool = True, check: bool = False, process: int = 0):

@@ -34,7 +34,7 @@ from nac import config as nac_config
 from nac import log as nac_log
 from nac.log import Logger
 from nac.processes import WorkerSupervisor, descriptor_warning
-from nac.server import CoreService, StartupError, build_core, build_store, one_line  # noqa: F401
+from nac.server import CoreService, StartupError, attach_store, build_core, build_store, one_line  # noqa: F401
 from nac.service_user import ServiceUser
 
 log = Logger(namespace="nac")
@@ -399,7 +399,7 @@ def makeService(options) -> service.MultiService:
         if user is not None and processes > 1:
             check_config_readable(cfg, user)
         core = build_core(cfg, connection_ids=(1, processes))
-        core.store = store
+        attach_store(core, store)
         top = NacService(getattr(options, "parent", None), config=cfg)
         nac_log.RepeatSummaryService().setServiceParent(top)
         if store is not None:  # None: --check of an embedded database start-up will create

@@ -237,6 +237,20 @@ class NacServer:
         except OSError:
             return False
 
+    def wait_listening(self, port: int, timeout: float = 20.0) -> None:
+        """Wait until the server listens on TCP ``port`` too (another
+        transport's listener); RuntimeError with its log if it exits first
+        (another process took the port) or does not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace")
+                raise RuntimeError(f"nac exited with {self.proc.returncode}:\n{out}\n{self.log_text()}")
+            if self.listening(port):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"nac does not listen on {port} after {timeout}s:\n{self.log_text()}")
+
     def listening(self, port: int) -> bool:
         """Whether a TCP socket listens on ``port`` in the server's namespace
         (/proc/PID/net shows the namespace of PID)."""

@@ -330,7 +330,7 @@ class ErrorMessageTests(ConfigFileMixin, unittest.TestCase):
     def test_transports_must_be_known_unique_and_not_empty(self):
         self.assertProblem(None, {("nac", "transports"): "pt-tls, ipsec"},
                            "[nac] transports: 'pt-tls, ipsec' has item 'ipsec', which is not an "
-                           "installed transport (installed: ikev2, pt-tls, radius)")
+                           "installed transport (installed: http, ikev2, pt-tls, radius)")
         self.assertProblem(None, {("nac", "transports"): "pt-tls,pt-tls"}, "more than once")
         self.assertProblem(None, {("nac", "transports"): ""}, "[nac] transports: '' is empty")
 

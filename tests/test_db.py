@@ -54,7 +54,8 @@ EXPECTED_TABLES = {
     "users", "products", "devices", "groups", "group_devices", "group_identities",
     "enforcements", "packages", "versions", "sessions", "results", "measurements",
     "sw_identifiers", "swid_tags", "device_software", "swima_states", "files", "file_hashes",
-    "policy_generation", "aiks", "attestations", "alembic_version",
+    "policy_generation", "aiks", "attestations", "alembic_version", "group_products", "policies",
+    "policy_results", "settings", "api_tokens", "audit_log",
 }
 
 UTC = datetime.timezone.utc
@@ -306,9 +307,9 @@ class ModelTestsMixin(DatabaseMixin):
             root = m.Group(name="Default")
             group = m.Group(name="Research", parent=root, devices=[device])
             group.identities.append(m.GroupIdentity(identity="alice"))
-            group.enforcements.append(m.Enforcement(
-                policy_type="open-tcp-ports", argument="22 443", recheck_interval=86400,
-                rec_fail=A.ISOLATE, rec_noresult=A.NO_ACCESS))
+            policy = m.Policy(name="ssh and https", type="open-tcp-ports", argument="22 443",
+                              rec_fail=A.ISOLATE, rec_noresult=A.NO_ACCESS)
+            group.enforcements.append(m.Enforcement(policy=policy, max_age=86400, rec_fail=A.NO_ACCESS))
             package = m.Package(name="openssl")
             version = m.Version(package=package, product=product, release="3.0.13-1~deb12u1",
                                 security=True, time=seen)
@@ -343,8 +344,9 @@ class ModelTestsMixin(DatabaseMixin):
             self.assertEqual([d.device_id for d in group.devices], [device.device_id])
             self.assertEqual([i.identity for i in group.identities], ["alice"])
             rule = group.enforcements[0]
-            self.assertEqual((rule.policy_type, rule.argument, rule.rec_fail, rule.rec_noresult),
-                             ("open-tcp-ports", "22 443", A.ISOLATE, A.NO_ACCESS))
+            self.assertEqual((rule.policy.type, rule.policy.argument, rule.policy.rec_fail,
+                              rule.policy.rec_noresult, rule.max_age, rule.rec_fail, rule.rec_noresult),
+                             ("open-tcp-ports", "22 443", A.ISOLATE, A.NO_ACCESS, 86400, A.NO_ACCESS, None))
             self.assertIs(type(rule.rec_fail), A)
             session = s.get(m.AssessmentSession, ids["session"])
             self.assertEqual(session.device.id, device.id)
@@ -384,9 +386,8 @@ class ModelTestsMixin(DatabaseMixin):
                            m.Version(package=package, product=product, release="5.2")])
 
     def test_unknown_policy_types_are_refused(self):
-        self.assertRaises(ValueError, m.Enforcement, policy_type="open-tcp-port")
-        self.assertEqual(m.Enforcement(policy_type=m.PolicyType.SWID_TAGS).policy_type,
-                         "swid-tags")
+        self.assertRaises(ValueError, m.Policy, type="open-tcp-port")
+        self.assertEqual(m.Policy(type=m.PolicyType.SWID_TAGS).type, "swid-tags")
 
     def test_naive_datetimes_are_refused(self):
         with self.assertRaises(sa.exc.StatementError):
@@ -908,16 +909,15 @@ class SqlitePolicyStoreTests(SqliteBackend, PolicyStoreTestsMixin, unittest.Test
 
     @defer.inlineCallbacks
     def test_a_locked_database_sends_the_writes_to_the_pool(self):
-        from twisted.internet import reactor
-
         self.store.db.add_user("carol", "carol's password")
         pool = self.pool_work()
         release = self.hold_write_lock()
-        reactor.callLater(0.3, release)  # the other writer finishes, the pool's wait ends
         started = self.store.session_started(peer(identity="carol"), 1)
         # a reader is not held up by the writer (WAL): the login lookup stays inline
         self.assertTrue((yield self.store.check_password("carol", "carol's password")))
+        # while the other writer holds the lock, the pool's write waits for it
         self.assertFalse(started.called)
+        release()  # the other writer finishes, the pool's wait ends
         sid = yield started
         self.assertEqual(pool, ["write_batch"])
         self.assertEqual(self.store.inline_fallbacks, 1)

@@ -20,7 +20,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from imvs.swid import SwidTagError, SwidTagFormat, parse_swid_tag
+from nac.swid import SwidTagError, SwidTagFormat, parse_swid_tag
 from imvs.swima import MAX_REQUESTS, SwimaImv, device_inventory, device_swima_state, store_inventory
 from nac import config
 from nac.client.collectors.swima import SwimaImc

@@ -53,7 +53,8 @@ def as_nobody(argv: list[str], *, drop: str = "setpriv") -> list[str]:
     switches itself, like twistd --uid)."""
     switch = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY if _has_group(NOBODY) else 'nogroup'}",
               "--clear-groups"] if drop == "setpriv" else []
-    closed = _closed_ancestor(Path(sys.prefix))
+    # a virtual environment's interpreter and standard library are its base's
+    closed = _closed_ancestor(Path(sys.prefix)) or _closed_ancestor(Path(sys.base_prefix))
     if closed is None:
         return switch + argv
     top, child = closed

@@ -7,7 +7,11 @@ and strongTNC, reorganised for SQLAlchemy and for both SQLite and PostgreSQL:
 * endpoints: :class:`Product` (OS name and version), :class:`Device` (the
   ITA-HSR Device ID the OS IMC reports, usually ``/etc/machine-id``);
 * policy: :class:`Group` (a tree) with members (:class:`GroupDevice`,
-  :class:`GroupIdentity`) and the :class:`Enforcement` rules per group;
+  :class:`GroupIdentity`, products' default groups :class:`GroupProduct`),
+  :class:`Policy` (a check and its parameter) and :class:`Enforcement`
+  (a policy on a group), :class:`PolicyResult` (the latest outcome per
+  device), :class:`Setting` (the default group);
+* the HTTP API: :class:`ApiToken` (hashed) and the :class:`AuditEntry` log;
 * package policy: :class:`Package` and its :class:`Version` releases per
   product, with security / blacklist flags;
 * assessments: :class:`AssessmentSession` (one TNCCS connection), its
@@ -43,18 +47,24 @@ __all__ = [
     "Base",
     "Device",
     "DeviceSoftware",
+    "ApiToken",
+    "AuditEntry",
     "Enforcement",
     "File",
     "FileHash",
     "Group",
     "GroupDevice",
     "GroupIdentity",
+    "GroupProduct",
     "ImvResult",
     "IntEnumType",
     "Measurement",
     "Package",
+    "Policy",
+    "PolicyResult",
     "PolicyType",
     "Product",
+    "Setting",
     "SoftwareIdentifier",
     "SwidTag",
     "SwimaState",
@@ -138,7 +148,8 @@ class IntEnumType(sa.types.TypeDecorator):
 
 
 class PolicyType(enum.StrEnum):
-    """What an enforcement rule checks (strongSwan's IMV work item types, by name)."""
+    """What a policy checks (strongSwan's IMV work item types, by name, and
+    nac's own ``forbidden-packages``)."""
 
     INSTALLED_PACKAGES = "installed-packages"
     UNKNOWN_SOURCE = "unknown-source"
@@ -156,6 +167,7 @@ class PolicyType(enum.StrEnum):
     BLOCKED_UDP_PORTS = "blocked-udp-ports"
     SWID_TAGS = "swid-tags"
     TPM_ATTESTATION = "tpm-attestation"
+    FORBIDDEN_PACKAGES = "forbidden-packages"
 
 
 class Base(DeclarativeBase):
@@ -234,7 +246,8 @@ class Device(Base):
 
 
 class Group(Base):
-    """A set of devices and identities sharing enforcement rules; groups form a tree."""
+    """A set of devices and identities sharing enforcement rules; groups form
+    a tree, and a member of a group is a member of its ancestors."""
 
     __tablename__ = "groups"
 
@@ -242,6 +255,17 @@ class Group(Base):
     name: Mapped[str] = mapped_column(sa.String(50), unique=True)
     parent_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("groups.id", ondelete="SET NULL"), index=True)
+    # what the group's members get from the transports (migration 0009);
+    # NULL: the parent group's value, and at the top the configuration's
+    filter_id_allow: Mapped[str | None] = mapped_column(sa.String(253))
+    filter_id_isolate: Mapped[str | None] = mapped_column(sa.String(253))
+    vlan_allow: Mapped[str | None] = mapped_column(sa.String(64))
+    vlan_isolate: Mapped[str | None] = mapped_column(sa.String(64))
+    allow_ts: Mapped[str | None] = mapped_column(sa.Text)
+    """IKEv2 traffic selectors of Access Allowed: networks separated by commas"""
+    isolate_ts: Mapped[str | None] = mapped_column(sa.Text)
+    session_timeout: Mapped[int | None] = mapped_column()
+    description: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
 
     parent: Mapped[Group | None] = relationship(remote_side=[id], back_populates="children")
     children: Mapped[list[Group]] = relationship(back_populates="parent")
@@ -249,7 +273,8 @@ class Group(Base):
     identities: Mapped[list[GroupIdentity]] = relationship(
         back_populates="group", cascade="all, delete-orphan")
     enforcements: Mapped[list[Enforcement]] = relationship(
-        back_populates="group", cascade="all, delete-orphan")
+        back_populates="group", cascade="all, delete-orphan", passive_deletes=True)
+    products: Mapped[list[Product]] = relationship(secondary="group_products")
 
     def __repr__(self) -> str:
         return f"Group(id={self.id!r}, name={self.name!r}, parent_id={self.parent_id!r})"
@@ -284,37 +309,136 @@ class GroupIdentity(Base):
     group: Mapped[Group] = relationship(back_populates="identities")
 
 
-class Enforcement(Base):
-    """A check applied to the members of a group (strongSwan's policy + enforcement).
+class GroupProduct(Base):
+    """A product's default group: a device of that product in no group of its
+    own is in these (strongTNC's ``groups_product_defaults``)."""
 
-    ``argument`` is the policy's parameter (ports, a path, …);
-    ``recheck_interval`` is how many seconds a passed check stays valid
-    (strongSwan's ``max_age``); ``rec_fail`` / ``rec_noresult`` are the
-    recommendations when the check fails or yields nothing.
-    """
+    __tablename__ = "group_products"
 
-    __tablename__ = "enforcements"
+    group_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    product_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("products.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class Policy(Base):
+    """A named check with its parameter (strongSwan's and strongTNC's policy):
+    ``type`` is a :class:`PolicyType`, ``argument`` its parameter in the
+    type's syntax (ports and ranges ``22 443 8000-8080`` for the port
+    types, ``security`` / ``all`` / ``none`` for installed-packages, package
+    names for forbidden-packages; see :mod:`nac.policy`); ``rec_fail`` /
+    ``rec_noresult`` what a failed check or one without a result
+    recommends, unless the enforcement says otherwise."""
+
+    __tablename__ = "policies"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    group_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("groups.id", ondelete="CASCADE"), index=True)
-    policy_type: Mapped[str] = mapped_column(sa.String(32))
+    name: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    type: Mapped[str] = mapped_column(sa.String(32))
     argument: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
-    recheck_interval: Mapped[int] = mapped_column(default=0, server_default="0")
-    rec_fail: Mapped[ActionRecommendation] = mapped_column(
-        default=ActionRecommendation.NO_ACCESS)
+    rec_fail: Mapped[ActionRecommendation] = mapped_column(default=ActionRecommendation.NO_ACCESS)
     rec_noresult: Mapped[ActionRecommendation] = mapped_column(
-        default=ActionRecommendation.NO_ACCESS)
+        default=ActionRecommendation.NO_RECOMMENDATION)
 
-    group: Mapped[Group] = relationship(back_populates="enforcements")
+    enforcements: Mapped[list[Enforcement]] = relationship(
+        back_populates="policy", cascade="all, delete-orphan", passive_deletes=True)
 
-    @validates("policy_type")
+    @validates("type")
     def _known_policy_type(self, key: str, value: str) -> str:
         return PolicyType(value).value
 
     def __repr__(self) -> str:
-        return (f"Enforcement(id={self.id!r}, group_id={self.group_id!r}, "
-                f"policy_type={self.policy_type!r}, argument={self.argument!r})")
+        return f"Policy(id={self.id!r}, name={self.name!r}, type={self.type!r})"
+
+
+class Enforcement(Base):
+    """A policy applied to the members of a group (strongTNC's enforcement).
+
+    ``max_age``: seconds a good result of the check stays valid for a device
+    (0: check at every assessment); ``rec_fail`` / ``rec_noresult``, when
+    set, replace the policy's.
+    """
+
+    __tablename__ = "enforcements"
+    __table_args__ = (sa.UniqueConstraint("policy_id", "group_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    policy_id: Mapped[int] = mapped_column(sa.ForeignKey("policies.id", ondelete="CASCADE"))
+    group_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("groups.id", ondelete="CASCADE"), index=True)
+    max_age: Mapped[int] = mapped_column(default=0, server_default="0")
+    rec_fail: Mapped[ActionRecommendation | None] = mapped_column()
+    rec_noresult: Mapped[ActionRecommendation | None] = mapped_column()
+
+    policy: Mapped[Policy] = relationship(back_populates="enforcements")
+    group: Mapped[Group] = relationship(back_populates="enforcements")
+
+    def __repr__(self) -> str:
+        return (f"Enforcement(id={self.id!r}, policy_id={self.policy_id!r}, "
+                f"group_id={self.group_id!r}, max_age={self.max_age!r})")
+
+
+class PolicyResult(Base):
+    """The latest outcome of a policy's check on a device, which an
+    enforcement's ``max_age`` lets the next assessments skip while it is
+    recent and allowed access."""
+
+    __tablename__ = "policy_results"
+
+    device_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    policy_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("policies.id", ondelete="CASCADE"), primary_key=True, index=True)
+    session_id: Mapped[int | None] = mapped_column(sa.ForeignKey("sessions.id", ondelete="SET NULL"))
+    time: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    recommendation: Mapped[ActionRecommendation] = mapped_column()
+
+
+class Setting(Base):
+    """A server-wide setting kept in the database, so that every nac process
+    sharing it sees a change at once (``default_group``: the id of the group
+    of endpoints in no other group)."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.Text)
+
+
+class ApiToken(Base):
+    """An HTTP API token: only its SHA-256 digest is kept (the token is
+    256 random bits, so no slow hash is needed); ``role`` is ``read`` or
+    ``admin``."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    digest: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(16))
+    created: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    last_used: Mapped[datetime.datetime | None] = mapped_column()
+    revoked: Mapped[datetime.datetime | None] = mapped_column()
+
+    def __repr__(self) -> str:
+        return f"ApiToken(id={self.id!r}, name={self.name!r}, role={self.role!r})"
+
+
+class AuditEntry(Base):
+    """Who changed what through the HTTP API, and when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    time: Mapped[datetime.datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(sa.String(128))
+    """the token's name (``token:NAME``) or the basic-auth user (``user:NAME``)"""
+    action: Mapped[str] = mapped_column(sa.String(16))
+    """create, update, delete"""
+    resource: Mapped[str] = mapped_column(sa.String(64))
+    target: Mapped[str] = mapped_column(sa.String(IDENTIFIER_LENGTH))
+    details: Mapped[Any] = mapped_column(sa.JSON)
+    peer: Mapped[str] = mapped_column(sa.String(64), default="", server_default="")
 
 
 # -- package policy ----------------------------------------------------------------------
@@ -368,9 +492,11 @@ class Version(Base):
 
 
 class PolicyGeneration(Base):
-    """One row whose ``generation`` moves on with every change to products,
-    packages or versions (database triggers, migration 0004): a server that
-    keeps package verdicts in memory reads it to know they still hold."""
+    """Counters that database triggers move on with every change to what
+    servers keep in memory: row 1 (migration 0004) with products, packages
+    or versions (the OS IMV's package verdicts), row 2 (migration 0009) with
+    groups, their members, policies, enforcements and settings (the group
+    policy, :mod:`nac.policy`)."""
 
     __tablename__ = "policy_generation"
 

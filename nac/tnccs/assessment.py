@@ -1,7 +1,8 @@
 """The values an assessment passes between a transport, the TNCS core and
 its connections: who is assessed (:class:`PeerInfo`), what the transport can
 carry (:class:`TransportLimits`), the outcome of a batch
-(:class:`BatchOutcome`) and of the assessment (:class:`Decision`).
+(:class:`BatchOutcome`) and of the assessment (:class:`Decision`, with
+the :class:`GroupEnforcement` of the endpoint's groups).
 
 Plain immutable data: no behaviour beyond reading them, no imports from the
 core or the connections, so that each of those can import this module."""
@@ -48,6 +49,34 @@ class TransportLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Who is assessed, as far as the group policy goes (nac.policy)."""
+
+    identity: str | None = None
+    device_id: str | None = None
+    """The ITA-HSR Device ID, once an IMV reported it."""
+    product: str | None = None
+    """The OS as the OS IMV names it ('Debian 12 x86_64')."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupEnforcement:
+    """What the endpoint's groups tell the transports to enforce
+    (:mod:`nac.policy`); a field left None is the transport's configuration."""
+
+    groups: tuple[str, ...] = ()
+    """The endpoint's groups, most specific first."""
+    filter_id_allow: str | None = None
+    filter_id_isolate: str | None = None
+    vlan_allow: str | None = None
+    vlan_isolate: str | None = None
+    allow_ts: tuple | None = None
+    """IKEv2 traffic selectors (ip_network values) of Access Allowed."""
+    isolate_ts: tuple | None = None
+    session_timeout: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome of one assessment."""
 
@@ -58,6 +87,8 @@ class Decision:
     reasons: tuple[tuple[str, str], ...] = ()
     remediation: tuple[Remediation, ...] = ()
     imv_results: tuple[ImvVerdict, ...] = ()
+    enforcement: GroupEnforcement | None = None
+    """The group policy's enforcement values (None: no group policy)."""
 
     @property
     def allowed(self) -> bool:

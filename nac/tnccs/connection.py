@@ -21,9 +21,10 @@ from twisted.python.failure import Failure
 
 from nac.db.outage import log_store_failure
 from nac.ifimv import ActionRecommendation, ConnectionState, EvaluationResult
+from nac import metrics
 from nac.log import Logger
 from nac.pa import PaMessage, PaTncError, pa_error_reply
-from nac.tnccs.assessment import BatchOutcome, Decision
+from nac.tnccs.assessment import BatchOutcome, Decision, Endpoint, GroupEnforcement
 from nac.tnccs.imv_manager import ImvConnection, OutgoingPaMessage, ReceivedPaMessage
 from nac.tnccs.recommendations import combine
 
@@ -86,6 +87,9 @@ class TnccsServerConnection:
         budget = getattr(core, "reassembly_budget", None)
         #: what the IMVs' unfinished segmented attributes may hold (nac.pa.segmentation)
         self.reassembly = budget() if budget is not None else None
+        self._device: tuple[str | None, str | None] = (None, None)
+        self._policy: tuple[tuple, defer.Deferred] | None = None
+        self._enforcement: GroupEnforcement | None = None
 
     # -- protocol hooks -------------------------------------------------------------
 
@@ -120,6 +124,25 @@ class TnccsServerConnection:
         log.info("IMV {imv_id} requests a handshake retry on Connection ID {cid}: {reason}",
                  imv_id=imv_id, cid=self.connection_id, reason=reason)
         self._retry_requested = True
+
+    def identify_device(self, device_id: str, product: str | None = None) -> None:
+        if (device_id, product) != self._device:
+            self._device = (device_id, product)
+            log.debug("Connection ID {cid} is device '{device}' ({product})", cid=self.connection_id,
+                      device=device_id, product=product or "product unknown")
+
+    def endpoint_policy(self) -> defer.Deferred:
+        """The group policy of the endpoint as known now (see
+        IImvConnection.endpoint_policy); looked up once per device known."""
+        source = getattr(self.core, "policy_source", None)
+        if source is None:
+            return defer.succeed(None)
+        key = (self.peer.identity, *self._device)
+        if self._policy is None or self._policy[0] != key:
+            self._policy = (key, defer.maybeDeferred(source.resolve, Endpoint(*key)))
+        d = defer.Deferred()
+        self._policy[1].addBoth(lambda result: (d.callback(result), result)[1])
+        return d
 
     # -- ITnccsConnection -------------------------------------------------------------
 
@@ -167,6 +190,7 @@ class TnccsServerConnection:
         if self._started:
             return
         self._started = True
+        metrics.assessment_started(self.connection_id)
         self._record_start()
         await self._notify_all(ConnectionState.CREATE)
         await self._notify_all(ConnectionState.HANDSHAKE)
@@ -223,7 +247,7 @@ class TnccsServerConnection:
         self.rounds += 1
         verdict = self._combined()
         if verdict is not None:
-            return verdict
+            return await self._ready(verdict)
         if self.rounds > self.core.max_rounds:
             log.warn("no decision after {n} rounds on Connection ID {cid}; "
                      "soliciting recommendations", n=self.core.max_rounds, cid=self.connection_id)
@@ -259,7 +283,20 @@ class TnccsServerConnection:
                 c.verdict.forced = True
         if not self._imv_conns:
             log.info("there are no IMVs to make a recommendation")
-        return self._combined()
+        return await self._ready(self._combined())
+
+    async def _ready(self, verdict):
+        """``verdict`` once the group policy's enforcement values for the
+        decision are known (with a policy source)."""
+        if verdict is not None and getattr(self.core, "policy_source", None) is not None:
+            try:
+                policy = await self.endpoint_policy()
+            except Exception:
+                log.failure("the group policy of Connection ID {cid} could not be read; the transports "
+                            "enforce their configuration", cid=self.connection_id)
+            else:
+                self._enforcement = getattr(policy, "enforcement", None)
+        return verdict
 
     def _conclude(self, rec: ActionRecommendation, ev: EvaluationResult) -> Decision:
         """Fix the decision: record it and tell the IMVs their new state."""
@@ -269,11 +306,12 @@ class TnccsServerConnection:
             recommendation=rec, evaluation=ev, access=access,
             reasons=tuple((v.reason, v.reason_language) for v in verdicts if v.reason),
             remediation=tuple(r for v in verdicts for r in v.remediation),
-            imv_results=tuple(verdicts))
+            imv_results=tuple(verdicts), enforcement=self._enforcement)
         log.info("final recommendation is '{rec}' and evaluation is '{ev}' for Connection ID {cid} "
                  "({peer})", rec=rec.label, ev=ev.label, cid=self.connection_id,
                  peer=self.peer.identity or self.peer.address)
         self._record_decision(self.decision)
+        metrics.assessment_decided(self.connection_id, self.peer.transport, self.decision)
         for c in self._imv_conns:
             self._call_sync(c.imv_id, "notify_connection_change", state)
         return self.decision
@@ -282,6 +320,7 @@ class TnccsServerConnection:
         if self.finished:
             return
         self.finished = True
+        metrics.assessment_ended(self.connection_id)
         if self._started:
             for c in self._imv_conns:
                 self._call_sync(c.imv_id, "notify_connection_change", ConnectionState.DELETE)

@@ -78,6 +78,8 @@ class TnccsCore:
         self.languages = tuple(languages) or ("en",)
         self.max_rounds = max_rounds
         self.store = store
+        self.policy_source = None
+        """The group policy (an nac.interfaces.IPolicySource) or None."""
         self.connection_ids = connection_ids
         self._ids = ids
         self.connections: dict[int, object] = {}

@@ -142,6 +142,12 @@ class ImvConnection:
     def request_handshake_retry(self, reason):
         self._conn.request_handshake_retry(self.imv_id, reason)
 
+    def identify_device(self, device_id, product=None):
+        self._conn.identify_device(device_id, product)
+
+    def endpoint_policy(self):
+        return self._conn.endpoint_policy()
+
     def clear(self) -> None:
         """Forget the verdict (a handshake retry starts a new assessment)."""
         self.verdict = ImvVerdict(imv_id=self.imv_id, imv_name=self.verdict.imv_name)

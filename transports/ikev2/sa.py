@@ -32,7 +32,8 @@ What it does:
   INITIAL_CONTACT replaces the older IKE SAs of the same identities.
 * CHILD_SAs: ESP proposal selection from ``esp_proposals`` (with PFS in
   CREATE_CHILD_SA), traffic selectors narrowed to ``allow_ts`` or, when the
-  posture decision is Isolate, ``isolate_ts`` (§2.9), the configuration
+  posture decision is Isolate, ``isolate_ts`` (§2.9) — or the networks the
+  endpoint's groups set (the decision's group enforcement) —, the configuration
   payload (§2.19, a virtual IP from the pool and DNS servers), installation
   through a kernel object (``transports.ikev2.kernel``).
 * INFORMATIONAL (§1.4): DELETE of the IKE SA or CHILD_SAs, liveness checks.
@@ -1176,6 +1177,10 @@ class IkeResponder:
             dh_reply.append(KeyExchange(dh.group, dh.public_value))
         access = self._access(sa)
         networks = settings.isolate_ts if access == "isolate" else settings.allow_ts
+        group = getattr(sa.decision, "enforcement", None)
+        if group is not None:
+            # the endpoint's groups may have networks of their own (group policy)
+            networks = (group.isolate_ts if access == "isolate" else group.allow_ts) or networks
         ours_r = tuple(TrafficSelector.from_network(n) for n in networks)
         dynamic = sa.virtual_ip if sa.virtual_ip is not None else ipaddress.ip_address(sa.remote[0])
         ours_i = (TrafficSelector(dynamic, dynamic),)

@@ -16,6 +16,9 @@ the outcome with attributes of the Access-Accept:
 
 Access Denied is an Access-Reject.  A conversation that ended without a
 posture exchange (plain EAP authentication) gets a plain Access-Accept.
+The endpoint's groups may set their own Filter-Id, VLAN and
+Session-Timeout (the decision's ``enforcement``, from the group policy);
+what they leave unset is this configuration's.
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ class RadiusEnforcement:
             raise ValueError("Session-Timeout is a 32-bit number of seconds")
         self.tunnel_tag = tunnel_tag
         self.session_timeout = session_timeout
+        self._configured = {"allowed": (filter_id_allow, vlan_allow), "isolate": (filter_id_isolate, vlan_isolate)}
+        self._group_actions: dict[tuple, RadiusEnforcementAction] = {}
         self._actions = {
             "allowed": self._accept("access allowed", filter_id_allow, vlan_allow),
             "isolate": self._accept("isolate", filter_id_isolate, vlan_isolate),
@@ -93,7 +98,8 @@ class RadiusEnforcement:
                    session_timeout=section["session_timeout"],
                    filter_id_tunnel_type=section.get("filter_id_tunnel_type", "none"))
 
-    def _accept(self, what: str, filter_id: str | None, vlan: str | None) -> RadiusEnforcementAction:
+    def _accept(self, what: str, filter_id: str | None, vlan: str | None,
+                session_timeout: int | None = None) -> RadiusEnforcementAction:
         attrs: list[Attribute] = []
         shown: list[str] = []
         if filter_id:
@@ -113,10 +119,11 @@ class RadiusEnforcement:
             attrs.append(Attribute(AttributeType.TUNNEL_TYPE,
                                    encode_value(AttributeType.TUNNEL_TYPE, Tagged(0, TunnelType.ESP))))
             shown.append("Tunnel-Type ESP")
-        if self.session_timeout:
+        timeout = self.session_timeout if session_timeout is None else session_timeout
+        if timeout:
             attrs.append(Attribute(AttributeType.SESSION_TIMEOUT,
-                                   encode_value(AttributeType.SESSION_TIMEOUT, self.session_timeout)))
-            shown.append(f"Session-Timeout {self.session_timeout} s")
+                                   encode_value(AttributeType.SESSION_TIMEOUT, timeout)))
+            shown.append(f"Session-Timeout {timeout} s")
         return RadiusEnforcementAction(True, tuple(attrs), f"{what}: " + (", ".join(shown) or "no attributes"))
 
     def enforce(self, peer, decision) -> RadiusEnforcementAction:
@@ -127,4 +134,22 @@ class RadiusEnforcement:
         """
         if decision is None:
             return _PLAIN_ACCEPT
-        return self._actions.get(getattr(decision, "access", None), _REJECT)
+        access = getattr(decision, "access", None)
+        action = self._actions.get(access, _REJECT)
+        group = getattr(decision, "enforcement", None)
+        if group is None or access not in self._configured:
+            return action
+        filter_id, vlan = self._configured[access]
+        prefix = "allow" if access == "allowed" else "isolate"
+        key = (access, getattr(group, f"filter_id_{prefix}") or filter_id, getattr(group, f"vlan_{prefix}") or vlan,
+               group.session_timeout)
+        if key[1:] == (filter_id, vlan, None):
+            return action
+        found = self._group_actions.get(key)
+        if found is None:
+            if len(self._group_actions) >= 1024:
+                self._group_actions.clear()
+            what = "access allowed" if access == "allowed" else "isolate"
+            found = self._group_actions[key] = self._accept(f"{what} (group {group.groups[0] if group.groups else '?'})",
+                                                            *key[1:])
+        return found

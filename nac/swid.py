@@ -1,4 +1,5 @@
-"""ISO/IEC 19770-2 SWID tags: the fields the SWIMA IMV keeps, parsed safely.
+"""ISO/IEC 19770-2 SWID tags: the fields nac keeps (the SWIMA IMV, the HTTP API's
+sw-collector endpoints), parsed safely.
 
 A SWIMA record (RFC 8412 §5.10) carries a SWID tag as XML in one of two data
 models (§10.2): ISO/IEC 19770-2:2015 (``SoftwareIdentity``, data model type

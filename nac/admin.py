@@ -28,6 +28,12 @@
     token add NAME [--role read|collector|admin]   (prints the token once; only its hash is kept)
     token list
     token revoke NAME
+    console-user add NAME [--role read|admin] [--password PW | --password-file F | --password-stdin]
+    console-user passwd NAME [--password PW | --password-file F | --password-stdin]
+    console-user role NAME read|admin
+    console-user disable NAME | console-user enable NAME
+    console-user del NAME
+    console-user list
 
 ``packages import`` reads a Debian archive's ``Packages`` file (plain, gzip,
 xz or bzip2; a dpkg ``status`` file too) or a ``dpkg-query -W`` listing
@@ -654,6 +660,56 @@ def cmd_token_revoke(db: PolicyDb, args) -> Output:
     return Output(info, f"token {info['name']!r} revoked")
 
 
+def _console_user_output(info: dict, text: str) -> Output:
+    return Output({k: _json_value(v) for k, v in info.items()}, text)
+
+
+def cmd_console_user_add(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    info = db.run(manage.add_console_user, args.name, _read_password(args), args.role)
+    return _console_user_output(info, f"console user {info['name']!r} ({info['role']}) added")
+
+
+def cmd_console_user_passwd(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    db.run(manage.update_console_user, args.name, {})  # an unknown user is said before the prompt
+    info = db.run(manage.update_console_user, args.name, {"password": _read_password(args)})
+    return _console_user_output(info, f"password of console user {info['name']!r} changed")
+
+
+def cmd_console_user_role(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    info = db.run(manage.update_console_user, args.name, {"role": args.role})
+    return _console_user_output(info, f"console user {info['name']!r} is now {info['role']}")
+
+
+def cmd_console_user_enable(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    enabled = args.action == "enable"
+    info = db.run(manage.update_console_user, args.name, {"enabled": enabled})
+    return _console_user_output(info, f"console user {info['name']!r} {'enabled' if enabled else 'disabled'}")
+
+
+def cmd_console_user_del(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    info = db.run(manage.delete_console_user, args.name)
+    return Output({"name": info["name"], "deleted": True}, f"console user {info['name']!r} deleted")
+
+
+def cmd_console_user_list(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    users = [{k: _json_value(v) for k, v in u.items()} for u in db.run(manage.list_console_users)]
+    rows = [{**u, "state": "enabled" if u["enabled"] else "disabled"} for u in users]
+    return Output(users, _table(rows, [("name", "NAME"), ("role", "ROLE"), ("state", "STATE"),
+                                       ("created", "CREATED")], "no console users"))
+
+
 def cmd_group_member_list(db: PolicyDb, args) -> Output:
     members = db.group_members(args.group)
     columns = [("kind", "KIND"), ("member", "MEMBER")]
@@ -949,6 +1005,27 @@ def build_parser() -> argparse.ArgumentParser:
     command(token_actions, "list", cmd_token_list, "list the API tokens (never the tokens themselves)")
     trevoke = command(token_actions, "revoke", cmd_token_revoke, "revoke an API token")
     trevoke.add_argument("name", metavar="NAME")
+    console = commands.add_parser("console-user", help="people who log in to the web console ([http])")
+    console_actions = console.add_subparsers(dest="action", metavar="ACTION", required=True)
+    cadd = command(console_actions, "add", cmd_console_user_add,
+                   "add a console user (the password is kept as a scrypt hash)")
+    cadd.add_argument("name", metavar="NAME")
+    cadd.add_argument("--role", choices=("read", "admin"), default="read",
+                      help="read: every page, no changes; admin: changes too, users and tokens")
+    password_options(cadd)
+    cpasswd = command(console_actions, "passwd", cmd_console_user_passwd, "change a console user's password")
+    cpasswd.add_argument("name", metavar="NAME")
+    password_options(cpasswd)
+    crole = command(console_actions, "role", cmd_console_user_role, "change a console user's role")
+    crole.add_argument("name", metavar="NAME")
+    crole.add_argument("role", choices=("read", "admin"))
+    for name, text in (("enable", "let a console user log in again"),
+                       ("disable", "refuse a console user's logins (sessions end at the next request)")):
+        sub = command(console_actions, name, cmd_console_user_enable, text)
+        sub.add_argument("name", metavar="NAME")
+    cdel = command(console_actions, "del", cmd_console_user_del, "delete a console user")
+    cdel.add_argument("name", metavar="NAME")
+    command(console_actions, "list", cmd_console_user_list, "list the console users")
     cert = commands.add_parser("cert", help="certificates from nac's CA")
     cert_actions = cert.add_subparsers(dest="action", metavar="ACTION", required=True)
     issue = command(cert_actions, "issue", cmd_cert_issue,

@@ -513,11 +513,31 @@ class ApiResource(resource.Resource):
         return await self.store.run(swcollector.swid_events, pk, ctx.body)
 
 
+class HttpRoot(resource.Resource):
+    """Every request of the HTTP service: the web console's under
+    ``/console`` (when it is served), the API's otherwise."""
+
+    isLeaf = True
+
+    def __init__(self, api: ApiResource, console=None):
+        super().__init__()
+        self.api, self.console = api, console
+
+    def render(self, request):
+        if self.console is not None:
+            if request.path == b"/" and request.method in (b"GET", b"HEAD"):
+                request.redirect(b"/console/")
+                return b""
+            if request.path == b"/console" or request.path.startswith(b"/console/"):
+                return self.console.render(request)
+        return self.api.render(request)
+
+
 class ApiSite(server.Site):
     requestFactory = ApiRequest
 
-    def __init__(self, api: ApiResource):
-        super().__init__(api)
+    def __init__(self, api: ApiResource, console=None):
+        super().__init__(HttpRoot(api, console))
         self.max_body_size = api.settings.max_body_size
         self.noisy = False
 

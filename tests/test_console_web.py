@@ -408,10 +408,11 @@ class PageTests(ConsoleServerMixin, unittest.TestCase):
         browser = yield self.logged_in()
         response, body = yield browser.get(f"/console/devices/{pk}")
         self.assertIn("port 22 is open", body)
-        self.assertIn("Remediation: close the port", body)
+        self.assertIn('Remediation: <span class="remediation-text">close the port</span>', body)
         self.assertIn(f'href="/console/sessions/{sid}"', body)
         response, body = yield browser.get(f"/console/sessions/{sid}")
         self.assertIn("192.0.2.9 port 40000", body)
+        self.assertRegex(body, r"took \d+\.\d{3} s")
         self.assertRegex(body, r"<td>scanner</td><td>isolate</td>")
         token = yield browser.csrf(f"/console/devices/{pk}")
         response, _ = yield browser.post(f"/console/devices/{pk}", {"csrf": token, "action": "groups",

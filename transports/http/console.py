@@ -35,6 +35,7 @@ from twisted.internet import defer, threads
 from twisted.web import server
 
 from nac.auth_throttle import FailureThrottle, LoginOutcome, Logins, LoginSource, PasswordChecks, address_source
+from nac.client.remediation import parse_instructions
 from nac.db import manage
 from nac.db.models import PolicyType
 from nac.db.store import AlreadyExists, NotFound, StoreError, StoreUnavailable, check_against
@@ -220,7 +221,7 @@ class ConsoleResource:
             loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True,
             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.templates.globals.update(prefix=PREFIX, recommendations=RECOMMENDATIONS,
-                                      policy_types=[t.value for t in PolicyType])
+                                      policy_types=[t.value for t in PolicyType], instructions=parse_instructions)
         self.templates.filters["when"] = _when
         self.templates.filters["q"] = lambda value: quote(str(value), safe="")
         self.stylesheet = (HERE / "static" / "console.css").read_bytes()
@@ -535,6 +536,10 @@ class ConsoleResource:
             info = await self.store.read(queries.session_detail, pk)
         except NotFound:
             raise Refused(404, f"There is no session {pk}.") from None
+        if info["started"] and info["ended"]:
+            took = datetime.datetime.fromisoformat(info["ended"].replace("Z", "+00:00")) - \
+                datetime.datetime.fromisoformat(info["started"].replace("Z", "+00:00"))
+            info["duration"] = f"{took.total_seconds():.3f} s"
         device_pk = None
         if info["device"] is not None:
             found = await self.store.read(queries.list_devices, 1, 0, q=info["device"])

@@ -127,7 +127,8 @@ class ConsoleServerMixin(SqliteBackend, DatabaseMixin):
         return browser
 
     def add_session(self, device_id: str, access: str = "isolate", reason: str = "port 22 is open",
-                    identity: str = "carol", product: str = "Debian 12 x86_64") -> tuple[int, int]:
+                    identity: str = "carol", product: str = "Debian 12 x86_64",
+                    age: float = 0.0) -> tuple[int, int]:
         """A device and a decided session of it with two IMV results, straight into the database."""
         def write(session):
             found = session.scalar(sa.select(Product).where(Product.name == product))
@@ -141,9 +142,10 @@ class ConsoleServerMixin(SqliteBackend, DatabaseMixin):
                 session.add(device)
                 session.flush()
             rec = {"allowed": A.ALLOW, "isolate": A.ISOLATE, "denied": A.NO_ACCESS}[access]
+            ended = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=age)
             row = AssessmentSession(connection_id=1, identity=identity, device_id=device.id, transport="pt-tls",
                                     peer_address="192.0.2.9", peer_port=40000,
-                                    ended=datetime.datetime.now(datetime.timezone.utc), recommendation=rec,
+                                    started=ended - datetime.timedelta(seconds=1.5), ended=ended, recommendation=rec,
                                     evaluation=E.NONCOMPLIANT_MINOR, access=access, reason=reason)
             session.add(row)
             session.flush()
@@ -368,17 +370,24 @@ class PageTests(ConsoleServerMixin, unittest.TestCase):
         self.add_session("laptop-1", "isolate", "port 22 is open")
         self.add_session("laptop-2", "denied", "port 22 is open")
         self.add_session("laptop-3", "allowed", "")
+        self.add_session("laptop-4", "allowed", "", age=3.5 * 3600)
+        self.add_session("laptop-5", "allowed", "", age=25 * 3600)
         browser = yield self.logged_in("rita")
         response, body = yield browser.get("/console/")
         self.assertEqual(response.code, 200)
+        hour = body[body.index('id="totals-hour"'):body.index('id="totals-day"')]
+        self.assertRegex(hour, r"(?s)allowed</span> <b>1</b>.*isolate</span> <b>1</b>.*denied</span> <b>1</b>")
         day = body[body.index('id="totals-day"'):]
-        self.assertRegex(day, r"(?s)allowed</span> <b>1</b>.*isolate</span> <b>1</b>.*denied</span> <b>1</b>")
+        self.assertRegex(day, r"(?s)allowed</span> <b>2</b>.*isolate</span> <b>1</b>.*denied</span> <b>1</b>")
         restricted = body[body.index("Isolated and denied now"):body.index("Commonest reasons")]
         self.assertIn("laptop-1", restricted)
         self.assertIn("laptop-2", restricted)
         self.assertNotIn("laptop-3", restricted)
         self.assertRegex(body, r"port 22 is open</td><td>2</td>")
-        self.assertEqual(body.count('<rect class="seg'), 3)
+        # the last hour's bar has three parts, the one of 3-4 hours ago one
+        self.assertEqual(body.count('<rect class="seg'), 4)
+        self.assertEqual(body.count('<rect class="seg allowed" x="231"'), 1)
+        self.assertEqual(body.count('<rect class="seg allowed" x="201"'), 1)
 
     @defer.inlineCallbacks
     def test_devices_are_filtered_and_paged(self):
@@ -412,7 +421,7 @@ class PageTests(ConsoleServerMixin, unittest.TestCase):
         self.assertIn(f'href="/console/sessions/{sid}"', body)
         response, body = yield browser.get(f"/console/sessions/{sid}")
         self.assertIn("192.0.2.9 port 40000", body)
-        self.assertRegex(body, r"took \d+\.\d{3} s")
+        self.assertIn("(took 1.500 s)", body)
         self.assertRegex(body, r"<td>scanner</td><td>isolate</td>")
         token = yield browser.csrf(f"/console/devices/{pk}")
         response, _ = yield browser.post(f"/console/devices/{pk}", {"csrf": token, "action": "groups",

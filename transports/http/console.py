@@ -540,10 +540,7 @@ class ConsoleResource:
             took = datetime.datetime.fromisoformat(info["ended"].replace("Z", "+00:00")) - \
                 datetime.datetime.fromisoformat(info["started"].replace("Z", "+00:00"))
             info["duration"] = f"{took.total_seconds():.3f} s"
-        device_pk = None
-        if info["device"] is not None:
-            found = await self.store.read(queries.list_devices, 1, 0, q=info["device"])
-            device_pk = next((d["id"] for d in found["items"] if d["device_id"] == info["device"]), None)
+        device_pk = None if info["device"] is None else await self.store.read(queries.device_pk, info["device"])
         return 200, "session.html", {"session": info, "device_pk": device_pk}
 
     # -- the group policy --------------------------------------------------------------------------------

@@ -240,13 +240,15 @@ def overview(connection, now: datetime.datetime, top: int = 8) -> dict:
     hours = [{"start": day + datetime.timedelta(hours=n), "allowed": 0, "isolate": 0, "denied": 0, "other": 0}
              for n in range(24)]
     totals = {"hour": dict.fromkeys(ACCESS_VALUES + ("other",), 0), "day": dict.fromkeys(ACCESS_VALUES + ("other",), 0)}
-    for started, access in connection.execute(sa.select(S.started, S.access).where(S.started >= day)):
+    # counted by the database, an hour a bucket (the last one is the last hour)
+    slot = sa.case(*[(S.started < day + datetime.timedelta(hours=n + 1), n) for n in range(23)], else_=23)
+    for n, access, count in connection.execute(sa.select(slot, S.access, sa.func.count()).where(S.started >= day)
+                                               .group_by(slot, S.access)):
         kind = access if access in ACCESS_VALUES else "other"
-        slot = min(23, max(0, int((started - day).total_seconds() // 3600)))
-        hours[slot][kind] += 1
-        totals["day"][kind] += 1
-        if started >= hour:
-            totals["hour"][kind] += 1
+        hours[n][kind] += count
+        totals["day"][kind] += count
+        if n == 23:
+            totals["hour"][kind] += count
     last = _last_session_ids()
     restricted = connection.execute(
         sa.select(D.id, D.device_id, S.access, S.started, S.reason)
@@ -292,6 +294,10 @@ def device_inventory(connection, pk: int, limit: int = 200) -> dict:
     return {"total": total, "items": [{"software_id": x.tag_id, "package": x.package, "release": x.release,
                                        "blacklisted": bool(x.blacklisted), "security": bool(x.security),
                                        "has_tag": x.tag is not None, "first_seen": x.first_seen} for x in rows]}
+
+
+def device_pk(connection, device_id: str) -> int | None:
+    return connection.execute(sa.select(D.id).where(D.device_id == device_id)).scalar()
 
 
 def group_names(connection) -> list[str]:

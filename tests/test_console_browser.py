@@ -21,7 +21,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from twisted.trial import unittest
 
@@ -104,6 +107,7 @@ class ConsoleInChromiumTests(unittest.TestCase):
         self.addCleanup(self.server.stop)
         self.server.wait_listening(self.http_port)
         self.shots = Path(tempfile.mkdtemp(prefix="console-shots-", dir=base))
+        self.assessments = 0
         self.driver = chromium(base / "profile")
         self.addCleanup(self.driver.quit)
 
@@ -115,8 +119,24 @@ class ConsoleInChromiumTests(unittest.TestCase):
         return done.stdout
 
     def assess(self) -> str:
+        """The recommendation of a real assessment by nac's client, once the
+        server has recorded it (the decision is written just after it is sent)."""
         done = self.server.client("--client", "dave", "--secret", "pw-dave", "--collectors", "os,scanner", "--json")
         self.assertEqual(done.returncode, 0, done.stderr + self.server.log_text()[-3000:])
+        self.assessments += 1
+        engine = sa.create_engine(f"sqlite:///{self.server.state_dir / 'nac.db'}")
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                with engine.connect() as c:
+                    if c.exec_driver_sql("SELECT count(*) FROM sessions WHERE access IS NOT NULL").scalar() \
+                            >= self.assessments:
+                        break
+                time.sleep(0.05)
+            else:
+                self.fail("the server did not record the decision")
+        finally:
+            engine.dispose()
         return json.loads(done.stdout)["recommendation"]
 
     # -- the browser --------------------------------------------------------------------------------------
@@ -220,6 +240,7 @@ class ConsoleInChromiumTests(unittest.TestCase):
         self.driver.get(device_url)
         last = self.find("#last-decision")
         self.assertIn("isolate", last.text)
+        self.assertIn(f"Forbidden: tcp/{self.open_port}", self.find("#ports").text)
         self.shot("device")
         self.go(last.find_element(By.CSS_SELECTOR, "a"))
         self.assertIn("Open server ports were detected", self.find("#reasons").text)

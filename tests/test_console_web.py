@@ -9,6 +9,7 @@ test_console_browser.py."""
 from __future__ import annotations
 
 import datetime
+import gzip
 import re
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -22,7 +23,7 @@ from twisted.web.http_headers import Headers
 
 from nac.certs import ensure_demo_pki
 from nac.db import manage
-from nac.db.models import AssessmentSession, Device, ImvResult, Product
+from nac.db.models import AssessmentSession, Device, ImvResult, Measurement, Product
 from nac.db.store import PolicyStore
 from nac.ifimv import ActionRecommendation as A, EvaluationResult as E
 from nac.tls import server_context
@@ -416,6 +417,11 @@ class PageTests(ConsoleServerMixin, unittest.TestCase):
         self.store.db.run(manage.add_group, {"name": "lab"})
         browser = yield self.logged_in()
         response, body = yield browser.get(f"/console/devices/{pk}")
+        self.assertIn("The Scanner IMV has not measured this device", body)
+        self.store.db.run(lambda s: s.add(Measurement(session_id=sid, imv_name="scanner", kind="open-ports", payload={
+            "open": [{"protocol": "tcp", "port": 22}, {"protocol": "udp", "port": 53}], "violations": ["tcp/22"]})))
+        response, body = yield browser.get(f"/console/devices/{pk}")
+        self.assertIn('<span class="port violation">tcp/22</span> <span class="port">udp/53</span>', body)
         self.assertIn("port 22 is open", body)
         self.assertIn('Remediation: <span class="remediation-text">close the port</span>', body)
         self.assertIn(f'href="/console/sessions/{sid}"', body)
@@ -497,6 +503,58 @@ class PageTests(ConsoleServerMixin, unittest.TestCase):
         self.assertEqual(response.code, 303)
         response, _ = yield browser.post("/console/admin/tokens/ci", {"csrf": token})
         self.assertIsNone(self.store.db.read(manage.check_token, made))
+
+
+def multipart(fields: dict[str, str], files: dict[str, bytes]) -> tuple[bytes, str]:
+    boundary = "nac-console-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts += [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{k}.txt"\r\n'
+              f"Content-Type: application/octet-stream\r\n\r\n".encode() + v + b"\r\n" for k, v in files.items()]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+class PackageTests(ConsoleServerMixin, unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_an_admin_imports_a_listing_and_blacklists_a_release(self):
+        browser = yield self.logged_in()
+        token = yield browser.csrf("/console/packages")
+        body, kind = multipart({"csrf": token, "product": "Debian 12 x86_64"},
+                               {"file": gzip.compress(b"bash\t5.2.15-2+b8\nopenssl\t3.0.15-1~deb12u1\n")})
+        response, page = yield browser.request("POST", "/console/packages/import", raw=body, content_type=kind)
+        self.assertEqual(response.code, 200, page)
+        self.assertIn("2 releases read; 2 new packages", page)
+        response, page = yield browser.get("/console/packages?product=Debian+12+x86_64")
+        self.assertIn("3.0.15-1~deb12u1", page)
+        response, _ = yield browser.post("/console/packages/blacklist", {
+            "csrf": token, "product": "Debian 12 x86_64", "package": "openssl", "release": "3.0.15-1~deb12u1"})
+        self.assertEqual(response.code, 303)
+        response, page = yield browser.get("/console/packages?blacklisted=yes")
+        self.assertIn("openssl", page)
+        self.assertNotIn("<td>bash</td>", page)
+        # a malformed listing names its line; nothing is imported
+        body, kind = multipart({"csrf": token, "product": "Debian 12 x86_64"}, {"file": b"zsh 5.9\nnot a line at all\n"})
+        response, page = yield browser.request("POST", "/console/packages/import", raw=body, content_type=kind)
+        self.assertEqual(response.code, 400)
+        self.assertIn("file:2: expected", page)
+        response, page = yield browser.get("/console/packages")
+        self.assertNotIn("<td>zsh</td>", page)
+
+    @defer.inlineCallbacks
+    def test_an_upload_needs_the_csrf_token_and_an_admin(self):
+        browser = yield self.logged_in()
+        body, kind = multipart({"product": "Debian 12 x86_64"}, {"file": b"bash 5.2\n"})
+        response, _ = yield browser.request("POST", "/console/packages/import", raw=body, content_type=kind)
+        self.assertEqual(response.code, 403)
+        reader = yield self.logged_in("rita")
+        token = yield reader.csrf("/console/packages")
+        body, kind = multipart({"csrf": token, "product": "Debian 12 x86_64"}, {"file": b"bash 5.2\n"})
+        response, _ = yield reader.request("POST", "/console/packages/import", raw=body, content_type=kind)
+        self.assertEqual(response.code, 403)
+        response, page = yield reader.get("/console/packages")
+        self.assertIn("No packages match", page)
+        self.assertNotIn("package-import", page)
 
 
 class SessionTableTests(unittest.TestCase):

@@ -41,6 +41,7 @@ from nac.db.models import PolicyType
 from nac.db.store import AlreadyExists, NotFound, StoreError, StoreUnavailable, check_against
 from nac.escape import printable
 from nac.log import Logger
+from nac.package_list import PackageListError, read_package_list
 from transports.http import queries
 
 log = Logger(namespace="nac.http.console")
@@ -54,6 +55,8 @@ MAX_PAGE = 100000
 MAX_FILTER = 200
 MAX_FIELDS = 2000
 RECOMMENDATIONS = tuple(manage.RECOMMENDATION_NAMES)
+#: form fields that are files (bytes, not text)
+UPLOADS = frozenset({"file"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,8 +328,19 @@ class ConsoleResource:
         if getattr(request, "too_large", False):
             raise Refused(413, f"The form is larger than {request.channel.site.max_body_size} bytes.")
         kind = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+        if kind == b"multipart/form-data":  # twisted.web has parsed it into request.args
+            form: dict[str, list] = {}
+            try:
+                for key, values in request.args.items():
+                    name = key.decode("utf-8")
+                    form[name] = list(values) if name in UPLOADS else [v.decode("utf-8") for v in values]
+            except UnicodeDecodeError:
+                raise Refused(400, "The form is not valid UTF-8 form data.") from None
+            if sum(len(v) for v in form.values()) > MAX_FIELDS:
+                raise Refused(400, f"The form has more than {MAX_FIELDS} fields.")
+            return form
         if kind != b"application/x-www-form-urlencoded":
-            raise Refused(415, "Forms are sent as application/x-www-form-urlencoded.")
+            raise Refused(415, "Forms are sent as application/x-www-form-urlencoded or multipart/form-data.")
         raw = request.content.read() if request.content is not None else b""
         try:
             pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
@@ -340,6 +354,8 @@ class ConsoleResource:
 
     def _check_csrf(self, request, login: ConsoleLogin | None, form: dict) -> None:
         sent = (form.get("csrf") or [""])[-1]
+        if not isinstance(sent, str):
+            sent = ""
         if login is not None:
             expected = login.csrf
         else:  # the login form: tied to its own cookie
@@ -488,8 +504,10 @@ class ConsoleResource:
         last = device["last_decision"]
         results = (await self.store.read(queries.session_detail, last["session"]))["results"] if last else []
         inventory = await self.store.read(queries.device_inventory, pk)
+        ports = await self.store.read(queries.open_ports, pk)
         groups = await self.store.read(queries.group_names)
-        return {"device": device, "results": results, "inventory": inventory, "all_groups": groups, "errors": {}}
+        return {"device": device, "results": results, "inventory": inventory, "ports": ports, "all_groups": groups,
+                "errors": {}}
 
     @route("GET", "/devices/(?P<pk>[^/]+)")
     async def device(self, page: Page, pk: str):
@@ -632,6 +650,72 @@ class ConsoleResource:
             return await self._policy_change(page, "enforcement", "delete", manage.delete_enforcement, pk)
         return await self._policy_change(page, "enforcement", "update", manage.update_enforcement, pk,
                                          self._enforcement_body(page))
+
+    # -- packages -----------------------------------------------------------------------------------------
+
+    async def _package_values(self, page: Page) -> dict:
+        number = self._page_number(page)
+        flag = page.query.get("blacklisted") or None
+        if flag is not None and flag not in ("yes", "no"):
+            raise Refused(400, "blacklisted must be yes or no")
+        found = await self.store.read(queries.list_packages, PAGE_SIZE, (number - 1) * PAGE_SIZE,
+                                      product=page.query.get("product") or None,
+                                      name=page.query.get("name") or None,
+                                      blacklisted=None if flag is None else flag == "yes")
+        return {"found": found, "number": number, "pages": _pages(found["total"]),
+                "products": await self.store.read(queries.product_names),
+                "filters": {k: page.query.get(k, "") for k in ("product", "name", "blacklisted")},
+                "errors": {}, "imported": None}
+
+    @route("GET", "/packages")
+    async def packages(self, page: Page):
+        return 200, "packages.html", await self._package_values(page)
+
+    async def _package_error(self, page: Page, errors: dict[str, str]):
+        return 400, "packages.html", {**await self._package_values(page), "errors": errors}
+
+    @route("POST", "/packages/blacklist", "admin")
+    async def package_blacklist(self, page: Page):
+        product, name = page.value("product").strip(), page.value("package").strip()
+        release = page.value("release").strip() or None
+        flag = page.value("blacklisted", "yes") == "yes"
+        try:
+            info = await self.store.blacklist_package(product, name, release, blacklisted=flag)
+        except (NotFound, StoreError) as exc:
+            if isinstance(exc, StoreUnavailable):
+                raise
+            return await self._package_error(page, {"package": str(exc)})
+        await self.store.run(manage.audit, f"console:{page.login.name}", "update", "package",
+                             f"{product}/{name}", {"release": info.release, "blacklisted": flag}, page.peer)
+        raise Redirect(f"{PREFIX}/packages?" + urlencode({"product": product, "name": name}))
+
+    @route("POST", "/packages/import", "admin")
+    async def package_import(self, page: Page):
+        product = page.value("product").strip()
+        uploads = page.form.get("file") or []
+        data = uploads[-1] if uploads and isinstance(uploads[-1], bytes) else b""
+        if not product:
+            return await self._package_error(page, {"product": "is required"})
+        if not data:
+            return await self._package_error(page, {"file": "choose a Packages file or a dpkg-query -W listing"})
+        try:
+            releases = await threads.deferToThreadPool(self.clock, self._pool(), read_package_list, data, "file")
+        except PackageListError as exc:
+            return await self._package_error(page, {"file": str(exc)})
+        if not releases:
+            return await self._package_error(page, {"file": "no packages found"})
+        security = page.value("security") == "yes"
+        try:
+            done = await self.store.import_packages(product, releases, security=security)
+        except StoreError as exc:
+            if isinstance(exc, StoreUnavailable):
+                raise
+            return await self._package_error(page, {"product": str(exc)})
+        await self.store.run(manage.audit, f"console:{page.login.name}", "create", "packages", product,
+                             {"releases": done.releases, "security": security}, page.peer)
+        log.info("console: {actor} imported {n} releases for {product}", actor=printable(page.login.name),
+                 n=done.releases, product=printable(product))
+        return 200, "packages.html", {**await self._package_values(page), "imported": done, "product": product}
 
     # -- users and tokens (admin) ---------------------------------------------------------------------------
 

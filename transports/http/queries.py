@@ -22,6 +22,7 @@ from nac.db.models import (
     GroupDevice,
     GroupProduct,
     ImvResult,
+    Measurement,
     Package,
     Product,
     SoftwareIdentifier,
@@ -306,3 +307,19 @@ def group_names(connection) -> list[str]:
 
 def product_names(connection) -> list[str]:
     return list(connection.execute(sa.select(P.name).order_by(P.name)).scalars())
+
+
+def open_ports(connection, pk: int) -> dict | None:
+    """The open ports the Scanner IMV saw at the device's newest assessment
+    that measured them: ``{"session", "time", "open": [{"protocol", "port"}],
+    "violations": ["tcp/22"]}``, None if it never did."""
+    m = Measurement.__table__.c
+    row = connection.execute(
+        sa.select(m.session_id, m.created, m.payload)
+        .select_from(Measurement.__table__.join(AssessmentSession.__table__, S.id == m.session_id))
+        .where(S.device_id == pk, m.kind == "open-ports").order_by(m.id.desc()).limit(1)).first()
+    if row is None or not isinstance(row.payload, dict):
+        return None
+    ports = [p for p in row.payload.get("open", []) if isinstance(p, dict)]
+    violations = [str(v) for v in row.payload.get("violations", [])]
+    return {"session": row.session_id, "time": row.created, "open": ports, "violations": violations}

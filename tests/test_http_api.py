@@ -64,6 +64,8 @@ class HttpApiServer:
     ``admin``, ``reader`` and ``collector``."""
 
     sections: dict = {}
+    #: other sections of the server's configuration
+    other_sections: dict = {}
 
     def db_url(self) -> str | None:
         return None
@@ -85,7 +87,7 @@ class HttpApiServer:
             nac["db"] = self.db_url()
         sections = {"nac": nac, "http": {"listen": "127.0.0.1", "port": self.http_port, **self.sections},
                     # the configuration's (default group's) port policy: nothing forbidden
-                    "imv:scanner": {"closed_port_policy": "no"}}
+                    "imv:scanner": {"closed_port_policy": "no"}, **self.other_sections}
         (base / "nac").mkdir()
         self.server = NacServer(sections, workdir=str(base / "nac"), env={"PYTHONPATH": self.env["PYTHONPATH"]})
         self.admin("init")

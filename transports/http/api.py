@@ -162,7 +162,7 @@ class ApiResource(resource.Resource):
                 status, payload = await self.health()
                 return self._send(request, status, payload)
             if path == "/metrics" and method == "GET":
-                return self._send(request, 200, self.metrics(), content_type=b"text/plain; version=0.0.4")
+                return self._send(request, 200, await self.metrics(), content_type=b"text/plain; version=0.0.4")
             if path == "/api/openapi.json" and method == "GET":
                 return self._send(request, 200, openapi_document(self.settings))
             matched = None

@@ -292,6 +292,40 @@ class PostgresHttpApiTests(HttpApiMixin, unittest.TestCase):
     def test_requests_per_token_are_limited(self):
         raise unittest.SkipTest("the rate limit is tested on SQLite (it does not touch the database)")
 
+    @defer.inlineCallbacks
+    def test_a_policy_changed_through_the_api_applies_in_another_nac_on_the_database(self):
+        # a second nac (PT-TLS only, its own state directory and demo CA) on the same PostgreSQL
+        (self.base / "second").mkdir()
+        second = NacServer({"nac": {"transports": "pt-tls", "imvs": "scanner", "db": self.db_url(),
+                                    "instance": "second"},
+                            "imv:scanner": {"closed_port_policy": "no"}},
+                           workdir=str(self.base / "second"))
+        second.start()
+        self.addCleanup(second.stop)
+
+        def assess_there(user: str) -> str:
+            done = second.client("--client", user, "--secret", "pw-" + user, "--collectors", "scanner", "--json")
+            self.assertEqual(done.returncode, 0, done.stderr + second.log_text()[-3000:])
+            return json.loads(done.stdout)["recommendation"]
+
+        self.assertEqual(assess_there("dave"), "Access Allowed")
+        status, group = yield self.call("POST", "/api/groups", {"name": "lab", "identities": ["dave"]})
+        self.assertEqual(status, 201, group)
+        status, policy = yield self.call("POST", "/api/policies", {
+            "name": "test port closed", "type": "blocked-tcp-ports", "argument": str(self.open_port),
+            "rec_fail": "isolate"})
+        self.assertEqual(status, 201, policy)
+        status, _ = yield self.call("POST", "/api/enforcements", {"policy": policy["id"], "group": group["id"]})
+        self.assertEqual(status, 201)
+        # no restart, no signal: the other process reads the change at its next assessment
+        self.assertEqual(assess_there("dave"), "Quarantined")
+        self.assertEqual(assess_there("carol"), "Access Allowed")
+        status, _ = yield self.call("PATCH", f"/api/policies/{policy['id']}", {"rec_fail": "block"})
+        self.assertEqual(status, 200)
+        self.assertEqual(assess_there("dave"), "Access Denied")
+        status, sessions = yield self.call("GET", "/api/sessions?identity=dave", token="reader")
+        self.assertEqual([s["access"] for s in sessions["items"]], ["denied", "isolate", "allowed"])
+
 
 class SchemaAndCollectorTests(HttpApiServer, unittest.TestCase):
     """The OpenAPI document against the running server (schemathesis), and

@@ -185,6 +185,57 @@ class HttpApiMixin(HttpApiServer):
                          [("token:admin", "update", "policy"), ("token:admin", "update", "enforcement")])
         self.assertEqual(audit["total"], 6)
 
+    @defer.inlineCallbacks
+    def test_attestation_keys_and_results(self):
+        import hashlib
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from nac.db.attestation import record_attestation
+        from nac.ifimv import EvaluationResult
+
+        public = ec.generate_private_key(ec.SECP256R1()).public_key()
+        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        keyid = hashlib.sha1(der).hexdigest()  # strongSwan's key ID: SHA-1 of the SubjectPublicKeyInfo
+        (self.base / "aik.pem").write_bytes(public.public_bytes(serialization.Encoding.PEM,
+                                                                serialization.PublicFormat.SubjectPublicKeyInfo))
+        [device] = self.add_devices(1)
+        self.admin("attest", "aik", "add", str(self.base / "aik.pem"), "--device", device)
+        status, aiks = yield self.call("GET", "/api/attestation/aiks", token="reader")
+        self.assertEqual(status, 200)
+        self.assertEqual([(a["keyid"], a["trusted"], a["device"]) for a in aiks["items"]], [(keyid, False, device)])
+        # only an admin trusts a key, and the audit log says who did
+        status, body = yield self.call("PATCH", f"/api/attestation/aiks/{keyid}", {"trusted": True}, token="reader")
+        self.assertEqual(status, 403, body)
+        status, body = yield self.call("PATCH", f"/api/attestation/aiks/{keyid}", {"trusted": "yes"})
+        self.assertEqual((status, body["error"]["field"]), (400, "trusted"))
+        status, body = yield self.call("PATCH", f"/api/attestation/aiks/{'0' * 40}", {"trusted": True})
+        self.assertEqual(status, 404, body)
+        status, body = yield self.call("PATCH", f"/api/attestation/aiks/{keyid}", {"trusted": True})
+        self.assertEqual((status, body["trusted"]), (200, True))
+        self.assertIn("trust", self.admin("attest", "aik", "list"))
+        status, audit = yield self.call("GET", "/api/audit", token="reader")
+        self.assertEqual((audit["items"][0]["action"], audit["items"][0]["resource"], audit["items"][0]["target"]),
+                         ("update", "aik", keyid))
+        # results, newest first, of one key or one device
+        url = self.db_url() or f"sqlite:///{self.server.state_dir / 'nac.db'}"
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as c:
+                record_attestation(c, keyid, None, EvaluationResult.COMPLIANT, "quote verified", {"pcrs": [10]})
+                record_attestation(c, keyid, None, EvaluationResult.NONCOMPLIANT_MAJOR, "PCR 10 differs", None)
+                record_attestation(c, None, None, EvaluationResult.ERROR, "no AIK", None)
+        finally:
+            engine.dispose()
+        status, results = yield self.call("GET", f"/api/attestation/results?aik={keyid}", token="reader")
+        self.assertEqual([(r["summary"], r["evaluation"]) for r in results["items"]],
+                         [("PCR 10 differs", "non-compliant major"), ("quote verified", "compliant")])
+        status, results = yield self.call("GET", f"/api/attestation/results?device={device}&limit=1")
+        self.assertEqual([r["summary"] for r in results["items"]], ["PCR 10 differs"])
+        status, results = yield self.call("GET", "/api/attestation/results")
+        self.assertEqual(len(results["items"]), 3)
+
     # -- protections ------------------------------------------------------------------------------
 
     @defer.inlineCallbacks

@@ -214,7 +214,7 @@ class HttpApiMixin(HttpApiServer):
         self.assertEqual(status, 404, body)
         status, body = yield self.call("PATCH", f"/api/attestation/aiks/{keyid}", {"trusted": True})
         self.assertEqual((status, body["trusted"]), (200, True))
-        self.assertIn("trust", self.admin("attest", "aik", "list"))
+        self.assertIn(f"{keyid}  yes ", self.admin("attest", "aik", "list"))
         status, audit = yield self.call("GET", "/api/audit", token="reader")
         self.assertEqual((audit["items"][0]["action"], audit["items"][0]["resource"], audit["items"][0]["target"]),
                          ("update", "aik", keyid))

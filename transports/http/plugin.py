@@ -1,7 +1,8 @@
 """The HTTP service as a transport plugin (``transports = ..., http``): the
 ``[http]`` section and the service of the main process (REST API,
-sw-collector endpoints, ``/metrics``, ``/health``) over HTTPS with the
-PT-TLS-like certificate options (the demo certificate by default)."""
+sw-collector endpoints, ``/metrics`` summed over nac's processes,
+``/health``) over HTTPS with the PT-TLS-like certificate options (the demo
+certificate by default)."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ class HttpPlugin:
         sec = cfg.section("http")
         settings = ApiSettings(max_body_size=sec["max_body_size"], max_page_size=sec["max_page_size"],
                                rate=float(sec["rate_limit"]), burst=sec["rate_burst"])
-        return HttpService(cfg, store, settings, tls_context(cfg), sec["port"], sec["listen"])
+        return HttpService(cfg, store, settings, tls_context(cfg), sec["port"], sec["listen"], workers=workers)
 
     def make_worker_service(self, cfg, core, store, share):
         raise NotImplementedError("the HTTP API runs in the main process only")
@@ -101,8 +102,11 @@ def tls_context(cfg):
 class HttpService(service.Service):
     name = "http"
 
-    def __init__(self, cfg, store, settings: ApiSettings, context, port_number: int, interface: str, reactor=None):
+    def __init__(self, cfg, store, settings: ApiSettings, context, port_number: int, interface: str, reactor=None,
+                 workers=None):
         self.store = store
+        #: nac's worker processes (IWorkerProcesses), whose metrics /metrics sums with this process's
+        self.workers = workers
         self.context = context
         self.port_number = port_number
         self.interface = interface
@@ -138,8 +142,9 @@ class HttpService(service.Service):
             return listener.stopListening()
         return None
 
-    def metrics(self) -> bytes:
-        return metrics.exposition()
+    async def metrics(self) -> bytes:
+        snapshots = await self.workers.metrics() if self.workers is not None else []
+        return metrics.exposition(snapshots)
 
     async def health(self):
         begun = time.monotonic()

@@ -718,12 +718,12 @@ class OsImv(PaTncImv):
         summary: list[str] = []
         report: PackageReport | None = None
         check_failed = False
-        try:
-            group = yield self.group_policy(connection, OS_POLICIES)
-        except Exception:
-            log.failure("IMV {imv_id}: the group policy of Connection ID {cid} could not be read",
-                        imv_id=connection.imv_id, cid=connection.connection_id)
-            return self.check_failed("the group policy could not be read")
+        if store is not None and state.device_id is not None:
+            # recorded whatever the verdict, before anything that may find the database away
+            device_id = state.device_id
+            self.record(connection, state, f"device '{device_id}'",
+                        lambda session_id: store.device_seen(session_id, device_id, product))
+        group = yield self.group_policy(connection, OS_POLICIES)
         due = group.checks(OS_POLICIES) if group is not None else None
         updates = self.updates
         if due is not None:
@@ -731,10 +731,6 @@ class OsImv(PaTncImv):
                             if c.type == PolicyType.INSTALLED_PACKAGES), updates)
 
         if store is not None:
-            if state.device_id is not None:
-                device_id = state.device_id
-                self.record(connection, state, f"device '{device_id}'",
-                            lambda session_id: store.device_seen(session_id, device_id, product))
             if state.packages is None or product is None:
                 checks.append(None)
                 summary.append("no installed packages received" if state.packages is None

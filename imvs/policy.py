@@ -489,6 +489,12 @@ def replace_state(connection, state) -> None:
     connection.state = state
 
 
+
+class GroupPolicyUnreadable(Exception):
+    """The endpoint's group policy could not be read (the policy database
+    failed): the IMV judges as when a check of its own could not be made."""
+
+
 @dataclass(frozen=True, slots=True)
 class Judgement:
     """An IMV's verdict, ready to be sent."""
@@ -673,8 +679,12 @@ class PaTncImv:
         if state.decided:
             return None
         state.decided = True
-        return defer.maybeDeferred(self.judge, connection, state).addCallback(
-            lambda judgement: self.provide(connection, state, judgement))
+        def unreadable(failure):
+            failure.trap(GroupPolicyUnreadable)
+            return self.check_failed("the group policy could not be read")
+
+        judged = defer.maybeDeferred(self.judge, connection, state).addErrback(unreadable)
+        return judged.addCallback(lambda judgement: self.provide(connection, state, judgement))
 
     def provide(self, connection, state: ImvState, judgement: Judgement) -> None:
         """Send the Assessment Result (and Remediation Instructions when not
@@ -712,12 +722,20 @@ class PaTncImv:
     def group_policy(self, connection, types):
         """Deferred firing with the endpoint's group policy when it governs
         ``types`` (PolicyType values), else None (the ``[imv:NAME]`` policy
-        applies); fails when the policy cannot be read."""
+        applies).  When the policy cannot be read it logs why and fails with
+        :class:`GroupPolicyUnreadable`, which :meth:`decide` turns into the
+        verdict of a check that could not be made."""
         lookup = getattr(connection, "endpoint_policy", None)
         if lookup is None:
             return defer.succeed(None)
-        return defer.maybeDeferred(lookup).addCallback(
-            lambda policy: policy if policy is not None and policy.governs(types) else None)
+
+        def unreadable(failure):
+            log_store_failure(log, failure, "IMV {imv_id}: the group policy of Connection ID {cid} could not be "
+                              "read", imv_id=connection.imv_id, cid=connection.connection_id)
+            raise GroupPolicyUnreadable()
+
+        return defer.maybeDeferred(lookup).addCallbacks(
+            lambda policy: policy if policy is not None and policy.governs(types) else None, unreadable)
 
     def record_checks(self, connection, state: ImvState, policy, outcomes) -> None:
         """Keep each (check, passed) outcome for the checks' maximum age, in the background."""

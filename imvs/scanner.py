@@ -23,7 +23,6 @@ without an answer gives its no-result recommendation.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -178,12 +177,7 @@ class ScannerImv(PaTncImv):
 
     @defer.inlineCallbacks
     def judge(self, connection, state: ScannerState):
-        try:
-            policy = yield self.group_policy(connection, PORT_POLICIES)
-        except Exception:
-            log.failure("IMV {imv_id}: the group policy of Connection ID {cid} could not be read",
-                        imv_id=connection.imv_id, cid=connection.connection_id)
-            return self.check_failed("the group policy could not be read")
+        policy = yield self.group_policy(connection, PORT_POLICIES)
         checks = policy.checks(PORT_POLICIES) if policy is not None else None
         if state.ports is None:
             if checks:

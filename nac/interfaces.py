@@ -350,6 +350,13 @@ class IWorkerProcesses(Interface):
         before the workers start: in ``privilegedStartService``.
         """
 
+    def metrics():
+        """A Deferred firing with the workers' metrics, a list of
+        :data:`nac.metrics.Snapshot` (each running worker's, asked for now,
+        and the counters of those that ended), for ``/metrics`` to sum with
+        the main process's (:func:`nac.metrics.exposition`).  The HTTP
+        transport calls it."""
+
 
 class IWorkerShare(Interface):
     """What a worker process got for one transport from the main process."""

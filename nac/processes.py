@@ -27,15 +27,16 @@ The main process speaks to a worker over its standard streams only:
 
 * stdin carries one JSON line, what to load and serve, and then stays open:
   its end of file tells the worker that the main process is gone, however
-  it died;
+  it died.  Later lines ask for the worker's metrics (``{"metrics": N}``,
+  for ``/metrics``, which sums every process's: :mod:`nac.metrics`);
 * stdout carries the worker's log events, one JSON object a line (see
   :func:`event_line`), which the main process re-emits to its own log
   observers with the worker's number (``worker``, and in the text log
   ``[namespace#level worker N]``), so nothing is lost or cut mid-line
   whatever the log destination, and log rotation stays the main process's;
   and, as JSON lines with a ``nac_control`` key, that the worker is ready,
-  which Connection IDs it has reserved, and a configuration it cannot start
-  with;
+  which Connection IDs it has reserved, a configuration it cannot start
+  with, and the metrics asked for;
 * stderr, normally silent, is relayed line by line as errors (a Python
   crash before logging was set up).
 
@@ -54,6 +55,7 @@ from __future__ import annotations
 
 import collections
 import importlib
+import itertools
 import json
 import os
 import signal
@@ -69,6 +71,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import LogLevel
 from zope.interface import implementer
 
+from nac import metrics
 from nac.interfaces import IWorkerProcesses, IWorkerShare
 from nac.log import Logger, RepeatSummaryService, event_text
 
@@ -100,6 +103,10 @@ EXIT_CANNOT_START = 2
 EXIT_CONFIG_ERROR = 3
 #: Connection IDs a worker reserves at a time.
 ID_BLOCK = 1000
+#: Longest line of the main process on a worker's stdin after the launch line.
+MAX_REQUEST_LINE = 4096
+#: Seconds ``/metrics`` waits for a worker's figures before it uses the last ones.
+METRICS_TIMEOUT = 2.0
 
 
 def process_count(setting: str | int) -> int:
@@ -339,6 +346,9 @@ class WorkerProcess(protocol.ProcessProtocol):
         self.config_error: str | None = None
         self.started = supervisor.reactor.seconds()
         self.ended: defer.Deferred = defer.Deferred()
+        #: the worker's last metrics snapshot, and the requests it has not answered yet
+        self.metrics: metrics.Snapshot | None = None
+        self.metrics_pending: dict[int, defer.Deferred] = {}
         kind = supervisor.kind(worker)
         self.stdout = LogRelay(worker, None, supervisor.publish, stream="stdout", control=self._control,
                                kind=kind)
@@ -371,10 +381,25 @@ class WorkerProcess(protocol.ProcessProtocol):
             self.supervisor.ids_reserved(self.worker, message["upto"])
         elif what == "config_error" and isinstance(message.get("line"), str):
             self.config_error = message["line"]
+        elif what == "metrics" and isinstance(message.get("families"), list):
+            self.metrics = message["families"]
+            waiting = self.metrics_pending.pop(message.get("id"), None)
+            if waiting is not None:
+                waiting.callback(None)
+
+    def ask_metrics(self, request: int) -> defer.Deferred:
+        """Ask the worker for its metrics: a Deferred firing (with None) once
+        :attr:`metrics` holds its answer."""
+        answered = self.metrics_pending[request] = defer.Deferred()
+        self.transport.write(json.dumps({"metrics": request}).encode() + b"\n")
+        return answered
 
     def processEnded(self, reason):
         self.stdout.end()
         self.stderr.end()
+        for waiting in list(self.metrics_pending.values()):
+            waiting.callback(None)
+        self.metrics_pending.clear()
         self.supervisor.worker_ended(self, reason)
         self.ended.callback(None)
 
@@ -433,6 +458,10 @@ class WorkerSupervisor(service.Service):
         self._ever_ready: set[int] = set()
         #: Called with the line of a worker that cannot start with the configuration.
         self.on_config_error: Callable[[str], None] | None = None
+        #: the counters of the workers that ended (their last snapshots), and how many ended
+        self._retired: metrics.Snapshot = []
+        self.restarts = 0
+        self._metrics_requests = itertools.count(1)
         # the first Connection ID of each worker's next start
         self._first_id = {worker: worker + 1 for worker in range(1, processes)}
 
@@ -542,6 +571,8 @@ class WorkerSupervisor(service.Service):
     def worker_ended(self, proto: WorkerProcess, reason) -> None:
         if self.workers.get(proto.worker) is proto:
             del self.workers[proto.worker]
+        if proto.metrics:
+            self._retired = metrics.sum_snapshots([self._retired, metrics.retired(proto.metrics)])
         status = _exit_status(reason)
         kind = self.kind(proto.worker)
         if not self.running:
@@ -554,6 +585,7 @@ class WorkerSupervisor(service.Service):
                          "stopping nac", kind=kind, worker=proto.worker, pid=proto.pid)
             self.on_config_error(proto.config_error)
             return
+        self.restarts += 1
         lived = self.reactor.seconds() - proto.started
         delay = self._again(proto.worker, ready=proto.ready, lived=lived)
         if proto.ready:
@@ -574,17 +606,55 @@ class WorkerSupervisor(service.Service):
         self._restarts[worker] = self.reactor.callLater(delay, self._spawn, worker)
         return delay
 
+    # -- metrics ---------------------------------------------------------------------------
+
+    def metrics(self, timeout: float = METRICS_TIMEOUT) -> defer.Deferred:
+        """The workers' metrics: a Deferred firing with a list of snapshots
+        (:mod:`nac.metrics`), one for each worker that answered within
+        ``timeout`` seconds (else its last answer), and one of the counters of
+        the workers that ended."""
+        asked = [proto.ask_metrics(next(self._metrics_requests)) for proto in self.workers.values()
+                 if proto.ready and proto.transport is not None]
+        done: defer.Deferred = defer.Deferred()
+        late = self.reactor.callLater(timeout, lambda: done.called or done.callback(None))
+
+        def answered(_):
+            if late.active():
+                late.cancel()
+            if not done.called:
+                done.callback(None)
+
+        defer.DeferredList(asked).addCallback(answered)
+
+        def collected(_):
+            found = [proto.metrics for proto in self.workers.values() if proto.metrics]
+            return found + ([self._retired] if self._retired else [])
+
+        return done.addCallback(collected)
+
+    def metric_families(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        yield GaugeMetricFamily("nac_worker_processes", "Worker processes running and accepting",
+                                value=sum(1 for proto in self.workers.values() if proto.ready))
+        yield GaugeMetricFamily("nac_worker_processes_configured", "Worker processes nac runs beside its main "
+                                "process", value=self.processes - 1)
+        yield CounterMetricFamily("nac_worker_restarts", "Worker processes that ended while nac ran",
+                                  value=self.restarts)
+
     # -- service ---------------------------------------------------------------------------
 
     def startService(self):
         if not self._shares:
             raise RuntimeError("WorkerSupervisor started without a transport to serve")
         super().startService()
+        metrics.add_source(self, self.metric_families)
         for worker in range(1, self.processes):
             self._spawn(worker)
 
     def stopService(self):
         super().stopService()
+        metrics.remove_source(self)
         for call in self._restarts.values():
             if call.active():
                 call.cancel()
@@ -704,12 +774,17 @@ class ReservedConnectionIds:
 
 @implementer(IReadDescriptor)
 class ParentWatch:
-    """Reads the worker's stdin, which the main process never writes to
-    after the launch line: end of file means the main process is gone."""
+    """Reads the worker's stdin after the launch line: each line a request
+    of the main process (JSON, to ``on_request``; a line that is not a JSON
+    object, or longer than :data:`MAX_REQUEST_LINE`, is dropped), and end of
+    file, which means the main process is gone."""
 
-    def __init__(self, on_gone: Callable[[], None], fd: int = 0):
+    def __init__(self, on_gone: Callable[[], None], fd: int = 0,
+                 on_request: Callable[[dict], None] | None = None):
         self.fd = fd
         self.on_gone = on_gone
+        self.on_request = on_request
+        self._buffer = b""
         fdesc.setNonBlocking(fd)
 
     def fileno(self) -> int:
@@ -717,12 +792,24 @@ class ParentWatch:
 
     def doRead(self):
         try:
-            data = os.read(self.fd, 4096)
+            data = os.read(self.fd, 65536)
         except BlockingIOError:
             return None
         except OSError:
             data = b""
-        return None if data else tmain.CONNECTION_DONE
+        if not data:
+            return tmain.CONNECTION_DONE
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        if len(self._buffer) > MAX_REQUEST_LINE:
+            self._buffer = b""
+        for line in lines:
+            try:
+                request = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(request, dict) and self.on_request is not None:
+                self.on_request(request)
+        return None
 
     def connectionLost(self, reason) -> None:
         self.on_gone()
@@ -839,7 +926,11 @@ def main(argv: list[str] | None = None) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     # from here on the reactor closing stdin is no news
     reactor.addSystemEventTrigger("before", "shutdown", stopping.append, "shutdown")
-    reactor.addReader(ParentWatch(lambda: stop("the main nac process is gone")))
+    def request(message: dict) -> None:
+        if isinstance(message.get("metrics"), int):
+            writer.control("metrics", id=message["metrics"], families=metrics.snapshot())
+
+    reactor.addReader(ParentWatch(lambda: stop("the main nac process is gone"), on_request=request))
     # Ctrl-C reaches the whole process group: the main process decides
     reactor.callWhenRunning(signal.signal, signal.SIGINT, signal.SIG_IGN)
     where = [getattr(child, "where", None) for child in top]

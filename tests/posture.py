@@ -75,10 +75,12 @@ class Assessment:
 
 @defer.inlineCallbacks
 def run_assessment(testcase, imcs, imvs, *, store=None, limits=TransportLimits(), max_rounds=10,
-                   language="en"):
+                   language="en", policy_source=None):
     """Run one whole assessment: nac's PB-TNC client with ``imcs`` against a
-    TnccsCore with ``imvs``, batch by batch until either side closes."""
+    TnccsCore with ``imvs`` (and the group policy of ``policy_source``),
+    batch by batch until either side closes."""
     core = TnccsCore(ImvManager(imvs), store=store, max_rounds=max_rounds)
+    core.policy_source = policy_source
     connection = core.open_connection(PeerInfo("pt-tls", "127.0.0.1", 40000, "carol"), limits)
     client = PbTncClient(imcs, max_batch_size=limits.max_batch_size,
                          max_message_size=limits.max_message_size, language=language)
@@ -114,10 +116,11 @@ class ImvHarness:
 
     @defer.inlineCallbacks
     def assess(self, imcs, imvs, *, limits=TransportLimits(), max_rounds=10, language="en",
-               use_store=True):
+               use_store=True, policy_source=None):
         """An assessment that must complete."""
         result = yield run_assessment(self, imcs, imvs, store=self.store if use_store else None,
-                                      limits=limits, max_rounds=max_rounds, language=language)
+                                      limits=limits, max_rounds=max_rounds, language=language,
+                                      policy_source=policy_source)
         self.assertTrue(result.outcome.completed, result.outcome.error)
         if use_store and self.store is not None:
             # the IMVs' records and the decision are written in the background

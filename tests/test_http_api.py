@@ -64,6 +64,8 @@ class HttpApiServer:
     ``admin``, ``reader`` and ``collector``."""
 
     sections: dict = {}
+    #: other sections of the server's configuration
+    other_sections: dict = {}
 
     def db_url(self) -> str | None:
         return None
@@ -85,7 +87,7 @@ class HttpApiServer:
             nac["db"] = self.db_url()
         sections = {"nac": nac, "http": {"listen": "127.0.0.1", "port": self.http_port, **self.sections},
                     # the configuration's (default group's) port policy: nothing forbidden
-                    "imv:scanner": {"closed_port_policy": "no"}}
+                    "imv:scanner": {"closed_port_policy": "no"}, **self.other_sections}
         (base / "nac").mkdir()
         self.server = NacServer(sections, workdir=str(base / "nac"), env={"PYTHONPATH": self.env["PYTHONPATH"]})
         self.admin("init")
@@ -182,6 +184,57 @@ class HttpApiMixin(HttpApiServer):
         self.assertEqual([(e["actor"], e["action"], e["resource"]) for e in audit["items"]][:2],
                          [("token:admin", "update", "policy"), ("token:admin", "update", "enforcement")])
         self.assertEqual(audit["total"], 6)
+
+    @defer.inlineCallbacks
+    def test_attestation_keys_and_results(self):
+        import hashlib
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from nac.db.attestation import record_attestation
+        from nac.ifimv import EvaluationResult
+
+        public = ec.generate_private_key(ec.SECP256R1()).public_key()
+        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        keyid = hashlib.sha1(der).hexdigest()  # strongSwan's key ID: SHA-1 of the SubjectPublicKeyInfo
+        (self.base / "aik.pem").write_bytes(public.public_bytes(serialization.Encoding.PEM,
+                                                                serialization.PublicFormat.SubjectPublicKeyInfo))
+        [device] = self.add_devices(1)
+        self.admin("attest", "aik", "add", str(self.base / "aik.pem"), "--device", device)
+        status, aiks = yield self.call("GET", "/api/attestation/aiks", token="reader")
+        self.assertEqual(status, 200)
+        self.assertEqual([(a["keyid"], a["trusted"], a["device"]) for a in aiks["items"]], [(keyid, False, device)])
+        # only an admin trusts a key, and the audit log says who did
+        status, body = yield self.call("PATCH", f"/api/attestation/aiks/{keyid}", {"trusted": True}, token="reader")
+        self.assertEqual(status, 403, body)
+        status, body = yield self.call("PATCH", f"/api/attestation/aiks/{keyid}", {"trusted": "yes"})
+        self.assertEqual((status, body["error"]["field"]), (400, "trusted"))
+        status, body = yield self.call("PATCH", f"/api/attestation/aiks/{'0' * 40}", {"trusted": True})
+        self.assertEqual(status, 404, body)
+        status, body = yield self.call("PATCH", f"/api/attestation/aiks/{keyid}", {"trusted": True})
+        self.assertEqual((status, body["trusted"]), (200, True))
+        self.assertIn(f"{keyid}  yes ", self.admin("attest", "aik", "list"))
+        status, audit = yield self.call("GET", "/api/audit", token="reader")
+        self.assertEqual((audit["items"][0]["action"], audit["items"][0]["resource"], audit["items"][0]["target"]),
+                         ("update", "aik", keyid))
+        # results, newest first, of one key or one device
+        url = self.db_url() or f"sqlite:///{self.server.state_dir / 'nac.db'}"
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as c:
+                record_attestation(c, keyid, None, EvaluationResult.COMPLIANT, "quote verified", {"pcrs": [10]})
+                record_attestation(c, keyid, None, EvaluationResult.NONCOMPLIANT_MAJOR, "PCR 10 differs", None)
+                record_attestation(c, None, None, EvaluationResult.ERROR, "no AIK", None)
+        finally:
+            engine.dispose()
+        status, results = yield self.call("GET", f"/api/attestation/results?aik={keyid}", token="reader")
+        self.assertEqual([(r["summary"], r["evaluation"]) for r in results["items"]],
+                         [("PCR 10 differs", "non-compliant major"), ("quote verified", "compliant")])
+        status, results = yield self.call("GET", f"/api/attestation/results?device={device}&limit=1")
+        self.assertEqual([r["summary"] for r in results["items"]], ["PCR 10 differs"])
+        status, results = yield self.call("GET", "/api/attestation/results")
+        self.assertEqual(len(results["items"]), 3)
 
     # -- protections ------------------------------------------------------------------------------
 
@@ -289,6 +342,40 @@ class PostgresHttpApiTests(HttpApiMixin, unittest.TestCase):
 
     def test_requests_per_token_are_limited(self):
         raise unittest.SkipTest("the rate limit is tested on SQLite (it does not touch the database)")
+
+    @defer.inlineCallbacks
+    def test_a_policy_changed_through_the_api_applies_in_another_nac_on_the_database(self):
+        # a second nac (PT-TLS only, its own state directory and demo CA) on the same PostgreSQL
+        (self.base / "second").mkdir()
+        second = NacServer({"nac": {"transports": "pt-tls", "imvs": "scanner", "db": self.db_url(),
+                                    "instance": "second"},
+                            "imv:scanner": {"closed_port_policy": "no"}},
+                           workdir=str(self.base / "second"))
+        second.start()
+        self.addCleanup(second.stop)
+
+        def assess_there(user: str) -> str:
+            done = second.client("--client", user, "--secret", "pw-" + user, "--collectors", "scanner", "--json")
+            self.assertEqual(done.returncode, 0, done.stderr + second.log_text()[-3000:])
+            return json.loads(done.stdout)["recommendation"]
+
+        self.assertEqual(assess_there("dave"), "Access Allowed")
+        status, group = yield self.call("POST", "/api/groups", {"name": "lab", "identities": ["dave"]})
+        self.assertEqual(status, 201, group)
+        status, policy = yield self.call("POST", "/api/policies", {
+            "name": "test port closed", "type": "blocked-tcp-ports", "argument": str(self.open_port),
+            "rec_fail": "isolate"})
+        self.assertEqual(status, 201, policy)
+        status, _ = yield self.call("POST", "/api/enforcements", {"policy": policy["id"], "group": group["id"]})
+        self.assertEqual(status, 201)
+        # no restart, no signal: the other process reads the change at its next assessment
+        self.assertEqual(assess_there("dave"), "Quarantined")
+        self.assertEqual(assess_there("carol"), "Access Allowed")
+        status, _ = yield self.call("PATCH", f"/api/policies/{policy['id']}", {"rec_fail": "block"})
+        self.assertEqual(status, 200)
+        self.assertEqual(assess_there("dave"), "Access Denied")
+        status, sessions = yield self.call("GET", "/api/sessions?identity=dave", token="reader")
+        self.assertEqual([s["access"] for s in sessions["items"]], ["denied", "isolate", "allowed"])
 
 
 class SchemaAndCollectorTests(HttpApiServer, unittest.TestCase):

@@ -209,6 +209,23 @@ class OsFlowTestsMixin(StoreMixin):
         self.assertEqual(result.decision.access, "isolate")
 
     @defer.inlineCallbacks
+    def test_a_group_policy_that_cannot_be_read_still_records_the_device(self):
+        """The decision is recorded with the device it judged, so that the
+        session is found by its device after an outage."""
+        from nac.db.store import StoreError
+
+        class Failing:
+            def resolve(self, endpoint):
+                return defer.fail(StoreError("connection refused"))
+
+        self.import_host()
+        result = yield self.assess([self.host().os_imc()], [OsImv()], policy_source=Failing())
+        self.flushLoggedErrors(StoreError)
+        self.assertEqual(result.decision.access, "denied")
+        [session] = yield self.decided_sessions()
+        self.assertEqual((session.access, session.device), ("denied", "3d1219c7c4c5404aaa1f6d2a48adfda4"))
+
+    @defer.inlineCallbacks
     def test_the_same_host_again_is_judged_from_memory_until_the_policy_changes(self):
         self.import_host()
         imv = OsImv()

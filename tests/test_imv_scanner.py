@@ -146,6 +146,56 @@ class ScannerFlowTests(ImvHarness, unittest.TestCase):
                       result.outcome.remediation[0].text)
 
 
+class UnreadableGroupPolicyTests(ImvHarness, unittest.TestCase):
+    """The endpoint's group policy cannot be read (the policy database
+    failed): the OS and scanner IMVs never allow, whatever the endpoint
+    shows and another IMV says, and they do not fall back to ``[imv:*]``."""
+
+    store = None
+
+    class FailingSource:
+        def resolve(self, endpoint):
+            from nac.db.store import StoreError
+
+            return defer.fail(StoreError("connection refused"))
+
+    @defer.inlineCallbacks
+    def test_the_verdict_is_that_of_a_check_that_could_not_be_made(self):
+        from nac.db.store import StoreError
+        from tests.posture import ScriptedImv
+
+        host = capture_host(tmpdir(self), packages=[("bash", "5.2.15-2+b8")])
+        allowing = ScriptedImv("allow", [(0, 1)], on_solicit=lambda c: c.provide_recommendation(A.ALLOW, E.COMPLIANT))
+        clean = {"tcp_ports": port_ranges("271"), "udp_ports": port_ranges("1812 10000-65000")}
+        for imv, imc, name in ((ScannerImv(clean), host.scanner_imc(), "scanner"), (OsImv(), host.os_imc(), "os")):
+            result = yield self.assess([imc], [imv, allowing], policy_source=self.FailingSource())
+            # the IMV's and the enforcement's reading: each logged with its traceback (not an outage)
+            self.assertEqual(len(self.flushLoggedErrors(StoreError)), 2)
+            verdict = result.verdict(name)
+            self.assertEqual((verdict.recommendation, verdict.evaluation), (A.NO_ACCESS, E.ERROR), name)
+            self.assertEqual(result.decision.access, "denied")
+            self.assertIn(("The security policy could not be checked", "en"), result.decision.reasons)
+        # or as configured (check_failed); never allow
+        result = yield self.assess([host.scanner_imc()], [ScannerImv({**clean, "check_failed": "isolate"}), allowing],
+                                   policy_source=self.FailingSource())
+        self.flushLoggedErrors(StoreError)
+        self.assertEqual(result.decision.access, "isolate")
+
+    @defer.inlineCallbacks
+    def test_an_outage_is_a_quiet_check_failed(self):
+        from nac.db.outage import StoreUnavailable
+
+        class Away:
+            def resolve(self, endpoint):
+                return defer.fail(StoreUnavailable("OperationalError: connection refused"))
+
+        host = capture_host(tmpdir(self), packages=[("bash", "5.2.15-2+b8")])
+        result = yield self.assess([host.scanner_imc()], [ScannerImv({"tcp_ports": port_ranges("271")})],
+                                   policy_source=Away())
+        self.assertEqual(result.decision.access, "denied")
+        self.assertEqual(self.flushLoggedErrors(), [])  # the store said it once; no traceback per assessment
+
+
 class CombinedTestsMixin(StoreMixin):
     """OS and Scanner IMVs in one core on a real store: the seed's flow."""
 

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from nac import config as nac_config
+from nac import metrics
 from nac.tnccs.assessment import PeerInfo
 from nac.tnccs.core import TnccsCore
 from tests.nacserver import REPO, NacServer, repo_env
@@ -346,6 +347,7 @@ class SupervisorTests(unittest.TestCase):
         self.sup = w.WorkerSupervisor("nac.conf", {("nac", "db"): "sqlite:////x.db"}, 3,
                                       reactor=self.reactor, publish=self.events.append,
                                       backoff=(0.5, 4.0), stable=30.0, stop_timeout=5.0)
+        self.addCleanup(metrics.remove_source, self.sup)  # most tests leave it running
         self.share_pt_tls(3)
         self.logged: list[dict] = []
         from twisted.logger import globalLogPublisher
@@ -487,6 +489,98 @@ class SupervisorTests(unittest.TestCase):
         self.sup.stopService()
         self.reactor.advance(60)
         self.assertEqual(len(self.reactor.spawned), 2)
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    def answer(self, process, request: int, assessments: int, open_: int = 1) -> None:
+        families = [["nac_assessments", "counter", "a", [["nac_assessments_total", {"decision": "allowed"},
+                                                          assessments]]],
+                    ["nac_assessments_open", "gauge", "o", [["nac_assessments_open", {}, open_]]]]
+        process.proto.outReceived(json.dumps({"nac_control": "metrics", "id": request,
+                                              "families": families}).encode() + b"\n")
+
+    def requests(self, process) -> list[int]:
+        """The metrics requests written to a worker's stdin after its launch line."""
+        return [json.loads(line)["metrics"] for line in process.written.split(b"\n")[1:] if line]
+
+    def test_metrics_are_asked_of_every_ready_worker(self):
+        self.sup.startService()
+        one, two = (p for p, *_ in self.reactor.spawned)
+        self.ready(one)
+        self.ready(two)
+        got = []
+        self.sup.metrics().addCallback(got.append)
+        (first,), (second,) = self.requests(one), self.requests(two)
+        self.answer(one, first, 3)
+        self.assertEqual(got, [])  # worker 2 has not answered yet
+        self.answer(two, second, 4)
+        self.assertEqual([snap[0][3][0][2] for snap in got[0]], [3, 4])
+        self.assertNotIn("nac_control", self.texts())  # an answer is no log line
+
+    def test_a_worker_that_does_not_answer_counts_with_its_last_figures(self):
+        self.sup.startService()
+        one, two = (p for p, *_ in self.reactor.spawned)
+        self.ready(one)  # worker 2 is not ready: not asked
+        got = []
+        self.sup.metrics().addCallback(got.append)
+        self.assertEqual(self.requests(two), [])
+        self.answer(one, self.requests(one)[0], 3)
+        self.assertEqual(len(got[0]), 1)
+        self.ready(two)
+        self.sup.metrics().addCallback(got.append)
+        self.answer(two, self.requests(two)[0], 4)
+        self.assertEqual(len(got), 1)  # worker 1 is silent now
+        self.reactor.advance(w.METRICS_TIMEOUT)
+        self.assertEqual([snap[0][3][0][2] for snap in got[1]], [3, 4])
+
+    def test_a_dead_workers_counters_still_count(self):
+        self.sup.startService()
+        one, two = (p for p, *_ in self.reactor.spawned)
+        self.ready(one)
+        self.ready(two)
+        families = dict((f.name, f) for f in self.sup.metric_families())
+        self.assertEqual([s.value for s in families["nac_worker_processes"].samples], [2])
+        self.sup.metrics()
+        self.answer(one, self.requests(one)[0], 3, open_=2)
+        self.answer(two, self.requests(two)[0], 4)
+        got = []
+        one.end(sig=signal.SIGKILL)
+        self.sup.metrics().addCallback(got.append)
+        self.answer(two, self.requests(two)[1], 5)
+        # worker 2's figures, and worker 1's counters (not its gauge: it has nothing open any more)
+        self.assertEqual(got[0][0][0][3][0][2], 5)
+        self.assertEqual(got[0][1], [["nac_assessments", "counter", "a",
+                                      [["nac_assessments_total", {"decision": "allowed"}, 3]]]])
+        families = dict((f.name, f) for f in self.sup.metric_families())
+        self.assertEqual([s.value for s in families["nac_worker_processes"].samples], [1])
+        self.assertEqual([s.value for s in families["nac_worker_restarts"].samples if s.name.endswith("_total")],
+                         [1])
+
+    def test_a_request_pending_when_the_worker_dies_is_not_waited_for(self):
+        self.sup.startService()
+        one, two = (p for p, *_ in self.reactor.spawned)
+        self.ready(one)
+        got = []
+        self.sup.metrics().addCallback(got.append)
+        one.end(exit_code=1)
+        self.assertEqual(got, [[]])
+
+
+class ParentWatchTests(unittest.TestCase):
+    def test_requests_are_lines_and_end_of_file_means_gone(self):
+        read, write = os.pipe()
+        self.addCleanup(os.close, read)
+        requests, gone = [], []
+        watch = w.ParentWatch(lambda: gone.append(True), fd=read, on_request=requests.append)
+        os.write(write, b'{"metrics": 1}\nnot json\n[1]\n{"metr')
+        self.assertIsNone(watch.doRead())
+        os.write(write, b'ics": 2}\n')
+        self.assertIsNone(watch.doRead())
+        self.assertEqual(requests, [{"metrics": 1}, {"metrics": 2}])
+        os.close(write)
+        self.assertIsNotNone(watch.doRead())  # CONNECTION_DONE: the reactor calls connectionLost
+        watch.connectionLost(None)
+        self.assertEqual(gone, [True])
 
 
 # -- the real server ------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ from nac.tnccs.recommendations import combine
 
 log = Logger(namespace="nac.tnccs")
 
+# an endpoint policy still being looked up
+_PENDING = object()
+
 A = ActionRecommendation
 E = EvaluationResult
 
@@ -88,7 +91,8 @@ class TnccsServerConnection:
         #: what the IMVs' unfinished segmented attributes may hold (nac.pa.segmentation)
         self.reassembly = budget() if budget is not None else None
         self._device: tuple[str | None, str | None] = (None, None)
-        self._policy: tuple[tuple, defer.Deferred] | None = None
+        #: [endpoint key, its policy or the Failure of the lookup once known, the Deferreds waiting for it]
+        self._policy: list | None = None
         self._enforcement: GroupEnforcement | None = None
 
     # -- protocol hooks -------------------------------------------------------------
@@ -139,9 +143,23 @@ class TnccsServerConnection:
             return defer.succeed(None)
         key = (self.peer.identity, *self._device)
         if self._policy is None or self._policy[0] != key:
-            self._policy = (key, defer.maybeDeferred(source.resolve, Endpoint(*key)))
+            entry = self._policy = [key, _PENDING, []]
+
+            def known(result, entry=entry):
+                # each waiting caller gets the result (a failure, too: theirs to handle), and
+                # later callers get it from the entry; no Deferred is left holding a failure
+                entry[1] = result
+                waiting, entry[2] = entry[2], []
+                for d in waiting:
+                    d.callback(result)
+
+            defer.maybeDeferred(source.resolve, Endpoint(*key)).addBoth(known)
+        entry = self._policy
         d = defer.Deferred()
-        self._policy[1].addBoth(lambda result: (d.callback(result), result)[1])
+        if entry[1] is _PENDING:
+            entry[2].append(d)
+        else:
+            d.callback(entry[1])
         return d
 
     # -- ITnccsConnection -------------------------------------------------------------
@@ -292,8 +310,8 @@ class TnccsServerConnection:
             try:
                 policy = await self.endpoint_policy()
             except Exception:
-                log.failure("the group policy of Connection ID {cid} could not be read; the transports "
-                            "enforce their configuration", cid=self.connection_id)
+                log_store_failure(log, Failure(), "the group policy of Connection ID {cid} could not be read; the "
+                                  "transports enforce their configuration", cid=self.connection_id)
             else:
                 self._enforcement = getattr(policy, "enforcement", None)
         return verdict

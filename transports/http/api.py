@@ -22,9 +22,11 @@ import time
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from sqlalchemy import orm
 from twisted.internet import defer
 from twisted.web import resource, server
 
+from nac.db import attestation as attest_db
 from nac.db import manage
 from nac.db.store import AlreadyExists, NotFound, StoreError
 from nac.escape import printable
@@ -122,6 +124,20 @@ def _json_default(value):
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
+def _orm(fn):
+    """``fn(session, ...)`` of nac.db.attestation as a read of the store
+    (which gives a plain Connection): an ORM session on that connection."""
+    def read(connection, *args, **kwargs):
+        with orm.Session(bind=connection) as session:
+            return fn(session, *args, **kwargs)
+    return read
+
+
+def _aik(info: attest_db.AikInfo) -> dict:
+    return {"keyid": info.keyid, "trusted": info.trusted, "device": info.device, "product": info.product,
+            "description": info.description, "created": info.created, "last_seen": info.last_seen}
+
+
 class ApiResource(resource.Resource):
     isLeaf = True
 
@@ -162,7 +178,7 @@ class ApiResource(resource.Resource):
                 status, payload = await self.health()
                 return self._send(request, status, payload)
             if path == "/metrics" and method == "GET":
-                return self._send(request, 200, self.metrics(), content_type=b"text/plain; version=0.0.4")
+                return self._send(request, 200, await self.metrics(), content_type=b"text/plain; version=0.0.4")
             if path == "/api/openapi.json" and method == "GET":
                 return self._send(request, 200, openapi_document(self.settings))
             matched = None
@@ -499,6 +515,31 @@ class ApiResource(resource.Resource):
         return 200, await self.store.read(queries.list_audit, limit, offset)
 
     # -- strongSwan's sw-collector (strongTNC's shapes) -------------------------------------------
+
+    @route("GET", "/api/attestation/aiks", "read")
+    async def aiks(self, ctx):
+        return 200, {"items": [_aik(info) for info in await self.store.read(_orm(attest_db.list_aiks))]}
+
+    @route("PATCH", "/api/attestation/aiks/(?P<keyid>[^/]+)", "admin")
+    async def aik_patch(self, ctx, keyid):
+        body = ctx.body
+        manage._unknown(body, {"trusted"})
+        if not isinstance(body.get("trusted"), bool):
+            raise ApiError(400, "invalid_field", "is required (true or false)", "trusted")
+
+        def change(session):
+            info = attest_db.set_aik_trusted(session, keyid, body["trusted"])
+            return {"id": info.keyid, "aik": _aik(info)}
+        return 200, (await self._change(ctx, "update", "aik", change))["aik"]
+
+    @route("GET", "/api/attestation/results", "read")
+    async def attestations(self, ctx):
+        limit, _offset = self._page(ctx.query)
+        found = await self.store.read(_orm(attest_db.list_attestations), keyid=ctx.query.get("aik"),
+                                      device=ctx.query.get("device"), limit=limit)
+        return 200, {"items": [{"id": a.id, "keyid": a.keyid, "device": a.device, "session": a.session_id,
+                                "time": a.created, "evaluation": a.evaluation.label, "summary": a.summary,
+                                "details": a.details} for a in found]}
 
     @route("POST", "/api/swid/add-tags/?", "collector")
     async def sw_add_tags(self, ctx):

@@ -85,6 +85,10 @@ REQUIRED = {"groups": ["name"], "policies": ["name", "type"], "enforcements": ["
 PRODUCT = _obj({"id": INT, "name": STR, "devices": INT, "default_groups": _s("array", items=STR)})
 PACKAGE = _obj({"product": STR, "package": STR, "release": STR, "security": BOOL, "blacklisted": BOOL,
                 "time": TIME})
+AIK = _obj({"keyid": STR, "trusted": BOOL, "device": _n(STR), "product": _n(STR), "description": STR,
+            "created": TIME, "last_seen": _n(TIME)})
+ATTESTATION = _obj({"id": INT, "keyid": _n(STR), "device": _n(STR), "session": _n(INT), "time": TIME,
+                    "evaluation": STR, "summary": STR, "details": {}})
 USER = _obj({"name": STR, "enabled": BOOL, "created": TIME, "eap": BOOL})
 SWID = _obj({"id": INT, "software_id": STR, "has_tag": BOOL})
 AUDIT = _obj({"id": INT, "time": TIME, "actor": STR, "action": STR, "resource": STR, "target": STR,
@@ -219,6 +223,13 @@ def openapi_document(settings) -> dict:
                                   "default_group": _text(50, 1)}), role="admin")},
             "/api/swid-tags": {"get": _op("software identifiers", _page(SWID), params=[
                 limit, offset, _q("software_id")])},
+            "/api/attestation/aiks": {"get": _op("the TPMs' attestation identity keys", _items(AIK))},
+            "/api/attestation/aiks/{keyid}": {
+                "parameters": [{"name": "keyid", "in": "path", "required": True, "schema": STR}],
+                "patch": _op("trust or distrust an AIK's quotes", AIK, body=_input({"trusted": BOOL}, ["trusted"]),
+                             role="admin")},
+            "/api/attestation/results": {"get": _op("the newest attestations", _items(ATTESTATION), params=[
+                limit, _q("aik", description="of one AIK (key ID)"), _q("device", description="of one device's AIKs")])},
             "/api/audit": {"get": _op("the audit log, newest first", _page(AUDIT), params=[limit, offset])},
             "/api/swid/add-tags/": {"post": {"summary": "sw-collector: store SWID tags (role: collector)",
                                              "requestBody": {"required": True, **_json(sw_list)},

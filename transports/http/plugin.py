@@ -1,7 +1,8 @@
 """The HTTP service as a transport plugin (``transports = ..., http``): the
 ``[http]`` section and the service of the main process (REST API,
-sw-collector endpoints, ``/metrics``, ``/health``) over HTTPS with the
-PT-TLS-like certificate options (the demo certificate by default)."""
+sw-collector endpoints, ``/metrics`` summed over nac's processes,
+``/health``) over HTTPS with the PT-TLS-like certificate options (the demo
+certificate by default)."""
 
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ class HttpPlugin:
         if sec["console"]:
             console = ConsoleSettings(max_failures=sec["console_max_failures"], lockout=sec["console_lockout"],
                                       idle_timeout=sec["console_idle_timeout"])
-        return HttpService(cfg, store, settings, tls_context(cfg), sec["port"], sec["listen"], console=console)
+        return HttpService(cfg, store, settings, tls_context(cfg), sec["port"], sec["listen"], workers=workers,
+                           console=console)
 
     def make_worker_service(self, cfg, core, store, share):
         raise NotImplementedError("the HTTP API runs in the main process only")
@@ -118,8 +120,10 @@ class HttpService(service.Service):
     name = "http"
 
     def __init__(self, cfg, store, settings: ApiSettings, context, port_number: int, interface: str, reactor=None,
-                 console: ConsoleSettings | None = None):
+                 workers=None, console: ConsoleSettings | None = None):
         self.store = store
+        #: nac's worker processes (IWorkerProcesses), whose metrics /metrics sums with this process's
+        self.workers = workers
         self.context = context
         self.port_number = port_number
         self.interface = interface
@@ -158,8 +162,9 @@ class HttpService(service.Service):
             return listener.stopListening()
         return None
 
-    def metrics(self) -> bytes:
-        return metrics.exposition()
+    async def metrics(self) -> bytes:
+        snapshots = await self.workers.metrics() if self.workers is not None else []
+        return metrics.exposition(snapshots)
 
     async def health(self):
         begun = time.monotonic()

@@ -21,6 +21,7 @@ from twisted.internet import defer, protocol, task, threads
 from zope.interface import implementer
 
 from nac import config as nac_config
+from nac import metrics
 from nac.dualstack import bind, listen_address, socket_address, unmapped
 from nac.interfaces import IPostureTransport
 from nac.log import Logger
@@ -36,6 +37,40 @@ __all__ = ["IkeProtocol", "IkeService", "make_service", "settings_from_config"]
 log = Logger(namespace="nac.ikev2")
 
 EXPIRY_INTERVAL = 1.0
+
+#: ``/metrics``: the responder's counters, as nac_ike_<counter>_total
+COUNTER_HELP = {
+    "ike_sa_init_requests": "IKE_SA_INIT requests received",
+    "ike_sa_init_responses": "IKE_SA_INIT responses sent",
+    "cookies_sent": "COOKIE notifies sent (RFC 7296 2.6)",
+    "invalid_ke_sent": "INVALID_KE_PAYLOAD notifies sent",
+    "no_proposal_chosen": "NO_PROPOSAL_CHOSEN notifies sent",
+    "half_open_dropped": "IKE_SA_INIT requests ignored: too many half-open IKE SAs",
+    "half_open_peer_dropped": "IKE_SA_INIT requests ignored: too many half-open IKE SAs of their address",
+    "retransmits_answered": "Retransmitted requests answered with the response sent before",
+    "integrity_failures": "Messages whose integrity check failed",
+    "malformed": "Messages that could not be parsed",
+    "unknown_spi": "Messages for no IKE SA known",
+    "established": "IKE SAs established",
+    "authentication_failures": "IKE_AUTH exchanges that failed to authenticate",
+    "child_sas": "CHILD_SAs created",
+    "ike_rekeys": "IKE SAs rekeyed",
+    "child_rekeys": "CHILD_SAs rekeyed",
+}
+
+
+def metric_families(responder: IkeResponder):
+    """The responder's IKE SAs (established, half-open) and counters."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    sas = GaugeMetricFamily("nac_ike_sas", "IKE SAs, by state (established, half_open: no IKE_AUTH yet)",
+                            labels=["state"])
+    half_open = responder.half_open
+    sas.add_metric(["established"], len(responder.ike_sas) - half_open)
+    sas.add_metric(["half_open"], half_open)
+    yield sas
+    for name, text in COUNTER_HELP.items():
+        yield CounterMetricFamily(f"nac_ike_{name}", text, value=getattr(responder.counters, name))
 # Linux: setsockopt(IPPROTO_UDP, UDP_ENCAP, UDP_ENCAP_ESPINUDP) makes the kernel
 # take ESP from the NAT-T socket and leave IKE (non-ESP marker) to us (RFC 3948)
 _UDP_ENCAP = 100
@@ -159,6 +194,7 @@ class IkeService(service.Service):
                 sock.close()  # the port has its own duplicate
         if isinstance(self.kernel, XfrmKernel):
             self._enable_esp_in_udp()
+        metrics.add_source(self, lambda: metric_families(self.responder))
         self._sweeper = task.LoopingCall(lambda: self.responder.expire(self.clock.seconds()))
         self._sweeper.clock = self.clock
         self._sweeper.start(EXPIRY_INTERVAL, now=False)
@@ -180,6 +216,7 @@ class IkeService(service.Service):
 
     def stopService(self):
         super().stopService()
+        metrics.remove_source(self)
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         # deletes go out to established peers before the sockets close

@@ -17,6 +17,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHandshakeListener
 from zope.interface import implementer
 
+from nac import metrics
 from nac.auth_throttle import LoginOutcome, Logins, LoginSource, address_source, logins_for
 from nac.certs import certificate_identity
 from nac.config import ConfigError
@@ -459,6 +460,14 @@ def _from(source: str | None) -> str:
     return f" from {source}" if source else ""
 
 
+def metric_families(factory: PtTlsFactory):
+    """``/metrics``: the PT-TLS connections this process has open."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    yield GaugeMetricFamily("nac_pt_tls_connections_open", "PT-TLS connections open (TLS handshake included)",
+                            value=factory.active)
+
+
 def listening_socket(interface: str, port: int, backlog: int = 1024) -> socket.socket:
     """The PT-TLS listening socket, bound and listening (``::``: IPv6 and
     IPv4, see :mod:`nac.dualstack`).
@@ -534,10 +543,12 @@ class PtTlsService(service.MultiService):
             self.workers.share(self.transport_name, self.processes, lambda worker: {"listen": sock.fileno()},
                                {"family": int(sock.family)}, label="PT-TLS")
             log.info("PT-TLS listening on {where} with {n} processes", where=self._where, n=self.processes)
+        metrics.add_source(self.factory, lambda: metric_families(self.factory))
         super().startService()
 
     @defer.inlineCallbacks
     def stopService(self):
+        metrics.remove_source(self.factory)
         self.factory.stop_reports()
         if self.listener is not None:
             listener, self.listener = self.listener, None
@@ -654,6 +665,7 @@ class PtTlsWorkerService(service.Service):
     name = "pt-tls"
 
     def __init__(self, factory: PtTlsFactory, context, share, reactor=None):
+        self.factory = factory
         self.tls_factory = TlsServerFactory(context, False, factory)
         self.fd = int(share.descriptors["listen"])
         self.family = int(share.data["family"])
@@ -669,10 +681,12 @@ class PtTlsWorkerService(service.Service):
         os.close(self.fd)  # adoptStreamPort took a duplicate
         host = self.port.getHost()
         self.where = f"{host.host}[{host.port}]"
+        metrics.add_source(self.factory, lambda: metric_families(self.factory))
         super().startService()
 
     def stopService(self):
         super().stopService()
+        metrics.remove_source(self.factory)
         self.tls_factory.wrappedFactory.stop_reports()
         if self.port is not None:
             port, self.port = self.port, None

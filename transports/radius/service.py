@@ -17,6 +17,7 @@ from twisted.internet import protocol, task
 from zope.interface import implementer
 
 from nac import config as nac_config
+from nac import metrics
 from nac.dualstack import bind, listen_address, unmapped
 from nac.interfaces import IPostureTransport
 from nac.log import Logger
@@ -32,6 +33,33 @@ log = Logger(namespace="nac.radius")
 
 # how often idle conversations and stale cached replies are swept
 EXPIRY_INTERVAL = 1.0
+
+#: ``/metrics``: the RADIUS server's counters (RFC 4669 names), as nac_radius_<counter>_total
+COUNTER_HELP = {
+    "access_requests": "Access-Requests received from known clients (retransmissions included)",
+    "dup_access_requests": "Access-Requests that repeated one being processed or answered",
+    "access_accepts": "Access-Accepts sent",
+    "access_rejects": "Access-Rejects sent",
+    "access_challenges": "Access-Challenges sent",
+    "status_servers": "Status-Server requests answered",
+    "malformed_packets": "Packets from known clients that could not be parsed, or bad attributes",
+    "bad_authenticators": "Packets from known clients with a wrong Message-Authenticator",
+    "packets_dropped": "Packets from known clients discarded without a reply (bad authenticators, unknown "
+                       "State, no Message-Authenticator, ...)",
+    "unknown_types": "Packets of a code this server does not answer",
+    "unknown_clients": "Packets from addresses that are no configured client",
+    "forwarded": "Access-Requests handed to the process that serves their conversation",
+    "conversations_evicted": "Unfinished EAP conversations ended to make room for newer ones",
+}
+
+
+def metric_families(server: RadiusServer):
+    """The server's counters and conversations, as prometheus-client families."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    for name, text in COUNTER_HELP.items():
+        yield CounterMetricFamily(f"nac_radius_{name}", text, value=getattr(server.counters, name))
+    yield GaugeMetricFamily("nac_radius_conversations", "EAP conversations in progress", value=server.conversations)
 
 
 class RadiusProtocol(protocol.DatagramProtocol):
@@ -192,6 +220,7 @@ class RadiusService(service.Service):
 
             self.workers.share(self.transport_name, self.server.processes, descriptors,
                                {"family": int(listening.family)}, label="RADIUS")
+        metrics.add_source(self, lambda: metric_families(self.server))
         self._sweeper = task.LoopingCall(lambda: self.server.expire(self.clock.seconds()))
         self._sweeper.clock = self.clock
         self._sweeper.start(EXPIRY_INTERVAL, now=False)
@@ -214,6 +243,7 @@ class RadiusService(service.Service):
 
     def stopService(self):
         super().stopService()
+        metrics.remove_source(self)
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self.server.close("server shutting down")

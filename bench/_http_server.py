@@ -9,9 +9,11 @@ database, each with one decided session when ``sessions`` is set.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from tests.nacserver import NacServer, free_port, repo_env
@@ -21,7 +23,11 @@ DECISIONS = (("allowed", 0, 0), ("allowed", 0, 0), ("allowed", 0, 0), ("isolate"
 
 
 class HttpBenchServer:
-    def __init__(self, work: Path, devices: int, *, sessions: bool = False):
+    """The server, set up in a new temporary directory; ``with`` it started,
+    then stopped and its directory removed."""
+
+    def __init__(self, devices: int, *, sessions: bool = False):
+        self.work = work = Path(tempfile.mkdtemp(prefix="nac-bench-http-"))
         site = work / "site" / "nac_http_transport-1.0.dist-info"
         site.mkdir(parents=True)
         (site / "METADATA").write_text("Metadata-Version: 2.1\nName: nac-http-transport\nVersion: 1.0\n")
@@ -54,9 +60,11 @@ class HttpBenchServer:
         return subprocess.run([sys.executable, "-m", "nac.admin", "--config", str(self.server.config), *command],
                               env=self.env, capture_output=True, text=True, check=True).stdout
 
-    def start(self) -> None:
+    def __enter__(self) -> "HttpBenchServer":
         self.server.start()
         self.server.wait_listening(self.port)
+        return self
 
-    def stop(self) -> None:
+    def __exit__(self, *exc) -> None:
         self.server.stop()
+        shutil.rmtree(self.work, ignore_errors=True)

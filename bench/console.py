@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import re
-import shutil
 import ssl
 import sys
-import tempfile
 import time
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -30,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._http_server import HttpBenchServer  # noqa: E402
-from bench._measure import server_cpu_seconds  # noqa: E402
+from bench._measure import level_figures, server_cpu_seconds  # noqa: E402
 
 
 class Client:
@@ -67,11 +65,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="nac-bench-console-"))
-    bench = HttpBenchServer(work, args.devices, sessions=True)
+    bench = HttpBenchServer(args.devices, sessions=True)
     bench.admin("console-user", "add", "bench", "--role", "read", "--password", "bench-password")
-    bench.start()
-    try:
+    with bench:
         client = Client(bench.port, ssl.create_default_context(cafile=str(bench.server.ca)))
         client.log_in("bench", "bench-password")
         pages = max(1, args.devices // 50)
@@ -97,13 +93,9 @@ def main(argv=None) -> int:
         count = sum(len(t) for t in timings.values())
         print(f"devices and sessions in the database: {args.devices}; {args.rounds} rounds, failures {failures}")
         for kind, values in timings.items():
-            values.sort()
-            print(f"{kind:>20}: p50 {values[len(values) // 2] * 1000:7.1f} ms, "
-                  f"p99 {values[min(len(values) - 1, len(values) * 99 // 100)] * 1000:7.1f} ms")
+            figures = level_figures(1, values, {}, sum(values))
+            print(f"{kind:>20}: p50 {figures['p50_ms']:7.1f} ms, p99 {figures['p99_ms']:7.1f} ms")
         print(f"server CPU per page: {cpu / count * 1000:.2f} ms")
-    finally:
-        bench.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import shutil
 import ssl
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,12 +38,10 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="nac-bench-http-"))
-    bench = HttpBenchServer(work, args.devices)
+    bench = HttpBenchServer(args.devices)
     server, port = bench.server, bench.port
     token = json.loads(bench.admin("--json", "token", "add", "bench", "--role", "read"))["token"]
-    bench.start()
-    try:
+    with bench:
         context = ssl.create_default_context(cafile=str(server.ca))
         latencies: list[float] = []
         failures = [0]
@@ -85,9 +81,6 @@ def main(argv=None) -> int:
         if n:
             print(f"latency p50 {latencies[n // 2] * 1000:.1f} ms, p99 {latencies[min(n - 1, n * 99 // 100)] * 1000:.1f} ms")
             print(f"server CPU per request: {cpu / n * 1000:.2f} ms")
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

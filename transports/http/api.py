@@ -33,6 +33,7 @@ from nac.escape import printable
 from nac.log import Logger
 from transports.http import queries, swcollector
 from transports.http.openapi import openapi_document
+from transports.http.routes import Routes
 
 log = Logger(namespace="nac.http")
 
@@ -108,14 +109,7 @@ class Context:
     body: object
 
 
-_ROUTES: list[tuple[str, re.Pattern, str, str]] = []
-
-
-def route(method: str, pattern: str, role: str):
-    def register(fn):
-        _ROUTES.append((method, re.compile(f"^{pattern}$"), role, fn.__name__))
-        return fn
-    return register
+route = Routes()
 
 
 def _json_default(value):
@@ -181,21 +175,13 @@ class ApiResource(resource.Resource):
                 return self._send(request, 200, await self.metrics(), content_type=b"text/plain; version=0.0.4")
             if path == "/api/openapi.json" and method == "GET":
                 return self._send(request, 200, openapi_document(self.settings))
-            matched = None
-            allowed = []
-            for m, pattern, role, name in _ROUTES:
-                found = pattern.match(path)
-                if found:
-                    allowed.append(m)
-                    if m == method:
-                        matched = (role, name, found)
-                        break
+            matched, allowed = route.match(method, path)
             if matched is None:
                 if allowed:
                     raise ApiError(405, "method_not_allowed", f"{method} is not allowed here",
                                    headers={"Allow": ", ".join(allowed)})
                 raise ApiError(404, "not_found", "no such resource")
-            role, name, found = matched
+            role, name, found = matched.role, matched.name, matched.found
             if request.too_large:
                 raise ApiError(413, "too_large", f"the request body exceeds {self.settings.max_body_size} bytes",
                                "body")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
-import re
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from nac.escape import printable
 from nac.log import Logger
 from nac.package_list import PackageListError, read_package_list
 from transports.http import queries
+from transports.http.routes import Routes
 
 log = Logger(namespace="nac.http.console")
 
@@ -168,15 +168,12 @@ class Page:
         return [v for v in self.form.get(key, []) if v != ""]
 
 
-_ROUTES: list[tuple[str, re.Pattern, str | None, str]] = []
+PAGES = Routes()
 
 
 def route(method: str, pattern: str, role: str | None = "read"):
     """A page: ``role`` None needs no login, ``read`` any login, ``admin`` an admin."""
-    def register(fn):
-        _ROUTES.append((method, re.compile(f"^{pattern}$"), role, fn.__name__))
-        return fn
-    return register
+    return PAGES(method, pattern, role)
 
 
 def _now() -> datetime.datetime:
@@ -252,20 +249,14 @@ class ConsoleResource:
                 path = PREFIX + "/overview"
             if path == PREFIX + "/static/console.css" and method == "GET":
                 return self._send(request, 200, self.stylesheet, b"text/css; charset=utf-8", cache=True)
-            matched, allowed = None, []
-            for m, pattern, role, name in _ROUTES:
-                found = pattern.match(path[len(PREFIX):]) if path.startswith(PREFIX + "/") else None
-                if found:
-                    allowed.append(m)
-                    if m == method:
-                        matched = (role, name, found)
-                        break
+            matched, allowed = PAGES.match(method, path[len(PREFIX):]) if path.startswith(PREFIX + "/") \
+                else (None, [])
             if matched is None:
                 if allowed:
                     request.setHeader(b"allow", ", ".join(allowed).encode())
                     raise Refused(405, f"{method} is not allowed here")
                 raise Refused(404, "There is no such page.")
-            role, name, found = matched
+            role, name, found = matched.role, matched.name, matched.found
             login = await self._login(request)
             if role is not None and login is None:
                 if method == "GET":
@@ -485,19 +476,14 @@ class ConsoleResource:
     @route("GET", "/devices")
     async def devices(self, page: Page):
         number = self._page_number(page)
-        decision = page.query.get("decision") or None
-        if decision is not None and decision not in queries.ACCESS_VALUES:
-            raise Refused(400, f"decision must be one of {', '.join(queries.ACCESS_VALUES)}")
+        decision = _choice(page, "decision", queries.ACCESS_VALUES)
         found = await self.store.read(queries.list_devices, PAGE_SIZE, (number - 1) * PAGE_SIZE,
                                       group=page.query.get("group") or None,
                                       product=page.query.get("product") or None, decision=decision,
                                       q=page.query.get("q") or None)
-        groups = await self.store.read(queries.group_names)
-        products = await self.store.read(queries.product_names)
-        return 200, "devices.html", {"found": found, "number": number, "pages": _pages(found["total"]),
-                                     "groups": groups, "products": products,
-                                     "filters": {k: page.query.get(k, "") for k in ("q", "group", "product",
-                                                                                     "decision")}}
+        return 200, "devices.html", {**_listing(page, number, found, ("q", "group", "product", "decision")),
+                                     "groups": await self.store.read(queries.group_names),
+                                     "products": await self.store.read(queries.product_names)}
 
     async def _device_values(self, pk: int) -> dict:
         device = await self.store.read(queries.device_detail, pk)
@@ -537,15 +523,11 @@ class ConsoleResource:
     @route("GET", "/sessions")
     async def sessions_list(self, page: Page):
         number = self._page_number(page)
-        access = page.query.get("access") or None
-        if access is not None and access not in queries.ACCESS_VALUES:
-            raise Refused(400, f"access must be one of {', '.join(queries.ACCESS_VALUES)}")
+        access = _choice(page, "access", queries.ACCESS_VALUES)
         found = await self.store.read(queries.list_sessions, PAGE_SIZE, (number - 1) * PAGE_SIZE,
                                       device=page.query.get("device") or None,
                                       identity=page.query.get("identity") or None, access=access)
-        return 200, "sessions.html", {"found": found, "number": number, "pages": _pages(found["total"]),
-                                      "filters": {k: page.query.get(k, "") for k in ("device", "identity",
-                                                                                      "access")}}
+        return 200, "sessions.html", _listing(page, number, found, ("device", "identity", "access"))
 
     @route("GET", "/sessions/(?P<pk>[^/]+)")
     async def session(self, page: Page, pk: str):
@@ -594,78 +576,30 @@ class ConsoleResource:
             return 400, "policies.html", {**values, "errors": exc.errors, "failed": failed}
         raise Redirect(f"{PREFIX}/policies#{what}s")
 
-    @staticmethod
-    def _group_body(page: Page) -> dict:
-        return {"name": page.value("name").strip(), "parent": page.value("parent") or None,
-                "description": page.value("description"),
-                **{k: page.value(k).strip() or None for k in ("filter_id_allow", "filter_id_isolate",
-                                                              "vlan_allow", "vlan_isolate", "allow_ts",
-                                                              "isolate_ts")},
-                "session_timeout": _whole("session_timeout", page.value("session_timeout")),
-                "products": page.values("products"), "identities": _lines(page.value("identities"))}
+    @route("POST", "/(?P<kind>groups|policies|enforcements)", "admin")
+    async def policy_add(self, page: Page, kind: str):
+        what, add, _, _, body = EDITABLE[kind]
+        return await self._policy_change(page, what, "create", add, body(page))
 
-    @route("POST", "/groups", "admin")
-    async def group_add(self, page: Page):
-        return await self._policy_change(page, "group", "create", manage.add_group, self._group_body(page))
-
-    @route("POST", "/groups/(?P<pk>[^/]+)", "admin")
-    async def group_change(self, page: Page, pk: str):
-        pk = _pk(pk, "group")
+    @route("POST", "/(?P<kind>groups|policies|enforcements)/(?P<pk>[^/]+)", "admin")
+    async def policy_edit(self, page: Page, kind: str, pk: str):
+        what, _, update, delete, body = EDITABLE[kind]
+        pk = _pk(pk, what)
         if page.value("action") == "delete":
-            return await self._policy_change(page, "group", "delete", manage.delete_group, pk)
-        return await self._policy_change(page, "group", "update", manage.update_group, pk, self._group_body(page))
-
-    @staticmethod
-    def _policy_body(page: Page) -> dict:
-        return {"name": page.value("name").strip(), "type": page.value("type"), "argument": page.value("argument"),
-                "rec_fail": page.value("rec_fail"), "rec_noresult": page.value("rec_noresult")}
-
-    @route("POST", "/policies", "admin")
-    async def policy_add(self, page: Page):
-        return await self._policy_change(page, "policy", "create", manage.add_policy, self._policy_body(page))
-
-    @route("POST", "/policies/(?P<pk>[^/]+)", "admin")
-    async def policy_change(self, page: Page, pk: str):
-        pk = _pk(pk, "policy")
-        if page.value("action") == "delete":
-            return await self._policy_change(page, "policy", "delete", manage.delete_policy, pk)
-        return await self._policy_change(page, "policy", "update", manage.update_policy, pk,
-                                         self._policy_body(page))
-
-    @staticmethod
-    def _enforcement_body(page: Page) -> dict:
-        return {"policy": _whole("policy", page.value("policy")), "group": _whole("group", page.value("group")),
-                "max_age": _whole("max_age", page.value("max_age")) or 0,
-                "rec_fail": page.value("rec_fail") or None, "rec_noresult": page.value("rec_noresult") or None}
-
-    @route("POST", "/enforcements", "admin")
-    async def enforcement_add(self, page: Page):
-        return await self._policy_change(page, "enforcement", "create", manage.add_enforcement,
-                                         self._enforcement_body(page))
-
-    @route("POST", "/enforcements/(?P<pk>[^/]+)", "admin")
-    async def enforcement_change(self, page: Page, pk: str):
-        pk = _pk(pk, "enforcement")
-        if page.value("action") == "delete":
-            return await self._policy_change(page, "enforcement", "delete", manage.delete_enforcement, pk)
-        return await self._policy_change(page, "enforcement", "update", manage.update_enforcement, pk,
-                                         self._enforcement_body(page))
+            return await self._policy_change(page, what, "delete", delete, pk)
+        return await self._policy_change(page, what, "update", update, pk, body(page))
 
     # -- packages -----------------------------------------------------------------------------------------
 
     async def _package_values(self, page: Page) -> dict:
         number = self._page_number(page)
-        flag = page.query.get("blacklisted") or None
-        if flag is not None and flag not in ("yes", "no"):
-            raise Refused(400, "blacklisted must be yes or no")
+        flag = _choice(page, "blacklisted", ("yes", "no"))
         found = await self.store.read(queries.list_packages, PAGE_SIZE, (number - 1) * PAGE_SIZE,
                                       product=page.query.get("product") or None,
                                       name=page.query.get("name") or None,
                                       blacklisted=None if flag is None else flag == "yes")
-        return {"found": found, "number": number, "pages": _pages(found["total"]),
-                "products": await self.store.read(queries.product_names),
-                "filters": {k: page.query.get(k, "") for k in ("product", "name", "blacklisted")},
-                "errors": {}, "imported": None}
+        return {**_listing(page, number, found, ("product", "name", "blacklisted")),
+                "products": await self.store.read(queries.product_names), "errors": {}, "imported": None}
 
     @route("GET", "/packages")
     async def packages(self, page: Page):
@@ -779,6 +713,36 @@ class ConsoleResource:
         raise Redirect(f"{PREFIX}/admin#tokens")
 
 
+def _group_body(page: Page) -> dict:
+    return {"name": page.value("name").strip(), "parent": page.value("parent") or None,
+            "description": page.value("description"),
+            **{k: page.value(k).strip() or None for k in ("filter_id_allow", "filter_id_isolate", "vlan_allow",
+                                                          "vlan_isolate", "allow_ts", "isolate_ts")},
+            "session_timeout": _whole("session_timeout", page.value("session_timeout")),
+            "products": page.values("products"), "identities": _lines(page.value("identities"))}
+
+
+def _policy_body(page: Page) -> dict:
+    return {"name": page.value("name").strip(), "type": page.value("type"), "argument": page.value("argument"),
+            "rec_fail": page.value("rec_fail"), "rec_noresult": page.value("rec_noresult")}
+
+
+def _enforcement_body(page: Page) -> dict:
+    return {"policy": _whole("policy", page.value("policy")), "group": _whole("group", page.value("group")),
+            "max_age": _whole("max_age", page.value("max_age")) or 0,
+            "rec_fail": page.value("rec_fail") or None, "rec_noresult": page.value("rec_noresult") or None}
+
+
+#: the group policy's rows the forms edit, by path: (the name the pages and the audit log give
+#: one, add, update, delete, its values from a form)
+EDITABLE = {
+    "groups": ("group", manage.add_group, manage.update_group, manage.delete_group, _group_body),
+    "policies": ("policy", manage.add_policy, manage.update_policy, manage.delete_policy, _policy_body),
+    "enforcements": ("enforcement", manage.add_enforcement, manage.update_enforcement, manage.delete_enforcement,
+                     _enforcement_body),
+}
+
+
 def _token_pair(session, name: str, role: str) -> dict:
     info, token = manage.add_token(session, name, role)
     return {**info, "token": token}
@@ -792,8 +756,18 @@ def _next(value: str | None) -> str:
     return PREFIX + "/"
 
 
-def _pages(total: int) -> int:
-    return max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+def _choice(page: Page, key: str, values) -> str | None:
+    """The query's ``key``, one of ``values``, or None when not given."""
+    value = page.query.get(key) or None
+    if value is not None and value not in values:
+        raise Refused(400, f"{key} must be one of {', '.join(values)}")
+    return value
+
+
+def _listing(page: Page, number: int, found: dict, filters) -> dict:
+    """What a list page shows of a page of ``found`` and its ``filters``."""
+    return {"found": found, "number": number, "pages": max(1, (found["total"] + PAGE_SIZE - 1) // PAGE_SIZE),
+            "filters": {k: page.query.get(k, "") for k in filters}}
 
 
 def _when(value) -> str:

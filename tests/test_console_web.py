@@ -245,11 +245,14 @@ class LoginTests(ConsoleServerMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_after_login_only_console_pages_are_next(self):
-        browser = self.browser()
-        token = yield browser.csrf("/console/login")
-        response, _ = yield browser.post("/console/login", {"csrf": token, "name": "alice", "password": "alice-pw",
-                                                            "next": "//evil.example/"})
-        self.assertEqual(response.headers.getRawHeaders(b"location"), [b"/console/"])
+        for wanted, location in (("//evil.example/", b"/console/"), ("https://evil.example/", b"/console/"),
+                                 ("/console/\r\nSet-Cookie: x=y", b"/console/"), ("/console/login", b"/console/"),
+                                 ("/console/devices/7", b"/console/devices/7")):
+            browser = self.browser()
+            token = yield browser.csrf("/console/login")
+            response, _ = yield browser.post("/console/login", {"csrf": token, "name": "alice",
+                                                                "password": "alice-pw", "next": wanted})
+            self.assertEqual(response.headers.getRawHeaders(b"location"), [location], wanted)
 
 
 class _FakeClock:

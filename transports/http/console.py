@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import re
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -748,10 +749,12 @@ def _token_pair(session, name: str, role: str) -> dict:
     return {**info, "token": token}
 
 
+_NEXT = re.compile(re.escape(PREFIX) + r"/[A-Za-z0-9/_.~%-]*")
+
+
 def _next(value: str | None) -> str:
     """Where to go after logging in: a console page, never elsewhere."""
-    if value and value.startswith(PREFIX + "/") and not value.startswith("//") and "\\" not in value \
-            and len(value) <= 512 and "/login" not in value:
+    if value and len(value) <= 512 and _NEXT.fullmatch(value) and not value.startswith(PREFIX + "/login"):
         return value
     return PREFIX + "/"
 

@@ -21,6 +21,7 @@ from twisted.trial import unittest
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, readBody
 from twisted.web.http_headers import Headers
 
+from nac import metrics
 from nac.certs import ensure_demo_pki
 from nac.db import manage
 from nac.db.models import AssessmentSession, Device, ImvResult, Measurement, Product
@@ -388,10 +389,25 @@ class PageTests(ConsoleServerMixin, unittest.TestCase):
         self.assertIn("laptop-2", restricted)
         self.assertNotIn("laptop-3", restricted)
         self.assertRegex(body, r"port 22 is open</td><td>2</td>")
+        self.assertIn("(no worker processes)", body)
         # the last hour's bar has three parts, the one of 3-4 hours ago one
         self.assertEqual(body.count('<rect class="seg'), 4)
         self.assertEqual(body.count('<rect class="seg allowed" x="231"'), 1)
         self.assertEqual(body.count('<rect class="seg allowed" x="201"'), 1)
+
+    @defer.inlineCallbacks
+    def test_overview_tells_the_worker_processes_running(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        def families():
+            yield GaugeMetricFamily("nac_worker_processes", "running", value=2)
+            yield GaugeMetricFamily("nac_worker_processes_configured", "configured", value=3)
+            yield CounterMetricFamily("nac_worker_restarts", "restarts", value=1)
+        metrics.add_source(self, families)
+        self.addCleanup(metrics.remove_source, self)
+        browser = yield self.logged_in("rita")
+        response, body = yield browser.get("/console/overview")
+        self.assertIn("The main process and 2 of 3 worker processes running; 1 restarted.", body)
 
     @defer.inlineCallbacks
     def test_devices_are_filtered_and_paged(self):

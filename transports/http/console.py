@@ -34,6 +34,7 @@ import jinja2
 from twisted.internet import defer, threads
 from twisted.web import server
 
+from nac import metrics
 from nac.auth_throttle import FailureThrottle, LoginOutcome, Logins, LoginSource, PasswordChecks, address_source
 from nac.client.remediation import parse_instructions
 from nac.db import manage
@@ -472,7 +473,7 @@ class ConsoleResource:
     async def overview(self, page: Page):
         info = await self.store.read(queries.overview, _now())
         peak = max([sum(h[k] for k in ("allowed", "isolate", "denied", "other")) for h in info["hours"]] + [1])
-        return 200, "overview.html", {"info": info, "peak": peak}
+        return 200, "overview.html", {"info": info, "peak": peak, "workers": _worker_processes()}
 
     @route("GET", "/devices")
     async def devices(self, page: Page):
@@ -757,6 +758,17 @@ def _next(value: str | None) -> str:
     if value and len(value) <= 512 and _NEXT.fullmatch(value) and not value.startswith(PREFIX + "/login"):
         return value
     return PREFIX + "/"
+
+
+def _worker_processes() -> dict | None:
+    """This nac's worker processes as its metrics count them (running,
+    configured, restarts), None when it runs none."""
+    get = metrics.REGISTRY.get_sample_value
+    configured = get("nac_worker_processes_configured")
+    if configured is None:
+        return None
+    return {"running": int(get("nac_worker_processes") or 0), "configured": int(configured),
+            "restarts": int(get("nac_worker_restarts_total") or 0)}
 
 
 def _choice(page: Page, key: str, values) -> str | None:

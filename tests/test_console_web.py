@@ -31,7 +31,7 @@ from nac.tls import server_context
 from tests.test_db import DatabaseMixin, SqliteBackend
 from tests.test_http_api import Body
 from transports.http.api import ApiSettings
-from transports.http.console import ConsoleSessions, ConsoleSettings
+from transports.http.console import ConsoleResource, ConsoleSessions, ConsoleSettings
 from transports.http.plugin import HttpService
 
 EVIL = '<script>alert("pwned")</script>'
@@ -97,6 +97,7 @@ class ConsoleServerMixin(SqliteBackend, DatabaseMixin):
     console users ``alice`` (admin) and ``rita`` (read)."""
 
     max_body_size = 64 * 1024
+    console = ConsoleSettings(max_failures=3, lockout=60.0, failure_delay=0.01)
 
     def setUp(self):
         super().setUp()
@@ -107,8 +108,7 @@ class ConsoleServerMixin(SqliteBackend, DatabaseMixin):
         context = server_context(cert=pki.server_cert, key=pki.server_key, ca=None, client_cert="none",
                                  min_tls_version="1.2", ciphers=None, origin="test", section="http")
         self.service = HttpService(None, self.store, ApiSettings(max_body_size=self.max_body_size, rate=0),
-                                   context, 0, "127.0.0.1",
-                                   console=ConsoleSettings(max_failures=3, lockout=60.0, failure_delay=0.01))
+                                   context, 0, "127.0.0.1", console=self.console)
         self.service.startService()
         self.addCleanup(self.service.stopService)
         port = self.service.listener.getHost().port
@@ -254,6 +254,26 @@ class LoginTests(ConsoleServerMixin, unittest.TestCase):
             response, _ = yield browser.post("/console/login", {"csrf": token, "name": "alice",
                                                                 "password": "alice-pw", "next": wanted})
             self.assertEqual(response.headers.getRawHeaders(b"location"), [location], wanted)
+
+
+class WithoutConsoleTests(ConsoleServerMixin, unittest.TestCase):
+    """``[http] console = no``: the API alone."""
+
+    console = None
+
+    @defer.inlineCallbacks
+    def test_there_is_no_console_and_the_root_is_the_apis(self):
+        browser = self.browser()
+        for path in ("/console/", "/console/login", "/"):
+            response, body = yield browser.get(path)
+            self.assertEqual(response.code, 404, path)
+            self.assertIn('"code": "not_found"', body)
+
+    @defer.inlineCallbacks
+    def test_with_the_console_the_root_leads_to_it(self):
+        self.service.site.resource.console = self.service.console = ConsoleResource(self.store)
+        response, _ = yield self.browser().get("/")
+        self.assertEqual((response.code, response.headers.getRawHeaders(b"location")), (302, [b"/console/"]))
 
 
 class _FakeClock:

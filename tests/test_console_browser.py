@@ -156,8 +156,15 @@ class ConsoleInChromiumTests(unittest.TestCase):
     def text(self) -> str:
         return self.find("body").text
 
-    def shot(self, name: str) -> None:
+    def shot(self, name: str, whole: bool = True) -> None:
+        """A screenshot of the page, ``whole`` of it (the window made as tall)."""
+        size = self.driver.get_window_size()
+        if whole:
+            height = self.driver.execute_script("return document.documentElement.scrollHeight")
+            self.driver.set_window_size(size["width"], min(4000, max(size["height"], height + 140)))
         self.driver.save_screenshot(str(self.shots / f"{name}.png"))
+        if whole:
+            self.driver.set_window_size(size["width"], size["height"])
         wanted = os.environ.get("NAC_SCREENSHOTS")
         if wanted:
             Path(wanted).mkdir(parents=True, exist_ok=True)
@@ -264,21 +271,27 @@ class ConsoleInChromiumTests(unittest.TestCase):
                                                                                         "allowed"])
         self.open("/")
         self.shot("overview")
+        # the releases the OS IMV compares with, imported above
+        self.open("/packages?name=bash")
+        self.assertIn("bash", self.find("#packages").text)
+        self.assertTrue(self.finds("#packages form.edit"))
+        self.open("/packages")
+        self.shot("packages")
 
         # on a phone
         self.driver.set_window_size(390, 844)
         self.driver.get(device_url)
-        self.shot("device-phone")
+        self.shot("device-phone", whole=False)
         self.driver.set_window_size(1280, 900)
         self.log_out()
 
         # a read-only user: every page, no edit button, and a POST is refused
         self.log_in("rex", "rex-secret")
         self.assertIn("rex (read)", self.text())
-        for path in ("/policies", device_url.split("/console", 1)[1]):
+        for path in ("/policies", "/packages", device_url.split("/console", 1)[1]):
             self.open(path)
             self.assertEqual(self.finds("form.edit"), [], path)
-            self.assertEqual([b.text for b in self.finds("main button")], [], path)
+            self.assertEqual([b.text for b in self.finds("main form[method=post] button")], [], path)
         self.open("/policies")
         self.assertIn("no test port", self.text())
         page = self.find("html")

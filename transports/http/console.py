@@ -1,6 +1,8 @@
-"""The web console for network operators under ``/console/``: pages
-rendered on the server (jinja2, autoescaped: every identity an endpoint
-sent is text, never markup), a few lines of inline script, no build step.
+"""The web console for network operators under ``/console/``: the
+overview, devices, sessions, the group policy, packages, users and tokens,
+as pages rendered on the server (jinja2, autoescaped: every identity an
+endpoint sent is text, never markup), a few lines of inline script (its
+nonce in the Content-Security-Policy), no build step.
 
 People log in with a name and password (``nac-admin console-user add``,
 the ``console_users`` table, scrypt); their session is a random id in a

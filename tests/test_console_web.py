@@ -101,7 +101,8 @@ class ConsoleServerMixin(SqliteBackend, DatabaseMixin):
 
     def setUp(self):
         super().setUp()
-        self.store = PolicyStore(self.engine, inline=False)
+        # a loaded test machine may take seconds for what takes milliseconds
+        self.store = PolicyStore(self.engine, inline=False, timeout=60.0)
         self.store.start()
         self.addCleanup(self.store.stop)
         pki = ensure_demo_pki(Path(self.mktemp()))

@@ -277,6 +277,34 @@ class WithoutConsoleTests(ConsoleServerMixin, unittest.TestCase):
         self.assertEqual((response.code, response.headers.getRawHeaders(b"location")), (302, [b"/console/"]))
 
 
+class ConfigurationTests(SqliteBackend, DatabaseMixin, unittest.TestCase):
+    """The ``[http] console*`` options as the plugin reads them."""
+
+    def service(self, **options):
+        from nac import config as nac_config
+        from transports.http.plugin import transport
+
+        transport.declare_options()
+        state = Path(self.mktemp())
+        overrides = {("nac", "state_dir"): str(state), ("nac", "transports"): "pt-tls, http",
+                     **{("http", k): v for k, v in options.items()}}
+        cfg = nac_config.load(None, overrides)
+        return transport.make_service(cfg, None, PolicyStore(self.engine, inline=False), None)
+
+    def test_the_console_is_on_by_default_and_its_options_apply(self):
+        console = self.service().console
+        self.assertEqual((console.settings.max_failures, console.settings.lockout, console.settings.idle_timeout),
+                         (3, 300.0, 1800.0))
+        console = self.service(console_max_failures="5", console_lockout="1m", console_idle_timeout="2h").console
+        self.assertEqual((console.settings.max_failures, console.settings.lockout, console.settings.idle_timeout),
+                         (5, 60.0, 7200.0))
+        self.assertEqual(console.logins.throttle.max_failures_per_user, 5)
+        self.assertEqual(console.sessions.idle, 7200.0)
+
+    def test_console_no_serves_the_api_alone(self):
+        self.assertIsNone(self.service(console="no").console)
+
+
 class _FakeClock:
     """``seconds()`` from a list, everything else from the reactor."""
 

@@ -475,6 +475,10 @@ class PageTests(ConsoleServerMixin, unittest.TestCase):
         self.assertNotIn("host-00000", body)
         response, body = yield browser.get("/console/devices?q=host-0011")
         self.assertEqual(body.count('href="/console/devices/'), 10)
+        # the next page keeps the filters
+        response, body = yield browser.get("/console/devices?q=host-00")
+        self.assertIn("page 1 of 3", body)
+        self.assertIn('href="?q=host-00&amp;group=&amp;product=&amp;decision=&amp;page=2"', body)
         response, body = yield browser.get("/console/devices?product=Debian+12+x86_64")
         self.assertIn("laptop-9", body)
         self.assertNotIn("host-00000", body)

@@ -360,15 +360,27 @@ class AttestationImv(PaTncImv):
                 registered = True
         trusted = aik is not None and (aik.certified or (record is not None and record.trusted))
         product = record.product if record is not None else None
-        names = evidence_files(collected.evidence)
-        names.update(entry.filename for m in collected.file_measurements for entry in m.entries)
-        references = (self.references.lookup(session, product, names, collected.measurement_algorithm)
-                      if session is not None else None)
         locality = collected.tpm_version.startup_locality if collected.tpm_version is not None else None
-        report = check_evidence(collected.evidence, collected.final, aik=aik.key if aik else None,
-                                secret=verifier.secret, measurement_hash=collected.measurement_algorithm,
-                                startup_locality=locality or 0,
-                                expected=references.ima if references is not None else None)
+        bank = collected.measurement_algorithm
+
+        def judge(references: attest_db.ReferenceLookup | None) -> EvidenceReport:
+            return check_evidence(collected.evidence, collected.final, aik=aik.key if aik else None,
+                                  secret=verifier.secret, measurement_hash=bank, startup_locality=locality or 0,
+                                  expected=references.ima if references is not None else None)
+
+        measured = {entry.filename for m in collected.file_measurements for entry in m.entries}
+        references = report = None
+        if session is not None:
+            # the product's files as kept from earlier attestations: enough unless one is new to them
+            references = self.references.kept(session, product, bank)
+            if references is not None and references.digests.keys() >= measured:
+                report = judge(references)
+            if report is None or report.unlisted:
+                references = self.references.lookup(session, product, evidence_files(collected.evidence) | measured,
+                                                    bank)
+                report = judge(references)
+        else:
+            report = judge(None)
         check_file_measurements(report, collected.file_measurements,
                                 references.digests if references is not None else {})
         return _Findings(report, aik.keyid if aik else None, trusted, registered, product, aik_problem)

@@ -272,3 +272,29 @@ class ImvReferenceChangeTests(PolicyStoreMixin, ImvHarness, SqliteBackend, unitt
         self.assertIn("differ from their reference values", verdict.reason)
         [latest, _] = self.db.run(attest_db.list_attestations)
         self.assertEqual(latest.details["differing"], ["/usr/bin/ls"])
+
+    @defer.inlineCallbacks
+    def test_a_file_new_to_the_kept_references_is_looked_up(self):
+        host = AttestedHost(self)
+        tool = b"a tool installed later"
+        self.db.run(attest_db.register_aik, host.aik_der, device="host-1", product=PRODUCT, trusted=True)
+        self.db.run(attest_db.import_file_hashes, PRODUCT,
+                    host.references() + [("/usr/local/bin/tool", "sha256", hashlib.sha256(tool).hexdigest())])
+        imv = AttestationImv({})
+        result = yield self.assess([host.imc()], [imv])
+        self.assertEqual(result.verdict("attestation").recommendation, A.ALLOW)
+        kept = len(imv.references)
+        # the host runs a file the kept references do not hold, the database does
+        host.run_file("/usr/local/bin/tool", tool)
+        result = yield self.assess([host.imc()], [imv])
+        self.assertEqual(result.verdict("attestation").recommendation, A.ALLOW)
+        self.assertEqual(len(imv.references), kept + 1)
+        [latest, _] = self.db.run(attest_db.list_attestations)
+        self.assertEqual(latest.details["files"]["ok"], 5)
+        # and one nobody registered is unknown, on the next attestation too
+        host.run_file("/usr/local/bin/other", b"not registered")
+        for _ in range(2):
+            result = yield self.assess([host.imc()], [imv])
+            verdict = result.verdict("attestation")
+            self.assertEqual(verdict.recommendation, A.ISOLATE)
+            self.assertIn("without reference values", verdict.reason)

@@ -349,6 +349,28 @@ class ReferenceCache:
         """Files kept."""
         return self._count
 
+    def _current(self, generation: int) -> bool:
+        """Whether ``generation`` is the one kept, everything forgotten when
+        it is newer (under the lock)."""
+        if self._generation is None or generation > self._generation:
+            self._products = OrderedDict()
+            self._generation, self._count = generation, 0
+        return generation == self._generation
+
+    def kept(self, session, product: str | None, bank: HashAlgorithm) -> ReferenceLookup | None:
+        """What is kept of ``product`` for ``bank``'s bank in the database's
+        current reference generation, or None (run by PolicyStore.run): a
+        verifier may judge with it and :meth:`lookup` the files it lacks."""
+        if self.size <= 0:
+            return None
+        generation = reference_generation(session)
+        with self._lock:
+            entry = self._products.get(product) if self._current(generation) else None
+            if entry is None or bank.name not in entry.ima:
+                return None
+            self._products.move_to_end(product)
+            return ReferenceLookup(entry.digests, entry.ima[bank.name])
+
     def lookup(self, session, product: str | None, paths: Iterable[str],
                bank: HashAlgorithm) -> ReferenceLookup:
         """The references of ``paths`` for ``product`` (as
@@ -360,11 +382,8 @@ class ReferenceCache:
         # the generation first: references read after it are at least as new
         generation = reference_generation(session)
         with self._lock:
-            if self._generation is None or generation > self._generation:
-                self._products = OrderedDict()
-                self._generation, self._count = generation, 0
             entry = None
-            if generation == self._generation:  # not so in a transaction older than what is kept
+            if self._current(generation):  # not so in a transaction older than what is kept
                 entry = self._products.get(product)
                 if entry is None:
                     entry = self._products[product] = _ProductReferences()

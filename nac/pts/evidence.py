@@ -222,6 +222,8 @@ class EvidenceReport:
     """ok, differs, unverifiable (of another algorithm than the evidence), or None without one."""
     files: dict[str, FileStatus] = field(default_factory=dict)
     """IMA entries and measured files by name (the worst status of a name seen twice)."""
+    unlisted: set[str] = field(default_factory=set)
+    """Files of IMA entries that ``expected`` did not hold (judged unknown for want of their references)."""
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -254,15 +256,15 @@ def check_evidence(evidence: Sequence[SimpleComponentEvidence], final: SimpleEvi
     starting at ``startup_locality``), check the quote of ``final`` with
     ``aik`` (a public key) and ``secret`` against it, and each IMA entry
     against ``references``, or ``expected`` (its template hashes in this
-    bank, as a cache keeps them; it must hold every entry's file, a file
-    missing from it is unknown) when given."""
+    bank, as a cache keeps them) when given: a file it does not hold is
+    unknown and in :attr:`EvidenceReport.unlisted`."""
     report = EvidenceReport()
     bank = PcrBank(measurement_hash, startup_locality)
     if expected is None:
         expected = ImaReferences(measurement_hash)
         for name in evidence_files(evidence):
             expected.add(name, references.get(name, {}))
-    templates, known_files = expected._templates, expected._known
+    templates, known_files, listed, unlisted = expected._templates, expected._known, expected.names, report.unlisted
     pts, size = measurement_hash.pts, measurement_hash.size
     violation = b"\xff" * size
     new_hash = measurement_hash.constructor
@@ -270,6 +272,8 @@ def check_evidence(evidence: Sequence[SimpleComponentEvidence], final: SimpleEvi
     value, count = b"", 0
     aggregate_entries: list[tuple[SimpleComponentEvidence, str]] = []
     kinds: dict[tuple[int, int, int, int], ComponentKind] = {}
+    last_component: ComponentName | None = None
+    last_kind = ComponentKind.OTHER
     algorithms: dict[str, str | None] = {}
     setdefault = report.files.setdefault
     bios = entries = 0
@@ -291,10 +295,13 @@ def check_evidence(evidence: Sequence[SimpleComponentEvidence], final: SimpleEvi
         value = new_hash(value + measurement).digest()
         count += 1
         component = item.component
-        key = (component.vendor, component.name, component.qualifier, component.family)
-        kind = kinds.get(key)
-        if kind is None:
-            kind = kinds[key] = component_kind(component)
+        if component is not last_component:  # parsed evidence shares its component names
+            key = (component.vendor, component.name, component.qualifier, component.family)
+            last_kind = kinds.get(key)
+            if last_kind is None:
+                last_kind = kinds[key] = component_kind(component)
+            last_component = component
+        kind = last_kind
         if kind is bios_kind:
             bios += 1
             continue
@@ -325,6 +332,8 @@ def check_evidence(evidence: Sequence[SimpleComponentEvidence], final: SimpleEvi
                 status = differs
             else:
                 status = unknown
+                if name not in listed:
+                    unlisted.add(name)
         seen = setdefault(name, status)
         if seen is not status:
             _note(report, name, status)

@@ -102,6 +102,19 @@ class ImaReferencesTests(unittest.TestCase):
             self.assertEqual(report.ima_entries, 4)
 
 
+    def test_a_file_the_kept_references_do_not_hold_is_unlisted(self):
+        refs = ImaReferences(SHA256)
+        refs.add("/usr/bin/ls", {"sha256": {LS}})
+        refs.add("/usr/bin/new", {})
+        entries = [entry("/usr/bin/ls", ima_ng("sha256", "sha256", LS, "/usr/bin/ls")),
+                   entry("/usr/bin/new", ima_ng("sha256", "sha256", OTHER, "/usr/bin/new")),
+                   entry("/usr/bin/tool", ima_ng("sha256", "sha256", OTHER, "/usr/bin/tool"))]
+        report = check_evidence(entries, None, aik=None, secret=None, measurement_hash=SHA256, expected=refs)
+        self.assertEqual(report.files, {"/usr/bin/ls": FileStatus.OK, "/usr/bin/new": FileStatus.UNKNOWN,
+                                        "/usr/bin/tool": FileStatus.UNKNOWN})
+        self.assertEqual(report.unlisted, {"/usr/bin/tool"})
+
+
 class ReferenceCacheMixin(DatabaseMixin):
     def setUp(self):
         super().setUp()

@@ -161,6 +161,21 @@ class _Findings:
     aik_problem: str | None = None
 
 
+def _pcr_list(raw: str) -> tuple[int, ...]:
+    """PCR numbers and ranges, e.g. ``0-7, 10`` (0-23), in order, each once."""
+    pcrs: set[int] = set()
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        low, dash, high = item.partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a PCR number or range (e.g. 0-7, 10)") from None
+        if not 0 <= first <= last <= 23:
+            raise ValueError(f"{item!r} is out of range (PCRs 0-23, the lower first)")
+        pcrs.update(range(first, last + 1))
+    return tuple(sorted(pcrs))
+
+
 class AttestationImv(PaTncImv):
     """TCG PTS verifier (strongSwan's imv-attestation, with nac's policy)."""
 
@@ -192,6 +207,9 @@ class AttestationImv(PaTncImv):
                "Shortest collector nonce accepted, in bytes (17-255)."),
         Option("components", comma_list_of(choice(*_COMPONENTS), unique=True), ["bios", "ima"],
                "Evidence asked for: bios (the BIOS/UEFI event log), ima (the Linux IMA measurement list)."),
+        Option("pcrs", _pcr_list, (),
+               "PCRs the quote must cover besides those the evidence extends, e.g. 0-7, 10 (TPM 2.0: "
+               "0-23); a quote without one of them is invalid. Empty: the PCRs of the evidence."),
         Option("files", comma_list_of(_absolute_path, unique=True), [],
                "Files whose measurement is asked for besides the evidence (File Measurement), checked "
                "against the reference digests like IMA's."),
@@ -236,6 +254,7 @@ class AttestationImv(PaTncImv):
         self.aik_first_use = o["aik_first_use"]
         self.ca_certificates = _load_cas(o["aik_ca_dir"]) if o["aik_ca_dir"] else []
         self.references = attest_db.ReferenceCache(o["reference_cache"])
+        self.required_pcrs = frozenset(o["pcrs"])
 
     def new_state(self, connection=None) -> AttestationState:
         return AttestationState(max_attribute_size=self.max_attribute_size,
@@ -366,7 +385,8 @@ class AttestationImv(PaTncImv):
         def judge(references: attest_db.ReferenceLookup | None) -> EvidenceReport:
             return check_evidence(collected.evidence, collected.final, aik=aik.key if aik else None,
                                   secret=verifier.secret, measurement_hash=bank, startup_locality=locality or 0,
-                                  expected=references.ima if references is not None else None)
+                                  expected=references.ima if references is not None else None,
+                                  required_pcrs=self.required_pcrs)
 
         measured = {entry.filename for m in collected.file_measurements for entry in m.entries}
         references = report = None

@@ -251,13 +251,15 @@ def _note(report: EvidenceReport, name: str, status: FileStatus) -> None:
 
 def check_evidence(evidence: Sequence[SimpleComponentEvidence], final: SimpleEvidenceFinal | None, *,
                    aik, secret: bytes | None, measurement_hash: HashAlgorithm, startup_locality: int = 0,
-                   references: References = {}, expected: ImaReferences | None = None) -> EvidenceReport:
+                   references: References = {}, expected: ImaReferences | None = None,
+                   required_pcrs: frozenset[int] = frozenset()) -> EvidenceReport:
     """Replay ``evidence`` into a PCR bank of ``measurement_hash`` (PCR0
     starting at ``startup_locality``), check the quote of ``final`` with
     ``aik`` (a public key) and ``secret`` against it, and each IMA entry
     against ``references``, or ``expected`` (its template hashes in this
     bank, as a cache keeps them) when given: a file it does not hold is
-    unknown and in :attr:`EvidenceReport.unlisted`."""
+    unknown and in :attr:`EvidenceReport.unlisted`.  The quote must cover
+    the PCRs the evidence extends and ``required_pcrs``."""
     report = EvidenceReport()
     bank = PcrBank(measurement_hash, startup_locality)
     if expected is None:
@@ -355,10 +357,14 @@ def check_evidence(evidence: Sequence[SimpleComponentEvidence], final: SimpleEvi
         else:
             report.quoted_pcrs = tuple(sorted({p for _, pcrs in selection.banks for p in pcrs}))
             report.unquoted_pcrs = tuple(sorted(set(bank.extends) - set(report.quoted_pcrs)))
+            missing = sorted(set(required_pcrs) - set(report.quoted_pcrs))
             if report.unquoted_pcrs:
                 # evidence the quote does not vouch for is worth nothing
                 report.quote_error = ("the quote does not cover the PCRs of the evidence ("
                                       + ", ".join(f"PCR{p}" for p in report.unquoted_pcrs) + ")")
+            elif missing:
+                report.quote_error = ("the quote does not cover the PCRs the policy requires ("
+                                      + ", ".join(f"PCR{p}" for p in missing) + ")")
 
     aggregates = boot_aggregates(bank) if aggregate_entries else ()
     for item, algorithm in aggregate_entries:

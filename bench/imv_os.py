@@ -359,17 +359,18 @@ def _peer():
 
 
 @defer.inlineCallbacks
-def record_client(core, store, host):
-    """One assessment with nac's TNC client and its OS collector: the
-    client's batches and the decision."""
+def run_client(core, store, imcs, call=lambda fn, *args: fn(*args)):
+    """One assessment of ``imcs`` by nac's TNC client against ``core``: the
+    client's batches and the decision.  ``call`` runs each of the client's
+    steps (a bench may time them)."""
     from nac.client.pb_client import PbTncClient
     from nac.tnccs.assessment import TransportLimits
 
     limits = TransportLimits()
     connection = core.open_connection(_peer(), limits)
-    client = PbTncClient([host.os_imc()], max_batch_size=limits.max_batch_size,
+    client = PbTncClient(imcs, max_batch_size=limits.max_batch_size,
                          max_message_size=limits.max_message_size, language="en")
-    data = client.start()
+    data = call(client.start)
     batches = []
     while True:
         batches.append(data)
@@ -378,7 +379,7 @@ def record_client(core, store, host):
             break
         step = None
         for batch in outcome.batches:
-            step = client.receive_batch(batch)
+            step = call(client.receive_batch, batch)
         if step.close:
             if step.batch is not None:
                 batches.append(step.batch)
@@ -387,8 +388,14 @@ def record_client(core, store, host):
         data = step.batch
     yield store.drained()
     if not client.outcome.completed:
-        raise RuntimeError(f"the recorded assessment did not complete: {client.outcome.error}")
+        raise RuntimeError(f"the assessment did not complete: {client.outcome.error}")
     return batches, connection.decision
+
+
+def record_client(core, store, host):
+    """One assessment with nac's TNC client and its OS collector: the
+    client's batches and the decision."""
+    return run_client(core, store, [host.os_imc()])
 
 
 @defer.inlineCallbacks
@@ -522,6 +529,28 @@ def report(out: dict) -> None:
     print(f"target ≤ {out['target_ms']:g} ms CPU per assessment: {met}")
 
 
+def run_in_reactor(fn, *args):
+    """Run ``fn(reactor, *args)`` (a Deferred) in a reactor until it is done,
+    the server's log lines written (to nowhere) as twistd would write them;
+    its Failure, or None."""
+    from twisted.internet import task
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    devnull = open(os.devnull, "w")
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(devnull)], redirectStandardIO=False)
+    failure = []
+
+    def run(reactor):
+        return fn(reactor, *args).addErrback(failure.append)
+
+    try:
+        task.react(run)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+    return failure[0] if failure else None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -544,25 +573,10 @@ def main(argv=None) -> int:
     if ns.count < 1 or ns.installed < 1 or ns.versions < 1:
         p.error("--count, --installed and --versions must be positive")
 
-    from twisted.internet import task
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    # the server's log lines are written (to nowhere), as twistd would write them
-    devnull = open(os.devnull, "w")
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(devnull)], redirectStandardIO=False)
     out: dict = {}
-    failure = []
-
-    def run(reactor):
-        return bench(reactor, ns, out).addErrback(lambda f: failure.append(f))
-
-    try:
-        task.react(run)
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise
-    if failure:
-        failure[0].printTraceback(file=sys.stderr)
+    failure = run_in_reactor(bench, ns, out)
+    if failure is not None:
+        failure.printTraceback(file=sys.stderr)
         return 2
     if ns.json:
         print(json.dumps(out, indent=2))

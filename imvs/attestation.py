@@ -15,7 +15,9 @@ Per connection (:class:`nac.pts.exchange.PtsVerifier` does the protocol):
    ``aik_ca_dir``; the quote must verify with it over this exchange's
    secret, and its PCRs must be those the evidence replays to; each IMA
    entry must rebuild from a reference digest of its file for the AIK's
-   product (``nac-admin attest import``), the boot aggregate from the
+   product (``nac-admin attest import``; kept in memory, as the template
+   hashes they give, until the references change:
+   :class:`nac.db.attestation.ReferenceCache`), the boot aggregate from the
    BIOS PCRs.  Each failure is a reason the endpoint sees, the files are
    listed in the remediation instructions, and the attestation is recorded
    (``nac-admin attest results``) with the session's measurements.
@@ -41,7 +43,7 @@ from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer
 
 from imvs.policy import ImvState, Judgement, LangText, PaTncImv, RemediationString, verdict_options
-from nac.config import Option, choice, comma_list_of, int_range, optional, path, positive_int
+from nac.config import Option, choice, comma_list_of, int_range, non_negative_int, optional, path, positive_int
 from nac.db import attestation as attest_db
 from nac.ifimv import ANY_IMC_ID, EvaluationResult
 from nac.log import Logger
@@ -62,7 +64,7 @@ from nac.pts.evidence import (
     FileStatus,
     check_evidence,
     check_file_measurements,
-    ima_file,
+    evidence_files,
 )
 from nac.pts.exchange import Phase, PtsVerifier, VerifierPolicy
 from nac.pts.nonce import MAX_NONCE_LENGTH, MIN_NONCE_LENGTH
@@ -159,6 +161,21 @@ class _Findings:
     aik_problem: str | None = None
 
 
+def _pcr_list(raw: str) -> tuple[int, ...]:
+    """PCR numbers and ranges, e.g. ``0-7, 10`` (0-23), in order, each once."""
+    pcrs: set[int] = set()
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        low, dash, high = item.partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a PCR number or range (e.g. 0-7, 10)") from None
+        if not 0 <= first <= last <= 23:
+            raise ValueError(f"{item!r} is out of range (PCRs 0-23, the lower first)")
+        pcrs.update(range(first, last + 1))
+    return tuple(sorted(pcrs))
+
+
 class AttestationImv(PaTncImv):
     """TCG PTS verifier (strongSwan's imv-attestation, with nac's policy)."""
 
@@ -190,6 +207,9 @@ class AttestationImv(PaTncImv):
                "Shortest collector nonce accepted, in bytes (17-255)."),
         Option("components", comma_list_of(choice(*_COMPONENTS), unique=True), ["bios", "ima"],
                "Evidence asked for: bios (the BIOS/UEFI event log), ima (the Linux IMA measurement list)."),
+        Option("pcrs", _pcr_list, (),
+               "PCRs the quote must cover besides those the evidence extends, e.g. 0-7, 10 (TPM 2.0: "
+               "0-23); a quote without one of them is invalid. Empty: the PCRs of the evidence."),
         Option("files", comma_list_of(_absolute_path, unique=True), [],
                "Files whose measurement is asked for besides the evidence (File Measurement), checked "
                "against the reference digests like IMA's."),
@@ -205,6 +225,13 @@ class AttestationImv(PaTncImv):
                "trusted without enrollment."),
         Option("max_evidence", positive_int, 100_000,
                "Component evidence measurements (BIOS events and IMA entries) accepted from one endpoint."),
+        Option("reference_cache", non_negative_int, 100_000,
+               "Files whose reference digests (and the IMA template hashes they give) are kept in memory "
+               "between attestations, of all products together (some 750 bytes each, per server process), "
+               "until the references in "
+               "the database change (any change to files, reference digests or products, by nac-admin or "
+               "plain SQL, moves a generation counter on); files beyond it are looked up each time; 0: "
+               "look every attestation's files up in the database."),
         *verdict_options(minor="isolate", major="no-access", no_result="no-access", server_checks=True),
         PaTncImv.attribute_size_option(),
     ]
@@ -226,6 +253,8 @@ class AttestationImv(PaTncImv):
         self.differing_file = _SEVERITY[o["differing_file"]]
         self.aik_first_use = o["aik_first_use"]
         self.ca_certificates = _load_cas(o["aik_ca_dir"]) if o["aik_ca_dir"] else []
+        self.references = attest_db.ReferenceCache(o["reference_cache"])
+        self.required_pcrs = frozenset(o["pcrs"])
 
     def new_state(self, connection=None) -> AttestationState:
         return AttestationState(max_attribute_size=self.max_attribute_size,
@@ -350,14 +379,30 @@ class AttestationImv(PaTncImv):
                 registered = True
         trusted = aik is not None and (aik.certified or (record is not None and record.trusted))
         product = record.product if record is not None else None
-        names = {found[1] for found in map(ima_file, collected.evidence) if found is not None}
-        names.update(entry.filename for m in collected.file_measurements for entry in m.entries)
-        references = attest_db.reference_digests(session, product, names) if session is not None else {}
         locality = collected.tpm_version.startup_locality if collected.tpm_version is not None else None
-        report = check_evidence(collected.evidence, collected.final, aik=aik.key if aik else None,
-                                secret=verifier.secret, measurement_hash=collected.measurement_algorithm,
-                                startup_locality=locality or 0, references=references)
-        check_file_measurements(report, collected.file_measurements, references)
+        bank = collected.measurement_algorithm
+
+        def judge(references: attest_db.ReferenceLookup | None) -> EvidenceReport:
+            return check_evidence(collected.evidence, collected.final, aik=aik.key if aik else None,
+                                  secret=verifier.secret, measurement_hash=bank, startup_locality=locality or 0,
+                                  expected=references.ima if references is not None else None,
+                                  required_pcrs=self.required_pcrs)
+
+        measured = {entry.filename for m in collected.file_measurements for entry in m.entries}
+        references = report = None
+        if session is not None:
+            # the product's files as kept from earlier attestations: enough unless one is new to them
+            references = self.references.kept(session, product, bank)
+            if references is not None and references.digests.keys() >= measured:
+                report = judge(references)
+            if report is None or report.unlisted:
+                references = self.references.lookup(session, product, evidence_files(collected.evidence) | measured,
+                                                    bank)
+                report = judge(references)
+        else:
+            report = judge(None)
+        check_file_measurements(report, collected.file_measurements,
+                                references.digests if references is not None else {})
         return _Findings(report, aik.keyid if aik else None, trusted, registered, product, aik_problem)
 
     def _verdict(self, connection, state: AttestationState, findings: _Findings) -> Judgement:

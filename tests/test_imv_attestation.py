@@ -204,6 +204,29 @@ class AttestationTestsMixin(PolicyStoreMixin, ImvHarness):
         self.assertEqual(verdict.recommendation, A.NO_ACCESS)
         self.assertIn("does not cover the PCRs of the evidence (PCR10)", self.attestations()[0].details["quote"])
 
+    @defer.inlineCallbacks
+    def test_a_quote_must_cover_the_pcrs_the_policy_requires(self):
+        host = AttestedHost(self)
+        self.enroll(host)
+        # the collector quotes the PCRs of its evidence: 10 among them, 16 not
+        _, verdict = yield self.attest(host, pcrs=(10,))
+        self.assertEqual(verdict.recommendation, A.ALLOW)
+        _, verdict = yield self.attest(host, pcrs=(10, 16, 17))
+        self.assertEqual(verdict.recommendation, A.NO_ACCESS)
+        self.assertIn("Invalid TPM quote", verdict.reason)
+        self.assertEqual(self.attestations()[0].details["quote"],
+                         "the quote does not cover the PCRs the policy requires (PCR16, PCR17)")
+
+    def test_the_pcrs_option(self):
+        from imvs.attestation import _pcr_list
+
+        self.assertEqual(_pcr_list("10, 0-3,2"), (0, 1, 2, 3, 10))
+        self.assertEqual(_pcr_list(""), ())
+        self.assertEqual(AttestationImv().required_pcrs, frozenset())
+        for bad in ("24", "7-3", "x", "1-", "-1"):
+            with self.assertRaises(ValueError, msg=bad):
+                _pcr_list(bad)
+
     # -- no attestation -----------------------------------------------------------------------------
 
     @defer.inlineCallbacks

@@ -8,14 +8,19 @@ looks AIKs and references up and records each attestation.
 
 Reference hashes (:class:`~nac.db.models.FileHash`) belong to a product
 (``Debian 12 x86_64``) or, with no product, to every product; a file may
-have several (releases of it), any of which is accepted.
+have several (releases of it), any of which is accepted.  The IMV keeps
+those it looked up in a :class:`ReferenceCache` while the reference
+generation (migration 0010: triggers on files, file_hashes and products)
+stays the same.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
-from collections.abc import Iterable
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,19 +35,24 @@ from nac.db.models import (
     Device,
     File,
     FileHash,
+    PolicyGeneration,
     Product,
     has_control_characters,
     utcnow,
 )
 from nac.db.store import NotFound, StoreError
 from nac.ifimv import EvaluationResult
+from nac.pts.evidence import ImaReferences
+from nac.pts.hashes import HashAlgorithm
 
 __all__ = [
     "AikInfo",
     "AikRecord",
     "AttestationInfo",
     "MAX_DIGEST_HEX",
+    "ReferenceCache",
     "ReferenceImport",
+    "ReferenceLookup",
     "aik_for",
     "aik_keyid",
     "delete_aik",
@@ -51,6 +61,7 @@ __all__ = [
     "list_attestations",
     "record_attestation",
     "reference_digests",
+    "reference_generation",
     "register_aik",
     "set_aik_trusted",
 ]
@@ -234,6 +245,22 @@ def import_file_hashes(session: orm.Session, product: str | None,
     return ReferenceImport(product, len(paths), len(rows))
 
 
+_REFERENCES = (sa.select(File.path, FileHash.algorithm, FileHash.digest)
+               .join(FileHash, FileHash.file_id == File.id)
+               .where(File.path.in_(sa.bindparam("paths", expanding=True))))
+_ANY_PRODUCT = _REFERENCES.where(FileHash.product_id.is_(None))
+_OF_PRODUCT = _REFERENCES.where(sa.or_(FileHash.product_id.is_(None),
+                                       FileHash.product_id == sa.bindparam("product_id")))
+_REFERENCE_GENERATION = sa.select(PolicyGeneration.generation).where(PolicyGeneration.id == 3)
+
+
+def reference_generation(connection) -> int:
+    """The reference values' generation (migration 0010): it moves on with
+    every change to files, their reference digests or products.
+    ``connection``: a Connection or an ORM Session."""
+    return connection.execute(_REFERENCE_GENERATION).scalar_one()
+
+
 def reference_digests(session: orm.Session, product: str | None,
                       paths: Iterable[str]) -> dict[str, dict[str, set[bytes]]]:
     """path → algorithm → the reference digests of ``paths`` for
@@ -242,20 +269,183 @@ def reference_digests(session: orm.Session, product: str | None,
     product_id = None
     if product is not None:
         product_id = session.scalar(sa.select(Product.id).where(Product.name == product))
+    # plain rows: no ORM bookkeeping for thousands of them
+    connection = session.connection() if isinstance(session, orm.Session) else session
+    query = _ANY_PRODUCT if product_id is None else _OF_PRODUCT
     unique = sorted(set(paths))
     found: dict[str, dict[str, set[bytes]]] = {}
     for start in range(0, len(unique), SQL_CHUNK):
-        query = (sa.select(File.path, FileHash.algorithm, FileHash.digest)
-                 .join(FileHash, FileHash.file_id == File.id)
-                 .where(File.path.in_(unique[start:start + SQL_CHUNK])))
-        query = query.where(FileHash.product_id.is_(None) if product_id is None
-                            else sa.or_(FileHash.product_id.is_(None), FileHash.product_id == product_id))
-        for path, algorithm, digest in session.execute(query):
+        rows = connection.execute(query, {"paths": unique[start:start + SQL_CHUNK], "product_id": product_id}).all()
+        for path, algorithm, digest in rows:
             try:
-                found.setdefault(path, {}).setdefault(algorithm, set()).add(bytes.fromhex(digest))
+                value = bytes.fromhex(digest)
             except ValueError:
                 continue  # not hex (written by hand): matches nothing
+            by_algorithm = found.get(path)
+            if by_algorithm is None:
+                by_algorithm = found[path] = {}
+            digests = by_algorithm.get(algorithm)
+            if digests is None:
+                by_algorithm[algorithm] = {value}
+            else:
+                digests.add(value)
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceLookup:
+    """The references of one attestation's files."""
+
+    digests: Mapping[str, Mapping[str, frozenset[bytes]]]
+    """path → algorithm → reference digests (for File Measurements); a path without any may be missing."""
+    ima: ImaReferences
+    """The template hashes those digests give in the bank looked up for; every path asked for is in it."""
+
+
+class _ProductReferences:
+    """What is kept of one product: only ever added to, so that a thread
+    reading it needs no lock (a change replaces the whole of it)."""
+
+    __slots__ = ("digests", "ima")
+
+    def __init__(self) -> None:
+        self.digests: dict[str, Mapping[str, frozenset[bytes]]] = {}
+        """path → algorithm → digests; an empty mapping: the file has none."""
+        self.ima: dict[str, ImaReferences] = {}
+        """By the bank's hash name."""
+
+
+class ReferenceCache:
+    """Reference digests of the files attestations measure, and the IMA
+    template hashes they give per PCR bank, kept while the reference
+    generation stays the same.
+
+    An attestation of 10,000 IMA entries would otherwise look 10,000 paths
+    up in the database and rebuild and hash each entry's template from its
+    reference digests; with the files kept, checking an entry is a set
+    lookup.  The first lookup in a new generation forgets everything (any
+    change to files, reference digests or products, by ``nac-admin
+    attest import``, another server or plain SQL, moves the generation on),
+    so a changed or removed reference counts at the next attestation.
+
+    At most ``size`` files (with or without references, of all products
+    together) are kept, each with its template hashes for up to the four
+    banks; when a product's new files do not fit, the products used least
+    recently are forgotten, and what still does not fit is looked up in the
+    database each time.  ``size`` 0: no cache.  Safe to share between the
+    store's threads.
+    """
+
+    def __init__(self, size: int = 100_000):
+        self.size = size
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        self._generation: int | None = None
+        self._products: OrderedDict[str | None, _ProductReferences] = OrderedDict()
+        self._count = 0
+
+    def __len__(self) -> int:
+        """Files kept."""
+        return self._count
+
+    def _current(self, generation: int) -> bool:
+        """Whether ``generation`` is the one kept, everything forgotten when
+        it is newer (under the lock)."""
+        if self._generation is None or generation > self._generation:
+            self._products = OrderedDict()
+            self._generation, self._count = generation, 0
+        return generation == self._generation
+
+    def kept(self, session, product: str | None, bank: HashAlgorithm) -> ReferenceLookup | None:
+        """What is kept of ``product`` for ``bank``'s bank in the database's
+        current reference generation, or None (run by PolicyStore.run): a
+        verifier may judge with it and :meth:`lookup` the files it lacks."""
+        if self.size <= 0:
+            return None
+        generation = reference_generation(session)
+        with self._lock:
+            entry = self._products.get(product) if self._current(generation) else None
+            if entry is None or bank.name not in entry.ima:
+                return None
+            self._products.move_to_end(product)
+            return ReferenceLookup(entry.digests, entry.ima[bank.name])
+
+    def lookup(self, session, product: str | None, paths: Iterable[str],
+               bank: HashAlgorithm) -> ReferenceLookup:
+        """The references of ``paths`` for ``product`` (as
+        :func:`reference_digests`) with their template hashes in ``bank``'s
+        bank; run by PolicyStore.run in the store's thread."""
+        paths = set(paths)
+        if self.size <= 0:
+            return self._uncached(session, product, paths, bank)
+        # the generation first: references read after it are at least as new
+        generation = reference_generation(session)
+        with self._lock:
+            entry = None
+            if self._current(generation):  # not so in a transaction older than what is kept
+                entry = self._products.get(product)
+                if entry is None:
+                    entry = self._products[product] = _ProductReferences()
+                else:
+                    self._products.move_to_end(product)
+            digests = entry.digests if entry is not None else {}
+            missing = [] if digests.keys() >= paths else [path for path in paths if path not in digests]
+            self.hits += len(paths) - len(missing)
+            self.misses += len(missing)
+        if entry is None:
+            return self._uncached(session, product, paths, bank)
+        overflow: dict[str, Mapping[str, frozenset[bytes]]] = {}
+        if missing:
+            fetched = reference_digests(session, product, missing)
+            rows = {path: {algorithm: frozenset(found) for algorithm, found in fetched.get(path, {}).items()}
+                    for path in missing}
+            overflow = {path: rows[path] for path in self._keep(generation, product, entry, rows)}
+        if overflow:
+            # more files than the cache holds: these are judged from what was read, and kept nowhere
+            ima = ImaReferences(bank)
+            for path in paths:
+                ima.add(path, overflow[path] if path in overflow else digests[path])
+            return ReferenceLookup({path: overflow[path] if path in overflow else digests[path] for path in paths},
+                                   ima)
+        ima = entry.ima.get(bank.name)
+        if ima is None:
+            ima = entry.ima.setdefault(bank.name, ImaReferences(bank))
+        if not ima.names.issuperset(paths):
+            for path in paths:
+                ima.add(path, digests[path])
+        return ReferenceLookup(digests, ima)
+
+    def _keep(self, generation: int, product: str | None, entry: _ProductReferences,
+              rows: dict[str, Mapping[str, frozenset[bytes]]]) -> list[str]:
+        """Add as many of ``rows`` to ``entry`` as fit, forgetting the least
+        recently used other products for room; the paths not kept."""
+        with self._lock:
+            if generation != self._generation or self._products.get(product) is not entry:
+                return list(rows)  # forgotten meanwhile: what was read is not kept
+            new = [path for path in rows if path not in entry.digests]
+            while self._count + len(new) > self.size and len(self._products) > 1:
+                oldest, dropped = next(iter(self._products.items()))
+                if dropped is entry:
+                    self._products.move_to_end(oldest)
+                    continue
+                del self._products[oldest]
+                self._count -= len(dropped.digests)
+            room = max(0, min(len(new), self.size - self._count))
+            for path in new[:room]:
+                entry.digests[path] = rows[path]
+            self._count += room
+            return [path for path in rows if path not in entry.digests]
+
+    @staticmethod
+    def _uncached(session, product: str | None, paths: set[str], bank: HashAlgorithm) -> ReferenceLookup:
+        fetched = reference_digests(session, product, paths) if session is not None else {}
+        digests = {path: {algorithm: frozenset(found) for algorithm, found in by_algorithm.items()}
+                   for path, by_algorithm in fetched.items()}
+        ima = ImaReferences(bank)
+        for path in paths:
+            ima.add(path, digests.get(path, {}))
+        return ReferenceLookup(digests, ima)
 
 
 def record_attestation(connection, keyid: str | None, session_id: int | None,

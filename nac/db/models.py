@@ -515,7 +515,9 @@ class PolicyGeneration(Base):
     servers keep in memory: row 1 (migration 0004) with products, packages
     or versions (the OS IMV's package verdicts), row 2 (migration 0009) with
     groups, their members, policies, enforcements and settings (the group
-    policy, :mod:`nac.policy`)."""
+    policy, :mod:`nac.policy`), row 3 (migration 0010) with files, their
+    reference digests or products (the attestation IMV's references,
+    :class:`nac.db.attestation.ReferenceCache`)."""
 
     __tablename__ = "policy_generation"
 

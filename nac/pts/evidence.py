@@ -9,7 +9,9 @@ entries carry their template hash in that bank and, as Verification Policy
 URI, ``<file digest algorithm>:<file name>``.  The file digest itself is
 not sent: the verifier rebuilds the template hash from each reference
 digest it has for the file (``ima-ng``; for SHA-1, the legacy ``ima``
-template too) and compares.
+template too) and compares: :class:`ImaReferences` makes those template
+hashes once per file, so that a verifier keeping them (the attestation
+IMV's reference cache) checks an entry by a dict lookup.
 
 :func:`check_evidence` returns a :class:`EvidenceReport`; nothing here
 reads the database (the references are passed in) or the clock.
@@ -33,7 +35,7 @@ from nac.pa.tcg_pts import (
     TcgComponent,
 )
 from nac.pts.hashes import HashAlgorithm, by_name
-from nac.pts.ima import BOOT_AGGREGATE, IMA_PCR, boot_aggregates, template_hash
+from nac.pts.ima import BOOT_AGGREGATE, IMA_PCR, boot_aggregates, template_data, template_hash
 from nac.pts.pcr import PcrBank
 from nac.pts.quote import EvidenceMismatch, QuoteError, verify_pts_quote
 
@@ -42,11 +44,14 @@ __all__ = [
     "ComponentKind",
     "EvidenceReport",
     "FileStatus",
+    "ImaReferences",
     "IMA_COMPONENT",
     "References",
     "check_evidence",
     "check_file_measurements",
     "component_kind",
+    "evidence_files",
+    "expected_measurements",
     "ima_file",
 ]
 
@@ -102,6 +107,87 @@ def ima_file(evidence: SimpleComponentEvidence) -> tuple[str, str] | None:
     return algorithm.lower(), name
 
 
+def evidence_files(evidence: Sequence[SimpleComponentEvidence]) -> set[str]:
+    """The file names of the IMA entries among ``evidence`` (those
+    :func:`ima_file` reads), each algorithm name checked once."""
+    names: set[str] = set()
+    algorithms: dict[str, bool] = {}
+    for item in evidence:
+        algorithm, colon, name = item.policy_uri.partition(":")
+        if colon and name:
+            known = algorithms.get(algorithm)
+            if known is None:
+                known = algorithms[algorithm] = by_name(algorithm) is not None
+            if known:
+                names.add(name)
+    return names
+
+
+def _templates(algorithm: str) -> tuple[str, ...]:
+    """The templates an entry with a file digest of ``algorithm`` may have been logged with."""
+    return ("ima-ng", "ima") if algorithm == "sha1" else ("ima-ng",)
+
+
+def expected_measurements(bank_hash: HashAlgorithm, name: str,
+                          digests: Mapping[str, "set[bytes] | frozenset[bytes]"]) -> dict[str, frozenset[bytes]]:
+    """File digest algorithm → the template hashes, in ``bank_hash``'s
+    bank, of an IMA entry of file ``name`` whose digest is one of
+    ``digests`` (its reference digests by algorithm).  An algorithm without
+    digests is left out: an entry of it is of an unknown file."""
+    new = bank_hash.constructor
+    return {algorithm: frozenset(new(template_data(template, algorithm, digest, name)).digest()
+                                 for digest in found for template in _templates(algorithm))
+            for algorithm, found in digests.items() if found}
+
+
+class ImaReferences:
+    """The template hashes, in one PCR bank, that IMA entries of files may
+    have: made once from each file's reference digests
+    (:func:`expected_measurements`), kept in one table per file digest
+    algorithm (template hash → the file it was made for), so that judging
+    an entry is one dict lookup rather than a template rebuilt and hashed
+    per reference digest, and thousands of entries touch two tables rather
+    than a small one of each file.
+
+    Only ever added to: a thread may judge with it while another adds."""
+
+    __slots__ = ("bank_hash", "names", "_templates", "_known")
+
+    def __init__(self, bank_hash: HashAlgorithm) -> None:
+        self.bank_hash = bank_hash
+        self.names: set[str] = set()
+        """The files added (with or without reference digests)."""
+        self._templates: dict[str, dict[bytes, str | frozenset[str]]] = {}
+        self._known: dict[str, set[str]] = {}
+        """Algorithm → the files with reference digests of it."""
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def add(self, name: str, digests: Mapping[str, "set[bytes] | frozenset[bytes]"]) -> None:
+        """File ``name`` with its reference digests by algorithm (none: a
+        file without references); a file added before stays as it was."""
+        if name in self.names:
+            return
+        for algorithm, found in expected_measurements(self.bank_hash, name, digests).items():
+            self._known.setdefault(algorithm, set()).add(name)
+            table = self._templates.setdefault(algorithm, {})
+            for measurement in found:
+                owner = table.setdefault(measurement, name)
+                if owner != name and not (isinstance(owner, frozenset) and name in owner):
+                    # two files, one template hash: only the legacy template's truncated names
+                    table[measurement] = (owner if isinstance(owner, frozenset) else frozenset((owner,))) | {name}
+        self.names.add(name)
+
+    def status(self, name: str, algorithm: str, measurement: bytes) -> FileStatus:
+        """OK, DIFFERS or UNKNOWN: what an IMA entry of ``name`` whose file digest is of
+        ``algorithm`` (IMA's name, lower case) is, by its template hash ``measurement``."""
+        owner = self._templates.get(algorithm, {}).get(measurement)
+        if owner is not None and (owner == name or (isinstance(owner, frozenset) and name in owner)):
+            return FileStatus.OK
+        return FileStatus.DIFFERS if name in self._known.get(algorithm, ()) else FileStatus.UNKNOWN
+
+
 def _ima_status(evidence: SimpleComponentEvidence, bank_hash: HashAlgorithm,
                 candidates) -> FileStatus:
     """Whether one of the ``candidates`` digests gives the evidence's template hash."""
@@ -110,7 +196,7 @@ def _ima_status(evidence: SimpleComponentEvidence, bank_hash: HashAlgorithm,
     algorithm, name = ima_file(evidence)
     if not candidates:
         return FileStatus.UNKNOWN
-    templates = ("ima-ng", "ima") if algorithm == "sha1" else ("ima-ng",)
+    templates = _templates(algorithm)
     for digest in candidates:
         for template in templates:
             if hmac.compare_digest(template_hash(bank_hash, template, algorithm, digest, name),
@@ -136,6 +222,8 @@ class EvidenceReport:
     """ok, differs, unverifiable (of another algorithm than the evidence), or None without one."""
     files: dict[str, FileStatus] = field(default_factory=dict)
     """IMA entries and measured files by name (the worst status of a name seen twice)."""
+    unlisted: set[str] = field(default_factory=set)
+    """Files of IMA entries that ``expected`` did not hold (judged unknown for want of their references)."""
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -146,42 +234,114 @@ class EvidenceReport:
         return sorted(name for name, found in self.files.items() if found is status)
 
     def counts(self) -> dict[str, int]:
-        return {status.value: sum(1 for s in self.files.values() if s is status) for status in FileStatus}
+        found = list(self.files.values())
+        return {status.value: found.count(status) for status in FileStatus}
 
 
-_ORDER = [FileStatus.OK, FileStatus.UNKNOWN, FileStatus.VIOLATION, FileStatus.INVALID, FileStatus.DIFFERS]
+#: The worse status of a name seen twice wins.
+_RANK = {status: rank for rank, status in enumerate(
+    (FileStatus.OK, FileStatus.UNKNOWN, FileStatus.VIOLATION, FileStatus.INVALID, FileStatus.DIFFERS))}
 
 
 def _note(report: EvidenceReport, name: str, status: FileStatus) -> None:
     known = report.files.get(name)
-    if known is None or _ORDER.index(status) > _ORDER.index(known):
+    if known is None or _RANK[status] > _RANK[known]:
         report.files[name] = status
 
 
 def check_evidence(evidence: Sequence[SimpleComponentEvidence], final: SimpleEvidenceFinal | None, *,
                    aik, secret: bytes | None, measurement_hash: HashAlgorithm, startup_locality: int = 0,
-                   references: References = {}) -> EvidenceReport:
+                   references: References = {}, expected: ImaReferences | None = None,
+                   required_pcrs: frozenset[int] = frozenset()) -> EvidenceReport:
     """Replay ``evidence`` into a PCR bank of ``measurement_hash`` (PCR0
     starting at ``startup_locality``), check the quote of ``final`` with
     ``aik`` (a public key) and ``secret`` against it, and each IMA entry
-    against ``references``."""
+    against ``references``, or ``expected`` (its template hashes in this
+    bank, as a cache keeps them) when given: a file it does not hold is
+    unknown and in :attr:`EvidenceReport.unlisted`.  The quote must cover
+    the PCRs the evidence extends and ``required_pcrs``."""
     report = EvidenceReport()
     bank = PcrBank(measurement_hash, startup_locality)
-    extended: set[int] = set()
-    ima: list[SimpleComponentEvidence] = []
+    if expected is None:
+        expected = ImaReferences(measurement_hash)
+        for name in evidence_files(evidence):
+            expected.add(name, references.get(name, {}))
+    templates, known_files, listed, unlisted = expected._templates, expected._known, expected.names, report.unlisted
+    pts, size = measurement_hash.pts, measurement_hash.size
+    violation = b"\xff" * size
+    new_hash = measurement_hash.constructor
+    replayed: int | None = None  # the PCR being extended, its value and extends so far
+    value, count = b"", 0
+    aggregate_entries: list[tuple[SimpleComponentEvidence, str]] = []
+    kinds: dict[tuple[int, int, int, int], ComponentKind] = {}
+    last_component: ComponentName | None = None
+    last_kind = ComponentKind.OTHER
+    algorithms: dict[str, str | None] = {}
+    setdefault = report.files.setdefault
+    bios = entries = 0
+    bios_kind, ima_kind = ComponentKind.BIOS, ComponentKind.IMA
+    ok, differs, unknown = FileStatus.OK, FileStatus.DIFFERS, FileStatus.UNKNOWN
+    ima_pcr, boot_aggregate = IMA_PCR, BOOT_AGGREGATE
+    # one pass over (tens of thousands of) measurements: the replay's extends
+    # and each IMA entry's file judged
     for item in evidence:
-        if item.hash_algorithm != measurement_hash.pts or len(item.measurement) != measurement_hash.size:
-            report.problems.append(f"evidence for PCR {item.pcr} is not a {measurement_hash} measurement")
+        pcr, measurement = item.pcr, item.measurement
+        if item.hash_algorithm != pts or len(measurement) != size:
+            report.problems.append(f"evidence for PCR {pcr} is not a {measurement_hash} measurement")
             report.quote_error = report.quote_error or "the evidence is not of the negotiated hash algorithm"
             continue
-        bank.extend(item.pcr, item.measurement)
-        extended.add(item.pcr)
-        kind = component_kind(item.component)
-        if kind is ComponentKind.BIOS:
-            report.bios_events += 1
-        elif kind is ComponentKind.IMA:
-            report.ima_entries += 1
-            ima.append(item)
+        if pcr != replayed:
+            if replayed is not None:
+                bank.replayed(replayed, value, count)
+            replayed, value, count = pcr, bank.value(pcr), 0
+        value = new_hash(value + measurement).digest()
+        count += 1
+        component = item.component
+        if component is not last_component:  # parsed evidence shares its component names
+            key = (component.vendor, component.name, component.qualifier, component.family)
+            last_kind = kinds.get(key)
+            if last_kind is None:
+                last_kind = kinds[key] = component_kind(component)
+            last_component = component
+        kind = last_kind
+        if kind is bios_kind:
+            bios += 1
+            continue
+        if kind is not ima_kind:
+            continue
+        entries += 1
+        algorithm, colon, name = item.policy_uri.partition(":")
+        known = None
+        if colon and name:
+            known = algorithms.get(algorithm, "")
+            if known == "":
+                known = algorithms[algorithm] = algorithm.lower() if by_name(algorithm) is not None else None
+        if known is None or pcr != ima_pcr:
+            _note(report, item.policy_uri or f"(IMA entry of PCR {pcr})", FileStatus.INVALID)
+            continue
+        if name == boot_aggregate:
+            aggregate_entries.append((item, known))  # judged from the BIOS PCRs once replayed
+            continue
+        if measurement == violation:
+            status = FileStatus.VIOLATION
+        else:
+            # ImaReferences.status, inlined
+            table = templates.get(known)
+            owner = table.get(measurement) if table is not None else None
+            if owner is not None and (owner == name or (isinstance(owner, frozenset) and name in owner)):
+                status = ok
+            elif name in known_files.get(known, ()):
+                status = differs
+            else:
+                status = unknown
+                if name not in listed:
+                    unlisted.add(name)
+        seen = setdefault(name, status)
+        if seen is not status:
+            _note(report, name, status)
+    if replayed is not None:
+        bank.replayed(replayed, value, count)
+    report.bios_events, report.ima_entries = bios, entries
 
     if final is None:
         report.quote_error = "no quote (Simple Evidence Final) was received"
@@ -196,29 +356,25 @@ def check_evidence(evidence: Sequence[SimpleComponentEvidence], final: SimpleEvi
             report.quote_error = str(err)
         else:
             report.quoted_pcrs = tuple(sorted({p for _, pcrs in selection.banks for p in pcrs}))
-            report.unquoted_pcrs = tuple(sorted(extended - set(report.quoted_pcrs)))
+            report.unquoted_pcrs = tuple(sorted(set(bank.extends) - set(report.quoted_pcrs)))
+            missing = sorted(set(required_pcrs) - set(report.quoted_pcrs))
             if report.unquoted_pcrs:
                 # evidence the quote does not vouch for is worth nothing
                 report.quote_error = ("the quote does not cover the PCRs of the evidence ("
                                       + ", ".join(f"PCR{p}" for p in report.unquoted_pcrs) + ")")
+            elif missing:
+                report.quote_error = ("the quote does not cover the PCRs the policy requires ("
+                                      + ", ".join(f"PCR{p}" for p in missing) + ")")
 
-    aggregates = boot_aggregates(bank)
-    for item in ima:
-        found = ima_file(item)
-        if found is None or item.pcr != IMA_PCR:
-            _note(report, item.policy_uri or f"(IMA entry of PCR {item.pcr})", FileStatus.INVALID)
+    aggregates = boot_aggregates(bank) if aggregate_entries else ()
+    for item, algorithm in aggregate_entries:
+        # the kernel's digest over PCR 0-7 (0-9) of the bank of the URI's algorithm: only
+        # that of the evidence's bank can be recomputed (the quote binds PCR 10 either way)
+        if by_name(algorithm) != measurement_hash:
+            report.boot_aggregate = report.boot_aggregate or "unverifiable"
             continue
-        algorithm, name = found
-        if name == BOOT_AGGREGATE:
-            # the kernel's digest over PCR 0-7 (0-9) of the bank of the URI's algorithm: only
-            # that of the evidence's bank can be recomputed (the quote binds PCR 10 either way)
-            if by_name(algorithm) != measurement_hash:
-                report.boot_aggregate = report.boot_aggregate or "unverifiable"
-                continue
-            ok = _ima_status(item, measurement_hash, aggregates) is FileStatus.OK
-            report.boot_aggregate = "ok" if ok and report.boot_aggregate != "differs" else "differs"
-            continue
-        _note(report, name, _ima_status(item, measurement_hash, references.get(name, {}).get(algorithm, ())))
+        good = _ima_status(item, measurement_hash, aggregates) is FileStatus.OK
+        report.boot_aggregate = "ok" if good and report.boot_aggregate != "differs" else "differs"
     return report
 
 

@@ -43,6 +43,11 @@ class HashAlgorithm:
     def new(self):
         return hashlib.new(self.name)
 
+    @property
+    def constructor(self):
+        """hashlib's constructor (``hashlib.sha256``), quicker than ``hashlib.new(name)`` in a loop."""
+        return _CONSTRUCTORS[self.name]
+
     def __str__(self) -> str:
         return self.name.upper().replace("SHA", "SHA-")
 
@@ -53,6 +58,7 @@ SHA384 = HashAlgorithm("sha384", 48, 0x000C, PtsHashAlgorithm.SHA384)
 SHA512 = HashAlgorithm("sha512", 64, 0x000D, PtsHashAlgorithm.SHA512)
 
 _ALL = (SHA1, SHA256, SHA384, SHA512)
+_CONSTRUCTORS = {h.name: getattr(hashlib, h.name) for h in _ALL}
 _BY_TPM = {h.tpm_alg: h for h in _ALL}
 _BY_PTS = {int(h.pts): h for h in _ALL}
 _BY_NAME = {h.name: h for h in _ALL}

@@ -428,7 +428,7 @@ class ConsoleUser(Base):
     """A person who logs in to the web console (not an endpoint: endpoints
     are :class:`User`).  ``password_hash`` is scrypt as in :class:`User`
     (:mod:`nac.db.passwords`); ``role`` is ``read`` or ``admin`` as the API
-    tokens' (migration 0010)."""
+    tokens' (migration 0011)."""
 
     __tablename__ = "console_users"
 

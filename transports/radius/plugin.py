@@ -81,6 +81,17 @@ class RadiusPlugin(WorkerTransportPlugin):
             "log line naming the address (at most one a minute per address)."), options=[
             listen_option(),
             Option("port", port, 1812, "UDP authentication port."),
+            Option("acct_port", int_range(0, 65535), 1813,
+                   "UDP accounting port (RFC 2866), on the same address; 0: no accounting. Accounting-Requests "
+                   "of the NASes (Start, Interim-Update, Stop, Accounting-On/Off) are kept in the database "
+                   "(`nac-admin accounting list`, /api/accounting) and answered once committed; they tell nac "
+                   "where an endpoint's session is, for CoA and Disconnect."),
+            Option("acct_max_pending", positive_int, 1024,
+                   "Most Accounting-Requests being recorded at once (one NAS: three quarters of them); more "
+                   "are discarded, and the NAS sends them again."),
+            Option("acct_rate_per_nas", positive_int, 1000,
+                   "Most Accounting-Requests a second from one NAS (bursts of twice as many); more are "
+                   "discarded, and the NAS sends them again."),
             Option("secret", optional(secret_text), None,
                    "Shared secret of the `clients`, the same as configured on them. No default: required when "
                    "radius is enabled and no [radius-client:NAME] section names a NAS. Never shown in logs or "

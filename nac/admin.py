@@ -15,6 +15,8 @@
     user list
     sessions list [--limit N]
     accounting list [--limit N] [--open] [--nas NAS] [--station ID] [--device DEVICE_ID]
+    coa ACCT_ID --access allowed|isolate   (RFC 5176 CoA-Request with that decision's enforcement)
+    disconnect ACCT_ID                     (RFC 5176 Disconnect-Request)
     devices list
     results show SESSION_ID
     packages import --product PRODUCT [--security] FILE
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import dataclasses
 import datetime
 import enum
 import getpass
@@ -276,6 +279,60 @@ def cmd_accounting_list(db: PolicyDb, args) -> Output:
                            device=args.device, open_only=args.open)
     return Output([_record(r) for r in rows],
                   _table([asdict(r) for r in rows], _ACCOUNTING_COLUMNS, "no accounting sessions"))
+
+
+def _send_dynamic(db: PolicyDb, args, disconnect: bool) -> Output:
+    """A CoA-Request or Disconnect-Request for accounting session ``args.id``
+    to its NAS, sent from here with the NAS's secret and ``coa_port`` of the
+    configuration; the outcome is recorded with the session."""
+    from nac import config as nac_config
+    from nac.db.accounting import close_session, coa_targets, record_coa
+    from transports.radius.clients import client_table
+    from transports.radius.coa import CoaClient, send_blocking
+    from transports.radius.dynamic import coa_request_for, outcome_effects, target_for
+    from transports.radius.enforcement import RadiusEnforcement
+    from transports.radius.packet import Code
+
+    try:
+        cfg = nac_config.load(getattr(args, "config", None))
+        clients = client_table(cfg)
+    except nac_config.ConfigError as exc:
+        raise AdminError("; ".join(exc.problems) or str(exc)) from None
+    found = db.read(coa_targets, row_id=args.id)
+    if not found:
+        raise AdminError(f"no accounting session {args.id}")
+    info = found[0]
+    client = clients.find(info.nas_address)
+    if client is None:
+        raise AdminError(f"accounting session {args.id}: its NAS {info.nas_address} is no RADIUS client of the "
+                         "configuration")
+    sec = cfg.section("radius")
+    if disconnect:
+        kind, attributes = Code.DISCONNECT_REQUEST, []
+    else:
+        # asked for by the operator: whatever the NAS's coa setting says
+        kind, attributes = coa_request_for(info, dataclasses.replace(client, coa="coa"), args.access,
+                                           RadiusEnforcement.from_config(sec))
+    outcome = send_blocking(CoaClient(timeout=sec["coa_timeout"], attempts=sec["coa_attempts"]), kind,
+                            target_for(info, client), attributes)
+    text = outcome.describe()
+    db.write(record_coa, info.id, outcome.action, text)
+    cause = outcome_effects(outcome)
+    if cause is not None:
+        db.write(close_session, info.id, cause or None)
+    data = {"id": info.id, "nas": info.nas, "action": outcome.action, "acked": outcome.acked,
+            "error_cause": outcome.error_cause, "attempts": outcome.attempts, "result": text}
+    if not outcome.acked:
+        raise AdminError(f"{outcome.action} for accounting session {info.id} ({info.nas}): {text}")
+    return Output(data, f"{outcome.action} for accounting session {info.id} ({info.nas}): {text}")
+
+
+def cmd_coa(db: PolicyDb, args) -> Output:
+    return _send_dynamic(db, args, disconnect=False)
+
+
+def cmd_disconnect(db: PolicyDb, args) -> Output:
+    return _send_dynamic(db, args, disconnect=True)
 
 
 def cmd_devices_list(db: PolicyDb, args) -> Output:
@@ -877,6 +934,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--nas", metavar="NAS", help="of this NAS (its [radius-client:NAME], else address)")
     listing.add_argument("--station", metavar="ID", help="of this Calling-Station-Id")
     listing.add_argument("--device", metavar="DEVICE_ID", help="of this device")
+
+    coa = command(commands, "coa", cmd_coa, "send the NAS of an accounting session a CoA-Request (RFC 5176) "
+                  "with the enforcement of a decision; the outcome is recorded with the session")
+    coa.add_argument("id", metavar="ACCT_ID", type=_positive_int, help="the accounting session (accounting list)")
+    coa.add_argument("--access", choices=("allowed", "isolate"), required=True,
+                     help="the decision whose Filter-Id / VLAN the NAS is to apply")
+    disconnect = command(commands, "disconnect", cmd_disconnect,
+                         "send the NAS of an accounting session a Disconnect-Request (RFC 5176)")
+    disconnect.add_argument("id", metavar="ACCT_ID", type=_positive_int)
 
     devices = commands.add_parser("devices", help="assessed devices")
     devices_actions = devices.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -39,7 +39,9 @@ __all__ = [
     "AccountingRecord",
     "AcctStatusType",
     "TERMINATE_CAUSES",
+    "close_session",
     "coa_targets",
+    "decision_change",
     "list_accounting",
     "record_accounting",
     "record_coa",
@@ -252,3 +254,43 @@ def coa_targets(connection, *, row_id: int | None = None, device_pk: int | None 
         elif station is None:
             return []
     return [_info(row) for row in connection.execute(query.order_by(_T.c.id))]
+
+
+_DECIDED = ("allowed", "isolate", "denied")
+
+
+def decision_change(connection, session_id: int) -> tuple[str | None, str | None, list[AccountingInfo]]:
+    """(the previous decision of the endpoint of assessment ``session_id``,
+    its decision now, the open accounting sessions a change is to be told
+    to).  The endpoint is the device assessed (its earlier assessments,
+    its accounting sessions), else, for RADIUS, the NAS and
+    Calling-Station-Id.  The NAS session of a RADIUS assessment itself is
+    left out: its Access-Accept carried the decision."""
+    row = connection.execute(sa.select(_S.c.id, _S.c.device_id, _S.c.transport, _S.c.nas, _S.c.peer_address,
+                                       _S.c.station, _S.c.access).where(_S.c.id == session_id)).first()
+    if row is None:
+        return None, None, []
+    nas = row.nas or row.peer_address
+    radius = row.transport == "radius"
+    earlier = sa.select(_S.c.access).where(_S.c.id < session_id, _S.c.access.in_(_DECIDED))
+    if row.device_id is not None:
+        earlier = earlier.where(_S.c.device_id == row.device_id)
+        query = _query(open_only=True).where(_T.c.device_id == row.device_id)
+    elif radius and row.station:
+        earlier = earlier.where(_S.c.transport == "radius", _S.c.station == row.station,
+                                _S.c.nas == row.nas if row.nas else _S.c.peer_address == row.peer_address)
+        query = _query(nas=nas, station=row.station, open_only=True)
+    else:
+        return None, row.access, []
+    previous = connection.scalar(earlier.order_by(_S.c.id.desc()).limit(1))
+    targets = [_info(r) for r in connection.execute(query.order_by(_T.c.id))
+               if not (radius and r.nas == nas and r.calling_station_id == row.station)]
+    return previous, row.access, targets
+
+
+def close_session(connection, row_id: int, cause: int | None = None) -> None:
+    """End accounting session ``row_id``: its NAS no longer has it (a NAK
+    with Session-Context-Not-Found, or a Disconnect-ACK)."""
+    connection.execute(sa.update(_T).where(_T.c.id == row_id, _T.c.status != ACCT_STOPPED).values(
+        status=ACCT_STOPPED, stopped=utcnow(), updated=utcnow(),
+        terminate_cause=sa.func.coalesce(_T.c.terminate_cause, cause)))

@@ -1507,6 +1507,8 @@ class PolicyStore(service.Service):
         self._reactor = reactor
         self._shutdown_trigger = None
         self._orphans_closed = False
+        #: ``listener(session_id, decision)`` called once a decision is committed
+        self.decision_listeners: list[Callable[[int, Any], None]] = []
         self.health = DatabaseHealth(lambda: self.reactor.seconds(), queued=lambda: self.writes.queued)
         self.writes = WriteQueue(self.db, self._defer,
                                  call_soon=lambda fn: self.reactor.callLater(0, fn),
@@ -1751,7 +1753,19 @@ class PolicyStore(service.Service):
         return d.addCallback(started)
 
     def session_decided(self, session_id: int, decision):
-        return self.writes.submit(record_decision, session_id, decision)
+        d = self.writes.submit(record_decision, session_id, decision)
+        if self.decision_listeners:
+            d.addCallback(self._decided, session_id, decision)
+        return d
+
+    def _decided(self, result, session_id: int, decision):
+        # after the commit: a listener (RADIUS CoA) reads what was recorded
+        for listener in list(self.decision_listeners):
+            try:
+                listener(session_id, decision)
+            except Exception:
+                log.failure("a listener of recorded decisions failed")
+        return result
 
     def session_aborted(self, session_id: int, reason: str):
         return self.writes.submit(record_abort, session_id, reason)

@@ -99,6 +99,18 @@ class RadiusPlugin(WorkerTransportPlugin):
             Option("clients", comma_list_of(_nas_network), [ipaddress.ip_network("127.0.0.1/32")],
                    "Addresses or networks (CIDR) of the NASes sharing `secret` (only used with it); NASes "
                    "with a secret of their own have [radius-client:NAME] sections."),
+            Option("coa", choice("coa", "disconnect", "none"), "coa",
+                   "What a NAS is sent when the decision for an endpoint it admitted changes (RFC 5176), for the "
+                   "sessions its accounting told of: coa (a CoA-Request with the new decision's Filter-Id / VLAN; "
+                   "Access Denied is always a Disconnect-Request), disconnect (a Disconnect-Request: the endpoint "
+                   "authenticates again) or none. Per NAS in [radius-client:NAME]."),
+            Option("coa_port", port, 3799, "UDP port of the NASes' Dynamic Authorization Server (RFC 5176)."),
+            Option("coa_timeout", seconds, 2.0,
+                   "How long nac waits for a CoA-ACK / NAK before sending the request again; the wait doubles "
+                   "with each try, up to 16 s."),
+            Option("coa_attempts", int_range(1, 10), 5,
+                   "How many times a CoA-Request or Disconnect-Request is sent before nac gives up (and records "
+                   "it as unanswered)."),
             Option("filter_id_allow", optional(_radius_text), "allow",
                    "Filter-Id sent with Access-Accept for Access Allowed. Empty: no Filter-Id."),
             Option("filter_id_isolate", optional(_radius_text), "isolate",
@@ -171,7 +183,7 @@ class RadiusPlugin(WorkerTransportPlugin):
                    "start-up by every nac process."),
             # per-NAS enforcement: the [radius] key of the same name when absent
             *(SCHEMA["radius"][key] for key in ("filter_id_allow", "filter_id_isolate", "vlan_allow", "vlan_isolate",
-                                                "session_timeout", "filter_id_tunnel_type")),
+                                                "session_timeout", "filter_id_tunnel_type", "coa", "coa_port")),
         ])
 
     def check(self, cfg) -> list[str]:

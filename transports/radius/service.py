@@ -244,6 +244,8 @@ class RadiusService(service.Service):
         self._sweeper = None
         #: the accounting listener (main process, ``[radius] acct_port`` not 0)
         self.accounting: AccountingService | None = None
+        #: CoA / Disconnect after decision changes (:mod:`transports.radius.dynamic`)
+        self.dispatcher = None
 
     def _bind(self) -> None:
         # bound before twistd drops privileges (a port below 1024 needs them)
@@ -263,6 +265,9 @@ class RadiusService(service.Service):
         super().startService()
         if self.accounting is not None:
             self.accounting.startService()
+        if self.dispatcher is not None:
+            self.dispatcher.sender.start(reactor)
+            self.dispatcher.store.decision_listeners.append(self.dispatcher.decided)
         if self.adopt is not None:
             # a worker: the main process reads the socket and hands this one
             # its requests; its replies leave from the socket's address
@@ -323,6 +328,11 @@ class RadiusService(service.Service):
         super().stopService()
         if self.accounting is not None and self.accounting.running:
             self.accounting.stopService()
+        if self.dispatcher is not None:
+            listeners = self.dispatcher.store.decision_listeners
+            if self.dispatcher.decided in listeners:
+                listeners.remove(self.dispatcher.decided)
+            self.dispatcher.sender.stop()
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self.server.close("server shutting down")
@@ -398,6 +408,8 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
                            workers=workers if processes > 1 else None, adopt=adopt, relay=relay)
     if adopt is None and sec["acct_port"] and store is not None:
         radius.accounting = make_accounting_service(cfg, store, clients, clock=clock)
+    from transports.radius.dynamic import make_dispatcher
+    radius.dispatcher = make_dispatcher(cfg, store, clients)
     return radius
 
 

@@ -39,7 +39,7 @@ __all__ = [
 CLIENT_SECTION = "radius-client"
 #: what a NAS may have of its own instead of ``[radius]``'s
 ENFORCEMENT_KEYS = ("filter_id_allow", "filter_id_isolate", "vlan_allow", "vlan_isolate", "session_timeout",
-                    "filter_id_tunnel_type")
+                    "filter_id_tunnel_type", "session_timeout_action")
 #: addresses remembered by a table (spoofed sources must not grow it without bound)
 MAX_CACHED_ADDRESSES = 4096
 

@@ -120,7 +120,12 @@ class RadiusPlugin(WorkerTransportPlugin):
                    "for Access Allowed. Empty: no VLAN attributes."),
             Option("vlan_isolate", optional(_vlan), None,
                    "VLAN for Isolate. Empty: no VLAN attributes."),
-            Option("session_timeout", non_negative_int, 0, "Session-Timeout in seconds sent with Access-Accept; 0: none."),
+            Option("session_timeout", non_negative_int, 0, "Session-Timeout in seconds sent with Access-Accept; 0: none. "
+                   "A group's session_timeout (nac-admin / API) replaces it for its members."),
+            Option("session_timeout_action", choice("terminate", "reauthenticate"), "reauthenticate",
+                   "What the NAS does when Session-Timeout runs out: reauthenticate (Termination-Action = "
+                   "RADIUS-Request beside Session-Timeout: the NAS authenticates the endpoint again, and nac "
+                   "assesses it again, periodically) or terminate (no Termination-Action: the session ends)."),
             Option("filter_id_tunnel_type", choice("none", "esp"), "none",
                    "esp: send Tunnel-Type = ESP (untagged) with the Filter-Id, for IPsec gateways: strongSwan's "
                    "eap-radius makes the Filter-Id the client's group (connections with groups = allow / isolate) "
@@ -183,7 +188,8 @@ class RadiusPlugin(WorkerTransportPlugin):
                    "start-up by every nac process."),
             # per-NAS enforcement: the [radius] key of the same name when absent
             *(SCHEMA["radius"][key] for key in ("filter_id_allow", "filter_id_isolate", "vlan_allow", "vlan_isolate",
-                                                "session_timeout", "filter_id_tunnel_type", "coa", "coa_port")),
+                                                "session_timeout", "session_timeout_action", "filter_id_tunnel_type",
+                                                "coa", "coa_port")),
         ])
 
     def check(self, cfg) -> list[str]:

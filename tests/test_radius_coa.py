@@ -17,7 +17,7 @@ import struct
 import tempfile
 
 import sqlalchemy as sa
-from twisted.internet import defer
+from twisted.internet import defer, protocol
 from twisted.trial import unittest
 
 from nac.db import PolicyDb
@@ -174,6 +174,40 @@ class SyncStore:
         return defer.succeed(self.db.write(fn, *args))
 
 
+class SenderTests(unittest.TestCase):
+    """The Twisted edge over real loopback UDP: a NAS socket answers with a CoA-ACK."""
+
+    def test_sends_and_hands_back_the_outcome_over_ipv4_and_ipv6(self):
+        from twisted.internet import reactor
+        from transports.radius.dynamic import CoaSender
+
+        sender = CoaSender(CoaClient(timeout=0.5, attempts=2), reactor, "::")
+        sender.start(reactor)
+        self.addCleanup(sender.stop)
+        results = []
+
+        class Nas(protocol.DatagramProtocol):
+            def datagramReceived(self, data, addr):
+                self.transport.write(answer(data, 44), addr)
+
+        d = defer.succeed(None)
+        for host in ("127.0.0.1", "::1"):
+            try:
+                port = reactor.listenUDP(0, Nas(), interface=host)
+            except Exception:
+                if host == "::1":
+                    continue  # no IPv6 here
+                raise
+            self.addCleanup(port.stopListening)
+            target = dataclasses.replace(TARGET, host=host, port=port.getHost().port)
+            d.addCallback(lambda _, t=target: sender.send(Code.COA_REQUEST, t, []))
+            d.addCallback(results.append)
+
+        def check(_):
+            self.assertTrue(results and all(r.acked for r in results))
+        return d.addCallback(check)
+
+
 class DispatcherTests(unittest.TestCase):
     def setUp(self):
         tmp = tempfile.mkdtemp(prefix="nac-coa-")
@@ -224,6 +258,26 @@ class DispatcherTests(unittest.TestCase):
         self.assertEqual(self.db.read(decision_change, sid)[2], [])
         self.dispatcher.decided(sid, decision("allowed"))
         self.assertEqual(self.sender.sent, [])
+
+    def test_session_context_not_found_ends_the_accounting_session(self):
+        self.assess("allowed", "radius", "02-00-00-00-00-01")
+        self.account()
+        sid = self.assess("isolate")
+        self.sender.send = lambda kind, target, attrs: defer.succeed(
+            CoaOutcome(1, kind, target, False, nak=True, error_cause=503))
+        self.dispatcher.decided(sid, decision("isolate"))
+        [info] = self.db.read(lambda c: list_accounting(c)[0])
+        self.assertEqual((info.status, info.coa_result), ("stopped", "CoA-NAK: Session-Context-Not-Found (503)"))
+
+    def test_other_naks_leave_the_session_open(self):
+        self.assess("allowed", "radius", "02-00-00-00-00-01")
+        self.account()
+        sid = self.assess("isolate")
+        self.sender.send = lambda kind, target, attrs: defer.succeed(
+            CoaOutcome(1, kind, target, False, nak=True, error_cause=405))
+        self.dispatcher.decided(sid, decision("isolate"))
+        [info] = self.db.read(lambda c: list_accounting(c)[0])
+        self.assertEqual((info.status, info.coa_result), ("started", "CoA-NAK: Unsupported-Service (405)"))
 
     def test_denied_disconnects_and_ends_the_accounting_session(self):
         self.assess("allowed", "radius", "02-00-00-00-00-01")

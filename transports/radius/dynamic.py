@@ -35,26 +35,46 @@ log = Logger(namespace="nac.radius.coa")
 ADMIN_RESET = 6
 
 
-class CoaSender(protocol.DatagramProtocol):
-    """Sends CoA and Disconnect requests and hands back their outcomes."""
+class CoaSender:
+    """Sends CoA and Disconnect requests and hands back their outcomes: one
+    UDP port on an ephemeral port per address family of the NASes."""
 
-    noisy = False
-
-    def __init__(self, client: CoaClient, clock):
+    def __init__(self, client: CoaClient, clock, source: str = "::"):
         self.client = client
         self.clock = clock
+        #: the address requests leave from ([radius] listen): a wildcard
+        #: one means any of the family
+        self.source = source
         self._waiting: dict[int, defer.Deferred] = {}
         self._timer = None
-        self._port = None
+        self._reactor = None
+        #: address family -> the UDP port sending to NASes of that family (made when first needed)
+        self._ports: dict[int, object] = {}
 
-    def start(self, reactor, interface: str = "") -> None:
-        self._port = reactor.listenUDP(0, self, interface=interface)
+    def start(self, reactor) -> None:
+        self._reactor = reactor
 
     def stop(self):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        port, self._port = self._port, None
-        return port.stopListening() if port is not None else None
+        ports, self._ports = list(self._ports.values()), {}
+        for port in ports:
+            port.stopListening()
+
+    def _port_for(self, host: str):
+        family = family_of(host)
+        port = self._ports.get(family)
+        if port is None:
+            reactor = self._reactor
+            if reactor is None:
+                from twisted.internet import reactor
+            source = ip_address(self.source)
+            if source is None or source.is_unspecified or family_of(str(source)) != family:
+                interface = "::" if family == socket.AF_INET6 else "0.0.0.0"
+            else:
+                interface = str(source)
+            port = self._ports[family] = reactor.listenUDP(0, _FamilyPort(self), interface=interface)
+        return port
 
     def send(self, kind: int, target: CoaTarget, attributes) -> defer.Deferred:
         """Deferred firing with the :class:`CoaOutcome`."""
@@ -77,7 +97,7 @@ class CoaSender(protocol.DatagramProtocol):
     def _flush(self) -> None:
         for data, addr in self.client.datagrams():
             try:
-                self.transport.write(data, addr)
+                self._port_for(addr[0]).write(data, addr)
             except Exception as exc:  # an ICMP error of an earlier datagram: as if lost
                 log.debug("cannot send to {host}[{port}]: {error}", host=addr[0], port=addr[1], error=str(exc))
         self._schedule()
@@ -95,6 +115,18 @@ class CoaSender(protocol.DatagramProtocol):
         for outcome in self.client.expire(self.clock.seconds()):
             self._done(outcome)
         self._flush()
+
+
+class _FamilyPort(protocol.DatagramProtocol):
+    """The sender's UDP port for one address family."""
+
+    noisy = False
+
+    def __init__(self, sender: CoaSender):
+        self.sender = sender
+
+    def datagramReceived(self, data: bytes, addr):
+        self.sender.datagramReceived(data, addr)
 
 
 def coa_request_for(info: AccountingInfo, client, access: str, enforcement: RadiusEnforcement,
@@ -198,7 +230,7 @@ def make_dispatcher(cfg, store, clients: RadiusClientTable, reactor=None) -> Coa
     if reactor is None:
         from twisted.internet import reactor
     sec = cfg.section("radius")
-    sender = CoaSender(CoaClient(timeout=sec["coa_timeout"], attempts=sec["coa_attempts"]), reactor)
+    sender = CoaSender(CoaClient(timeout=sec["coa_timeout"], attempts=sec["coa_attempts"]), reactor, sec["listen"])
     dispatcher = CoaDispatcher(store, clients, RadiusEnforcement.from_config(sec), sender)
     return dispatcher
 

@@ -32,7 +32,7 @@ from nac.db.models import (
     Device,
     utcnow,
 )
-from nac.db.store import NotFound
+from nac.db.store import NotFound, _Hot
 
 __all__ = [
     "AccountingInfo",
@@ -129,18 +129,51 @@ class AccountingInfo:
         return asdict(self)
 
 
+_B = sa.bindparam
+# constants in the SQL text itself: the statements below run with only their bound parameters
+_STOPPED = sa.literal_column(f"'{ACCT_STOPPED}'")
+_NAS_SESSIONS = {
+    # the newest RADIUS assessment of the endpoint through this NAS (named, or by address)
+    (named, column): _Hot(sa.select(_S.c.id, _S.c.device_id).where(
+        (_S.c.nas == _B("b_nas")) if named else sa.and_(_S.c.nas.is_(None), _S.c.peer_address == _B("b_nas")),
+        _S.c[column] == _B("b_value"), _S.c.transport == sa.literal_column("'radius'"))
+        .order_by(_S.c.id.desc()).limit(_B("b_limit")).offset(_B("b_offset")))
+    for named in (True, False) for column in ("station", "identity")}
+_ROW = _Hot(sa.select(_T.c.id, _T.c.status).where(_T.c.nas == _B("b_nas"),
+                                                   _T.c.acct_session_id == _B("b_sid")))
+_INSERT_KEYS = ("nas", "nas_address", "acct_session_id", "status", "updated", "input_octets", "output_octets",
+                "assessment_id", "device_id")
+_INSERTS = {name: _Hot(dialect.insert(_T).on_conflict_do_nothing(), _INSERT_KEYS)
+            for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))}
+_KEPT = ("nas_port", "nas_port_id", "calling_station_id", "called_station_id", "user_name", "framed_ip_address",
+         "session_time", "input_octets", "output_octets", "terminate_cause")
+# one statement for Start, Interim-Update and Stop: a value not sent keeps
+# the one before; a stopped session stays stopped; the start time is the
+# first one known
+_UPDATE = _Hot(sa.update(_T).where(_T.c.id == _B("b_id")).values(
+    updated=_B("b_now"), nas_address=_B("b_address"),
+    status=sa.case((sa.and_(_T.c.status == _STOPPED, _B("b_status", type_=sa.String) != _STOPPED),
+                    _T.c.status), else_=_B("b_status", type_=sa.String)),
+    started=sa.func.coalesce(_T.c.started, _B("b_started", type_=_T.c.started.type)),
+    stopped=sa.func.coalesce(_B("b_stopped", type_=_T.c.stopped.type), _T.c.stopped),
+    **{name: sa.func.coalesce(_B(f"b_{name}", type_=_T.c[name].type), _T.c[name]) for name in _KEPT}))
+_CLOSE_NAS = _Hot(sa.update(_T).where(_T.c.nas == _B("b_nas"), _T.c.status != _STOPPED).values(
+    status=_STOPPED, stopped=_B("b_event", type_=_T.c.stopped.type), updated=_B("b_now", type_=_T.c.updated.type),
+    terminate_cause=sa.func.coalesce(_T.c.terminate_cause, sa.literal_column(str(NAS_REBOOT)))))
+_STATUS_OF = {AcctStatusType.START: ACCT_STARTED, AcctStatusType.INTERIM_UPDATE: ACCT_UPDATED,
+              AcctStatusType.STOP: ACCT_STOPPED}
+
+
 def _assessment(connection, rec: AccountingRecord) -> tuple[int, int | None] | None:
     """(assessment id, device row id) of the newest assessment of the
     endpoint through this NAS: by Calling-Station-Id, else User-Name."""
-    nas_match = (_S.c.nas == rec.nas) if rec.named else sa.and_(_S.c.nas.is_(None),
-                                                                  _S.c.peer_address == rec.nas_address)
-    for column, value in ((_S.c.station, rec.calling_station_id), (_S.c.identity, rec.user_name)):
-        if not value:
-            continue
-        row = connection.execute(sa.select(_S.c.id, _S.c.device_id).where(
-            nas_match, column == value, _S.c.transport == "radius").order_by(_S.c.id.desc()).limit(1)).first()
-        if row is not None:
-            return row[0], row[1]
+    nas = rec.nas if rec.named else rec.nas_address
+    for column, value in (("station", rec.calling_station_id), ("identity", rec.user_name)):
+        if value:
+            row = _NAS_SESSIONS[rec.named, column].first(connection, {"b_nas": nas, "b_value": value,
+                                                                  "b_limit": 1, "b_offset": 0})
+            if row is not None:
+                return row[0], row[1]
     return None
 
 
@@ -148,52 +181,35 @@ def record_accounting(connection, rec: AccountingRecord) -> int:
     """Keep what ``rec`` says; the row id (Start / Interim-Update / Stop),
     or the number of sessions Accounting-On / -Off closed."""
     now = utcnow()
-    event = now - datetime.timedelta(seconds=max(0, rec.delay))
+    event = now - datetime.timedelta(seconds=max(0, rec.delay)) if rec.delay else now
     status_type = rec.status_type
     if status_type in (AcctStatusType.ACCOUNTING_ON, AcctStatusType.ACCOUNTING_OFF):
         # RFC 2866 §5.1: the NAS (re)started or stops accounting: whatever
         # it had open is over
-        return connection.execute(sa.update(_T).where(_T.c.nas == rec.nas, _T.c.status != ACCT_STOPPED).values(
-            status=ACCT_STOPPED, stopped=event, updated=now,
-            terminate_cause=sa.func.coalesce(_T.c.terminate_cause, NAS_REBOOT))).rowcount
-    key = (_T.c.nas == rec.nas, _T.c.acct_session_id == rec.acct_session_id)
-    row = connection.execute(sa.select(_T.c.id, _T.c.status, _T.c.device_id).where(*key)).first()
+        return _CLOSE_NAS.rowcount(connection, {"b_nas": rec.nas, "b_event": event, "b_now": now})
+    key = {"b_nas": rec.nas, "b_sid": rec.acct_session_id}
+    row = _ROW.first(connection, key)
     if row is None:
         linked = _assessment(connection, rec)
-        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        connection.execute(dialect.insert(_T).values(
-            nas=rec.nas, nas_address=rec.nas_address, acct_session_id=rec.acct_session_id, status=ACCT_STARTED,
-            updated=now, input_octets=0, output_octets=0,
-            assessment_id=linked[0] if linked else None, device_id=linked[1] if linked else None,
-        ).on_conflict_do_nothing())
-        row = connection.execute(sa.select(_T.c.id, _T.c.status, _T.c.device_id).where(*key)).first()
-    row_id, status = row[0], row[1]
-    values: dict = {"updated": now, "nas_address": rec.nas_address}
-    for name in ("nas_port", "nas_port_id", "calling_station_id", "called_station_id", "user_name",
-                 "framed_ip_address", "session_time", "input_octets", "output_octets"):
-        value = getattr(rec, name)
-        if value is not None:
-            values[name] = value
+        _INSERTS[connection.dialect.name].rowcount(connection, {
+            "nas": rec.nas, "nas_address": rec.nas_address, "acct_session_id": rec.acct_session_id,
+            "status": ACCT_STARTED, "updated": now, "input_octets": 0, "output_octets": 0,
+            "assessment_id": linked[0] if linked else None, "device_id": linked[1] if linked else None})
+        row = _ROW.first(connection, key)
+    started = None
     if status_type == AcctStatusType.START:
-        # a Start after the Stop (delivered late) reopens nothing
-        if status != ACCT_STOPPED:
-            values["status"] = ACCT_STARTED
-        values["started"] = sa.func.coalesce(_T.c.started, event)
-    elif status_type == AcctStatusType.INTERIM_UPDATE:
-        if status != ACCT_STOPPED:
-            values["status"] = ACCT_UPDATED
-        if rec.session_time is not None:
-            # a session seen first by its Interim-Update started this long ago
-            values["started"] = sa.func.coalesce(_T.c.started, event - datetime.timedelta(seconds=rec.session_time))
-    elif status_type == AcctStatusType.STOP:
-        values["status"] = ACCT_STOPPED
-        values["stopped"] = event
-        if rec.terminate_cause is not None:
-            values["terminate_cause"] = rec.terminate_cause
-        if rec.session_time is not None:
-            values["started"] = sa.func.coalesce(_T.c.started, event - datetime.timedelta(seconds=rec.session_time))
-    connection.execute(sa.update(_T).where(_T.c.id == row_id).values(**values))
-    return row_id
+        started = event
+    elif rec.session_time is not None:
+        # a session seen first by a later request started this long before it
+        started = event - datetime.timedelta(seconds=rec.session_time)
+    params = {"b_id": row[0], "b_now": now, "b_address": rec.nas_address, "b_status": _STATUS_OF[status_type],
+              "b_started": started, "b_stopped": event if status_type == AcctStatusType.STOP else None}
+    for name in _KEPT:
+        params[f"b_{name}"] = getattr(rec, name)
+    if status_type != AcctStatusType.STOP:
+        params["b_terminate_cause"] = None
+    _UPDATE.rowcount(connection, params)
+    return row[0]
 
 
 def record_coa(connection, row_id: int, action: str, result: str) -> None:

@@ -10,9 +10,7 @@ import dataclasses
 import hashlib
 import hmac
 import ipaddress
-import shutil
 import struct
-import tempfile
 
 import sqlalchemy as sa
 from twisted.internet import defer
@@ -20,8 +18,7 @@ from twisted.trial import unittest
 
 from nac.db import PolicyDb
 from nac.db.accounting import AccountingRecord, coa_targets, list_accounting, record_accounting
-from nac.db.engine import make_engine, upgrade
-from tests.test_db import peer
+from tests.test_db import DatabaseMixin, PostgresBackend, SqliteBackend, peer
 from transports.radius.accounting import AccountingServer
 from transports.radius.clients import RadiusClient
 
@@ -296,13 +293,9 @@ class AccountingServerTests(unittest.TestCase):
         self.assertEqual(rec.records, [])
 
 
-class AccountingDatabaseTests(unittest.TestCase):
+class AccountingDatabaseMixin(DatabaseMixin):
     def setUp(self):
-        tmp = tempfile.mkdtemp(prefix="nac-acct-")
-        self.addCleanup(shutil.rmtree, tmp, True)
-        self.engine = make_engine(f"sqlite:///{tmp}/nac.db")
-        self.addCleanup(self.engine.dispose)
-        upgrade(self.engine)
+        super().setUp()
         self.db = PolicyDb(self.engine)
 
     def record(self, **kw):
@@ -354,3 +347,11 @@ class AccountingDatabaseTests(unittest.TestCase):
             device_pk = connection.scalar(sa.text("SELECT id FROM devices WHERE device_id = 'machine-1'"))
             self.assertEqual([t.id for t in coa_targets(connection, device_pk=device_pk)], [row])
         self.assertEqual(self.listing(device="machine-2"), [])
+
+
+class SqliteAccountingDatabaseTests(AccountingDatabaseMixin, SqliteBackend, unittest.TestCase):
+    pass
+
+
+class PostgresAccountingDatabaseTests(AccountingDatabaseMixin, PostgresBackend, unittest.TestCase):
+    pass

@@ -160,6 +160,19 @@ class AccountingServerTests(unittest.TestCase):
         self.assertIsNone(server.respond(forged, NAS, 1.0))
         self.assertEqual(len(rec.records), 1)
 
+    def test_discards_are_logged_once_per_sender_and_kind(self):
+        from twisted.logger import formatEvent, globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        server, _ = self.server()
+        for i in range(5):
+            server.respond(acct_request(start(session=b"s%d" % i), identifier=i, secret=b"forged"), NAS, 1.0)
+        lines = [formatEvent(e) for e in events if "bad Request Authenticator" in formatEvent(e)]
+        self.assertEqual(lines, ["RADIUS Accounting-Request 0x00 from client 'sw1' (127.0.0.1) discarded: bad "
+                                 "Request Authenticator (is the shared secret the same?)"])
+        self.assertEqual(server.counters.bad_authenticators, 5)
+
     def test_unknown_client_is_discarded(self):
         server, rec = self.server()
         self.assertIsNone(server.respond(acct_request(start()), ("192.0.2.9", 1813), 1.0))

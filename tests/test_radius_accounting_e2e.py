@@ -36,10 +36,11 @@ class AccountingE2eTests(unittest.TestCase):
             cls.acct_port = free_port(socket.SOCK_DGRAM)
             server = NacServer({
                 "nac": {"transports": "radius", "imvs": "imvs.scanner:ScannerImv"},
+                # accounting in the main process beside a RADIUS worker process
                 "radius": {"listen": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM),
-                           "acct_port": cls.acct_port},
+                           "acct_port": cls.acct_port, "workers": "2"},
                 "radius-client:sw1": {"address": "127.0.0.1", "secret": SECRET},
-            }, ready="RADIUS accounting server listening")
+            }, ready="all 1 RADIUS worker processes are accepting")
             server.admin("init")
             cls.server = server.start()
             atexit.register(server.stop)

@@ -43,6 +43,7 @@ from nac.db.accounting import AccountingRecord, AcctStatusType
 from nac.escape import printable
 from nac.log import Logger, LogLevel
 from transports.radius.clients import RadiusClient, RadiusClientTable
+from transports.radius.server import CachedReply, client_label
 from transports.radius.packet import (
     AttributeType,
     Code,
@@ -94,15 +95,6 @@ class AccountingCounters:
     status_servers: int = 0
 
 
-class _Entry:
-    __slots__ = ("authenticator", "reply", "expires")
-
-    def __init__(self, authenticator: bytes, reply: bytes | None, expires: float):
-        self.authenticator = authenticator
-        self.reply = reply
-        self.expires = expires
-
-
 class _Bucket:
     """A token bucket: ``rate`` requests a second, at most ``burst`` at once."""
 
@@ -119,10 +111,6 @@ class _Bucket:
             return False
         self.tokens -= 1.0
         return True
-
-
-def _who(client: RadiusClient, host: str) -> str:
-    return f"'{client.name}' ({host})" if client.name else f"'{host}'"
 
 
 class AccountingServer:
@@ -149,7 +137,7 @@ class AccountingServer:
         self.max_cached_replies = max_cached_replies
         self.counters = AccountingCounters()
         # (host, port, Identifier) -> entry, roughly oldest first
-        self._replies: dict[tuple[str, int, int], _Entry] = {}
+        self._replies: dict[tuple[str, int, int], CachedReply] = {}
         self._pending_by_nas: dict[str, int] = {}
         self._pending = 0
         self._buckets: dict[str, _Bucket] = {}
@@ -182,7 +170,7 @@ class AccountingServer:
         except RadiusPacketError as exc:
             self.counters.malformed_requests += 1
             log.warn("received invalid RADIUS accounting message from client {client}, ignored: {reason}",
-                     client=_who(client, host), reason=str(exc),
+                     client=client_label(client, host), reason=str(exc),
                      log_limit=("invalid RADIUS accounting message", host))
             return None
         if packet.code == Code.ACCOUNTING_REQUEST:
@@ -191,13 +179,13 @@ class AccountingServer:
             return self._status_server(packet, client, host)
         self.counters.unknown_types += 1
         log.warn("received RADIUS {code} from client {client} on the accounting port, ignored",
-                 code=code_name(packet.code), client=_who(client, host),
+                 code=code_name(packet.code), client=client_label(client, host),
                  log_limit=("RADIUS accounting packet that is no request", host))
         return None
 
     def _drop(self, packet: RadiusPacket, client: RadiusClient, host: str, reason: str, kind: str) -> None:
         log.warn("RADIUS {code} 0x{id:02x} from client {client} discarded: {reason}",
-                 code=code_name(packet.code), id=packet.identifier, client=_who(client, host), reason=reason,
+                 code=code_name(packet.code), id=packet.identifier, client=client_label(client, host), reason=reason,
                  log_limit=(kind, host))
         return None
 
@@ -225,7 +213,7 @@ class AccountingServer:
             if cached.authenticator == packet.authenticator:
                 self.counters.dup_requests += 1
                 log.info("RADIUS Accounting-Request 0x{id:02x} from client {client} is a retransmission, {what}",
-                         id=packet.identifier, client=_who(client, host),
+                         id=packet.identifier, client=client_label(client, host),
                          what="already recording it" if cached.reply is None else "sending the same reply again",
                          log_limit=("RADIUS accounting retransmission", host))
                 return cached.reply
@@ -249,13 +237,13 @@ class AccountingServer:
             self.counters.dropped += 1
             return self._drop(packet, client, host, f"more than {self.rate_per_nas:g} requests a second "
                               "([radius] acct_rate_per_nas), the NAS will send it again", "accounting rate")
-        entry = _Entry(packet.authenticator, None, now + self.duplicate_lifetime)
+        entry = CachedReply(packet.authenticator, None, now + self.duplicate_lifetime)
         self._cache(key, entry)
         self._pending += 1
         self._pending_by_nas[nas] = self._pending_by_nas.get(nas, 0) + 1
         if LogLevel.debug in Logger.enabled:
             log.debug("received RADIUS Accounting-Request 0x{id:02x} {status} from client {client} for "
-                      "session '{session}'", id=packet.identifier, client=_who(client, host),
+                      "session '{session}'", id=packet.identifier, client=client_label(client, host),
                       status=_STATUS_NAMES.get(record.status_type, record.status_type),
                       session=record.acct_session_id or "")
         try:
@@ -264,7 +252,7 @@ class AccountingServer:
             d = defer.fail()
         return d.addBoth(self._recorded, packet, client, host, key, entry, nas)
 
-    def _recorded(self, result, packet: RadiusPacket, client: RadiusClient, host: str, key, entry: _Entry,
+    def _recorded(self, result, packet: RadiusPacket, client: RadiusClient, host: str, key, entry: CachedReply,
                   nas: str) -> bytes | None:
         self._pending -= 1
         left = self._pending_by_nas.get(nas, 1) - 1
@@ -277,7 +265,7 @@ class AccountingServer:
             if self._replies.get(key) is entry:
                 del self._replies[key]
             log.warn("cannot record RADIUS Accounting-Request 0x{id:02x} from client {client}, not answered "
-                     "(the NAS will send it again): {error}", id=packet.identifier, client=_who(client, host),
+                     "(the NAS will send it again): {error}", id=packet.identifier, client=client_label(client, host),
                      error=result.getErrorMessage(), log_limit=("accounting record failed", host))
             return None
         if self.closed:
@@ -331,7 +319,7 @@ class AccountingServer:
         return AccountingRecord(nas=client.name or host, nas_address=host, named=bool(client.name),
                                 status_type=status_type, **values)
 
-    def _cache(self, key, entry: _Entry) -> None:
+    def _cache(self, key, entry: CachedReply) -> None:
         replies = self._replies
         replies[key] = entry
         if len(replies) > self.max_cached_replies:

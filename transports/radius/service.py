@@ -205,13 +205,7 @@ class AccountingService(service.Service):
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self.server.close()
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
-        if self._listening is not None:
-            listening, self._listening = self._listening, None
-            return listening.stopListening()
-        return None
+        return _release(self)
 
 
 @implementer(IPostureTransport)
@@ -351,13 +345,18 @@ class RadiusService(service.Service):
         sock, self.protocol.sock = self.protocol.sock, None
         if sock is not None:
             sock.close()
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
-        if self._listening is not None:
-            listening, self._listening = self._listening, None
-            return listening.stopListening()
-        return None
+        return _release(self)
+
+
+def _release(svc):
+    """Close ``svc``'s bound socket not yet listened on and stop its listening port."""
+    if svc._socket is not None:
+        svc._socket.close()
+        svc._socket = None
+    if svc._listening is not None:
+        listening, svc._listening = svc._listening, None
+        return listening.stopListening()
+    return None
 
 
 def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers=None,

@@ -339,7 +339,8 @@ class SchemaAndCollectorTests(HttpApiServer, unittest.TestCase):
         self.add_accounting("acct-done", status_type=2)
         status, body = yield self.call("GET", "/api/accounting", token="reader")
         self.assertEqual(status, 200, body)
-        self.assertEqual((body["total"], [i["acct_session_id"] for i in body["items"]]), (2, ["acct-done", "acct-open"]))
+        self.assertEqual((body["total"], [i["acct_session_id"] for i in body["items"]]),
+                         (2, ["acct-done", "acct-open"]))
         status, body = yield self.call("GET", "/api/accounting?open=true&nas=sw1", token="reader")
         [item] = body["items"]
         self.assertEqual((item["id"], item["status"], item["nas_port"], item["input_octets"], item["user_name"]),

@@ -16,7 +16,6 @@ import shutil
 import struct
 import tempfile
 
-import sqlalchemy as sa
 from twisted.internet import defer, protocol
 from twisted.trial import unittest
 
@@ -278,6 +277,12 @@ class DispatcherTests(unittest.TestCase):
         self.dispatcher.decided(sid, decision("isolate"))
         [info] = self.db.read(lambda c: list_accounting(c)[0])
         self.assertEqual((info.status, info.coa_result), ("started", "CoA-NAK: Unsupported-Service (405)"))
+
+    def test_a_database_failure_is_logged_not_raised(self):
+        self.dispatcher.store.read = lambda fn, *args: defer.fail(RuntimeError("database away"))
+        self.dispatcher.decided(1, decision("isolate"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual((self.sender.sent, self.dispatcher.busy), ([], set()))
 
     def test_denied_disconnects_and_ends_the_accounting_session(self):
         self.assess("allowed", "radius", "02-00-00-00-00-01")

@@ -50,7 +50,6 @@ from transports.radius.packet import (
     RadiusPacket,
     RadiusPacketError,
     code_name,
-    decode_value,
     encode_attributes,
     request_authenticator_valid,
     response_authenticator,

@@ -259,10 +259,7 @@ class CoaClient:
 def send_blocking(client: CoaClient, kind: int, target: CoaTarget, attributes: Iterable[Attribute],
                   *, now: Callable[[], float] = time.monotonic) -> CoaOutcome:
     """Send one request and wait for its outcome (``nac-admin``)."""
-    try:
-        family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
-    except ValueError:
-        family = socket.AF_INET
+    family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         client.request(kind, target, attributes, now())
         while True:

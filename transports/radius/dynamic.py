@@ -175,7 +175,7 @@ class CoaDispatcher:
         d = self.store.read(decision_change, session_id)
         d.addCallback(self._changed, decision, session_id)
         d.addErrback(lambda f: log.failure("cannot tell the NASes of the decision of session {sid}", f,
-                                           sid=session_id, log_limit=("CoA after a decision failed",)))
+                                           sid=session_id, log_limit=("CoA after a decision failed", "policy database")))
         self.busy.add(d)
         d.addBoth(self._finished, d)
 

@@ -159,7 +159,7 @@ class NacAccounting:
             "nac": {"transports": "radius", "imvs": ""},
             "radius": {"listen": "127.0.0.1", "port": free_port(socket.SOCK_DGRAM), "acct_port": self.port,
                        "secret": SECRET, "clients": "127.0.0.1/32", "workers": workers,
-                       "acct_rate_per_nas": "1000000", "acct_max_pending": "4096"},
+                       "acct_rate_per_nas": "1000000", "acct_rate": "1000000", "acct_max_pending": "4096"},
         }, workdir=str(workdir / "nac"), ready="RADIUS accounting server listening")
         self.server.admin("init")
         self.version_text = "nac"

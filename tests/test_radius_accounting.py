@@ -251,6 +251,15 @@ class AccountingServerTests(unittest.TestCase):
         server.respond(acct_request(start(session=b"s3"), identifier=3), NAS, 1.6)
         self.assertEqual(len(rec.records), 3)
 
+    def test_request_rate_of_all_nases_is_bounded(self):
+        server, rec = self.server(rate=1, rate_per_nas=100)
+        server.respond(acct_request(start(session=b"a")), NAS, 1.0)
+        server.respond(acct_request(start(session=b"b"), identifier=8), NAS, 1.0)
+        server.respond(acct_request(start(), secret=b"other secret"), ("127.0.0.2", 9), 1.0)
+        self.assertEqual(len(rec.records), 2)
+        server.respond(acct_request(start(), secret=b"other secret"), ("127.0.0.2", 9), 2.1)
+        self.assertEqual(len(rec.records), 3)
+
     # -- what a request must hold ------------------------------------------------------------------
 
     def test_requests_without_status_type_or_session_id_are_discarded(self):

@@ -17,7 +17,8 @@ What the server does with a datagram:
   being recorded it is discarded;
 * beyond ``max_pending`` requests being recorded (``max_pending_per_nas``
   of one NAS), or beyond a NAS's request rate (``rate_per_nas`` a second,
-  bursts of ``burst_per_nas``): discarded, and the NAS sends it again later
+  bursts of ``burst_per_nas``) or all NASes' (``rate``, bursts of twice
+  as many): discarded, and the NAS sends it again later
   (RFC 2866 §2: the server must not answer what it did not record);
 * otherwise the :class:`~nac.db.accounting.AccountingRecord` it carries goes
   to ``record``, and the Accounting-Response is sent only once the Deferred
@@ -124,7 +125,7 @@ class AccountingServer:
                  record: Callable[[AccountingRecord], defer.Deferred], *,
                  duplicate_lifetime: float = DEFAULT_DUPLICATE_LIFETIME, max_pending: int = 1024,
                  max_pending_per_nas: int | None = None, rate_per_nas: float = 1000.0,
-                 burst_per_nas: int | None = None, max_cached_replies: int = 65536):
+                 burst_per_nas: int | None = None, rate: float = 10000.0, max_cached_replies: int = 65536):
         self.clients = clients if isinstance(clients, RadiusClientTable) else RadiusClientTable(clients)
         self.record = record
         self.duplicate_lifetime = duplicate_lifetime
@@ -133,6 +134,8 @@ class AccountingServer:
         self.max_pending_per_nas = max_pending_per_nas or max(1, max_pending * 3 // 4)
         self.rate_per_nas = rate_per_nas
         self.burst_per_nas = float(burst_per_nas if burst_per_nas is not None else max(1, int(rate_per_nas * 2)))
+        self.rate = rate
+        self._all = _Bucket(rate * 2, 0.0)
         self.max_cached_replies = max_cached_replies
         self.counters = AccountingCounters()
         # (host, port, Identifier) -> entry, roughly oldest first
@@ -236,6 +239,10 @@ class AccountingServer:
             self.counters.dropped += 1
             return self._drop(packet, client, host, f"more than {self.rate_per_nas:g} requests a second "
                               "([radius] acct_rate_per_nas), the NAS will send it again", "accounting rate")
+        if not self._all.take(self.rate, self.rate * 2, now):
+            self.counters.dropped += 1
+            return self._drop(packet, client, host, f"more than {self.rate:g} requests a second from all NASes "
+                              "([radius] acct_rate), the NAS will send it again", "accounting rate")
         entry = CachedReply(packet.authenticator, None, now + self.duplicate_lifetime)
         self._cache(key, entry)
         self._pending += 1

@@ -89,6 +89,9 @@ class RadiusPlugin(WorkerTransportPlugin):
             Option("acct_max_pending", positive_int, 1024,
                    "Most Accounting-Requests being recorded at once (one NAS: three quarters of them); more "
                    "are discarded, and the NAS sends them again."),
+            Option("acct_rate", positive_int, 10000,
+                   "Most Accounting-Requests a second from all NASes together (bursts of twice as many); more "
+                   "are discarded, and the NASes send them again."),
             Option("acct_rate_per_nas", positive_int, 1000,
                    "Most Accounting-Requests a second from one NAS (bursts of twice as many); more are "
                    "discarded, and the NAS sends them again."),

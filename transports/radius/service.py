@@ -420,7 +420,8 @@ def make_accounting_service(cfg, store, clients=None, *, clock=None) -> Accounti
     sec = cfg.section("radius")
     server = AccountingServer(clients if clients is not None else client_table(cfg),
                               lambda record: store.writes.submit(record_accounting, record),
-                              max_pending=sec["acct_max_pending"], rate_per_nas=sec["acct_rate_per_nas"])
+                              max_pending=sec["acct_max_pending"], rate_per_nas=sec["acct_rate_per_nas"],
+                              rate=sec["acct_rate"])
     return AccountingService(server, sec["acct_port"], sec["listen"], clock=clock)
 
 

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import bz2
-import dataclasses
 import datetime
 import enum
 import getpass
@@ -281,58 +280,40 @@ def cmd_accounting_list(db: PolicyDb, args) -> Output:
                   _table([asdict(r) for r in rows], _ACCOUNTING_COLUMNS, "no accounting sessions"))
 
 
-def _send_dynamic(db: PolicyDb, args, disconnect: bool) -> Output:
-    """A CoA-Request or Disconnect-Request for accounting session ``args.id``
-    to its NAS, sent from here with the NAS's secret and ``coa_port`` of the
-    configuration; the outcome is recorded with the session."""
+def _send_dynamic(db: PolicyDb, args, access: str | None) -> Output:
+    """A CoA-Request (``access``) or Disconnect-Request (None) for accounting
+    session ``args.id``, sent from here by the RADIUS transport with the
+    NAS's secret and ``coa_port`` of the configuration."""
     from nac import config as nac_config
-    from nac.db.accounting import close_session, coa_targets, record_coa
-    from transports.radius.clients import client_table
-    from transports.radius.coa import CoaClient, send_blocking
-    from transports.radius.dynamic import coa_request_for, outcome_effects, target_for
-    from transports.radius.enforcement import RadiusEnforcement
-    from transports.radius.packet import Code
+    from nac.interfaces import ISessionControl
+    from nac.plugins import TransportPluginError, transport_plugin
 
     try:
         cfg = nac_config.load(getattr(args, "config", None))
-        clients = client_table(cfg)
+        plugin = transport_plugin("radius")
     except nac_config.ConfigError as exc:
         raise AdminError("; ".join(exc.problems) or str(exc)) from None
-    found = db.read(coa_targets, row_id=args.id)
-    if not found:
-        raise AdminError(f"no accounting session {args.id}")
-    info = found[0]
-    client = clients.find(info.nas_address)
-    if client is None:
-        raise AdminError(f"accounting session {args.id}: its NAS {info.nas_address} is no RADIUS client of the "
-                         "configuration")
-    sec = cfg.section("radius")
-    if disconnect:
-        kind, attributes = Code.DISCONNECT_REQUEST, []
-    else:
-        # asked for by the operator: whatever the NAS's coa setting says
-        kind, attributes = coa_request_for(info, dataclasses.replace(client, coa="coa"), args.access,
-                                           RadiusEnforcement.from_config(sec))
-    outcome = send_blocking(CoaClient(timeout=sec["coa_timeout"], attempts=sec["coa_attempts"]), kind,
-                            target_for(info, client), attributes)
-    text = outcome.describe()
-    db.write(record_coa, info.id, outcome.action, text)
-    cause = outcome_effects(outcome)
-    if cause is not None:
-        db.write(close_session, info.id, cause or None)
-    data = {"id": info.id, "nas": info.nas, "action": outcome.action, "acked": outcome.acked,
-            "error_cause": outcome.error_cause, "attempts": outcome.attempts, "result": text}
-    if not outcome.acked:
-        raise AdminError(f"{outcome.action} for accounting session {info.id} ({info.nas}): {text}")
-    return Output(data, f"{outcome.action} for accounting session {info.id} ({info.nas}): {text}")
+    except TransportPluginError as exc:
+        raise AdminError(str(exc)) from None
+    if not ISessionControl.providedBy(plugin):
+        raise AdminError("the installed RADIUS transport cannot send CoA or Disconnect requests")
+    try:
+        acked, data, text = plugin.change_session(cfg, db, args.id, access)
+    except nac_config.ConfigError as exc:
+        raise AdminError("; ".join(exc.problems) or str(exc)) from None
+    except (LookupError, ValueError) as exc:
+        raise AdminError(str(exc).strip("'\"")) from None
+    if not acked:
+        raise AdminError(text)
+    return Output(data, text)
 
 
 def cmd_coa(db: PolicyDb, args) -> Output:
-    return _send_dynamic(db, args, disconnect=False)
+    return _send_dynamic(db, args, args.access)
 
 
 def cmd_disconnect(db: PolicyDb, args) -> Output:
-    return _send_dynamic(db, args, disconnect=True)
+    return _send_dynamic(db, args, None)
 
 
 def cmd_devices_list(db: PolicyDb, args) -> Output:

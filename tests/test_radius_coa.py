@@ -150,6 +150,14 @@ class EnforcementOfCoaTests(unittest.TestCase):
                                           RadiusEnforcement()))
 
 
+class SessionControlTests(unittest.TestCase):
+    def test_the_radius_plugin_provides_session_control(self):
+        from zope.interface.verify import verifyObject
+        from nac.interfaces import ISessionControl
+        from transports.radius.plugin import transport
+        self.assertTrue(verifyObject(ISessionControl, transport))
+
+
 class FakeSender:
     def __init__(self):
         self.sent = []

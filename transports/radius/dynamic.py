@@ -238,3 +238,41 @@ def make_dispatcher(cfg, store, clients: RadiusClientTable, reactor=None) -> Coa
 def family_of(host: str) -> int:
     addr = ip_address(host)
     return socket.AF_INET6 if addr is not None and addr.version == 6 else socket.AF_INET
+
+
+def change_session(cfg, db, row_id: int, access: str | None) -> tuple[bool, dict, str]:
+    """:meth:`nac.interfaces.ISessionControl.change_session` for RADIUS: a
+    CoA-Request with the enforcement of ``access`` (whatever the NAS's
+    ``coa`` setting: an operator asked) or a Disconnect-Request (None) to
+    the NAS of accounting session ``row_id``, sent and awaited here; the
+    outcome written with the session."""
+    import dataclasses
+
+    from nac.db.accounting import coa_targets
+    from transports.radius.clients import client_table
+    from transports.radius.coa import send_blocking
+
+    found = db.read(coa_targets, row_id=row_id)
+    if not found:
+        raise LookupError(f"no accounting session {row_id}")
+    info = found[0]
+    client = client_table(cfg).find(info.nas_address)
+    if client is None:
+        raise LookupError(f"accounting session {row_id}: its NAS {info.nas_address} is no RADIUS client of the "
+                          "configuration")
+    sec = cfg.section("radius")
+    if access is None:
+        kind, attributes = Code.DISCONNECT_REQUEST, []
+    else:
+        kind, attributes = coa_request_for(info, dataclasses.replace(client, coa="coa"), access,
+                                           RadiusEnforcement.from_config(sec))
+    outcome = send_blocking(CoaClient(timeout=sec["coa_timeout"], attempts=sec["coa_attempts"]), kind,
+                            target_for(info, client), attributes)
+    text = outcome.describe()
+    db.write(record_coa, info.id, outcome.action, text)
+    cause = outcome_effects(outcome)
+    if cause is not None:
+        db.write(close_session, info.id, cause or None)
+    data = {"id": info.id, "nas": info.nas, "action": outcome.action, "acked": outcome.acked,
+            "error_cause": outcome.error_cause, "attempts": outcome.attempts, "result": text}
+    return outcome.acked, data, f"{outcome.action} for accounting session {info.id} ({info.nas}): {text}"

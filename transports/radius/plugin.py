@@ -31,7 +31,7 @@ from nac.config import (
     text,
     workers_setting,
 )
-from nac.interfaces import ITransportPlugin
+from nac.interfaces import ISessionControl, ITransportPlugin
 from nac.processes import WorkerTransportPlugin
 from transports.radius.clients import CLIENT_SECTION
 
@@ -63,7 +63,7 @@ def _nas_network(raw: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return net
 
 
-@implementer(ITransportPlugin)
+@implementer(ITransportPlugin, ISessionControl)
 class RadiusPlugin(WorkerTransportPlugin):
     service_module = "transports.radius.service"
     name = "radius"
@@ -197,6 +197,10 @@ class RadiusPlugin(WorkerTransportPlugin):
 
     def check(self, cfg) -> list[str]:
         return _check_radius_clients(cfg)
+
+    def change_session(self, cfg, db, session_id: int, access: str | None):
+        from transports.radius.dynamic import change_session
+        return change_session(cfg, db, session_id, access)
 
 
 def _check_radius_clients(cfg) -> list[str]:

@@ -292,6 +292,18 @@ class DispatcherTests(unittest.TestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual((self.sender.sent, self.dispatcher.busy), ([], set()))
 
+    def test_an_unavailable_database_is_one_line_without_traceback(self):
+        from nac.db.outage import StoreUnavailable
+        from twisted.logger import globalLogPublisher
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.dispatcher.store.read = lambda fn, *args: defer.fail(StoreUnavailable("database away"))
+        self.dispatcher.decided(2, decision("isolate"))
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertFalse([e for e in events if "log_failure" in e])
+        self.assertEqual(self.sender.sent, [])
+
     def test_denied_disconnects_and_ends_the_accounting_session(self):
         self.assess("allowed", "radius", "02-00-00-00-00-01")
         self.account()

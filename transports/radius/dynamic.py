@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from twisted.internet import defer, protocol
 
 from nac.db.accounting import AccountingInfo, close_session, decision_change, record_coa
+from nac.db.outage import StoreUnavailable
 from nac.log import Logger
 from transports.radius.clients import RadiusClientTable, ip_address
 from transports.radius.coa import CoaClient, CoaOutcome, CoaTarget, ErrorCause
@@ -174,10 +175,20 @@ class CoaDispatcher:
     def decided(self, session_id: int, decision) -> None:
         d = self.store.read(decision_change, session_id)
         d.addCallback(self._changed, decision, session_id)
-        d.addErrback(lambda f: log.failure("cannot tell the NASes of the decision of session {sid}", f,
-                                           sid=session_id, log_limit=("CoA after a decision failed", "policy database")))
+        d.addErrback(self._failed, session_id)
         self.busy.add(d)
         d.addBoth(self._finished, d)
+
+    @staticmethod
+    def _failed(failure, session_id: int) -> None:
+        if failure.check(StoreUnavailable):
+            # the database is away (its health says so, once): one line, no traceback
+            log.warn("cannot tell the NASes of the decision of session {sid}: {error}", sid=session_id,
+                     error=failure.getErrorMessage(), log_limit=("CoA after a decision failed", "policy database"))
+            return None
+        log.failure("cannot tell the NASes of the decision of session {sid}", failure, sid=session_id,
+                    log_limit=("CoA after a decision failed", "policy database"))
+        return None
 
     def _finished(self, result, d):
         self.busy.discard(d)

@@ -226,3 +226,17 @@ def list_audit(connection, limit: int, offset: int) -> dict:
     return page([{"id": r.id, "time": timestamp(r.time), "actor": r.actor, "action": r.action,
                   "resource": r.resource, "target": r.target, "details": r.details, "peer": r.peer} for r in rows],
                 total, limit, offset)
+
+
+def list_accounting(connection, limit: int, offset: int, *, nas: str | None = None, station: str | None = None,
+                    device: str | None = None, open_only: bool = False) -> dict:
+    """RADIUS accounting sessions (RFC 2866), most recently updated first."""
+    from nac.db.accounting import list_accounting as rows_of
+    rows, total = rows_of(connection, limit, offset, nas=nas, station=station, device=device, open_only=open_only)
+    items = []
+    for row in rows:
+        item = row.as_dict()
+        for key in ("started", "stopped", "updated", "coa_time"):
+            item[key] = timestamp(item[key])
+        items.append(item)
+    return page(items, total, limit, offset)

@@ -14,6 +14,9 @@
     user del NAME
     user list
     sessions list [--limit N]
+    accounting list [--limit N] [--open] [--nas NAS] [--station ID] [--device DEVICE_ID]
+    coa ACCT_ID --access allowed|isolate   (RFC 5176 CoA-Request with that decision's enforcement)
+    disconnect ACCT_ID                     (RFC 5176 Disconnect-Request)
     devices list
     results show SESSION_ID
     packages import --product PRODUCT [--security] FILE
@@ -261,6 +264,60 @@ def cmd_sessions_list(db: PolicyDb, args) -> Output:
     sessions = db.list_sessions(args.limit)
     return Output([_record(s) for s in sessions],
                   _table([asdict(s) for s in sessions], _SESSION_COLUMNS, "no sessions"))
+
+
+_ACCOUNTING_COLUMNS = [
+    ("id", "ID"), ("nas", "NAS"), ("acct_session_id", "ACCT-SESSION-ID"), ("status", "STATUS"),
+    ("user_name", "USER"), ("calling_station_id", "STATION"), ("nas_port_id", "PORT"),
+    ("framed_ip_address", "ADDRESS"), ("device", "DEVICE"), ("started", "STARTED (UTC)"),
+    ("stopped", "STOPPED (UTC)"), ("input_octets", "IN"), ("output_octets", "OUT"),
+    ("terminate_cause", "CAUSE"), ("coa_result", "LAST COA"),
+]
+
+
+def cmd_accounting_list(db: PolicyDb, args) -> Output:
+    from nac.db.accounting import list_accounting
+
+    rows, _total = db.read(list_accounting, args.limit, 0, nas=args.nas, station=args.station,
+                           device=args.device, open_only=args.open)
+    return Output([_record(r) for r in rows],
+                  _table([asdict(r) for r in rows], _ACCOUNTING_COLUMNS, "no accounting sessions"))
+
+
+def _send_dynamic(db: PolicyDb, args, access: str | None) -> Output:
+    """A CoA-Request (``access``) or Disconnect-Request (None) for accounting
+    session ``args.id``, sent from here by the RADIUS transport with the
+    NAS's secret and ``coa_port`` of the configuration."""
+    from nac import config as nac_config
+    from nac.interfaces import ISessionControl
+    from nac.plugins import TransportPluginError, transport_plugin
+
+    try:
+        cfg = nac_config.load(getattr(args, "config", None))
+        plugin = transport_plugin("radius")
+    except nac_config.ConfigError as exc:
+        raise AdminError("; ".join(exc.problems) or str(exc)) from None
+    except TransportPluginError as exc:
+        raise AdminError(str(exc)) from None
+    if not ISessionControl.providedBy(plugin):
+        raise AdminError("the installed RADIUS transport cannot send CoA or Disconnect requests")
+    try:
+        acked, data, text = plugin.change_session(cfg, db, args.id, access)
+    except nac_config.ConfigError as exc:
+        raise AdminError("; ".join(exc.problems) or str(exc)) from None
+    except (LookupError, ValueError) as exc:
+        raise AdminError(str(exc).strip("'\"")) from None
+    if not acked:
+        raise AdminError(text)
+    return Output(data, text)
+
+
+def cmd_coa(db: PolicyDb, args) -> Output:
+    return _send_dynamic(db, args, args.access)
+
+
+def cmd_disconnect(db: PolicyDb, args) -> Output:
+    return _send_dynamic(db, args, None)
 
 
 def cmd_devices_list(db: PolicyDb, args) -> Output:
@@ -816,6 +873,26 @@ def build_parser() -> argparse.ArgumentParser:
     listing = command(sessions_actions, "list", cmd_sessions_list, "list the newest sessions")
     listing.add_argument("--limit", type=_positive_int, default=DEFAULT_SESSION_LIMIT,
                          metavar="N", help=f"how many (default {DEFAULT_SESSION_LIMIT})")
+
+    accounting = commands.add_parser("accounting", help="RADIUS accounting sessions (RFC 2866)")
+    accounting_actions = accounting.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = command(accounting_actions, "list", cmd_accounting_list,
+                      "list the accounting sessions, most recently updated first")
+    listing.add_argument("--limit", type=_positive_int, default=DEFAULT_SESSION_LIMIT,
+                         metavar="N", help=f"how many (default {DEFAULT_SESSION_LIMIT})")
+    listing.add_argument("--open", action="store_true", help="only sessions not stopped")
+    listing.add_argument("--nas", metavar="NAS", help="of this NAS (its [radius-client:NAME], else address)")
+    listing.add_argument("--station", metavar="ID", help="of this Calling-Station-Id")
+    listing.add_argument("--device", metavar="DEVICE_ID", help="of this device")
+
+    coa = command(commands, "coa", cmd_coa, "send the NAS of an accounting session a CoA-Request (RFC 5176) "
+                  "with the enforcement of a decision; the outcome is recorded with the session")
+    coa.add_argument("id", metavar="ACCT_ID", type=_positive_int, help="the accounting session (accounting list)")
+    coa.add_argument("--access", choices=("allowed", "isolate"), required=True,
+                     help="the decision whose Filter-Id / VLAN the NAS is to apply")
+    disconnect = command(commands, "disconnect", cmd_disconnect,
+                         "send the NAS of an accounting session a Disconnect-Request (RFC 5176)")
+    disconnect.add_argument("id", metavar="ACCT_ID", type=_positive_int)
 
     devices = commands.add_parser("devices", help="assessed devices")
     devices_actions = devices.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -334,6 +334,23 @@ class ITransportPlugin(Interface):
         serves (for the worker's start-up log line)."""
 
 
+class ISessionControl(Interface):
+    """A transport plugin that can change or end, after the fact, a session
+    its enforcement point admitted: RADIUS Change-of-Authorization and
+    Disconnect (RFC 5176) to the NAS of an accounting session.  ``nac-admin
+    coa`` / ``disconnect`` call it in their own process; the running server
+    does the same by itself when a recorded decision changes."""
+
+    def change_session(cfg, db, session_id, access):
+        """Tell the enforcement point of session ``session_id`` (an
+        accounting session's row id) the decision ``access`` ('allowed' or
+        'isolate'), or end the session (``access`` None); blocking, the
+        outcome recorded with the session in ``db`` (a PolicyDb).  Returns
+        (acknowledged, a JSON-able dict, one line saying the outcome);
+        LookupError or ValueError with a one-line reason when it cannot be
+        sent."""
+
+
 class IWorkerProcesses(Interface):
     """nac's worker processes, as a transport of the main process sees
     them (:class:`nac.processes.WorkerSupervisor`)."""

@@ -181,7 +181,8 @@ class NacServer:
         # processes on a 2-core machine, and log lines written where they happen
         conf = {"nac": {"state_dir": str(self.state_dir)},
                 "pt-tls": {"listen": "127.0.0.1", "port": str(self.port), "workers": "1"},
-                "radius": {"workers": "1"}}
+                # accounting on a free port, never the machine's 1813
+                "radius": {"workers": "1", "acct_port": str(free_port(socket.SOCK_DGRAM))}}
         for section, values in (sections or {}).items():
             conf.setdefault(section, {}).update({k: str(v) for k, v in values.items()})
             for key in [k for k, v in values.items() if v is None]:

@@ -147,6 +147,18 @@ class HttpApiServer:
         finally:
             engine.dispose()
 
+    def add_accounting(self, session: str = "acct-1", status_type: int = 1) -> int:
+        """An accounting session recorded straight into the database, as the RADIUS accounting server does."""
+        from nac.db.accounting import AccountingRecord, record_accounting
+        from nac.db import PolicyDb, make_engine
+        db = PolicyDb(make_engine(self.db_url() or f"sqlite:///{self.server.state_dir / 'nac.db'}"))
+        try:
+            return db.write(record_accounting, AccountingRecord(
+                nas="sw1", nas_address="192.0.2.10", named=True, status_type=status_type, acct_session_id=session,
+                user_name="carol", calling_station_id="02-00-00-00-00-01", nas_port=3, input_octets=2 ** 33))
+        finally:
+            db.engine.dispose()
+
 
 class HttpApiMixin(HttpApiServer):
     """The group policy through the API, and a test per protection, which
@@ -394,6 +406,7 @@ class SchemaAndCollectorTests(HttpApiServer, unittest.TestCase):
                 raise unittest.SkipTest("schemathesis is not installed (pip install '.[test]')")
         # a device and a session for the operations on one (reached through the document's links)
         self.add_devices(1)
+        self.add_accounting()
         self.assertEqual(self.assess("carol"), "Access Allowed")
         command = [shutil.which("schemathesis") or "schemathesis", "run",
                    f"https://127.0.0.1:{self.http_port}/api/openapi.json",
@@ -405,6 +418,27 @@ class SchemaAndCollectorTests(HttpApiServer, unittest.TestCase):
         done = subprocess.run(command, capture_output=True, text=True, timeout=540, env=self.env, cwd=self.base)
         self.assertEqual(done.returncode, 0, done.stdout[-6000:] + done.stderr[-2000:]
                          + self.server.log_text()[-3000:])
+
+    @defer.inlineCallbacks
+    def test_accounting_sessions_are_listed_read_only(self):
+        row = self.add_accounting("acct-open")
+        self.add_accounting("acct-done")
+        self.add_accounting("acct-done", status_type=2)
+        status, body = yield self.call("GET", "/api/accounting", token="reader")
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["total"], [i["acct_session_id"] for i in body["items"]]),
+                         (2, ["acct-done", "acct-open"]))
+        status, body = yield self.call("GET", "/api/accounting?open=true&nas=sw1", token="reader")
+        [item] = body["items"]
+        self.assertEqual((item["id"], item["status"], item["nas_port"], item["input_octets"], item["user_name"]),
+                         (row, "started", 3, 2 ** 33, "carol"))
+        self.assertTrue(item["started"].endswith("Z") or "+" in item["started"], item["started"])
+        status, body = yield self.call("GET", "/api/accounting?open=maybe", token="reader")
+        self.assertEqual((status, body["error"]["field"]), (400, "open"))
+        status, _ = yield self.call("POST", "/api/accounting", {}, token="admin")
+        self.assertIn(status, (404, 405))
+        status, _ = yield self.call("GET", "/api/accounting", token=None)
+        self.assertEqual(status, 401)
 
     @defer.inlineCallbacks
     def test_sw_collector_uploads_with_strongtncs_shapes_and_basic_auth(self):

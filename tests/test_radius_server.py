@@ -993,8 +993,30 @@ class EnforcementTests(unittest.TestCase):
                          (Attribute(A.TUNNEL_TYPE, b"\x01\x00\x00\x0d"),
                           Attribute(A.TUNNEL_MEDIUM_TYPE, b"\x01\x00\x00\x06"),
                           Attribute(A.TUNNEL_PRIVATE_GROUP_ID, b"\x0110"),
-                          Attribute(A.SESSION_TIMEOUT, (600).to_bytes(4, "big"))))
+                          Attribute(A.SESSION_TIMEOUT, (600).to_bytes(4, "big")),
+                          # the default session_timeout_action = reauthenticate: RADIUS-Request (1)
+                          Attribute(A.TERMINATION_ACTION, (1).to_bytes(4, "big"))))
         self.assertEqual(e.enforce(None, decision("isolate")).attributes[0], Attribute(A.FILTER_ID, b"isolate"))
+
+    def test_session_timeout_with_termination_action_for_periodic_reassessment(self):
+        reauth = RadiusEnforcement(session_timeout=900, session_timeout_action="reauthenticate")
+        attrs = reauth.enforce(None, decision("isolate")).attributes
+        self.assertEqual(attrs[-2:], (Attribute(A.SESSION_TIMEOUT, (900).to_bytes(4, "big")),
+                                      Attribute(A.TERMINATION_ACTION, b"\0\0\0\1")))
+        terminate = RadiusEnforcement(session_timeout=900)
+        self.assertNotIn(A.TERMINATION_ACTION, [a.type for a in terminate.enforce(None, decision("isolate")).attributes])
+        # no Session-Timeout, no Termination-Action
+        none = RadiusEnforcement(session_timeout_action="reauthenticate")
+        self.assertNotIn(A.TERMINATION_ACTION, [a.type for a in none.enforce(None, decision("allowed")).attributes])
+        with self.assertRaises(ValueError):
+            RadiusEnforcement(session_timeout_action="sometimes")
+        # a group's own Session-Timeout comes with it too
+        import types
+        group = types.SimpleNamespace(filter_id_allow=None, filter_id_isolate=None, vlan_allow=None,
+                                      vlan_isolate=None, session_timeout=300, groups=("lab",))
+        attrs = none.enforce(None, types.SimpleNamespace(access="isolate", enforcement=group)).attributes
+        self.assertEqual(attrs[-2:], (Attribute(A.SESSION_TIMEOUT, (300).to_bytes(4, "big")),
+                                      Attribute(A.TERMINATION_ACTION, b"\0\0\0\1")))
 
 
 class ProcessesTests(ServerTestCase):

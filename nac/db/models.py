@@ -19,6 +19,8 @@ and strongTNC, reorganised for SQLAlchemy and for both SQLite and PostgreSQL:
 * SWIMA (RFC 8412): :class:`SoftwareIdentifier`, :class:`SwidTag`,
   :class:`DeviceSoftware` (inventory per device) and :class:`SwimaState`
   (event epoch / last EID per device);
+* RADIUS accounting: :class:`AccountingSession` (one NAS session, RFC 2866,
+  with the last Change-of-Authorization sent for it, RFC 5176);
 * attestation: :class:`File` and :class:`FileHash` reference digests, the
   TPMs' :class:`Aik` keys per device and the :class:`Attestation` history.
 
@@ -40,7 +42,11 @@ from nac.ifimv import ActionRecommendation, EvaluationResult
 
 __all__ = [
     "ABORTED",
+    "ACCT_STARTED",
+    "ACCT_STOPPED",
+    "ACCT_UPDATED",
     "INTERRUPTED",
+    "AccountingSession",
     "Aik",
     "AssessmentSession",
     "Attestation",
@@ -428,7 +434,7 @@ class ConsoleUser(Base):
     """A person who logs in to the web console (not an endpoint: endpoints
     are :class:`User`).  ``password_hash`` is scrypt as in :class:`User`
     (:mod:`nac.db.passwords`); ``role`` is ``read`` or ``admin`` as the API
-    tokens' (migration 0011)."""
+    tokens' (migration 0012)."""
 
     __tablename__ = "console_users"
 
@@ -579,6 +585,9 @@ class AssessmentSession(Base):
     before migration 0008."""
     process: Mapped[int | None] = mapped_column(sa.SmallInteger)
     """Which of the instance's processes: 0 the main one, k its worker k."""
+    station: Mapped[str | None] = mapped_column(sa.String(253))
+    """The endpoint as its NAS names it (RADIUS Calling-Station-Id), which
+    links accounting sessions to the device (migration 0011)."""
 
     device: Mapped[Device | None] = relationship()
     results: Mapped[list[ImvResult]] = relationship(
@@ -805,3 +814,53 @@ class Attestation(Base):
 
     def __repr__(self) -> str:
         return f"Attestation(id={self.id!r}, keyid={self.keyid!r}, evaluation={self.evaluation!r})"
+
+
+# -- RADIUS accounting -------------------------------------------------------------------
+
+#: AccountingSession.status values
+ACCT_STARTED, ACCT_UPDATED, ACCT_STOPPED = "started", "updated", "stopped"
+
+
+class AccountingSession(Base):
+    """One session a NAS accounts for (RFC 2866), by NAS and Acct-Session-Id.
+
+    Text fields are as the NAS sent them, control characters escaped.
+    Octets include the Gigawords (RFC 2869 §5.1-5.2).  ``device_id`` and
+    ``assessment_id`` link the assessment of the same NAS and
+    Calling-Station-Id (else User-Name) when one is known.  ``coa_*``: the
+    last CoA-Request or Disconnect-Request sent for it and how it ended
+    (RFC 5176).
+    """
+
+    __tablename__ = "accounting_sessions"
+    __table_args__ = (sa.UniqueConstraint("nas", "acct_session_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    nas: Mapped[str] = mapped_column(sa.String(64))
+    """the NAS's short name ([radius-client:NAME]), else its address"""
+    nas_address: Mapped[str] = mapped_column(sa.String(64))
+    acct_session_id: Mapped[str] = mapped_column(sa.String(253))
+    nas_port: Mapped[int | None] = mapped_column(sa.BigInteger)
+    nas_port_id: Mapped[str | None] = mapped_column(sa.String(253))
+    calling_station_id: Mapped[str | None] = mapped_column(sa.String(253), index=True)
+    called_station_id: Mapped[str | None] = mapped_column(sa.String(253))
+    user_name: Mapped[str | None] = mapped_column(sa.String(253))
+    framed_ip_address: Mapped[str | None] = mapped_column(sa.String(64))
+    device_id: Mapped[int | None] = mapped_column(sa.ForeignKey("devices.id", ondelete="SET NULL"), index=True)
+    assessment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("sessions.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    started: Mapped[datetime.datetime | None] = mapped_column()
+    stopped: Mapped[datetime.datetime | None] = mapped_column()
+    updated: Mapped[datetime.datetime] = mapped_column(default=utcnow, index=True)
+    session_time: Mapped[int | None] = mapped_column(sa.BigInteger)
+    input_octets: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    output_octets: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    terminate_cause: Mapped[int | None] = mapped_column()
+    coa_action: Mapped[str | None] = mapped_column(sa.String(16))
+    coa_result: Mapped[str | None] = mapped_column(sa.Text)
+    coa_time: Mapped[datetime.datetime | None] = mapped_column()
+
+    def __repr__(self) -> str:
+        return (f"AccountingSession(id={self.id!r}, nas={self.nas!r}, "
+                f"acct_session_id={self.acct_session_id!r}, status={self.status!r})")

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from nac.escape import printable
 from nac.log import Logger
 from nac.db import engine as db_engine
 from nac.db.models import (
@@ -328,7 +329,7 @@ class _Hot:
 _B = sa.bindparam
 _INSERT_SESSION = _Hot(sa.insert(_SESSIONS).returning(_SESSIONS.c.id), (
     "connection_id", "identity", "auth_method", "transport", "peer_address", "peer_port", "nas", "started",
-    "reason", "instance", "process"))
+    "reason", "instance", "process", "station"))
 _END_SESSION = _Hot(sa.update(_SESSIONS).where(_SESSIONS.c.id == _B("b_id")).values(
     ended=_B("b_ended"), recommendation=_B("b_recommendation"), evaluation=_B("b_evaluation"),
     access=_B("b_access"), reason=_B("b_reason")))
@@ -359,13 +360,15 @@ def record_session_start(connection, peer, connection_id: int, instance: str | N
     """Insert the session row of an assessment of ``peer`` (a PeerInfo) by
     process ``process`` of nac instance ``instance``; its id."""
     nas = getattr(peer, "nas", None)
+    station = getattr(peer, "station", None)
     return _INSERT_SESSION.scalar(connection, {
         "connection_id": connection_id,
         "identity": peer.identity[:IDENTIFIER_LENGTH] if peer.identity else None,
         "auth_method": (peer.auth_method or "none")[:32], "transport": peer.transport[:16],
         "peer_address": str(peer.address)[:64], "peer_port": int(peer.port or 0),
         "nas": nas[:64] if nas else None, "started": utcnow(), "reason": "",
-        "instance": instance[:64] if instance else None, "process": process})
+        "instance": instance[:64] if instance else None, "process": process,
+        "station": printable(station)[:253] if station else None})
 
 
 def record_abort(connection, session_id: int, reason: str) -> bool:
@@ -1504,6 +1507,8 @@ class PolicyStore(service.Service):
         self._reactor = reactor
         self._shutdown_trigger = None
         self._orphans_closed = False
+        #: ``listener(session_id, decision)`` called once a decision is committed
+        self.decision_listeners: list[Callable[[int, Any], None]] = []
         self.health = DatabaseHealth(lambda: self.reactor.seconds(), queued=lambda: self.writes.queued)
         self.writes = WriteQueue(self.db, self._defer,
                                  call_soon=lambda fn: self.reactor.callLater(0, fn),
@@ -1748,7 +1753,19 @@ class PolicyStore(service.Service):
         return d.addCallback(started)
 
     def session_decided(self, session_id: int, decision):
-        return self.writes.submit(record_decision, session_id, decision)
+        d = self.writes.submit(record_decision, session_id, decision)
+        if self.decision_listeners:
+            d.addCallback(self._decided, session_id, decision)
+        return d
+
+    def _decided(self, result, session_id: int, decision):
+        # after the commit: a listener (RADIUS CoA) reads what was recorded
+        for listener in list(self.decision_listeners):
+            try:
+                listener(session_id, decision)
+            except Exception:
+                log.failure("a listener of recorded decisions failed")
+        return result
 
     def session_aborted(self, session_id: int, reason: str):
         return self.writes.submit(record_abort, session_id, reason)

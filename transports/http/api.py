@@ -340,6 +340,14 @@ class ApiResource(resource.Resource):
                                           identity=ctx.query.get("identity"), access=access,
                                           since=self._time(ctx.query, "since"), until=self._time(ctx.query, "until"))
 
+    @route("GET", "/api/accounting", "read")
+    async def accounting(self, ctx):
+        limit, offset = self._page(ctx.query)
+        status = self._choice(ctx.query, "open", ("true", "false"))
+        return 200, await self.store.read(queries.list_accounting, limit, offset, nas=ctx.query.get("nas"),
+                                          station=ctx.query.get("station"), device=ctx.query.get("device"),
+                                          open_only=status == "true")
+
     @route("GET", "/api/sessions/(?P<pk>[^/]+)", "read")
     async def session(self, ctx, pk):
         return 200, await self.store.read(queries.session_detail, self._pk(pk, "session"))

@@ -46,6 +46,12 @@ DECISION = _n(_obj({"session": INT, "access": _n(STR), "time": TIME, "reason": S
 SESSION = _obj({"id": INT, "identity": _n(STR), "auth_method": STR, "transport": STR, "peer_address": STR,
                 "peer_port": INT, "nas": _n(STR), "device": _n(STR), "started": TIME, "ended": _n(TIME),
                 "recommendation": _n(STR), "evaluation": _n(STR), "access": _n(STR), "reason": STR})
+ACCOUNTING = _obj({
+    "id": INT, "nas": STR, "nas_address": STR, "acct_session_id": STR, "status": STR, "user_name": _n(STR),
+    "calling_station_id": _n(STR), "called_station_id": _n(STR), "nas_port": _n(INT), "nas_port_id": _n(STR),
+    "framed_ip_address": _n(STR), "device": _n(STR), "assessment_id": _n(INT), "started": _n(TIME),
+    "stopped": _n(TIME), "updated": TIME, "session_time": _n(INT), "input_octets": INT, "output_octets": INT,
+    "terminate_cause": _n(STR), "coa_action": _n(STR), "coa_result": _n(STR), "coa_time": _n(TIME)})
 RESULT = _obj({"imv_id": INT, "imv": STR, "recommendation": STR, "evaluation": STR, "reason": STR,
                "remediation": STR, "forced": BOOL})
 DEVICE = _obj({"id": INT, "device_id": STR, "description": STR, "trusted": BOOL, "product": _n(STR),
@@ -200,6 +206,10 @@ def openapi_document(settings) -> dict:
             "/api/sessions": {"get": _op("sessions, newest first", _page(SESSION), params=[
                 limit, offset, _q("device"), _q("identity"), _q("access", access),
                 _q("since", TIME), _q("until", TIME)])},
+            "/api/accounting": {"get": _op("RADIUS accounting sessions, most recently updated first",
+                                           _page(ACCOUNTING), params=[
+                limit, offset, _q("nas"), _q("station"), _q("device"),
+                _q("open", _s("string", enum=["true", "false"]), "only sessions not stopped")])},
             "/api/sessions/{pk}": {"parameters": [_path()], "get": _op("a session and its IMV results",
                                                                         SESSION_DETAIL)},
             **crud,

@@ -323,3 +323,17 @@ def open_ports(connection, pk: int) -> dict | None:
     ports = [p for p in row.payload.get("open", []) if isinstance(p, dict)]
     violations = [str(v) for v in row.payload.get("violations", [])]
     return {"session": row.session_id, "time": row.created, "open": ports, "violations": violations}
+
+
+def list_accounting(connection, limit: int, offset: int, *, nas: str | None = None, station: str | None = None,
+                    device: str | None = None, open_only: bool = False) -> dict:
+    """RADIUS accounting sessions (RFC 2866), most recently updated first."""
+    from nac.db.accounting import list_accounting as rows_of
+    rows, total = rows_of(connection, limit, offset, nas=nas, station=station, device=device, open_only=open_only)
+    items = []
+    for row in rows:
+        item = row.as_dict()
+        for key in ("started", "stopped", "updated", "coa_time"):
+            item[key] = timestamp(item[key])
+        items.append(item)
+    return page(items, total, limit, offset)

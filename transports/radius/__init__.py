@@ -13,5 +13,9 @@ which one a datagram comes from; ``transports.radius.server`` the sans-IO
 server (duplicate cache,
 EAP conversations, timeouts); ``transports.radius.enforcement`` the mapping
 from a posture decision to reply attributes; ``transports.radius.service``
-the Twisted UDP listener.
+the Twisted UDP listeners.  ``transports.radius.accounting`` is the sans-IO
+accounting server (RFC 2866, records kept by ``nac.db.accounting``);
+``transports.radius.coa`` the sans-IO CoA / Disconnect client (RFC 5176) and
+``transports.radius.dynamic`` what sends it when a recorded decision
+changes.
 """

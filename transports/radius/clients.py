@@ -39,7 +39,7 @@ __all__ = [
 CLIENT_SECTION = "radius-client"
 #: what a NAS may have of its own instead of ``[radius]``'s
 ENFORCEMENT_KEYS = ("filter_id_allow", "filter_id_isolate", "vlan_allow", "vlan_isolate", "session_timeout",
-                    "filter_id_tunnel_type")
+                    "filter_id_tunnel_type", "session_timeout_action")
 #: addresses remembered by a table (spoofed sources must not grow it without bound)
 MAX_CACHED_ADDRESSES = 4096
 
@@ -78,6 +78,10 @@ class RadiusClient:
     secret: bytes = field(repr=False)
     name: str = ""
     enforcement: RadiusEnforcement | None = field(default=None, repr=False, compare=False)
+    #: what a decision change sends it (RFC 5176): "coa", "disconnect" or "none"
+    coa: str = field(default="coa", compare=False)
+    #: the UDP port its Dynamic Authorization Server listens on
+    coa_port: int = field(default=3799, compare=False)
 
     def __post_init__(self):
         if not self.secret:
@@ -156,9 +160,11 @@ def client_table(cfg) -> RadiusClientTable:
         enforcement = None
         if any(key in values for key in ENFORCEMENT_KEYS):
             enforcement = RadiusEnforcement.from_config({key: values.get(key, sec[key]) for key in ENFORCEMENT_KEYS})
+        coa = values.get("coa", sec["coa"])
+        coa_port = values.get("coa_port", sec["coa_port"])
         for net in values["address"]:
-            clients.append(RadiusClient(net, secret, name, enforcement))
+            clients.append(RadiusClient(net, secret, name, enforcement, coa, coa_port))
     if sec["secret"] is not None:
         secret = sec["secret"].encode("utf-8")
-        clients += [RadiusClient(net, secret) for net in sec["clients"]]
+        clients += [RadiusClient(net, secret, coa=sec["coa"], coa_port=sec["coa_port"]) for net in sec["clients"]]
     return RadiusClientTable(clients)

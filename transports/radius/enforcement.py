@@ -12,7 +12,10 @@ the outcome with attributes of the Access-Accept:
   ``Tunnel-Medium-Type = IEEE-802 (6)``, ``Tunnel-Private-Group-Id = <VLAN>``,
   the three sharing one tag so that hostapd and switches group them;
 * optionally ``Session-Timeout`` (RFC 2865 §5.27) so the endpoint is assessed
-  again when it runs out.
+  again when it runs out: with ``session_timeout_action = reauthenticate``
+  beside ``Termination-Action = RADIUS-Request`` (§5.29), so that the NAS
+  authenticates it again (and nac re-assesses it) rather than ending its
+  session.
 
 Access Denied is an Access-Reject.  A conversation that ended without a
 posture exchange (plain EAP authentication) gets a plain Access-Accept.
@@ -43,6 +46,8 @@ __all__ = ["DEFAULT_TUNNEL_TAG", "RadiusEnforcement", "RadiusEnforcementAction"]
 # RFC 2868 lets tag 0 mean "untagged"; a non-zero tag groups the three VLAN
 # attributes unambiguously, and hostapd, FreeRADIUS and switches accept it.
 DEFAULT_TUNNEL_TAG = 1
+#: Termination-Action RADIUS-Request (RFC 2865 §5.29)
+TERMINATION_RADIUS_REQUEST = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,7 @@ class RadiusEnforcement:
     def __init__(self, *, filter_id_allow: str | None = "allow", filter_id_isolate: str | None = "isolate",
                  vlan_allow: str | None = None, vlan_isolate: str | None = None,
                  session_timeout: int = 0, tunnel_tag: int = DEFAULT_TUNNEL_TAG,
-                 filter_id_tunnel_type: str = "none"):
+                 filter_id_tunnel_type: str = "none", session_timeout_action: str = "terminate"):
         if not 0 <= tunnel_tag <= MAX_TAG:
             raise ValueError("a tunnel tag is 0-31 (RFC 2868 §3.1)")
         if filter_id_tunnel_type not in ("none", "esp"):
@@ -80,8 +85,14 @@ class RadiusEnforcement:
         self.esp_with_filter_id = filter_id_tunnel_type == "esp"
         if not 0 <= session_timeout < 1 << 32:
             raise ValueError("Session-Timeout is a 32-bit number of seconds")
+        if session_timeout_action not in ("terminate", "reauthenticate"):
+            raise ValueError("session_timeout_action is terminate or reauthenticate")
         self.tunnel_tag = tunnel_tag
         self.session_timeout = session_timeout
+        # RFC 2865 §5.29: RADIUS-Request makes the NAS authenticate the
+        # endpoint again when Session-Timeout runs out (a new assessment)
+        # instead of ending its session
+        self.reauthenticate = session_timeout_action == "reauthenticate"
         self._configured = {"allowed": (filter_id_allow, vlan_allow), "isolate": (filter_id_isolate, vlan_isolate)}
         self._group_actions: dict[tuple, RadiusEnforcementAction] = {}
         self._actions = {
@@ -96,7 +107,8 @@ class RadiusEnforcement:
         return cls(filter_id_allow=section["filter_id_allow"], filter_id_isolate=section["filter_id_isolate"],
                    vlan_allow=section["vlan_allow"], vlan_isolate=section["vlan_isolate"],
                    session_timeout=section["session_timeout"],
-                   filter_id_tunnel_type=section.get("filter_id_tunnel_type", "none"))
+                   filter_id_tunnel_type=section.get("filter_id_tunnel_type", "none"),
+                   session_timeout_action=section.get("session_timeout_action", "terminate"))
 
     def _accept(self, what: str, filter_id: str | None, vlan: str | None,
                 session_timeout: int | None = None) -> RadiusEnforcementAction:
@@ -124,6 +136,9 @@ class RadiusEnforcement:
             attrs.append(Attribute(AttributeType.SESSION_TIMEOUT,
                                    encode_value(AttributeType.SESSION_TIMEOUT, timeout)))
             shown.append(f"Session-Timeout {timeout} s")
+            if self.reauthenticate:
+                attrs.append(Attribute(AttributeType.TERMINATION_ACTION,
+                                       encode_value(AttributeType.TERMINATION_ACTION, TERMINATION_RADIUS_REQUEST)))
         return RadiusEnforcementAction(True, tuple(attrs), f"{what}: " + (", ".join(shown) or "no attributes"))
 
     def enforce(self, peer, decision) -> RadiusEnforcementAction:

@@ -72,7 +72,10 @@ __all__ = [
     "encrypt_mppe_key",
     "message_authenticator",
     "mppe_key_attributes",
+    "request_authenticator",
+    "request_authenticator_valid",
     "response_authenticator",
+    "sign_accounting_request",
     "sign_request",
     "sign_response",
     "signed_reply",
@@ -93,7 +96,7 @@ _ZERO_AUTHENTICATOR = bytes(AUTHENTICATOR_SIZE)
 
 
 class Code(IntEnum):
-    """RADIUS packet codes (RFC 2865 §3, RFC 2866 §4, RFC 5997 §2)."""
+    """RADIUS packet codes (RFC 2865 §3, RFC 2866 §4, RFC 5997 §2, RFC 5176 §2)."""
 
     ACCESS_REQUEST = 1
     ACCESS_ACCEPT = 2
@@ -103,6 +106,12 @@ class Code(IntEnum):
     ACCESS_CHALLENGE = 11
     STATUS_SERVER = 12
     STATUS_CLIENT = 13
+    DISCONNECT_REQUEST = 40
+    DISCONNECT_ACK = 41
+    DISCONNECT_NAK = 42
+    COA_REQUEST = 43
+    COA_ACK = 44
+    COA_NAK = 45
 
 
 _CODE_NAMES = {
@@ -114,6 +123,12 @@ _CODE_NAMES = {
     Code.ACCESS_CHALLENGE: "Access-Challenge",
     Code.STATUS_SERVER: "Status-Server",
     Code.STATUS_CLIENT: "Status-Client",
+    Code.DISCONNECT_REQUEST: "Disconnect-Request",
+    Code.DISCONNECT_ACK: "Disconnect-ACK",
+    Code.DISCONNECT_NAK: "Disconnect-NAK",
+    Code.COA_REQUEST: "CoA-Request",
+    Code.COA_ACK: "CoA-ACK",
+    Code.COA_NAK: "CoA-NAK",
 }
 
 
@@ -123,7 +138,7 @@ def code_name(code: int) -> str:
 
 
 class AttributeType(IntEnum):
-    """RADIUS attribute types nac reads or sends (RFC 2865, 2868, 2869, 3162, 3579, 4072)."""
+    """RADIUS attribute types nac reads or sends (RFC 2865, 2866, 2868, 2869, 3162, 3579, 4072, 5176)."""
 
     USER_NAME = 1
     USER_PASSWORD = 2
@@ -146,7 +161,20 @@ class AttributeType(IntEnum):
     CALLING_STATION_ID = 31
     NAS_IDENTIFIER = 32
     PROXY_STATE = 33
+    ACCT_STATUS_TYPE = 40
+    ACCT_DELAY_TIME = 41
+    ACCT_INPUT_OCTETS = 42
+    ACCT_OUTPUT_OCTETS = 43
     ACCT_SESSION_ID = 44
+    ACCT_AUTHENTIC = 45
+    ACCT_SESSION_TIME = 46
+    ACCT_INPUT_PACKETS = 47
+    ACCT_OUTPUT_PACKETS = 48
+    ACCT_TERMINATE_CAUSE = 49
+    ACCT_MULTI_SESSION_ID = 50
+    ACCT_INPUT_GIGAWORDS = 52
+    ACCT_OUTPUT_GIGAWORDS = 53
+    EVENT_TIMESTAMP = 55
     NAS_PORT_TYPE = 61
     TUNNEL_TYPE = 64
     TUNNEL_MEDIUM_TYPE = 65
@@ -213,7 +241,20 @@ DICTIONARY: dict[int, AttributeSpec] = dict([
     _spec(_A.CALLING_STATION_ID, "Calling-Station-Id", _K.TEXT),
     _spec(_A.NAS_IDENTIFIER, "NAS-Identifier", _K.TEXT),
     _spec(_A.PROXY_STATE, "Proxy-State", _K.STRING),
+    _spec(_A.ACCT_STATUS_TYPE, "Acct-Status-Type", _K.INTEGER),
+    _spec(_A.ACCT_DELAY_TIME, "Acct-Delay-Time", _K.INTEGER),
+    _spec(_A.ACCT_INPUT_OCTETS, "Acct-Input-Octets", _K.INTEGER),
+    _spec(_A.ACCT_OUTPUT_OCTETS, "Acct-Output-Octets", _K.INTEGER),
     _spec(_A.ACCT_SESSION_ID, "Acct-Session-Id", _K.TEXT),
+    _spec(_A.ACCT_AUTHENTIC, "Acct-Authentic", _K.INTEGER),
+    _spec(_A.ACCT_SESSION_TIME, "Acct-Session-Time", _K.INTEGER),
+    _spec(_A.ACCT_INPUT_PACKETS, "Acct-Input-Packets", _K.INTEGER),
+    _spec(_A.ACCT_OUTPUT_PACKETS, "Acct-Output-Packets", _K.INTEGER),
+    _spec(_A.ACCT_TERMINATE_CAUSE, "Acct-Terminate-Cause", _K.INTEGER),
+    _spec(_A.ACCT_MULTI_SESSION_ID, "Acct-Multi-Session-Id", _K.TEXT),
+    _spec(_A.ACCT_INPUT_GIGAWORDS, "Acct-Input-Gigawords", _K.INTEGER),
+    _spec(_A.ACCT_OUTPUT_GIGAWORDS, "Acct-Output-Gigawords", _K.INTEGER),
+    _spec(_A.EVENT_TIMESTAMP, "Event-Timestamp", _K.INTEGER),
     _spec(_A.NAS_PORT_TYPE, "NAS-Port-Type", _K.INTEGER),
     _spec(_A.TUNNEL_TYPE, "Tunnel-Type", _K.TAGGED_INTEGER),
     _spec(_A.TUNNEL_MEDIUM_TYPE, "Tunnel-Medium-Type", _K.TAGGED_INTEGER),
@@ -662,6 +703,40 @@ def sign_request(packet: RadiusPacket, secret: bytes) -> bytes:
     Message-Authenticator attribute present in ``packet`` gets its value."""
     data, ma_offset = _assemble(packet.code, packet.identifier, packet.authenticator, packet.attributes)
     _fill_message_authenticator(data, ma_offset, secret)
+    return bytes(data)
+
+
+def request_authenticator(packet: bytes | bytearray, secret: bytes) -> bytes:
+    """The Request Authenticator of an Accounting-Request (RFC 2866 §3),
+    CoA-Request or Disconnect-Request (RFC 5176 §2.3): MD5(Code | Identifier
+    | Length | 16 zero octets | Attributes | Secret) over ``packet`` (its
+    authenticator field is ignored)."""
+    digest = hashlib.md5(packet[:4])
+    digest.update(_ZERO_AUTHENTICATOR)
+    digest.update(packet[20:])
+    digest.update(secret)
+    return digest.digest()
+
+
+def request_authenticator_valid(packet: RadiusPacket, secret: bytes) -> bool:
+    """Whether a received Accounting-, CoA- or Disconnect-Request carries the
+    Request Authenticator of :func:`request_authenticator`, and, if it has
+    one, a Message-Authenticator computed over the packet with a zero
+    authenticator (as FreeRADIUS and hostapd sign these requests)."""
+    if not hmac.compare_digest(request_authenticator(packet.raw, secret), packet.authenticator):
+        return False
+    return not packet.has_message_authenticator or packet.message_authenticator_valid(secret, _ZERO_AUTHENTICATOR)
+
+
+def sign_accounting_request(packet: RadiusPacket, secret: bytes) -> bytes:
+    """An Accounting-Request, CoA-Request or Disconnect-Request on the wire:
+    a Message-Authenticator present in ``packet`` is computed with a zero
+    authenticator in the header, then the Request Authenticator
+    (:func:`request_authenticator`) fills it.  ``packet.authenticator`` is
+    ignored."""
+    data, ma_offset = _assemble(packet.code, packet.identifier, _ZERO_AUTHENTICATOR, packet.attributes)
+    _fill_message_authenticator(data, ma_offset, secret)
+    data[4:20] = request_authenticator(data, secret)
     return bytes(data)
 
 

@@ -31,7 +31,7 @@ from nac.config import (
     text,
     workers_setting,
 )
-from nac.interfaces import ITransportPlugin
+from nac.interfaces import ISessionControl, ITransportPlugin
 from nac.processes import WorkerTransportPlugin
 from transports.radius.clients import CLIENT_SECTION
 
@@ -63,7 +63,7 @@ def _nas_network(raw: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return net
 
 
-@implementer(ITransportPlugin)
+@implementer(ITransportPlugin, ISessionControl)
 class RadiusPlugin(WorkerTransportPlugin):
     service_module = "transports.radius.service"
     name = "radius"
@@ -81,6 +81,20 @@ class RadiusPlugin(WorkerTransportPlugin):
             "log line naming the address (at most one a minute per address)."), options=[
             listen_option(),
             Option("port", port, 1812, "UDP authentication port."),
+            Option("acct_port", int_range(0, 65535), 1813,
+                   "UDP accounting port (RFC 2866), on the same address; 0: no accounting. Accounting-Requests "
+                   "of the NASes (Start, Interim-Update, Stop, Accounting-On/Off) are kept in the database "
+                   "(`nac-admin accounting list`, /api/accounting) and answered once committed; they tell nac "
+                   "where an endpoint's session is, for CoA and Disconnect."),
+            Option("acct_max_pending", positive_int, 1024,
+                   "Most Accounting-Requests being recorded at once (one NAS: three quarters of them); more "
+                   "are discarded, and the NAS sends them again."),
+            Option("acct_rate", positive_int, 10000,
+                   "Most Accounting-Requests a second from all NASes together (bursts of twice as many); more "
+                   "are discarded, and the NASes send them again."),
+            Option("acct_rate_per_nas", positive_int, 1000,
+                   "Most Accounting-Requests a second from one NAS (bursts of twice as many); more are "
+                   "discarded, and the NAS sends them again."),
             Option("secret", optional(secret_text), None,
                    "Shared secret of the `clients`, the same as configured on them. No default: required when "
                    "radius is enabled and no [radius-client:NAME] section names a NAS. Never shown in logs or "
@@ -88,6 +102,18 @@ class RadiusPlugin(WorkerTransportPlugin):
             Option("clients", comma_list_of(_nas_network), [ipaddress.ip_network("127.0.0.1/32")],
                    "Addresses or networks (CIDR) of the NASes sharing `secret` (only used with it); NASes "
                    "with a secret of their own have [radius-client:NAME] sections."),
+            Option("coa", choice("coa", "disconnect", "none"), "coa",
+                   "What a NAS is sent when the decision for an endpoint it admitted changes (RFC 5176), for the "
+                   "sessions its accounting told of: coa (a CoA-Request with the new decision's Filter-Id / VLAN; "
+                   "Access Denied is always a Disconnect-Request), disconnect (a Disconnect-Request: the endpoint "
+                   "authenticates again) or none. Per NAS in [radius-client:NAME]."),
+            Option("coa_port", port, 3799, "UDP port of the NASes' Dynamic Authorization Server (RFC 5176)."),
+            Option("coa_timeout", seconds, 2.0,
+                   "How long nac waits for a CoA-ACK / NAK before sending the request again; the wait doubles "
+                   "with each try, up to 16 s."),
+            Option("coa_attempts", int_range(1, 10), 5,
+                   "How many times a CoA-Request or Disconnect-Request is sent before nac gives up (and records "
+                   "it as unanswered)."),
             Option("filter_id_allow", optional(_radius_text), "allow",
                    "Filter-Id sent with Access-Accept for Access Allowed. Empty: no Filter-Id."),
             Option("filter_id_isolate", optional(_radius_text), "isolate",
@@ -97,7 +123,12 @@ class RadiusPlugin(WorkerTransportPlugin):
                    "for Access Allowed. Empty: no VLAN attributes."),
             Option("vlan_isolate", optional(_vlan), None,
                    "VLAN for Isolate. Empty: no VLAN attributes."),
-            Option("session_timeout", non_negative_int, 0, "Session-Timeout in seconds sent with Access-Accept; 0: none."),
+            Option("session_timeout", non_negative_int, 0, "Session-Timeout in seconds sent with Access-Accept; 0: none. "
+                   "A group's session_timeout (nac-admin / API) replaces it for its members."),
+            Option("session_timeout_action", choice("terminate", "reauthenticate"), "reauthenticate",
+                   "What the NAS does when Session-Timeout runs out: reauthenticate (Termination-Action = "
+                   "RADIUS-Request beside Session-Timeout: the NAS authenticates the endpoint again, and nac "
+                   "assesses it again, periodically) or terminate (no Termination-Action: the session ends)."),
             Option("filter_id_tunnel_type", choice("none", "esp"), "none",
                    "esp: send Tunnel-Type = ESP (untagged) with the Filter-Id, for IPsec gateways: strongSwan's "
                    "eap-radius makes the Filter-Id the client's group (connections with groups = allow / isolate) "
@@ -160,11 +191,16 @@ class RadiusPlugin(WorkerTransportPlugin):
                    "start-up by every nac process."),
             # per-NAS enforcement: the [radius] key of the same name when absent
             *(SCHEMA["radius"][key] for key in ("filter_id_allow", "filter_id_isolate", "vlan_allow", "vlan_isolate",
-                                                "session_timeout", "filter_id_tunnel_type")),
+                                                "session_timeout", "session_timeout_action", "filter_id_tunnel_type",
+                                                "coa", "coa_port")),
         ])
 
     def check(self, cfg) -> list[str]:
         return _check_radius_clients(cfg)
+
+    def change_session(self, cfg, db, session_id: int, access: str | None):
+        from transports.radius.dynamic import change_session
+        return change_session(cfg, db, session_id, access)
 
 
 def _check_radius_clients(cfg) -> list[str]:

@@ -78,7 +78,7 @@ from transports.radius.packet import (
     signed_reply,
 )
 
-__all__ = ["Forward", "RadiusClient", "RadiusClientTable", "RadiusCounters", "RadiusServer", "owner_of"]
+__all__ = ["CachedReply", "Forward", "RadiusClient", "RadiusClientTable", "RadiusCounters", "RadiusServer", "client_label", "owner_of"]
 
 log = Logger(namespace="nac.radius")
 
@@ -141,7 +141,7 @@ def owner_of(data: bytes, processes: int) -> tuple[int | None, bool]:
     return data[4] % processes, True
 
 
-def _who(client: RadiusClient, host: str) -> str:
+def client_label(client: RadiusClient, host: str) -> str:
     """A NAS in a warning about its packets: its name and the address they
     came from ("'sw1' (192.0.2.1)"), or the address alone."""
     return f"'{client.name}' ({host})" if client.name else f"'{host}'"
@@ -194,7 +194,7 @@ class _Conversation:
         self.station: tuple | None = station
 
 
-class _Reply:
+class CachedReply:
     """A duplicate-cache entry: the request's authenticator and the reply (None while pending)."""
 
     __slots__ = ("authenticator", "reply", "expires")
@@ -249,7 +249,7 @@ class RadiusServer:
         self._by_nas: dict[str, dict[_Conversation, None]] = {}
         self._by_station: dict[tuple, dict[_Conversation, None]] = {}
         # (client host, port, Identifier) -> cached reply, roughly oldest first
-        self._replies: dict[tuple[str, int, int], _Reply] = {}
+        self._replies: dict[tuple[str, int, int], CachedReply] = {}
         self._now = 0.0
         self.closed = False
 
@@ -307,7 +307,7 @@ class RadiusServer:
         except RadiusPacketError as exc:
             self.counters.malformed_packets += 1
             log.warn("received invalid RADIUS message from client {client}, ignored: {reason}",
-                     client=_who(client, host), reason=str(exc), log_limit=("invalid RADIUS message", host))
+                     client=client_label(client, host), reason=str(exc), log_limit=("invalid RADIUS message", host))
             return None
         code = packet.code
         if code == Code.ACCESS_REQUEST:
@@ -317,7 +317,7 @@ class RadiusServer:
             return self._status_server(packet, client, host)
         self.counters.unknown_types += 1
         log.warn("received RADIUS {code} from client {client}, ignored: not a request this "
-                 "authentication server answers", code=code_name(code), client=_who(client, host),
+                 "authentication server answers", code=code_name(code), client=client_label(client, host),
                  log_limit=("RADIUS packet that is no request", host))
         return None
 
@@ -385,7 +385,7 @@ class RadiusServer:
                      id=packet.identifier, client=nas, user=_user_name(packet.get(AttributeType.USER_NAME)))
             reply = self._reply(packet, client, Code.ACCESS_REJECT, b"")
             self.counters.access_rejects += 1
-            self._cache(key, _Reply(packet.authenticator, reply, now + self.duplicate_lifetime))
+            self._cache(key, CachedReply(packet.authenticator, reply, now + self.duplicate_lifetime))
             return reply
 
         conversations = self._conversations
@@ -412,7 +412,7 @@ class RadiusServer:
             conversations[state] = conv
         conv.last_seen = now
         conv.pending = True
-        entry = _Reply(packet.authenticator, None, now + self.conversation_timeout)
+        entry = CachedReply(packet.authenticator, None, now + self.conversation_timeout)
         self._cache(key, entry)
         if LogLevel.debug in Logger.enabled:
             log.debug("received RADIUS Access-Request 0x{id:02x} from client '{client}' with {n} bytes of EAP",
@@ -510,7 +510,7 @@ class RadiusServer:
     # -- EAP outcomes -------------------------------------------------------------------
 
     def _eap_outcome(self, outcome: EapOutcome, conv: _Conversation, request: RadiusPacket,
-                     key, entry: _Reply) -> bytes | None:
+                     key, entry: CachedReply) -> bytes | None:
         if conv.closed:
             # timed out or shut down while the EAP layer worked
             self._forget(key, entry)
@@ -606,7 +606,7 @@ class RadiusServer:
                  identity=identity or _user_name(conv.user_name), client=conv.nas, reason=reason)
         return reply
 
-    def _eap_failed(self, failure, conv: _Conversation, key, entry: _Reply) -> None:
+    def _eap_failed(self, failure, conv: _Conversation, key, entry: CachedReply) -> None:
         log.failure("the EAP session failed on a request from client '{client}'", failure, client=conv.nas)
         self._forget(key, entry)
         if not conv.closed:
@@ -628,11 +628,11 @@ class RadiusServer:
               kind: str = "invalid RADIUS request") -> None:
         self.counters.packets_dropped += 1
         log.warn("RADIUS {code} 0x{id:02x} from client {client} discarded: {reason}",
-                 code=code_name(packet.code), id=packet.identifier, client=_who(client, host),
+                 code=code_name(packet.code), id=packet.identifier, client=client_label(client, host),
                  reason=reason, log_limit=(kind, host))
         return None
 
-    def _cache(self, key, entry: _Reply) -> None:
+    def _cache(self, key, entry: CachedReply) -> None:
         replies = self._replies
         replies[key] = entry
         if len(replies) > self.max_cached_replies:
@@ -640,7 +640,7 @@ class RadiusServer:
             # request while one is pending, so nothing is processed twice
             del replies[next(iter(replies))]
 
-    def _forget(self, key, entry: _Reply) -> None:
+    def _forget(self, key, entry: CachedReply) -> None:
         if self._replies.get(key) is entry:
             del self._replies[key]
 

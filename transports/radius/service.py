@@ -25,9 +25,10 @@ from transports.radius.enforcement import RadiusEnforcement
 from transports.radius.packet import MAX_PACKET_SIZE
 from transports.radius.relay import RadiusRelay, mesh
 from transports.radius.clients import client_table
+from transports.radius.accounting import AccountingServer
 from transports.radius.server import Forward, RadiusServer
 
-__all__ = ["RadiusProtocol", "RadiusService", "make_service"]
+__all__ = ["AccountingProtocol", "AccountingService", "RadiusProtocol", "RadiusService", "make_service"]
 
 log = Logger(namespace="nac.radius")
 
@@ -141,6 +142,100 @@ class RadiusProtocol(protocol.DatagramProtocol):
                     port=addr[1], log_limit=("internal error answering a RADIUS packet", host))
 
 
+class AccountingProtocol(protocol.DatagramProtocol):
+    """Hands every accounting datagram to the accounting server and sends
+    back the Accounting-Response once it has one."""
+
+    noisy = False
+    maxPacketSize = MAX_PACKET_SIZE + 1024
+
+    def __init__(self, server: AccountingServer, clock):
+        self.server = server
+        self.clock = clock
+
+    def datagramReceived(self, data: bytes, addr):
+        try:
+            reply = self.server.respond(data, addr, self.clock.seconds())
+        except Exception:
+            host = unmapped(addr[0])
+            log.failure("internal error on a RADIUS accounting packet from {host}[{port}]", host=host,
+                        port=addr[1], log_limit=("internal error on a RADIUS accounting packet", host))
+            return
+        if reply is None:
+            return
+        if isinstance(reply, bytes):
+            self._send(reply, addr)
+        else:
+            reply.addCallback(self._send, addr).addErrback(
+                lambda failure: log.failure("internal error answering a RADIUS accounting packet", failure))
+
+    def _send(self, reply: bytes | None, addr) -> None:
+        if reply is None or self.transport is None:
+            return
+        try:
+            self.transport.write(reply, addr)
+        except ConnectionRefusedError:
+            pass
+        except Exception:
+            log.failure("cannot send the RADIUS Accounting-Response to {host}[{port}]", host=unmapped(addr[0]),
+                        port=addr[1])
+
+
+class AccountingService(service.Service):
+    """RADIUS accounting (RFC 2866) on one UDP address and port, in the main
+    process (the records go to the database there; there is no conversation
+    to share out)."""
+
+    name = "radius-accounting"
+
+    def __init__(self, server: AccountingServer, port: int, interface: str, clock=None):
+        from twisted.internet import reactor
+        self.server = server
+        self.port = port
+        self.interface = interface
+        self.clock = clock or reactor
+        self.protocol = AccountingProtocol(server, self.clock)
+        self._socket: socket.socket | None = None
+        self._listening = None
+        self._sweeper = None
+
+    def bind(self) -> None:
+        if self._socket is None and self._listening is None:
+            self.interface = listen_address(self.interface, what="RADIUS accounting")
+            self._socket = bind(self.interface, self.port, socket.SOCK_DGRAM)
+
+    def privilegedStartService(self):
+        self.bind()
+        super().privilegedStartService()
+
+    def startService(self):
+        from twisted.internet import reactor
+        self.bind()
+        super().startService()
+        sock, self._socket = self._socket, None
+        try:
+            self._listening = reactor.adoptDatagramPort(sock.fileno(), sock.family, self.protocol,
+                                                        AccountingProtocol.maxPacketSize)
+        finally:
+            sock.close()
+        self._sweeper = task.LoopingCall(lambda: self.server.expire(self.clock.seconds()))
+        self._sweeper.clock = self.clock
+        self._sweeper.start(EXPIRY_INTERVAL, now=False)
+        log.info("RADIUS accounting server listening on {where}", where=self.where)
+
+    @property
+    def where(self) -> str:
+        port = self._listening.getHost().port if self._listening is not None else self.port
+        return f"{self.interface}[{port}]"
+
+    def stopService(self):
+        super().stopService()
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self.server.close()
+        return _release(self)
+
+
 @implementer(IPostureTransport)
 class RadiusService(service.Service):
     """A RADIUS authentication server on one UDP address and port."""
@@ -169,6 +264,10 @@ class RadiusService(service.Service):
         self._socket: socket.socket | None = None
         self._listening = None
         self._sweeper = None
+        #: the accounting listener (main process, ``[radius] acct_port`` not 0)
+        self.accounting: AccountingService | None = None
+        #: CoA / Disconnect after decision changes (:mod:`transports.radius.dynamic`)
+        self.dispatcher = None
 
     def _bind(self) -> None:
         # bound before twistd drops privileges (a port below 1024 needs them)
@@ -178,12 +277,19 @@ class RadiusService(service.Service):
 
     def privilegedStartService(self):
         self._bind()
+        if self.accounting is not None:
+            self.accounting.bind()
         super().privilegedStartService()
 
     def startService(self):
         from twisted.internet import reactor
         self._bind()
         super().startService()
+        if self.accounting is not None:
+            self.accounting.startService()
+        if self.dispatcher is not None:
+            self.dispatcher.sender.start(reactor)
+            self.dispatcher.store.decision_listeners.append(self.dispatcher.decided)
         if self.adopt is not None:
             # a worker: the main process reads the socket and hands this one
             # its requests; its replies leave from the socket's address
@@ -244,6 +350,13 @@ class RadiusService(service.Service):
     def stopService(self):
         super().stopService()
         metrics.remove_source(self)
+        if self.accounting is not None and self.accounting.running:
+            self.accounting.stopService()
+        if self.dispatcher is not None:
+            listeners = self.dispatcher.store.decision_listeners
+            if self.dispatcher.decided in listeners:
+                listeners.remove(self.dispatcher.decided)
+            self.dispatcher.sender.stop()
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self.server.close("server shutting down")
@@ -262,13 +375,18 @@ class RadiusService(service.Service):
         sock, self.protocol.sock = self.protocol.sock, None
         if sock is not None:
             sock.close()
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
-        if self._listening is not None:
-            listening, self._listening = self._listening, None
-            return listening.stopListening()
-        return None
+        return _release(self)
+
+
+def _release(svc):
+    """Close ``svc``'s bound socket not yet listened on and stop its listening port."""
+    if svc._socket is not None:
+        svc._socket.close()
+        svc._socket = None
+    if svc._listening is not None:
+        listening, svc._listening = svc._listening, None
+        return listening.stopListening()
+    return None
 
 
 def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers=None,
@@ -315,8 +433,26 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
                           else None,
                           max_conversations_per_station=sec["max_conversations_per_station"],
                           process=process, processes=processes)
-    return RadiusService(core, server, sec["port"], sec["listen"], clock=clock,
-                         workers=workers if processes > 1 else None, adopt=adopt, relay=relay)
+    radius = RadiusService(core, server, sec["port"], sec["listen"], clock=clock,
+                           workers=workers if processes > 1 else None, adopt=adopt, relay=relay)
+    if adopt is None and sec["acct_port"] and store is not None:
+        radius.accounting = make_accounting_service(cfg, store, clients, clock=clock)
+    from transports.radius.dynamic import make_dispatcher
+    radius.dispatcher = make_dispatcher(cfg, store, clients)
+    return radius
+
+
+def make_accounting_service(cfg, store, clients=None, *, clock=None) -> AccountingService:
+    """The accounting listener of ``[radius] acct_port``: each request's
+    record is committed through the store's write queue before the
+    Accounting-Response leaves."""
+    from nac.db.accounting import record_accounting
+    sec = cfg.section("radius")
+    server = AccountingServer(clients if clients is not None else client_table(cfg),
+                              lambda record: store.writes.submit(record_accounting, record),
+                              max_pending=sec["acct_max_pending"], rate_per_nas=sec["acct_rate_per_nas"],
+                              rate=sec["acct_rate"])
+    return AccountingService(server, sec["acct_port"], sec["listen"], clock=clock)
 
 
 def make_worker_service(cfg, core, store, share) -> RadiusService:

@@ -1,0 +1,230 @@
+"""RadSec (RFC 6614) without sockets: the framing of RADIUS packets on a TLS
+stream (transports.radius.radsec) and the listener's protocol
+(transports.radius.radsec_service) driven through a StringTransport that
+stands for Twisted's TLS wrapper, with a Clock."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import struct
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial import unittest
+
+from tests import radsec_wire as wire
+from tests.test_radius_server import Md5Authenticator
+from transports.radius.clients import RadiusClient, certificate_names
+from transports.radius.radsec import RADSEC_SECRET, RadsecFramingError, RadsecStream
+from transports.radius.radsec_service import RadsecFactory
+from transports.radius.server import RadiusServer
+
+
+def certificate(common_name: str, dns: tuple[str, ...] = ()) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1)))
+    if dns:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False)
+    return builder.sign(key, hashes.SHA256())
+
+
+class FramingTests(unittest.TestCase):
+    def test_packets_split_across_reads_come_out_whole(self):
+        one, two = wire.status_server(1), wire.eap_identity_request(2)
+        stream = RadsecStream()
+        out = []
+        for byte in one + two:
+            out += stream.receive_data(bytes((byte,)))
+        self.assertEqual(out, [one, two])
+        self.assertEqual(stream.pending, 0)
+
+    def test_merged_packets_and_a_partial_one_in_one_read(self):
+        one, two, three = wire.status_server(1), wire.status_server(2), wire.eap_identity_request(3)
+        stream = RadsecStream()
+        self.assertEqual(stream.receive_data(one + two + three[:7]), [one, two])
+        self.assertEqual(stream.pending, 7)
+        self.assertEqual(stream.receive_data(three[7:]), [three])
+
+    def test_oversize_length_is_an_error_at_its_offset(self):
+        stream = RadsecStream()
+        good = wire.status_server(1)
+        bad = bytes((12, 2)) + struct.pack(">H", 4097) + bytes(16)
+        with self.assertRaises(RadsecFramingError) as caught:
+            stream.receive_data(good + bad)
+        self.assertEqual(caught.exception.offset, len(good) + 2)
+        self.assertIn("4097", str(caught.exception))
+        # the stream cannot be resynchronised: every later read fails too
+        self.assertRaises(RadsecFramingError, stream.receive_data, wire.status_server(3))
+
+    def test_length_below_the_header_is_an_error(self):
+        self.assertRaises(RadsecFramingError, RadsecStream().receive_data, bytes((12, 2, 0, 19)))
+
+    def test_largest_packet_passes(self):
+        packet = bytes((1, 1)) + struct.pack(">H", 4096) + bytes(4092)
+        self.assertEqual(RadsecStream().receive_data(packet), [packet])
+
+    @given(st.lists(st.integers(20, 300), min_size=1, max_size=8), st.data())
+    @settings(max_examples=100, deadline=None)
+    def test_any_cut_of_a_stream_gives_its_packets(self, lengths, data):
+        packets = [bytes((1, i % 256)) + struct.pack(">H", n) + bytes(n - 4) for i, n in enumerate(lengths)]
+        blob = b"".join(packets)
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(blob)), max_size=10)))
+        stream, out, start = RadsecStream(), [], 0
+        for cut in cuts + [len(blob)]:
+            out += stream.receive_data(blob[start:cut])
+            start = cut
+        self.assertEqual(out, packets)
+
+    @given(st.binary(max_size=600))
+    @settings(max_examples=200, deadline=None)
+    def test_random_bytes_never_crash(self, blob):
+        try:
+            RadsecStream().receive_data(blob)
+        except RadsecFramingError:
+            pass
+
+
+class CertificateNameTests(unittest.TestCase):
+    def test_dns_names_then_common_name_in_lower_case(self):
+        self.assertEqual(certificate_names(certificate("Switch-1", ("SW1.example.org", "sw1.lan"))),
+                         ["sw1.example.org", "sw1.lan", "switch-1"])
+
+    def test_common_name_alone(self):
+        self.assertEqual(certificate_names(certificate("nas.example")), ["nas.example"])
+
+
+class TlsTransport(StringTransport):
+    """What the protocol sees of Twisted's TLS wrapper: a peer certificate."""
+
+    def __init__(self, peer_certificate=None):
+        super().__init__(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
+        self.peer_certificate = peer_certificate
+        self.aborted = False
+
+    def getPeerCertificate(self):
+        return self.peer_certificate
+
+    def abortConnection(self):
+        self.aborted = True
+        super().abortConnection()
+
+
+class ProtocolTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        nas = RadiusClient(ipaddress.ip_network("0.0.0.0/0"), RADSEC_SECRET, "sw1")
+        self.server = RadiusServer([], lambda peer: Md5Authenticator(peer, {"carol": "pw"}))
+        self.factory = RadsecFactory(self.server, {"sw1.example.org": nas}, self.clock, handshake_timeout=5,
+                                     idle_timeout=60, max_connections=3, max_connections_per_source=2)
+
+    def logged(self) -> str:
+        return "\n".join(formatEvent(e) for e in self.events)
+
+    def connect(self, cert=None, host="192.0.2.7", handshake=True):
+        proto = self.factory.buildProtocol(IPv4Address("TCP", host, 40000))
+        if proto is None:
+            return None, None
+        transport = TlsTransport(cert if cert is not None else certificate("sw1", ("sw1.example.org",)))
+        proto.makeConnection(transport)
+        if handshake:
+            proto.handshakeCompleted()
+        self.addCleanup(lambda: proto._timer is not None and proto._timer.active() and proto._timer.cancel())
+        return proto, transport
+
+    def replies(self, transport) -> list[bytes]:
+        out = RadsecStream().receive_data(transport.value())
+        transport.clear()
+        return out
+
+    def test_status_servers_split_and_merged_are_answered_with_the_radsec_secret(self):
+        proto, transport = self.connect()
+        one, two = wire.status_server(1), wire.status_server(2)
+        blob = one + two
+        proto.dataReceived(blob[:3])
+        proto.dataReceived(blob[3:30])
+        proto.dataReceived(blob[30:])
+        replies = self.replies(transport)
+        self.assertEqual([r[0] for r in replies], [wire.ACCESS_ACCEPT] * 2)
+        self.assertTrue(wire.response_valid(replies[0], one))
+        self.assertTrue(wire.response_valid(replies[1], two))
+        self.assertFalse(transport.aborted)
+
+    def test_a_request_signed_with_another_secret_gets_no_reply(self):
+        proto, transport = self.connect()
+        proto.dataReceived(wire.status_server(1, secret=b"testing123"))
+        self.assertEqual(transport.value(), b"")
+        self.assertIn("Message-Authenticator", self.logged())
+
+    def test_access_request_with_eap_gets_a_challenge(self):
+        proto, transport = self.connect()
+        request = wire.eap_identity_request(9)
+        proto.dataReceived(request)
+        (reply,) = self.replies(transport)
+        self.assertEqual(reply[0], wire.ACCESS_CHALLENGE)
+        self.assertTrue(wire.response_valid(reply, request))
+        self.assertIn("sw1", self.logged())
+
+    def test_oversize_length_closes_the_connection(self):
+        proto, transport = self.connect()
+        proto.dataReceived(bytes((1, 1)) + struct.pack(">H", 5000) + bytes(16))
+        self.assertTrue(transport.aborted)
+        self.assertIn("RADIUS Length 5000", self.logged())
+        proto.connectionLost(None)
+        self.assertEqual(self.factory.connections, 0)
+
+    def test_a_certificate_naming_no_nas_is_closed(self):
+        proto, transport = self.connect(certificate("printer", ("printer.example.org",)))
+        self.assertTrue(transport.aborted)
+        self.assertIn("names no NAS (printer.example.org, printer)", self.logged())
+        proto.dataReceived(wire.status_server(1))
+        self.assertEqual(transport.value(), b"")
+
+    def test_nas_named_by_common_name(self):
+        nas = RadiusClient(ipaddress.ip_network("0.0.0.0/0"), RADSEC_SECRET, "ap")
+        self.factory.clients["ap-7"] = nas
+        proto, transport = self.connect(certificate("AP-7"))
+        self.assertIs(proto.client, nas)
+        self.assertFalse(transport.aborted)
+
+    def test_handshake_timeout(self):
+        proto, transport = self.connect(handshake=False)
+        self.clock.advance(4.9)
+        self.assertFalse(transport.aborted)
+        self.clock.advance(0.2)
+        self.assertTrue(transport.aborted)
+        self.assertIn("no TLS handshake within 5 s", self.logged())
+
+    def test_idle_timeout_is_rearmed_by_requests(self):
+        proto, transport = self.connect()
+        self.clock.advance(50)
+        proto.dataReceived(wire.status_server(1))
+        self.clock.advance(50)
+        self.assertFalse(transport.aborted)
+        self.clock.advance(11)
+        self.assertTrue(transport.aborted)
+
+    def test_connection_limits_total_and_per_source(self):
+        a, _ = self.connect(host="192.0.2.1")
+        self.connect(host="192.0.2.1")
+        self.assertIsNone(self.connect(host="192.0.2.1")[0])  # per source
+        self.connect(host="192.0.2.2")
+        self.assertIsNone(self.connect(host="192.0.2.3")[0])  # in all
+        self.assertIn("radsec_max_connections", self.logged())
+        a.connectionLost(None)
+        self.assertIsNotNone(self.connect(host="192.0.2.3")[0])
+        self.assertEqual(self.factory.per_source, {"192.0.2.1": 1, "192.0.2.2": 1, "192.0.2.3": 1})

@@ -228,3 +228,55 @@ class ProtocolTests(unittest.TestCase):
         a.connectionLost(None)
         self.assertIsNotNone(self.connect(host="192.0.2.3")[0])
         self.assertEqual(self.factory.per_source, {"192.0.2.1": 1, "192.0.2.2": 1, "192.0.2.3": 1})
+
+
+class ConfigTests(unittest.TestCase):
+    def load(self, text: str):
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from nac.config import load
+
+        base = Path(tempfile.mkdtemp(prefix="nac-radsec-config-"))
+        self.addCleanup(shutil.rmtree, base, True)
+        (base / "nac.conf").write_text(text)
+        return load(str(base / "nac.conf"))
+
+    def problems(self, text: str) -> list[str]:
+        from nac.config import ConfigError
+
+        with self.assertRaises(ConfigError) as caught:
+            self.load(text)
+        return list(caught.exception.problems)
+
+    def test_a_radsec_only_nas_needs_no_address_nor_secret(self):
+        from transports.radius.clients import client_table, radsec_clients
+
+        cfg = self.load("[nac]\ntransports = radius\n[radius]\nradsec_port = 2083\nradsec_ca = /etc/nas-ca.pem\n"
+                        "[radius-client:edge]\nradsec_name = Proxy.Example.org\nfilter_id_allow = via-proxy\n")
+        self.assertEqual(len(client_table(cfg)), 0)
+        (name, nas), = radsec_clients(cfg, RADSEC_SECRET).items()
+        self.assertEqual((name, nas.name, nas.secret), ("proxy.example.org", "edge", b"radsec"))
+        self.assertIsNotNone(nas.enforcement)  # its own (the Filter-Id over RadSec: test_radsec_freeradius)
+
+    def test_errors_are_one_line_each(self):
+        nas = "[radius-client:edge]\nradsec_name = proxy.example.org\n"
+        cases = {
+            "[nac]\ntransports = radius\n[radius]\nradsec_port = 2083\n" + nas:
+                ["[radius] radsec_ca: required because radsec_port is set"],
+            "[nac]\ntransports = radius\n[radius]\nradsec_port = 2083\nradsec_ca = /ca.pem\n"
+            "[radius-client:sw1]\naddress = 10.0.0.1\nsecret = s3cret\n":
+                ["[radius] radsec_port: no [radius-client:NAME] section has a radsec_name"],
+            nas + "[radius-client:edge2]\nradsec_name = PROXY.example.org\n":
+                ["[radius-client:edge2] radsec_name: already the radsec_name of [radius-client:edge]"],
+            "[radius-client:edge]\nradsec_name = two names\n":
+                ["[radius-client:edge] radsec_name: 'two names' is not one certificate name"],
+            "[nac]\ntransports = radius\n[radius]\nradsec_port = 2083\nradsec_ca = /ca.pem\nradsec_cert = /c.pem\n"
+            + nas: ["radsec_cert, radsec_key: set both"],
+        }
+        for text, expected in cases.items():
+            problems = self.problems(text)
+            self.assertEqual(len(problems), len(expected), problems)
+            for fragment, problem in zip(expected, problems):
+                self.assertIn(fragment, problem)

@@ -218,6 +218,25 @@ class ProtocolTests(unittest.TestCase):
         self.clock.advance(11)
         self.assertTrue(transport.aborted)
 
+    def test_a_failed_handshake_is_logged(self):
+        from twisted.python.failure import Failure
+
+        proto, transport = self.connect(handshake=False)
+        proto.connectionLost(Failure(ConnectionError("certificate verify failed")))
+        self.assertIn("closed before the NAS was identified: certificate verify failed", self.logged())
+        self.assertEqual(self.factory.connections, 0)
+        self.assertFalse(self.clock.getDelayedCalls())
+
+    def test_stopping_the_service_closes_its_connections(self):
+        from twisted.internet.ssl import CertificateOptions
+
+        from transports.radius.radsec_service import RadsecService
+
+        svc = RadsecService(self.factory, CertificateOptions(), 0, "127.0.0.1")
+        (_, one), (_, two) = self.connect(), self.connect(host="192.0.2.8")
+        self.successResultOf(svc.stopService())
+        self.assertTrue(one.aborted and two.aborted)
+
     def test_connection_limits_total_and_per_source(self):
         a, _ = self.connect(host="192.0.2.1")
         self.connect(host="192.0.2.1")

@@ -56,6 +56,7 @@ class RadsecProtocol(protocol.Protocol):
         return f"{self.host}[{self.port}]"
 
     def connectionMade(self):
+        self.factory.open.add(self)
         self._timer = self.factory.clock.callLater(self.factory.handshake_timeout, self._timed_out, "TLS handshake")
 
     def handshakeCompleted(self):
@@ -141,6 +142,7 @@ class RadsecProtocol(protocol.Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self.factory.open.discard(self)
         self.factory.lost(self.host)
 
 
@@ -164,6 +166,8 @@ class RadsecFactory(protocol.Factory):
         self.max_packet_size = max_packet_size
         self.connections = 0
         self.per_source: dict[str, int] = {}
+        #: the connections made (closed when the service stops)
+        self.open: set[RadsecProtocol] = set()
 
     def buildProtocol(self, addr):
         host = unmapped(addr.host)
@@ -234,6 +238,8 @@ class RadsecService(service.Service):
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+        for connection in list(self.factory.open):
+            connection._close()
         if self._listening is not None:
             listening, self._listening = self._listening, None
             return listening.stopListening()

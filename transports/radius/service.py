@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 
 from twisted.application import service
-from twisted.internet import protocol, task
+from twisted.internet import defer, protocol, task
 from zope.interface import implementer
 
 from nac import config as nac_config
@@ -358,8 +358,9 @@ class RadiusService(service.Service):
         metrics.remove_source(self)
         if self.accounting is not None and self.accounting.running:
             self.accounting.stopService()
+        radsec_stopped = None
         if self.radsec is not None and self.radsec.running:
-            self.radsec.stopService()
+            radsec_stopped = self.radsec.stopService()
         if self.dispatcher is not None:
             listeners = self.dispatcher.store.decision_listeners
             if self.dispatcher.decided in listeners:
@@ -383,7 +384,10 @@ class RadiusService(service.Service):
         sock, self.protocol.sock = self.protocol.sock, None
         if sock is not None:
             sock.close()
-        return _release(self)
+        released = _release(self)
+        if radsec_stopped is None:
+            return released
+        return defer.gatherResults([d for d in (released, radsec_stopped) if d is not None])
 
 
 def _release(svc):

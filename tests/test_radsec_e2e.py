@@ -1,7 +1,7 @@
 """RadSec (RFC 6614) against the real server (`twistd -n nac`): a NAS written
 here with Python's ssl module connects with a client certificate of the CA in
-``[radius] radsec_ca``, sends Status-Server (RFC 5997) and an EAP
-Access-Request, and checks the replies' Response Authenticators with the
+``[radius] radsec_ca``, sends Status-Server (RFC 5997), an EAP
+Access-Request and an Accounting-Request, and checks the replies' Response Authenticators with the
 secret "radsec" (tests/radsec_wire.py computes them with hashlib).  NASes
 without a certificate, or with one from another CA (naming the same NAS),
 are refused in the TLS handshake."""
@@ -105,6 +105,16 @@ class RadsecE2eTests(unittest.TestCase):
         log = self.server.log_text()
         self.assertIn("RadSec server listening on 127.0.0.1", log)
         self.assertIn("NAS 'sw1'", log)
+
+    def test_accounting_request_is_recorded_and_answered(self):
+        with self.connect(self.context(self.nas_cert, self.nas_key)) as conn:
+            start = wire.accounting_start(8, b"radsec-session-1")
+            (reply,) = self.exchange(conn, [start])
+        self.assertEqual(reply[0], wire.ACCOUNTING_RESPONSE)
+        self.assertTrue(wire.response_valid(reply, start))
+        listed = self.server.admin("accounting", "list")
+        self.assertIn("radsec-session-1", listed)
+        self.assertIn("sw1", listed)
 
     def test_oversize_packet_closes_the_connection(self):
         with self.connect(self.context(self.nas_cert, self.nas_key)) as conn:

@@ -165,7 +165,8 @@ class RadiusPlugin(WorkerTransportPlugin):
                    "2083. NASes authenticate with TLS client certificates issued by radsec_ca, each named by "
                    "the radsec_name of a [radius-client:NAME] section; the RADIUS secret on RadSec is "
                    "\"radsec\" (RFC 6614 §2.3). The main process serves RadSec with the same RADIUS server "
-                   "core as UDP (EAP, Status-Server keep-alives per RFC 5997); RadSec carries no accounting."),
+                   "core as UDP (EAP, Status-Server keep-alives per RFC 5997) and, when acct_port is not 0, "
+                   "records Accounting-Requests as the accounting port does."),
             Option("radsec_listen", address, "::",
                    "Address RadSec listens on. :: (the default): every address, IPv6 and IPv4."),
             Option("radsec_cert", optional(path), None,

@@ -3,7 +3,8 @@
 This module moves bytes and enforces the connection limits; the framing is
 :mod:`transports.radius.radsec`, the answers come from the same
 :class:`~transports.radius.server.RadiusServer` as UDP RADIUS's (EAP,
-Status-Server).  TLS is mutual (RFC 6614 §2.3): OpenSSL refuses, in the
+Status-Server), and Accounting-Requests from the accounting server of
+``[radius] acct_port`` (:mod:`transports.radius.accounting`) when there is one.  TLS is mutual (RFC 6614 §2.3): OpenSSL refuses, in the
 handshake, a NAS without a certificate issued by ``[radius] radsec_ca``;
 then the certificate's names (:func:`~transports.radius.clients.certificate_names`)
 must be the ``radsec_name`` of a ``[radius-client:NAME]`` section, else the
@@ -29,6 +30,7 @@ from transports.pt_tls.tls import TlsServerFactory
 from transports.radius.clients import RadiusClient, certificate_names, radsec_clients
 from transports.radius.packet import MAX_PACKET_SIZE
 from transports.radius.radsec import RADSEC_SECRET, RadsecFramingError, RadsecStream
+from transports.radius.packet import Code
 from transports.radius.server import RadiusServer
 
 __all__ = ["RadsecFactory", "RadsecProtocol", "RadsecService", "make_radsec_service"]
@@ -85,10 +87,12 @@ class RadsecProtocol(protocol.Protocol):
             return
         if packets:
             self._rearm(self.factory.idle_timeout, "idle")
-        server, now = self.factory.server, self.factory.clock.seconds()
+        server, accounting, now = self.factory.server, self.factory.accounting, self.factory.clock.seconds()
         for packet in packets:
+            # RFC 6614 §2.1: one connection carries authentication and accounting
+            core = accounting if accounting is not None and packet[0] == Code.ACCOUNTING_REQUEST else server
             try:
-                reply = server.respond(packet, (self.host, self.port), now, client=self.client)
+                reply = core.respond(packet, (self.host, self.port), now, client=self.client)
             except Exception:
                 log.failure("internal error on a RadSec packet from {peer}", peer=self.peer,
                             log_limit=("internal error on a RadSec packet", self.host))
@@ -153,10 +157,12 @@ class RadsecFactory(protocol.Factory):
 
     noisy = False
 
-    def __init__(self, server: RadiusServer, clients: dict[str, RadiusClient], clock, *,
+    def __init__(self, server: RadiusServer, clients: dict[str, RadiusClient], clock, *, accounting=None,
                  handshake_timeout: float = 10.0, idle_timeout: float = 300.0, max_connections: int = 256,
                  max_connections_per_source: int = 16, max_packet_size: int = MAX_PACKET_SIZE):
         self.server = server
+        #: the accounting server (``[radius] acct_port`` not 0), for Accounting-Requests
+        self.accounting = accounting
         self.clients = clients
         self.clock = clock
         self.handshake_timeout = handshake_timeout
@@ -246,9 +252,10 @@ class RadsecService(service.Service):
         return defer.succeed(None)
 
 
-def make_radsec_service(cfg, server: RadiusServer, *, clock=None) -> RadsecService:
+def make_radsec_service(cfg, server: RadiusServer, *, accounting=None, clock=None) -> RadsecService:
     """RadSec from ``[radius] radsec_*`` and the ``radsec_name`` of the
-    ``[radius-client:NAME]`` sections, answered by ``server``."""
+    ``[radius-client:NAME]`` sections, answered by ``server`` (and
+    Accounting-Requests by ``accounting``, when given)."""
     from twisted.internet import reactor
 
     from nac.certs import PkiError, ensure_demo_pki
@@ -273,7 +280,7 @@ def make_radsec_service(cfg, server: RadiusServer, *, clock=None) -> RadsecServi
         # server_context names its keys cert/key/ca
         raise ConfigError(str(exc).replace("] cert:", "] radsec_cert:").replace("] key:", "] radsec_key:")
                           .replace("] ca:", "] radsec_ca:")) from None
-    factory = RadsecFactory(server, radsec_clients(cfg, RADSEC_SECRET), clock or reactor,
+    factory = RadsecFactory(server, radsec_clients(cfg, RADSEC_SECRET), clock or reactor, accounting=accounting,
                             handshake_timeout=sec["radsec_handshake_timeout"], idle_timeout=sec["radsec_idle_timeout"],
                             max_connections=sec["radsec_max_connections"],
                             max_connections_per_source=sec["radsec_max_connections_per_source"])

@@ -447,11 +447,12 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
                           process=process, processes=processes)
     radius = RadiusService(core, server, sec["port"], sec["listen"], clock=clock,
                            workers=workers if processes > 1 else None, adopt=adopt, relay=relay)
-    if adopt is None and sec["radsec_port"]:
-        from transports.radius.radsec_service import make_radsec_service
-        radius.radsec = make_radsec_service(cfg, server, clock=clock)
     if adopt is None and sec["acct_port"] and store is not None:
         radius.accounting = make_accounting_service(cfg, store, clients, clock=clock)
+    if adopt is None and sec["radsec_port"]:
+        from transports.radius.radsec_service import make_radsec_service
+        accounting = radius.accounting.server if radius.accounting is not None else None
+        radius.radsec = make_radsec_service(cfg, server, accounting=accounting, clock=clock)
     from transports.radius.dynamic import make_dispatcher
     radius.dispatcher = make_dispatcher(cfg, store, clients)
     return radius

@@ -237,6 +237,30 @@ class ProtocolTests(unittest.TestCase):
         self.successResultOf(svc.stopService())
         self.assertTrue(one.aborted and two.aborted)
 
+    @given(st.lists(st.binary(max_size=80), max_size=6))
+    @settings(max_examples=100, deadline=None)
+    def test_random_bytes_never_raise(self, chunks):
+        proto, transport = self.connect()
+        for chunk in chunks:
+            proto.dataReceived(chunk)
+        for reply in RadsecStream().receive_data(transport.value()):
+            self.assertIn(reply[0], (wire.ACCESS_ACCEPT, wire.ACCESS_REJECT, wire.ACCESS_CHALLENGE))
+        proto.connectionLost(None)
+
+    def test_too_many_requests_waiting_close_the_connection(self):
+        from twisted.internet import defer
+
+        waiting = []
+        self.server.respond = lambda *args, **kwargs: waiting.append(defer.Deferred()) or waiting[-1]
+        proto, transport = self.connect()
+        proto.dataReceived(b"".join(wire.status_server(i % 256) for i in range(256)))
+        self.assertFalse(transport.aborted)
+        waiting[0].callback(b"answer")
+        self.assertEqual(proto.waiting, 255)
+        proto.dataReceived(wire.status_server(1) + wire.status_server(2))
+        self.assertTrue(transport.aborted)
+        self.assertIn("more than 256 requests waiting", self.logged())
+
     def test_connection_limits_total_and_per_source(self):
         a, _ = self.connect(host="192.0.2.1")
         self.connect(host="192.0.2.1")

@@ -37,6 +37,10 @@ __all__ = ["RadsecFactory", "RadsecProtocol", "RadsecService", "make_radsec_serv
 
 log = Logger(namespace="nac.radius.radsec")
 
+#: requests of one connection waiting for their answer (RFC 6613 §2.6: the
+#: Identifier space of a connection)
+MAX_WAITING = 256
+
 
 @implementer(IHandshakeListener)
 class RadsecProtocol(protocol.Protocol):
@@ -52,6 +56,8 @@ class RadsecProtocol(protocol.Protocol):
         self.stream = RadsecStream(factory.max_packet_size)
         self._timer = None
         self._closed = False
+        #: requests whose answer is not ready yet
+        self.waiting = 0
 
     @property
     def peer(self) -> str:
@@ -101,10 +107,20 @@ class RadsecProtocol(protocol.Protocol):
                 continue
             if isinstance(reply, bytes):
                 self._send(reply)
-            else:
-                reply.addCallback(self._send).addErrback(
-                    lambda failure: log.failure("internal error answering a RadSec packet from {peer}", failure,
-                                                peer=self.peer))
+                continue
+            self.waiting += 1
+            if self.waiting > MAX_WAITING:
+                # RFC 6613 §2.6: at most 256 requests in flight per connection (one per Identifier)
+                self._refuse("more than {n} requests waiting for an answer", n=MAX_WAITING)
+            reply.addCallback(self._answered).addErrback(
+                lambda failure: log.failure("internal error answering a RadSec packet from {peer}", failure,
+                                            peer=self.peer))
+            if self._closed:
+                return
+
+    def _answered(self, reply: bytes | None) -> None:
+        self.waiting -= 1
+        self._send(reply)
 
     def _send(self, reply: bytes | None) -> None:
         if reply is not None and not self._closed:

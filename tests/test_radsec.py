@@ -323,3 +323,18 @@ class ConfigTests(unittest.TestCase):
             self.assertEqual(len(problems), len(expected), problems)
             for fragment, problem in zip(expected, problems):
                 self.assertIn(fragment, problem)
+
+    def test_an_unreadable_ca_is_one_line_naming_radsec_ca(self):
+        import tempfile
+
+        from nac.config import ConfigError
+        from transports.radius.radsec_service import make_radsec_service
+
+        state = tempfile.mkdtemp(prefix="nac-radsec-state-")
+        self.addCleanup(__import__("shutil").rmtree, state, True)
+        cfg = self.load(f"[nac]\nstate_dir = {state}\ntransports = radius\n[radius]\nradsec_port = 2083\n"
+                        f"radsec_ca = {state}/missing.pem\n[radius-client:edge]\nradsec_name = proxy.example.org\n")
+        server = RadiusServer([], lambda peer: None)
+        with self.assertRaises(ConfigError) as caught:
+            make_radsec_service(cfg, server, clock=Clock())
+        self.assertIn(f"[radius] radsec_ca: cannot read CA {state}/missing.pem", str(caught.exception))

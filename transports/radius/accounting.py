@@ -151,17 +151,20 @@ class AccountingServer:
         """Requests whose record is not committed yet."""
         return self._pending
 
-    def respond(self, data: bytes, addr: tuple, now: float) -> bytes | defer.Deferred | None:
+    def respond(self, data: bytes, addr: tuple, now: float, *,
+                client: RadiusClient | None = None) -> bytes | defer.Deferred | None:
         """The Accounting-Response for ``data`` from ``addr``, a Deferred
         firing with it (or None) once the record is committed, or None when
-        nothing will be sent back."""
+        nothing will be sent back.  ``client``: the NAS when the transport
+        knows it (RadSec: by its certificate), else found by address."""
         self._now = now
         if self.closed:
             return None
         host, port = addr[0], addr[1]
         if host.startswith("::ffff:") and "." in host:
             host = host[7:]
-        client = self.clients.find(host)
+        if client is None:
+            client = self.clients.find(host)
         if client is None:
             self.counters.unknown_clients += 1
             log.warn("received RADIUS accounting packet from unknown client {host}[{port}], discarded",

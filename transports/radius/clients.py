@@ -14,6 +14,12 @@ address they carry, in the table and in the configuration alike.
 Per-NAS settings (today the enforcement attributes, :class:`RadiusClient`'s
 ``enforcement``) override ``[radius]`` for that NAS only; a key absent from
 the section keeps the ``[radius]`` value.
+
+A NAS that speaks RadSec (RFC 6614) is known by its TLS client certificate
+instead: ``radsec_name`` in its section is a dNSName of the certificate's
+subjectAltName or its subject common name (:func:`certificate_names`), and
+its secret on that connection is "radsec" (RFC 6614 §2.3).  Such a NAS needs
+no ``address`` nor ``secret`` unless it also sends UDP RADIUS.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ __all__ = [
     "ENFORCEMENT_KEYS",
     "RadiusClient",
     "RadiusClientTable",
+    "certificate_names",
     "client_table",
+    "radsec_clients",
     "ip_address",
     "network",
 ]
@@ -154,6 +162,8 @@ def client_table(cfg) -> RadiusClientTable:
         section = f"{CLIENT_SECTION}:{name}"
         if values.get("secret") is not None:
             secret = values["secret"].encode("utf-8")
+        elif values.get("secret_file") is None:
+            continue  # a RadSec-only NAS (radsec_clients)
         else:
             secret = _read_secret(values["secret_file"],
                                   f"{cfg.origin(section, 'secret_file')}: [{section}] secret_file")
@@ -162,9 +172,51 @@ def client_table(cfg) -> RadiusClientTable:
             enforcement = RadiusEnforcement.from_config({key: values.get(key, sec[key]) for key in ENFORCEMENT_KEYS})
         coa = values.get("coa", sec["coa"])
         coa_port = values.get("coa_port", sec["coa_port"])
-        for net in values["address"]:
+        for net in values.get("address") or ():
             clients.append(RadiusClient(net, secret, name, enforcement, coa, coa_port))
     if sec["secret"] is not None:
         secret = sec["secret"].encode("utf-8")
         clients += [RadiusClient(net, secret, coa=sec["coa"], coa_port=sec["coa_port"]) for net in sec["clients"]]
     return RadiusClientTable(clients)
+
+
+# -- RadSec: NASes known by their certificate -------------------------------------------
+
+#: stands for "any address" in a RadSec NAS's :class:`RadiusClient` (it is never
+#: looked up by address: its TLS certificate says which NAS it is)
+ANY_ADDRESS = ipaddress.ip_network("0.0.0.0/0")
+
+
+def certificate_names(certificate) -> list[str]:
+    """The names a RadSec client certificate proves (RFC 6614 §2.4, as
+    RFC 6125 does for servers): its subjectAltName dNSNames, then its subject
+    common name, lower case.  ``certificate``: cryptography's or pyOpenSSL's."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = certificate.to_cryptography() if hasattr(certificate, "to_cryptography") else certificate
+    names = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names += san.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        pass
+    names += [str(attr.value) for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return [name.lower() for name in names]
+
+
+def radsec_clients(cfg, secret: bytes) -> dict[str, RadiusClient]:
+    """{certificate name (lower case): the NAS} of the ``[radius-client:NAME]``
+    sections with a ``radsec_name``, each with the RadSec ``secret`` and its
+    own enforcement settings."""
+    sec = cfg.section("radius")
+    found: dict[str, RadiusClient] = {}
+    for name, values in cfg.named_sections(CLIENT_SECTION).items():
+        if not values.get("radsec_name"):
+            continue
+        enforcement = None
+        if any(key in values for key in ENFORCEMENT_KEYS):
+            enforcement = RadiusEnforcement.from_config({key: values.get(key, sec[key]) for key in ENFORCEMENT_KEYS})
+        found[values["radsec_name"].lower()] = RadiusClient(
+            ANY_ADDRESS, secret, name, enforcement, values.get("coa", sec["coa"]), values.get("coa_port", sec["coa_port"]))
+    return found

@@ -15,6 +15,8 @@ from nac.config import (
     listen_option,
     SCHEMA,
     Option,
+    address,
+    tls_version,
     choice,
     cidr,
     comma_list_of,
@@ -45,6 +47,13 @@ def _vlan(raw: str) -> str:
         raise ValueError("is too long for a RADIUS attribute")
     return value
 
+
+
+def _radsec_name(raw: str) -> str:
+    value = text(raw).strip()
+    if not value or any(c.isspace() or c == "," for c in value):
+        raise ValueError("is not one certificate name (no spaces or commas)")
+    return value
 
 
 def _radius_text(raw: str) -> str:
@@ -151,6 +160,33 @@ class RadiusPlugin(WorkerTransportPlugin):
             Option("max_conversations_per_station", positive_int, 4,
                    "Most conversations of one endpoint (the Calling-Station-Id a NAS sends: a MAC address, or "
                    "an address and port); a newer one ends its oldest unfinished one."),
+            Option("radsec_port", int_range(0, 65535), 0,
+                   "RadSec (RFC 6614, RADIUS over TLS) TCP port; 0 (the default): no RadSec; IANA's port is "
+                   "2083. NASes authenticate with TLS client certificates issued by radsec_ca, each named by "
+                   "the radsec_name of a [radius-client:NAME] section; the RADIUS secret on RadSec is "
+                   "\"radsec\" (RFC 6614 §2.3). The main process serves RadSec with the same RADIUS server "
+                   "core as UDP (EAP, Status-Server keep-alives per RFC 5997) and, when acct_port is not 0, "
+                   "records Accounting-Requests as the accounting port does."),
+            Option("radsec_listen", address, "::",
+                   "Address RadSec listens on. :: (the default): every address, IPv6 and IPv4."),
+            Option("radsec_cert", optional(path), None,
+                   "RadSec server certificate (PEM), with any intermediate CA certificates after it. Empty: "
+                   "the demo certificate server.pem in state_dir (as PT-TLS's). Set both radsec_cert and "
+                   "radsec_key, or neither."),
+            Option("radsec_key", optional(path), None,
+                   "Private key of radsec_cert (PEM, unencrypted). Empty: the demo key server.key in state_dir."),
+            Option("radsec_ca", optional(path), None,
+                   "CA certificates (PEM) that NAS client certificates must chain to. Required when "
+                   "radsec_port is set: a NAS without a certificate from it is refused in the TLS handshake."),
+            Option("radsec_min_tls_version", tls_version, "1.2", "Lowest TLS version RadSec accepts: 1.2 or 1.3."),
+            Option("radsec_handshake_timeout", seconds, 10.0,
+                   "Time allowed for a RadSec connection's TLS handshake (and NAS identification)."),
+            Option("radsec_idle_timeout", seconds, 300.0,
+                   "A RadSec connection without a request for this long is closed (NASes keep theirs open "
+                   "with Status-Server)."),
+            Option("radsec_max_connections", positive_int, 256, "Most RadSec connections at once."),
+            Option("radsec_max_connections_per_source", positive_int, 16,
+                   "Most RadSec connections at once from one IP address."),
             Option("workers", workers_setting, "auto",
                    "Processes serving RADIUS: auto (one per CPU nac may run on) or a number. With more than "
                    "one, worker processes (the same ones as PT-TLS's, when both have more than one) serve "
@@ -183,7 +219,13 @@ class RadiusPlugin(WorkerTransportPlugin):
             "  filter_id_allow = vpn-full"), options=[
             Option("address", comma_list_of(_nas_network, allow_empty=False, unique=True), None,
                    "The NAS's IP address or network (CIDR), IPv4 or IPv6; several separated by commas. "
-                   "Required."),
+                   "Required, except for a NAS that only speaks RadSec (radsec_name)."),
+            Option("radsec_name", optional(_radsec_name), None,
+                   "RadSec (RFC 6614): the name the NAS's TLS client certificate proves, a dNSName of its "
+                   "subjectAltName or its subject common name (compared without regard to case); a RadSec "
+                   "connection whose certificate (issued by [radius] radsec_ca) names no NAS is closed. The "
+                   "NAS's secret there is \"radsec\" (RFC 6614 §2.3); address and secret are then only needed "
+                   "for UDP RADIUS."),
             Option("secret", optional(secret_text), None,
                    "Its shared secret (never shown in logs or errors). Give secret or secret_file.", secret=True),
             Option("secret_file", optional(path), None,
@@ -211,6 +253,7 @@ def _check_radius_clients(cfg) -> list[str]:
     named = cfg.named_sections(CLIENT_SECTION)
     owners: dict[Any, str] = {}
     lower: dict[str, str] = {}
+    radsec_names: dict[str, str] = {}
     for name, values in named.items():
         section = f"{CLIENT_SECTION}:{name}"
         origin = cfg.origin(section, "address")
@@ -218,26 +261,44 @@ def _check_radius_clients(cfg) -> list[str]:
             problems.append(f"{origin}: [{section}]: the same name as [{CLIENT_SECTION}:"
                             f"{lower[name.lower()]}] but for upper and lower case; names must differ")
         lower.setdefault(name.lower(), name)
-        if values.get("address") is None:
-            problems.append(f"{origin}: [{section}] address: required (the NAS's IP address or network)")
+        radsec_only = values.get("address") is None and values.get("radsec_name")
+        if values.get("address") is None and not radsec_only:
+            problems.append(f"{origin}: [{section}] address: required (the NAS's IP address or network), "
+                            "or radsec_name for a NAS that only speaks RadSec")
+        name_key = (values.get("radsec_name") or "").lower()
+        if name_key and name_key in radsec_names:
+            problems.append(f"{cfg.origin(section, 'radsec_name')}: [{section}] radsec_name: already the "
+                            f"radsec_name of [{CLIENT_SECTION}:{radsec_names[name_key]}]")
+        elif name_key:
+            radsec_names[name_key] = name
         for net in values.get("address") or ():
             if net in owners:
                 problems.append(f"{origin}: [{section}] address: {net} is already the address of "
                                 f"[{CLIENT_SECTION}:{owners[net]}]")
             owners.setdefault(net, name)
         given = [key for key in ("secret", "secret_file") if values.get(key) is not None]
-        if not given:
+        if not given and not radsec_only:
             problems.append(f"{origin}: [{section}] secret: required (or secret_file), the shared secret "
                             "also configured on the NAS")
         elif len(given) == 2:
             problems.append(f"{cfg.origin(section, 'secret_file')}: [{section}] secret_file: give secret or "
                             "secret_file, not both")
     secret = cfg.get("radius", "secret")
+    if "radius" in cfg.transports and cfg.get("radius", "radsec_port"):
+        if cfg.get("radius", "radsec_ca") is None:
+            problems.append(f"{cfg.origin('radius', 'radsec_port')}: [radius] radsec_ca: required because "
+                            "radsec_port is set (the CA that issues the NASes' client certificates)")
+        if (cfg.get("radius", "radsec_cert") is None) != (cfg.get("radius", "radsec_key") is None):
+            problems.append(f"{cfg.origin('radius', 'radsec_port')}: [radius] radsec_cert, radsec_key: set both, "
+                            "or neither to use the demo certificate")
+        if not radsec_names:
+            problems.append(f"{cfg.origin('radius', 'radsec_port')}: [radius] radsec_port: no "
+                            "[radius-client:NAME] section has a radsec_name, so no NAS could use RadSec")
     if "radius" in cfg.transports:
         if secret is None and ("radius", "clients") in cfg._origins:
             problems.append(f"{cfg.origin('radius', 'clients')}: [radius] clients: these NASes need [radius] "
                             "secret, their shared secret (or give each a [radius-client:NAME] section)")
-        if secret is None and not named:
+        if secret is None and not named and not radsec_names:
             problems.append(f"{cfg.origin('radius', 'secret')}: [radius] secret: required because 'radius' is "
                             "in [nac] transports and no [radius-client:NAME] section names a NAS (the shared "
                             "secret also configured on the NAS)")

@@ -272,8 +272,8 @@ class RadiusServer:
             return reply
         return defer.succeed(reply)
 
-    def respond(self, data: bytes, addr: tuple, now: float, *,
-                forwarded: bool = False) -> bytes | defer.Deferred | Forward | None:
+    def respond(self, data: bytes, addr: tuple, now: float, *, forwarded: bool = False,
+                client: RadiusClient | None = None) -> bytes | defer.Deferred | Forward | None:
         """:meth:`datagram_received` without a Deferred where none is needed:
         the reply datagram when it is ready at once (most are: fragments,
         acknowledgements, TLS flights), None when nothing will be sent back,
@@ -282,14 +282,21 @@ class RadiusServer:
 
         With several processes, an Access-Request of a conversation another
         process serves gets :class:`Forward` (unless ``forwarded``: another
-        process sent it here; it is served here whatever it carries)."""
+        process sent it here; it is served here whatever it carries).
+
+        ``client``: the NAS the request comes from when the transport knows
+        it (RadSec: from its TLS certificate, with the secret "radsec"); the
+        request is then served in this process, not looked up by address."""
         self._now = now
         if self.closed:
             return None
         host, port = addr[0], addr[1]
         if host.startswith("::ffff:") and "." in host:
             host = host[7:]  # an IPv4 client seen by a socket bound to ::
-        client = self.clients.find(host)
+        if client is not None:
+            forwarded = True
+        else:
+            client = self.clients.find(host)
         if client is None:
             self.counters.unknown_clients += 1
             log.warn("received RADIUS packet from unknown client {host}[{port}], discarded: no "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 
 from twisted.application import service
-from twisted.internet import protocol, task
+from twisted.internet import defer, protocol, task
 from zope.interface import implementer
 
 from nac import config as nac_config
@@ -268,6 +268,8 @@ class RadiusService(service.Service):
         self.accounting: AccountingService | None = None
         #: CoA / Disconnect after decision changes (:mod:`transports.radius.dynamic`)
         self.dispatcher = None
+        #: RadSec (main process, ``[radius] radsec_port`` not 0)
+        self.radsec = None
 
     def _bind(self) -> None:
         # bound before twistd drops privileges (a port below 1024 needs them)
@@ -279,6 +281,8 @@ class RadiusService(service.Service):
         self._bind()
         if self.accounting is not None:
             self.accounting.bind()
+        if self.radsec is not None:
+            self.radsec.bind()
         super().privilegedStartService()
 
     def startService(self):
@@ -287,6 +291,8 @@ class RadiusService(service.Service):
         super().startService()
         if self.accounting is not None:
             self.accounting.startService()
+        if self.radsec is not None:
+            self.radsec.startService()
         if self.dispatcher is not None:
             self.dispatcher.sender.start(reactor)
             self.dispatcher.store.decision_listeners.append(self.dispatcher.decided)
@@ -352,6 +358,9 @@ class RadiusService(service.Service):
         metrics.remove_source(self)
         if self.accounting is not None and self.accounting.running:
             self.accounting.stopService()
+        radsec_stopped = None
+        if self.radsec is not None and self.radsec.running:
+            radsec_stopped = self.radsec.stopService()
         if self.dispatcher is not None:
             listeners = self.dispatcher.store.decision_listeners
             if self.dispatcher.decided in listeners:
@@ -375,7 +384,10 @@ class RadiusService(service.Service):
         sock, self.protocol.sock = self.protocol.sock, None
         if sock is not None:
             sock.close()
-        return _release(self)
+        released = _release(self)
+        if radsec_stopped is None:
+            return released
+        return defer.gatherResults([d for d in (released, radsec_stopped) if d is not None])
 
 
 def _release(svc):
@@ -408,7 +420,7 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
     from nac.processes import connection_share, process_count
     sec = cfg.section("radius")
     clients = client_table(cfg)
-    if not len(clients):
+    if not len(clients) and not (sec["radsec_port"] and adopt is None):
         raise nac_config.ConfigError(f"{cfg.origin('radius', 'secret')}: [radius] secret: required for the "
                                      "RADIUS transport, or a [radius-client:NAME] section for each NAS")
     if eap_factory is None:
@@ -437,6 +449,10 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
                            workers=workers if processes > 1 else None, adopt=adopt, relay=relay)
     if adopt is None and sec["acct_port"] and store is not None:
         radius.accounting = make_accounting_service(cfg, store, clients, clock=clock)
+    if adopt is None and sec["radsec_port"]:
+        from transports.radius.radsec_service import make_radsec_service
+        accounting = radius.accounting.server if radius.accounting is not None else None
+        radius.radsec = make_radsec_service(cfg, server, accounting=accounting, clock=clock)
     from transports.radius.dynamic import make_dispatcher
     radius.dispatcher = make_dispatcher(cfg, store, clients)
     return radius

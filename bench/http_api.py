@@ -17,12 +17,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import shutil
 import ssl
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._measure import server_cpu_seconds  # noqa: E402
-from tests.nacserver import NacServer, free_port, repo_env  # noqa: E402
+from bench._http_server import HttpBenchServer  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -42,35 +38,10 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="nac-bench-http-"))
-    site = work / "site" / "nac_http_transport-1.0.dist-info"
-    site.mkdir(parents=True)
-    (site / "METADATA").write_text("Metadata-Version: 2.1\nName: nac-http-transport\nVersion: 1.0\n")
-    (site / "entry_points.txt").write_text("[nac.transports]\nhttp = transports.http.plugin:transport\n")
-    env = repo_env()
-    env["PYTHONPATH"] = f"{site.parent}{os.pathsep}{env['PYTHONPATH']}"
-    port = free_port()
-    (work / "nac").mkdir()
-    server = NacServer({"nac": {"transports": "pt-tls, http"},
-                        "http": {"listen": "127.0.0.1", "port": port, "rate_limit": 0}},
-                       workdir=str(work / "nac"), env={"PYTHONPATH": env["PYTHONPATH"]})
-
-    def admin(*command):
-        return subprocess.run([sys.executable, "-m", "nac.admin", "--config", str(server.config), *command],
-                              env=env, capture_output=True, text=True, check=True).stdout
-
-    admin("init")
-    token = json.loads(admin("--json", "token", "add", "bench", "--role", "read"))["token"]
-    import sqlite3
-    db = sqlite3.connect(server.state_dir / "nac.db")
-    db.executemany("INSERT INTO devices (device_id, first_seen, last_seen, trusted, description) "
-                   "VALUES (?, '2026-01-01 00:00:00', '2026-01-01 00:00:00', 0, '')",
-                   [(f"{n:032x}",) for n in range(args.devices)])
-    db.commit()
-    db.close()
-    server.start()
-    try:
-        server.wait_listening(port)
+    bench = HttpBenchServer(args.devices)
+    server, port = bench.server, bench.port
+    token = json.loads(bench.admin("--json", "token", "add", "bench", "--role", "read"))["token"]
+    with bench:
         context = ssl.create_default_context(cafile=str(server.ca))
         latencies: list[float] = []
         failures = [0]
@@ -110,9 +81,6 @@ def main(argv=None) -> int:
         if n:
             print(f"latency p50 {latencies[n // 2] * 1000:.1f} ms, p99 {latencies[min(n - 1, n * 99 // 100)] * 1000:.1f} ms")
             print(f"server CPU per request: {cpu / n * 1000:.2f} ms")
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -31,6 +31,12 @@
     token add NAME [--role read|collector|admin]   (prints the token once; only its hash is kept)
     token list
     token revoke NAME
+    console-user add NAME [--role read|admin] [--password PW | --password-file F | --password-stdin]
+    console-user passwd NAME [--password PW | --password-file F | --password-stdin]
+    console-user role NAME read|admin
+    console-user disable NAME | console-user enable NAME
+    console-user del NAME
+    console-user list
 
 ``packages import`` reads a Debian archive's ``Packages`` file (plain, gzip,
 xz or bzip2; a dpkg ``status`` file too) or a ``dpkg-query -W`` listing
@@ -48,13 +54,10 @@ line otherwise.  Passwords are never printed.
 from __future__ import annotations
 
 import argparse
-import bz2
 import datetime
 import enum
 import getpass
-import gzip
 import json
-import lzma
 import os
 import re
 import sys
@@ -64,6 +67,7 @@ from typing import Any, Callable, Sequence
 
 import sqlalchemy as sa
 
+from nac import package_list
 from nac.certs import KEY_TYPES
 from nac.console import print_output
 from nac.db.engine import (
@@ -76,8 +80,8 @@ from nac.db.engine import (
     sqlite_path,
     upgrade,
 )
-from nac.db.models import NAME_LENGTH
 from nac.db.store import PolicyDb, StoreError
+from nac.package_list import MAX_PACKAGE_LIST_SIZE
 
 PROG = "nac-admin"
 DEFAULT_SESSION_LIMIT = 20
@@ -349,16 +353,6 @@ def cmd_results_show(db: PolicyDb, args) -> Output:
 
 # -- packages ----------------------------------------------------------------------------
 
-#: Debian package names (Debian Policy §5.6.1); dpkg-query may add ":ARCH".
-_PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
-#: Characters of a Debian version ([epoch:]upstream[-revision], Policy §5.6.12).
-_PACKAGE_VERSION = re.compile(r"[A-Za-z0-9.+~:-]+")
-_COMPRESSED = ((b"\x1f\x8b", gzip.decompress, "gzip"), (b"\xfd7zXZ\x00", lzma.decompress, "xz"),
-               (b"BZh", bz2.decompress, "bzip2"))
-#: Largest package list read (uncompressed): a whole Debian archive's Packages is ~100 MB.
-MAX_PACKAGE_LIST_SIZE = 512 * 1024 * 1024
-
-
 def _read_input(path: str) -> bytes:
     if path == "-":
         stream = getattr(sys.stdin, "buffer", None)
@@ -370,87 +364,12 @@ def _read_input(path: str) -> bytes:
         raise AdminError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _check_package(where: str, name: str, version: str) -> tuple[str, str]:
-    if not _PACKAGE_NAME.fullmatch(name) or len(name) > NAME_LENGTH:
-        raise AdminError(f"{where}: {name[:80]!r} is not a Debian package name")
-    if not _PACKAGE_VERSION.fullmatch(version) or len(version) > NAME_LENGTH:
-        raise AdminError(f"{where}: {version[:80]!r} is not a Debian version (package {name})")
-    return name, version
-
-
 def read_package_list(data: bytes, source: str = "-") -> list[tuple[str, str]]:
-    """(name, version) pairs from a Debian ``Packages`` (or dpkg ``status``)
-    file or a ``dpkg-query -W`` listing, compressed or not; AdminError
-    naming the line of the first malformed entry."""
-    for magic, decompress, kind in _COMPRESSED:
-        if data.startswith(magic):
-            try:
-                data = decompress(data)
-            except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
-                raise AdminError(f"{source}: not a valid {kind} file: {exc}") from None
-            break
-    if len(data) > MAX_PACKAGE_LIST_SIZE:
-        raise AdminError(f"{source}: larger than {MAX_PACKAGE_LIST_SIZE // (1024 * 1024)} MB")
+    """:func:`nac.package_list.read_package_list`, its errors as AdminError."""
     try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise AdminError(f"{source}:{line}: not UTF-8 text") from None
-    lines = text.splitlines()
-    if any(line.startswith("Package:") for line in lines):
-        return _read_paragraphs(lines, source)
-    return _read_listing(lines, source)
-
-
-def _read_paragraphs(lines: list[str], source: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    fields: dict[str, str] = {}
-    start = 1
-
-    def paragraph_done():
-        if not fields:
-            return
-        where = f"{source}:{start}"
-        name, version = fields.get("package"), fields.get("version")
-        if name is None:
-            raise AdminError(f"{where}: paragraph without a Package field")
-        if version is None:
-            raise AdminError(f"{where}: package {name[:80]!r} has no Version field")
-        status = fields.get("status")
-        if status is not None and " ".join(status.split()) != "install ok installed":
-            return  # a dpkg status file's removed or half-installed package
-        out.append(_check_package(where, name, version))
-
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            paragraph_done()
-            fields = {}
-            continue
-        if not fields:
-            start = number
-        if line[0] in " \t":
-            continue  # continuation of a multi-line field
-        key, colon, value = line.partition(":")
-        if not colon:
-            raise AdminError(f"{source}:{number}: expected 'Field: value'")
-        fields[key.strip().lower()] = value.strip()
-    paragraph_done()
-    return out
-
-
-def _read_listing(lines: list[str], source: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) == 1:
-            continue  # dpkg-query -W lists known but not installed packages without a version
-        if len(parts) != 2:
-            raise AdminError(f"{source}:{number}: expected 'NAME<TAB>VERSION' as `dpkg-query -W` prints")
-        name = parts[0].partition(":")[0]  # libc6:amd64
-        out.append(_check_package(f"{source}:{number}", name, parts[1]))
-    return out
+        return package_list.read_package_list(data, source)
+    except package_list.PackageListError as exc:
+        raise AdminError(str(exc)) from None
 
 
 def cmd_packages_import(db: PolicyDb, args) -> Output:
@@ -709,6 +628,56 @@ def cmd_token_revoke(db: PolicyDb, args) -> Output:
 
     info = {k: _json_value(v) for k, v in db.run(manage.revoke_token, args.name).items()}
     return Output(info, f"token {info['name']!r} revoked")
+
+
+def _console_user_output(info: dict, text: str) -> Output:
+    return Output({k: _json_value(v) for k, v in info.items()}, text)
+
+
+def cmd_console_user_add(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    info = db.run(manage.add_console_user, args.name, _read_password(args), args.role)
+    return _console_user_output(info, f"console user {info['name']!r} ({info['role']}) added")
+
+
+def cmd_console_user_passwd(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    db.run(manage.update_console_user, args.name, {})  # an unknown user is said before the prompt
+    info = db.run(manage.update_console_user, args.name, {"password": _read_password(args)})
+    return _console_user_output(info, f"password of console user {info['name']!r} changed")
+
+
+def cmd_console_user_role(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    info = db.run(manage.update_console_user, args.name, {"role": args.role})
+    return _console_user_output(info, f"console user {info['name']!r} is now {info['role']}")
+
+
+def cmd_console_user_enable(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    enabled = args.action == "enable"
+    info = db.run(manage.update_console_user, args.name, {"enabled": enabled})
+    return _console_user_output(info, f"console user {info['name']!r} {'enabled' if enabled else 'disabled'}")
+
+
+def cmd_console_user_del(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    info = db.run(manage.delete_console_user, args.name)
+    return Output({"name": info["name"], "deleted": True}, f"console user {info['name']!r} deleted")
+
+
+def cmd_console_user_list(db: PolicyDb, args) -> Output:
+    from nac.db import manage
+
+    users = [{k: _json_value(v) for k, v in u.items()} for u in db.run(manage.list_console_users)]
+    rows = [{**u, "state": "enabled" if u["enabled"] else "disabled"} for u in users]
+    return Output(users, _table(rows, [("name", "NAME"), ("role", "ROLE"), ("state", "STATE"),
+                                       ("created", "CREATED")], "no console users"))
 
 
 def cmd_group_member_list(db: PolicyDb, args) -> Output:
@@ -1026,6 +995,27 @@ def build_parser() -> argparse.ArgumentParser:
     command(token_actions, "list", cmd_token_list, "list the API tokens (never the tokens themselves)")
     trevoke = command(token_actions, "revoke", cmd_token_revoke, "revoke an API token")
     trevoke.add_argument("name", metavar="NAME")
+    console = commands.add_parser("console-user", help="people who log in to the web console ([http])")
+    console_actions = console.add_subparsers(dest="action", metavar="ACTION", required=True)
+    cadd = command(console_actions, "add", cmd_console_user_add,
+                   "add a console user (the password is kept as a scrypt hash)")
+    cadd.add_argument("name", metavar="NAME")
+    cadd.add_argument("--role", choices=("read", "admin"), default="read",
+                      help="read: every page, no changes; admin: changes too, users and tokens")
+    password_options(cadd)
+    cpasswd = command(console_actions, "passwd", cmd_console_user_passwd, "change a console user's password")
+    cpasswd.add_argument("name", metavar="NAME")
+    password_options(cpasswd)
+    crole = command(console_actions, "role", cmd_console_user_role, "change a console user's role")
+    crole.add_argument("name", metavar="NAME")
+    crole.add_argument("role", choices=("read", "admin"))
+    for name, text in (("enable", "let a console user log in again"),
+                       ("disable", "refuse a console user's logins (sessions end at the next request)")):
+        sub = command(console_actions, name, cmd_console_user_enable, text)
+        sub.add_argument("name", metavar="NAME")
+    cdel = command(console_actions, "del", cmd_console_user_del, "delete a console user")
+    cdel.add_argument("name", metavar="NAME")
+    command(console_actions, "list", cmd_console_user_list, "list the console users")
     cert = commands.add_parser("cert", help="certificates from nac's CA")
     cert_actions = cert.add_subparsers(dest="action", metavar="ACTION", required=True)
     issue = command(cert_actions, "issue", cmd_cert_issue,

@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES="openssl iproute2 eapoltest freeradius-utils charon-systemd strongswan-swanctl
 libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins postgresql hostapd freeradius
-logrotate util-linux swtpm swtpm-tools tpm2-tools"
+logrotate util-linux swtpm swtpm-tools tpm2-tools chromium chromium-driver"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""

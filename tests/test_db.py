@@ -55,7 +55,7 @@ EXPECTED_TABLES = {
     "enforcements", "packages", "versions", "sessions", "results", "measurements",
     "sw_identifiers", "swid_tags", "device_software", "swima_states", "files", "file_hashes",
     "policy_generation", "aiks", "attestations", "alembic_version", "group_products", "policies",
-    "policy_results", "settings", "api_tokens", "audit_log", "accounting_sessions",
+    "policy_results", "settings", "api_tokens", "audit_log", "accounting_sessions", "console_users",
 }
 
 UTC = datetime.timezone.utc

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from nac.db.models import (
     ApiToken,
     AuditEntry,
+    ConsoleUser,
     Device,
     Enforcement,
     Group,
@@ -35,13 +36,15 @@ from nac.db.models import (
     has_control_characters,
     utcnow,
 )
+from nac.db.passwords import hash_password
 from nac.db.store import AlreadyExists, NotFound, StoreError
 from nac.ifimv import ActionRecommendation
 from nac.policy import DEFAULT_GROUP_SETTING, network_list, parse_argument
 
 __all__ = [
     "FieldError", "RECOMMENDATION_NAMES", "ROLES", "TOKEN_PREFIX", "add_enforcement", "add_group", "add_policy",
-    "add_token", "audit", "check_token", "delete_enforcement", "delete_group", "delete_policy", "enforcement_info",
+    "CONSOLE_ROLES", "add_console_user", "add_token", "audit", "console_login_row", "delete_console_user",
+    "list_console_users", "update_console_user", "check_token", "delete_enforcement", "delete_group", "delete_policy", "enforcement_info",
     "group_info", "list_enforcements", "list_groups", "list_policies", "list_tokens", "policy_info",
     "revoke_token", "set_device", "settings", "token_digest", "update_enforcement", "update_group",
     "update_policy", "update_settings",
@@ -509,6 +512,87 @@ def check_token(connection, token: str) -> tuple[str, str] | None:
     if row is None or not hmac.compare_digest(row.digest, digest):
         return None
     return row.name, row.role
+
+
+# -- the web console's users ------------------------------------------------------------------------
+
+CONSOLE_ROLES = ("read", "admin")
+MAX_PASSWORD = 1024
+
+
+def _console_role(value: Any) -> str:
+    if value not in CONSOLE_ROLES:
+        raise FieldError("role", f"must be one of {', '.join(CONSOLE_ROLES)}")
+    return value
+
+
+def _console_password(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_PASSWORD:
+        raise FieldError("password", f"is required: 1-{MAX_PASSWORD} characters")
+    return value
+
+
+def _console_user_info(row: ConsoleUser) -> dict:
+    return {"name": row.name, "role": row.role, "enabled": bool(row.enabled), "created": row.created}
+
+
+def _console_user(session, name: str) -> ConsoleUser:
+    row = session.scalar(sa.select(ConsoleUser).where(ConsoleUser.name == name))
+    if row is None:
+        raise NotFound(f"no console user {name!r}")
+    return row
+
+
+def add_console_user(session, name: Any, password: Any, role: Any) -> dict:
+    """A new console user (the password hashed with scrypt, about 60 ms)."""
+    name = _text("name", name, 64)
+    role = _console_role(role)
+    password_hash = hash_password(_console_password(password))
+    if session.scalar(sa.select(ConsoleUser.id).where(ConsoleUser.name == name)) is not None:
+        raise AlreadyExists(f"console user {name!r} already exists")
+    row = ConsoleUser(name=name, password_hash=password_hash, role=role, created=utcnow(), enabled=True)
+    session.add(row)
+    session.flush()
+    return _console_user_info(row)
+
+
+def update_console_user(session, name: str, body: dict) -> dict:
+    """Change a console user's ``role``, ``enabled`` or ``password``."""
+    _unknown(body, {"role", "enabled", "password"})
+    row = _console_user(session, name)
+    if "role" in body:
+        row.role = _console_role(body["role"])
+    if "enabled" in body:
+        if not isinstance(body["enabled"], bool):
+            raise FieldError("enabled", "must be true or false")
+        row.enabled = body["enabled"]
+    if "password" in body:
+        row.password_hash = hash_password(_console_password(body["password"]))
+    session.flush()
+    return _console_user_info(row)
+
+
+def delete_console_user(session, name: str) -> dict:
+    row = _console_user(session, name)
+    info = _console_user_info(row)
+    session.delete(row)
+    return info
+
+
+def list_console_users(session) -> list[dict]:
+    return [_console_user_info(r) for r in session.scalars(sa.select(ConsoleUser).order_by(ConsoleUser.name))]
+
+
+_CONSOLE_ROW = sa.select(ConsoleUser.__table__.c.password_hash, ConsoleUser.__table__.c.enabled,
+                         ConsoleUser.__table__.c.role).where(ConsoleUser.__table__.c.name == sa.bindparam("name"))
+
+
+def console_login_row(connection, name: str) -> tuple[str, bool, str] | None:
+    """(password hash, enabled, role) of console user ``name``, None if there is none."""
+    if not isinstance(name, str) or len(name) > 64:
+        return None
+    row = connection.execute(_CONSOLE_ROW, {"name": name}).first()
+    return None if row is None else (row[0], bool(row[1]), row[2])
 
 
 def audit(session, actor: str, action: str, resource: str, target: str, details: Any, peer: str = "") -> None:

@@ -430,6 +430,25 @@ class ApiToken(Base):
         return f"ApiToken(id={self.id!r}, name={self.name!r}, role={self.role!r})"
 
 
+class ConsoleUser(Base):
+    """A person who logs in to the web console (not an endpoint: endpoints
+    are :class:`User`).  ``password_hash`` is scrypt as in :class:`User`
+    (:mod:`nac.db.passwords`); ``role`` is ``read`` or ``admin`` as the API
+    tokens' (migration 0012)."""
+
+    __tablename__ = "console_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    created: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    enabled: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+
+    def __repr__(self) -> str:
+        return f"ConsoleUser(id={self.id!r}, name={self.name!r}, role={self.role!r})"
+
+
 class AuditEntry(Base):
     """Who changed what through the HTTP API, and when."""
 

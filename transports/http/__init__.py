@@ -6,5 +6,9 @@ database and the group policy, never to another transport.
 
 ``transports.http.api`` holds the resources and their routing,
 ``transports.http.openapi`` the OpenAPI 3 document they are tested
-against, ``transports.http.plugin`` the configuration and the service.
+against, ``transports.http.console`` the web console for operators under
+``/console/`` (its ``templates/`` and ``static/`` beside it),
+``transports.http.queries`` the reads both make, ``transports.http.routes``
+their routing tables, ``transports.http.plugin`` the configuration and the
+service.
 """

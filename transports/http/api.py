@@ -33,6 +33,7 @@ from nac.escape import printable
 from nac.log import Logger
 from transports.http import queries, swcollector
 from transports.http.openapi import openapi_document
+from transports.http.routes import Routes
 
 log = Logger(namespace="nac.http")
 
@@ -108,14 +109,7 @@ class Context:
     body: object
 
 
-_ROUTES: list[tuple[str, re.Pattern, str, str]] = []
-
-
-def route(method: str, pattern: str, role: str):
-    def register(fn):
-        _ROUTES.append((method, re.compile(f"^{pattern}$"), role, fn.__name__))
-        return fn
-    return register
+route = Routes()
 
 
 def _json_default(value):
@@ -181,21 +175,13 @@ class ApiResource(resource.Resource):
                 return self._send(request, 200, await self.metrics(), content_type=b"text/plain; version=0.0.4")
             if path == "/api/openapi.json" and method == "GET":
                 return self._send(request, 200, openapi_document(self.settings))
-            matched = None
-            allowed = []
-            for m, pattern, role, name in _ROUTES:
-                found = pattern.match(path)
-                if found:
-                    allowed.append(m)
-                    if m == method:
-                        matched = (role, name, found)
-                        break
+            matched, allowed = route.match(method, path)
             if matched is None:
                 if allowed:
                     raise ApiError(405, "method_not_allowed", f"{method} is not allowed here",
                                    headers={"Allow": ", ".join(allowed)})
                 raise ApiError(404, "not_found", "no such resource")
-            role, name, found = matched
+            role, name, found = matched.role, matched.name, matched.found
             if request.too_large:
                 raise ApiError(413, "too_large", f"the request body exceeds {self.settings.max_body_size} bytes",
                                "body")
@@ -562,11 +548,31 @@ class ApiResource(resource.Resource):
         return await self.store.run(swcollector.swid_events, pk, ctx.body)
 
 
+class HttpRoot(resource.Resource):
+    """Every request of the HTTP service: the web console's under
+    ``/console`` (when it is served), the API's otherwise."""
+
+    isLeaf = True
+
+    def __init__(self, api: ApiResource, console=None):
+        super().__init__()
+        self.api, self.console = api, console
+
+    def render(self, request):
+        if self.console is not None:
+            if request.path == b"/" and request.method in (b"GET", b"HEAD"):
+                request.redirect(b"/console/")
+                return b""
+            if request.path == b"/console" or request.path.startswith(b"/console/"):
+                return self.console.render(request)
+        return self.api.render(request)
+
+
 class ApiSite(server.Site):
     requestFactory = ApiRequest
 
-    def __init__(self, api: ApiResource):
-        super().__init__(api)
+    def __init__(self, api: ApiResource, console=None):
+        super().__init__(HttpRoot(api, console))
         self.max_body_size = api.settings.max_body_size
         self.noisy = False
 

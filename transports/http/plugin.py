@@ -16,6 +16,7 @@ from nac import metrics
 from nac.config import (
     ConfigError,
     Option,
+    boolean,
     byte_size,
     check_tls_pair,
     declare_section,
@@ -24,6 +25,7 @@ from nac.config import (
     non_negative_int,
     port,
     positive_int,
+    seconds,
     tls_paths,
     tls_version,
 )
@@ -32,6 +34,7 @@ from nac.interfaces import ITransportPlugin
 from nac.log import Logger
 from nac.tls import server_context
 from transports.http.api import ApiResource, ApiSettings, ApiSite
+from transports.http.console import ConsoleResource, ConsoleSettings
 
 log = Logger(namespace="nac.http")
 
@@ -40,7 +43,7 @@ log = Logger(namespace="nac.http")
 class HttpPlugin:
     name = "http"
     label = "HTTP"
-    description = "HTTP API (REST over HTTPS, sw-collector endpoints, /metrics, /health)"
+    description = "HTTP API (REST over HTTPS, sw-collector endpoints, /metrics, /health) and the web console"
     listen_protocol = "TCP"
 
     def declare_options(self) -> None:
@@ -63,6 +66,15 @@ class HttpPlugin:
                    "beyond a burst of rate_burst; more get 429. 0: no limit."),
             Option("rate_burst", positive_int, 100, "Requests one token or peer may make at once before rate_limit "
                                                     "counts."),
+            Option("console", boolean, True,
+                   "Serve the web console for operators at https://HOST:PORT/console/ (people log in with "
+                   "`nac-admin console-user add NAME --role read|admin`)."),
+            Option("console_max_failures", int_range(1, 100), 3,
+                   "Wrong passwords for one console user name (from the sources that sent them) before that "
+                   "name is locked out there for console_lockout."),
+            Option("console_lockout", seconds, 300.0, "How long a console login stays locked out."),
+            Option("console_idle_timeout", seconds, 1800.0,
+                   "A console session ends after this long without a request."),
         ])
 
     def check(self, cfg) -> list[str]:
@@ -77,7 +89,12 @@ class HttpPlugin:
         sec = cfg.section("http")
         settings = ApiSettings(max_body_size=sec["max_body_size"], max_page_size=sec["max_page_size"],
                                rate=float(sec["rate_limit"]), burst=sec["rate_burst"])
-        return HttpService(cfg, store, settings, tls_context(cfg), sec["port"], sec["listen"], workers=workers)
+        console = None
+        if sec["console"]:
+            console = ConsoleSettings(max_failures=sec["console_max_failures"], lockout=sec["console_lockout"],
+                                      idle_timeout=sec["console_idle_timeout"])
+        return HttpService(cfg, store, settings, tls_context(cfg), sec["port"], sec["listen"], workers=workers,
+                           console=console)
 
     def make_worker_service(self, cfg, core, store, share):
         raise NotImplementedError("the HTTP API runs in the main process only")
@@ -103,7 +120,7 @@ class HttpService(service.Service):
     name = "http"
 
     def __init__(self, cfg, store, settings: ApiSettings, context, port_number: int, interface: str, reactor=None,
-                 workers=None):
+                 workers=None, console: ConsoleSettings | None = None):
         self.store = store
         #: nac's worker processes (IWorkerProcesses), whose metrics /metrics sums with this process's
         self.workers = workers
@@ -111,7 +128,8 @@ class HttpService(service.Service):
         self.port_number = port_number
         self.interface = interface
         self.api = ApiResource(store, settings, metrics=self.metrics, health=self.health)
-        self.site = ApiSite(self.api)
+        self.console = None if console is None else ConsoleResource(store, console, clock=reactor)
+        self.site = ApiSite(self.api, self.console)
         self.listener = None
         self._reactor = reactor
 
@@ -129,6 +147,8 @@ class HttpService(service.Service):
                                                    interface=self.interface)
             host = self.listener.getHost()
             log.info("HTTP API listening on {where}", where=f"{host.host}[{host.port}]")
+            if self.console is not None:
+                log.info("web console at https://{where}/console/", where=f"{host.host}:{host.port}")
         super().privilegedStartService()
 
     def startService(self):

@@ -22,6 +22,7 @@ from nac.db.models import (
     GroupDevice,
     GroupProduct,
     ImvResult,
+    Measurement,
     Package,
     Product,
     SoftwareIdentifier,
@@ -226,6 +227,102 @@ def list_audit(connection, limit: int, offset: int) -> dict:
     return page([{"id": r.id, "time": timestamp(r.time), "actor": r.actor, "action": r.action,
                   "resource": r.resource, "target": r.target, "details": r.details, "peer": r.peer} for r in rows],
                 total, limit, offset)
+
+
+# -- the web console's summaries ------------------------------------------------------------------------
+
+
+def overview(connection, now: datetime.datetime, top: int = 8) -> dict:
+    """What the console's first page shows: decisions per hour over the
+    last day, totals of the last hour and day, devices whose newest
+    decision is isolate or denied, the commonest reasons and transports of
+    the last day, and the nac processes that assessed in the last hour."""
+    day, hour = now - datetime.timedelta(days=1), now - datetime.timedelta(hours=1)
+    hours = [{"start": day + datetime.timedelta(hours=n), "allowed": 0, "isolate": 0, "denied": 0, "other": 0}
+             for n in range(24)]
+    totals = {"hour": dict.fromkeys(ACCESS_VALUES + ("other",), 0), "day": dict.fromkeys(ACCESS_VALUES + ("other",), 0)}
+    # counted by the database, an hour a bucket (the last one is the last hour)
+    slot = sa.case(*[(S.started < day + datetime.timedelta(hours=n + 1), n) for n in range(23)], else_=23)
+    for n, access, count in connection.execute(sa.select(slot, S.access, sa.func.count()).where(S.started >= day)
+                                               .group_by(slot, S.access)):
+        kind = access if access in ACCESS_VALUES else "other"
+        hours[n][kind] += count
+        totals["day"][kind] += count
+        if n == 23:
+            totals["hour"][kind] += count
+    last = _last_session_ids()
+    restricted = connection.execute(
+        sa.select(D.id, D.device_id, S.access, S.started, S.reason)
+        .select_from(last.join(AssessmentSession.__table__, S.id == last.c.id)
+                     .join(Device.__table__, D.id == last.c.device_id))
+        .where(S.access.in_(("isolate", "denied"))).order_by(S.started.desc()).limit(50)).all()
+    r = ImvResult.__table__.c
+    reasons = connection.execute(
+        sa.select(r.imv_name, r.reason, sa.func.count().label("n"))
+        .select_from(ImvResult.__table__.join(AssessmentSession.__table__, S.id == r.session_id))
+        .where(S.started >= day, r.reason != "").group_by(r.imv_name, r.reason)
+        .order_by(sa.func.count().desc(), r.reason).limit(top)).all()
+    transports = connection.execute(sa.select(S.transport, sa.func.count()).where(S.started >= day)
+                                    .group_by(S.transport).order_by(S.transport)).all()
+    processes = connection.execute(
+        sa.select(S.instance, S.process, sa.func.count(), sa.func.max(S.started)).where(S.started >= hour)
+        .group_by(S.instance, S.process).order_by(S.instance, S.process)).all()
+    return {
+        "hours": hours, "totals": totals,
+        "restricted": [{"id": x.id, "device_id": x.device_id, "access": x.access, "time": x.started,
+                        "reason": x.reason or ""} for x in restricted],
+        "reasons": [{"imv": x.imv_name, "reason": x.reason, "count": x.n} for x in reasons],
+        "transports": [{"transport": t, "count": n} for t, n in transports],
+        "processes": [{"instance": i or "", "process": p, "sessions": n, "last": t} for i, p, n, t in processes],
+    }
+
+
+def device_inventory(connection, pk: int, limit: int = 200) -> dict:
+    """A device's installed software (SWIMA): software identifiers with the
+    package and release they name, whether a SWID tag is stored."""
+    ds = DeviceSoftware.__table__.c
+    i = SoftwareIdentifier.__table__.c
+    v = Version.__table__.c
+    query = (sa.select(i.tag_id, Package.name.label("package"), v.release, v.blacklisted, v.security,
+                       SwidTag.__table__.c.id.label("tag"), ds.first_seen)
+             .select_from(DeviceSoftware.__table__.join(SoftwareIdentifier.__table__, i.id == ds.identifier_id)
+                          .outerjoin(Version.__table__, v.id == i.version_id)
+                          .outerjoin(Package, Package.id == v.package_id)
+                          .outerjoin(SwidTag.__table__, SwidTag.__table__.c.identifier_id == i.id))
+             .where(ds.device_id == pk, ds.installed.is_(True)))
+    total = _count(connection, query)
+    rows = connection.execute(query.order_by(i.tag_id).limit(limit)).all()
+    return {"total": total, "items": [{"software_id": x.tag_id, "package": x.package, "release": x.release,
+                                       "blacklisted": bool(x.blacklisted), "security": bool(x.security),
+                                       "has_tag": x.tag is not None, "first_seen": x.first_seen} for x in rows]}
+
+
+def device_pk(connection, device_id: str) -> int | None:
+    return connection.execute(sa.select(D.id).where(D.device_id == device_id)).scalar()
+
+
+def group_names(connection) -> list[str]:
+    return list(connection.execute(sa.select(Group.name).order_by(Group.name)).scalars())
+
+
+def product_names(connection) -> list[str]:
+    return list(connection.execute(sa.select(P.name).order_by(P.name)).scalars())
+
+
+def open_ports(connection, pk: int) -> dict | None:
+    """The open ports the Scanner IMV saw at the device's newest assessment
+    that measured them: ``{"session", "time", "open": [{"protocol", "port"}],
+    "violations": ["tcp/22"]}``, None if it never did."""
+    m = Measurement.__table__.c
+    row = connection.execute(
+        sa.select(m.session_id, m.created, m.payload)
+        .select_from(Measurement.__table__.join(AssessmentSession.__table__, S.id == m.session_id))
+        .where(S.device_id == pk, m.kind == "open-ports").order_by(m.id.desc()).limit(1)).first()
+    if row is None or not isinstance(row.payload, dict):
+        return None
+    ports = [p for p in row.payload.get("open", []) if isinstance(p, dict)]
+    violations = [str(v) for v in row.payload.get("violations", [])]
+    return {"session": row.session_id, "time": row.created, "open": ports, "violations": violations}
 
 
 def list_accounting(connection, limit: int, offset: int, *, nas: str | None = None, station: str | None = None,

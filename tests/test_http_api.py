@@ -313,6 +313,18 @@ class HttpApiMixin(HttpApiServer):
         status, page = yield self.call("GET", "/api/devices?limit=50", token="reader")
         self.assertEqual(len(page["items"]), 7)
 
+
+class SqliteHttpApiTests(HttpApiMixin, unittest.TestCase):
+    timeout = 180
+    sections = {"max_body_size": 4096, "max_page_size": 50, "rate_limit": 1, "rate_burst": 5}
+
+    def setUp(self):
+        if self._testMethodName in ("test_a_group_policy_isolates_one_endpoint_and_a_change_applies_to_the_next_"
+                                    "assessment", "test_attestation_keys_and_results"):
+            self.sections = {**self.sections, "rate_limit": 50, "rate_burst": 100}
+        super().setUp()
+
+    # the rate limit does not touch the database: tested on SQLite only
     @defer.inlineCallbacks
     def test_requests_per_token_are_limited(self):
         codes = []
@@ -325,17 +337,6 @@ class HttpApiMixin(HttpApiServer):
         # another token has its own bucket
         status, _ = yield self.call("GET", "/api/settings", token="admin")
         self.assertEqual(status, 200)
-
-
-class SqliteHttpApiTests(HttpApiMixin, unittest.TestCase):
-    timeout = 180
-    sections = {"max_body_size": 4096, "max_page_size": 50, "rate_limit": 1, "rate_burst": 5}
-
-    def setUp(self):
-        if self._testMethodName == "test_a_group_policy_isolates_one_endpoint_and_a_change_applies_to_the_next_" \
-                                  "assessment":
-            self.sections = {**self.sections, "rate_limit": 50, "rate_burst": 100}
-        super().setUp()
 
 
 class PostgresHttpApiTests(HttpApiMixin, unittest.TestCase):
@@ -351,9 +352,6 @@ class PostgresHttpApiTests(HttpApiMixin, unittest.TestCase):
             self._url, drop = private_postgres_schema(base, "nac_http")
             self.addCleanup(drop)
         return self._url
-
-    def test_requests_per_token_are_limited(self):
-        raise unittest.SkipTest("the rate limit is tested on SQLite (it does not touch the database)")
 
     @defer.inlineCallbacks
     def test_a_policy_changed_through_the_api_applies_in_another_nac_on_the_database(self):

@@ -4,7 +4,10 @@ Tests write only under one temporary directory made for the run, outside the
 work tree: trial's ``TestCase.mktemp()`` names paths relative to the current
 directory, which is the repository root under pytest (and trial's own
 ``_trial_temp`` under trial), so the suite roots them in :data:`TEST_ROOT`
-instead, removed when the run ends.  Hypothesis keeps its example database
+instead, removed when the run ends.  Trial's working directory itself (its
+``_trial_temp`` with ``test.log``, by default in the current directory) is
+made there too unless ``--temp-directory`` names another; pytest keeps no
+``.pytest_cache`` (setup.cfg).  Hypothesis keeps its example database
 and caches there too, not in ``.hypothesis/`` of the current directory; examples worth
 keeping are written into the tests with ``@example``.
 
@@ -20,6 +23,7 @@ import tempfile
 from hypothesis import settings as _hypothesis_settings
 from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.database import DirectoryBasedExampleDatabase
+from twisted.trial import runner as _runner
 from twisted.trial import unittest as _trial
 
 TEST_ROOT = tempfile.mkdtemp(prefix="nac-tests-")
@@ -38,6 +42,19 @@ def _mktemp(self) -> str:
 
 
 _trial.SynchronousTestCase.mktemp = _mktemp
+
+_trial_directory = _runner._testDirectory
+
+
+def _test_directory(working_directory: str):
+    """Trial's working directory: its default (``_trial_temp`` of the current
+    directory, the work tree) under :data:`TEST_ROOT`, another as given."""
+    if working_directory == "_trial_temp":
+        working_directory = os.path.join(TEST_ROOT, working_directory)
+    return _trial_directory(working_directory)
+
+
+_runner._testDirectory = _test_directory
 
 _run = _trial.SynchronousTestCase.run
 

@@ -44,4 +44,4 @@ fi
 # editable, so that the suite tests this checkout and `trial tests` finds the
 # tests package from the repository root
 nac_venv --config-settings editable_mode=compat -e '.[test]'
-exec "$NAC_VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+exec "$NAC_VENV/bin/python" -m pytest -q "$@"

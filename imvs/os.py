@@ -738,6 +738,7 @@ class OsImv(PaTncImv):
             else:
                 log.debug("processing installed '{product}' packages", product=product)
                 digest = PackageReports.combine(state.package_digests)
+                self.keep_packages(connection, state, product, digest)
                 try:
                     # the policy generation read when this session started
                     # spares a trip to the database for a list judged before
@@ -850,6 +851,50 @@ class OsImv(PaTncImv):
             return self.no_result(REASON_INCOMPLETE, "; ".join(summary), evaluation)
         return Judgement(evaluation, self.policy.recommendation(evaluation), tuple(reasons),
                          remediation if remediation else None, "; ".join(summary))
+
+    def keep_packages(self, connection, state: OsState, product: str, digest: bytes | None) -> None:
+        """Keep the device's whole package list (rewritten only when it
+        changed) for judging it again after a policy change (:meth:`restore_state`)."""
+        keep = getattr(connection.store, "keep_device_packages", None)
+        if keep is None or state.device_id is None or state.package_digests is None or state.packages is None:
+            return  # no device to keep it for, or a list cut short
+        packages = list(state.packages)
+        name = (digest or hashlib.blake2b("\n".join(f"{n} {r}" for n, r in packages).encode(),
+                                          digest_size=16).digest()).hex()
+        self.record(connection, state, "the installed packages",
+                    lambda session_id: keep(session_id, product, name, packages))
+
+    def restore_state(self, connection, last) -> OsState | None:
+        """The state an assessment of the device had, rebuilt from what its
+        last one kept (``last``: :class:`nac.db.reevaluation.LastAssessment`:
+        its ``os`` measurement and the device's package list), for judging
+        it again against a changed policy; None when what it was judged on
+        is not kept (then its result stands)."""
+        payload = last.measurements.get((self.name, "os"))
+        if not isinstance(payload, dict) or not payload.get("device_id"):
+            return None
+        product = payload.get("product")
+        state = self.new_state(connection)
+        state.received_any = state.started = True
+        state.device_id = payload["device_id"]
+        if product:
+            state.product_name, state.version = product, ""
+        forwarding = payload.get("forwarding")
+        if forwarding is not None:
+            try:
+                state.forwarding = ForwardingStatus[str(forwarding).upper()]
+            except KeyError:
+                return None
+        state.default_password = payload.get("default_password")
+        kept = last.packages
+        if kept is not None and product and kept[0] == product:
+            state.packages = [(str(name), str(release)) for name, release in kept[2]]
+            state.package_digests = [bytes.fromhex(kept[1])]
+        elif payload.get("packages") is not None:
+            return None  # judged on packages this server no longer has
+        else:
+            state.package_digests = None
+        return state
 
     @staticmethod
     def _group_check(check, state: OsState, report: PackageReport | None):

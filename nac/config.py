@@ -609,6 +609,17 @@ declare_section("nac", help=(
            "Most assessment writes (sessions, decisions, devices, measurements) kept in memory while "
            "the database is unavailable; they are committed once it is back. Beyond it new writes are "
            "dropped, and the log says so once per 10 seconds."),
+    Option("reevaluate_interval", non_negative_seconds, 0.5,
+           "How often the main process looks for a policy change (one query of the generation "
+           "counters that products, packages, releases, groups and policies move on, whoever changes "
+           "them: nac-admin, the API, the console, plain SQL, another nac). After one, every device "
+           "with an open RADIUS accounting session is judged again against the new policy with what "
+           "it reported last (installed packages, OS settings); a decision that changes is recorded "
+           "as a 're-evaluation' session and its NAS gets a CoA-Request or Disconnect-Request "
+           "([radius-client:NAME] coa). 0: off (a change applies at the next assessment)."),
+    Option("reevaluate_max", positive_int, 10000,
+           "Most devices judged again after one policy change (the most recently active first); "
+           "the log says how many were left out."),
     Option("credential_cache_ttl", non_negative_int, 300,
            "Seconds a verified SASL/EAP password is remembered, as a keyed hash in memory only, so "
            "endpoints that re-authenticate do not pay the deliberately slow scrypt check (about 60 "

@@ -405,6 +405,12 @@ def makeService(options) -> service.MultiService:
         if store is not None:  # None: --check of an embedded database start-up will create
             store.setServiceParent(top)
         CoreService(core).setServiceParent(top)
+        if store is not None and cfg.get("nac", "reevaluate_interval") > 0:
+            from nac.reevaluate import Reevaluator
+
+            Reevaluator(core, store, interval=cfg.get("nac", "reevaluate_interval"),
+                        max_devices=cfg.get("nac", "reevaluate_max"),
+                        instance=getattr(store, "instance", None)).setServiceParent(top)
         workers = None
         if processes > 1:
             workers = WorkerSupervisor(cfg.source, getattr(options, "nac_overrides", {}), processes)

@@ -56,6 +56,7 @@ EXPECTED_TABLES = {
     "sw_identifiers", "swid_tags", "device_software", "swima_states", "files", "file_hashes",
     "policy_generation", "aiks", "attestations", "alembic_version", "group_products", "policies",
     "policy_results", "settings", "api_tokens", "audit_log", "accounting_sessions", "console_users",
+    "device_packages", "reevaluations",
 }
 
 UTC = datetime.timezone.utc

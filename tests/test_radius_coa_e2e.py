@@ -104,7 +104,9 @@ class CoaE2eTests(unittest.TestCase):
             cls.radius_port = free_port(socket.SOCK_DGRAM)
             cls.acct_port = free_port(socket.SOCK_DGRAM)
             server = NacServer({
-                "nac": {"transports": "pt-tls,radius", "imvs": "imvs.os:OsImv"},
+                "nac": {"transports": "pt-tls,radius", "imvs": "imvs.os:OsImv",
+                        # the CoA here follows a re-assessment, not the policy change itself
+                        "reevaluate_interval": "0"},
                 "imv:os": {"non_compliant_major": "isolate", "no_result": "allow"},
                 "radius": {"listen": "127.0.0.1", "port": cls.radius_port, "acct_port": cls.acct_port,
                            "coa_timeout": "0.3", "coa_attempts": "3"},

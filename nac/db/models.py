@@ -248,6 +248,39 @@ class Device(Base):
         return f"Device(id={self.id!r}, device_id={self.device_id!r}, trusted={self.trusted!r})"
 
 
+class DevicePackages(Base):
+    """The installed packages a device reported last, whole (the OS IMV,
+    migration 0013): what a change of the package policy is judged against
+    without a new assessment (:mod:`nac.reevaluate`).  ``packages`` is a
+    list of ``[name, release]``; ``digest`` names it (rewritten only when
+    it changes)."""
+
+    __tablename__ = "device_packages"
+
+    device_id: Mapped[int] = mapped_column(sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True,
+                                           autoincrement=False)
+    product: Mapped[str] = mapped_column()
+    digest: Mapped[str] = mapped_column(sa.String(64))
+    packages: Mapped[Any] = mapped_column(sa.JSON)
+    updated: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"DevicePackages(device_id={self.device_id!r}, product={self.product!r}, digest={self.digest!r})"
+
+
+class Reevaluation(Base):
+    """One re-evaluation of the live endpoints after a policy change
+    (migration 0013), keyed by the policy generations it follows: of
+    several nac instances on one database, the one that inserts the row
+    does the work."""
+
+    __tablename__ = "reevaluations"
+
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    instance: Mapped[str | None] = mapped_column(sa.String(64))
+    started: Mapped[datetime.datetime] = mapped_column(default=utcnow, index=True)
+
+
 # -- policy ------------------------------------------------------------------------------
 
 

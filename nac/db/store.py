@@ -430,6 +430,11 @@ def lock_rows(connection, writes: Sequence[tuple[Callable[..., Any], tuple]]) ->
             sa.select(_DEVICES.c.device_id).join(_SESSIONS, _SESSIONS.c.device_id == _DEVICES.c.id)
             .where(_SESSIONS.c.id.in_(decided))))
     if products:
+        # only the missing ones: the generation triggers on products fire
+        # once per INSERT statement, even one that inserts nothing, and a
+        # moved-on generation empties the policy caches of every server
+        products -= set(connection.scalars(sa.select(_PRODUCTS.c.name).where(_PRODUCTS.c.name.in_(products))))
+    if products:
         connection.execute(postgresql.insert(_PRODUCTS).values(
             [{"name": name} for name in sorted(products)]).on_conflict_do_nothing())
     if devices:
@@ -1775,6 +1780,13 @@ class PolicyStore(service.Service):
 
     def add_measurement(self, session_id: int, imv_name: str, kind: str, payload: Any):
         return self.writes.submit(record_measurement, session_id, imv_name, kind, payload)
+
+    def keep_device_packages(self, session_id: int, product: str, digest: str, packages):
+        """Keep the package list of the device of session ``session_id``
+        (:func:`nac.db.reevaluation.keep_device_packages`)."""
+        from nac.db.reevaluation import keep_device_packages
+
+        return self.writes.submit(keep_device_packages, session_id, product, digest, packages)
 
     def import_packages(self, product: str, releases, *, security: bool = False):
         return self._defer(self.db.import_packages, product, list(releases), security=security)

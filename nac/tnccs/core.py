@@ -112,5 +112,10 @@ class TnccsCore:
         self.connections[connection_id] = conn
         return conn
 
+    def new_connection_id(self) -> int:
+        """A Connection ID of this core's for work that is no TNCCS
+        connection (a device judged again after a policy change)."""
+        return next(self._ids)
+
     def connection_closed(self, connection_id: int) -> None:
         self.connections.pop(connection_id, None)

@@ -175,6 +175,28 @@ class ScannerImv(PaTncImv):
             return None
         return self.decide(connection, state)
 
+    def restore_state(self, connection, last) -> ScannerState | None:
+        """The state an assessment of the device had, rebuilt from the
+        ``open-ports`` measurement of its last one (``last``:
+        :class:`nac.db.reevaluation.LastAssessment`; blocked entries are
+        not kept and count for nothing), for judging it again against a
+        changed group policy; None without it."""
+        payload = last.measurements.get((self.name, "open-ports"))
+        if not isinstance(payload, dict) or not isinstance(payload.get("open"), list):
+            return None
+        numbers = {name: number for number, name in PROTOCOL_NAMES.items()}
+        entries = []
+        for entry in payload["open"]:
+            try:
+                protocol = entry["protocol"]
+                entries.append(PortEntry(numbers.get(protocol, protocol), int(entry["port"])))
+            except (KeyError, TypeError, ValueError):
+                return None
+        state = self.new_state(connection)
+        state.received_any = state.started = True
+        state.ports = tuple(entries)
+        return state
+
     @defer.inlineCallbacks
     def judge(self, connection, state: ScannerState):
         policy = yield self.group_policy(connection, PORT_POLICIES)

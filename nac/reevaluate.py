@@ -199,11 +199,27 @@ class Reevaluator(service.Service):
         """Re-evaluations done (for tests and figures)."""
         self.changed = 0
         """Decisions changed by them."""
+        self.judged = 0
+        """Devices judged again."""
 
     # -- life cycle --------------------------------------------------------------------
 
+    def metric_families(self):
+        """The re-evaluations so far, as prometheus-client families (``/metrics``)."""
+        from prometheus_client.core import CounterMetricFamily
+
+        yield CounterMetricFamily("nac_reevaluations", "Re-evaluations of the devices with open accounting "
+                                  "sessions after a policy change", value=self.runs)
+        yield CounterMetricFamily("nac_reevaluation_devices", "Devices judged again after policy changes",
+                                  value=self.judged)
+        yield CounterMetricFamily("nac_reevaluation_changes", "Decisions changed by re-evaluations (each "
+                                  "recorded and told to the NASes)", value=self.changed)
+
     def startService(self):
         super().startService()
+        from nac import metrics
+
+        metrics.add_source(self, self.metric_families)
         self._loop = task.LoopingCall(self.poll)
         if self.clock is not None:
             self._loop.clock = self.clock
@@ -214,6 +230,9 @@ class Reevaluator(service.Service):
 
     def stopService(self):
         super().stopService()
+        from nac import metrics
+
+        metrics.remove_source(self)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         return self._running_d
@@ -268,6 +287,7 @@ class Reevaluator(service.Service):
                 log_store_failure(log, Failure(), "judging device {pk} again after a policy change failed",
                                   pk=device_pk, log_limit=("re-evaluation of a device failed", "policy database"))
         self.runs += 1
+        self.judged += len(devices)
         self.changed += changed
         if devices:
             log.info("policy changed: {n} device(s) with open sessions judged again in {s:.2f} s, "

@@ -53,7 +53,8 @@ class ReevaluationMixin(DatabaseMixin):
         return Reevaluator(self.core, self.store, instance=instance, clock=task.Clock(), **kwargs)
 
     @defer.inlineCallbacks
-    def assessed(self, device_id: str, *, access="allowed", others=(), packages=PACKAGES, acct="open"):
+    def assessed(self, device_id: str, *, access="allowed", others=(), packages=PACKAGES, acct="open",
+                 measurements=None):
         """Record an assessment of ``device_id`` as the OS IMV and the core
         would (the os measurement, the package list, each IMV's result) and,
         with ``acct``, an accounting session of it ('open' or 'stopped')."""
@@ -67,6 +68,8 @@ class ReevaluationMixin(DatabaseMixin):
             "packages": {"count": len(packages), "ok": len(packages), "unknown": 0, "vulnerable": [],
                          "blacklisted": []}, "evaluation": "compliant"})
         yield store.keep_device_packages(sid, PRODUCT, "aa" * 16, list(packages))
+        for (imv, kind), payload in (measurements or {}).items():
+            yield store.add_measurement(sid, imv, kind, payload)
         verdicts = (ImvVerdict(1, "os", True, A.ALLOW, E.COMPLIANT),) + tuple(others)
         rec = {"allowed": A.ALLOW, "isolate": A.ISOLATE, "denied": A.NO_ACCESS}[access]
         yield store.session_decided(sid, Decision(recommendation=rec, evaluation=E.COMPLIANT, access=access,
@@ -123,6 +126,9 @@ class ReevaluationMixin(DatabaseMixin):
         self.assertEqual((self.heard, len(self.sessions())), ([], len(rows)))
         n = yield self.changed(r, lambda: self.store.db.blacklist_package(PRODUCT, "openssl", blacklisted=False))
         self.assertEqual(n, 1)
+        figures = {f.name: f.samples[0].value for f in r.metric_families()}
+        self.assertEqual(figures, {"nac_reevaluations": 2, "nac_reevaluation_devices": 2,
+                                   "nac_reevaluation_changes": 2})
         self.assertEqual([d.access for _, d in self.heard], ["allowed"])
         self.assertEqual(self.sessions()[-1].transport, "reevaluation")
 
@@ -163,6 +169,38 @@ class ReevaluationMixin(DatabaseMixin):
                          [("os", A.NO_ACCESS, decision.imv_results[0].reason),
                           ("scanner", A.ISOLATE, "port 23 is open")])
         self.assertIn("port 23 is open", self.sessions()[-1].reason)
+
+    @defer.inlineCallbacks
+    def test_a_port_policy_given_to_the_device_s_group_isolates_it(self):
+        from imvs.scanner import ScannerImv
+        from nac.db import manage
+
+        self.core = TnccsCore(ImvManager([OsImv(), ScannerImv({"closed_port_policy": False})]),
+                              policy=RecommendationPolicy.DEFAULT)
+        attach_store(self.core, self.store)
+        scanner = ImvVerdict(2, "scanner", True, A.ALLOW, E.COMPLIANT)
+        yield self.assessed("dev-11", others=(scanner,), measurements={("scanner", "open-ports"): {
+            "open": [{"protocol": "tcp", "port": 22}, {"protocol": "tcp", "port": 23}], "violations": [],
+            "closed_port_policy": False}})
+        r = self.reevaluator()
+
+        def forbid_telnet():
+            run = self.store.db.run
+            lab = run(manage.add_group, {"name": "lab"})
+            telnet = run(manage.add_policy, {"name": "no telnet", "type": "blocked-tcp-ports", "argument": "23",
+                                             "rec_fail": "isolate"})
+            run(manage.add_enforcement, {"policy": telnet["id"], "group": lab["id"], "max_age": 0})
+            pk = run(lambda session: session.scalar(sa.select(m.Device.id).where(m.Device.device_id == "dev-11")))
+            run(manage.set_device, pk, {"groups": ["lab"]})
+
+        n = yield self.changed(r, forbid_telnet)
+        self.assertEqual(n, 1)
+        [(_, decision)] = self.heard
+        self.assertEqual(decision.access, "isolate")
+        self.assertEqual([(v.imv_name, v.recommendation) for v in decision.imv_results],
+                         [("os", A.ALLOW), ("scanner", A.ISOLATE)])
+        self.assertIn("tcp/23", decision.imv_results[1].remediation[0].instructions)
+        self.assertEqual(decision.enforcement.groups, ("lab",))
 
     @defer.inlineCallbacks
     def test_one_instance_of_several_does_the_work(self):

@@ -263,6 +263,7 @@ class DevicePackages(Base):
     digest: Mapped[str] = mapped_column(sa.String(64))
     packages: Mapped[Any] = mapped_column(sa.JSON)
     updated: Mapped[datetime.datetime] = mapped_column(default=utcnow)
+    """when the list was written"""
 
     def __repr__(self) -> str:
         return f"DevicePackages(device_id={self.device_id!r}, product={self.product!r}, digest={self.digest!r})"

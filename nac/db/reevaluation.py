@@ -150,18 +150,16 @@ def last_assessment(connection, device_pk: int) -> LastAssessment | None:
 def keep_device_packages(connection, session_id: int, product: str, digest: str,
                          packages: list[tuple[str, str]]) -> bool:
     """Keep ``packages`` (with the ``digest`` naming them) as the installed
-    packages of the device of session ``session_id``; only the time when the
-    same list is kept already.  Whether the list was written; False too when
+    packages of the device of session ``session_id``, unless the same list
+    is kept already.  Whether the list was written; False too when
     the session has no device."""
     device_pk = connection.scalar(sa.select(_S.c.device_id).where(_S.c.id == session_id))
     if device_pk is None:
         return False
-    now = utcnow()
-    same = connection.scalar(sa.update(_K).where(_K.c.device_id == device_pk, _K.c.digest == digest,
-                                                 _K.c.product == product).values(updated=now).returning(_K.c.device_id))
-    if same is not None:
-        return False
-    values = {"product": product, "digest": digest, "packages": [list(p) for p in packages], "updated": now}
+    kept = connection.execute(sa.select(_K.c.product, _K.c.digest).where(_K.c.device_id == device_pk)).first()
+    if kept is not None and tuple(kept) == (product, digest):
+        return False  # read, not written: most assessments send the list kept
+    values = {"product": product, "digest": digest, "packages": [list(p) for p in packages], "updated": utcnow()}
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(_K).values(device_id=device_pk, **values)
     connection.execute(statement.on_conflict_do_update(index_elements=[_K.c.device_id], set_=values))

@@ -23,7 +23,10 @@ with EAP-TTLS / EAP-MD5 and its IF-TNCCS 1.1 client.  Shown:
 * ``nac-admin disconnect ID``: hostapd finds the session by nac's
   Calling-Station-Id, Acct-Session-Id and User-Name, de-authorizes the
   port, sends its accounting Stop and answers Disconnect-ACK, which nac
-  records with the accounting session.
+  records with the accounting session.  hostapd's accounting carries a
+  NAS-Port, as a Wi-Fi hostapd's does: nac leaves it out of its requests,
+  for hostapd's DAS refuses (NAK Unsupported-Attribute) what it does not
+  match on.
 """
 
 from __future__ import annotations
@@ -160,7 +163,10 @@ class Environment:
             "auth_server_addr=127.0.0.1", "auth_server_port=1812", f"auth_server_shared_secret={SECRET}",
             "acct_server_addr=127.0.0.1", "acct_server_port=1813", f"acct_server_shared_secret={SECRET}",
             "radius_das_port=3799", f"radius_das_client=127.0.0.1 {SECRET}",
-            "radius_das_require_event_timestamp=1", ""]))
+            "radius_das_require_event_timestamp=1",
+            # the NAS-Port a Wi-Fi hostapd reports (the station's AID); a
+            # wired port has no AID, and hostapd would leave NAS-Port out
+            "radius_acct_req_attr=5:d:1", ""]))
         self.hostapd = Daemon(self.nas_ns, ["hostapd", "-d", str(conf)], self.dir / "hostapd.log")
         wait_for("hostapd's control interface answers", lambda: self.hostapd_cli("ping").strip() == "PONG"
                  or not self.hostapd.alive())
@@ -281,7 +287,8 @@ class HostapdNasTests(unittest.TestCase):
         self.assertEqual(station["dot1xAuthSessionUserName"], "carol")
         self.assertEqual((row["id"], len(session)), (row_id, 16))
         self.assertEqual((row["nas"], row["nas_address"], row["status"], row["user_name"],
-                          row["calling_station_id"]), ("sw1", "127.0.0.1", "started", "carol", CALLING_STATION_ID))
+                          row["calling_station_id"], row["nas_port"]),
+                         ("sw1", "127.0.0.1", "started", "carol", CALLING_STATION_ID, 1))
         self.assertIsNotNone(row["assessment_id"], "the accounting session is not linked to the assessment")
         sessions = json.loads(self.env.server.admin("sessions", "list", "--json", "--limit", "100"))
         [assessment] = [s for s in sessions if s["id"] == row["assessment_id"]]

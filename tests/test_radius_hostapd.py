@@ -66,16 +66,17 @@ def unavailable() -> str | None:
     return netns_unavailable()
 
 
-def wait_for(what: str, probe, timeout: float = 15.0, interval: float = 0.1):
+def wait_for(what: str, probe, timeout: float = 15.0, interval: float = 0.1, detail=lambda: ""):
     """Poll ``probe`` until it returns something true; that value, or
-    AssertionError naming ``what`` after ``timeout`` seconds."""
+    AssertionError naming ``what`` (and ``detail()``) after ``timeout``
+    seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
+            raise AssertionError(f"{what}: not within {timeout} s\n{detail()}")
         time.sleep(interval)
 
 
@@ -117,8 +118,8 @@ class Environment:
         self.hostapd: Daemon | None = None
         self.supplicant: Daemon | None = None
         self.supplicants = 0
-        #: hostapd's Acct-Session-Id -> nac's accounting session id
-        self.rows: dict[str, int] = {}
+        #: hostapd's Acct-Session-Id -> nac's accounting session, as first seen
+        self.rows: dict[str, dict] = {}
         try:
             self._wire()
             self._nac()
@@ -248,13 +249,13 @@ class HostapdNasTests(unittest.TestCase):
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def admitted(self) -> tuple[dict, int, str]:
-        """(hostapd's record of the endpoint, the id of nac's accounting
-        session of it, hostapd's Acct-Session-Id)
-        once the endpoint's port is authorized and its accounting Start is
-        in; a port de-authorized before is authenticated again by a new
-        supplicant (wpa_supplicant 2.10 fails its own re-authentication
-        after a phase 2 EAP-TNC: it Naks the EAP-MD5 it was configured for)."""
+    def admitted(self) -> tuple[dict, dict, str]:
+        """(hostapd's record of the endpoint, nac's accounting session of it
+        as first seen, hostapd's Acct-Session-Id) once the endpoint's port
+        is authorized and its accounting Start is in.  A port de-authorized
+        before is authenticated again by a new supplicant: wpa_supplicant
+        2.10's own re-authentication (``wpa_cli reauthenticate``) after a
+        phase 2 EAP-TNC Naks the phase 2 EAP-MD5 it is configured for."""
         env = self.env
         if "[AUTHORIZED]" not in env.station().get("flags", ""):
             env.stop_supplicant()
@@ -263,11 +264,12 @@ class HostapdNasTests(unittest.TestCase):
             wait_for("hostapd forgets the de-authorized station", lambda: not env.station(), timeout=10)
             env.start_supplicant()
         station = wait_for("the endpoint's port is authorized at hostapd",
-                           lambda: (lambda s: s if "[AUTHORIZED]" in s.get("flags", "") else None)(env.station()))
+                           lambda: (lambda s: s if "[AUTHORIZED]" in s.get("flags", "") else None)(env.station()),
+                           detail=lambda: env.server.log_text()[-3000:] + env.hostapd.text()[-3000:])
         session = station["dot1xAuthSessionId"]
         if session not in env.rows:  # each nac-admin run takes a second: ask once per session
             env.rows[session] = wait_for(f"nac has hostapd's accounting session {session}",
-                                         lambda: env.accounting(session))["id"]
+                                         lambda: env.accounting(session))
         return station, env.rows[session], session
 
     def hostapd_log_after(self, mark: int, text: str, timeout: float = 5.0) -> str:
@@ -278,14 +280,13 @@ class HostapdNasTests(unittest.TestCase):
     # -- tests -------------------------------------------------------------------------------------
 
     def test_admission_is_accounted_by_hostapd(self):
-        station, row_id, session = self.admitted()
-        row = self.env.accounting(session)
+        station, row, session = self.admitted()
         status = wait_for("wpa_supplicant reports its port authorized",
                           lambda: (lambda s: s if s.get("suppPortStatus") == "Authorized" else None)(
                               self.env.supplicant_status()))
         self.assertEqual((status["EAP state"], status["selectedMethod"]), ("SUCCESS", "21 (EAP-TTLS)"))
         self.assertEqual(station["dot1xAuthSessionUserName"], "carol")
-        self.assertEqual((row["id"], len(session)), (row_id, 16))
+        self.assertEqual(len(session), 16)
         self.assertEqual((row["nas"], row["nas_address"], row["status"], row["user_name"],
                           row["calling_station_id"], row["nas_port"]),
                          ("sw1", "127.0.0.1", "started", "carol", CALLING_STATION_ID, 1))
@@ -297,9 +298,9 @@ class HostapdNasTests(unittest.TestCase):
         self.assertIn("sending RADIUS Access-Accept for 'carol' to client 'sw1'", self.env.server.log_text())
 
     def test_coa_isolate_is_refused_by_hostapd(self):
-        station, row_id, session = self.admitted()
+        station, row, session = self.admitted()
         mark = len(self.env.hostapd.text())
-        done = self.env.admin("coa", str(row_id), "--access", "isolate")
+        done = self.env.admin("coa", str(row["id"]), "--access", "isolate")
         self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
         self.assertIn("CoA-NAK: Unsupported-Attribute (401)", done.stderr)
         # attribute 11: the Filter-Id of nac's isolate enforcement
@@ -310,14 +311,14 @@ class HostapdNasTests(unittest.TestCase):
         self.assertIn("[AUTHORIZED]", self.env.station()["flags"])
 
     def test_das_drops_a_request_with_the_wrong_secret(self):
-        station, row_id, session = self.admitted()
+        station, row, session = self.admitted()
         config = self.env.dir / "nac-wrong-secret.conf"
         text = self.env.server.config.read_text()
         self.assertEqual(text.count(f"secret = {SECRET}\n"), 1)
         config.write_text(text.replace(f"secret = {SECRET}\n", f"secret = {WRONG_SECRET}\n"))
         mark = len(self.env.hostapd.text())
         started = time.monotonic()
-        done = self.env.admin("disconnect", str(row_id), config=config)
+        done = self.env.admin("disconnect", str(row["id"]), config=config)
         self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
         self.assertIn("no answer after 2 tries", done.stderr)
         self.assertLess(time.monotonic() - started, 10)
@@ -332,9 +333,9 @@ class HostapdNasTests(unittest.TestCase):
         self.assertIn("[AUTHORIZED]", self.env.station()["flags"])
 
     def test_disconnect_deauthorizes_the_station(self):
-        station, row_id, session = self.admitted()
+        station, row, session = self.admitted()
         mark = len(self.env.hostapd.text())
-        done = self.env.admin("disconnect", str(row_id))
+        done = self.env.admin("disconnect", str(row["id"]))
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         self.assertIn("Disconnect-ACK", done.stdout)
         log = self.hostapd_log_after(mark, "DAS: Reply to 127.0.0.1")

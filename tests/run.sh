@@ -19,7 +19,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES="openssl iproute2 eapoltest freeradius-utils charon-systemd strongswan-swanctl
+DEBIAN_PACKAGES="openssl iproute2 eapoltest wpasupplicant freeradius-utils charon-systemd strongswan-swanctl
 libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins postgresql hostapd freeradius
 logrotate util-linux swtpm swtpm-tools tpm2-tools chromium chromium-driver"
 

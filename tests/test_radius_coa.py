@@ -67,8 +67,24 @@ class CoaClientTests(unittest.TestCase):
         self.assertEqual(values[4], bytes((127, 0, 0, 1)))
         self.assertEqual((values[1], values[44], values[31], values[11]),
                          (b"carol", b"sess-1", b"02-00-00-00-00-01", b"isolate"))
-        self.assertEqual(struct.unpack(">I", values[5])[0], 7)
+        self.assertNotIn(5, values)  # NAS-Port: see test_nas_port_only_without_acct_session_id
         self.assertEqual(struct.unpack(">I", values[55])[0], 1_700_000_000)
+
+    def test_nas_port_only_without_acct_session_id(self):
+        # hostapd's DAS answers a request with an attribute it does not match
+        # on, NAS-Port among them, with a NAK Unsupported-Attribute (401),
+        # though its own accounting reports NAS-Port (the AID of a Wi-Fi
+        # station): Acct-Session-Id names the session, NAS-Port is left out
+        for kind in (Code.COA_REQUEST, Code.DISCONNECT_REQUEST):
+            c = client()
+            c.request(kind, TARGET, [], 0.0)
+            [(data, _)] = c.datagrams()
+            types = [a.type for a in RadiusPacket.parse(data).attributes]
+            self.assertEqual(types, [80, 4, 1, 44, 31, 55])
+        c = client()
+        c.request(Code.DISCONNECT_REQUEST, dataclasses.replace(TARGET, acct_session_id=None), [], 0.0)
+        [(data, _)] = c.datagrams()
+        self.assertEqual(RadiusPacket.parse(data).value(5), 7)
 
     def test_ack(self):
         c = client()

@@ -8,7 +8,8 @@ signed with its shared secret.
 
 :class:`CoaClient` is sans-IO: :meth:`CoaClient.request` makes the request
 (identification attributes of §3: NAS-IP-Address, User-Name,
-Acct-Session-Id, Calling-Station-Id, NAS-Port; Event-Timestamp §3.4;
+Acct-Session-Id, Calling-Station-Id, NAS-Port only without an
+Acct-Session-Id; Event-Timestamp §3.4;
 Message-Authenticator, §3.1, computed over the packet with a zero
 authenticator, then the Request Authenticator as for accounting, §2.3);
 :meth:`CoaClient.datagrams` gives what to send, :meth:`CoaClient.receive`
@@ -110,7 +111,9 @@ class CoaTarget:
                                  (_A.CALLING_STATION_ID, self.calling_station_id)):
             if value:
                 attrs.append(Attribute(attr_type, value.encode("utf-8")[:253]))
-        if self.nas_port is not None:
+        # Acct-Session-Id names the session; NAS-Port beside it would make
+        # hostapd's DAS refuse the request (NAK Unsupported-Attribute, 401)
+        if self.nas_port is not None and not self.acct_session_id:
             attrs.append(Attribute(_A.NAS_PORT, struct.pack(">I", self.nas_port)))
         return attrs
 

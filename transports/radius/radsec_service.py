@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from zope.interface import implementer
 
 from nac.config import ConfigError
-from nac.dualstack import bind, listen_address, unmapped
+from nac.dualstack import BoundListener, unmapped
 from nac.log import Logger
 from nac.tls import server_context
 from transports.pt_tls.tls import TlsServerFactory
@@ -224,16 +224,11 @@ class RadsecService(service.Service):
     def __init__(self, factory: RadsecFactory, context, port: int, interface: str):
         self.factory = factory
         self.tls_factory = TlsServerFactory(context, False, factory)
-        self.port = port
-        self.interface = interface
-        self._socket: socket.socket | None = None
-        self._listening = None
+        self.listener = BoundListener(interface, port, socket.SOCK_STREAM, what="RadSec")
 
     def bind(self) -> None:
         # before twistd drops privileges
-        if self._socket is None and self._listening is None:
-            self.interface = listen_address(self.interface, what="RadSec")
-            self._socket = bind(self.interface, self.port, socket.SOCK_STREAM)
+        self.listener.bind()
 
     def privilegedStartService(self):
         self.bind()
@@ -243,29 +238,19 @@ class RadsecService(service.Service):
         from twisted.internet import reactor
         self.bind()
         super().startService()
-        sock, self._socket = self._socket, None
-        try:
-            self._listening = reactor.adoptStreamPort(sock.fileno(), sock.family, self.tls_factory)
-        finally:
-            sock.close()
+        self.listener.adopt(lambda fd, family: reactor.adoptStreamPort(fd, family, self.tls_factory))
         log.info("RadSec server listening on {where}", where=self.where)
 
     @property
     def where(self) -> str:
-        port = self._listening.getHost().port if self._listening is not None else self.port
-        return f"{self.interface}[{port}]"
+        return self.listener.where
 
     def stopService(self):
         super().stopService()
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
         for connection in list(self.factory.open):
             connection._close()
-        if self._listening is not None:
-            listening, self._listening = self._listening, None
-            return listening.stopListening()
-        return defer.succeed(None)
+        stopped = self.listener.release()
+        return stopped if stopped is not None else defer.succeed(None)
 
 
 def make_radsec_service(cfg, server: RadiusServer, *, accounting=None, clock=None) -> RadsecService:

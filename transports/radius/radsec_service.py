@@ -37,6 +37,8 @@ __all__ = ["RadsecFactory", "RadsecProtocol", "RadsecService", "make_radsec_serv
 
 log = Logger(namespace="nac.radius.radsec")
 
+#: RFC 5176 answers (CoA-ACK/NAK, Disconnect-ACK/NAK) to requests nac sent on a connection
+_DYNAMIC_ANSWERS = frozenset({Code.COA_ACK, Code.COA_NAK, Code.DISCONNECT_ACK, Code.DISCONNECT_NAK})
 #: requests of one connection waiting for their answer (RFC 6613 §2.6: the
 #: Identifier space of a connection)
 MAX_WAITING = 256
@@ -58,6 +60,11 @@ class RadsecProtocol(protocol.Protocol):
         self._closed = False
         #: requests whose answer is not ready yet
         self.waiting = 0
+        #: when the NAS was identified (the newest connection of a NAS gets its CoA)
+        self.identified_at: float | None = None
+        #: nac's CoA / Disconnect requests on this connection and their answers
+        #: (:class:`~transports.radius.radsec_coa.RadsecCoaSender`, made when first needed)
+        self.coa = None
 
     @property
     def peer(self) -> str:
@@ -77,6 +84,7 @@ class RadsecProtocol(protocol.Protocol):
                          names=", ".join(names) or "no names")
             return
         self.client = client
+        self.identified_at = self.factory.clock.seconds()
         log.info("RadSec connection from {peer}: NAS '{nas}'", peer=self.peer, nas=client.name)
         self._rearm(self.factory.idle_timeout, "idle")
 
@@ -95,6 +103,10 @@ class RadsecProtocol(protocol.Protocol):
             self._rearm(self.factory.idle_timeout, "idle")
         server, accounting, now = self.factory.server, self.factory.accounting, self.factory.clock.seconds()
         for packet in packets:
+            if packet[0] in _DYNAMIC_ANSWERS and self.coa is not None:
+                # RFC 5176 answers to nac's requests on this connection
+                self.coa.answer(packet)
+                continue
             # RFC 6614 §2.1: one connection carries authentication and accounting
             core = accounting if accounting is not None and packet[0] == Code.ACCOUNTING_REQUEST else server
             try:
@@ -117,6 +129,18 @@ class RadsecProtocol(protocol.Protocol):
                                             peer=self.peer))
             if self._closed:
                 return
+
+    @property
+    def identified(self) -> bool:
+        """Whether the NAS is known and the connection open."""
+        return self.client is not None and not self._closed
+
+    def send_request(self, data: bytes) -> None:
+        """Send a request of nac's (CoA, Disconnect) to the NAS."""
+        if not self._closed:
+            # the connection stays up for the answer
+            self._rearm(self.factory.idle_timeout, "idle")
+            self.transport.write(data)
 
     def _answered(self, reply: bytes | None) -> None:
         self.waiting -= 1
@@ -164,6 +188,8 @@ class RadsecProtocol(protocol.Protocol):
         self._timer = None
         self.factory.open.discard(self)
         self.factory.lost(self.host)
+        if self.coa is not None:
+            self.coa.lost()
 
 
 class RadsecFactory(protocol.Factory):

@@ -425,8 +425,8 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
         from transports.radius.radsec_service import make_radsec_service
         accounting = radius.accounting.server if radius.accounting is not None else None
         radius.radsec = make_radsec_service(cfg, server, accounting=accounting, clock=clock)
-    from transports.radius.dynamic import make_dispatcher
-    radius.dispatcher = make_dispatcher(cfg, store, clients)
+    from transports.radius.radsec_coa import make_dispatcher
+    radius.dispatcher = make_dispatcher(cfg, store, clients, radius.radsec.factory if radius.radsec else None)
     return radius
 
 

@@ -210,6 +210,14 @@ class RadsecCoaTests(unittest.TestCase):
         self.assertEqual((info.coa_action, info.coa_result),
                          ("coa", "not reachable: no open RadSec connection and no address for UDP"))
 
+    def test_a_worker_process_has_no_connections_and_says_so(self):
+        self.session()
+        self.connect()  # in the main process: a worker does not see it
+        self.dispatcher.radsec = None
+        self.decide("isolate")
+        self.assertEqual(self.recorded().coa_result,
+                         "not reachable: no open RadSec connection in this worker process and no address for UDP")
+
     def test_the_timeout_lasts_as_long_as_the_udp_tries(self):
         self.assertEqual(reliable_timeout(2.0, 5), 2 + 4 + 8 + 16 + 16)
         self.assertEqual(reliable_timeout(0.3, 3), 0.3 + 0.6 + 1.2)

@@ -9,7 +9,9 @@ handshake, a NAS without a certificate issued by ``[radius] radsec_ca``;
 then the certificate's names (:func:`~transports.radius.clients.certificate_names`)
 must be the ``radsec_name`` of a ``[radius-client:NAME]`` section, else the
 connection is closed.  Bad input closes the connection (RFC 6613 §2.4) with
-a log line limited per peer.
+a log line limited per peer.  nac's own CoA / Disconnect requests to the NAS
+go out on its connection too, and their answers are handed back to them
+(:mod:`transports.radius.radsec_coa`).
 """
 
 from __future__ import annotations

@@ -21,11 +21,13 @@ import errno
 import ipaddress
 import socket
 
+from typing import Callable
+
 from twisted.internet.error import CannotListenError
 
 from nac.log import Logger
 
-__all__ = ["ALL_ADDRESSES", "IPV4_ANY", "bind", "listen_address", "socket_address", "unmapped"]
+__all__ = ["ALL_ADDRESSES", "IPV4_ANY", "BoundListener", "bind", "listen_address", "socket_address", "unmapped"]
 
 log = Logger(namespace="nac")
 
@@ -108,3 +110,62 @@ def bind(interface: str, port: int, kind: int = socket.SOCK_STREAM, *, backlog: 
         raise CannotListenError(interface, port, exc) from None
     sock.setblocking(False)
     return sock
+
+
+class BoundListener:
+    """The life of one listening socket: bound by :meth:`bind` (in
+    ``privilegedStartService``, before twistd drops privileges), handed to
+    the reactor by :meth:`adopt` (in ``startService``), closed by
+    :meth:`release` (in ``stopService``), whichever of them ran.
+
+    ``what`` names the listener in the log line of :func:`listen_address`.
+    """
+
+    def __init__(self, interface: str, port: int, kind: int, *, what: str = ""):
+        self.interface = interface
+        self.port = port
+        self.kind = kind
+        self.what = what
+        #: bound, not yet adopted
+        self.socket: socket.socket | None = None
+        #: the reactor's port once adopted (``getHost``, ``socket``, ``stopListening``)
+        self.listening = None
+
+    def bind(self) -> None:
+        """Bind the socket, unless it is bound or listening already.
+
+        :raises CannotListenError: when the address cannot be bound.
+        """
+        if self.socket is None and self.listening is None:
+            self.interface = listen_address(self.interface, what=self.what)
+            self.socket = bind(self.interface, self.port, self.kind)
+
+    def adopt(self, adopt: Callable[[int, int], object]):
+        """Bind if need be, then hand the socket to ``adopt(fileno, family)``
+        (``reactor.adoptStreamPort`` / ``adoptDatagramPort`` with their other
+        arguments bound): the reactor's port, which holds a duplicate of the
+        socket, so that ours is closed."""
+        self.bind()
+        sock, self.socket = self.socket, None
+        try:
+            self.listening = adopt(sock.fileno(), sock.family)
+        finally:
+            sock.close()
+        return self.listening
+
+    @property
+    def where(self) -> str:
+        """``address[port]`` as listening (the real port when 0 was asked for)."""
+        port = self.listening.getHost().port if self.listening is not None else self.port
+        return f"{self.interface}[{port}]"
+
+    def release(self):
+        """Close a socket bound but not adopted, stop listening: the
+        Deferred of ``stopListening``, or None when nothing listened."""
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+        if self.listening is not None:
+            listening, self.listening = self.listening, None
+            return listening.stopListening()
+        return None

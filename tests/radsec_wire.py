@@ -35,11 +35,12 @@ def eap_identity_request(identifier: int, user: bytes = b"carol", secret: bytes 
                                                 (EAP_MESSAGE, eap)], secret)
 
 
-def accounting_start(identifier: int, session_id: bytes, user: bytes = b"carol", secret: bytes = b"radsec") -> bytes:
+def accounting_start(identifier: int, session_id: bytes, user: bytes = b"carol", secret: bytes = b"radsec",
+                     station: bytes = b"02-00-00-00-00-01") -> bytes:
     """An Accounting-Request Start whose Request Authenticator is
     MD5(Code | Identifier | Length | 16 zero octets | Attributes | secret), RFC 2866 §3."""
     attributes = [(ACCT_STATUS_TYPE, struct.pack(">I", 1)), (ACCT_SESSION_ID, session_id), (USER_NAME, user),
-                  (CALLING_STATION_ID, b"02-00-00-00-00-01")]
+                  (CALLING_STATION_ID, station)]
     body = b"".join(bytes((kind, 2 + len(value))) + value for kind, value in attributes)
     head = struct.pack(">BBH", ACCOUNTING_REQUEST, identifier, 20 + len(body))
     return head + hashlib.md5(head + bytes(16) + body + secret).digest() + body

@@ -121,7 +121,8 @@ class CoaTarget:
 @dataclass(frozen=True, slots=True)
 class CoaOutcome:
     """How one request ended: ``acked``, else ``error_cause`` (a NAK's) or
-    no answer (``attempts`` sent)."""
+    no answer (``attempts`` sent); ``note`` says why there was none when
+    it was not a plain timeout (a connection lost, a NAS not reachable)."""
 
     handle: int
     kind: int
@@ -130,6 +131,7 @@ class CoaOutcome:
     nak: bool = False
     error_cause: int | None = None
     attempts: int = 1
+    note: str | None = None
 
     @property
     def action(self) -> str:
@@ -142,6 +144,8 @@ class CoaOutcome:
             return f"{answer}" + (f" after {self.attempts} tries" if self.attempts > 1 else "")
         if self.nak:
             return f"{answer}: " + (error_cause_name(self.error_cause) if self.error_cause else "no Error-Cause")
+        if self.note:
+            return self.note
         return f"no answer after {self.attempts} tries"
 
 
@@ -253,6 +257,15 @@ class CoaClient:
             pending.timeout = min(self.max_timeout, pending.timeout * 2)
             pending.deadline = now + pending.timeout
             self._outbox.append((pending.data, (pending.target.host, pending.target.port)))
+        return done
+
+    def abandon(self, note: str) -> list[CoaOutcome]:
+        """The outcomes of every request in flight, given up now (``note``
+        says why: the connection they went on is gone)."""
+        done = [CoaOutcome(p.handle, p.kind, p.target, False, attempts=p.attempts, note=note)
+                for p in self._pending.values()]
+        self._pending.clear()
+        self._outbox.clear()
         return done
 
     def next_deadline(self) -> float | None:

@@ -200,7 +200,7 @@ class CoaDispatcher:
             return None
         sends = []
         for info in targets:
-            client = self.clients.find(info.nas_address)
+            client = self.client_for(info)
             request = coa_request_for(info, client, access, self.enforcement, getattr(decision, "enforcement", None))
             if request is None:
                 continue
@@ -211,6 +211,10 @@ class CoaDispatcher:
                      nas=info.nas, acct=info.acct_session_id)
             sends.append(self.send(info, client, kind, attributes))
         return defer.DeferredList(sends, consumeErrors=True) if sends else None
+
+    def client_for(self, info: AccountingInfo):
+        """The NAS of accounting session ``info`` (None: no client of ours)."""
+        return self.clients.find(info.nas_address)
 
     def send(self, info: AccountingInfo, client, kind: int, attributes) -> defer.Deferred:
         """Send ``kind`` for ``info`` and record how it ended."""
@@ -262,12 +266,14 @@ def change_session(cfg, db, row_id: int, access: str | None) -> tuple[bool, dict
     from nac.db.accounting import coa_targets
     from transports.radius.clients import client_table
     from transports.radius.coa import send_blocking
+    from transports.radius.radsec_coa import refuse_radsec_only
 
     found = db.read(coa_targets, row_id=row_id)
     if not found:
         raise LookupError(f"no accounting session {row_id}")
     info = found[0]
     client = client_table(cfg).find(info.nas_address)
+    refuse_radsec_only(cfg, info, client)
     if client is None:
         raise LookupError(f"accounting session {row_id}: its NAS {info.nas_address} is no RADIUS client of the "
                           "configuration")

@@ -119,7 +119,8 @@ class RadiusPlugin(WorkerTransportPlugin):
             Option("coa_port", port, 3799, "UDP port of the NASes' Dynamic Authorization Server (RFC 5176)."),
             Option("coa_timeout", seconds, 2.0,
                    "How long nac waits for a CoA-ACK / NAK before sending the request again; the wait doubles "
-                   "with each try, up to 16 s."),
+                   "with each try, up to 16 s. On a NAS's RadSec connection a request is sent once and waits "
+                   "as long as all the UDP tries would."),
             Option("coa_attempts", int_range(1, 10), 5,
                    "How many times a CoA-Request or Disconnect-Request is sent before nac gives up (and records "
                    "it as unanswered)."),
@@ -225,7 +226,8 @@ class RadiusPlugin(WorkerTransportPlugin):
                    "subjectAltName or its subject common name (compared without regard to case); a RadSec "
                    "connection whose certificate (issued by [radius] radsec_ca) names no NAS is closed. The "
                    "NAS's secret there is \"radsec\" (RFC 6614 §2.3); address and secret are then only needed "
-                   "for UDP RADIUS."),
+                   "for UDP RADIUS. CoA and Disconnect go on its open RadSec connection, else over UDP when it "
+                   "has an address."),
             Option("secret", optional(secret_text), None,
                    "Its shared secret (never shown in logs or errors). Give secret or secret_file.", secret=True),
             Option("secret_file", optional(path), None,

@@ -9,7 +9,9 @@ handshake, a NAS without a certificate issued by ``[radius] radsec_ca``;
 then the certificate's names (:func:`~transports.radius.clients.certificate_names`)
 must be the ``radsec_name`` of a ``[radius-client:NAME]`` section, else the
 connection is closed.  Bad input closes the connection (RFC 6613 §2.4) with
-a log line limited per peer.
+a log line limited per peer.  nac's own CoA / Disconnect requests to the NAS
+go out on its connection too, and their answers are handed back to them
+(:mod:`transports.radius.radsec_coa`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from zope.interface import implementer
 
 from nac.config import ConfigError
-from nac.dualstack import bind, listen_address, unmapped
+from nac.dualstack import BoundListener, unmapped
 from nac.log import Logger
 from nac.tls import server_context
 from transports.pt_tls.tls import TlsServerFactory
@@ -37,6 +39,8 @@ __all__ = ["RadsecFactory", "RadsecProtocol", "RadsecService", "make_radsec_serv
 
 log = Logger(namespace="nac.radius.radsec")
 
+#: RFC 5176 answers (CoA-ACK/NAK, Disconnect-ACK/NAK) to requests nac sent on a connection
+_DYNAMIC_ANSWERS = frozenset({Code.COA_ACK, Code.COA_NAK, Code.DISCONNECT_ACK, Code.DISCONNECT_NAK})
 #: requests of one connection waiting for their answer (RFC 6613 §2.6: the
 #: Identifier space of a connection)
 MAX_WAITING = 256
@@ -58,6 +62,11 @@ class RadsecProtocol(protocol.Protocol):
         self._closed = False
         #: requests whose answer is not ready yet
         self.waiting = 0
+        #: when the NAS was identified (the newest connection of a NAS gets its CoA)
+        self.identified_at: float | None = None
+        #: nac's CoA / Disconnect requests on this connection and their answers
+        #: (:class:`~transports.radius.radsec_coa.RadsecCoaSender`, made when first needed)
+        self.coa = None
 
     @property
     def peer(self) -> str:
@@ -77,6 +86,7 @@ class RadsecProtocol(protocol.Protocol):
                          names=", ".join(names) or "no names")
             return
         self.client = client
+        self.identified_at = self.factory.clock.seconds()
         log.info("RadSec connection from {peer}: NAS '{nas}'", peer=self.peer, nas=client.name)
         self._rearm(self.factory.idle_timeout, "idle")
 
@@ -95,6 +105,10 @@ class RadsecProtocol(protocol.Protocol):
             self._rearm(self.factory.idle_timeout, "idle")
         server, accounting, now = self.factory.server, self.factory.accounting, self.factory.clock.seconds()
         for packet in packets:
+            if packet[0] in _DYNAMIC_ANSWERS and self.coa is not None:
+                # RFC 5176 answers to nac's requests on this connection
+                self.coa.answer(packet)
+                continue
             # RFC 6614 §2.1: one connection carries authentication and accounting
             core = accounting if accounting is not None and packet[0] == Code.ACCOUNTING_REQUEST else server
             try:
@@ -117,6 +131,18 @@ class RadsecProtocol(protocol.Protocol):
                                             peer=self.peer))
             if self._closed:
                 return
+
+    @property
+    def identified(self) -> bool:
+        """Whether the NAS is known and the connection open."""
+        return self.client is not None and not self._closed
+
+    def send_request(self, data: bytes) -> None:
+        """Send a request of nac's (CoA, Disconnect) to the NAS."""
+        if not self._closed:
+            # the connection stays up for the answer
+            self._rearm(self.factory.idle_timeout, "idle")
+            self.transport.write(data)
 
     def _answered(self, reply: bytes | None) -> None:
         self.waiting -= 1
@@ -164,6 +190,8 @@ class RadsecProtocol(protocol.Protocol):
         self._timer = None
         self.factory.open.discard(self)
         self.factory.lost(self.host)
+        if self.coa is not None:
+            self.coa.lost()
 
 
 class RadsecFactory(protocol.Factory):
@@ -224,16 +252,11 @@ class RadsecService(service.Service):
     def __init__(self, factory: RadsecFactory, context, port: int, interface: str):
         self.factory = factory
         self.tls_factory = TlsServerFactory(context, False, factory)
-        self.port = port
-        self.interface = interface
-        self._socket: socket.socket | None = None
-        self._listening = None
+        self.listener = BoundListener(interface, port, socket.SOCK_STREAM, what="RadSec")
 
     def bind(self) -> None:
         # before twistd drops privileges
-        if self._socket is None and self._listening is None:
-            self.interface = listen_address(self.interface, what="RadSec")
-            self._socket = bind(self.interface, self.port, socket.SOCK_STREAM)
+        self.listener.bind()
 
     def privilegedStartService(self):
         self.bind()
@@ -243,29 +266,19 @@ class RadsecService(service.Service):
         from twisted.internet import reactor
         self.bind()
         super().startService()
-        sock, self._socket = self._socket, None
-        try:
-            self._listening = reactor.adoptStreamPort(sock.fileno(), sock.family, self.tls_factory)
-        finally:
-            sock.close()
+        self.listener.adopt(lambda fd, family: reactor.adoptStreamPort(fd, family, self.tls_factory))
         log.info("RadSec server listening on {where}", where=self.where)
 
     @property
     def where(self) -> str:
-        port = self._listening.getHost().port if self._listening is not None else self.port
-        return f"{self.interface}[{port}]"
+        return self.listener.where
 
     def stopService(self):
         super().stopService()
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
         for connection in list(self.factory.open):
             connection._close()
-        if self._listening is not None:
-            listening, self._listening = self._listening, None
-            return listening.stopListening()
-        return defer.succeed(None)
+        stopped = self.listener.release()
+        return stopped if stopped is not None else defer.succeed(None)
 
 
 def make_radsec_service(cfg, server: RadiusServer, *, accounting=None, clock=None) -> RadsecService:

@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from nac import config as nac_config
 from nac import metrics
-from nac.dualstack import bind, listen_address, unmapped
+from nac.dualstack import BoundListener, unmapped
 from nac.interfaces import IPostureTransport
 from nac.log import Logger
 from transports.radius.enforcement import RadiusEnforcement
@@ -191,18 +191,13 @@ class AccountingService(service.Service):
     def __init__(self, server: AccountingServer, port: int, interface: str, clock=None):
         from twisted.internet import reactor
         self.server = server
-        self.port = port
-        self.interface = interface
         self.clock = clock or reactor
         self.protocol = AccountingProtocol(server, self.clock)
-        self._socket: socket.socket | None = None
-        self._listening = None
+        self.listener = BoundListener(interface, port, socket.SOCK_DGRAM, what="RADIUS accounting")
         self._sweeper = None
 
     def bind(self) -> None:
-        if self._socket is None and self._listening is None:
-            self.interface = listen_address(self.interface, what="RADIUS accounting")
-            self._socket = bind(self.interface, self.port, socket.SOCK_DGRAM)
+        self.listener.bind()
 
     def privilegedStartService(self):
         self.bind()
@@ -212,12 +207,8 @@ class AccountingService(service.Service):
         from twisted.internet import reactor
         self.bind()
         super().startService()
-        sock, self._socket = self._socket, None
-        try:
-            self._listening = reactor.adoptDatagramPort(sock.fileno(), sock.family, self.protocol,
-                                                        AccountingProtocol.maxPacketSize)
-        finally:
-            sock.close()
+        self.listener.adopt(lambda fd, family: reactor.adoptDatagramPort(fd, family, self.protocol,
+                                                                         AccountingProtocol.maxPacketSize))
         self._sweeper = task.LoopingCall(lambda: self.server.expire(self.clock.seconds()))
         self._sweeper.clock = self.clock
         self._sweeper.start(EXPIRY_INTERVAL, now=False)
@@ -225,15 +216,14 @@ class AccountingService(service.Service):
 
     @property
     def where(self) -> str:
-        port = self._listening.getHost().port if self._listening is not None else self.port
-        return f"{self.interface}[{port}]"
+        return self.listener.where
 
     def stopService(self):
         super().stopService()
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self.server.close()
-        return _release(self)
+        return self.listener.release()
 
 
 @implementer(IPostureTransport)
@@ -253,16 +243,14 @@ class RadiusService(service.Service):
         from twisted.internet import reactor
         self.core = core
         self.server = server
-        self.port = port
-        self.interface = interface
         self.clock = clock or reactor
         self.protocol = RadiusProtocol(server, self.clock)
         self.workers = workers
         self.adopt = adopt
         self.relay_fds = relay
         self._mesh: dict | None = None
-        self._socket: socket.socket | None = None
-        self._listening = None
+        # a worker adopts the main process's socket instead (``adopt``)
+        self.listener = BoundListener(interface, port, socket.SOCK_DGRAM, what="RADIUS")
         self._sweeper = None
         #: the accounting listener (main process, ``[radius] acct_port`` not 0)
         self.accounting: AccountingService | None = None
@@ -271,11 +259,14 @@ class RadiusService(service.Service):
         #: RadSec (main process, ``[radius] radsec_port`` not 0)
         self.radsec = None
 
+    @property
+    def _listening(self):
+        return self.listener.listening
+
     def _bind(self) -> None:
         # bound before twistd drops privileges (a port below 1024 needs them)
-        if self.adopt is None and self._socket is None and self._listening is None:
-            self.interface = listen_address(self.interface, what="RADIUS")
-            self._socket = bind(self.interface, self.port, socket.SOCK_DGRAM)
+        if self.adopt is None:
+            self.listener.bind()
 
     def privilegedStartService(self):
         self._bind()
@@ -303,12 +294,8 @@ class RadiusService(service.Service):
             self.protocol.sock = socket.socket(fileno=fd)
             self.protocol.sock.setblocking(False)
         else:
-            sock, self._socket = self._socket, None
-            try:
-                self._listening = reactor.adoptDatagramPort(sock.fileno(), sock.family, self.protocol,
-                                                            RadiusProtocol.maxPacketSize)
-            finally:
-                sock.close()  # the port has its own duplicate
+            self.listener.adopt(lambda fd, family: reactor.adoptDatagramPort(fd, family, self.protocol,
+                                                                             RadiusProtocol.maxPacketSize))
         if self.server.processes > 1:
             if self.relay_fds is not None:
                 ends = {int(peer): socket.socket(fileno=fd) for peer, fd in self.relay_fds.items()}
@@ -345,13 +332,9 @@ class RadiusService(service.Service):
     @property
     def where(self) -> str:
         """``address[port]`` as listening (the real port when 0 was asked for)."""
-        if self._listening is not None:
-            port = self._listening.getHost().port
-        elif self.protocol.sock is not None:
-            port = self.protocol.sock.getsockname()[1]
-        else:
-            port = self.port
-        return f"{self.interface}[{port}]"
+        if self.protocol.sock is not None and self._listening is None:
+            return f"{self.listener.interface}[{self.protocol.sock.getsockname()[1]}]"
+        return self.listener.where
 
     def stopService(self):
         super().stopService()
@@ -384,21 +367,10 @@ class RadiusService(service.Service):
         sock, self.protocol.sock = self.protocol.sock, None
         if sock is not None:
             sock.close()
-        released = _release(self)
+        released = self.listener.release()
         if radsec_stopped is None:
             return released
         return defer.gatherResults([d for d in (released, radsec_stopped) if d is not None])
-
-
-def _release(svc):
-    """Close ``svc``'s bound socket not yet listened on and stop its listening port."""
-    if svc._socket is not None:
-        svc._socket.close()
-        svc._socket = None
-    if svc._listening is not None:
-        listening, svc._listening = svc._listening, None
-        return listening.stopListening()
-    return None
 
 
 def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers=None,
@@ -453,8 +425,8 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
         from transports.radius.radsec_service import make_radsec_service
         accounting = radius.accounting.server if radius.accounting is not None else None
         radius.radsec = make_radsec_service(cfg, server, accounting=accounting, clock=clock)
-    from transports.radius.dynamic import make_dispatcher
-    radius.dispatcher = make_dispatcher(cfg, store, clients)
+    from transports.radius.radsec_coa import make_dispatcher
+    radius.dispatcher = make_dispatcher(cfg, store, clients, radius.radsec.factory if radius.radsec else None)
     return radius
 
 

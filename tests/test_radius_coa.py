@@ -180,6 +180,12 @@ class SessionControlTests(unittest.TestCase):
         from transports.radius.plugin import transport
         self.assertTrue(verifyObject(ISessionControl, transport))
 
+    def test_the_running_session_control_provides_its_interface(self):
+        from zope.interface.verify import verifyObject
+        from nac.interfaces import IRunningSessionControl
+        from transports.radius.session_control import RadiusSessionControl
+        self.assertTrue(verifyObject(IRunningSessionControl, RadiusSessionControl(None)))
+
 
 class FakeSender:
     def __init__(self):

@@ -351,6 +351,28 @@ class ISessionControl(Interface):
         sent."""
 
 
+class IRunningSessionControl(Interface):
+    """A transport's running service (nac's main process) that changes or
+    ends, when an operator asks (the HTTP API, the web console), a session
+    its enforcement point admitted, with the clients and timers of the
+    running reactor: RADIUS CoA / Disconnect (RFC 5176).  The HTTP service
+    finds it among its sibling services by this interface, never by
+    importing the transport."""
+
+    def change_session(session_id, access):
+        """Tell the enforcement point of accounting session ``session_id``
+        (its row id) the decision ``access`` ('allowed', 'isolate';
+        'denied' ends it) or end the session (``access`` None).  Returns a
+        Deferred firing, once the enforcement point answered or every try
+        went unanswered, with (acknowledged, a JSON-able dict with ``id``,
+        ``nas``, ``action``, ``acked``, ``nak``, ``error_cause``,
+        ``attempts``, ``result``, one line saying the outcome), the outcome
+        recorded with the session; failing with
+        :class:`nac.db.store.NotFound` when there is no such session,
+        LookupError (its enforcement point is unknown) or ValueError with a
+        one-line reason when nothing can be sent."""
+
+
 class IWorkerProcesses(Interface):
     """nac's worker processes, as a transport of the main process sees
     them (:class:`nac.processes.WorkerSupervisor`)."""

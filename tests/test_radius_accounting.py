@@ -260,6 +260,27 @@ class AccountingServerTests(unittest.TestCase):
         server.respond(acct_request(start(), secret=b"other secret"), ("127.0.0.2", 9), 2.1)
         self.assertEqual(len(rec.records), 3)
 
+    def test_limits_are_counted_by_reason(self):
+        server, rec = self.server(max_pending=1, max_pending_per_nas=1, rate_per_nas=100, burst_per_nas=2)
+        server.respond(acct_request(start(session=b"a")), NAS, 1.0)
+        server.respond(acct_request(start(session=b"b"), identifier=8), NAS, 1.0)  # one is being recorded
+        rec.commit()
+        server.respond(acct_request(start(session=b"c"), identifier=9), NAS, 1.0)
+        rec.commit()
+        server.respond(acct_request(start(session=b"d"), identifier=10), NAS, 1.0)  # burst of 2 used up
+        counters = server.counters
+        self.assertEqual((counters.dropped, counters.backlogged, counters.rate_limited), (2, 1, 1))
+
+    def test_requests_are_counted_by_status_type(self):
+        server, rec = self.server()
+        for n, status in enumerate((1, 3, 3, 2, 7, 8, 99)):
+            server.respond(acct_request(start(status=status), identifier=n), NAS, 1.0)
+        server.respond(acct_request(attr(44, b"no status type"), identifier=20), NAS, 1.0)
+        self.assertEqual(dict(server.counters.by_status_type),
+                         {"start": 1, "interim_update": 2, "stop": 1, "accounting_on": 1, "accounting_off": 1,
+                          "other": 2})
+        self.assertEqual(server.counters.requests, 8)
+
     # -- what a request must hold ------------------------------------------------------------------
 
     def test_requests_without_status_type_or_session_id_are_discarded(self):

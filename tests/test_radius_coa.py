@@ -148,6 +148,29 @@ class CoaClientTests(unittest.TestCase):
         self.assertEqual(len({data[1] for data, _ in c.datagrams()}), 3)
 
 
+    def test_counters_by_kind_and_outcome(self):
+        # what /metrics shows of a sender: first tries, retransmissions, ACKs, NAKs by Error-Cause, no answer
+        c = client(timeout=1.0, attempts=2)
+        c.request(Code.COA_REQUEST, TARGET, [], 0.0)
+        c.request(Code.COA_REQUEST, TARGET, [], 0.0)
+        c.request(Code.DISCONNECT_REQUEST, TARGET, [], 0.0)
+        c.request(Code.DISCONNECT_REQUEST, TARGET, [], 0.0)
+        first, second, third, fourth = (data for data, _ in c.datagrams())
+        self.assertEqual(c.counters.requests, {"coa": 2, "disconnect": 2})
+        c.receive(answer(first, 44), NAS, 0.1)
+        c.receive(answer(second, 45, attr(101, struct.pack(">I", 503))), NAS, 0.1)
+        c.receive(answer(third, 42), NAS, 0.1)
+        self.assertEqual(c.in_flight, 1)
+        c.expire(1.0)
+        self.assertEqual(c.counters.retransmissions, {"disconnect": 1})
+        [gone] = c.expire(3.0)
+        self.assertEqual((gone.kind, c.in_flight), (Code.DISCONNECT_REQUEST, 0))
+        self.assertEqual(c.counters.acks, {"coa": 1})
+        self.assertEqual(c.counters.naks, {("coa", "session_context_not_found"): 1, ("disconnect", "none"): 1})
+        self.assertEqual(c.counters.timeouts, {"disconnect": 1})
+        self.assertEqual(c.counters.requests, {"coa": 2, "disconnect": 2}, "a retransmission is no new request")
+
+
 class EnforcementOfCoaTests(unittest.TestCase):
     nas = RadiusClient(ipaddress.ip_network("127.0.0.1/32"), SECRET, "sw1")
 
@@ -172,6 +195,12 @@ class SessionControlTests(unittest.TestCase):
         from nac.interfaces import ISessionControl
         from transports.radius.plugin import transport
         self.assertTrue(verifyObject(ISessionControl, transport))
+
+    def test_the_running_session_control_provides_its_interface(self):
+        from zope.interface.verify import verifyObject
+        from nac.interfaces import IRunningSessionControl
+        from transports.radius.session_control import RadiusSessionControl
+        self.assertTrue(verifyObject(IRunningSessionControl, RadiusSessionControl(None)))
 
 
 class FakeSender:

@@ -38,6 +38,10 @@ from transports.http.routes import Routes
 log = Logger(namespace="nac.http")
 
 ROLE_RANK = {"read": 0, "collector": 1, "admin": 2}
+#: handlers whose POST may come without a body (taken as {})
+EMPTY_BODY_OK = frozenset({"accounting_disconnect"})
+#: what ``POST /api/accounting/{id}/coa`` may ask for ('denied': a Disconnect-Request)
+COA_ACCESS = ("allowed", "isolate", "denied")
 
 
 class ApiError(Exception):
@@ -135,12 +139,14 @@ def _aik(info: attest_db.AikInfo) -> dict:
 class ApiResource(resource.Resource):
     isLeaf = True
 
-    def __init__(self, store, settings: ApiSettings, metrics=None, health=None):
+    def __init__(self, store, settings: ApiSettings, metrics=None, health=None, session_control=None):
         super().__init__()
         self.store = store
         self.settings = settings
         self.metrics = metrics
         self.health = health
+        #: ``session_control()``: the running IRunningSessionControl (RADIUS CoA), or None
+        self.session_control = session_control
         self.limiter = RateLimiter(settings.rate, settings.burst)
         self.requests = 0
 
@@ -196,6 +202,8 @@ class ApiResource(resource.Resource):
             body = None
             if method in ("POST", "PATCH", "PUT"):
                 raw = request.content.read() if request.content is not None else b""
+                if not raw.strip() and name in EMPTY_BODY_OK:
+                    raw = b"{}"
                 try:
                     body = json.loads(raw or b"null")
                 except ValueError as exc:
@@ -347,6 +355,43 @@ class ApiResource(resource.Resource):
         return 200, await self.store.read(queries.list_accounting, limit, offset, nas=ctx.query.get("nas"),
                                           station=ctx.query.get("station"), device=ctx.query.get("device"),
                                           open_only=status == "true")
+
+    @route("POST", "/api/accounting/(?P<pk>[^/]+)/coa", "admin")
+    async def accounting_coa(self, ctx, pk):
+        manage._unknown(ctx.body, {"access"})
+        access = ctx.body.get("access")
+        if access not in COA_ACCESS:
+            raise ApiError(400, "invalid_field", f"is required: one of {', '.join(COA_ACCESS)}", "access")
+        return await self._change_session(ctx, self._pk(pk, "accounting session"), access)
+
+    @route("POST", "/api/accounting/(?P<pk>[^/]+)/disconnect", "admin")
+    async def accounting_disconnect(self, ctx, pk):
+        manage._unknown(ctx.body, set())
+        return await self._change_session(ctx, self._pk(pk, "accounting session"), None)
+
+    async def _change_session(self, ctx, pk: int, access: str | None):
+        """A CoA-Request (``access``) or Disconnect-Request (None) for
+        accounting session ``pk``, sent by the server's RADIUS transport and
+        awaited; audited whatever its outcome.  200: acknowledged; 409: the
+        NAS sent a NAK (or it cannot be sent); 502: the NAS did not answer."""
+        control = self.session_control() if self.session_control is not None else None
+        if control is None:
+            raise ApiError(409, "unavailable", "no transport of this server sends CoA or Disconnect requests "
+                                               "(the radius transport is not enabled)")
+        try:
+            acked, outcome, text = await control.change_session(pk, access)
+        except (LookupError, ValueError) as exc:
+            raise ApiError(409, "cannot_send", str(exc).strip("'\"")) from None
+        action = outcome["action"]
+        log.info("HTTP API: {actor} sent a {action} for accounting session {id}: {outcome}",
+                 actor=printable(ctx.actor), action=action, id=pk, outcome=text)
+        await self.store.run(manage.audit, ctx.actor, action, "accounting", str(pk),
+                             {"request": ctx.body, "outcome": outcome}, ctx.peer)
+        if acked:
+            return 200, outcome
+        status, code = (409, "nak") if outcome["nak"] else (502, "no_answer")
+        return status, {"error": {"status": status, "code": code, "message": text, "field": None},
+                        "outcome": outcome}
 
     @route("GET", "/api/sessions/(?P<pk>[^/]+)", "read")
     async def session(self, ctx, pk):

@@ -1,8 +1,10 @@
 """The web console for network operators under ``/console/``: the
-overview, devices, sessions, the group policy, packages, users and tokens,
-as pages rendered on the server (jinja2, autoescaped: every identity an
-endpoint sent is text, never markup), a few lines of inline script (its
-nonce in the Content-Security-Policy), no build step.
+overview, devices, sessions, NAS sessions (RADIUS accounting, with the CoA
+and Disconnect the server's RADIUS transport sends), the group policy,
+packages, users and tokens, as pages rendered on the server (jinja2,
+autoescaped: every identity an endpoint sent is text, never markup), a few
+lines of inline script (its nonce in the Content-Security-Policy), no
+build step.
 
 People log in with a name and password (``nac-admin console-user add``,
 the ``console_users`` table, scrypt); their session is a random id in a
@@ -206,8 +208,11 @@ def _lines(value: str) -> list[str]:
 class ConsoleResource:
     """The console's pages; :meth:`render` takes every request under ``/console``."""
 
-    def __init__(self, store, settings: ConsoleSettings | None = None, *, clock=None, secret: bytes | None = None):
+    def __init__(self, store, settings: ConsoleSettings | None = None, *, clock=None, secret: bytes | None = None,
+                 session_control=None):
         self.store = store
+        #: ``session_control()``: the running IRunningSessionControl (RADIUS CoA), or None
+        self.session_control = session_control
         self.settings = settings or ConsoleSettings()
         self._clock = clock
         self.sessions = ConsoleSessions(self.settings.idle_timeout, self.settings.max_sessions)
@@ -546,6 +551,48 @@ class ConsoleResource:
             info["duration"] = f"{took.total_seconds():.3f} s"
         device_pk = None if info["device"] is None else await self.store.read(queries.device_pk, info["device"])
         return 200, "session.html", {"session": info, "device_pk": device_pk}
+
+    # -- accounting sessions, CoA and Disconnect ---------------------------------------------------------
+
+    async def _accounting_values(self, page: Page, number: int = 1) -> dict:
+        only = _choice(page, "open", ("yes", "no")) if page.request.method == b"GET" else None
+        found = await self.store.read(queries.list_accounting, PAGE_SIZE, (number - 1) * PAGE_SIZE,
+                                      nas=page.query.get("nas") or None, station=page.query.get("station") or None,
+                                      device=page.query.get("device") or None, open_only=only != "no")
+        return {**_listing(page, number, found, ("nas", "station", "device", "open")),
+                "coa": self.session_control is not None and self.session_control() is not None,
+                "outcome": None}
+
+    @route("GET", "/accounting")
+    async def accounting(self, page: Page):
+        return 200, "accounting.html", await self._accounting_values(page, self._page_number(page))
+
+    @route("POST", "/accounting/(?P<pk>[^/]+)", "admin")
+    async def accounting_action(self, page: Page, pk: str):
+        """Isolate, Allow (a CoA-Request) or Disconnect the NAS session, sent
+        by the server's RADIUS transport as for ``POST /api/accounting/ID/coa``."""
+        pk = _pk(pk, "accounting session")
+        action = page.value("action")
+        access = {"isolate": "isolate", "allow": "allowed", "disconnect": None}.get(action, "")
+        if access == "":
+            raise Refused(400, "action must be isolate, allow or disconnect")
+        control = self.session_control() if self.session_control is not None else None
+        if control is None:
+            raise Refused(409, "No transport of this server sends CoA or Disconnect requests (the radius "
+                               "transport is not enabled).")
+        try:
+            acked, outcome, text = await control.change_session(pk, access)
+        except NotFound:
+            raise Refused(404, f"There is no accounting session {pk}.") from None
+        except (LookupError, ValueError) as exc:
+            raise Refused(409, str(exc).strip("'\"")) from None
+        log.info("console: {actor} sent a {action} for accounting session {id}: {outcome}",
+                 actor=printable(page.login.name), action=outcome["action"], id=pk, outcome=text)
+        await self.store.run(manage.audit, f"console:{page.login.name}", outcome["action"], "accounting", str(pk),
+                             {"form": {"action": action}, "outcome": outcome}, page.peer)
+        values = await self._accounting_values(page)
+        values["outcome"] = {**outcome, "text": text}
+        return (200 if acked else 409 if outcome["nak"] else 502), "accounting.html", values
 
     # -- the group policy --------------------------------------------------------------------------------
 

@@ -52,6 +52,10 @@ ACCOUNTING = _obj({
     "framed_ip_address": _n(STR), "device": _n(STR), "assessment_id": _n(INT), "started": _n(TIME),
     "stopped": _n(TIME), "updated": TIME, "session_time": _n(INT), "input_octets": INT, "output_octets": INT,
     "terminate_cause": _n(STR), "coa_action": _n(STR), "coa_result": _n(STR), "coa_time": _n(TIME)})
+#: the outcome of a CoA-Request / Disconnect-Request (RFC 5176) the server sent
+COA_OUTCOME = _obj({"id": INT, "nas": STR, "action": _s("string", enum=["coa", "disconnect"]), "acked": BOOL,
+                    "nak": BOOL, "error_cause": _n(INT), "attempts": INT, "result": STR})
+COA_FAILED = {"allOf": [ERROR, {"type": "object", "properties": {"outcome": COA_OUTCOME}}]}
 RESULT = _obj({"imv_id": INT, "imv": STR, "recommendation": STR, "evaluation": STR, "reason": STR,
                "remediation": STR, "forced": BOOL})
 DEVICE = _obj({"id": INT, "device_id": STR, "description": STR, "trusted": BOOL, "product": _n(STR),
@@ -124,6 +128,18 @@ def _op(summary, schema, status="200", params=(), body=None, role="read"):
     return op
 
 
+def _coa_op(summary, body, required=True):
+    """A CoA / Disconnect operation: 200 with the NAS's ACK; 409 with its NAK
+    (or when nothing can be sent), 502 when it did not answer."""
+    op = _op(summary, COA_OUTCOME, body=body, role="admin")
+    op["requestBody"]["required"] = required
+    op["responses"].update({
+        "409": {"description": "the NAS sent a NAK (outcome: its Error-Cause), or no CoA can be sent for the "
+                               "session (no RADIUS transport, its NAS is no client)", **_json(COA_FAILED)},
+        "502": {"description": "the NAS did not answer any try", **_json(COA_FAILED)}})
+    return op
+
+
 def _q(name, schema=STR, description=""):
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
@@ -148,6 +164,9 @@ _LINKS = [
     (("/api/sessions", "get", "200"), [("get", "/api/sessions/{pk}"),
                                        ("post", "/api/sessions/{pk}/swid-measurement/"),
                                        ("post", "/api/sessions/{pk}/swid-events/")],
+     {"pk": "$response.body#/items/0/id"}),
+    (("/api/accounting", "get", "200"), [("post", "/api/accounting/{pk}/coa"),
+                                         ("post", "/api/accounting/{pk}/disconnect")],
      {"pk": "$response.body#/items/0/id"}),
     (("/api/users", "post", "201"), [("patch", "/api/users/{name}")], {"name": "$response.body#/name"}),
 ]
@@ -210,6 +229,11 @@ def openapi_document(settings) -> dict:
                                            _page(ACCOUNTING), params=[
                 limit, offset, _q("nas"), _q("station"), _q("device"),
                 _q("open", _s("string", enum=["true", "false"]), "only sessions not stopped")])},
+            "/api/accounting/{pk}/coa": {"parameters": [_path()], "post": _coa_op(
+                "send the session's NAS a CoA-Request with the enforcement of access (denied: a "
+                "Disconnect-Request), and its answer", _input({"access": access}, ["access"]))},
+            "/api/accounting/{pk}/disconnect": {"parameters": [_path()], "post": _coa_op(
+                "send the session's NAS a Disconnect-Request, and its answer", _input({}), required=False)},
             "/api/sessions/{pk}": {"parameters": [_path()], "get": _op("a session and its IMV results",
                                                                         SESSION_DETAIL)},
             **crud,

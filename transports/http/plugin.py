@@ -30,7 +30,7 @@ from nac.config import (
     tls_version,
 )
 from nac.dualstack import listen_address
-from nac.interfaces import ITransportPlugin
+from nac.interfaces import IRunningSessionControl, ITransportPlugin
 from nac.log import Logger
 from nac.tls import server_context
 from transports.http.api import ApiResource, ApiSettings, ApiSite
@@ -127,8 +127,10 @@ class HttpService(service.Service):
         self.context = context
         self.port_number = port_number
         self.interface = interface
-        self.api = ApiResource(store, settings, metrics=self.metrics, health=self.health)
-        self.console = None if console is None else ConsoleResource(store, console, clock=reactor)
+        self.api = ApiResource(store, settings, metrics=self.metrics, health=self.health,
+                               session_control=self.session_control)
+        self.console = None if console is None else ConsoleResource(store, console, clock=reactor,
+                                                                    session_control=self.session_control)
         self.site = ApiSite(self.api, self.console)
         self.listener = None
         self._reactor = reactor
@@ -160,6 +162,16 @@ class HttpService(service.Service):
         if self.listener is not None:
             listener, self.listener = self.listener, None
             return listener.stopListening()
+        return None
+
+    def session_control(self):
+        """The running service that sends CoA / Disconnect for an operator
+        (:class:`~nac.interfaces.IRunningSessionControl`: RADIUS, when
+        enabled), found among this service's siblings; None if none is."""
+        parent = self.parent
+        for sibling in parent if parent is not None else ():
+            if sibling is not self and IRunningSessionControl.providedBy(sibling):
+                return sibling
         return None
 
     async def metrics(self) -> bytes:

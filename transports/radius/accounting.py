@@ -34,7 +34,8 @@ UTF-8 (control characters are escaped before anything keeps them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from twisted.internet import defer
@@ -57,7 +58,7 @@ from transports.radius.packet import (
     HEADER_SIZE,
 )
 
-__all__ = ["AccountingCounters", "AccountingServer"]
+__all__ = ["AccountingCounters", "AccountingServer", "status_type_label"]
 
 log = Logger(namespace="nac.radius.accounting")
 
@@ -75,6 +76,17 @@ _STATUS_NAMES = {
     AcctStatusType.ACCOUNTING_ON: "Accounting-On", AcctStatusType.ACCOUNTING_OFF: "Accounting-Off",
 }
 _GIGAWORD = 1 << 32
+_STATUS_LABELS = {status: name.lower().replace("-", "_") for status, name in _STATUS_NAMES.items()}
+
+
+def status_type_label(packet: RadiusPacket) -> str:
+    """The Acct-Status-Type of ``packet`` as a metric label: start, stop,
+    interim_update, accounting_on, accounting_off, or other (absent, not
+    4 bytes, or one nac does not record)."""
+    try:
+        return _STATUS_LABELS.get(packet.value(_A.ACCT_STATUS_TYPE), "other")
+    except RadiusPacketError:
+        return "other"
 
 
 @dataclass(slots=True)
@@ -82,6 +94,8 @@ class AccountingCounters:
     """Named after the RADIUS Accounting Server MIB (RFC 4671)."""
 
     requests: int = 0
+    by_status_type: Counter = field(default_factory=Counter)
+    """Accounting-Requests by the Acct-Status-Type they say (``status_type_label``)"""
     dup_requests: int = 0
     responses: int = 0
     malformed_requests: int = 0
@@ -90,6 +104,10 @@ class AccountingCounters:
     """requests whose record could not be kept (no answer sent)"""
     dropped: int = 0
     """discarded for the limits (outstanding, rate)"""
+    backlogged: int = 0
+    """of ``dropped``: beyond ``max_pending`` (``max_pending_per_nas``)"""
+    rate_limited: int = 0
+    """of ``dropped``: beyond a NAS's or all NASes' request rate"""
     unknown_types: int = 0
     unknown_clients: int = 0
     status_servers: int = 0
@@ -207,6 +225,7 @@ class AccountingServer:
     def _accounting_request(self, packet: RadiusPacket, client: RadiusClient, host: str, port: int,
                             now: float):
         self.counters.requests += 1
+        self.counters.by_status_type[status_type_label(packet)] += 1
         if not request_authenticator_valid(packet, client.secret):
             self.counters.bad_authenticators += 1
             return self._drop(packet, client, host, "bad Request Authenticator (is the shared secret the same?)",
@@ -231,6 +250,7 @@ class AccountingServer:
         nas = record.nas
         if self._pending >= self.max_pending or self._pending_by_nas.get(nas, 0) >= self.max_pending_per_nas:
             self.counters.dropped += 1
+            self.counters.backlogged += 1
             return self._drop(packet, client, host, f"{self._pending} requests are being recorded "
                               "([radius] acct_max_pending), the NAS will send it again", "accounting backlog")
         bucket = self._buckets.get(nas)
@@ -240,10 +260,12 @@ class AccountingServer:
             bucket = self._buckets[nas] = _Bucket(self.burst_per_nas, now)
         if not bucket.take(self.rate_per_nas, self.burst_per_nas, now):
             self.counters.dropped += 1
+            self.counters.rate_limited += 1
             return self._drop(packet, client, host, f"more than {self.rate_per_nas:g} requests a second "
                               "([radius] acct_rate_per_nas), the NAS will send it again", "accounting rate")
         if not self._all.take(self.rate, self.rate * 2, now):
             self.counters.dropped += 1
+            self.counters.rate_limited += 1
             return self._drop(packet, client, host, f"more than {self.rate:g} requests a second from all NASes "
                               "([radius] acct_rate), the NAS will send it again", "accounting rate")
         entry = CachedReply(packet.authenticator, None, now + self.duplicate_lifetime)

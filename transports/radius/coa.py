@@ -28,6 +28,7 @@ import select
 import socket
 import struct
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Callable, Iterable
@@ -44,7 +45,8 @@ from transports.radius.packet import (
     verify_response,
 )
 
-__all__ = ["CoaClient", "CoaOutcome", "CoaTarget", "ErrorCause", "error_cause_name", "send_blocking"]
+__all__ = ["CoaClient", "CoaCounters", "CoaOutcome", "CoaTarget", "ErrorCause", "error_cause_label",
+           "error_cause_name", "send_blocking"]
 
 DEFAULT_PORT = 3799
 _A = AttributeType
@@ -77,6 +79,17 @@ def error_cause_name(value: int) -> str:
         return ErrorCause(value).name.replace("_", " ").title().replace(" ", "-") + f" ({value})"
     except ValueError:
         return f"Error-Cause {value}"
+
+
+def error_cause_label(value: int | None) -> str:
+    """An Error-Cause as a metric label: session_context_not_found, the
+    number of one RFC 5176 does not name, or none (a NAK without one)."""
+    if value is None:
+        return "none"
+    try:
+        return ErrorCause(value).name.lower()
+    except ValueError:
+        return str(value)
 
 
 _ANSWERS = {Code.COA_REQUEST: (Code.COA_ACK, Code.COA_NAK),
@@ -149,6 +162,24 @@ class CoaOutcome:
         return f"no answer after {self.attempts} tries"
 
 
+def _kind_label(kind: int) -> str:
+    return "disconnect" if kind == Code.DISCONNECT_REQUEST else "coa"
+
+
+@dataclass(slots=True)
+class CoaCounters:
+    """What a :class:`CoaClient` sent and how it ended, by request kind
+    (``coa``, ``disconnect``); NAKs by kind and Error-Cause label
+    (:func:`error_cause_label`)."""
+
+    requests: Counter = field(default_factory=Counter)
+    retransmissions: Counter = field(default_factory=Counter)
+    acks: Counter = field(default_factory=Counter)
+    naks: Counter = field(default_factory=Counter)
+    timeouts: Counter = field(default_factory=Counter)
+    """requests given up without an answer after every attempt"""
+
+
 class _Pending:
     __slots__ = ("handle", "kind", "target", "data", "authenticator", "key", "attempts", "deadline", "timeout")
 
@@ -182,6 +213,7 @@ class CoaClient:
         self._pending: dict[tuple[str, int, int], _Pending] = {}
         self._outbox: list[tuple[bytes, tuple[str, int]]] = []
         self._handles = 0
+        self.counters = CoaCounters()
 
     @property
     def in_flight(self) -> int:
@@ -206,6 +238,7 @@ class CoaClient:
         key = (host, target.port, identifier)
         self._pending[key] = _Pending(self._handles, kind, target, data, key, now, self.timeout)
         self._outbox.append((data, (host, target.port)))
+        self.counters.requests[_kind_label(kind)] += 1
         return self._handles
 
     def datagrams(self) -> list[tuple[bytes, tuple[str, int]]]:
@@ -238,6 +271,9 @@ class CoaClient:
                 cause = reply.value(_A.ERROR_CAUSE)
             except RadiusPacketError:
                 cause = None
+            self.counters.naks[_kind_label(pending.kind), error_cause_label(cause)] += 1
+        else:
+            self.counters.acks[_kind_label(pending.kind)] += 1
         return CoaOutcome(pending.handle, pending.kind, pending.target, reply.code == acked,
                           nak=reply.code == nak, error_cause=cause, attempts=pending.attempts)
 
@@ -250,10 +286,12 @@ class CoaClient:
                 continue
             if pending.attempts >= self.attempts:
                 del self._pending[key]
+                self.counters.timeouts[_kind_label(pending.kind)] += 1
                 done.append(CoaOutcome(pending.handle, pending.kind, pending.target, False,
                                        attempts=pending.attempts))
                 continue
             pending.attempts += 1
+            self.counters.retransmissions[_kind_label(pending.kind)] += 1
             pending.timeout = min(self.max_timeout, pending.timeout * 2)
             pending.deadline = now + pending.timeout
             self._outbox.append((pending.data, (pending.target.host, pending.target.port)))

@@ -19,7 +19,7 @@ from zope.interface import implementer
 from nac import config as nac_config
 from nac import metrics
 from nac.dualstack import BoundListener, unmapped
-from nac.interfaces import IPostureTransport
+from nac.interfaces import IPostureTransport, IRunningSessionControl
 from nac.log import Logger
 from transports.radius.enforcement import RadiusEnforcement
 from transports.radius.packet import MAX_PACKET_SIZE
@@ -61,6 +61,72 @@ def metric_families(server: RadiusServer):
     for name, text in COUNTER_HELP.items():
         yield CounterMetricFamily(f"nac_radius_{name}", text, value=getattr(server.counters, name))
     yield GaugeMetricFamily("nac_radius_conversations", "EAP conversations in progress", value=server.conversations)
+
+
+#: ``/metrics``: why the accounting server discarded a datagram (label ``reason``) and its counter
+ACCOUNTING_DROPS = {
+    "unknown_client": "unknown_clients", "malformed": "malformed_requests",
+    "bad_authenticator": "bad_authenticators", "backlog": "backlogged", "rate_limited": "rate_limited",
+    "not_recorded": "no_records", "unknown_type": "unknown_types",
+}
+ACCOUNTING_STATUS_TYPES = ("start", "interim_update", "stop", "accounting_on", "accounting_off", "other")
+
+
+def accounting_metric_families(server: AccountingServer):
+    """The accounting server's counters (RFC 2866, names after RFC 4671) and
+    the requests being recorded, as prometheus-client families."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    counters = server.counters
+    requests = CounterMetricFamily(
+        "nac_radius_accounting_requests", "Accounting-Requests received from known clients (retransmissions "
+        "included), by the Acct-Status-Type they say (other: none nac records)", labels=["type"])
+    for status in ACCOUNTING_STATUS_TYPES:
+        requests.add_metric([status], counters.by_status_type.get(status, 0))
+    yield requests
+    yield CounterMetricFamily("nac_radius_accounting_responses", "Accounting-Responses sent (Status-Server "
+                              "answers included)", value=counters.responses)
+    yield CounterMetricFamily("nac_radius_accounting_duplicate_requests", "Accounting-Requests that repeated one "
+                              "being recorded or answered (RFC 5080 §2.2.2)", value=counters.dup_requests)
+    yield CounterMetricFamily("nac_radius_accounting_status_servers", "Status-Server requests answered on the "
+                              "accounting port (RFC 5997)", value=counters.status_servers)
+    dropped = CounterMetricFamily(
+        "nac_radius_accounting_dropped", "Accounting datagrams discarded without an answer, by reason "
+        "(backlog, rate_limited, not_recorded: the NAS sends them again)", labels=["reason"])
+    for reason, name in ACCOUNTING_DROPS.items():
+        dropped.add_metric([reason], getattr(counters, name))
+    yield dropped
+    yield GaugeMetricFamily("nac_radius_accounting_pending", "Accounting-Requests being recorded (not yet "
+                            "committed, so not yet answered)", value=server.pending)
+
+
+def coa_metric_families(clients):
+    """The CoA / Disconnect requests (RFC 5176) of the ``clients``
+    (:class:`~transports.radius.coa.CoaClient`) summed, as prometheus-client
+    families."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    kinds = ("coa", "disconnect")
+    for name, attr, text in (
+            ("requests", "requests", "CoA-Requests and Disconnect-Requests sent (first tries), by kind"),
+            ("retransmissions", "retransmissions", "CoA / Disconnect requests sent again after a timeout"),
+            ("acks", "acks", "CoA-ACKs and Disconnect-ACKs received"),
+            ("timeouts", "timeouts", "CoA / Disconnect requests that no answer came for after every attempt")):
+        family = CounterMetricFamily(f"nac_radius_coa_{name}", text, labels=["kind"])
+        for kind in kinds:
+            family.add_metric([kind], sum(getattr(c.counters, attr).get(kind, 0) for c in clients))
+        yield family
+    naks = CounterMetricFamily("nac_radius_coa_naks", "CoA-NAKs and Disconnect-NAKs received, by kind and "
+                               "Error-Cause (RFC 5176 §3.5; none: a NAK without one)", labels=["kind", "error_cause"])
+    summed: dict[tuple[str, str], int] = {}
+    for client in clients:
+        for key, value in client.counters.naks.items():
+            summed[key] = summed.get(key, 0) + value
+    for (kind, cause), value in sorted(summed.items()):
+        naks.add_metric([kind, cause], value)
+    yield naks
+    yield GaugeMetricFamily("nac_radius_coa_in_flight", "CoA / Disconnect requests awaiting an answer",
+                            value=sum(c.in_flight for c in clients))
 
 
 class RadiusProtocol(protocol.DatagramProtocol):
@@ -212,6 +278,7 @@ class AccountingService(service.Service):
         self._sweeper = task.LoopingCall(lambda: self.server.expire(self.clock.seconds()))
         self._sweeper.clock = self.clock
         self._sweeper.start(EXPIRY_INTERVAL, now=False)
+        metrics.add_source(self, lambda: accounting_metric_families(self.server))
         log.info("RADIUS accounting server listening on {where}", where=self.where)
 
     @property
@@ -220,13 +287,14 @@ class AccountingService(service.Service):
 
     def stopService(self):
         super().stopService()
+        metrics.remove_source(self)
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self.server.close()
         return self.listener.release()
 
 
-@implementer(IPostureTransport)
+@implementer(IPostureTransport, IRunningSessionControl)
 class RadiusService(service.Service):
     """A RADIUS authentication server on one UDP address and port."""
 
@@ -258,6 +326,9 @@ class RadiusService(service.Service):
         self.dispatcher = None
         #: RadSec (main process, ``[radius] radsec_port`` not 0)
         self.radsec = None
+        #: an operator's CoA / Disconnect (main process, with a store:
+        #: :class:`~transports.radius.session_control.RadiusSessionControl`)
+        self.sessions = None
 
     @property
     def _listening(self):
@@ -284,8 +355,9 @@ class RadiusService(service.Service):
             self.accounting.startService()
         if self.radsec is not None:
             self.radsec.startService()
+        for sender in self._senders():
+            sender.start(reactor)
         if self.dispatcher is not None:
-            self.dispatcher.sender.start(reactor)
             self.dispatcher.store.decision_listeners.append(self.dispatcher.decided)
         if self.adopt is not None:
             # a worker: the main process reads the socket and hands this one
@@ -320,6 +392,7 @@ class RadiusService(service.Service):
             self.workers.share(self.transport_name, self.server.processes, descriptors,
                                {"family": int(listening.family)}, label="RADIUS")
         metrics.add_source(self, lambda: metric_families(self.server))
+        metrics.add_source((self, "coa"), lambda: coa_metric_families(self.coa_clients()))
         self._sweeper = task.LoopingCall(lambda: self.server.expire(self.clock.seconds()))
         self._sweeper.clock = self.clock
         self._sweeper.start(EXPIRY_INTERVAL, now=False)
@@ -328,6 +401,23 @@ class RadiusService(service.Service):
                      n=self.server.processes)
         elif self.adopt is None:
             log.info("RADIUS server listening on {where}", where=self.where)
+
+    def _senders(self) -> list:
+        """The CoA senders of this process: the decision changes', the operator's (maybe the same one)."""
+        senders = [] if self.dispatcher is None else [self.dispatcher.sender]
+        if self.sessions is not None and self.sessions.sender not in senders:
+            senders.append(self.sessions.sender)
+        return senders
+
+    def coa_clients(self) -> list:
+        """The CoA clients (:class:`~transports.radius.coa.CoaClient`) of this process's senders."""
+        return [sender.client for sender in self._senders()]
+
+    def change_session(self, session_id: int, access: str | None):
+        """:meth:`nac.interfaces.IRunningSessionControl.change_session`."""
+        if self.sessions is None:
+            return defer.fail(LookupError("this RADIUS service sends no CoA (no policy database)"))
+        return self.sessions.change_session(session_id, access)
 
     @property
     def where(self) -> str:
@@ -339,6 +429,7 @@ class RadiusService(service.Service):
     def stopService(self):
         super().stopService()
         metrics.remove_source(self)
+        metrics.remove_source((self, "coa"))
         if self.accounting is not None and self.accounting.running:
             self.accounting.stopService()
         radsec_stopped = None
@@ -348,7 +439,8 @@ class RadiusService(service.Service):
             listeners = self.dispatcher.store.decision_listeners
             if self.dispatcher.decided in listeners:
                 listeners.remove(self.dispatcher.decided)
-            self.dispatcher.sender.stop()
+        for sender in self._senders():
+            sender.stop()
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self.server.close("server shutting down")
@@ -427,6 +519,9 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
         radius.radsec = make_radsec_service(cfg, server, accounting=accounting, clock=clock)
     from transports.radius.radsec_coa import make_dispatcher
     radius.dispatcher = make_dispatcher(cfg, store, clients, radius.radsec.factory if radius.radsec else None)
+    if adopt is None and store is not None:
+        from transports.radius.session_control import make_session_control
+        radius.sessions = make_session_control(cfg, store, clients, radius.dispatcher)
     return radius
 
 

@@ -27,7 +27,7 @@ from nac.client.collectors.test import TestImc
 from nac.client.pb_client import PbTncClient
 from nac.interfaces import IHandshakeRetry, IPolicyStore
 from nac.pb.messages import AccessRecommendation
-from nac.tnccs.assessment import GroupEnforcement
+from nac.tnccs.assessment import GroupEnforcement, PeerInfo
 from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvManager
 from nac.tnccs.pb_server import PbState
@@ -288,8 +288,6 @@ class HandshakeRetryTests(unittest.TestCase):
 
     def test_no_retry_before_a_decision_or_after_the_end(self):
         core = TnccsCore(ImvManager([TestImv()]))
-        from nac.tnccs.assessment import PeerInfo
-
         conn = core.open_connection(PeerInfo("test", "192.0.2.1"))
         results = []
         conn.retry_handshake("too early").addCallback(results.append)

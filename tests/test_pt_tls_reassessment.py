@@ -142,13 +142,15 @@ class ReassessmentTests(unittest.TestCase):
         self.clock = Clock()
         self.store = Sessions()
 
-    def factory(self, *, interval: float = INTERVAL, group_timeout=None, rounds: int = 0) -> PtTlsFactory:
+    def factory(self, *, interval: float = INTERVAL, group_timeout=None, rounds: int = 0,
+                max_connections: int = 10) -> PtTlsFactory:
         core = TnccsCore(ImvManager([TestImv(options={"rounds": rounds})]), store=self.store)
         if group_timeout is not None:
             policy = SimpleNamespace(enforcement=GroupEnforcement(groups=("lab",), session_timeout=group_timeout))
             core.policy_source = SimpleNamespace(resolve=lambda endpoint: defer.succeed(policy))
         self.core = core
-        factory = PtTlsFactory(core, max_message_size=2 * 1024 * 1024, max_connections=10, handshake_timeout=10.0,
+        factory = PtTlsFactory(core, max_message_size=2 * 1024 * 1024, max_connections=max_connections,
+                               handshake_timeout=10.0,
                                negotiation_timeout=30.0, idle_timeout=IDLE, sasl_enabled=False, clock=self.clock,
                                reassess_interval=interval)
         self.addCleanup(factory.stop_reports)
@@ -222,6 +224,12 @@ class ReassessmentTests(unittest.TestCase):
         self.assertEqual(reassessment_interval(group, 60.0), 7.0)
         self.assertEqual(reassessment_interval(SimpleNamespace(enforcement=GroupEnforcement()), 60.0), 60.0)
         self.assertEqual(reassessment_interval(SimpleNamespace(enforcement=None), 60.0), 60.0)
+
+    def test_a_connection_waiting_for_its_turn_counts_against_max_connections(self):
+        factory = self.factory(max_connections=1)
+        self.decide_first(self.endpoint(factory))
+        self.clock.advance(INTERVAL / 2)
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.2", 40001)))
 
     # -- clients that leave or do not answer ------------------------------------------------
 

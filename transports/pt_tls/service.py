@@ -240,8 +240,9 @@ class PtTlsServerProtocol(protocol.Protocol):
         interval = reassessment_interval(decision, self.factory.reassess_interval)
         if interval <= 0 or not IHandshakeRetry.providedBy(self.tnccs):
             return
-        log.info("assessing {peer} again in {s:g} s if it keeps PT-TLS session {sid} open", peer=self._peer_str(),
-                 s=interval, sid=self.session_id)
+        # debug: most clients close at once (the core logs the retry itself)
+        log.debug("assessing {peer} again in {s:g} s if it keeps PT-TLS session {sid} open", peer=self._peer_str(),
+                  s=interval, sid=self.session_id)
         self._cancel_timer()
         self._deadline, self._deadline_what = self.factory.clock.seconds() + interval, "re-assessment"
         self._timer = self.factory.clock.callLater(interval, self._reassess, interval)

@@ -11,7 +11,10 @@ IMVs asked for something), or after ``max_rounds`` SDATA round trips, the
 IMVs are solicited for a recommendation, and an IMV that still gives none
 counts as "no recommendation", which denies access.  That machinery, shared
 with IF-TNCCS 1.1, lives in :mod:`nac.tnccs.connection`; this module holds
-what is PB-TNC's own: the state machine, the batch types and the messages.
+what is PB-TNC's own: the state machine, the batch types and the messages,
+and the server's handshake retry after a decision (an SRETRY batch, on a
+transport's re-assessment schedule: :class:`nac.interfaces.IHandshakeRetry`),
+whose new assessment is recorded as a session of its own.
 """
 
 from __future__ import annotations

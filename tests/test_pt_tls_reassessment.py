@@ -23,6 +23,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from imvs.test import TestImv
+from nac.ifimv import ActionRecommendation as A, EvaluationResult as E
 from nac.client.collectors.test import TestImc
 from nac.client.pb_client import PbTncClient
 from nac.interfaces import IHandshakeRetry, IPolicyStore
@@ -31,9 +32,12 @@ from nac.tnccs.assessment import GroupEnforcement, PeerInfo
 from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvManager
 from nac.tnccs.pb_server import PbState
+from tests.posture import VECTORS, ScriptedImv
+from tests.vectors import records
 from transports.pt_tls.service import PtTlsFactory, reassessment_interval
 from transports.pt_tls.wire import PtTlsFramer, PtTlsMessage, PtTlsMessageType as T, VersionRequest
 
+STRONGSWAN_SESSION = VECTORS / "strongswan-pt-tls" / "carol-sasl-open-ports-denied.jsonl"
 IDLE = 30.0
 INTERVAL = 60.0
 
@@ -245,6 +249,36 @@ class ReassessmentTests(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual((factory.active, self.core.connections), (0, {}))
         self.assertEqual(self.store.started, [1])
+
+    def test_strongswans_client_closing_after_its_decision_works_as_before(self):
+        # the PB-TNC batches strongSwan's pt-tls-client sent in a captured session (CDATA, CDATA, CLOSE),
+        # to an IMV asking once, as test_tnccs_mutual replays them
+        sent = [bytes.fromhex(r["hex"]) for r in records(str(STRONGSWAN_SESSION.relative_to(VECTORS)))
+                if r["layer"] == "pb-tnc" and r["dir"] == "c2s"]
+        asked = []
+
+        def on_message(connection, message):
+            if not asked:
+                asked.append(message)
+                connection.send_message(0, 1, message.body, collector_id=message.collector_id, exclusive=True)
+            else:
+                connection.provide_recommendation(A.ALLOW, E.COMPLIANT)
+
+        factory = self.factory()
+        factory.core = self.core = TnccsCore(ImvManager([ScriptedImv("os", [(0, 1)], on_message)]),
+                                             store=self.store)
+        ep = Endpoint(self, factory, None)
+        answers = []
+        for batch in sent:
+            ep.send(T.PB_TNC_BATCH, batch)
+            answers.append([b[:8] for b in ep.received()])
+        self.assertEqual([[a[3] for a in each] for each in answers], [[2], [3], []])  # SDATA, RESULT, nothing
+        self.assertEqual(sent[-1][:8], pb_batch_header(6, 8, from_server=False))  # its CLOSE
+        self.assertTrue(ep.transport.disconnecting)
+        ep.proto.connectionLost()
+        self.clock.advance(INTERVAL * 2)
+        self.assertEqual((ep.received(), self.clock.getDelayedCalls()), ([], []))
+        self.assertEqual((factory.active, self.core.connections, self.store.started), (0, {}, [1]))
 
     def test_a_client_that_ignores_the_sretry_is_closed_within_the_idle_timeout(self):
         factory = self.factory()

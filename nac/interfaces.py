@@ -66,6 +66,25 @@ class ITnccsConnection(Interface):
         state, notify the IMVs, and never reply again."""
 
 
+class IHandshakeRetry(Interface):
+    """A TNCCS connection whose server can start a new assessment of the
+    endpoint after its decision, on the same connection (PB-TNC's SRETRY
+    batch, RFC 5793 §3.2): what a transport that keeps its sessions open
+    calls on its re-assessment schedule (PT-TLS, RFC 6876 §3.4)."""
+
+    def retry_handshake(reason):
+        """Start a new assessment: in the Decided state, an SRETRY batch.
+
+        :returns: a Deferred firing with a
+            :class:`nac.tnccs.assessment.BatchOutcome` carrying the SRETRY
+            batch to send (the endpoint's next CDATA begins the new
+            assessment, recorded as a session of its own), or with None
+            when the connection cannot retry now (no decision yet, ended,
+            or taking part in mutual PB-TNC); queued behind batches still
+            being processed, as :meth:`ITnccsConnection.receive_batch`.
+        """
+
+
 class IPbTncClientRole(Interface):
     """The PB-TNC client role of one connection, sans-IO
     (:class:`nac.client.pb_client.PbTncClient`): the TNC client nac plays

@@ -185,3 +185,23 @@ class CommandLineTests(unittest.TestCase):
         self.assertEqual(done.returncode, 1)
         self.assertEqual(done.stderr.count("\n"), 1, done.stderr)
         self.assertIn("'0' at position 14, has no pair", done.stderr)
+
+
+class StayArgumentTests(unittest.TestCase):
+    """``--stay`` / ``--reassessments``: usage errors before anything runs."""
+
+    def usage_error(self, *args: str) -> str:
+        from nac.client.cli import main
+
+        err = io.StringIO()
+        with redirect_stderr(err), self.assertRaises(SystemExit) as raised:
+            main(["127.0.0.1:1", "--cacert", "/nonexistent", "--client", "carol", "--secret", "pw", *args])
+        self.assertEqual(raised.exception.code, 2)
+        return err.getvalue()
+
+    def test_not_with_mutual_pb_tnc(self):
+        self.assertIn("do not go with --mutual", self.usage_error("--stay", "--mutual"))
+        self.assertIn("do not go with --mutual", self.usage_error("--reassessments", "2", "--mutual"))
+
+    def test_a_count(self):
+        self.assertIn("not a number", self.usage_error("--reassessments", "-1"))

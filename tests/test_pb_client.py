@@ -402,6 +402,38 @@ class ClientProtocolTests(unittest.TestCase):
         self.assertEqual(again.body, pa_body(message_id=3))
         self.assertEqual(imc.states.count(ConnectionState.HANDSHAKE), 2)
 
+    def test_a_client_that_stays_answers_the_servers_retry_after_its_decision(self):
+        imc = RecordingImc(first=pa_body(message_id=3))
+        c = self.client([imc], stay=True)
+        result = server_batch(B.RESULT, PbAssessmentResult(AssessmentResult.COMPLIANT),
+                              PbAccessRecommendation(AccessRecommendation.ALLOWED))
+        step = c.receive_batch(result)
+        # nothing sent: the client waits in Decided for the server
+        self.assertEqual((step.batch, step.close, step.decided), (None, False, True))
+        self.assertEqual(step.outcome.recommendation_label, "Access Allowed")
+        self.assertEqual((c.state, c.finished), (PbState.DECIDED, False))
+        # the SRETRY: a new handshake with fresh measurements, the last result forgotten
+        step = c.receive_batch(server_batch(B.SRETRY))
+        batch = PbBatch.parse(step.batch)
+        self.assertEqual((batch.batch_type, [m.body for m in batch.messages]), (B.CDATA, [pa_body(message_id=3)]))
+        self.assertIsNone(c.outcome.recommendation)
+        self.assertEqual(imc.states.count(ConnectionState.HANDSHAKE), 2)
+        step = c.receive_batch(server_batch(B.RESULT, PbAssessmentResult(AssessmentResult.NON_COMPLIANT_MINOR),
+                                            PbAccessRecommendation(AccessRecommendation.QUARANTINED)))
+        self.assertTrue(step.decided)
+        self.assertEqual(step.outcome.recommendation_label, "Quarantined")
+        # the client ends the connection when it wants
+        self.assertEqual(c.close(), CLOSE)
+        self.assertTrue(c.finished)
+        self.assertEqual(imc.states[-1], ConnectionState.DELETE)
+
+    def test_a_client_that_stays_takes_the_servers_close_after_a_decision(self):
+        c = self.client(stay=True)
+        c.receive_batch(server_batch(B.RESULT, PbAccessRecommendation(AccessRecommendation.ALLOWED)))
+        step = c.receive_batch(server_batch(B.CLOSE))
+        self.assertEqual((step.batch, step.close, step.outcome.recommendation_label, step.outcome.error),
+                         (None, True, "Access Allowed", None))
+
     def test_queued_messages_beyond_a_batch_wait_for_the_next(self):
         imc = RecordingImc(first=pa_body(message_id=1) + b"\0" * 300)
         other = RecordingImc("Other", first=pa_body(message_id=2) + b"\0" * 300)

@@ -239,6 +239,15 @@ class AnnouncementTests(unittest.TestCase):
         # the request follows in the next SDATA
         self.assertEqual(server.reply(batch(CDATA)), batch(SDATA, request, from_server=True))
 
+    def test_no_handshake_retry_once_mutual(self):
+        # the endpoint's TNCS may be in its own exchange: the TNCS never interrupts it with an SRETRY
+        for capability, expected in ((mutual_capability(), None), (b"", SRETRY)):
+            server = Server(self, [])  # no IMVs: decided at once
+            server.reply(batch(CDATA, *([capability] if capability else []), language()))
+            retried = []
+            server.conn.retry_handshake("re-assessment").addCallback(retried.append)
+            self.assertEqual(retried[0] and PbBatch.parse(retried[0].batches[0]).batch_type, expected)
+
     def test_a_core_without_a_client_role_ignores_the_capability(self):
         server = Server(self, [asking_imv()], mutual=False,
                         connection_classes={"pb-tnc": MutualPbTncServerConnection})

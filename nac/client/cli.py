@@ -2,7 +2,9 @@
 
 Like strongSwan's ``pt-tls-client``: connect over TLS, authenticate with a
 client certificate or SASL PLAIN, run the OS, Scanner and SWIMA collectors
-and print the server's verdict.  Exit status 0 means an assessment
+and print the server's verdict.  With ``--stay`` it keeps the connection
+open and answers the server's re-assessments (PB-TNC SRETRY), printing each
+verdict.  Exit status 0 means an assessment
 completed, whatever its outcome; anything else is printed as one line.
 """
 
@@ -97,9 +99,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--language", default="en", metavar="TAG",
                         help="preferred language of reason strings (default: %(default)s)")
     parser.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="S",
-                        help="give up after this many seconds (default: %(default)g)")
+                        help="give up after this many seconds (default: %(default)g); with --stay, "
+                             "each assessment")
+    stay = parser.add_argument_group("re-assessment on one connection (the server's [pt-tls] "
+                                     "reassess_interval)")
+    stay.add_argument("--stay", action="store_true",
+                      help="keep the connection open after the decision and answer the server's "
+                           "handshake retry (PB-TNC SRETRY) with a new assessment, fresh measurements "
+                           "included, until the server closes the connection; each decision is printed "
+                           "as it comes (with --json, one JSON object a line)")
+    stay.add_argument("--reassessments", type=non_negative_count, metavar="N",
+                      help="with --stay: close after N re-assessments (N + 1 decisions); implies --stay")
     add_output_arguments(parser)
     return parser
+
+
+def non_negative_count(value: str) -> int:
+    """argparse type of a count, 0 or more."""
+    if not value.isascii() or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}")
+    return int(value)
 
 
 def add_mutual_arguments(parser: argparse.ArgumentParser) -> None:
@@ -312,19 +331,29 @@ def main(argv: list[str] | None = None) -> int:
     except AssessmentError as exc:
         return fail(PROG, exc)
 
+    stay = args.stay or args.reassessments is not None
+    if stay and imvs:
+        parser.error("--stay and --reassessments do not go with --mutual")
+
+    def show(outcome: AssessmentOutcome) -> None:
+        if args.json:
+            # one object a line when several may follow
+            print_output(json.dumps(outcome.to_json(), indent=None if stay else 2, ensure_ascii=False))
+        else:
+            print_output(format_text(outcome) + ("\n" if stay else ""))
+
     start_logging(args.verbose)
     result = run_reactor(lambda reactor: run_assessment(
         reactor, host, port, cacert=args.cacert, identity=args.client, password=password, cert=args.cert,
         key=args.key, server_name=args.server_name, collectors=imcs, timeout=args.timeout,
-        language=args.language, mutual_imvs=imvs))
+        language=args.language, mutual_imvs=imvs, stay=stay, reassessments=args.reassessments,
+        on_decision=show if stay else None))
     if isinstance(result, AssessmentError):
         return fail(PROG, result)
     if not isinstance(result, AssessmentOutcome):
         return fail(PROG, AssessmentError(f"internal error: {result!r}"))
-    if args.json:
-        print_output(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
-    else:
-        print_output(format_text(result))
+    if not stay:
+        show(result)
     return 0
 
 

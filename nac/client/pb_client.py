@@ -208,6 +208,10 @@ class ClientStep:
     batch: bytes | None = None
     close: bool = False
     outcome: AssessmentOutcome | None = None
+    decided: bool = False
+    """A RESULT arrived and the client stays (``stay``): ``outcome`` is
+    this assessment's, nothing is sent, and the connection stays open for
+    the server's SRETRY (or :meth:`PbTncClient.close`)."""
 
     @property
     def answers_result(self) -> bool:
@@ -262,11 +266,16 @@ class PbTncClient:
     ``responder``: the server speaks first (the second exchange of mutual
     PB-TNC): no :meth:`start`, the first server batch is an SDATA, and
     the first CDATA carries the Language-Preference.
+    ``stay``: after a RESULT the client stays in the Decided state instead
+    of sending CLOSE, so that the server can assess it again (an SRETRY,
+    RFC 5793 §3.2, answered with fresh measurements) until it closes or
+    :meth:`close` is called.
     """
 
     def __init__(self, imcs, *, max_batch_size: int, max_message_size: int, language: str = "en",
                  max_rounds: int = DEFAULT_MAX_ROUNDS, connection_id: int | None = None,
-                 mutual: bool = False, responder: bool = False):
+                 mutual: bool = False, responder: bool = False, stay: bool = False):
+        self.stay = stay
         self.mutual = mutual
         self.responder = responder
         self.peer_mutual = False
@@ -401,6 +410,7 @@ class PbTncClient:
             self._reasons.clear()
             self._remediation.clear()
             self._imv_results.clear()
+            self.rounds = 0
             self._handshake()
             return ClientStep(batch=self._build(B.CDATA, []))
         # SDATA
@@ -533,9 +543,22 @@ class PbTncClient:
             self._call(loaded, "notify_connection_change", state)
         # whatever the IMCs queue now would never be read
         self._queue.clear()
+        if self.stay:
+            log.info("staying on Connection ID {cid} for another assessment", cid=self.connection_id)
+            return ClientStep(outcome=self.outcome, decided=True)
         data = self._build(B.CLOSE, [])
         self._end()
         return ClientStep(batch=data, close=True, outcome=self.outcome)
+
+    def close(self) -> bytes:
+        """The CLOSE batch ending a connection the client stayed on; the
+        outcome is the last assessment's."""
+        if self.finished:
+            raise RuntimeError("the PB-TNC connection has already ended")
+        self._queue.clear()
+        data = self._build(B.CLOSE, [])
+        self._end()
+        return data
 
     def _close(self, error: PbError | None, reason: str) -> ClientStep:
         if self._error is None:

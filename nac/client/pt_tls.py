@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from nac.client.collectors import DEFAULT_COLLECTORS, make_collectors
 from nac.client.mutual import MutualPbTncClient, load_imvs
-from nac.client.pb_client import AssessmentOutcome, PbTncClient
+from nac.client.pb_client import AssessmentOutcome, PbState, PbTncClient
 from nac.log import Logger
 from transports.pt_tls import negotiation as ptn
 from transports.pt_tls.tls import hold_declarations
@@ -234,14 +234,26 @@ class PtTlsClientProtocol(protocol.Protocol):
     ``done`` fires with the :class:`AssessmentOutcome` once the server's
     RESULT was answered and the connection closed, or fails with an
     :class:`AssessmentError`.
+
+    With a PB-TNC client that stays (``pb.stay``), each decision goes to
+    ``on_decision`` and the connection stays open for the server's next
+    assessment (its SRETRY, which ``on_retry`` hears of), until the server
+    closes it or ``reassessments`` more decisions came (None: no limit);
+    ``done`` then fires with the last decision.
     """
 
-    def __init__(self, pt: ptn.PtTlsClient, pb: PbTncClient | MutualPbTncClient, *, peer: str):
+    def __init__(self, pt: ptn.PtTlsClient, pb: PbTncClient | MutualPbTncClient, *, peer: str,
+                 on_decision: Callable[[AssessmentOutcome], None] | None = None,
+                 on_retry: Callable[[], None] | None = None, reassessments: int | None = None):
         self.pt = pt
         self.pb = pb
         self.peer = peer
         self.done: defer.Deferred = defer.Deferred()
         self.handshake_done = False
+        self.decisions = 0
+        self._on_decision = on_decision
+        self._on_retry = on_retry
+        self._reassessments = reassessments
         self._outcome: AssessmentOutcome | None = None
         self._failure: AssessmentError | None = None
         self._closing = False
@@ -273,6 +285,8 @@ class PtTlsClientProtocol(protocol.Protocol):
         if self.done.called:
             return
         if self._outcome is not None:
+            if not self.pb.finished:  # the server closed the connection the client stayed on
+                self.pb.abort("connection closed")
             if self._outcome.completed:
                 self.done.callback(self._outcome)
             else:
@@ -307,7 +321,18 @@ class PtTlsClientProtocol(protocol.Protocol):
                 self._failure = ClientAuthenticationFailed(
                     f"SASL authentication as {event.identity!r} failed: the server answered SASL Result {name}")
             elif isinstance(event, ptn.PbBatchReceived):
+                stayed = self._outcome is not None and self.pb.state is PbState.DECIDED
                 step = self.pb.receive_batch(event.data)
+                if stayed and not step.close:
+                    # the server's SRETRY: another assessment, answered in step.batch
+                    self._outcome = None
+                    if self._on_retry is not None:
+                        self._on_retry()
+                if step.decided:
+                    self._decided(step.outcome)
+                    if self._closing:
+                        return
+                    continue
                 if step.batch is not None:
                     self.pt.send_batch(step.batch)
                 if step.close:
@@ -329,6 +354,21 @@ class PtTlsClientProtocol(protocol.Protocol):
                 self._close_transport()
                 return
         self._flush()
+
+    def _decided(self, outcome: AssessmentOutcome) -> None:
+        """A decision the client stays after: report it; close after the last one wanted."""
+        self.decisions += 1
+        self._outcome = outcome
+        if self._on_decision is not None:
+            self._on_decision(outcome)
+        if self._reassessments is not None and self.decisions > self._reassessments:
+            log.info("{n} assessments completed; closing the connection to {peer}", n=self.decisions,
+                     peer=self.peer)
+            self.pt.send_batch(self.pb.close())
+            self._flush()
+            self._close_transport()
+        else:
+            log.info("waiting on the connection to {peer} for the server's next assessment", peer=self.peer)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -387,6 +427,9 @@ def run_assessment(
     tls_options=None,
     trace: Callable[[str, PtTlsMessage], None] | None = None,
     mutual_imvs: Sequence = (),
+    stay: bool = False,
+    reassessments: int | None = None,
+    on_decision: Callable[[AssessmentOutcome], None] | None = None,
 ) -> defer.Deferred:
     """Run one assessment against the PT-TLS server at ``host``:``port``.
 
@@ -401,6 +444,13 @@ def run_assessment(
     names, see :func:`nac.client.mutual.load_imvs`) judging the server in
     mutual PB-TNC, which the client then asks for.
 
+    ``stay``: keep the connection open after the decision and answer the
+    server's SRETRY with a new assessment (fresh measurements), until the
+    server closes the connection or, with ``reassessments``, that many
+    more decisions came; each decision goes to ``on_decision``.  The
+    ``timeout`` then bounds each assessment, not the wait between them.
+    Not with ``mutual_imvs``.
+
     Fires with an :class:`AssessmentOutcome` whose ``completed`` is True
     (whatever the recommendation), or fails with an :class:`AssessmentError`.
     """
@@ -411,6 +461,8 @@ def run_assessment(
             tls_options = client_tls_options(cacert=cacert, server_name=server_name or host, cert=cert, key=key)
         imcs = make_collectors(collectors) if all(isinstance(c, str) for c in collectors) else list(collectors)
         imvs = load_imvs(mutual_imvs) if all(isinstance(v, str) for v in mutual_imvs) else list(mutual_imvs)
+        if imvs and (stay or reassessments is not None):
+            raise SetupError("staying for re-assessments does not go with mutual PB-TNC")
     except ValueError as exc:
         return defer.fail(SetupError(str(exc)))
     except AssessmentError as exc:
@@ -431,10 +483,8 @@ def run_assessment(
                                server=peer)
     else:
         pb = PbTncClient(imcs, max_batch_size=pt.max_batch_size,
-                         max_message_size=pt.max_batch_size - _PB_PA_OVERHEAD, language=language)
-    proto = PtTlsClientProtocol(pt, pb, peer=peer)
-    endpoint = endpoints.wrapClientTLS(tls_options, tcp_endpoint(reactor, host, port))
-    result: defer.Deferred = defer.Deferred()
+                         max_message_size=pt.max_batch_size - _PB_PA_OVERHEAD, language=language,
+                         stay=stay or reassessments is not None)
     timed_out = []
 
     def on_timeout():
@@ -444,7 +494,23 @@ def run_assessment(
         else:
             connecting.cancel()
 
-    timer = reactor.callLater(timeout, on_timeout)
+    timers = [reactor.callLater(timeout, on_timeout)]
+
+    def decided(outcome):
+        # between assessments the server decides when the next one begins
+        if timers[0].active():
+            timers[0].cancel()
+        if on_decision is not None:
+            on_decision(outcome)
+
+    def retrying():
+        if not timers[0].active():
+            timers[0] = reactor.callLater(timeout, on_timeout)
+
+    proto = PtTlsClientProtocol(pt, pb, peer=peer, on_decision=decided, on_retry=retrying,
+                                reassessments=reassessments)
+    endpoint = endpoints.wrapClientTLS(tls_options, tcp_endpoint(reactor, host, port))
+    result: defer.Deferred = defer.Deferred()
 
     def connect_failed(failure):
         if timed_out:
@@ -454,8 +520,8 @@ def run_assessment(
         return failure
 
     def finished(value):
-        if timer.active():
-            timer.cancel()
+        if timers[0].active():
+            timers[0].cancel()
         return value
 
     connecting = endpoints.connectProtocol(endpoint, proto)

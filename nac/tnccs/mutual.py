@@ -144,6 +144,10 @@ class MutualPbTncServerConnection(_Announcing):
             self._end()
             return BatchOutcome(batches=batches, close=True, decision=self.decision)
 
+    def _can_retry(self) -> bool:
+        # the endpoint's TNCS may be in its own exchange: no retry in mutual PB-TNC
+        return not self.mutual and super()._can_retry()
+
     def _end(self) -> None:
         if self.client is not None and not self.client.finished:
             self.client.abort("the PB-TNC connection ended")

@@ -11,7 +11,10 @@ IMVs asked for something), or after ``max_rounds`` SDATA round trips, the
 IMVs are solicited for a recommendation, and an IMV that still gives none
 counts as "no recommendation", which denies access.  That machinery, shared
 with IF-TNCCS 1.1, lives in :mod:`nac.tnccs.connection`; this module holds
-what is PB-TNC's own: the state machine, the batch types and the messages.
+what is PB-TNC's own: the state machine, the batch types and the messages,
+and the server's handshake retry after a decision (an SRETRY batch, on a
+transport's re-assessment schedule: :class:`nac.interfaces.IHandshakeRetry`),
+whose new assessment is recorded as a session of its own.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import enum
 
 from zope.interface import implementer
 
+from nac import metrics
 from nac.log import Logger
 from nac.ifimv import ActionRecommendation, ConnectionState, EvaluationResult
-from nac.interfaces import ITnccsConnection
+from nac.interfaces import IHandshakeRetry, ITnccsConnection
 from nac.pb.batch import BatchType, Direction, PbBatch
 from nac.pb.messages import (
     AccessRecommendation,
@@ -95,7 +99,7 @@ class _Fatal(Exception):
         self.error = error
 
 
-@implementer(ITnccsConnection)
+@implementer(ITnccsConnection, IHandshakeRetry)
 class PbTncServerConnection(TnccsServerConnection):
     """One PB-TNC (IF-TNCCS 2.0) connection, server role (RFC 5793 §3.2)."""
 
@@ -105,6 +109,7 @@ class PbTncServerConnection(TnccsServerConnection):
     def __init__(self, core, connection_id: int, peer, limits):
         super().__init__(core, connection_id, peer, limits)
         self.state = S.INIT
+        self._retry_sent = False
 
     def _wrap_pa(self, msg: OutgoingPaMessage) -> PbPa:
         return PbPa(pa_vendor=msg.vendor_id, pa_subtype=msg.subtype,
@@ -148,6 +153,8 @@ class PbTncServerConnection(TnccsServerConnection):
 
         if not self._started:
             await self._begin()
+        elif self._retry_sent and batch.batch_type in (B.CDATA, B.CRETRY):
+            await self._begin_again()
         elif batch.batch_type is B.CRETRY or (batch.batch_type is B.CDATA and self._retry_requested):
             self._retry_requested = False
             self.decision = None
@@ -206,6 +213,45 @@ class PbTncServerConnection(TnccsServerConnection):
         only notes it (:mod:`nac.tnccs.mutual` takes it up)."""
         log.debug("client supports mutual PB-TNC protocol 0x{p:08x}; not mutual here",
                   p=msg.protocols)
+
+    # -- the server's handshake retry (IHandshakeRetry) ---------------------------------
+
+    def retry_handshake(self, reason: str):
+        return self._in_turn(lambda: self._retry(reason))
+
+    def _can_retry(self) -> bool:
+        return self.state is S.DECIDED and not self.finished and self.decision is not None
+
+    async def _retry(self, reason: str) -> BatchOutcome | None:
+        if not self._can_retry():
+            return None
+        log.info("starting a new assessment of Connection ID {cid} ({peer}): {reason}", cid=self.connection_id,
+                 peer=self.peer.identity or self.peer.address, reason=reason)
+        # RFC 5793 §3.2: the SRETRY leads to Client Working, and the
+        # endpoint's next CDATA begins the new handshake (as strongSwan's
+        # TNCS takes it); a CLOSE instead ends the connection with the
+        # decision it has
+        self._retry_sent = True
+        self._queue.clear()
+        return BatchOutcome(batches=[self._build(B.SRETRY, [])])
+
+    async def _begin_again(self) -> None:
+        """A new assessment on this connection, after the SRETRY: a session
+        of its own in the store, the group policy and the device looked up
+        anew, and the IMVs start over (HANDSHAKE, as for any retry)."""
+        self._retry_sent = False
+        self._retry_requested = False
+        self.decision = None
+        self.rounds = 0
+        self._sent_pa_last = False
+        self._device = (None, None)
+        self._policy = None
+        self._enforcement = None
+        for c in self._imv_conns:
+            c.clear()
+        metrics.assessment_started(self.connection_id)
+        self._record_start()
+        await self._notify_all(ConnectionState.HANDSHAKE)
 
     # -- building the reply ----------------------------------------------------------
 

@@ -10,6 +10,7 @@ from zope.interface import implementer
 from nac.config import (
     listen_option,
     Option,
+    non_negative_seconds,
     byte_size,
     check_tls_pair,
     choice,
@@ -61,6 +62,15 @@ class PtTlsPlugin(WorkerTransportPlugin):
             Option("negotiation_timeout", seconds, 30.0,
                    "Time allowed for the version exchange and the client's authentication."),
             Option("idle_timeout", seconds, 300.0, "A connection without any message for this long is closed."),
+            Option("reassess_interval", non_negative_seconds, 0.0,
+                   "Seconds after a decision at which a client that keeps its PT-TLS connection open is "
+                   "assessed again on it: the server sends a PB-TNC SRETRY batch (RFC 5793 §3.2) and runs a "
+                   "new assessment, recorded as a session of its own; 0: never. A group's session_timeout "
+                   "(nac-admin / API) replaces it for its members, as it replaces [radius] session_timeout, "
+                   "so that they are assessed again on one schedule whichever transport they use (0 there: "
+                   "never). While it waits the connection is not idle; a client that does not answer the "
+                   "SRETRY within idle_timeout is closed. Clients that close after their decision "
+                   "(strongSwan's pt-tls-client, nac-pt-tls-client without --stay) are never asked."),
             Option("max_connections", positive_int, 1000,
                    "Most PT-TLS connections open at once, shared out evenly among the processes serving "
                    "PT-TLS."),

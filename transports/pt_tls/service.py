@@ -23,7 +23,7 @@ from nac.certs import certificate_identity
 from nac.config import ConfigError
 from nac.dualstack import bind, listen_address, unmapped
 from nac.escape import printable
-from nac.interfaces import IPostureTransport
+from nac.interfaces import IHandshakeRetry, IPostureTransport
 from nac.log import Logger
 from nac.tnccs.assessment import PeerInfo, TransportLimits
 from transports.pt_tls import negotiation as ptn
@@ -227,6 +227,42 @@ class PtTlsServerProtocol(protocol.Protocol):
         self._flush()
         if outcome.close:
             self._close("PB-TNC connection closed")
+        elif outcome.decision is not None:
+            self._schedule_reassessment(outcome.decision)
+
+    # -- re-assessment on the open connection ----------------------------------------
+
+    def _schedule_reassessment(self, decision) -> None:
+        """After a decision: assess the client again in the interval of its
+        group or ``[pt-tls] reassess_interval`` if it keeps the connection
+        open.  Waiting for that is not idling: the retry takes the idle
+        timer's place, and any batch of the client puts it back."""
+        interval = reassessment_interval(decision, self.factory.reassess_interval)
+        if interval <= 0 or not IHandshakeRetry.providedBy(self.tnccs):
+            return
+        # debug: most clients close at once (the core logs the retry itself)
+        log.debug("assessing {peer} again in {s:g} s if it keeps PT-TLS session {sid} open", peer=self._peer_str(),
+                  s=interval, sid=self.session_id)
+        self._cancel_timer()
+        self._deadline, self._deadline_what = self.factory.clock.seconds() + interval, "re-assessment"
+        self._timer = self.factory.clock.callLater(interval, self._reassess, interval)
+
+    def _reassess(self, interval: float) -> None:
+        self._timer = None
+        if self._closing or self.tnccs is None or self.tnccs.finished:
+            return
+        # the client answers the SRETRY as any batch, within idle_timeout
+        self._arm(self.factory.idle_timeout, "idle")
+        d = self.tnccs.retry_handshake(f"re-assessment {interval:g} s after the decision")
+        d.addCallback(self._retried)
+        d.addErrback(self._core_failed)
+
+    def _retried(self, outcome) -> None:
+        if outcome is None:
+            log.debug("no re-assessment of PT-TLS session {sid}: the PB-TNC connection cannot retry now",
+                      sid=self.session_id)
+            return
+        self._outcome(outcome)
 
     def _core_failed(self, failure) -> None:
         log.failure("TNCS core failed on PT-TLS session from {peer}", failure, peer=self._peer_str())
@@ -298,7 +334,10 @@ class PtTlsFactory(protocol.Factory):
     ``busy_timeout`` when three quarters of them are taken), and password
     checks (``logins``, :class:`nac.auth_throttle.Logins`).  Connections it
     refuses or closes for these limits are logged at most once per source,
-    kind and ``report_interval``, with their number."""
+    kind and ``report_interval``, with their number.  A client that keeps
+    its connection open after a decision is assessed again after
+    ``reassess_interval`` seconds (0: never) or its group's interval
+    (:func:`reassessment_interval`)."""
 
     noisy = False
 
@@ -307,9 +346,10 @@ class PtTlsFactory(protocol.Factory):
                  sasl_enabled: bool = True, clock=None, session_ids: tuple[int, int] = (1, 1),
                  limit_name: str = "[pt-tls] max_connections", logins: Logins | None = None,
                  max_unauthenticated: int | None = None, max_unauthenticated_per_source: int | None = None,
-                 busy_timeout: float = 3.0, report_interval: float = 10.0):
+                 busy_timeout: float = 3.0, report_interval: float = 10.0, reassess_interval: float = 0.0):
         from twisted.internet import reactor
         self.core = core
+        self.reassess_interval = reassess_interval
         self.max_message_size = max_message_size
         self.max_connections = max_connections
         self.handshake_timeout = handshake_timeout
@@ -454,6 +494,15 @@ class PtTlsFactory(protocol.Factory):
         if kind == "any":
             return "the limits above (the lines of more than 128 addresses an interval are summed up here)"
         return kind
+
+
+def reassessment_interval(decision, configured: float) -> float:
+    """Seconds after ``decision`` at which its endpoint is assessed again on
+    its open connection (0: never): its group's ``session_timeout`` when the
+    group policy sets one (the schedule RADIUS gives the NAS), else
+    ``configured`` (``[pt-tls] reassess_interval``)."""
+    group = getattr(getattr(decision, "enforcement", None), "session_timeout", None)
+    return float(group) if group is not None else configured
 
 
 def _from(source: str | None) -> str:
@@ -618,6 +667,7 @@ def make_factory(cfg, core, store=None, *, check_password=None, process: int = 0
                         handshake_timeout=sec["handshake_timeout"],
                         negotiation_timeout=sec["negotiation_timeout"],
                         idle_timeout=sec["idle_timeout"],
+                        reassess_interval=sec["reassess_interval"],
                         sasl_enabled=bool(sec["sasl"]),
                         session_ids=(process + 1, id_step or processes),
                         limit_name="[pt-tls] max_connections" if processes == 1 else

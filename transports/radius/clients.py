@@ -156,7 +156,6 @@ def client_table(cfg) -> RadiusClientTable:
     ConfigError with one line per problem (the configuration checked the
     rest when it was loaded)."""
     sec = cfg.section("radius")
-    base = RadiusEnforcement.from_config(sec)
     clients = []
     for name, values in cfg.named_sections(CLIENT_SECTION).items():
         section = f"{CLIENT_SECTION}:{name}"

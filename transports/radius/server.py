@@ -51,7 +51,7 @@ for a request another process serves; that one gets the datagram with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from twisted.internet import defer
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import re
 import socket
-import struct
-import time
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, threads
@@ -22,40 +20,10 @@ from tests.test_console_web import Browser
 from tests.test_http_api import HttpApiServer
 from tests.test_radius_accounting import acct_request, start, u32
 from tests.nacserver import free_port
-from tests.test_radius_coa_e2e import NasListener
-from transports.radius.packet import Attribute, Code, RadiusPacket, request_authenticator_valid, sign_response
+from tests.radius_nas import NasListener
+from transports.radius.packet import Code
 
 SECRET = "coa-api-secret"
-
-
-class Nas(NasListener):
-    """The test NAS: ACKs, or NAKs with ``nak_cause`` (an Error-Cause), or
-    drops ``drop`` requests."""
-
-    nak_cause: int | None = None
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                data, addr = self.sock.recvfrom(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            packet = RadiusPacket.parse(data)
-            if not request_authenticator_valid(packet, self.secret):
-                continue
-            self.received.append((time.monotonic(), data, packet))
-            if self.drop:
-                self.drop -= 1
-                continue
-            coa = packet.code == Code.COA_REQUEST
-            if self.nak_cause is None:
-                answer = RadiusPacket(Code.COA_ACK if coa else Code.DISCONNECT_ACK, packet.identifier, bytes(16))
-            else:  # with its Error-Cause (RFC 5176 §3.5)
-                answer = RadiusPacket(Code.COA_NAK if coa else Code.DISCONNECT_NAK, packet.identifier, bytes(16),
-                                      (Attribute(101, struct.pack(">I", self.nak_cause)),))
-            self.sock.sendto(sign_response(answer, packet.authenticator, self.secret), addr)
 
 
 def sample(text: str, name: str, **labels) -> float | None:
@@ -70,7 +38,7 @@ class CoaApiTests(HttpApiServer, unittest.TestCase):
     timeout = 180
 
     def setUp(self):
-        self.nas = Nas(SECRET.encode())
+        self.nas = NasListener(SECRET.encode())
         self.addCleanup(self.nas.stop)
         self.acct_port = free_port(socket.SOCK_DGRAM)
         self.other_sections = {

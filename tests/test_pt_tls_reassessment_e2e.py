@@ -15,8 +15,8 @@ import time
 
 from twisted.trial import unittest
 
-from nac.client.collectors.os import read_os_info
 from tests.nacserver import NacServer, repo_env
+from tests.radius_nas import host_product, import_host_packages
 
 PASSWORD = "carol's password"
 INTERVAL = 5.0
@@ -29,8 +29,8 @@ class ReassessmentEndToEndTests(unittest.TestCase):
 
     def setUp(self):
         cls = type(self)
-        info = read_os_info()
-        if shutil.which("dpkg-query") is None or info is None:
+        product = host_product()
+        if product is None:
             raise unittest.SkipTest("not a Debian host: no dpkg-query or os-release")
         if cls.server is None:
             server = NacServer({
@@ -40,11 +40,8 @@ class ReassessmentEndToEndTests(unittest.TestCase):
             })
             server.admin("init")
             server.admin("user", "add", "carol", "--password", PASSWORD)
-            cls.product = f"{info.name} {info.version_string}"
-            listing = server.dir / "dpkg-query.txt"
-            listing.write_text(subprocess.run(["dpkg-query", "-W"], capture_output=True, text=True,
-                                              check=True).stdout)
-            server.admin("packages", "import", "--product", cls.product, str(listing))
+            cls.product = product
+            import_host_packages(server, product)
             cls.server = server.start()
             atexit.register(server.stop)
             atexit.register(shutil.rmtree, server.dir, True)

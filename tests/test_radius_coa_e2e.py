@@ -24,71 +24,18 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 from twisted.trial import unittest
 
-from nac.client.collectors.os import read_os_info
 from tests.nacserver import NacServer, free_port, repo_env
-from transports.radius.packet import (
-    Code,
-    RadiusPacket,
-    request_authenticator_valid,
-    sign_response,
-)
+from tests.radius_nas import NasListener, accounting, admit_host, host_product, import_host_packages
+from transports.radius.packet import Code
 
 SECRET = "coa-e2e-secret"
 PASSWORD = "K8FW9"
 EAPOL_STATION = "02-00-00-00-00-01"  # eapol_test's Calling-Station-Id (its default own address)
 HOST_STATION = "02-00-00-00-00-42"
-
-
-class NasListener:
-    """A NAS's Dynamic Authorization Server: checks each CoA / Disconnect
-    request with the shared secret, keeps it, and ACKs it (or drops it)."""
-
-    def __init__(self, secret: bytes):
-        self.secret = secret
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.received: list[tuple[float, bytes, RadiusPacket]] = []
-        self.drop = 0
-        self._stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                data, addr = self.sock.recvfrom(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            packet = RadiusPacket.parse(data)
-            if not request_authenticator_valid(packet, self.secret):
-                continue
-            self.received.append((time.monotonic(), data, packet))
-            if self.drop:
-                self.drop -= 1
-                continue
-            ack = Code.COA_ACK if packet.code == Code.COA_REQUEST else Code.DISCONNECT_ACK
-            self.sock.sendto(sign_response(RadiusPacket(ack, packet.identifier, bytes(16)), packet.authenticator,
-                                           self.secret), addr)
-
-    def wait(self, count: int, timeout: float = 10.0) -> list:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.received
-
-    def stop(self) -> None:
-        self._stop = True
-        self.thread.join(2)
-        self.sock.close()
 
 
 class CoaE2eTests(unittest.TestCase):
@@ -128,11 +75,7 @@ class CoaE2eTests(unittest.TestCase):
     # -- helpers -----------------------------------------------------------------------------
 
     def accounting_start(self, session: str, station: str, user: str = "carol") -> None:
-        done = subprocess.run(["radclient", "-x", "-r", "1", "-t", "2", f"127.0.0.1:{self.acct_port}", "acct",
-                               SECRET], capture_output=True, text=True, timeout=30, input=(
-            f'Acct-Status-Type = Start\nAcct-Session-Id = "{session}"\nUser-Name = "{user}"\n'
-            f'Calling-Station-Id = "{station}"\nNAS-Port = 3\n'))
-        self.assertIn("Received Accounting-Response", done.stdout, done.stdout + done.stderr)
+        accounting(self.acct_port, SECRET, "Start", session, station, user=user)
 
     def accounting(self, session: str) -> dict:
         rows = json.loads(self.server.admin("accounting", "list", "--json", "--limit", "100"))
@@ -208,22 +151,12 @@ class CoaE2eTests(unittest.TestCase):
                          ("disconnect", "no answer after 3 tries", "started"))
 
     def test_blacklisted_package_after_admission_sends_a_coa(self):
-        info = read_os_info()
-        if shutil.which("dpkg-query") is None or info is None:
+        product = host_product()
+        if product is None:
             raise unittest.SkipTest("not a Debian host: no dpkg-query or os-release")
-        product = f"{info.name} {info.version_string}"
-        listing = self.server.dir / "dpkg-query.txt"
-        listing.write_text(subprocess.run(["dpkg-query", "-W"], capture_output=True, text=True, check=True).stdout)
-        self.server.admin("packages", "import", "--product", product, str(listing))
-        admitted = subprocess.run(
-            [sys.executable, "-m", "nac.client.eap_cli", "--server", f"127.0.0.1:{self.radius_port}",
-             "--secret", SECRET, "--identity", "carol", "--password", PASSWORD, "--tnc", "eap-tnc",
-             "--collectors", "os", "--calling-station-id", HOST_STATION, "--cacert", str(self.server.ca),
-             "--json"], env=repo_env(), capture_output=True, text=True, timeout=60)
-        if admitted.returncode != 0 and "eap-tnc" in admitted.stderr:
-            raise unittest.SkipTest(admitted.stderr.strip())
-        self.assertEqual(admitted.returncode, 0, admitted.stderr + self.server.log_text()[-3000:])
-        self.assertEqual(json.loads(admitted.stdout)["radius"]["attributes"]["Filter-Id"], "allow")
+        import_host_packages(self.server, product)
+        admitted = admit_host(self.radius_port, SECRET, "carol", PASSWORD, HOST_STATION, self.server.ca, repo_env())
+        self.assertEqual(admitted["radius"]["attributes"]["Filter-Id"], "allow")
         self.accounting_start("host-1", HOST_STATION)
         row = self.accounting("host-1")
         self.assertIsNotNone(row["device"], "the accounting session is not linked to the device")

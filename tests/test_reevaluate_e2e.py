@@ -24,14 +24,12 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import time
 
 from twisted.trial import unittest
 
-from nac.client.collectors.os import read_os_info
 from tests.nacserver import NacServer, free_port, repo_env
-from tests.test_radius_coa_e2e import NasListener
+from tests.radius_nas import NasListener, accounting, admit_host, host_product, import_host_packages
 from transports.radius.packet import Code
 
 SECRET = "reevaluate-e2e-secret"
@@ -47,8 +45,8 @@ class PolicyChangeCoaTests(unittest.TestCase):
         cls = type(self)
         if shutil.which("radclient") is None:
             raise unittest.SkipTest("radclient is not installed (Debian package freeradius-utils)")
-        info = read_os_info()
-        if shutil.which("dpkg-query") is None or info is None:
+        product = host_product()
+        if product is None:
             raise unittest.SkipTest("not a Debian host: no dpkg-query or os-release")
         if cls.server is None:
             cls.nas = NasListener(SECRET.encode())
@@ -64,11 +62,8 @@ class PolicyChangeCoaTests(unittest.TestCase):
             }, ready="RADIUS accounting server listening")
             server.admin("init")
             server.admin("user", "add", "carol", "--password", PASSWORD, "--eap")
-            cls.product = f"{info.name} {info.version_string}"
-            listing = server.dir / "dpkg-query.txt"
-            listing.write_text(subprocess.run(["dpkg-query", "-W"], capture_output=True, text=True,
-                                              check=True).stdout)
-            server.admin("packages", "import", "--product", cls.product, str(listing))
+            cls.product = product
+            import_host_packages(server, product)
             cls.server = server.start()
             atexit.register(cls.nas.stop)
             atexit.register(server.stop)
@@ -83,20 +78,11 @@ class PolicyChangeCoaTests(unittest.TestCase):
     # -- helpers -----------------------------------------------------------------------------
 
     def admit(self, station: str) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "nac.client.eap_cli", "--server", f"127.0.0.1:{self.radius_port}",
-             "--secret", SECRET, "--identity", "carol", "--password", PASSWORD, "--tnc", "eap-tnc",
-             "--collectors", "os", "--calling-station-id", station, "--cacert", str(self.server.ca),
-             "--json"], env=repo_env(), capture_output=True, text=True, timeout=60)
-        self.assertEqual(done.returncode, 0, done.stderr + self.server.log_text()[-3000:])
-        self.assertEqual(json.loads(done.stdout)["radius"]["attributes"]["Filter-Id"], "allow")
+        admitted = admit_host(self.radius_port, SECRET, "carol", PASSWORD, station, self.server.ca, repo_env())
+        self.assertEqual(admitted["radius"]["attributes"]["Filter-Id"], "allow")
 
     def accounting(self, status: str, session: str, station: str) -> None:
-        done = subprocess.run(["radclient", "-x", "-r", "1", "-t", "2", f"127.0.0.1:{self.acct_port}", "acct",
-                               SECRET], capture_output=True, text=True, timeout=30, input=(
-            f'Acct-Status-Type = {status}\nAcct-Session-Id = "{session}"\nUser-Name = "carol"\n'
-            f'Calling-Station-Id = "{station}"\nNAS-Port = 7\n'))
-        self.assertIn("Received Accounting-Response", done.stdout, done.stdout + done.stderr)
+        accounting(self.acct_port, SECRET, status, session, station, nas_port=7)
 
     def row(self, session: str) -> dict:
         rows = json.loads(self.server.admin("accounting", "list", "--json", "--limit", "100"))

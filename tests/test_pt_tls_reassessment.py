@@ -17,7 +17,6 @@ from types import SimpleNamespace
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -33,6 +32,7 @@ from nac.tnccs.core import TnccsCore
 from nac.tnccs.imv_manager import ImvManager
 from nac.tnccs.pb_server import PbState
 from tests.posture import VECTORS, ScriptedImv
+from tests.test_pt_tls_preauth import Transport
 from tests.vectors import records
 from transports.pt_tls.service import PtTlsFactory, reassessment_interval
 from transports.pt_tls.wire import PtTlsFramer, PtTlsMessage, PtTlsMessageType as T, VersionRequest
@@ -83,19 +83,6 @@ class Sessions:
         return d
 
 
-class Transport(StringTransport):
-    def __init__(self):
-        super().__init__(peerAddress=IPv4Address("TCP", "192.0.2.1", 40000))
-        self.aborted = False
-
-    def abortConnection(self):
-        self.aborted = True
-        super().loseConnection()
-
-    def getPeerCertificate(self):
-        return None
-
-
 class Endpoint:
     """One PT-TLS client session of nac's PB-TNC client role, its bytes
     moved by hand: what the server wrote is read through the framing."""
@@ -104,7 +91,7 @@ class Endpoint:
         self.tc = testcase
         self.pb = pb
         self.proto = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 40000))
-        self.transport = Transport()
+        self.transport = Transport("192.0.2.1")
         self.proto.makeConnection(self.transport)
         self.framer = PtTlsFramer()
         self.message_ids = itertools.count(0)

@@ -267,11 +267,16 @@ class Reevaluator(service.Service):
         if before is None or before == generations:
             return None
         key = "policy:" + ":".join(str(g) for g in generations)
-        claimed = yield self.store.writes.submit(claim_reevaluation, key, self.instance)
-        if not claimed:
-            log.debug("another nac instance judges the devices again after policy change {key}", key=key)
-            return None
-        yield self.run()
+        try:
+            claimed = yield self.store.writes.submit(claim_reevaluation, key, self.instance)
+            if not claimed:
+                log.debug("another nac instance judges the devices again after policy change {key}", key=key)
+                return None
+            yield self.run()
+        except BaseException:
+            # the database failed us: the next poll tries this change again
+            self.generations = before
+            raise
 
     @defer.inlineCallbacks
     def run(self):

@@ -249,7 +249,34 @@ class ReevaluationMixin(DatabaseMixin):
             self.assertTrue(claim_reevaluation(c, "policy:1:2", "a"))
         with self.engine.begin() as c:
             self.assertFalse(claim_reevaluation(c, "policy:1:2", "b"))
+            self.assertFalse(claim_reevaluation(c, "policy:1:2", None))
+            self.assertTrue(claim_reevaluation(c, "policy:1:2", "a"))  # its own, tried again
             self.assertTrue(claim_reevaluation(c, "policy:1:3", "b"))
+
+    @defer.inlineCallbacks
+    def test_a_change_the_database_failed_is_judged_at_the_next_poll(self):
+        from nac.db.outage import StoreUnavailable
+
+        yield self.assessed("dev-12")
+        r = self.reevaluator()
+        yield r.poll()
+        read = self.store.read
+        failing = []
+
+        def unavailable(fn, *args, **kwargs):
+            if fn.__name__ == "live_devices" and not failing:
+                failing.append(fn)
+                return defer.fail(StoreUnavailable("the database is away"))
+            return read(fn, *args, **kwargs)
+
+        self.store.read = unavailable
+        self.addCleanup(setattr, self.store, "read", read)
+        self.store.db.blacklist_package(PRODUCT, "openssl")
+        yield r.poll()
+        self.assertEqual((failing != [], r.changed, self.heard), (True, 0, []))
+        yield r.poll()
+        yield self.store.writes.idle()
+        self.assertEqual((r.changed, [d.access for _, d in self.heard]), (1, ["isolate"]))
 
 
 class SqliteReevaluationTests(SqliteBackend, ReevaluationMixin, unittest.TestCase):

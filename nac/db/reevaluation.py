@@ -75,14 +75,19 @@ def policy_generations(connection) -> tuple[int, ...]:
 
 
 def claim_reevaluation(connection, key: str, instance: str | None) -> bool:
-    """Whether this instance is the first to claim the re-evaluation
-    ``key`` (it inserted the row); claims older than a day are dropped."""
+    """Whether the re-evaluation ``key`` is this instance's: it inserted its
+    row first, or did before (a run it tries again); claims older than a
+    day are dropped."""
     now = utcnow()
     connection.execute(sa.delete(_C).where(_C.c.started < now - CLAIMS_KEPT))
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    inserted = connection.scalar(dialect.insert(_C).values(key=key[:64], instance=(instance or "")[:64] or None,
-                                                           started=now).on_conflict_do_nothing().returning(_C.c.key))
-    return inserted is not None
+    name = (instance or "")[:64] or None
+    inserted = connection.scalar(dialect.insert(_C).values(key=key[:64], instance=name, started=now)
+                                 .on_conflict_do_nothing().returning(_C.c.key))
+    if inserted is not None:
+        return True
+    holder = connection.execute(sa.select(_C.c.instance).where(_C.c.key == key[:64])).first()
+    return holder is not None and name is not None and holder[0] == name
 
 
 def live_devices(connection, limit: int) -> tuple[list[int], int]:

@@ -888,7 +888,7 @@ class OsImv(PaTncImv):
         state.default_password = payload.get("default_password")
         kept = last.packages
         if kept is not None and product and kept[0] == product:
-            state.packages = [(str(name), str(release)) for name, release in kept[2]]
+            state.packages = list(map(tuple, kept[2]))  # [name, release] pairs, as this IMV kept them
             state.package_digests = [bytes.fromhex(kept[1])]
         elif payload.get("packages") is not None:
             return None  # judged on packages this server no longer has

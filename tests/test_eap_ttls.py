@@ -27,7 +27,7 @@ from nac.eap.packet import EapPacket, EapType
 from nac.eap.server import EapServerSession, EapSettings
 from nac.eap.tls import TlsError, TlsTunnel, peer_context, server_context
 from nac.eap.tnc import PtEap
-from nac.eap.ttls import TtlsSettings
+from nac.eap.ttls import STALE_PHASE2, TtlsSettings
 from nac.interfaces import IEapSession
 from nac.tnccs.assessment import PeerInfo
 from nac.tnccs.core import TnccsCore
@@ -610,6 +610,29 @@ class MalformedTests(PkiMixin, unittest.TestCase):
         outcome, _ = converse(self, self.session(), self.peer_with(WrongId))
         self.assertEqual(outcome.status, EapStatus.FAILURE)
         self.assertIn("identifier", outcome.reason)
+
+    def test_a_nak_proposing_the_refused_method_fails_naming_the_cause(self):
+        """wpa_supplicant 2.10 re-authenticating with the EAP-TTLS state of an
+        authentication that ended with EAP-TNC Naks EAP-MD5 proposing EAP-MD5
+        (its configured phase 2 method): offering it again would loop."""
+        requests = []
+
+        class StalePhase2(eap_peer.TtlsPeer):
+            def phase2(self, data):
+                request = EapPacket.parse([a for a in parse_avps(data) if a.code == AvpCode.EAP_MESSAGE][0].data)
+                requests.append(request.type)
+                if request.type != EapType.IDENTITY:
+                    return self.tunnel_eap(EapPacket.response(request.identifier, EapType.NAK,
+                                                              bytes((EapType.MD5_CHALLENGE,))))
+                return super().phase2(data)
+
+        peer = self.peer_with(StalePhase2, tls_version="1.2")
+        outcome, _ = converse(self, self.session(), peer)
+        self.assertEqual(outcome.status, EapStatus.FAILURE)
+        self.assertEqual(outcome.reason, "the peer Naks EAP_MD5 and proposes it: " + STALE_PHASE2)
+        self.assertIn("fast_reauth=0", outcome.reason)
+        self.assertEqual(requests, [EapType.MD5_CHALLENGE])
+        self.assertEqual([(d, p[4:]) for d, p in peer.inner_packets], [("c2s", b"\x01carol"), ("c2s", b"\x03\x04")])
 
     def test_peer_closing_the_tunnel_during_the_posture_assessment_is_named(self):
         """A client that ends the tunnel with close_notify in phase 2, as

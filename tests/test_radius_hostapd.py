@@ -26,7 +26,11 @@ with EAP-TTLS / EAP-MD5 and its IF-TNCCS 1.1 client.  Shown:
   records with the accounting session.  hostapd's accounting carries a
   NAS-Port, as a Wi-Fi hostapd's does: nac leaves it out of its requests,
   for hostapd's DAS refuses (NAK Unsupported-Attribute) what it does not
-  match on.
+  match on;
+* ``wpa_cli reauthenticate`` (as hostapd's periodic re-authentication):
+  a second authentication and assessment, the port authorized throughout
+  (the supplicant runs with ``fast_reauth=0``: README, "Periodic
+  re-assessment").
 """
 
 from __future__ import annotations
@@ -177,7 +181,11 @@ class Environment:
     def start_supplicant(self) -> None:
         self.supplicants += 1
         conf = self.dir / f"wpa_supplicant-{self.supplicants}.conf"
-        conf.write_text(f'ctrl_interface={self.dir / "wpa"}\nap_scan=0\nnetwork={{\n  key_mgmt=IEEE8021X\n'
+        # fast_reauth=0: wpa_supplicant 2.10 re-authenticating with the EAP-TTLS
+        # state of an authentication whose phase 2 ended with EAP-TNC Naks the
+        # phase 2 EAP-MD5 it is configured for (README, "Periodic re-assessment")
+        conf.write_text(f'ctrl_interface={self.dir / "wpa"}\nap_scan=0\nfast_reauth=0\n'
+                        f'network={{\n  key_mgmt=IEEE8021X\n'
                         f'  eapol_flags=0\n  eap=TTLS\n  identity="carol"\n  password="{PASSWORD}"\n'
                         f'  ca_cert="{self.server.ca}"\n  phase2="autheap=MD5"\n}}\n')
         self.supplicant = Daemon(self.endpoint_ns, ["wpa_supplicant", "-Dwired", "-ieth0", "-c", str(conf), "-d"],
@@ -202,10 +210,13 @@ class Environment:
             return {}
         return dict(line.split("=", 1) for line in lines[1:] if "=" in line)
 
-    def supplicant_status(self) -> dict:
-        done = subprocess.run(["wpa_cli", "-p", str(self.dir / "wpa"), "-i", "eth0", "status"],
+    def wpa_cli(self, *args: str) -> str:
+        done = subprocess.run(["wpa_cli", "-p", str(self.dir / "wpa"), "-i", "eth0", *args],
                               capture_output=True, text=True, timeout=10)
-        return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+        return done.stdout
+
+    def supplicant_status(self) -> dict:
+        return dict(line.split("=", 1) for line in self.wpa_cli("status").splitlines() if "=" in line)
 
     def admin(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
         """``nac-admin`` in nac's namespace (where the NAS's DAS is reachable)."""
@@ -252,17 +263,17 @@ class HostapdNasTests(unittest.TestCase):
     def admitted(self) -> tuple[dict, dict, str]:
         """(hostapd's record of the endpoint, nac's accounting session of it
         as first seen, hostapd's Acct-Session-Id) once the endpoint's port
-        is authorized and its accounting Start is in.  A port de-authorized
-        before is authenticated again by a new supplicant: wpa_supplicant
-        2.10's own re-authentication (``wpa_cli reauthenticate``) after a
-        phase 2 EAP-TNC Naks the phase 2 EAP-MD5 it is configured for."""
+        is authorized and its accounting Start is in.  A port the NAS
+        de-authorized after the supplicant's last authentication ended is
+        authenticated again by the supplicant's own re-authentication
+        (``wpa_cli reauthenticate``)."""
         env = self.env
-        if "[AUTHORIZED]" not in env.station().get("flags", ""):
-            env.stop_supplicant()
+        if ("[AUTHORIZED]" not in env.station().get("flags", "")
+                and env.supplicant_status().get("EAP state") in ("SUCCESS", "FAILURE")):
             # hostapd ignores EAPOL frames of a station it de-authorized until
             # it forgets it (AP_MAX_INACTIVITY_AFTER_DEAUTH, 5 s)
             wait_for("hostapd forgets the de-authorized station", lambda: not env.station(), timeout=10)
-            env.start_supplicant()
+            self.assertEqual(env.wpa_cli("reauthenticate").strip(), "OK")
         station = wait_for("the endpoint's port is authorized at hostapd",
                            lambda: (lambda s: s if "[AUTHORIZED]" in s.get("flags", "") else None)(env.station()),
                            detail=lambda: env.server.log_text()[-3000:] + env.hostapd.text()[-3000:])
@@ -350,3 +361,37 @@ class HostapdNasTests(unittest.TestCase):
                        lambda: (lambda r: r if r["session_time"] is not None else None)(self.env.accounting(session)))
         self.assertEqual((row["coa_action"], row["coa_result"], row["status"]),
                          ("disconnect", "Disconnect-ACK", "stopped"))
+
+    def test_reauthentication_reassesses_the_endpoint(self):
+        """``wpa_cli reauthenticate`` (what hostapd's periodic re-authentication,
+        asked for by nac's Session-Timeout and Termination-Action, sets off
+        too): a second EAP-TTLS / EAP-MD5 / EAP-TNC authentication, a second
+        assessment and Access-Accept, the port authorized throughout."""
+        station, row, session = self.admitted()
+        env = self.env
+        accepts = "sending RADIUS Access-Accept for 'carol' to client 'sw1'"
+
+        def assessments():
+            sessions = json.loads(env.server.admin("sessions", "list", "--json", "--limit", "100"))
+            return {s["id"]: s for s in sessions if s["identity"] == "carol"}
+
+        before, accepted = assessments(), env.server.log_text().count(accepts)
+        supplicant, mark = len(env.supplicant.text()), len(env.hostapd.text())
+        self.assertEqual(env.wpa_cli("reauthenticate").strip(), "OK")
+        wait_for("nac accepts the re-authentication", lambda: env.server.log_text().count(accepts) > accepted,
+                 timeout=10, detail=lambda: env.server.log_text()[-3000:])
+        log = env.supplicant.text()[supplicant:]
+        self.assertNotIn("Phase 2 Request: Nak", log)
+        self.assertIn("EAP-TTLS: Start TNC after completed EAP method", log)
+        self.assertNotIn("Access-Reject", env.server.log_text())
+        [new] = wait_for("nac records a second assessment", lambda: [
+            s for i, s in assessments().items() if i not in before])
+        self.assertEqual((new["identity"], new["transport"], new["nas"], new["access"]),
+                         ("carol", "radius", "sw1", "allowed"))
+        hostapd = self.hostapd_log_after(mark, f"STA {STATION} IEEE 802.1X: authorizing port")
+        self.assertIn(f"STA {STATION} IEEE 802.1X: received EAPOL-Start from STA", hostapd)
+        self.assertNotIn("unauthorizing port", hostapd)
+        self.assertIn("[AUTHORIZED]", env.station()["flags"])
+        status = wait_for("wpa_supplicant reports its port authorized again",
+                          lambda: (lambda s: s if s.get("EAP state") == "SUCCESS" else None)(env.supplicant_status()))
+        self.assertEqual((status["suppPortStatus"], status["EAP-TTLSv0 Phase2 method"]), ("Authorized", "EAP-TNC"))

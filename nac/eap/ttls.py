@@ -17,6 +17,9 @@ runs inside the tunnel as Diameter AVPs (:mod:`nac.eap.avp`):
   EAP-TNC Start follows the MD5 Response directly, the outer Success follows
   the client's last TNC acknowledgement).
 
+A Nak that proposes the very method it refuses fails at once, its cause
+named (:data:`STALE_PHASE2`): offering the method again would loop.
+
 Keys: MSK and EMSK are the two halves of 128 bytes from the TLS exporter,
 labelled "ttls keying material" for TLS 1.2 and below (RFC 5281 §8) and
 "EXPORTER_EAP_TLS_Key_Material" with the type octet 0x15 as context for
@@ -87,6 +90,12 @@ KEY_MATERIAL_SIZE = 128
 TTLS_LABEL = b"ttls keying material"
 TLS13_LABEL = b"EXPORTER_EAP_TLS_Key_Material"
 CHALLENGE_LABEL = b"ttls challenge"
+
+STALE_PHASE2 = ("it still holds the phase 2 method of its last authentication (wpa_supplicant's fast "
+                "re-authentication after EAP-TNC; fast_reauth=0 in its configuration avoids it)")
+"""Why a peer Naks the inner method it proposes: wpa_supplicant 2.10 keeps
+its EAP-TTLS state for fast re-authentication, its phase 2 method type still
+EAP-TNC; it Naks every other inner method and ignores a new EAP-TNC Start."""
 
 
 def ttls_keys(tunnel: TlsTunnel) -> tuple[bytes, bytes]:
@@ -305,11 +314,13 @@ class TtlsServer(EapMethod):
             return self._fail(f"tunneled EAP response with identifier {packet.identifier}, "
                               f"{self._inner_id} expected")
         if packet.is_nak:
-            if self._phase == "method" and not self._inner_answered:
-                log.info("peer does not support {method}", method=method.label)
-                method.abort("Nak")
-                return self._start_inner(nak_types(packet))
+            proposed = nak_types(packet)
+            if int(method.TYPE) in proposed:
+                return self._fail(f"the peer Naks {method.label} and proposes it: {STALE_PHASE2}")
             log.info("peer does not support {method}", method=method.label)
+            if self._phase == "method" and not self._inner_answered:
+                method.abort("Nak")
+                return self._start_inner(proposed)
             return self._fail(f"the peer refused {method.label}")
         if packet.type != method.TYPE:
             return self._fail(f"tunneled {type_name(packet.type)} response, {method.label} expected")

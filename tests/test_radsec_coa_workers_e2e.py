@@ -63,6 +63,7 @@ class RadsecCoaWorkersE2eTests(unittest.TestCase):
         cls.radsec_port = free_port()
         (cls.dir / "server").mkdir()
         server = NacServer({
+            # no re-evaluation after a policy change (the main process's): each decision is an assessment's
             "nac": {"transports": "pt-tls,radius", "imvs": "imvs.os:OsImv", "reevaluate_interval": "0"},
             "pt-tls": {"workers": "3"},
             "imv:os": {"non_compliant_major": "isolate", "no_result": "allow"},

@@ -10,8 +10,10 @@ import json
 
 from twisted.logger import formatEventAsClassicLogText, globalLogPublisher
 from twisted.trial import unittest
+from zope.interface.verify import verifyObject
 
 from nac import processes as w
+from nac.interfaces import IWorkerProcesses
 from nac.tnccs.assessment import GroupEnforcement, RelayedDecision
 from tests.test_db import decision
 from tests.test_pt_tls_workers import FakeReactor
@@ -108,6 +110,10 @@ class ControlDispatchTests(unittest.TestCase):
         self.logged: list[dict] = []
         globalLogPublisher.addObserver(self.logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+
+    def test_the_supervisor_is_the_interface_transports_see(self):
+        verifyObject(IWorkerProcesses, self.sup)
+        self.assertEqual(self.sup.on_control, {})
 
     def test_a_registered_kind_goes_to_its_handler_with_the_worker_number(self):
         store = Listeners()

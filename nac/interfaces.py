@@ -397,6 +397,10 @@ class IWorkerProcesses(Interface):
     them (:class:`nac.processes.WorkerSupervisor`)."""
 
     processes = Attribute("How many processes nac has, the main process (number 0) included")
+    on_control = Attribute(
+        "{kind: handler(worker, message)}: what the main process does with a worker's control message "
+        "{\"nac_control\": kind, …} of a kind the process model does not know; the handler checks every "
+        "field. 'decided' (a decision a worker committed, for the store's decision listeners) is nac's own")
 
     def share(name, processes, descriptors, data=None, label=None):
         """Let workers 1 … ``processes`` - 1 serve transport ``name`` too.

@@ -36,9 +36,19 @@ The main process speaks to a worker over its standard streams only:
   whatever the log destination, and log rotation stays the main process's;
   and, as JSON lines with a ``nac_control`` key, that the worker is ready,
   which Connection IDs it has reserved, a configuration it cannot start
-  with, and the metrics asked for;
+  with, the metrics asked for, and each decision it committed
+  (``decided``, see below); kinds this module does not know go to the
+  handler registered for them (:attr:`WorkerSupervisor.on_control`);
 * stderr, normally silent, is relayed line by line as errors (a Python
   crash before logging was set up).
+
+The listeners of the store's decisions (:attr:`nac.db.store.PolicyStore.decision_listeners`:
+RADIUS CoA / Disconnect) are the main process's: it alone holds what they
+need (the NASes' RadSec connections, :mod:`transports.radius.radsec_coa`).
+A worker hands each decision it committed to the main process (session
+number, access, group enforcement: :class:`~nac.tnccs.assessment.RelayedDecision`),
+whose :func:`decision_relay` checks every field and tells its store's
+listeners, as for a decision of its own.
 
 Workers are spawned once the service has started, after ``twistd --uid``
 has switched to the service user: they run as that user and only inherit
@@ -74,6 +84,7 @@ from zope.interface import implementer
 from nac import metrics
 from nac.interfaces import IWorkerProcesses, IWorkerShare
 from nac.log import Logger, RepeatSummaryService, event_text
+from nac.tnccs.assessment import RelayedDecision
 
 __all__ = [
     "EventWriter",
@@ -83,6 +94,7 @@ __all__ = [
     "WorkerShare",
     "WorkerSupervisor",
     "connection_share",
+    "decision_relay",
     "descriptor_warning",
     "main",
     "process_count",
@@ -386,6 +398,15 @@ class WorkerProcess(protocol.ProcessProtocol):
             waiting = self.metrics_pending.pop(message.get("id"), None)
             if waiting is not None:
                 waiting.callback(None)
+        elif isinstance(what, str) and what in self.supervisor.on_control:
+            try:
+                self.supervisor.on_control[what](self.worker, message)
+            except Exception:
+                log.failure("the handler of a {what!r} message of worker {worker} failed", what=what,
+                            worker=self.worker)
+        else:
+            log.debug("worker {worker} sent a control message nac does not handle: {what!r}",
+                      worker=self.worker, what=what)
 
     def ask_metrics(self, request: int) -> defer.Deferred:
         """Ask the worker for its metrics: a Deferred firing (with None) once
@@ -458,6 +479,11 @@ class WorkerSupervisor(service.Service):
         self._ever_ready: set[int] = set()
         #: Called with the line of a worker that cannot start with the configuration.
         self.on_config_error: Callable[[str], None] | None = None
+        #: ``on_control[kind](worker, message)``: what the main process does with
+        #: the control messages ``{"nac_control": kind, …}`` this module does
+        #: not know (``decided``: :func:`decision_relay`); the handler checks
+        #: every field (a worker is our child, its message still untrusted data)
+        self.on_control: dict[str, Callable[[int, dict], None]] = {}
         #: the counters of the workers that ended (their last snapshots), and how many ended
         self._retired: metrics.Snapshot = []
         self.restarts = 0
@@ -688,6 +714,28 @@ class WorkerSupervisor(service.Service):
                     pass
 
 
+def decision_relay(store) -> Callable[[int, dict], None]:
+    """The main process's handler of the ``decided`` messages of the
+    workers (:attr:`WorkerSupervisor.on_control`): a decision a worker
+    committed, ``{"session": N, "decision": RelayedDecision.to_json()}``,
+    goes to ``store``'s decision listeners (:meth:`~nac.db.store.PolicyStore.notify_decision`).
+    A message with a field out of place is logged in one line and dropped."""
+
+    def relayed(worker: int, message: dict) -> None:
+        session = message.get("session")
+        try:
+            if type(session) is not int or not 0 < session < 2 ** 63:
+                raise ValueError("session: not a session number")
+            decision = RelayedDecision.from_json(message.get("decision"))
+        except ValueError as exc:
+            log.warn("worker {worker} sent a decision nac cannot use, dropped: {error}", worker=worker,
+                     error=str(exc), log_limit=("unusable decision of a worker", str(worker)))
+            return
+        store.notify_decision(session, decision)
+
+    return relayed
+
+
 # -- worker process -----------------------------------------------------------------------
 
 
@@ -902,6 +950,10 @@ def main(argv: list[str] | None = None) -> None:
                                     lambda upto: writer.control("ids", upto=upto))
         core = server.build_core(cfg, connection_ids=ids)
         server.attach_store(core, store)
+        if store is not None:
+            # the main process tells the NASes (RADIUS CoA over their RadSec connections)
+            store.decision_listeners.append(lambda session_id, decision: writer.control(
+                "decided", session=session_id, decision=RelayedDecision.of(decision).to_json()))
         top = service.MultiService()
         RepeatSummaryService().setServiceParent(top)
         store.setServiceParent(top)

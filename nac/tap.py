@@ -4,7 +4,8 @@ One :class:`NacService` (a MultiService) holds the policy store, the TNCS
 core service (:mod:`nac.server`), one service per enabled transport, each
 built by its plugin (:mod:`nac.plugins`), and, when a transport asks for
 more processes than this one, the supervisor of the worker processes
-(:mod:`nac.processes`).  It knows no transport by name.
+(:mod:`nac.processes`), which hands the decisions the workers commit to the
+store's listeners here.  It knows no transport by name.
 
 Whatever stops nac from starting — a bad value, an unreadable certificate,
 an IMV that does not load, a port it cannot listen on — ends it with one
@@ -33,7 +34,7 @@ from zope.interface import provider
 from nac import config as nac_config
 from nac import log as nac_log
 from nac.log import Logger
-from nac.processes import WorkerSupervisor, descriptor_warning
+from nac.processes import WorkerSupervisor, decision_relay, descriptor_warning
 from nac.server import CoreService, StartupError, attach_store, build_core, build_store, one_line  # noqa: F401
 from nac.service_user import ServiceUser
 
@@ -415,6 +416,9 @@ def makeService(options) -> service.MultiService:
         if processes > 1:
             workers = WorkerSupervisor(cfg.source, getattr(options, "nac_overrides", {}), processes)
             workers.on_config_error = top.worker_config_error
+            if store is not None:
+                # the decisions of the workers reach this process's listeners (RADIUS CoA)
+                workers.on_control["decided"] = decision_relay(store)
         for name in cfg.transports:
             transport = transport_plugin(name).make_service(cfg, core, store, workers)
             transport.setServiceParent(top)

@@ -6,7 +6,8 @@ the NAS reads are checked with hashlib/hmac and the secret "radsec"; the
 NAS's answers are built the same way.  No retransmission on the
 connection: one timeout, then "no answer"; a closed connection ends its
 requests; without a connection the NAS gets UDP if it has an address,
-else "not reachable" is recorded; nac-admin refuses a RadSec-only NAS."""
+else "not reachable" is recorded; a decision a worker process relayed is
+sent as the main process's own; nac-admin refuses a RadSec-only NAS."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import dataclasses
 import hashlib
 import hmac
 import ipaddress
+import json
 import shutil
 import struct
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -26,6 +29,8 @@ from twisted.trial import unittest
 from nac.db import PolicyDb
 from nac.db.accounting import AccountingRecord, list_accounting, record_accounting
 from nac.db.engine import make_engine, upgrade
+from nac.processes import decision_relay
+from nac.tnccs.assessment import GroupEnforcement, RelayedDecision
 from tests.test_db import decision, peer
 from tests.test_radius_coa import FakeSender, SyncStore
 from tests.test_radsec import TlsTransport, certificate
@@ -210,13 +215,39 @@ class RadsecCoaTests(unittest.TestCase):
         self.assertEqual((info.coa_action, info.coa_result),
                          ("coa", "not reachable: no open RadSec connection and no address for UDP"))
 
-    def test_a_worker_process_has_no_connections_and_says_so(self):
+    def test_a_decision_a_worker_relayed_goes_on_the_connection_with_its_group_enforcement(self):
+        # the worker committed the decision and wrote the control line; the
+        # main process's relay hands it to its dispatcher, which holds the connection
         self.session()
-        self.connect()  # in the main process: a worker does not see it
-        self.dispatcher.radsec = None
-        self.decide("isolate")
-        self.assertEqual(self.recorded().coa_result,
-                         "not reachable: no open RadSec connection in this worker process and no address for UDP")
+        proto, transport = self.connect()
+        sid = self.db.session_started(peer(), 1)
+        self.db.device_seen(sid, "machine-1")
+        made = dataclasses.replace(decision("isolate"), enforcement=GroupEnforcement(
+            groups=("lab",), filter_id_isolate="lab-quarantine"))
+        self.db.session_decided(sid, made)
+        line = json.dumps({"nac_control": "decided", "session": sid,
+                           "decision": RelayedDecision.of(made).to_json()})
+        relay = decision_relay(SimpleNamespace(notify_decision=self.dispatcher.decided))
+        relay(1, json.loads(line))
+        [request] = self.sent(transport)
+        self.assertEqual((request[0], attributes(request)[FILTER_ID]), (COA_REQUEST, b"lab-quarantine"))
+        self.assertTrue(request_valid(request))
+        proto.dataReceived(answer(request, COA_ACK))
+        self.assertEqual(self.recorded().coa_result, "CoA-ACK")
+
+    def test_a_decision_of_a_session_the_database_does_not_have_is_one_line(self):
+        from twisted.logger import globalLogPublisher
+
+        self.session()
+        _, transport = self.connect()
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        self.dispatcher.decided(4242, RelayedDecision("isolate"))
+        self.assertEqual(self.sent(transport), [])
+        self.assertEqual([e["log_format"] for e in logged if e.get("sid") == 4242],
+                         ["decision of session {sid}: the database has no decision of that session; no NAS told"])
+        self.assertIsNone(self.recorded().coa_result)
 
     def test_the_timeout_lasts_as_long_as_the_udp_tries(self):
         self.assertEqual(reliable_timeout(2.0, 5), 2 + 4 + 8 + 16 + 16)

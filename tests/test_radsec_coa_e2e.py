@@ -95,7 +95,9 @@ class RadsecCoaE2eTests(unittest.TestCase):
         cls.radsec_port = free_port()
         (cls.dir / "server").mkdir()
         server = NacServer({
-            "nac": {"transports": "pt-tls,radius", "imvs": "imvs.os:OsImv"},
+            # no re-evaluation after a policy change: its CoA would race the assessment's, and time
+            # out (2.1 s) before the test reads it while the assessment runs
+            "nac": {"transports": "pt-tls,radius", "imvs": "imvs.os:OsImv", "reevaluate_interval": "0"},
             "imv:os": {"non_compliant_major": "isolate", "no_result": "allow"},
             "radius": {"listen": "127.0.0.1", "port": cls.radius_port, "radsec_port": cls.radsec_port,
                        "radsec_listen": "127.0.0.1", "radsec_ca": cls.dir / "nas-pki" / "ca.pem",

@@ -66,7 +66,7 @@ class ServiceTreeTests(unittest.TestCase):
         from nac.processes import process_count
         # the worker processes' supervisor starts last, once the transports have their sockets;
         # the summaries of repeated log lines stop last
-        self.assertEqual(names, ["log-repeats", "policy-store", "tnccs", "pt-tls"]
+        self.assertEqual(names, ["log-repeats", "policy-store", "tnccs", "reevaluation", "pt-tls"]
                          + (["workers"] if process_count("auto") > 1 else []))
         core = top.getServiceNamed("tnccs").core
         verifyObject(ITnccsCore, core)
@@ -92,7 +92,8 @@ class ServiceTreeTests(unittest.TestCase):
         opts.parseOptions(["--state-dir", self.mktemp(), "--config", path])
         top = tap.makeService(opts)
         self.addCleanup(top.getServiceNamed("policy-store").db.engine.dispose)
-        self.assertEqual([s.name for s in top], ["log-repeats", "policy-store", "tnccs", "pt-tls", "radius", "workers"])
+        self.assertEqual([s.name for s in top], ["log-repeats", "policy-store", "tnccs", "reevaluation", "pt-tls",
+                                                 "radius", "workers"])
         workers = top.getServiceNamed("workers")
         # three processes: PT-TLS in the first two, RADIUS in all three
         self.assertEqual((workers.processes, top.getServiceNamed("pt-tls").processes,

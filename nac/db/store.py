@@ -1765,12 +1765,19 @@ class PolicyStore(service.Service):
 
     def _decided(self, result, session_id: int, decision):
         # after the commit: a listener (RADIUS CoA) reads what was recorded
+        self.notify_decision(session_id, decision)
+        return result
+
+    def notify_decision(self, session_id: int, decision) -> None:
+        """Tell the :attr:`decision_listeners` of the committed decision of
+        session ``session_id``: this process's, or one a worker process
+        made (a :class:`~nac.tnccs.assessment.RelayedDecision`, see
+        :func:`nac.processes.decision_relay`)."""
         for listener in list(self.decision_listeners):
             try:
                 listener(session_id, decision)
             except Exception:
                 log.failure("a listener of recorded decisions failed")
-        return result
 
     def session_aborted(self, session_id: int, reason: str):
         return self.writes.submit(record_abort, session_id, reason)

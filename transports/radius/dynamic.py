@@ -11,6 +11,9 @@ of the endpoint (:func:`nac.db.accounting.decision_change`) gets, by its NAS's
 decision, or a Disconnect-Request (always for Access Denied); the outcome is
 written to the accounting session (:func:`nac.db.accounting.record_coa`), and
 a NAK with Session-Context-Not-Found or a Disconnect-ACK ends it there.
+
+The dispatcher runs in nac's main process only; the decisions of worker
+processes reach it there (:func:`nac.processes.decision_relay`).
 """
 
 from __future__ import annotations
@@ -196,6 +199,12 @@ class CoaDispatcher:
 
     def _changed(self, change, decision, session_id: int):
         previous, access, targets = change
+        if access is None and previous is None and not targets:
+            # only a decision relayed by a worker process can name a session we do not have
+            log.warn("decision of session {sid}: the database has no decision of that session; no NAS told",
+                     sid=session_id,
+                     log_limit=("decision of an unknown session", "policy database"))
+            return None
         if not targets or previous is None or previous == access:
             return None
         sends = []

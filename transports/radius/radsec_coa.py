@@ -25,9 +25,11 @@ session's NAS address inside it, or a single host) and so a ``coa_port``;
 else the outcome "not reachable" is recorded with the session.
 
 RadSec connections live in nac's main process (:mod:`.radsec_service`), and
-so does the dispatcher that uses them.  The dispatcher of a RADIUS worker
-process has none: there, a RadSec-only NAS is recorded as not reachable
-(the decisions a worker makes are dispatched by that worker).  ``nac-admin
+so does the one dispatcher, whichever process decided: a worker process
+(RADIUS or PT-TLS) hands each decision it commits to the main process
+(:func:`nac.processes.decision_relay`), whose dispatcher sends the request
+on the NAS's connection (or UDP) and records the outcome as for its own
+decisions; a worker builds no dispatcher.  ``nac-admin
 coa`` / ``disconnect`` run in their own process and cannot use the server's
 TLS connections either: :func:`refuse_radsec_only` makes them refuse such a
 NAS in one line, recording nothing.
@@ -109,7 +111,7 @@ class RadsecCoaDispatcher(CoaDispatcher):
         super().__init__(store, clients, enforcement, sender)
         #: section name -> the RadSec NAS
         self.radsec_nases = radsec_nases
-        #: the RadSec listener's factory (its ``open`` connections); None in a worker process
+        #: the RadSec listener's factory (its ``open`` connections); None without RadSec
         self.radsec = radsec
         #: how long one request waits for its answer on a connection
         self.timeout = timeout
@@ -148,9 +150,8 @@ class RadsecCoaDispatcher(CoaDispatcher):
                          nas=info.nas, host=target.host, port=target.port)
                 d = self.sender.send(kind, target, attributes)
             else:
-                where = "" if self.radsec is not None else " in this worker process"
                 d = defer.succeed(CoaOutcome(0, kind, target_for(info, client), False, attempts=0, note=(
-                    f"not reachable: no open RadSec connection{where} and no address for UDP")))
+                    "not reachable: no open RadSec connection and no address for UDP")))
         return d.addCallback(self._answered, info)
 
     def _on_connection(self, connection, info: AccountingInfo, client, kind: int, attributes) -> defer.Deferred:
@@ -174,7 +175,7 @@ def radsec_nases(cfg) -> dict[str, RadiusClient]:
 def make_dispatcher(cfg, store, clients: RadiusClientTable, radsec=None, reactor=None) -> CoaDispatcher | None:
     """:func:`~transports.radius.dynamic.make_dispatcher`, with the RadSec
     NASes of the configuration reached on their connections to ``radsec``
-    (the listener's factory; None where there is none: a worker process)."""
+    (the listener's factory; None without ``[radius] radsec_port``)."""
     nases = radsec_nases(cfg)
     if not nases:
         return make_udp_dispatcher(cfg, store, clients, reactor)

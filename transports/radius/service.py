@@ -5,7 +5,9 @@ in :mod:`transports.radius.server`, EAP in :mod:`nac.eap`.  With ``[radius]
 workers`` above 1, worker processes (:mod:`nac.processes`) serve
 RADIUS too: the main process reads the UDP socket and hands each worker the
 requests of its conversations (:mod:`transports.radius.relay`); a worker
-answers through its copy of the socket.
+answers through its copy of the socket.  CoA / Disconnect after a decision
+change (:mod:`transports.radius.radsec_coa`) leave from the main process
+only, whichever process decided (:func:`nac.processes.decision_relay`).
 """
 
 from __future__ import annotations
@@ -322,7 +324,8 @@ class RadiusService(service.Service):
         self._sweeper = None
         #: the accounting listener (main process, ``[radius] acct_port`` not 0)
         self.accounting: AccountingService | None = None
-        #: CoA / Disconnect after decision changes (:mod:`transports.radius.dynamic`)
+        #: CoA / Disconnect after decision changes (:mod:`transports.radius.dynamic`):
+        #: the main process's; the workers hand it their decisions
         self.dispatcher = None
         #: RadSec (main process, ``[radius] radsec_port`` not 0)
         self.radsec = None
@@ -517,8 +520,11 @@ def make_service(cfg, core, store=None, *, eap_factory=None, clock=None, workers
         from transports.radius.radsec_service import make_radsec_service
         accounting = radius.accounting.server if radius.accounting is not None else None
         radius.radsec = make_radsec_service(cfg, server, accounting=accounting, clock=clock)
-    from transports.radius.radsec_coa import make_dispatcher
-    radius.dispatcher = make_dispatcher(cfg, store, clients, radius.radsec.factory if radius.radsec else None)
+    if adopt is None:
+        # a worker's decisions come here (nac.processes.decision_relay): this
+        # process alone holds the NASes' RadSec connections
+        from transports.radius.radsec_coa import make_dispatcher
+        radius.dispatcher = make_dispatcher(cfg, store, clients, radius.radsec.factory if radius.radsec else None)
     if adopt is None and store is not None:
         from transports.radius.session_control import make_session_control
         radius.sessions = make_session_control(cfg, store, clients, radius.dispatcher)

@@ -26,12 +26,12 @@ from twisted.internet import defer, protocol
 from nac.db.accounting import AccountingInfo, close_session, decision_change, record_coa
 from nac.db.outage import StoreUnavailable
 from nac.log import Logger
-from transports.radius.clients import RadiusClientTable, ip_address
+from transports.radius.clients import CLIENT_SECTION, RadiusClient, RadiusClientTable, ip_address
 from transports.radius.coa import CoaClient, CoaOutcome, CoaTarget, ErrorCause
 from transports.radius.enforcement import RadiusEnforcement
 from transports.radius.packet import Code
 
-__all__ = ["CoaDispatcher", "CoaSender", "coa_request_for"]
+__all__ = ["CoaDispatcher", "CoaSender", "coa_request_for", "refuse_radsec_only"]
 
 log = Logger(namespace="nac.radius.coa")
 
@@ -264,6 +264,21 @@ def family_of(host: str) -> int:
     return socket.AF_INET6 if addr is not None and addr.version == 6 else socket.AF_INET
 
 
+def refuse_radsec_only(cfg, info: AccountingInfo, client: RadiusClient | None) -> None:
+    """For ``nac-admin``: LookupError naming the NAS when the NAS of ``info``
+    is a RadSec NAS that UDP does not reach under its name (``client``: the
+    UDP client of the session's NAS address): only the running server holds
+    its connection."""
+    section = cfg.named_sections(CLIENT_SECTION).get(info.nas)
+    if not section or not section.get("radsec_name"):
+        return
+    if client is not None and client.name == info.nas:
+        return
+    raise LookupError(f"accounting session {info.id}: NAS '{info.nas}' is reached over RadSec only; nac-admin "
+                      "cannot use the server's TLS connection (the running server sends CoA / Disconnect on it "
+                      "when the endpoint's decision changes)")
+
+
 def change_session(cfg, db, row_id: int, access: str | None) -> tuple[bool, dict, str]:
     """:meth:`nac.interfaces.ISessionControl.change_session` for RADIUS: a
     CoA-Request with the enforcement of ``access`` (whatever the NAS's
@@ -275,7 +290,6 @@ def change_session(cfg, db, row_id: int, access: str | None) -> tuple[bool, dict
     from nac.db.accounting import coa_targets
     from transports.radius.clients import client_table
     from transports.radius.coa import send_blocking
-    from transports.radius.radsec_coa import refuse_radsec_only
 
     found = db.read(coa_targets, row_id=row_id)
     if not found:

@@ -31,7 +31,7 @@ so does the one dispatcher, whichever process decided: a worker process
 on the NAS's connection (or UDP) and records the outcome as for its own
 decisions; a worker builds no dispatcher.  ``nac-admin
 coa`` / ``disconnect`` run in their own process and cannot use the server's
-TLS connections either: :func:`refuse_radsec_only` makes them refuse such a
+TLS connections either: :func:`~transports.radius.dynamic.refuse_radsec_only` makes them refuse such a
 NAS in one line, recording nothing.
 """
 
@@ -43,13 +43,13 @@ from twisted.internet import defer
 
 from nac.db.accounting import AccountingInfo
 from nac.log import Logger
-from transports.radius.clients import CLIENT_SECTION, RadiusClient, RadiusClientTable, radsec_clients
+from transports.radius.clients import RadiusClient, RadiusClientTable, radsec_clients
 from transports.radius.coa import CoaBusy, CoaClient, CoaOutcome, CoaTarget
 from transports.radius.dynamic import CoaDispatcher, CoaSender, make_dispatcher as make_udp_dispatcher, target_for
 from transports.radius.enforcement import RadiusEnforcement
 from transports.radius.radsec import RADSEC_SECRET
 
-__all__ = ["RadsecCoaDispatcher", "RadsecCoaSender", "make_dispatcher", "refuse_radsec_only",
+__all__ = ["RadsecCoaDispatcher", "RadsecCoaSender", "make_dispatcher",
            "reliable_timeout"]
 
 log = Logger(namespace="nac.radius.coa")
@@ -189,18 +189,3 @@ def make_dispatcher(cfg, store, clients: RadiusClientTable, radsec=None, reactor
     sender = CoaSender(CoaClient(timeout=sec["coa_timeout"], attempts=sec["coa_attempts"]), reactor, sec["listen"])
     return RadsecCoaDispatcher(store, clients, RadiusEnforcement.from_config(sec), sender, nases, radsec,
                                timeout=reliable_timeout(sec["coa_timeout"], sec["coa_attempts"]))
-
-
-def refuse_radsec_only(cfg, info: AccountingInfo, client: RadiusClient | None) -> None:
-    """For ``nac-admin``: LookupError naming the NAS when the NAS of ``info``
-    is a RadSec NAS that UDP does not reach under its name (``client``: the
-    UDP client of the session's NAS address): only the running server holds
-    its connection."""
-    section = cfg.named_sections(CLIENT_SECTION).get(info.nas)
-    if not section or not section.get("radsec_name"):
-        return
-    if client is not None and client.name == info.nas:
-        return
-    raise LookupError(f"accounting session {info.id}: NAS '{info.nas}' is reached over RadSec only; nac-admin "
-                      "cannot use the server's TLS connection (the running server sends CoA / Disconnect on it "
-                      "when the endpoint's decision changes)")

@@ -32,6 +32,9 @@ class UserCommandsTakeEffectAtOnceTests(unittest.TestCase):
             "radius": {"listen": "127.0.0.1", "port": self.radius_port, "secret": SECRET},
             # authentication only: what is under test is the password check
             "eap": {"tnc": "none"},
+            # ten refused logins of carol (while disabled, then with her old
+            # password) must not lock her out when they all land in one process
+            "auth": {"max_failures_per_user": "100", "max_failures_per_source": "100", "failure_delay": "0"},
         })
         server.admin("init")
         server.admin("user", "add", "carol", "--password", PASSWORD, "--eap")

@@ -102,9 +102,18 @@ class AccountingServerTests(unittest.TestCase):
                           record.nas_port_id, record.framed_ip_address),
                          ("sw1", "127.0.0.1", True, 1, "sess-1", "carol", "02-00-00-00-00-01", "AP-1:corp", 12,
                           "Gi1/0/12", "10.1.2.3"))
+        self.assertIsNone(record.nas_ip_address)  # none reported
         rec.commit()
         self.assertEqual(answered(result), expected_response(request))
         self.assertEqual(server.pending, 0)
+
+    def test_the_nas_address_it_reports_is_kept(self):
+        server, rec = self.server()
+        for extra, expected in ((attr(4, bytes((192, 0, 2, 77))), "192.0.2.77"),
+                                (attr(95, bytes.fromhex("20010db8000000000000000000000077")), "2001:db8::77")):
+            server.respond(acct_request(start(extra=extra)), NAS, 100.0)
+            self.assertEqual(rec.records[-1].nas_ip_address, expected)
+            rec.commit()
 
     def test_no_answer_when_the_record_fails_and_the_retransmission_is_recorded(self):
         server, rec = self.server()
@@ -367,6 +376,13 @@ class AccountingDatabaseMixin(DatabaseMixin):
         self.record()
         self.assertEqual(self.listing()[0].status, "stopped")
         self.assertEqual(self.listing(open_only=True), [])
+
+    def test_the_reported_nas_address_is_kept_and_a_later_request_without_it_keeps_it(self):
+        row = self.record(nas_ip_address="192.0.2.77")
+        self.record(status_type=3, session_time=5)
+        with self.engine.connect() as connection:
+            [target] = coa_targets(connection, row_id=row)
+        self.assertEqual(target.nas_ip_address, "192.0.2.77")
 
     def test_accounting_on_closes_the_open_sessions_of_the_nas(self):
         self.record(acct_session_id="a")

@@ -86,6 +86,20 @@ class CoaClientTests(unittest.TestCase):
         [(data, _)] = c.datagrams()
         self.assertEqual(RadiusPacket.parse(data).value(5), 7)
 
+    def test_the_nas_is_named_by_the_address_it_reported(self):
+        # RFC 5176 §3: the NAS identification attributes are the NAS's own; a
+        # NAS behind NAT (or hostapd with another own_ip_addr) checks them
+        for reported, attr_type, value in (("192.0.2.77", 4, bytes((192, 0, 2, 77))),
+                                           ("2001:db8::77", 95, bytes.fromhex("20010db8" + "0" * 22 + "77")),
+                                           (None, 4, bytes((127, 0, 0, 1)))):
+            c = client()
+            c.request(Code.DISCONNECT_REQUEST, dataclasses.replace(TARGET, nas_ip=reported), [], 0.0)
+            [(data, addr)] = c.datagrams()
+            self.assertEqual(addr, NAS)  # sent where its requests came from, whatever it calls itself
+            packet = RadiusPacket.parse(data)
+            self.assertEqual(packet.get(attr_type), value, reported)
+            self.assertEqual(len([a for a in packet.attributes if a.type in (4, 95)]), 1)
+
     def test_ack(self):
         c = client()
         handle = c.request(Code.COA_REQUEST, TARGET, [], 0.0)

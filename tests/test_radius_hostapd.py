@@ -52,6 +52,7 @@ from twisted.trial import unittest
 from tests.nacserver import NacServer, netns_unavailable, repo_env
 
 SECRET = "hostapd-das-s3cret"
+OWN_IP = "192.0.2.99"
 WRONG_SECRET = "not-the-das-secret"
 PASSWORD = "K8FW9-carol"
 STATION = "02:00:00:00:0a:01"
@@ -164,7 +165,10 @@ class Environment:
         conf.write_text("\n".join([
             f"interface={PORT}", "driver=wired", f"ctrl_interface={self.dir / 'hostapd'}",
             "ieee8021x=1", "eapol_version=2", "use_pae_group_addr=1",
-            "own_ip_addr=127.0.0.1", "nas_identifier=sw1",
+            # the NAS-IP-Address hostapd reports and its DAS checks: not the
+            # address its RADIUS packets leave from (as behind NAT), which nac
+            # must not take for it
+            f"own_ip_addr={OWN_IP}", "nas_identifier=sw1",
             "auth_server_addr=127.0.0.1", "auth_server_port=1812", f"auth_server_shared_secret={SECRET}",
             "acct_server_addr=127.0.0.1", "acct_server_port=1813", f"acct_server_shared_secret={SECRET}",
             "radius_das_port=3799", f"radius_das_client=127.0.0.1 {SECRET}",

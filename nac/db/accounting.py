@@ -91,6 +91,8 @@ class AccountingRecord:
     called_station_id: str | None = None
     user_name: str | None = None
     framed_ip_address: str | None = None
+    nas_ip_address: str | None = None
+    """NAS-IP-Address or NAS-IPv6-Address, as the NAS reported it"""
     session_time: int | None = None
     input_octets: int | None = None
     output_octets: int | None = None
@@ -112,6 +114,7 @@ class AccountingInfo:
     nas_port: int | None
     nas_port_id: str | None
     framed_ip_address: str | None
+    nas_ip_address: str | None
     device: str | None
     assessment_id: int | None
     started: datetime.datetime | None
@@ -146,6 +149,7 @@ _INSERT_KEYS = ("nas", "nas_address", "acct_session_id", "status", "updated", "i
 _INSERTS = {name: _Hot(dialect.insert(_T).on_conflict_do_nothing(), _INSERT_KEYS)
             for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))}
 _KEPT = ("nas_port", "nas_port_id", "calling_station_id", "called_station_id", "user_name", "framed_ip_address",
+         "nas_ip_address",
          "session_time", "input_octets", "output_octets", "terminate_cause")
 # one statement for Start, Interim-Update and Stop: a value not sent keeps
 # the one before; a stopped session stays stopped; the start time is the
@@ -222,7 +226,7 @@ def record_coa(connection, row_id: int, action: str, result: str) -> None:
 
 _COLUMNS = (_T.c.id, _T.c.nas, _T.c.nas_address, _T.c.acct_session_id, _T.c.status, _T.c.user_name,
             _T.c.calling_station_id, _T.c.called_station_id, _T.c.nas_port, _T.c.nas_port_id,
-            _T.c.framed_ip_address, _D.c.device_id.label("device"), _T.c.assessment_id, _T.c.started,
+            _T.c.framed_ip_address, _T.c.nas_ip_address, _D.c.device_id.label("device"), _T.c.assessment_id, _T.c.started,
             _T.c.stopped, _T.c.updated, _T.c.session_time, _T.c.input_octets, _T.c.output_octets,
             _T.c.terminate_cause, _T.c.coa_action, _T.c.coa_result, _T.c.coa_time)
 

@@ -881,6 +881,9 @@ class AccountingSession(Base):
     called_station_id: Mapped[str | None] = mapped_column(sa.String(253))
     user_name: Mapped[str | None] = mapped_column(sa.String(253))
     framed_ip_address: Mapped[str | None] = mapped_column(sa.String(64))
+    nas_ip_address: Mapped[str | None] = mapped_column(sa.String(64))
+    """the NAS-IP-Address (or NAS-IPv6-Address) the NAS reported (migration
+    0014): what a CoA / Disconnect identifies it by, as RFC 5176 §3 asks"""
     device_id: Mapped[int | None] = mapped_column(sa.ForeignKey("devices.id", ondelete="SET NULL"), index=True)
     assessment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("sessions.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(sa.String(16))

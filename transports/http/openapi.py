@@ -49,7 +49,7 @@ SESSION = _obj({"id": INT, "identity": _n(STR), "auth_method": STR, "transport":
 ACCOUNTING = _obj({
     "id": INT, "nas": STR, "nas_address": STR, "acct_session_id": STR, "status": STR, "user_name": _n(STR),
     "calling_station_id": _n(STR), "called_station_id": _n(STR), "nas_port": _n(INT), "nas_port_id": _n(STR),
-    "framed_ip_address": _n(STR), "device": _n(STR), "assessment_id": _n(INT), "started": _n(TIME),
+    "framed_ip_address": _n(STR), "nas_ip_address": _n(STR), "device": _n(STR), "assessment_id": _n(INT), "started": _n(TIME),
     "stopped": _n(TIME), "updated": TIME, "session_time": _n(INT), "input_octets": INT, "output_octets": INT,
     "terminate_cause": _n(STR), "coa_action": _n(STR), "coa_result": _n(STR), "coa_time": _n(TIME)})
 #: the outcome of a CoA-Request / Disconnect-Request (RFC 5176) the server sent

@@ -338,6 +338,12 @@ class AccountingServer:
         framed = packet.value(_A.FRAMED_IP_ADDRESS)
         if framed is not None:
             values["framed_ip_address"] = str(framed)
+        # how the NAS names itself: a CoA / Disconnect identifies it so (RFC 5176 §3)
+        nas_ip = packet.value(_A.NAS_IP_ADDRESS)
+        if nas_ip is None:
+            nas_ip = packet.value(_A.NAS_IPV6_ADDRESS)
+        if nas_ip is not None:
+            values["nas_ip_address"] = str(nas_ip)
         for name, low, high in (("input_octets", _A.ACCT_INPUT_OCTETS, _A.ACCT_INPUT_GIGAWORDS),
                                 ("output_octets", _A.ACCT_OUTPUT_OCTETS, _A.ACCT_OUTPUT_GIGAWORDS)):
             octets, gigawords = packet.value(low), packet.value(high)

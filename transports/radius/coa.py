@@ -108,14 +108,22 @@ class CoaTarget:
     user_name: str | None = None
     calling_station_id: str | None = None
     nas_port: int | None = None
+    nas_ip: str | None = None
+    """the NAS-IP-Address / NAS-IPv6-Address the NAS reported in its
+    accounting (None: the address its requests came from stands for it)"""
 
     def identification(self) -> list[Attribute]:
-        """The session identification attributes (RFC 5176 §3)."""
+        """The session identification attributes (RFC 5176 §3): the NAS as
+        it named itself (a NAS behind NAT, or with several addresses,
+        checks its own address), then the session."""
         attrs = []
-        try:
-            addr = ipaddress.ip_address(self.host)
-        except ValueError:
-            addr = None
+        addr = None
+        for candidate in (self.nas_ip, self.host):
+            try:
+                addr = ipaddress.ip_address(candidate or "")
+                break
+            except ValueError:
+                continue
         if addr is not None and addr.version == 4:
             attrs.append(Attribute(_A.NAS_IP_ADDRESS, addr.packed))
         elif addr is not None:

@@ -151,7 +151,8 @@ def coa_request_for(info: AccountingInfo, client, access: str, enforcement: Radi
 def target_for(info: AccountingInfo, client) -> CoaTarget:
     return CoaTarget(host=info.nas_address, port=client.coa_port, secret=client.secret, nas=info.nas,
                      acct_session_id=info.acct_session_id, user_name=info.user_name,
-                     calling_station_id=info.calling_station_id, nas_port=info.nas_port)
+                     calling_station_id=info.calling_station_id, nas_port=info.nas_port,
+                     nas_ip=info.nas_ip_address)
 
 
 def outcome_effects(outcome: CoaOutcome) -> int | None:

@@ -32,10 +32,9 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from nac.client.collectors.os import read_os_info
 from tests import radsec_wire as wire
 from tests.nacserver import NacServer, free_port, repo_env
-from tests.test_radius_coa_e2e import NasListener
+from tests.radius_nas import NasListener, admit_host, host_product, import_host_packages
 from tests.test_radsec_coa import answer, attributes, request_valid
 from tests.test_radsec_e2e import nas_certificate
 from transports.radius.packet import Code
@@ -83,7 +82,7 @@ class RadsecNas:
 class RadsecCoaE2eTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if shutil.which("dpkg-query") is None or read_os_info() is None:
+        if host_product() is None:
             raise unittest.SkipTest("not a Debian host: no dpkg-query or os-release")
         cls.dir = Path(tempfile.mkdtemp(prefix="nac-radsec-coa-"))
         atexit.register(shutil.rmtree, cls.dir, True)
@@ -160,19 +159,9 @@ class RadsecCoaE2eTests(unittest.TestCase):
         self.assertEqual(json.loads(done.stdout)["recommendation"], expected)
 
     def test_coa_on_the_radsec_connection_then_no_answer_then_udp_after_it_closed(self):
-        info = read_os_info()
-        product = f"{info.name} {info.version_string}"
-        listing = self.server.dir / "dpkg-query.txt"
-        listing.write_text(subprocess.run(["dpkg-query", "-W"], capture_output=True, text=True, check=True).stdout)
-        self.server.admin("packages", "import", "--product", product, str(listing))
-        admitted = subprocess.run(
-            [sys.executable, "-m", "nac.client.eap_cli", "--server", f"127.0.0.1:{self.radius_port}",
-             "--secret", SECRET, "--identity", "carol", "--password", PASSWORD, "--tnc", "eap-tnc",
-             "--collectors", "os", "--calling-station-id", HOST_STATION, "--cacert", str(self.server.ca),
-             "--json"], env=repo_env(), capture_output=True, text=True, timeout=60)
-        if admitted.returncode != 0 and "eap-tnc" in admitted.stderr:
-            raise unittest.SkipTest(admitted.stderr.strip())
-        self.assertEqual(admitted.returncode, 0, admitted.stderr + self.server.log_text()[-3000:])
+        product = host_product()
+        import_host_packages(self.server, product)
+        admit_host(self.radius_port, SECRET, "carol", PASSWORD, HOST_STATION, self.server.ca, repo_env())
 
         nas = RadsecNas(self.context(self.sw1_cert, self.sw1_key), self.radsec_port)
         self.addCleanup(nas.close)

@@ -114,6 +114,14 @@ class AccountingServerTests(unittest.TestCase):
             server.respond(acct_request(start(extra=extra)), NAS, 100.0)
             self.assertEqual(rec.records[-1].nas_ip_address, expected)
             rec.commit()
+        # a NAS-IP-Address of 3 octets: the request is malformed, dropped unanswered
+        # and unrecorded (RFC 2866 §4.1), and the next one is served
+        count = len(rec.records)
+        self.assertIsNone(server.respond(acct_request(start(session=b"bad", extra=attr(4, b"\x01\x02\x03"))),
+                                         NAS, 101.0))
+        self.assertEqual(len(rec.records), count)
+        server.respond(acct_request(start(session=b"next")), NAS, 102.0)
+        self.assertEqual(rec.records[-1].acct_session_id, "next")
 
     def test_no_answer_when_the_record_fails_and_the_retransmission_is_recorded(self):
         server, rec = self.server()
